@@ -1,0 +1,274 @@
+"""The NumPy-facing functions: validate -> plan -> call one kernel."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numba
+import numpy as np
+
+from . import _geometry as geo
+from ._kernels.conv import correlate
+from ._kernels.gather import gather
+from ._kernels.scatter import scatter
+from ._kernels.zerofill import fill
+
+IntOrSeq = int | Sequence[int]
+Padding = int | str | Sequence[int] | Sequence[Sequence[int]]
+
+# Shortest piece of an output row given to one task (shorter pieces cost more to schedule than they save).
+_MIN_ROW_SEGMENT = 2048
+
+
+def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0,
+                   output_padding: IntOrSeq = 0, groups: int = 1, dilation: IntOrSeq = 1, *,
+                   output_size: Sequence[int] | None = None, method: str = "auto",
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """Transposed convolution ("deconvolution") of a 1-D, 2-D or 3-D signal, PyTorch semantics.
+
+    Along each spatial axis ``y_full[i * stride + k * dilation] += x[i] * weight[k]`` (the kernel is not
+    flipped), then ``padding`` is cropped from the ends and ``output_padding`` zeros are added at the end:
+    ``out = (in - 1) * stride - pad_before - pad_after + dilation * (kernel - 1) + output_padding + 1``.
+
+    Parameters
+    ----------
+    x : array_like
+        Input of shape (N, C_in, *spatial) or unbatched (C_in, *spatial); ``weight.ndim - 2`` spatial axes.
+    weight : array_like
+        Kernel of shape (C_in, C_out // groups, *kernel) (the PyTorch/ONNX layout, not flipped).
+    bias : array_like, optional
+        Shape (C_out,), added to every output element of its channel.
+    stride, output_padding, dilation : int or sequence of int
+        One value for every spatial axis or one per axis. ``output_padding < max(stride, dilation)``.
+    padding : int, sequence, "valid" or "same"
+        An int or one int per axis (cropped from both ends, PyTorch), one (before, after) pair per axis
+        (asymmetric, like ONNX ``pads``), ``"valid"`` (no crop), or ``"same"`` (TensorFlow SAME: the output
+        is ``input * stride``; the odd extra crop is taken from the end, zeros fill the end when the full
+        output is shorter).
+    groups : int
+        Blocked channel groups; C_in and C_out are both split into ``groups`` parts.
+    output_size : sequence of int, optional
+        Wanted spatial output size (as ``ConvTranspose2d.forward(output_size=...)``); it picks the
+        output padding and must lie in ``[minimal, minimal + max(stride, dilation) - 1]`` per axis.
+    method : {"auto", "scatter", "gather", "zerofill"}
+        Data-flow form: ``scatter`` (each input element adds its footprint), ``gather`` (each output element
+        sums its sources; zeros are never visited), ``zerofill`` (seed 000: dilate with zeros, pad, dense
+        correlation with the flipped kernel, crop), or ``auto`` (the form the cost model expects fastest).
+    out : numpy.ndarray, optional
+        Array of exactly the result's shape and dtype to write into; it is returned.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, C_out, *out_spatial) or (C_out, *out_spatial); float32 when x and weight are both float32,
+        float64 otherwise.
+
+    Raises
+    ------
+    TypeError
+        Complex or non-numeric inputs, non-integer geometry, an ``out`` of the wrong dtype.
+    ValueError
+        Inconsistent shapes, geometry outside its rules, an unreachable output size, an unknown method.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdeconv as fd
+    >>> fd.conv_transpose(np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)), stride=2)[0, 0]
+    array([[1., 1., 1., 1.],
+           [1., 1., 1., 1.],
+           [1., 1., 1., 1.],
+           [1., 1., 1., 1.]])
+    """
+    x, weight = _as_array(x, "x"), _as_array(weight, "weight")
+    bias = None if bias is None else _as_array(bias, "bias")
+    plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding, groups,
+                         dilation, output_size, method, None if bias is None else bias.shape,
+                         None if bias is None else bias.dtype)
+    y = _output_array(plan, out, (x, weight, bias))
+    execute(plan, x, weight, bias, y)
+    if out is not None and y is not out:
+        out[...] = y
+        return out
+    return y
+
+
+def execute(plan: geo.Plan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, y: np.ndarray) -> None:
+    """Run the plan's form on validated arrays, writing every element of ``y`` (C-contiguous)."""
+    if y.size == 0:
+        return
+    x5, w5 = _canonical_input(x, plan), _canonical_weight(weight, plan)
+    b = _bias_vector(bias, plan)
+    y5 = y.reshape((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes))
+    method = choose_method(plan)
+    stride, dilation, start = plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start")
+    if method == "scatter":
+        scatter(x5, w5, b, y5, plan.groups, stride, dilation, start, _tile(plan))
+    elif method == "gather":
+        gather(x5, w5, b, y5, plan.groups, stride, dilation, start, _tile(plan))
+    else:
+        _zerofill(plan, x5, w5, b, y5)
+
+
+def choose_method(plan: geo.Plan) -> str:
+    """The concrete form for a plan: the requested one, or for ``auto`` the cheaper of scatter and gather.
+
+    Gather touches each output row once per (input channel, row tap) and stores it once; scatter re-reads
+    and re-writes its output row for every tap of the last axis, which costs most when that axis is
+    strided (its stores are then strided too).
+    """
+    if plan.method != "auto":
+        return plan.method
+    return "gather" if plan.axes[2].stride > 1 or plan.axes[2].kernel > 2 else "scatter"
+
+
+def zero_fill(x, stride: IntOrSeq, padding: IntOrSeq | Sequence[Sequence[int]] = 0) -> np.ndarray:
+    """Insert ``stride - 1`` zeros between neighbouring elements on every spatial axis, then zero-pad.
+
+    Each spatial axis of length ``i`` becomes ``(i - 1) * stride + 1 + pad_before + pad_after``. The
+    leading axes are untouched: x is (C, L), (C, H, W), (N, C, H, W) or (N, C, D, H, W) -- with an int
+    ``stride`` a 3-D x is read as (C, H, W) (seed 000); pass ``stride`` per axis, e.g. ``(2,)``, to mean a
+    batched 1-D (N, C, L).
+
+    Parameters
+    ----------
+    x : array_like
+        Input with one or two leading (batch, channel) axes and 1 to 3 spatial axes.
+    stride : int or sequence of int
+        Zero-insertion factor per spatial axis (>= 1).
+    padding : int, sequence of int, or sequence of (before, after) pairs
+        Zeros added on each side (>= 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 for float32 input, otherwise float64.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdeconv as fd
+    >>> fd.zero_fill(np.array([[1.0, 2.0]]), 3, padding=1)
+    array([[0., 1., 0., 0., 2., 0.]])
+    """
+    x = _as_array(x, "x")
+    geo.check_numeric(x.dtype, "x")
+    rank = _zero_fill_rank(x.ndim, stride, padding)
+    stride = geo.per_axis(stride, rank, "stride", minimum=1)
+    pads = geo.normalize_padding(padding, rank)
+    if isinstance(pads, str):
+        raise ValueError(f"padding for zero_fill must be ints or (before, after) pairs, got {padding!r}")
+    spatial = x.shape[x.ndim - rank:]
+    if any(i < 1 for i in spatial):
+        raise ValueError(f"x spatial sizes must be >= 1, got {spatial}")
+    out_spatial = tuple((i - 1) * s + 1 + b + a for i, s, (b, a) in zip(spatial, stride, pads))
+    dtype = np.dtype(np.float32) if x.dtype == np.float32 else np.dtype(np.float64)
+    shape = x.shape[:x.ndim - rank] + out_spatial
+    geo.check_memory(shape, dtype, "the zero-filled array")
+    z = np.empty(shape, dtype)
+    if z.size:
+        lead = (1,) * (geo.MAX_RANK - rank)
+        x5 = _contiguous(x, dtype).reshape((-1, 1) + lead + spatial)
+        fill(x5, z.reshape((-1, 1) + lead + out_spatial), _pad3(stride, 1), _pad3([b for b, _ in pads], 0))
+    return z
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _zero_fill_rank(ndim: int, stride, padding) -> int:
+    for arg in (stride, padding):
+        if not isinstance(arg, str) and np.ndim(arg) > 0:
+            rank = len(arg)
+            if not 1 <= rank <= geo.MAX_RANK or ndim - rank not in (1, 2):
+                raise ValueError(f"x must have 1 or 2 leading axes before {rank} spatial axes; got x.ndim = {ndim}")
+            return rank
+    if not 2 <= ndim <= 5:
+        raise ValueError(f"x must be (C, *spatial) or (N, C, *spatial) with 1 to 3 spatial axes; got x.ndim = {ndim}")
+    return ndim - 1 if ndim <= 3 else ndim - 2
+
+
+def _pad3(values, fill_value: int) -> np.ndarray:
+    return np.array((fill_value,) * (geo.MAX_RANK - len(values)) + tuple(values), dtype=np.int64)
+
+
+def _as_array(a, name: str) -> np.ndarray:
+    if isinstance(a, np.ndarray):
+        return a
+    try:
+        return np.asarray(a)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{name} must be array-like: {exc}") from None
+
+
+def _contiguous(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """C-contiguous, writeable-typed array of ``dtype`` (a copy only when needed; inputs are never written)."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if not a.flags.writeable:  # numba compiles read-only arrays separately: copy instead
+        a = a.copy()
+    return a
+
+
+def _canonical_input(x: np.ndarray, plan: geo.Plan) -> np.ndarray:
+    return _contiguous(x, plan.dtype).reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
+
+
+def _canonical_weight(weight: np.ndarray, plan: geo.Plan) -> np.ndarray:
+    shape = (plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes)
+    return _contiguous(weight, plan.dtype).reshape(shape)
+
+
+def _bias_vector(bias: np.ndarray | None, plan: geo.Plan) -> np.ndarray:
+    if bias is None:
+        return np.zeros(plan.c_out, plan.dtype)
+    return _contiguous(bias, plan.dtype)
+
+
+def _output_array(plan: geo.Plan, out: np.ndarray | None, inputs) -> np.ndarray:
+    """The array the kernel writes: ``out`` itself when it is usable directly, else a fresh one."""
+    if out is None:
+        return np.empty(plan.out_shape, plan.dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != plan.out_shape:
+        raise ValueError(f"out must have the result's shape {plan.out_shape}, got {out.shape}")
+    if out.dtype != plan.dtype:
+        raise TypeError(f"out must have the result's dtype {plan.dtype}, got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+    overlaps = any(a is not None and np.may_share_memory(out, a) for a in inputs)
+    if out.flags.c_contiguous and not overlaps:
+        return out
+    return np.empty(plan.out_shape, plan.dtype)
+
+
+def _tile(plan: geo.Plan) -> np.ndarray:
+    """Output tile per task: whole planes when there are enough of them, else slabs, rows, row segments.
+
+    Tiles only split the work; every output element sums its terms in the same order whatever the tile, so
+    the result does not depend on the thread count.
+    """
+    out = [a.size_out for a in plan.axes]
+    wanted = 4 * numba.get_num_threads()
+    tile, tasks = list(out), plan.batch * plan.c_out
+    for axis in range(geo.MAX_RANK):  # split the outermost axes first, keeping rows contiguous
+        if tasks >= wanted:
+            break
+        size = -(-out[axis] // -(-wanted // tasks))
+        tile[axis] = min(out[axis], max(size, 1 if axis < geo.MAX_RANK - 1 else _MIN_ROW_SEGMENT))
+        tasks *= -(-out[axis] // tile[axis])
+    return np.array(tile, dtype=np.int64)
+
+
+def _zerofill(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray, y5: np.ndarray) -> None:
+    """Seed 000's route: zero-fill + pad into a buffer, then a dense correlation with the flipped kernel."""
+    spans = [a.span for a in plan.axes]
+    z_shape = (plan.batch, plan.c_in) + tuple(a.size_out + s - 1 for a, s in zip(plan.axes, spans))
+    geo.check_memory(z_shape, plan.dtype, "the zero-fill buffer")
+    z = np.empty(z_shape, plan.dtype)
+    fill(x5, z, plan.arrays("stride"), np.array([s - 1 - a.start for a, s in zip(plan.axes, spans)], np.int64))
+    g, c_in_g, c_out_g = plan.groups, plan.c_in // plan.groups, plan.c_out // plan.groups
+    kernel = w5.shape[2:]
+    # (C_in, C_out_g, k) -> (C_out, C_in_g, k), flipped: the correlation weights of seed 000
+    wc = w5.reshape((g, c_in_g, c_out_g) + kernel).swapaxes(1, 2).reshape((plan.c_out, c_in_g) + kernel)
+    wc = np.ascontiguousarray(wc[:, :, ::-1, ::-1, ::-1])
+    ones = np.ones(3, np.int64)
+    correlate(z, wc, b, y5, g, ones, plan.arrays("dilation"), _tile(plan))

@@ -1,0 +1,329 @@
+"""Argument normalisation, output sizes, crops and validation for transposed convolution.
+
+Pure Python (no numba). Everything the kernels need is reduced to one :class:`Plan`.
+
+One spatial axis of a transposed convolution, with the kernel *not* flipped::
+
+    full[in_index * stride + tap * dilation] += x[in_index] * w[tap]
+    full_size = (size_in - 1) * stride + (kernel - 1) * dilation + 1
+    y[out_index] = full[out_index + start]          (0 outside [0, full_size))
+
+so ``out_index = in_index * stride + tap * dilation - start`` is the one index map every kernel uses.
+``start`` is the number of leading elements cropped (``pad_before``); the output length is
+``full_size - pad_before - pad_after + output_padding``.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+METHODS = ("auto", "scatter", "gather", "zerofill")
+MAX_RANK = 3
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Geometry of one spatial axis: ``out_index = in_index * stride + tap * dilation - start``."""
+
+    size_in: int
+    kernel: int
+    stride: int
+    dilation: int
+    start: int
+    size_out: int
+
+    @property
+    def full_size(self) -> int:
+        """Length of the uncropped scatter output."""
+        return full_size(self.size_in, self.kernel, self.stride, self.dilation)
+
+    @property
+    def span(self) -> int:
+        """Effective kernel extent ``(kernel - 1) * dilation + 1``."""
+        return (self.kernel - 1) * self.dilation + 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a kernel needs: shapes, per-axis geometry and the chosen form.
+
+    ``axes`` always has three entries (leading unit axes pad rank 1 and 2 up to 3), so one
+    numba kernel serves every rank.
+    """
+
+    batch: int
+    c_in: int
+    c_out: int
+    groups: int
+    axes: tuple[Axis, Axis, Axis]
+    rank: int
+    batched: bool
+    dtype: np.dtype
+    method: str
+
+    @property
+    def out_spatial(self) -> tuple[int, ...]:
+        return tuple(a.size_out for a in self.axes[MAX_RANK - self.rank:])
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        lead = (self.batch, self.c_out) if self.batched else (self.c_out,)
+        return lead + self.out_spatial
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of the direct definition (no zero is multiplied)."""
+        n = self.batch * self.c_in * (self.c_out // self.groups)
+        for a in self.axes:
+            n *= a.size_in * a.kernel
+        return n
+
+    def arrays(self, name: str) -> np.ndarray:
+        """Per-axis geometry as an int64 array of length 3, for the kernels."""
+        return np.array([getattr(a, name) for a in self.axes], dtype=np.int64)
+
+
+def full_size(size_in: int, kernel: int, stride: int, dilation: int) -> int:
+    """Length of the uncropped transposed-convolution output along one axis."""
+    return (size_in - 1) * stride + (kernel - 1) * dilation + 1
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
+# --------------------------------------------------------------------------- argument normalisation
+
+
+def as_int(value, name: str) -> int:
+    """An integer argument (Python or NumPy int; bool and float are refused)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int, not bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a sequence of ints, got {value!r}") from None
+
+
+def per_axis(value, rank: int, name: str, minimum: int | None = None) -> tuple[int, ...]:
+    """An int, or one int per spatial axis, as a tuple of length ``rank``."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be an int or a sequence of {rank} ints, got {value!r}")
+    if np.ndim(value) == 0:
+        values = (as_int(value, name),) * rank
+    else:
+        seq = list(np.asarray(value, dtype=object).ravel()) if isinstance(value, np.ndarray) else list(value)
+        if len(seq) != rank:
+            raise ValueError(f"{name} must be an int or a sequence of {rank} ints (one per spatial axis), "
+                             f"got {len(seq)} values: {value!r}")
+        values = tuple(as_int(v, name) for v in seq)
+    if minimum is not None and any(v < minimum for v in values):
+        raise ValueError(f"{name} must be >= {minimum} on every axis, got {value!r}")
+    return values
+
+
+def normalize_padding(padding, rank: int) -> str | tuple[tuple[int, int], ...]:
+    """``"valid"``, ``"same"``, or one (before, after) pair of non-negative ints per axis."""
+    if isinstance(padding, str):
+        key = padding.lower()
+        if key not in ("valid", "same"):
+            raise ValueError(f"padding must be an int, per-axis ints, (before, after) pairs, 'valid' or 'same'; "
+                             f"unknown padding string {padding!r}")
+        return key
+    if isinstance(padding, bytes):
+        raise TypeError(f"padding must be an int, a sequence or a str, got {padding!r}")
+    if np.ndim(padding) == 0:
+        p = as_int(padding, "padding")
+        pairs = ((p, p),) * rank
+    else:
+        seq = list(padding)
+        if len(seq) != rank:
+            raise ValueError(f"padding must be an int, {rank} ints (one per spatial axis) or {rank} "
+                             f"(before, after) pairs, got {len(seq)} entries: {padding!r}")
+        pairs = []
+        for entry in seq:
+            if np.ndim(entry) == 0:
+                p = as_int(entry, "padding")
+                pairs.append((p, p))
+            else:
+                pair = list(entry)
+                if len(pair) != 2:
+                    raise ValueError(f"padding pairs must be (before, after), got {entry!r}")
+                pairs.append((as_int(pair[0], "padding"), as_int(pair[1], "padding")))
+        pairs = tuple(pairs)
+    if any(v < 0 for pair in pairs for v in pair):
+        raise ValueError(f"padding must be >= 0 on every axis and side, got {padding!r}")
+    return pairs
+
+
+def check_numeric(dtype: np.dtype, name: str) -> None:
+    """Refuse complex and non-numeric dtypes, naming the argument."""
+    if dtype.kind == "c":
+        raise TypeError(f"{name} must be real: complex inputs are not supported (got dtype {dtype})")
+    if dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric (bool, int or float), got dtype {dtype}")
+
+
+def result_dtype(x_dtype: np.dtype, w_dtype: np.dtype) -> np.dtype:
+    """float32 when x and weight are both float32, otherwise float64."""
+    check_numeric(x_dtype, "x")
+    check_numeric(w_dtype, "weight")
+    if x_dtype == np.float32 and w_dtype == np.float32:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def check_memory(shape: tuple[int, ...], dtype: np.dtype, name: str) -> None:
+    """Refuse an array that could never be allocated on this machine, before trying."""
+    nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+    if nbytes > _physical_memory():
+        raise ValueError(f"{name} of shape {tuple(shape)} would need {nbytes / 2**30:.1f} GiB, more than this "
+                         f"machine's {_physical_memory() / 2**30:.1f} GiB of memory")
+
+
+@lru_cache(maxsize=1)
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 1 << 46
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def split_shapes(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> tuple[int, bool, int]:
+    """Rank, batchedness and batch size from the shapes of x and weight (validated)."""
+    if len(w_shape) < 3 or len(w_shape) > MAX_RANK + 2:
+        raise ValueError(f"weight must have shape (C_in, C_out // groups, *kernel) with 1 to 3 spatial axes; "
+                         f"got weight.ndim = {len(w_shape)}")
+    rank = len(w_shape) - 2
+    if len(x_shape) == rank + 2:
+        batched, batch = True, x_shape[0]
+    elif len(x_shape) == rank + 1:
+        batched, batch = False, 1
+    else:
+        raise ValueError(f"x must have shape (N, C_in, *spatial) or (C_in, *spatial) with {rank} spatial axes "
+                         f"(weight has {rank}); got x.ndim = {len(x_shape)}")
+    return rank, batched, batch
+
+
+def make_plan(x_shape, w_shape, x_dtype, w_dtype, stride=1, padding=0, output_padding=0, groups=1,
+              dilation=1, output_size=None, method="auto", bias_shape=None, bias_dtype=None) -> Plan:
+    """Validate a call and reduce it to a :class:`Plan` (cached for hashable arguments)."""
+    key = (tuple(x_shape), tuple(w_shape), np.dtype(x_dtype), np.dtype(w_dtype), _freeze(stride),
+           _freeze(padding), _freeze(output_padding), groups, _freeze(dilation), _freeze(output_size),
+           method, None if bias_shape is None else tuple(bias_shape),
+           None if bias_dtype is None else np.dtype(bias_dtype))
+    try:
+        return _cached_plan(key)
+    except TypeError as exc:
+        if "unhashable" not in str(exc):
+            raise
+        return _make_plan(*key)
+
+
+def _freeze(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@lru_cache(maxsize=512)
+def _cached_plan(key) -> Plan:
+    return _make_plan(*key)
+
+
+def _make_plan(x_shape, w_shape, x_dtype, w_dtype, stride, padding, output_padding, groups, dilation,
+               output_size, method, bias_shape, bias_dtype) -> Plan:
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
+    dtype = result_dtype(np.dtype(x_dtype), np.dtype(w_dtype))
+    if bias_dtype is not None:
+        check_numeric(np.dtype(bias_dtype), "bias")  # the bias never widens the result
+    rank, batched, batch = split_shapes(x_shape, w_shape)
+    c_in, c_out_g = w_shape[0], w_shape[1]
+    kernel = tuple(w_shape[2:])
+    spatial_in = tuple(x_shape[-rank:])
+    x_channels = x_shape[-rank - 1]
+
+    groups = as_int(groups, "groups")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    if x_channels != c_in:
+        raise ValueError(f"x has {x_channels} input channels but weight.shape[0] (C_in) is {c_in}")
+    if c_in % groups:
+        raise ValueError(f"input channels ({c_in}) must be divisible by groups ({groups})")
+    if any(k < 1 for k in kernel):
+        raise ValueError(f"kernel sizes (weight.shape[2:]) must be >= 1, got {kernel}")
+    if any(i < 1 for i in spatial_in):
+        raise ValueError(f"x spatial sizes must be >= 1, got {spatial_in}")
+    c_out = c_out_g * groups
+    if bias_shape is not None and tuple(bias_shape) != (c_out,):
+        raise ValueError(f"bias must have shape (C_out,) = ({c_out},), got {tuple(bias_shape)}")
+
+    stride = per_axis(stride, rank, "stride", minimum=1)
+    dilation = per_axis(dilation, rank, "dilation", minimum=1)
+    output_padding = per_axis(output_padding, rank, "output_padding", minimum=0)
+    pads = normalize_padding(padding, rank)
+
+    fulls = [full_size(i, k, s, d) for i, k, s, d in zip(spatial_in, kernel, stride, dilation)]
+    for op, s, d in zip(output_padding, stride, dilation):
+        if op >= max(s, d):
+            raise ValueError(f"output_padding must be smaller than max(stride, dilation) on every axis; "
+                             f"got output_padding={output_padding}, stride={stride}, dilation={dilation}")
+    if pads == "same":
+        if any(output_padding):
+            raise ValueError("output_padding must be 0 with padding='same' (the output size is input * stride)")
+        sizes = [i * s for i, s in zip(spatial_in, stride)]
+        starts = [max(0, f - o) // 2 for f, o in zip(fulls, sizes)]
+        if output_size is not None:
+            wanted = _output_size_spatial(output_size, rank)
+            if wanted != tuple(sizes):
+                raise ValueError(f"output_size {wanted} is not reachable with padding='same', which gives "
+                                 f"{tuple(sizes)}")
+    else:
+        pairs = ((0, 0),) * rank if pads == "valid" else pads
+        starts = [b for b, _ in pairs]
+        minimal = [f - b - a for f, (b, a) in zip(fulls, pairs)]
+        if output_size is not None:
+            if any(output_padding):
+                raise ValueError("give output_size or output_padding, not both")
+            wanted = _output_size_spatial(output_size, rank)
+            for m, o, s, d in zip(minimal, wanted, stride, dilation):
+                if not m <= o < m + max(s, d):
+                    raise ValueError(f"output_size {wanted} is not reachable: each axis must lie in "
+                                     f"[{tuple(minimal)}, {tuple(m + max(s, d) - 1 for m in minimal)}] for "
+                                     f"this stride, padding and dilation")
+            sizes = list(wanted)
+        else:
+            sizes = [m + op for m, op in zip(minimal, output_padding)]
+        if any(o < 1 for o in sizes):
+            raise ValueError(f"the output size must be >= 1 on every axis, got {tuple(sizes)} (padding too large "
+                             f"for input {spatial_in}, kernel {kernel}, stride {stride}, dilation {dilation})")
+
+    lead = (MAX_RANK - rank)
+    axes = tuple(Axis(1, 1, 1, 1, 0, 1) for _ in range(lead)) + tuple(
+        Axis(i, k, s, d, st, o) for i, k, s, d, st, o in zip(spatial_in, kernel, stride, dilation, starts, sizes))
+    plan = Plan(batch=batch, c_in=c_in, c_out=c_out, groups=groups, axes=axes, rank=rank, batched=batched,
+                dtype=dtype, method=method)
+    check_memory(plan.out_shape, dtype, "the output")
+    return plan
+
+
+def _output_size_spatial(output_size, rank: int) -> tuple[int, ...]:
+    """output_size given as the spatial sizes, or as a whole output shape (the last ``rank`` entries)."""
+    if np.ndim(output_size) == 0 or isinstance(output_size, (str, bytes)):
+        raise TypeError(f"output_size must be a sequence of ints, got {output_size!r}")
+    seq = list(output_size)
+    if len(seq) not in (rank, rank + 1, rank + 2):
+        raise ValueError(f"output_size must have {rank} spatial entries (or a full output shape), got {seq}")
+    values = tuple(as_int(v, "output_size") for v in seq[-rank:])
+    if any(v < 1 for v in values):
+        raise ValueError(f"output_size entries must be >= 1, got {values}")
+    return values

@@ -1,0 +1,12 @@
+"""Numba flags shared by every kernel (one place to change them, as in stumpy's ``config.py``).
+
+``FASTDECONV_NO_CACHE=1`` turns the on-disk compile cache off (useful when debugging kernels).
+``fastmath`` stays off: every kernel adds each output element's terms in a fixed order, so results are
+bitwise identical across thread counts and tilings; reassociation or FMA contraction would break that.
+"""
+
+import os
+
+NUMBA_CACHE = os.environ.get("FASTDECONV_NO_CACHE", "0") != "1"
+NJIT_FLAGS = {"cache": NUMBA_CACHE, "nogil": True, "error_model": "numpy"}
+PARALLEL_FLAGS = {**NJIT_FLAGS, "parallel": True}

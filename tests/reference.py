@@ -1,0 +1,86 @@
+"""The slow, obviously correct definition of transposed convolution, in float64 NumPy.
+
+Independent of fastdeconv: its own argument handling, the scatter definition taken literally, one tap at a
+time (``full[k * dilation + stride * i] += x[i] * w[k]``), then the crop / zero extension. Every kernel and
+adapter is tested against it.
+"""
+
+import itertools
+
+import numpy as np
+
+
+def _tuple(v, rank):
+    return tuple(int(a) for a in v) if np.ndim(v) else (int(v),) * rank
+
+
+def _pairs(padding, rank):
+    if np.ndim(padding) == 0:
+        return ((int(padding), int(padding)),) * rank
+    return tuple((int(p), int(p)) if np.ndim(p) == 0 else (int(p[0]), int(p[1])) for p in padding)
+
+
+def full_output(x, w, stride, groups, dilation):
+    """The uncropped scatter output (N, C_out, *full) of batched float64 x (N, C_in, *in)."""
+    rank = w.ndim - 2
+    n, c_in = x.shape[:2]
+    c_out_g = w.shape[1]
+    c_in_g = c_in // groups
+    kernel = w.shape[2:]
+    full = tuple((i - 1) * s + (k - 1) * d + 1 for i, k, s, d in zip(x.shape[2:], kernel, stride, dilation))
+    y = np.zeros((n, c_out_g * groups) + full)
+    for g in range(groups):
+        xg = x[:, g * c_in_g:(g + 1) * c_in_g]
+        wg = w[g * c_in_g:(g + 1) * c_in_g]
+        for tap in itertools.product(*(range(k) for k in kernel)):
+            contrib = np.einsum("ni...,io->no...", xg, wg[(slice(None), slice(None)) + tap])
+            where = tuple(slice(t * d, t * d + (i - 1) * s + 1, s)
+                          for t, d, s, i in zip(tap, dilation, stride, x.shape[2:]))
+            y[(slice(None), slice(g * c_out_g, (g + 1) * c_out_g)) + where] += contrib
+    assert y.ndim == rank + 2
+    return y
+
+
+def crop(full, starts, sizes):
+    """``full[..., start:start + size]`` per spatial axis, reading zeros outside ``full``."""
+    rank = len(starts)
+    y = np.zeros(full.shape[:2] + tuple(sizes))
+    src, dst = [slice(None)] * 2, [slice(None)] * 2
+    for f, st, sz in zip(full.shape[2:], starts, sizes):
+        lo, hi = max(st, 0), min(st + sz, f)
+        if hi <= lo:
+            return y
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - st, hi - st))
+    assert len(src) == rank + 2
+    y[tuple(dst)] = full[tuple(src)]
+    return y
+
+
+def conv_transpose_ref(x, w, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
+                       output_size=None):
+    """Reference transposed convolution with fastdeconv's (PyTorch's + 'same'/pairs) arguments."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    rank = w.ndim - 2
+    unbatched = x.ndim == rank + 1
+    if unbatched:
+        x = x[None]
+    stride, dilation = _tuple(stride, rank), _tuple(dilation, rank)
+    op = _tuple(output_padding, rank)
+    full = full_output(x, w, stride, groups, dilation)
+    fulls = full.shape[2:]
+    if isinstance(padding, str) and padding.lower() == "same":
+        sizes = [i * s for i, s in zip(x.shape[2:], stride)]
+        starts = [max(0, f - o) // 2 for f, o in zip(fulls, sizes)]
+    else:
+        pairs = ((0, 0),) * rank if isinstance(padding, str) else _pairs(padding, rank)
+        starts = [b for b, _ in pairs]
+        if output_size is not None:
+            sizes = list(output_size)[-rank:]
+        else:
+            sizes = [f - b - a + o for f, (b, a), o in zip(fulls, pairs, op)]
+    y = crop(full, starts, sizes)
+    if bias is not None:
+        y += np.asarray(bias, dtype=np.float64).reshape((1, -1) + (1,) * rank)
+    return y[0] if unbatched else y
