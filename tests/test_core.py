@@ -213,7 +213,8 @@ def test_nan_and_inf_propagate(method):
 def test_larger_than_tiles(method):
     """Planes big enough to be split into tiles across threads, 1-D to 3-D."""
     rng = np.random.default_rng(3)
-    cases = [((1, 1, 3000), (1, 1, 5), 3, 2), ((1, 1, 70, 40), (1, 1, 4, 3), 2, 1), ((1, 1, 9, 8, 7), (1, 1, 3, 2, 3), 2, 1)]
+    cases = [((1, 1, 3000), (1, 1, 5), 3, 2), ((1, 1, 70, 40), (1, 1, 4, 3), 2, 1),
+             ((1, 1, 9, 8, 7), (1, 1, 3, 2, 3), 2, 1)]
     for xs, ws, s, p in cases:
         x, w = rng.standard_normal(xs), rng.standard_normal(ws)
         y = fd.conv_transpose(x, w, stride=s, padding=p, method=method)

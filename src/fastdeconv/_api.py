@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numba
 import numpy as np
 
 from . import _geometry as geo
@@ -12,13 +11,10 @@ from ._kernels.conv import correlate
 from ._kernels.gather import gather
 from ._kernels.scatter import scatter
 from ._kernels.zerofill import fill
+from ._tiling import tile_for as _tile
 
 IntOrSeq = int | Sequence[int]
 Padding = int | str | Sequence[int] | Sequence[Sequence[int]]
-
-# Shortest piece of an output row given to one task (shorter pieces cost more to schedule than they save).
-_MIN_ROW_SEGMENT = 2048
-
 
 def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0,
                    output_padding: IntOrSeq = 0, groups: int = 1, dilation: IntOrSeq = 1, *,
@@ -238,24 +234,6 @@ def _output_array(plan: geo.Plan, out: np.ndarray | None, inputs) -> np.ndarray:
     if out.flags.c_contiguous and not overlaps:
         return out
     return np.empty(plan.out_shape, plan.dtype)
-
-
-def _tile(plan: geo.Plan) -> np.ndarray:
-    """Output tile per task: whole planes when there are enough of them, else slabs, rows, row segments.
-
-    Tiles only split the work; every output element sums its terms in the same order whatever the tile, so
-    the result does not depend on the thread count.
-    """
-    out = [a.size_out for a in plan.axes]
-    wanted = 4 * numba.get_num_threads()
-    tile, tasks = list(out), plan.batch * plan.c_out
-    for axis in range(geo.MAX_RANK):  # split the outermost axes first, keeping rows contiguous
-        if tasks >= wanted:
-            break
-        size = -(-out[axis] // -(-wanted // tasks))
-        tile[axis] = min(out[axis], max(size, 1 if axis < geo.MAX_RANK - 1 else _MIN_ROW_SEGMENT))
-        tasks *= -(-out[axis] // tile[axis])
-    return np.array(tile, dtype=np.int64)
 
 
 def _zerofill(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray, y5: np.ndarray) -> None:
