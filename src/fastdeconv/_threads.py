@@ -12,8 +12,7 @@ from __future__ import annotations
 import threading
 
 import numba
-
-from . import _geometry as geo
+import numpy as np
 
 _lock = threading.Lock()
 _setting: int | None = None  # None: numba's default (NUMBA_NUM_THREADS) in every thread
@@ -50,7 +49,9 @@ def set_num_threads(n: int) -> None:
     1
     """
     global _setting, _generation
-    n = geo.as_int(n, "n")
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be an int (a number of threads), got {n!r}")
+    n = int(n)
     limit = max_threads()
     if not 1 <= n <= limit:
         raise ValueError(f"n must be between 1 and NUMBA_NUM_THREADS = {limit} (numba's thread pool size), got {n}")
