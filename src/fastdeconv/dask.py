@@ -1,0 +1,276 @@
+"""Chunked, halo-correct transposed convolution on Dask arrays: the Dask twin of :func:`fastdeconv.conv_transpose`.
+
+Every output block is computed independently from the window of input elements that reach it (its input
+block plus a halo of about ``dilation * (kernel - 1) / stride`` elements per side), by the same numba kernels
+as the in-memory call, run on a :class:`~fastdeconv._geometry.Plan` whose per-axis ``start`` and ``size_out``
+are shifted so that it computes exactly that block. Along one spatial axis the one index map is::
+
+    out_index = in_index * stride + tap * dilation - start
+
+so an output block ``[o_lo, o_hi)`` computed from the input window ``[i_lo, i_hi)`` is the plan with
+``size_in = i_hi - i_lo``, ``start = start + o_lo - i_lo * stride`` and ``size_out = o_hi - o_lo``. Every
+output element sums its terms in the same order as in the in-memory call, so the result is bitwise equal to
+it, whatever the chunking.
+
+This module needs ``dask[array]`` (``pip install "fastdeconv[dask]"``); the core package never imports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from itertools import product
+
+import numpy as np
+
+try:
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+except ImportError as exc:  # pragma: no cover - exercised only without dask
+    raise ImportError("fastdeconv.dask needs dask[array]: pip install \"fastdeconv[dask]\"") from exc
+
+from . import _geometry as geo
+from ._api import choose_method, execute
+from ._kernels._index import reaching_range
+
+__all__ = ["conv_transpose"]
+
+IntOrSeq = int | Sequence[int]
+Padding = int | str | Sequence[int] | Sequence[Sequence[int]]
+
+
+def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0,
+                   output_padding: IntOrSeq = 0, groups: int = 1, dilation: IntOrSeq = 1, *,
+                   method: str = "auto") -> da.Array:
+    """Lazy transposed convolution of a chunked Dask array, equal to :func:`fastdeconv.conv_transpose`.
+
+    The arguments and semantics are those of the in-memory :func:`fastdeconv.conv_transpose` (PyTorch
+    ``conv_transpose1d/2d/3d``, plus asymmetric ``(before, after)`` pads and TensorFlow ``"same"``). Each
+    output block is computed from its input block plus the halo its footprint needs, so the whole output
+    never has to fit in memory: only one output block and its input window per running task.
+
+    Parameters
+    ----------
+    x : dask.array.Array
+        Input of shape (N, C_in, *spatial) or unbatched (C_in, *spatial), 1 to 3 spatial axes, chunked along
+        the batch and spatial axes in any sizes (chunks smaller than the kernel footprint included). The
+        channel axis is rechunked to one block when it is split. Chunk sizes must be known.
+    weight : array_like or dask.array.Array
+        Kernel of shape (C_in, C_out // groups, *kernel) (PyTorch/ONNX layout, not flipped); sent to every
+        task as one block.
+    bias : array_like or dask.array.Array, optional
+        Shape (C_out,).
+    stride, output_padding, dilation : int or sequence of int
+        One value for every spatial axis or one per axis; ``output_padding < max(stride, dilation)``.
+    padding : int, sequence, "valid" or "same"
+        As in :func:`fastdeconv.conv_transpose`: ints cropped from both ends, one (before, after) pair per
+        axis, ``"valid"`` or ``"same"`` (output = input * stride).
+    groups : int
+        Blocked channel groups.
+    method : {"auto", "scatter", "gather", "zerofill"}
+        Data-flow form of the per-block kernel; ``"auto"`` is resolved once, for the whole array, exactly
+        as the in-memory call resolves it.
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy (N, C_out, *out_spatial) or (C_out, *out_spatial) array; float32 when x and weight are both
+        float32, float64 otherwise. Along each spatial axis the output chunks are ``stride`` times the input
+        chunks (the first boundaries at ``stride * input boundary``), the last chunk taking what the crop
+        and ``output_padding`` leave; the batch chunks are those of ``x`` and the channel axis is one block.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not a Dask array; complex or non-numeric inputs; non-integer geometry.
+    ValueError
+        The same shape and geometry errors as :func:`fastdeconv.conv_transpose` (with the same messages);
+        unknown (NaN) chunk sizes; one output block larger than this machine's memory.
+
+    Notes
+    -----
+    Unlike the in-memory call the total output may exceed the machine's memory (it is written block by
+    block, e.g. with :func:`dask.array.to_zarr`); only the largest block is checked against it.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastdeconv as fd, fastdeconv.dask
+    >>> x = da.ones((1, 1, 6, 6), chunks=(1, 1, 2, 3))
+    >>> y = fastdeconv.dask.conv_transpose(x, np.ones((1, 1, 4, 4)), stride=2, padding=1)
+    >>> y.chunks[2:]
+    ((4, 4, 4), (6, 6))
+    >>> bool((y.compute() == fd.conv_transpose(np.ones((1, 1, 6, 6)), np.ones((1, 1, 4, 4)), stride=2,
+    ...                                         padding=1)).all())
+    True
+    """
+    if not isinstance(x, da.Array):
+        raise TypeError(f"x must be a dask.array.Array (wrap a NumPy array with dask.array.from_array(x, "
+                        f"chunks=...)), got {type(x).__name__}")
+    w = _as_dask(weight, "weight")
+    b = None if bias is None else _as_dask(bias, "bias")
+    plan = _full_plan(x, w, b, stride, padding, output_padding, groups, dilation, method)
+    if any(np.isnan(c) for chunks in x.chunks for c in chunks):
+        raise ValueError("x must have known chunk sizes; call x.compute_chunk_sizes() first")
+
+    batched = plan.batched
+    xb = x if batched else x[None]
+    if len(xb.chunks[1]) > 1:
+        xb = xb.rechunk({1: -1})
+    plan = dataclasses.replace(plan, method=choose_method(plan))
+    rank, lead = plan.rank, geo.MAX_RANK - plan.rank
+    axes = plan.axes[lead:]
+    w = w.astype(plan.dtype).rechunk(-1)
+    b = None if b is None else b.astype(plan.dtype).rechunk(-1)
+
+    in_bounds = [_bounds(c) for c in xb.chunks[2:]]
+    out_bounds = [_output_bounds(bnd, a) for bnd, a in zip(in_bounds, axes)]
+    windows = [[_window(a, lo, hi) for lo, hi in zip(ob[:-1], ob[1:])] for ob, a in zip(out_bounds, axes)]
+    _check_block_memory(plan, xb.chunks[0], out_bounds, windows)
+
+    name = "conv_transpose-" + tokenize(xb.name, w.name, None if b is None else b.name, plan, xb.chunks)
+    w_key = (w.name,) + (0,) * w.ndim
+    b_key = None if b is None else (b.name, 0)
+    dsk = {}
+    for nb, n_size in enumerate(xb.chunks[0]):
+        for idx in product(*(range(len(ws)) for ws in windows)):
+            wins = [windows[ax][j] for ax, j in enumerate(idx)]
+            keys, copies = _pieces(xb.name, nb, in_bounds, wins)
+            block_axes = tuple(dataclasses.replace(a, size_in=hi - lo, start=a.start + o_lo - lo * a.stride,
+                                                   size_out=o_hi - o_lo)
+                               for a, (lo, hi, o_lo, o_hi) in zip(axes, wins))
+            block_plan = dataclasses.replace(plan, batch=n_size, batched=True,
+                                             axes=plan.axes[:lead] + block_axes)
+            dsk[(name, nb, 0) + idx] = (_compute_block, keys, copies, block_plan, w_key, b_key)
+    dependencies = [xb, w] + ([] if b is None else [b])
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=dependencies)
+    chunks = (xb.chunks[0], (plan.c_out,)) + tuple(tuple(np.diff(ob).tolist()) for ob in out_bounds)
+    y = da.Array(graph, name, chunks, meta=np.empty((0,) * (rank + 2), plan.dtype))
+    return y if batched else y[0]
+
+
+# --------------------------------------------------------------------------- graph construction
+
+
+def _as_dask(a, name: str) -> da.Array:
+    """weight / bias as a Dask array (NumPy-like inputs are wrapped as one block)."""
+    if isinstance(a, da.Array):
+        return a
+    try:
+        a = np.asarray(a)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{name} must be array-like: {exc}") from None
+    return da.from_array(a, chunks=-1)
+
+
+def _full_plan(x: da.Array, w: da.Array, b: da.Array | None, stride, padding, output_padding, groups, dilation,
+               method) -> geo.Plan:
+    """The core's plan for the whole call, validated by ``make_plan`` with the core's own messages.
+
+    ``make_plan`` also refuses an output larger than memory, which a chunked output may well be; so it is
+    run on the shapes with each spatial input size ``i`` clipped to ``m = ceil(total crop / stride) + 2``.
+    Every other check gives the same verdict there: the only size-dependent one (output size >= 1) passes
+    for ``i >= m`` and is untouched for ``i < m``. ``start`` does not depend on ``i`` and ``size_out`` grows
+    by ``stride`` per input element, which gives the plan of the full shapes.
+    """
+    rank = len(w.shape) - 2
+    if not 1 <= rank <= geo.MAX_RANK or len(x.shape) < rank + 1:
+        clip = tuple(x.shape)  # make_plan refuses these shapes with its own message
+    else:
+        total_crop, steps = _crop_and_stride(padding, stride, rank)
+        spatial = tuple(min(i, -(-p // s) + 2) for i, p, s in zip(x.shape[-rank:], total_crop, steps))
+        lead = tuple(x.shape[:-rank])
+        if len(lead) == 2:
+            lead = (min(lead[0], 1),) + lead[1:]
+        clip = lead + spatial
+    small = geo.make_plan(clip, w.shape, x.dtype, w.dtype, stride, padding, output_padding, groups, dilation,
+                          None, method, None if b is None else b.shape, None if b is None else b.dtype)
+    lead = geo.MAX_RANK - small.rank
+    spatial_in = tuple(x.shape[-small.rank:])
+    axes = small.axes[:lead] + tuple(
+        dataclasses.replace(a, size_in=i, size_out=a.size_out + (i - a.size_in) * a.stride)
+        for a, i in zip(small.axes[lead:], spatial_in))
+    return dataclasses.replace(small, batch=x.shape[0] if small.batched else 1, axes=axes)
+
+
+def _crop_and_stride(padding, stride, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Total crop and stride per axis when they are valid (else harmless values: make_plan then refuses)."""
+    try:
+        steps = geo.per_axis(stride, rank, "stride", minimum=1)
+    except (TypeError, ValueError):
+        steps = (1,) * rank
+    try:
+        pads = geo.normalize_padding(padding, rank)
+    except (TypeError, ValueError):
+        pads = "valid"
+    if isinstance(pads, str):  # "valid" crops nothing; "same" crops span - stride, independent of the size
+        return (0,) * rank, steps
+    return tuple(p + q for p, q in pads), steps
+
+
+def _bounds(chunks: Sequence[int]) -> list[int]:
+    return [0] + np.cumsum(chunks).tolist()
+
+
+def _output_bounds(in_bounds: list[int], axis: geo.Axis) -> list[int]:
+    """Output block boundaries: ``stride`` times the inner input boundaries, empty blocks dropped."""
+    inner = [min(bd * axis.stride, axis.size_out) for bd in in_bounds[1:-1]]
+    out = [0]
+    for bd in inner + [axis.size_out]:
+        if bd > out[-1]:
+            out.append(bd)
+    return out
+
+
+def _window(axis: geo.Axis, o_lo: int, o_hi: int) -> tuple[int, int, int, int]:
+    """(i_lo, i_hi, o_lo, o_hi): the input elements that reach output block ``[o_lo, o_hi)``.
+
+    A block no input reaches (zeros of the crop extension or of ``output_padding``) still gets one input
+    element, which the shifted plan maps outside the block.
+    """
+    lo, hi = reaching_range(axis.size_in, o_lo, o_hi, axis.stride, axis.kernel, axis.dilation, axis.start)
+    lo = min(max(lo, 0), axis.size_in - 1)
+    return lo, max(hi, lo + 1), o_lo, o_hi
+
+
+def _pieces(x_name: str, nb: int, in_bounds: list[list[int]], wins) -> tuple[list, list]:
+    """Keys of the input blocks a window overlaps and, for each, (window slices, block slices)."""
+    per_axis = []
+    for bnd, (lo, hi, _, _) in zip(in_bounds, wins):
+        first = int(np.searchsorted(bnd, lo, side="right")) - 1
+        last = int(np.searchsorted(bnd, hi, side="left")) - 1
+        entries = []
+        for j in range(first, last + 1):
+            a, z = max(lo, bnd[j]), min(hi, bnd[j + 1])
+            if z > a:
+                entries.append((j, slice(a - lo, z - lo), slice(a - bnd[j], z - bnd[j])))
+        per_axis.append(entries)
+    keys, copies = [], []
+    for combo in product(*per_axis):
+        keys.append((x_name, nb, 0) + tuple(e[0] for e in combo))
+        copies.append((tuple(e[1] for e in combo), tuple(e[2] for e in combo)))
+    return keys, copies
+
+
+def _check_block_memory(plan: geo.Plan, batch_chunks, out_bounds, windows) -> None:
+    """Refuse a chunking whose largest block (input window + output block) could never be allocated."""
+    n = max(batch_chunks) if len(batch_chunks) else 0
+    out_sizes = [int(np.max(np.diff(ob))) for ob in out_bounds]
+    win_sizes = [max(hi - lo for lo, hi, _, _ in ws) for ws in windows]
+    geo.check_memory((n, plan.c_out) + tuple(out_sizes), plan.dtype, "one output block (use smaller chunks)")
+    geo.check_memory((n, plan.c_in) + tuple(win_sizes), plan.dtype, "one input window (use smaller chunks)")
+
+
+# --------------------------------------------------------------------------- the task
+
+
+def _compute_block(blocks: list[np.ndarray], copies, plan: geo.Plan, weight: np.ndarray,
+                   bias: np.ndarray | None) -> np.ndarray:
+    """One output block: gather the input window from its blocks, then run the core on the shifted plan."""
+    lead = geo.MAX_RANK - plan.rank
+    window = np.empty((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes[lead:]), plan.dtype)
+    for block, (dst, src) in zip(blocks, copies):
+        window[(Ellipsis,) + dst] = block[(Ellipsis,) + src]
+    y = np.empty(plan.out_shape, plan.dtype)
+    execute(plan, window, weight, bias, y)
+    return y
