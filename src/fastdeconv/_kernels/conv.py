@@ -2,13 +2,14 @@
 
 ``y[n, co, o] = bias[co] + sum_{ci, k} xp[n, g * C_in_g + ci, o * stride + k * dilation] * w[co, ci, k]``
 with weight (C_out, C_in // groups, kD, kH, kW). Used by the zero-fill form (stride 1, flipped kernel) and by
-the forward convolution.
+the forward convolution (``fastdeconv.conv``, on an input padded by ``zerofill.fill``). ``matrix_entries``
+writes the same operator as a sparse CSR matrix (``fastdeconv.conv_matrix``).
 """
 
 from numba import njit, prange
 
-from ..config import PARALLEL_FLAGS
-from ._index import split_task, tile_bounds, tile_counts
+from ..config import NJIT_FLAGS, PARALLEL_FLAGS
+from ._index import split_task, tap_offset, tile_bounds, tile_counts
 
 
 @njit(**PARALLEL_FLAGS)
@@ -42,3 +43,40 @@ def correlate(xp, w, bias, y, groups, stride, dilation, tile):
                                 off = kw * d_w
                                 for ow in range(ow_lo, ow_hi):
                                     yrow[ow] += xrow[ow * s_w + off] * wv
+
+
+@njit(**NJIT_FLAGS)
+def matrix_entries(w, in_shape, out_shape, groups, stride, dilation, start, indptr, indices, data):
+    """Fill the CSR arrays of the forward convolution's matrix (``indptr`` already holds the row offsets).
+
+    Row ``((co * oD + od) * oH + oh) * oW + ow`` holds, for every in-bounds tap, the column
+    ``((ci * D + i_d) * H + i_h) * W + i_w`` with ``i = o * stride + tap * dilation - start`` and the value
+    ``w[co, ci - g * C_in_g, tap]``. Columns come out strictly increasing along each row (sorted CSR).
+    """
+    c_out, c_in_g, k_d, k_h, k_w = w.shape
+    size_d, size_h, size_w = in_shape[0], in_shape[1], in_shape[2]
+    out_d, out_h, out_w = out_shape[0], out_shape[1], out_shape[2]
+    c_out_g = c_out // groups
+    for co in range(c_out):
+        ci0 = (co // c_out_g) * c_in_g
+        for od in range(out_d):
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    pos = indptr[((co * out_d + od) * out_h + oh) * out_w + ow]
+                    for ci in range(c_in_g):
+                        for kd in range(k_d):
+                            i_d = od * stride[0] + tap_offset(kd, dilation[0], start[0])
+                            if i_d < 0 or i_d >= size_d:
+                                continue
+                            for kh in range(k_h):
+                                i_h = oh * stride[1] + tap_offset(kh, dilation[1], start[1])
+                                if i_h < 0 or i_h >= size_h:
+                                    continue
+                                base = (((ci0 + ci) * size_d + i_d) * size_h + i_h) * size_w
+                                for kw in range(k_w):
+                                    i_w = ow * stride[2] + tap_offset(kw, dilation[2], start[2])
+                                    if i_w < 0 or i_w >= size_w:
+                                        continue
+                                    indices[pos] = base + i_w
+                                    data[pos] = w[co, ci, kd, kh, kw]
+                                    pos += 1

@@ -1,0 +1,216 @@
+"""Forward convolution (PyTorch ``conv1d/2d/3d`` cross-correlation), the adjoint of :func:`conv_transpose`.
+
+One spatial axis of the forward convolution reads ``x[out_index * stride + tap * dilation - start]`` -- the
+index map of :mod:`fastdeconv._geometry` with input and output swapped, so
+``<conv(x, w), y> == <x, conv_transpose(y, w)>`` for the same ``weight`` array and geometry. The padded input
+is written by the zero-fill kernel (stride 1) and then correlated densely (``_kernels.conv.correlate``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _geometry as geo
+from ._api import _as_array, _contiguous
+from ._kernels.conv import correlate
+from ._kernels.zerofill import fill
+from ._tiling import tile_for
+
+IntOrSeq = int | Sequence[int]
+Padding = int | str | Sequence[int] | Sequence[Sequence[int]]
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """A validated forward convolution on canonical 5-D arrays.
+
+    ``axes`` holds three :class:`~fastdeconv._geometry.Axis` (leading unit axes pad rank 1 and 2): ``size_in``
+    is the conv input, ``size_out`` the conv output, ``start`` the leading zero padding, so the input index is
+    ``out_index * stride + tap * dilation - start``.
+    """
+
+    batch: int
+    c_in: int
+    c_out: int
+    groups: int
+    axes: tuple[geo.Axis, geo.Axis, geo.Axis]
+    rank: int
+    batched: bool
+    dtype: np.dtype
+
+    @property
+    def out_spatial(self) -> tuple[int, ...]:
+        return tuple(a.size_out for a in self.axes[geo.MAX_RANK - self.rank:])
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        lead = (self.batch, self.c_out) if self.batched else (self.c_out,)
+        return lead + self.out_spatial
+
+    def arrays(self, name: str) -> np.ndarray:
+        """Per-axis geometry as an int64 array of length 3, for the kernels."""
+        return np.array([getattr(a, name) for a in self.axes], dtype=np.int64)
+
+
+def conv_output_size(size_in: int, kernel: int, stride: int, dilation: int, before: int, after: int) -> int:
+    """PyTorch's ``floor((in + before + after - dilation * (kernel - 1) - 1) / stride) + 1`` (may be < 1)."""
+    return (size_in + before + after - (kernel - 1) * dilation - 1) // stride + 1
+
+
+def conv_pads(padding, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
+              ) -> tuple[tuple[int, int], ...]:
+    """(before, after) per axis for a forward conv: ints, pairs, ``"valid"`` or PyTorch's ``"same"``."""
+    rank = len(kernel)
+    pads = geo.normalize_padding(padding, rank)
+    if pads == "valid":
+        return ((0, 0),) * rank
+    if pads == "same":
+        if any(s != 1 for s in stride):
+            raise ValueError(f"padding='same' needs stride 1 on every axis (as in PyTorch), got stride={stride}")
+        totals = [(k - 1) * d for k, d in zip(kernel, dilation)]
+        return tuple((t // 2, t - t // 2) for t in totals)
+    return pads
+
+
+def weight_rank(w_shape: tuple[int, ...], layout: str) -> int:
+    """Spatial rank from a weight shape (1 to 3 spatial axes), naming the expected ``layout``."""
+    if not 3 <= len(w_shape) <= geo.MAX_RANK + 2:
+        raise ValueError(f"weight must have shape {layout} with 1 to 3 spatial axes; got weight.ndim = "
+                         f"{len(w_shape)}")
+    return len(w_shape) - 2
+
+
+def make_conv_plan(x_shape, w_shape, x_dtype, w_dtype, stride=1, padding=0, dilation=1, groups=1,
+                   bias_shape=None, bias_dtype=None, check_output: bool = True) -> ConvPlan:
+    """Validate a forward convolution call and reduce it to a :class:`ConvPlan`.
+
+    ``check_output=False`` skips the memory check of the dense output (for callers that never allocate it).
+    """
+    dtype = geo.result_dtype(np.dtype(x_dtype), np.dtype(w_dtype))
+    if bias_dtype is not None:
+        geo.check_numeric(np.dtype(bias_dtype), "bias")
+    rank = weight_rank(w_shape, "(C_out, C_in // groups, *kernel)")
+    if len(x_shape) == rank + 2:
+        batched, batch = True, x_shape[0]
+    elif len(x_shape) == rank + 1:
+        batched, batch = False, 1
+    else:
+        raise ValueError(f"x must have shape (N, C_in, *spatial) or (C_in, *spatial) with {rank} spatial axes "
+                         f"(weight has {rank}); got x.ndim = {len(x_shape)}")
+    groups = geo.as_int(groups, "groups")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    c_out, c_in_g = w_shape[0], w_shape[1]
+    kernel = tuple(w_shape[2:])
+    c_in = x_shape[-rank - 1]
+    spatial = tuple(x_shape[-rank:])
+    if c_out % groups:
+        raise ValueError(f"output channels (weight.shape[0] = {c_out}) must be divisible by groups ({groups})")
+    if c_in != c_in_g * groups:
+        raise ValueError(f"x has {c_in} input channels but weight.shape[1] * groups is {c_in_g} * {groups} = "
+                         f"{c_in_g * groups}")
+    if any(k < 1 for k in kernel):
+        raise ValueError(f"kernel sizes (weight.shape[2:]) must be >= 1, got {kernel}")
+    if any(i < 1 for i in spatial):
+        raise ValueError(f"x spatial sizes must be >= 1, got {spatial}")
+    if bias_shape is not None and tuple(bias_shape) != (c_out,):
+        raise ValueError(f"bias must have shape (C_out,) = ({c_out},), got {tuple(bias_shape)}")
+    stride = geo.per_axis(stride, rank, "stride", minimum=1)
+    dilation = geo.per_axis(dilation, rank, "dilation", minimum=1)
+    pairs = conv_pads(padding, kernel, stride, dilation)
+    sizes = tuple(conv_output_size(i, k, s, d, b, a)
+                  for i, k, s, d, (b, a) in zip(spatial, kernel, stride, dilation, pairs))
+    if any(o < 1 for o in sizes):
+        raise ValueError(f"the output size must be >= 1 on every axis, got {sizes}: the padded input "
+                         f"{tuple(i + b + a for i, (b, a) in zip(spatial, pairs))} is shorter than the dilated "
+                         f"kernel {tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation))}")
+    lead = tuple(geo.Axis(1, 1, 1, 1, 0, 1) for _ in range(geo.MAX_RANK - rank))
+    axes = lead + tuple(geo.Axis(i, k, s, d, b, o)
+                        for i, k, s, d, (b, _), o in zip(spatial, kernel, stride, dilation, pairs, sizes))
+    plan = ConvPlan(batch=batch, c_in=c_in, c_out=c_out, groups=groups, axes=axes, rank=rank, batched=batched,
+                    dtype=dtype)
+    if check_output:
+        geo.check_memory(plan.out_shape, dtype, "the output")
+    return plan
+
+
+def conv(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0, dilation: IntOrSeq = 1,
+         groups: int = 1) -> np.ndarray:
+    """Forward convolution (cross-correlation, the kernel is not flipped) with PyTorch ``conv`` semantics.
+
+    ``y[n, co, o] = bias[co] + sum_{ci, k} x_padded[n, g * C_in_g + ci, o * stride + k * dilation] *
+    weight[co, ci, k]`` per spatial axis, with ``g = co // (C_out // groups)``; the output length is
+    ``floor((in + pad_before + pad_after - dilation * (kernel - 1) - 1) / stride) + 1``. It is the adjoint of
+    :func:`fastdeconv.conv_transpose` with the same ``weight`` array and geometry:
+    ``<conv(x, w), y> == <x, conv_transpose(y, w, output_size=x.shape)>``.
+
+    Parameters
+    ----------
+    x : array_like
+        Input of shape (N, C_in, *spatial) or unbatched (C_in, *spatial); ``weight.ndim - 2`` spatial axes (1-3).
+    weight : array_like
+        Kernel of shape (C_out, C_in // groups, *kernel) (the PyTorch ``Conv`` layout).
+    bias : array_like, optional
+        Shape (C_out,).
+    stride, dilation : int or sequence of int
+        One value (>= 1) for every spatial axis or one per axis.
+    padding : int, sequence, "valid" or "same"
+        Zeros added on both sides (int or one int per axis), one (before, after) pair per axis, ``"valid"``
+        (none) or ``"same"`` (PyTorch: stride 1 only, output = input, the odd extra zero at the end).
+    groups : int
+        Blocked channel groups; C_in and C_out are both split into ``groups`` parts.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, C_out, *out_spatial) or (C_out, *out_spatial); float32 when x and weight are both float32,
+        float64 otherwise.
+
+    Raises
+    ------
+    TypeError
+        Complex or non-numeric inputs, non-integer geometry.
+    ValueError
+        Inconsistent shapes, geometry outside its rules, an empty output, an output too large for memory.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdeconv as fd
+    >>> fd.conv(np.arange(5.0)[None], np.array([[[1.0, 1.0]]]))
+    array([[1., 3., 5., 7.]])
+    """
+    x, weight = _as_array(x, "x"), _as_array(weight, "weight")
+    bias = None if bias is None else _as_array(bias, "bias")
+    plan = make_conv_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, dilation, groups,
+                          None if bias is None else bias.shape, None if bias is None else bias.dtype)
+    y = np.empty(plan.out_shape, plan.dtype)
+    run_conv(plan, x, weight, bias, y)
+    return y
+
+
+def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, y: np.ndarray) -> None:
+    """Execute a validated plan into the C-contiguous ``y`` (fully overwritten)."""
+    if y.size == 0:
+        return
+    dtype = plan.dtype
+    x5 = _contiguous(x, dtype).reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
+    w5 = _contiguous(weight, dtype).reshape((plan.c_out, plan.c_in // plan.groups) +
+                                            tuple(a.kernel for a in plan.axes))
+    b = np.zeros(plan.c_out, dtype) if bias is None else _contiguous(bias, dtype)
+    y5 = y.reshape((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes))
+    if plan.c_in == 0:  # no input channels: the output is the bias
+        y5[...] = b.reshape((1, -1, 1, 1, 1))
+        return
+    # the padded input the correlation reads: exactly the extent the outputs reach (zeros beyond x)
+    needed = tuple((a.size_out - 1) * a.stride + a.span for a in plan.axes)
+    if any(a.start for a in plan.axes) or any(n > a.size_in for n, a in zip(needed, plan.axes)):
+        shape = (plan.batch, plan.c_in) + needed
+        geo.check_memory(shape, dtype, "the padded input")
+        xp = np.empty(shape, dtype)
+        fill(x5, xp, np.ones(3, np.int64), plan.arrays("start"))
+    else:
+        xp = x5
+    correlate(xp, w5, b, y5, plan.groups, plan.arrays("stride"), plan.arrays("dilation"), tile_for(plan))

@@ -1,0 +1,62 @@
+"""Weight gradient of the transposed convolution: a correlation of x with grad_output, summed over the batch.
+
+With ``y[.., in_index * stride + tap * dilation - start] += x[.., in_index] * w[tap]`` the gradient is
+``gw[ci, col, tap] = sum_{n, in_index} x[n, ci, in_index] * gy[n, g * C_out_g + col, in_index * stride +
+tap * dilation - start]`` (terms whose output index falls outside gy vanish). The same kernel gives the
+weight gradient of the forward convolution with the roles of x and gy swapped (its adjoint).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ..config import PARALLEL_FLAGS
+from ._index import input_range, tap_offset
+
+
+@njit(**PARALLEL_FLAGS)
+def weight_grad(x, gy, gw, groups, stride, dilation, start):
+    """Write ``gw`` (C_in, C_out // groups, kD, kH, kW) from x (N, C_in, D, H, W) and gy (N, C_out, oD, oH, oW).
+
+    One task per (input channel, output column, kD tap, kH tap). Along the last axis the products of every
+    tap are added into a row of partial sums (element-wise, so it vectorises) over all samples and rows; the
+    row is summed at the end. The order of the terms is fixed, so results do not depend on the thread count.
+    """
+    n_batch, c_in, size_d, size_h, size_w = x.shape
+    c_out_g, k_d, k_h, k_w = gw.shape[1], gw.shape[2], gw.shape[3], gw.shape[4]
+    out_d, out_h, out_w = gy.shape[2], gy.shape[3], gy.shape[4]
+    c_in_g = c_in // groups
+    s_d, s_h, s_w = stride[0], stride[1], stride[2]
+    d_d, d_h, d_w = dilation[0], dilation[1], dilation[2]
+    n_tasks = c_in * c_out_g * k_d * k_h
+    for task in prange(n_tasks):
+        kh = task % k_h
+        rest = task // k_h
+        kd = rest % k_d
+        rest //= k_d
+        col = rest % c_out_g
+        ci = rest // c_out_g
+        co = (ci // c_in_g) * c_out_g + col
+        off_d = tap_offset(kd, d_d, start[0])
+        off_h = tap_offset(kh, d_h, start[1])
+        id_lo, id_hi = input_range(size_d, 0, out_d, s_d, off_d)
+        ih_lo, ih_hi = input_range(size_h, 0, out_h, s_h, off_h)
+        part = np.zeros((k_w, size_w), dtype=gw.dtype)
+        lo = np.empty(k_w, dtype=np.int64)
+        hi = np.empty(k_w, dtype=np.int64)
+        for kw in range(k_w):
+            lo[kw], hi[kw] = input_range(size_w, 0, out_w, s_w, tap_offset(kw, d_w, start[2]))
+        for n in range(n_batch):
+            for i_d in range(id_lo, id_hi):
+                for i_h in range(ih_lo, ih_hi):
+                    xrow = x[n, ci, i_d, i_h]
+                    gyrow = gy[n, co, i_d * s_d + off_d, i_h * s_h + off_h]
+                    for kw in range(k_w):
+                        off_w = tap_offset(kw, d_w, start[2])
+                        prow = part[kw]
+                        for i_w in range(lo[kw], hi[kw]):
+                            prow[i_w] += xrow[i_w] * gyrow[i_w * s_w + off_w]
+        for kw in range(k_w):
+            total = 0.0  # float64 accumulator for the final row sum
+            for i_w in range(size_w):
+                total += part[kw, i_w]
+            gw[ci, col, kd, kh, kw] = total
