@@ -1,0 +1,158 @@
+"""The compare tool: ``python -m fastdeconv compare`` (argument handling, table, JSON, the reference)."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from reference import conv_transpose_ref
+
+from fastdeconv import _compare as cmp
+from fastdeconv.__main__ import main
+
+
+def test_quick_prints_a_table_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "out.json"
+    assert main(["compare", "--quick", "--peers", "none", "--json", str(path)]) == 0
+    text = capsys.readouterr().out
+    rows = [line for line in text.splitlines() if line.startswith(cmp.QUICK_WORKLOAD)]
+    assert [r.split()[1] for r in rows] == [f"fd:{m}" for m in cmp.METHODS]
+    assert all(r.split()[7] == "ok" for r in rows), text
+    assert "all engines agree with the reference" in text
+    result = json.loads(path.read_text())
+    assert result["ok"] is True and result["machine"]["threads"] >= 1
+    (entry,) = result["results"]
+    assert entry["workload"]["name"] == cmp.QUICK_WORKLOAD
+    wl = cmp.builtin_workloads()[cmp.QUICK_WORKLOAD]
+    assert entry["gflop"] == pytest.approx(wl.flops / 1e9)
+    for m in cmp.METHODS:
+        e = entry["engines"][f"fd:{m}"]
+        assert e["seconds"] > 0 and e["max_rel_err"] < 1e-4 and e["ok"] is True
+        assert e["gflops"] == pytest.approx(wl.flops / e["seconds"] / 1e9)
+        assert e["roofline_pct"] == pytest.approx(100 * entry["roofline_seconds"] / e["seconds"])
+        assert e["speedup_vs_best_peer"] is None  # no peers were asked for
+
+
+def test_shape_run_with_methods(tmp_path, capsys):
+    path = tmp_path / "shape.json"
+    spec = "name=odd,n=2,cin=4,cout=6,in=5x7,k=3x2,s=2x3,p=1x0,op=1x2,g=2"
+    code = main(["compare", "--shape", spec, "--methods", "gather,scatter", "--peers", "none",
+                 "--budget", "0.02", "--rounds", "2", "--json", str(path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("odd ")] == ["fd:gather", "fd:scatter"]
+    result = json.loads(path.read_text())
+    assert result["results"][0]["workload"]["kernel"] == [3, 2]
+    assert result["results"][0]["geometry"] == "n=2,cin=4,cout=6,in=5x7,k=3x2,s=2x3,p=1x0,op=1x2,g=2,d=1x1"
+
+
+def test_parse_shape_fields_and_defaults():
+    wl = cmp.parse_shape("n=2, cin=4, cout=6, in=5x7x3, k=3x2x1, s=2, p=1x0x0, op=1x0x0, g=2, d=1x2x1")
+    assert (wl.n, wl.c_in, wl.c_out, wl.groups) == (2, 4, 6, 2)
+    assert wl.spatial == (5, 7, 3) and wl.kernel == (3, 2, 1) and wl.stride == (2, 2, 2)
+    assert wl.padding == (1, 0, 0) and wl.output_padding == (1, 0, 0) and wl.dilation == (1, 2, 1)
+    assert wl.out_shape == (2, 6, 10, 15, 5)
+    d = cmp.parse_shape("cin=3,in=10")
+    assert (d.n, d.c_out, d.kernel, d.stride, d.padding, d.dilation, d.groups) == (1, 3, (3,), (1,), (0,), (1,), 1)
+    assert cmp.parse_shape(d.describe()).describe() == d.describe()
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("cin=4", "in= is required"),
+    ("in=8x8", "cin= is required"),
+    ("cin=4,in=8,k=a", "must be an int"),
+    ("cin=4,in=8,foo=1", "key=value"),
+    ("cin=4,in=8,cin=5", "given twice"),
+    ("cin=4,in=8", None),
+    ("cin=4,in=8,s=2,op=2", "output_padding"),
+    ("cin=4,in=8x8,k=3x3x3", "kernel"),
+    ("cin=6,cout=4,in=8,g=4", "groups"),
+    ("cin=4,in=8,n=2x2", "one int"),
+    ("cin=4,in=8,p=9", "output size"),
+    ("", "non-empty"),
+])
+def test_parse_shape_errors(spec, words):
+    if words is None:
+        cmp.parse_shape(spec)
+        return
+    with pytest.raises(ValueError, match=words):
+        cmp.parse_shape(spec)
+
+
+@pytest.mark.parametrize("spec", [
+    "n=2,cin=4,cout=6,in=5x7,k=3x2,s=2x3,p=1x0,op=1x2,g=2",
+    "cin=3,cout=2,in=9,k=4,s=3,p=2,d=2,op=2",
+    "n=1,cin=2,cout=2,in=3x4x2,k=2x3x2,s=1x2x2,p=0x1x0,d=2x1x1",
+    "cin=5,cout=5,in=6x6,k=4,s=2,p=1,g=5",
+])
+def test_compare_reference_matches_the_test_reference(spec):
+    wl = cmp.parse_shape(spec)
+    x, w = cmp.make_inputs(wl, seed=3)
+    expected = conv_transpose_ref(x, w, stride=wl.stride, padding=wl.padding, output_padding=wl.output_padding,
+                                  groups=wl.groups, dilation=wl.dilation)
+    np.testing.assert_allclose(cmp.reference(x, w, wl), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_builtin_workloads_and_roofline():
+    wls = cmp.builtin_workloads()
+    assert cmp.QUICK_WORKLOAD in wls and len(wls) >= 10
+    l1 = wls["dcgan_l1"]
+    assert l1.flops == 2 * 64 * 512 * 256 * 4 * 4 * 4 * 4
+    assert l1.out_shape == (64, 256, 8, 8)
+    assert l1.nbytes() == 4 * (64 * 512 * 16 + 512 * 256 * 16 + 64 * 256 * 64)
+    assert cmp.roofline_seconds(l1, 410, 26) == pytest.approx(l1.flops / 410e9)
+    big = wls["big_1ch"]
+    assert cmp.roofline_seconds(big, 410, 26) == pytest.approx(big.nbytes() / 26e9)
+
+
+def test_max_rel_error_and_measure():
+    ref = np.array([[1.0, -4.0]])
+    assert cmp.max_rel_error(ref + 0.004, ref) == pytest.approx(0.001)
+    assert cmp.max_rel_error(ref[:, :1], ref) == math.inf
+    calls = {"a": 0}
+
+    def f():
+        calls["a"] += 1
+
+    t = cmp.measure({"a": f}, budget=0.01, rounds=3)
+    assert t["a"] > 0 and calls["a"] >= 4
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["compare", "--methods", "scatter,fast"], "unknown method fast"),
+    (["compare", "--peers", "torch,caffe"], "unknown peer caffe"),
+    (["compare", "--workload", "nope"], "unknown workload nope"),
+    (["compare", "--shape", "cin=4"], "in= is required"),
+    (["compare", "--threads", "0"], "must be > 0"),
+    (["compare", "--threads", "999"], "NUMBA_NUM_THREADS"),
+    (["compare", "--budget", "x"], "not a float"),
+    (["compare", "--bogus"], "unrecognized"),
+])
+def test_bad_flags_exit_2_with_a_message(argv, words, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert words in capsys.readouterr().err
+
+
+def test_help_documents_the_shape_syntax(capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = capsys.readouterr().out
+    assert "in=HxW" in text and "dcgan_l1" in text and "--quick" in text
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "c.png"
+    assert main(["compare", "--quick", "--peers", "none", "--methods", "gather,auto", "--plot", str(path)]) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_module_entry_point_runs():
+    proc = subprocess.run([sys.executable, "-m", "fastdeconv", "compare", "--quick", "--peers", "none",
+                           "--methods", "gather"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "fd:gather" in proc.stdout and "agree with the reference" in proc.stdout
