@@ -1,0 +1,139 @@
+"""Threads: set_num_threads / get_num_threads, NUMBA_NUM_THREADS, bitwise reproducibility, concurrent calls."""
+
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import pytest
+from conftest import METHODS, tolerance
+from reference import conv_transpose_ref
+
+import fastdeconv as fd
+from fastdeconv import _threads
+
+# (x shape, weight shape, geometry): 1-D, 2-D and 3-D, groups, dilation, asymmetric pads, big enough that the
+# output is split into several tiles per thread
+GEOMETRIES = [
+    ((2, 6, 300), (6, 4, 5), {"stride": 3, "padding": 2, "dilation": 2, "output_padding": 1}),
+    ((2, 8, 17, 19), (8, 3, 4, 3), {"stride": (2, 3), "padding": ((1, 0), (2, 1)), "groups": 2}),
+    ((1, 4, 5, 6, 7), (4, 5, 3, 2, 3), {"stride": (1, 2, 2), "padding": 1, "dilation": (2, 1, 1)}),
+    ((3, 16, 12, 12), (16, 8, 4, 4), {"stride": 2, "padding": 1}),
+]
+
+
+@pytest.fixture
+def restore_threads():
+    yield
+    fd.set_num_threads(_threads.max_threads())
+
+
+def _inputs(x_shape, w_shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(w_shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("geometry", range(len(GEOMETRIES)))
+def test_bitwise_identical_across_calls_and_thread_counts(geometry, dtype, restore_threads):
+    x_shape, w_shape, kw = GEOMETRIES[geometry]
+    x, w = _inputs(x_shape, w_shape, dtype)
+    bias = np.linspace(-1, 1, w_shape[1] * kw.get("groups", 1)).astype(dtype)
+    counts = sorted({1, _threads.max_threads()})
+    expected = conv_transpose_ref(x, w, bias, **kw)
+    for method in METHODS:
+        results = []
+        for n in counts:
+            fd.set_num_threads(n)
+            assert fd.get_num_threads() == n
+            results += [fd.conv_transpose(x, w, bias, method=method, **kw) for _ in range(2)]
+        np.testing.assert_allclose(results[0], expected, **tolerance(dtype))
+        for r in results[1:]:
+            assert r.dtype == results[0].dtype
+            assert np.array_equal(r, results[0]), f"{method}: not bitwise identical across calls/thread counts"
+
+
+def test_concurrent_calls_from_python_threads():
+    jobs = []
+    for i, (x_shape, w_shape, kw) in enumerate(GEOMETRIES):
+        for dtype in (np.float32, np.float64):
+            x, w = _inputs(x_shape, w_shape, dtype, seed=i)
+            for method in METHODS:
+                jobs.append((x, w, kw, method, fd.conv_transpose(x, w, method=method, **kw)))
+    barrier = threading.Barrier(4)
+
+    def run(job):
+        x, w, kw, method, expected = job
+        try:
+            barrier.wait(timeout=10)  # the first four calls start together
+        except threading.BrokenBarrierError:
+            pass
+        return [np.array_equal(fd.conv_transpose(x, w, method=method, **kw), expected) for _ in range(3)]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(run, jobs * 2))
+    assert all(all(o) for o in outcomes)
+
+
+def test_setting_holds_in_other_python_threads(restore_threads):
+    fd.set_num_threads(1)
+    seen = {}
+
+    def worker():
+        seen["get"] = fd.get_num_threads()
+        _threads.apply_num_threads()
+        seen["numba"] = numba.get_num_threads()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == {"get": 1, "numba": 1}
+
+
+def test_blas_threads_follow(restore_threads):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    fd.set_num_threads(1)
+    blas = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+    assert blas and all(n == 1 for n in blas)
+    fd.set_num_threads(_threads.max_threads())
+    blas = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+    assert all(n == _threads.max_threads() for n in blas)
+
+
+@pytest.mark.parametrize("bad, exc, words", [
+    (0, ValueError, "between 1 and NUMBA_NUM_THREADS"),
+    (-2, ValueError, "between 1 and NUMBA_NUM_THREADS"),
+    (10_000, ValueError, "between 1 and NUMBA_NUM_THREADS"),
+    (1.0, TypeError, "n must be an int"),
+    ("2", TypeError, "n must be an int"),
+    (True, TypeError, "n must be an int"),
+    (None, TypeError, "n must be an int"),
+])
+def test_set_num_threads_validates(bad, exc, words, restore_threads):
+    before = fd.get_num_threads()
+    with pytest.raises(exc, match=words):
+        fd.set_num_threads(bad)
+    assert fd.get_num_threads() == before
+
+
+def test_numpy_int_accepted(restore_threads):
+    fd.set_num_threads(np.int64(1))
+    assert fd.get_num_threads() == 1 and numba.get_num_threads() == 1
+
+
+def test_numba_num_threads_environment_is_obeyed():
+    code = (
+        "import numpy as np, numba, fastdeconv as fd\n"
+        "assert fd.get_num_threads() == 1 and numba.get_num_threads() == 1\n"
+        "try:\n    fd.set_num_threads(2)\nexcept ValueError as e:\n    print('refused', e)\n"
+        "x = np.ones((1, 2, 5, 5)); w = np.ones((2, 3, 3, 3))\n"
+        "print(fd.conv_transpose(x, w, stride=2).sum())\n"
+    )
+    env = {**os.environ, "NUMBA_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "refused n must be between 1 and NUMBA_NUM_THREADS = 1" in proc.stdout
+    assert float(proc.stdout.split()[-1]) == 2 * 3 * 25 * 9
