@@ -1,5 +1,6 @@
 """fastdeconv: fast CPU transposed convolution with Numba (scatter, gather and zero-fill forms)."""
 
+from . import compat as compat
 from ._api import conv_transpose, zero_fill
 from ._forward import conv
 from ._threads import get_num_threads, set_num_threads
