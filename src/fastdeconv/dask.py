@@ -107,11 +107,11 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
     if not isinstance(x, da.Array):
         raise TypeError(f"x must be a dask.array.Array (wrap a NumPy array with dask.array.from_array(x, "
                         f"chunks=...)), got {type(x).__name__}")
+    if any(np.isnan(c) for chunks in x.chunks for c in chunks):
+        raise ValueError("x must have known chunk sizes; call x.compute_chunk_sizes() first")
     w = _as_dask(weight, "weight")
     b = None if bias is None else _as_dask(bias, "bias")
     plan = _full_plan(x, w, b, stride, padding, output_padding, groups, dilation, method)
-    if any(np.isnan(c) for chunks in x.chunks for c in chunks):
-        raise ValueError("x must have known chunk sizes; call x.compute_chunk_sizes() first")
 
     batched = plan.batched
     xb = x if batched else x[None]

@@ -1,0 +1,279 @@
+"""fastdeconv.dask.conv_transpose: bitwise equal to the in-memory call for any chunking and geometry."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import conv_transpose_ref
+
+import fastdeconv as fd
+from fastdeconv import _geometry as geo
+
+da = pytest.importorskip("dask.array")
+fdd = pytest.importorskip("fastdeconv.dask")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _dask(x, chunks):
+    return da.from_array(x, chunks=chunks)
+
+
+def _check(x, w, chunks, bias=None, scheduler="threads", **kw):
+    """The Dask result equals the in-memory one exactly, with the documented chunks and dtype."""
+    expected = fd.conv_transpose(x, w, bias, **kw)
+    y = fdd.conv_transpose(_dask(x, chunks), w, bias, **kw)
+    assert isinstance(y, da.Array)
+    assert y.shape == expected.shape and y.dtype == expected.dtype
+    got = y.compute(scheduler=scheduler)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+    return y
+
+
+# ---------------------------------------------------------------------------------------------- examples
+
+
+@pytest.mark.parametrize("method", ["auto", "scatter", "gather", "zerofill"])
+@pytest.mark.parametrize("padding", [0, 1, 3, ((0, 2), (3, 1)), "same", "valid"])
+def test_2d_irregular_chunks(rng, method, padding):
+    x = rng.standard_normal((3, 4, 13, 11)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 4, 3)).astype(np.float32)
+    # irregular, some chunks of one element (smaller than the kernel footprint), channels split too
+    _check(x, w, ((1, 2), (1, 3), (1, 5, 1, 1, 5), (3, 1, 7)), stride=(2, 3), padding=padding, method=method)
+
+
+def test_1d_groups_dilation_output_padding_bias(rng):
+    x = rng.standard_normal((2, 6, 17))
+    w = rng.standard_normal((6, 2, 3))
+    b = rng.standard_normal(6)
+    for chunks in [(1, 6, 1), (2, 3, (4, 1, 2, 10)), (2, 6, 17)]:
+        _check(x, w, chunks, b, stride=3, padding=((2, 1),), output_padding=2, groups=3, dilation=2)
+    _check(x, w, (1, 6, (1, 1, 15)), b, stride=2, padding=4, output_padding=2, groups=3, dilation=3)
+
+
+def test_3d(rng):
+    x = rng.standard_normal((1, 2, 5, 6, 4)).astype(np.float32)
+    w = rng.standard_normal((2, 4, 3, 2, 3)).astype(np.float32)
+    _check(x, w, (1, 1, (2, 3), (1, 1, 4), 1), stride=(1, 2, 3), padding=((1, 0), (0, 2), (1, 1)), dilation=(2, 1, 1),
+           output_padding=(1, 1, 0), groups=2, method="gather")
+    _check(x, w, (1, 2, 2, 3, (3, 1)), stride=2, padding="same", groups=2)
+
+
+def test_unbatched_and_integer_input(rng):
+    x = rng.integers(-3, 4, (3, 9, 7))
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    y = _check(x, w, (2, (4, 5), 2), stride=2, padding=1, output_padding=1)
+    assert y.dtype == np.float64 and y.ndim == 3
+
+
+def test_matches_reference_not_only_core(rng):
+    x = rng.standard_normal((2, 2, 7, 5))
+    w = rng.standard_normal((2, 3, 3, 4))
+    y = fdd.conv_transpose(_dask(x, (1, 1, (1, 2, 4), (2, 3))), w, stride=(3, 2), padding=((2, 0), (1, 3)),
+                           dilation=(1, 2)).compute()
+    np.testing.assert_allclose(y, conv_transpose_ref(x, w, stride=(3, 2), padding=((2, 0), (1, 3)),
+                                                     dilation=(1, 2)), rtol=1e-10, atol=1e-10)
+
+
+def test_output_blocks_away_from_every_input(rng):
+    """Blocks that only hold output_padding / SAME zero-extension still get the bias."""
+    x = rng.standard_normal((1, 1, 4))
+    w = rng.standard_normal((1, 2, 1))
+    b = np.array([0.5, -2.0])
+    y = _check(x, w, (1, 1, 1), b, stride=5, output_padding=4)  # out 20: every 5th element is a term
+    assert y.chunks[2] == (5, 5, 5, 5)
+    _check(x, w, (1, 1, 1), b, stride=4, dilation=6, padding="same")
+    x = rng.standard_normal((1, 1, 6))  # input j lands on output j - 3: blocks [3, 4), [4, 5), [5, 9) get none
+    y = _check(x, w, (1, 1, 1), b, dilation=7, output_padding=6, padding=((3, 0),))
+    assert y.chunks[2] == (1, 1, 1, 1, 1, 4)
+    assert [fdd._window(fdd._full_plan(da.from_array(x), da.from_array(w), None, 1, ((3, 0),), 6, 1, 7, "auto")
+                        .axes[2], 5, 9)] == [(5, 6, 5, 9)]
+
+
+def test_chunks_follow_stride(rng):
+    x = _dask(np.ones((2, 1, 12, 9), np.float32), (1, 1, (4, 4, 4), (2, 7)))
+    w = np.ones((1, 1, 4, 4), np.float32)
+    y = fdd.conv_transpose(x, w, stride=2, padding=1)  # out = 2 * in
+    assert y.chunks == ((1, 1), (1,), (8, 8, 8), (4, 14))
+    y = fdd.conv_transpose(x, w, stride=3, padding=((0, 5), (0, 5)))  # crop 5 at the end of every axis
+    assert y.chunks[2] == (12, 12, 8) and y.chunks[3] == (6, 17)
+    y = fdd.conv_transpose(x, w, stride=1, padding=5)  # crops more than one input chunk's worth
+    assert y.chunks[2] == (4, 1) and sum(y.chunks[3]) == 2
+
+
+def test_channel_axis_rechunked_and_dask_weight(rng):
+    x = rng.standard_normal((1, 4, 6, 6))
+    w = rng.standard_normal((4, 1, 3, 3))
+    b = rng.standard_normal(2)
+    y = fdd.conv_transpose(_dask(x, (1, 1, 3, 3)), da.from_array(w, chunks=(2, 1, 2, 3)), da.from_array(b, chunks=1),
+                           stride=2, groups=2)
+    assert y.chunks[1] == (2,)
+    np.testing.assert_array_equal(y.compute(), fd.conv_transpose(x, w, b, stride=2, groups=2))
+
+
+def test_lazy_output_larger_than_memory():
+    """The whole output is never allocated: only each block has to fit (the core refuses this call)."""
+    x = da.zeros((1, 1, 2**38), dtype=np.float32, chunks=(1, 1, 2**26))
+    w = np.ones((1, 1, 4), np.float32)
+    if geo._physical_memory() >= 2**41:  # pragma: no cover - a machine with 2 TiB of memory
+        pytest.skip("this machine could hold the output")
+    with pytest.raises(ValueError, match="memory"):
+        geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, 2, 1)
+    y = fdd.conv_transpose(x, w, stride=2, padding=1)
+    assert y.shape == (1, 1, 2**39) and set(y.chunks[2]) == {2**27}
+    with pytest.raises(ValueError, match="one output block"):
+        fdd.conv_transpose(x.rechunk({2: -1}), w, stride=2, padding=1)
+
+
+# ---------------------------------------------------------------------------------------------- properties
+
+
+@st.composite
+def _cases(draw):
+    rank = draw(st.integers(1, 3))
+    groups = draw(st.integers(1, 2))
+    c_in, c_out = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
+    batch = draw(st.integers(1, 2))
+    spatial = [draw(st.integers(1, 9 if rank < 3 else 5)) for _ in range(rank)]
+    kernel = [draw(st.integers(1, 4)) for _ in range(rank)]
+    stride = [draw(st.integers(1, 4)) for _ in range(rank)]
+    dilation = [draw(st.integers(1, 3)) for _ in range(rank)]
+    if draw(st.booleans()):
+        padding, output_padding = "same", [0] * rank
+    else:
+        padding = [(draw(st.integers(0, 4)), draw(st.integers(0, 4))) for _ in range(rank)]
+        output_padding = [draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation)]
+    full = [(i - 1) * s + (k - 1) * d + 1 for i, k, s, d in zip(spatial, kernel, stride, dilation)]
+    if padding != "same":
+        for ax in range(rank):  # keep every output size >= 1
+            while full[ax] - sum(padding[ax]) + output_padding[ax] < 1:
+                padding[ax] = (padding[ax][0] // 2, padding[ax][1] // 2)
+    chunks = [_chunking(draw, batch)] + [c_in] + [_chunking(draw, i) for i in spatial]
+    method = draw(st.sampled_from(["auto", "scatter", "gather", "zerofill"]))
+    return dict(shape=(batch, c_in, *spatial), w_shape=(c_in, c_out // groups, *kernel), chunks=tuple(chunks),
+                kw=dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups,
+                        dilation=dilation, method=method), bias=draw(st.booleans()), seed=draw(st.integers(0, 99)))
+
+
+def _chunking(draw, size):
+    sizes, left = [], size
+    while left:
+        sizes.append(draw(st.integers(1, left)))
+        left -= sizes[-1]
+    return tuple(sizes)
+
+
+@settings(max_examples=80)
+@given(_cases())
+def test_property_any_geometry_any_chunking(case):
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal(case["shape"]).astype(np.float32)
+    w = rng.standard_normal(case["w_shape"]).astype(np.float32)
+    b = rng.standard_normal(case["w_shape"][1] * case["kw"]["groups"]).astype(np.float32) if case["bias"] else None
+    _check(x, w, case["chunks"], b, scheduler="sync", **case["kw"])
+
+
+@settings(max_examples=60)
+@given(_cases())
+def test_property_full_plan_matches_make_plan(case):
+    """The plan derived from clipped shapes is the core's plan of the full shapes."""
+    xs = da.zeros(case["shape"], chunks=case["chunks"], dtype=np.float32)
+    w = da.zeros(case["w_shape"], dtype=np.float32)
+    kw = dict(case["kw"])
+    method = kw.pop("method")
+    got = fdd._full_plan(xs, w, None, kw["stride"], kw["padding"], kw["output_padding"], kw["groups"],
+                         kw["dilation"], method)
+    want = geo.make_plan(case["shape"], case["w_shape"], np.float32, np.float32, kw["stride"], kw["padding"],
+                         kw["output_padding"], kw["groups"], kw["dilation"], None, method)
+    assert got == want
+    big = (case["shape"][0], case["shape"][1]) + tuple(40 * i for i in case["shape"][2:])
+    got = fdd._full_plan(da.zeros(big, chunks=-1, dtype=np.float32), w, None, kw["stride"], kw["padding"],
+                         kw["output_padding"], kw["groups"], kw["dilation"], method)
+    want = geo.make_plan(big, case["w_shape"], np.float32, np.float32, kw["stride"], kw["padding"],
+                         kw["output_padding"], kw["groups"], kw["dilation"], None, method)
+    assert got == want
+    assert dataclasses.replace(got) == want
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def _core_error(x, w, **kw):
+    with pytest.raises((TypeError, ValueError)) as info:
+        fd.conv_transpose(x, w, **kw)
+    return info.type, str(info.value)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(padding="full"), dict(padding=9), dict(padding=((1, 2), (3,))), dict(stride=0), dict(stride=(1, 2, 3)),
+    dict(output_padding=2, stride=2), dict(groups=3), dict(dilation=1.5), dict(method="fft"),
+    dict(padding="same", output_padding=1, stride=2), dict(bias=np.zeros(5)),
+])
+def test_errors_match_the_core(kw):
+    x = np.zeros((1, 2, 4, 4), np.float32)
+    w = np.zeros((2, 3, 3, 3), np.float32)
+    kind, message = _core_error(x, w, **kw)
+    with pytest.raises(kind) as info:
+        fdd.conv_transpose(_dask(x, 2), w, **kw)
+    assert str(info.value) == message
+
+
+def test_errors_shapes_and_types():
+    x = np.zeros((1, 2, 4, 4))
+    for w in (np.zeros((3, 1, 3, 3)), np.zeros((2, 1, 3)), np.zeros((2,)), np.zeros((2, 1, 3, 3), complex)):
+        kind, message = _core_error(x, w)
+        with pytest.raises(kind) as info:
+            fdd.conv_transpose(_dask(x, 2), w)
+        assert str(info.value) == message
+    with pytest.raises(TypeError, match="x must be a dask.array.Array"):
+        fdd.conv_transpose(x, np.zeros((2, 1, 3, 3)))
+    unknown = _dask(x, 2)
+    unknown = unknown[unknown[:, 0, 0, 0] >= 0]  # boolean indexing leaves the batch chunk sizes unknown
+    with pytest.raises(ValueError, match="known chunk sizes"):
+        fdd.conv_transpose(unknown, np.zeros((2, 1, 3, 3)))
+    with pytest.raises(TypeError, match="weight must be array-like"):
+        fdd.conv_transpose(_dask(x, 2), [[1], [1, 2]])
+
+
+def test_core_does_not_import_dask():
+    code = "import sys, fastdeconv; fastdeconv.conv_transpose([[1.0]], [[[1.0]]]); print('dask' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------------------- schedulers
+
+
+def test_distributed_local_cluster(rng):
+    distributed = pytest.importorskip("distributed")
+    x = rng.standard_normal((2, 2, 20, 18)).astype(np.float32)
+    w = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    kw = dict(stride=2, padding=((1, 2), (1, 1)), output_padding=(1, 0))
+    expected = fd.conv_transpose(x, w, b, **kw)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        y = fdd.conv_transpose(_dask(x, (1, 2, (3, 1, 9, 7), (5, 5, 8))), w, b, **kw)
+        got = client.compute(y).result()
+        n_workers = len(client.scheduler_info()["workers"])
+    assert n_workers == 2
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_example_runs_tiny(tmp_path):
+    pytest.importorskip("zarr")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "huge_upsample.py"), "--size", "96", "--chunk", "20",
+                          "--baseline-size", "64", "--workdir", str(tmp_path), "--repeat", "1", "--verify-all"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "verified: the zarr output equals fastdeconv.conv_transpose" in out.stdout
+    assert "peak RSS" in out.stdout and "MB/s" in out.stdout
+    assert not list(tmp_path.iterdir())  # the stores are deleted afterwards
