@@ -1,0 +1,238 @@
+"""fastdeconv.conv: forward cross-correlation against a NumPy reference, torch, and as conv_transpose's adjoint."""
+
+import itertools
+
+import numpy as np
+import pytest
+from conftest import tolerance
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from reference import conv_transpose_ref
+
+import fastdeconv as fd
+
+
+def conv_ref(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """Slow float64 forward convolution, PyTorch semantics plus (before, after) pairs and 'valid'/'same'."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    rank = w.ndim - 2
+    unbatched = x.ndim == rank + 1
+    if unbatched:
+        x = x[None]
+    stride = tuple(stride) if np.ndim(stride) else (stride,) * rank
+    dilation = tuple(dilation) if np.ndim(dilation) else (dilation,) * rank
+    kernel = w.shape[2:]
+    if isinstance(padding, str):
+        totals = [(k - 1) * d if padding == "same" else 0 for k, d in zip(kernel, dilation)]
+        pairs = [(t // 2, t - t // 2) for t in totals]
+    elif np.ndim(padding) == 0:
+        pairs = [(padding, padding)] * rank
+    else:
+        pairs = [(p, p) if np.ndim(p) == 0 else tuple(p) for p in padding]
+    xp = np.pad(x, [(0, 0), (0, 0)] + [tuple(p) for p in pairs])
+    out = [(n - (k - 1) * d - 1) // s + 1 for n, k, d, s in zip(xp.shape[2:], kernel, dilation, stride)]
+    c_out, c_in_g = w.shape[:2]
+    c_out_g = c_out // groups
+    y = np.zeros((x.shape[0], c_out) + tuple(out))
+    for g in range(groups):
+        xg = xp[:, g * c_in_g:(g + 1) * c_in_g]
+        wg = w[g * c_out_g:(g + 1) * c_out_g]
+        for tap in itertools.product(*(range(k) for k in kernel)):
+            window = tuple(slice(t * d, t * d + (o - 1) * s + 1, s) for t, d, o, s in zip(tap, dilation, out, stride))
+            y[:, g * c_out_g:(g + 1) * c_out_g] += np.einsum("ni...,oi->no...", xg[(Ellipsis,) + window],
+                                                             wg[(slice(None), slice(None)) + tap])
+    if bias is not None:
+        y += np.asarray(bias, np.float64).reshape((1, -1) + (1,) * rank)
+    return y[0] if unbatched else y
+
+
+@st.composite
+def conv_geometries(draw, allow_same=True):
+    rank = draw(st.integers(1, 3))
+    groups = draw(st.integers(1, 3))
+    c_in, c_out = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 3))
+    max_in = {1: 12, 2: 7, 3: 5}[rank]
+    spatial = draw(st.lists(st.integers(1, max_in), min_size=rank, max_size=rank))
+    kernel = draw(st.lists(st.integers(1, 4), min_size=rank, max_size=rank))
+    stride = draw(st.lists(st.integers(1, 3), min_size=rank, max_size=rank))
+    dilation = draw(st.lists(st.integers(1, 3), min_size=rank, max_size=rank))
+    kinds = ["int", "axes", "pairs", "valid"] + (["same"] if allow_same else [])
+    kind = draw(st.sampled_from(kinds))
+    if kind == "same":
+        stride = [1] * rank
+        padding = "same"
+        pairs = [((k - 1) * d // 2, (k - 1) * d - (k - 1) * d // 2) for k, d in zip(kernel, dilation)]
+    elif kind == "valid":
+        padding, pairs = "valid", [(0, 0)] * rank
+    elif kind == "int":
+        p = draw(st.integers(0, 3))
+        padding, pairs = p, [(p, p)] * rank
+    elif kind == "axes":
+        padding = draw(st.lists(st.integers(0, 3), min_size=rank, max_size=rank))
+        pairs = [(p, p) for p in padding]
+    else:
+        padding = [(draw(st.integers(0, 3)), draw(st.integers(0, 3))) for _ in range(rank)]
+        pairs = padding
+    assume(all(i + b + a >= (k - 1) * d + 1 for i, (b, a), k, d in zip(spatial, pairs, kernel, dilation)))
+    return dict(rank=rank, groups=groups, c_in=c_in, c_out=c_out, spatial=spatial, kernel=kernel, stride=stride,
+                dilation=dilation, padding=padding)
+
+
+def _make(g, batch, dtype, rng, use_bias=False):
+    lead = (g["c_in"],) if batch is None else (batch, g["c_in"])
+    x = rng.standard_normal(lead + tuple(g["spatial"])).astype(dtype)
+    w = rng.standard_normal((g["c_out"], g["c_in"] // g["groups"]) + tuple(g["kernel"])).astype(dtype)
+    bias = rng.standard_normal(g["c_out"]).astype(dtype) if use_bias else None
+    return x, w, bias
+
+
+def _kwargs(g):
+    return {k: g[k] for k in ("stride", "padding", "dilation", "groups")}
+
+
+# ---------------------------------------------------------------------------------------------- seed 002
+
+SEED002_INPUT = [[4, 5, 8, 7], [1, 8, 8, 8], [3, 6, 6, 4], [6, 5, 7, 8]]
+SEED002_KERNEL = [[1, 4, 1], [1, 4, 3], [3, 3, 1]]
+
+
+def test_seed002_convolution():
+    """Seed 002's figure: 122 comes from the 9 input numbers under the kernel (4x4 input, 3x3 kernel)."""
+    y = fd.conv(np.array(SEED002_INPUT, np.float32)[None, None], np.array(SEED002_KERNEL, np.float32)[None, None])
+    assert y.dtype == np.float32 and y.shape == (1, 1, 2, 2)
+    np.testing.assert_array_equal(y[0, 0], [[122, 148], [126, 134]])
+
+
+# ---------------------------------------------------------------------------------------------- properties
+
+
+@given(g=conv_geometries(), batch=st.sampled_from([None, 1, 2]), dtype=st.sampled_from([np.float32, np.float64]),
+       use_bias=st.booleans(), layout=st.sampled_from(["c", "fortran", "strided"]), seed=st.integers(0, 2**16))
+def test_conv_matches_reference(g, batch, dtype, use_bias, layout, seed):
+    rng = np.random.default_rng(seed)
+    x, w, bias = _make(g, batch, dtype, rng, use_bias)
+    if layout == "fortran":
+        x = np.asfortranarray(x)
+    elif layout == "strided":
+        big = np.zeros(tuple(2 * n for n in x.shape), x.dtype)
+        big[tuple(slice(None, None, 2) for _ in x.shape)] = x
+        x = big[tuple(slice(None, None, 2) for _ in x.shape)]
+    before = x.copy()
+    expected = conv_ref(x, w, bias, **_kwargs(g))
+    y = fd.conv(x, w, bias, **_kwargs(g))
+    assert y.dtype == dtype and y.shape == expected.shape
+    np.testing.assert_allclose(y, expected, **tolerance(dtype))
+    np.testing.assert_array_equal(x, before)
+
+
+@given(g=conv_geometries(), seed=st.integers(0, 2**16))
+def test_conv_is_adjoint_of_conv_transpose(g, seed):
+    """<conv(x, w), y> == <x, conv_transpose(y, w)> with the same weight array and geometry."""
+    rng = np.random.default_rng(seed)
+    x, w, _ = _make(g, 2, np.float64, rng)
+    y = fd.conv(x, w, **_kwargs(g))
+    v = rng.standard_normal(y.shape)
+    padding = g["padding"]
+    if padding == "same":  # PyTorch's conv 'same' pads (k - 1) * d // 2 first; conv_transpose's 'same' is TF's
+        padding = [((k - 1) * d // 2, (k - 1) * d - (k - 1) * d // 2) for k, d in zip(g["kernel"], g["dilation"])]
+    back = fd.conv_transpose(v, w, stride=g["stride"], padding=padding, dilation=g["dilation"], groups=g["groups"],
+                             output_size=g["spatial"])
+    np.testing.assert_allclose(back, conv_transpose_ref(v, w, stride=g["stride"], padding=padding,
+                                                        dilation=g["dilation"], groups=g["groups"],
+                                                        output_size=g["spatial"]), rtol=1e-10, atol=1e-10)
+    assert np.vdot(y, v) == pytest.approx(np.vdot(x, back), rel=1e-10, abs=1e-10)
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_matches_torch(rank, dtype):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(rank)
+    spatial = {1: (23,), 2: (9, 11), 3: (5, 6, 7)}[rank]
+    kernel = {1: (4,), 2: (3, 2), 3: (2, 3, 2)}[rank]
+    x = rng.standard_normal((2, 6) + spatial).astype(dtype)
+    w = rng.standard_normal((4, 3) + kernel).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    fn = getattr(torch.nn.functional, f"conv{rank}d")
+    for kw in (dict(stride=2, padding=1, dilation=1), dict(stride=1, padding="same", dilation=2),
+               dict(stride=(1, 3, 2)[:rank], padding=(2, 0, 1)[:rank], dilation=(2, 1, 2)[:rank])):
+        expected = fn(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), groups=2, **kw).numpy()
+        np.testing.assert_allclose(fd.conv(x, w, b, groups=2, **kw), expected, **tolerance(dtype))
+
+
+def test_larger_than_tiles():
+    rng = np.random.default_rng(4)
+    for xs, ws, s, p, d in [((1, 2, 5000), (3, 2, 5), 3, 2, 2), ((2, 3, 60, 70), (2, 3, 3, 3), 1, 1, 1),
+                            ((1, 1, 10, 9, 12), (2, 1, 3, 2, 3), 2, 1, 1)]:
+        x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+        np.testing.assert_allclose(fd.conv(x, w, stride=s, padding=p, dilation=d),
+                                   conv_ref(x, w, stride=s, padding=p, dilation=d), rtol=1e-10, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------- details
+
+
+def test_dtype_rules_and_lists():
+    x32, w32 = np.ones((1, 2, 5), np.float32), np.ones((3, 2, 2), np.float32)
+    assert fd.conv(x32, w32).dtype == np.float32
+    assert fd.conv(x32, w32.astype(np.float64)).dtype == np.float64
+    assert fd.conv(x32.astype(np.int16), w32).dtype == np.float64
+    assert fd.conv(x32, w32, bias=np.ones(3, np.float64)).dtype == np.float32
+    np.testing.assert_array_equal(fd.conv([[1, 2, 3]], [[[1, 1]]]), [[3.0, 5.0]])
+    with pytest.raises(TypeError, match="x must be real"):
+        fd.conv(x32.astype(np.complex64), w32)
+    with pytest.raises(TypeError, match="bias"):
+        fd.conv(x32, w32, bias=np.array(["a", "b", "c"]))
+
+
+def test_read_only_inputs():
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((2, 2, 6, 5)), rng.standard_normal((2, 2, 3, 3))
+    x.flags.writeable = False
+    w.flags.writeable = False
+    np.testing.assert_allclose(fd.conv(x, w, padding=1), conv_ref(x, w, padding=1), rtol=1e-12)
+
+
+def test_empty_batch_and_channels():
+    assert fd.conv(np.zeros((0, 2, 5)), np.ones((3, 2, 2))).shape == (0, 3, 4)
+    assert fd.conv(np.zeros((1, 2, 5)), np.ones((0, 2, 2))).shape == (1, 0, 4)
+    y = fd.conv(np.zeros((1, 0, 5)), np.ones((2, 0, 2)), bias=[1.0, 2.0], padding=1)
+    np.testing.assert_array_equal(y[0], [[1] * 6, [2] * 6])
+
+
+def test_nan_propagates():
+    x = np.zeros((1, 1, 6))
+    x[0, 0, 2] = np.nan
+    y = fd.conv(x, np.ones((1, 1, 2)), stride=2)
+    np.testing.assert_array_equal(np.isnan(y[0, 0]), [False, True, False])
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(weight=np.ones((2, 2))), ValueError, "weight must have shape"),
+    (dict(x=np.ones((1, 1, 1, 4))), ValueError, "x must have shape"),
+    (dict(x=np.ones((1, 3, 4))), ValueError, "input channels"),
+    (dict(groups=2), ValueError, "divisible by groups"),
+    (dict(groups=0), ValueError, "groups must be >= 1"),
+    (dict(groups=1.5), TypeError, "groups"),
+    (dict(stride=0), ValueError, "stride must be >= 1"),
+    (dict(dilation=[1, 2]), ValueError, "dilation must be an int or a sequence of 1"),
+    (dict(padding=-1), ValueError, "padding must be >= 0"),
+    (dict(padding="full"), ValueError, "unknown padding"),
+    (dict(padding="same", stride=2), ValueError, "'same' needs stride 1"),
+    (dict(weight=np.ones((3, 2, 9))), ValueError, "output size must be >= 1"),
+    (dict(bias=np.ones(2)), ValueError, "bias must have shape"),
+    (dict(x=np.ones((1, 2, 0))), ValueError, "spatial sizes must be >= 1"),
+    (dict(weight=np.ones((3, 2, 0))), ValueError, "kernel sizes"),
+])
+def test_bad_arguments(kwargs, exc, match):
+    args = dict(x=np.ones((1, 2, 5)), weight=np.ones((3, 2, 2)))
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        fd.conv(**args)
+
+
+def test_huge_output_refused_before_allocation():
+    x = np.broadcast_to(np.ones(1), (1, 1, 2**40))  # a view: no memory behind it
+    with pytest.raises(ValueError, match="the output .* would need"):
+        fd.conv(x, np.ones((64, 1, 1)))

@@ -1,0 +1,164 @@
+"""fastdeconv.conv_transpose_backward against finite differences, the adjoint identities and torch autograd."""
+
+import numpy as np
+import pytest
+from conftest import tolerance
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from reference import conv_transpose_ref
+
+import fastdeconv as fd
+
+
+@st.composite
+def transposed_geometries(draw):
+    rank = draw(st.integers(1, 3))
+    groups = draw(st.integers(1, 3))
+    c_in, c_out = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
+    max_in = {1: 8, 2: 5, 3: 3}[rank]
+    spatial = draw(st.lists(st.integers(1, max_in), min_size=rank, max_size=rank))
+    kernel = draw(st.lists(st.integers(1, 4), min_size=rank, max_size=rank))
+    stride = draw(st.lists(st.integers(1, 3), min_size=rank, max_size=rank))
+    dilation = draw(st.lists(st.integers(1, 2), min_size=rank, max_size=rank))
+    out_pad = [draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation)]
+    full = [(i - 1) * s + (k - 1) * d + 1 for i, k, s, d in zip(spatial, kernel, stride, dilation)]
+    kind = draw(st.sampled_from(["int", "pairs", "same", "valid"]))
+    if kind == "same":
+        padding, out_pad = "same", [0] * rank
+    elif kind == "valid":
+        padding = "valid"
+    elif kind == "int":
+        padding = draw(st.integers(0, 2))
+        assume(all(f + o - 2 * padding >= 1 for f, o in zip(full, out_pad)))
+    else:
+        padding = [(draw(st.integers(0, 3)), draw(st.integers(0, 3))) for _ in range(rank)]
+        assume(all(f + o - b - a >= 1 for f, o, (b, a) in zip(full, out_pad, padding)))
+    return dict(groups=groups, c_in=c_in, c_out=c_out, spatial=spatial, kernel=kernel, stride=stride,
+                dilation=dilation, output_padding=out_pad, padding=padding)
+
+
+def _geometry(g):
+    return {k: g[k] for k in ("stride", "padding", "output_padding", "groups", "dilation")}
+
+
+def _inputs(g, rng, batch=2, dtype=np.float64):
+    lead = (g["c_in"],) if batch is None else (batch, g["c_in"])
+    x = rng.standard_normal(lead + tuple(g["spatial"])).astype(dtype)
+    w = rng.standard_normal((g["c_in"], g["c_out"] // g["groups"]) + tuple(g["kernel"])).astype(dtype)
+    return x, w
+
+
+@given(g=transposed_geometries(), batch=st.sampled_from([None, 1, 3]), seed=st.integers(0, 2**16))
+def test_gradients_are_the_adjoints(g, batch, seed):
+    """y is linear in x and w: <gy, y(dx, w)> == <gx, dx>, <gy, y(x, dw)> == <gw, dw>, <gy, 1_c> == gb[c]."""
+    rng = np.random.default_rng(seed)
+    x, w = _inputs(g, rng, batch)
+    kw = _geometry(g)
+    gy = rng.standard_normal(conv_transpose_ref(x, w, **kw).shape)
+    gx, gw, gb = fd.conv_transpose_backward(gy, x, w, **kw)
+    assert gx.shape == x.shape and gw.shape == w.shape and gb.shape == (g["c_out"],)
+    dx, dw = rng.standard_normal(x.shape), rng.standard_normal(w.shape)
+    assert np.vdot(gy, conv_transpose_ref(dx, w, **kw)) == pytest.approx(np.vdot(gx, dx), rel=1e-9, abs=1e-9)
+    assert np.vdot(gy, conv_transpose_ref(x, dw, **kw)) == pytest.approx(np.vdot(gw, dw), rel=1e-9, abs=1e-9)
+    channel_axis = 0 if batch is None else 1
+    np.testing.assert_allclose(gb, gy.sum(axis=tuple(a for a in range(gy.ndim) if a != channel_axis)), rtol=1e-12)
+
+
+def test_finite_differences_of_a_nonlinear_loss():
+    """L = sum(sin(conv_transpose(x, w, b))): central differences on every entry of w and b and some of x."""
+    rng = np.random.default_rng(8)
+    x, w, b = rng.standard_normal((2, 4, 3, 4)), rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(6)
+    kw = dict(stride=(2, 1), padding=((1, 0), (0, 1)), output_padding=(1, 0), groups=2, dilation=(1, 2))
+
+    def loss(x, w, b):
+        return np.sin(fd.conv_transpose(x, w, b, **kw)).sum()
+
+    gy = np.cos(fd.conv_transpose(x, w, b, **kw))
+    gx, gw, gb = fd.conv_transpose_backward(gy, x, w, **kw)
+    eps = 1e-6
+
+    def numeric(array, index):
+        plus, minus = array.copy(), array.copy()
+        plus[index] += eps
+        minus[index] -= eps
+        args_p = [plus if a is array else a for a in (x, w, b)]
+        args_m = [minus if a is array else a for a in (x, w, b)]
+        return (loss(*args_p) - loss(*args_m)) / (2 * eps)
+
+    for index in np.ndindex(w.shape):
+        assert gw[index] == pytest.approx(numeric(w, index), rel=1e-6, abs=1e-6)
+    for index in np.ndindex(b.shape):
+        assert gb[index] == pytest.approx(numeric(b, index), rel=1e-6, abs=1e-6)
+    for flat in rng.choice(x.size, 12, replace=False):
+        index = np.unravel_index(flat, x.shape)
+        assert gx[index] == pytest.approx(numeric(x, index), rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matches_torch_autograd(rank, dtype):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(10 + rank)
+    spatial = {1: (13,), 2: (6, 7), 3: (3, 4, 5)}[rank]
+    kernel = {1: (5,), 2: (3, 4), 3: (2, 3, 3)}[rank]
+    geometries = [dict(stride=2, padding=1, output_padding=1, dilation=1),
+                  dict(stride=(3, 1, 2)[:rank], padding=(0, 2, 1)[:rank], output_padding=(2, 0, 1)[:rank],
+                       dilation=(1, 2, 2)[:rank])]
+    fn = getattr(torch.nn.functional, f"conv_transpose{rank}d")
+    for kw in geometries:
+        x = rng.standard_normal((3, 4) + spatial).astype(dtype)
+        w = rng.standard_normal((4, 3) + kernel).astype(dtype)
+        b = rng.standard_normal(6).astype(dtype)
+        tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+        y = fn(tx, tw, tb, groups=2, **kw)
+        gy = rng.standard_normal(tuple(y.shape)).astype(dtype)
+        y.backward(torch.from_numpy(gy))
+        gx, gw, gb = fd.conv_transpose_backward(gy, x, w, groups=2, **kw)
+        assert gx.dtype == gw.dtype == gb.dtype == dtype
+        tol = tolerance(dtype) if dtype == np.float64 else {"rtol": 1e-4, "atol": 1e-3}
+        np.testing.assert_allclose(gx, tx.grad.numpy(), **tol)
+        np.testing.assert_allclose(gw, tw.grad.numpy(), **tol)
+        np.testing.assert_allclose(gb, tb.grad.numpy(), **tol)
+
+
+def test_grad_x_is_the_forward_conv():
+    """grad_x == conv(grad_output, weight) with the same geometry; grad_weight sums over the batch."""
+    rng = np.random.default_rng(9)
+    x, w = rng.standard_normal((3, 2, 5, 5)), rng.standard_normal((2, 3, 3, 3))
+    gy = rng.standard_normal(fd.conv_transpose(x, w, stride=2, padding=1).shape)
+    gx, gw, _ = fd.conv_transpose_backward(gy, x, w, stride=2, padding=1)
+    np.testing.assert_allclose(gx, fd.conv(gy, w, stride=2, padding=1), rtol=1e-12)
+    per_sample = [fd.conv_transpose_backward(gy[i:i + 1], x[i:i + 1], w, stride=2, padding=1)[1] for i in range(3)]
+    np.testing.assert_allclose(gw, sum(per_sample), rtol=1e-10)
+
+
+def test_large_rows_and_dtype_rules():
+    rng = np.random.default_rng(11)
+    x, w = rng.standard_normal((2, 1, 3000)), rng.standard_normal((1, 2, 7))
+    gy = rng.standard_normal(fd.conv_transpose(x, w, stride=3, padding=2).shape)
+    gx, gw, gb = fd.conv_transpose_backward(gy, x, w, stride=3, padding=2)
+    dw = rng.standard_normal(w.shape)
+    assert np.vdot(gy, conv_transpose_ref(x, dw, stride=3, padding=2)) == pytest.approx(np.vdot(gw, dw), rel=1e-10)
+    f32 = [a.astype(np.float32) for a in (gy, x, w)]
+    assert all(a.dtype == np.float32 for a in fd.conv_transpose_backward(*f32, stride=3, padding=2))
+    f32[0] = gy
+    assert all(a.dtype == np.float64 for a in fd.conv_transpose_backward(*f32, stride=3, padding=2))
+
+
+def test_empty_batch():
+    gx, gw, gb = fd.conv_transpose_backward(np.zeros((0, 3, 6)), np.zeros((0, 2, 3)), np.ones((2, 3, 2)), stride=2)
+    assert gx.shape == (0, 2, 3)
+    np.testing.assert_array_equal(gw, np.zeros((2, 3, 2)))
+    np.testing.assert_array_equal(gb, np.zeros(3))
+
+
+def test_bad_arguments():
+    x, w = np.ones((1, 2, 4)), np.ones((2, 3, 3))
+    with pytest.raises(ValueError, match="grad_output must have the shape of conv_transpose's output"):
+        fd.conv_transpose_backward(np.ones((1, 3, 5)), x, w)
+    with pytest.raises(TypeError, match="grad_output must be real"):
+        fd.conv_transpose_backward(np.ones((1, 3, 6), np.complex128), x, w)
+    with pytest.raises(ValueError, match="input channels"):
+        fd.conv_transpose_backward(np.ones((1, 3, 6)), x, w, groups=4)
+    with pytest.raises(ValueError, match="output_padding must be smaller"):
+        fd.conv_transpose_backward(np.ones((1, 3, 7)), x, w, output_padding=1)
