@@ -1,0 +1,215 @@
+"""Gather form on BLAS: sub-pixel (phase) decomposition, im2col of the undilated input, one GEMM per phase.
+
+Along an axis with stride ``s`` the outputs ``o = r + s * m`` of phase ``r`` are all reached by the same taps
+``k`` (those with ``(r + start - k * dilation) % s == 0``), tap ``k`` reading the input at ``m + base_k``. So
+each of the ``prod(stride)`` output phases is a dense correlation of the *undilated* input with a sub-kernel:
+``Y_r (C_out_g, cols) = W_r (C_out_g, C_in_g * T_r) @ im2col_r (C_in_g * T_r, cols)``. No zero of the
+stride-dilated input is ever multiplied. ``phase_store`` writes the phase into its strided output positions
+with the bias. Every output element is written exactly once, from one GEMM dot product, by one thread: the
+result is bitwise identical for any thread count.
+
+GEMM columns are the phase's output rows (sample, md, mh) times its row length, chunked so the scratch
+(phase weights, im2col block, phase block) stays within one output's size; chunks depend on shapes only.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from numba import njit, prange
+
+from .. import _geometry as geo
+from ..config import PARALLEL_FLAGS
+
+# Target GEMM width (columns) per chunk: wide enough for BLAS, small enough to stay in cache.
+_CHUNK_ELEMENTS = 1 << 21
+
+
+@njit(**PARALLEL_FLAGS)
+def phase_weights(w, groups, taps, counts, wp):
+    """``wp[g, co, ci * T + t] = w[g * C_in_g + ci, co, kd_t, kh_t, kw_t]`` for the phase's ``T`` taps."""
+    c_in_g = w.shape[0] // groups
+    c_out_g = w.shape[1]
+    t_d, t_h, t_w = counts[0], counts[1], counts[2]
+    n_t = t_d * t_h * t_w
+    for task in prange(groups * c_in_g):
+        g = task // c_in_g
+        ci = task - g * c_in_g
+        for co in range(c_out_g):
+            dst = wp[g, co]
+            q = ci * n_t
+            for a in range(t_d):
+                for b in range(t_h):
+                    for c in range(t_w):
+                        dst[q] = w[task, co, taps[0, a], taps[1, b], taps[2, c]]
+                        q += 1
+
+
+@njit(**PARALLEL_FLAGS)
+def im2col(x, ci0, c_in_g, bases, counts, m_shape, row0, n_rows, cols):
+    """``cols[ci * T + t, q * Mw + mw] = x[j, ci0 + ci, md + bd_t, mh + bh_t, mw + bw_t]`` (0 outside x).
+
+    ``q`` runs over the phase's output rows ``row0 + q = (j * Md + md) * Mh + mh``, ``q < n_rows``.
+    """
+    size_d, size_h, size_w = x.shape[2], x.shape[3], x.shape[4]
+    t_d, t_h, t_w = counts[0], counts[1], counts[2]
+    n_t = t_d * t_h * t_w
+    m_d, m_h, m_w = m_shape[0], m_shape[1], m_shape[2]
+    for task in prange(c_in_g * n_t):
+        ci = task // n_t
+        t = task - ci * n_t
+        tw = t % t_w
+        th = (t // t_w) % t_h
+        td = t // (t_w * t_h)
+        b_d, b_h, b_w = bases[0, td], bases[1, th], bases[2, tw]
+        lo = min(m_w, max(0, -b_w))
+        hi = max(lo, min(m_w, size_w - b_w))
+        dst = cols[task]
+        mh = row0 % m_h
+        md = (row0 // m_h) % m_d
+        j = row0 // (m_h * m_d)
+        p = 0
+        for _ in range(n_rows):
+            i_d = md + b_d
+            i_h = mh + b_h
+            if i_d < 0 or i_d >= size_d or i_h < 0 or i_h >= size_h:
+                dst[p:p + m_w] = 0
+            else:
+                src = x[j, ci0 + ci, i_d, i_h]
+                dst[p:p + lo] = 0
+                dst[p + lo:p + hi] = src[lo + b_w:hi + b_w]
+                dst[p + hi:p + m_w] = 0
+            p += m_w
+            mh += 1
+            if mh == m_h:
+                mh = 0
+                md += 1
+                if md == m_d:
+                    md = 0
+                    j += 1
+
+
+@njit(**PARALLEL_FLAGS)
+def phase_store(tmp, y, bias, c0, cb, phase, m_shape, stride, row0, n_rows):
+    """``y[j, c0 + c, r_d + s_d * md, r_h + s_h * mh, r_w + s_w * mw] = tmp[c, q * Mw + mw] + bias``."""
+    m_d, m_h, m_w = m_shape[0], m_shape[1], m_shape[2]
+    s_d, s_h, s_w = stride[0], stride[1], stride[2]
+    r_w = phase[2]
+    for task in prange(cb * n_rows):
+        c = task // n_rows
+        q = task - c * n_rows
+        row = row0 + q
+        mh = row % m_h
+        rest = row // m_h
+        md = rest % m_d
+        j = rest // m_d
+        yrow = y[j, c0 + c, phase[0] + s_d * md, phase[1] + s_h * mh]
+        src = tmp[c]
+        bv = bias[c0 + c]
+        p = q * m_w
+        for m in range(m_w):
+            yrow[r_w + s_w * m] = src[p + m] + bv
+
+
+@lru_cache(maxsize=256)
+def phase_table(plan: geo.Plan) -> list[tuple[np.ndarray, ...]]:
+    """Per phase: (phase (3,), M (3,), tap counts (3,), taps (3, T_max), bases (3, T_max)), int64."""
+    per_axis = []
+    for a in plan.axes:
+        entries = []
+        for r in range(a.stride):
+            m = -(-(a.size_out - r) // a.stride) if r < a.size_out else 0
+            ks = [k for k in range(a.kernel) if (r + a.start - k * a.dilation) % a.stride == 0]
+            entries.append((r, m, ks, [(r + a.start - k * a.dilation) // a.stride for k in ks]))
+        per_axis.append(entries)
+    t_max = max(1, max(len(e[2]) for entries in per_axis for e in entries))
+    table = []
+    for ed in per_axis[0]:
+        for eh in per_axis[1]:
+            for ew in per_axis[2]:
+                es = (ed, eh, ew)
+                taps = np.zeros((3, t_max), np.int64)
+                bases = np.zeros((3, t_max), np.int64)
+                for i, e in enumerate(es):
+                    taps[i, :len(e[2])] = e[2]
+                    bases[i, :len(e[3])] = e[3]
+                table.append((np.array([e[0] for e in es], np.int64), np.array([e[1] for e in es], np.int64),
+                              np.array([len(e[2]) for e in es], np.int64), taps, bases))
+    return table
+
+
+@lru_cache(maxsize=256)
+def chunk_rows(plan: geo.Plan) -> int:
+    """Phase output rows per GEMM chunk (the same for every phase): scratch within one output's size."""
+    g = plan.groups
+    cin_g, cout_g = plan.c_in // g, plan.c_out // g
+    table = phase_table(plan)
+    out_size = max(1, plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes))
+    t_max = max(int(np.prod(e[2])) for e in table)
+    m_w = max(int(e[1][2]) for e in table)
+    weights = plan.c_in * cout_g * t_max
+    per_row = (cin_g * t_max + cout_g) * max(m_w, 1)
+    target = min(max(_CHUNK_ELEMENTS, per_row), max(out_size - weights, per_row))
+    total_rows = max(int(plan.batch * e[1][0] * e[1][1]) for e in table)
+    return int(max(1, min(total_rows, target // per_row)))
+
+
+def scratch_elements(plan: geo.Plan) -> int:
+    """Largest scratch (elements) one call allocates."""
+    g = plan.groups
+    cin_g, cout_g = plan.c_in // g, plan.c_out // g
+    table = phase_table(plan)
+    t_max = max(int(np.prod(e[2])) for e in table)
+    m_w = max(int(e[1][2]) for e in table)
+    rows = chunk_rows(plan)
+    return plan.c_in * cout_g * t_max + (cin_g * t_max + cout_g) * rows * m_w
+
+
+def gather_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
+    """Transposed convolution, gather form by output phases with BLAS, into ``y5`` (overwritten)."""
+    g = plan.groups
+    cin_g, cout_g = plan.c_in // g, plan.c_out // g
+    table = phase_table(plan)
+    rows_per_chunk = chunk_rows(plan)
+    stride = np.array([a.stride for a in plan.axes], np.int64)
+    t_max = max(int(np.prod(e[2])) for e in table)
+    m_w_max = max(int(e[1][2]) for e in table)
+    wp_buf = np.empty(plan.c_in * cout_g * t_max, plan.dtype)
+    col_buf = np.empty(cin_g * t_max * rows_per_chunk * m_w_max, plan.dtype)
+    tmp_buf = np.empty(cout_g * rows_per_chunk * m_w_max, plan.dtype)
+    x_pix = x5.shape[2] * x5.shape[3] * x5.shape[4]
+    for phase, m_shape, counts, taps, bases in table:
+        if not m_shape.all():
+            continue
+        n_t = int(counts[0] * counts[1] * counts[2])
+        sl = tuple(slice(int(r), None, int(s)) for r, s in zip(phase, stride))
+        if n_t == 0 or cin_g == 0:  # no tap reaches this phase: bias only
+            y5[(slice(None), slice(None)) + sl] = bias.reshape((1, -1, 1, 1, 1))
+            continue
+        wp = wp_buf[:plan.c_in * cout_g * n_t].reshape(g, cout_g, cin_g * n_t)
+        phase_weights(w5, g, taps, counts, wp)
+        m_w = int(m_shape[2])
+        total = plan.batch * int(m_shape[0] * m_shape[1])
+        # the undilated input itself is the im2col block (a single centred tap covering the input)
+        identity = (n_t == 1 and not bases.any() and plan.batch == 1 and int(m_shape[0] * m_shape[1]) * m_w == x_pix
+                    and tuple(m_shape) == x5.shape[2:] and rows_per_chunk >= total)
+        for gi in range(g):
+            for row0 in range(0, total, rows_per_chunk):
+                n_rows = min(rows_per_chunk, total - row0)
+                width = n_rows * m_w
+                if identity:
+                    cols = x5[0, gi * cin_g:(gi + 1) * cin_g].reshape(cin_g, x_pix)
+                else:
+                    cols = col_buf[:cin_g * n_t * width].reshape(cin_g * n_t, width)
+                    im2col(x5, gi * cin_g, cin_g, bases, counts, m_shape, row0, n_rows, cols)
+                tmp = tmp_buf[:cout_g * width].reshape(cout_g, width)
+                np.matmul(wp[gi], cols, out=tmp)
+                phase_store(tmp, y5, bias, gi * cout_g, cout_g, phase, m_shape, stride, row0, n_rows)
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out

@@ -1,0 +1,169 @@
+"""Scatter form on BLAS: channel contraction as one GEMM, then a parallel col2im.
+
+For every input pixel ``p`` the footprint over all (output channel, tap) pairs is one column of
+``cols = W^T @ X`` with ``W`` the weight as a (C_in_g, C_out_g * K) matrix (its natural memory layout, so no
+copy) and ``X`` the input as (C_in_g, pixels). Every product in that GEMM is a term of the definition: no
+zero of the stride-dilated input is ever multiplied. ``col2im`` then adds each column's footprint into the
+output, ``y[o] = bias + sum over taps reaching o``. It is partitioned by output row (sample, channel, row),
+so no two threads write the same element and every element sums its terms in the same tap order: the result
+is bitwise identical for any thread count.
+
+Work is chunked over (sample block, output-channel block) so the scratch (``cols`` plus the packed input)
+stays within one output's size; the chunking depends only on the shapes, never on the thread count.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from numba import njit, prange
+
+from .. import _geometry as geo
+from ..config import PARALLEL_FLAGS
+from ._index import input_range, source_index, tap_offset
+
+# Scratch target per chunk (elements): big enough for an efficient GEMM, small enough to stay in L3
+# between the GEMM that writes it and the col2im that reads it.
+_CHUNK_ELEMENTS = 1 << 21
+_MIN_GEMM_COLUMNS = 256
+
+
+@njit(**PARALLEL_FLAGS)
+def col2im(cols, y, bias, n0, c0, n, cb, in_shape, kernel, stride, dilation, start):
+    """Add every column footprint of ``cols`` (cb * K, n * P) into ``y[n0:n0+n, c0:c0+cb]`` (overwritten)."""
+    o_d, o_h, o_w = y.shape[2], y.shape[3], y.shape[4]
+    size_d, size_h, size_w = in_shape[0], in_shape[1], in_shape[2]
+    k_d, k_h, k_w = kernel[0], kernel[1], kernel[2]
+    s_d, s_h, s_w = stride[0], stride[1], stride[2]
+    d_d, d_h, d_w = dilation[0], dilation[1], dilation[2]
+    pix = size_d * size_h * size_w
+    n_rows = n * cb * o_d * o_h
+    for task in prange(n_rows):
+        oh = task % o_h
+        t = task // o_h
+        od = t % o_d
+        t //= o_d
+        c = t % cb
+        j = t // cb
+        yrow = y[n0 + j, c0 + c, od, oh]
+        bv = bias[c0 + c]
+        for ow in range(o_w):
+            yrow[ow] = bv
+        for kd in range(k_d):
+            i_d = source_index(od, s_d, tap_offset(kd, d_d, start[0]), size_d)
+            if i_d < 0:
+                continue
+            for kh in range(k_h):
+                i_h = source_index(oh, s_h, tap_offset(kh, d_h, start[1]), size_h)
+                if i_h < 0:
+                    continue
+                col0 = j * pix + (i_d * size_h + i_h) * size_w
+                row0 = ((c * k_d + kd) * k_h + kh) * k_w
+                for kw in range(k_w):
+                    off = tap_offset(kw, d_w, start[2])
+                    lo, hi = input_range(size_w, 0, o_w, s_w, off)
+                    crow = cols[row0 + kw]
+                    for i_w in range(lo, hi):
+                        yrow[i_w * s_w + off] += crow[col0 + i_w]
+
+
+@njit(**PARALLEL_FLAGS)
+def pack_channels(x, n0, n, ci0, cin_g, xp):
+    """``xp[ci, j * P + p] = x[n0 + j, ci0 + ci, p]``: a sample block as one (C_in_g, n * P) matrix."""
+    size_d, size_h, size_w = x.shape[2], x.shape[3], x.shape[4]
+    pix = size_d * size_h * size_w
+    for task in prange(cin_g * n):
+        ci = task // n
+        j = task - ci * n
+        src = x[n0 + j, ci0 + ci]
+        dst = xp[ci]
+        q = j * pix
+        for i_d in range(size_d):
+            for i_h in range(size_h):
+                for i_w in range(size_w):
+                    dst[q] = src[i_d, i_h, i_w]
+                    q += 1
+
+
+@lru_cache(maxsize=256)
+def chunks(plan: geo.Plan) -> tuple[int, int]:
+    """(samples, output channels) per chunk: scratch <= one output, GEMM wide enough, fixed by shape only."""
+    g = plan.groups
+    cin_g, cout_g = plan.c_in // g, plan.c_out // g
+    k = _prod(a.kernel for a in plan.axes)
+    pix = _prod(a.size_in for a in plan.axes)
+    out_size = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
+    budget = max(out_size, 1)
+
+    def scratch(n, cb):
+        return cb * k * n * pix + (cin_g * n * pix if n > 1 else 0)
+
+    cb = max(cout_g, 1)
+    # fewest samples per chunk that make the GEMM wide enough, then as many as the target allows
+    n = min(plan.batch, max(1, -(-_MIN_GEMM_COLUMNS // pix)))
+    while n < plan.batch and scratch(n + 1, cb) <= min(budget, max(_CHUNK_ELEMENTS, scratch(n, cb))):
+        n += 1
+    while n > 1 and scratch(n, cb) > budget:
+        n -= 1
+    while cb > 1 and scratch(n, cb) > budget:
+        cb = -(-cb // 2)
+    return n, cb
+
+
+def scratch_elements(plan: geo.Plan) -> int:
+    """Largest scratch (elements) one call allocates."""
+    n, cb = chunks(plan)
+    g = plan.groups
+    k = _prod(a.kernel for a in plan.axes)
+    pix = _prod(a.size_in for a in plan.axes)
+    return cb * k * n * pix + ((plan.c_in // g) * n * pix if n > 1 else 0)
+
+
+def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
+    """Transposed convolution, scatter form with a BLAS channel contraction, into ``y5`` (overwritten)."""
+    g = plan.groups
+    cin_g, cout_g = plan.c_in // g, plan.c_out // g
+    batch = plan.batch
+    kernel = tuple(a.kernel for a in plan.axes)
+    k = _prod(kernel)
+    pix = _prod(a.size_in for a in plan.axes)
+    n_chunk, c_chunk = chunks(plan)
+    in_shape, kern, stride, dilation, start = geometry_arrays(plan)
+    if cin_g == 0 or cout_g == 0:
+        y5[...] = bias.reshape((1, -1, 1, 1, 1))
+        return
+    cols_buf = np.empty(c_chunk * k * n_chunk * pix, plan.dtype)
+    pack_buf = np.empty(cin_g * n_chunk * pix if n_chunk > 1 else 0, plan.dtype)
+    w2 = w5.reshape(plan.c_in, cout_g * k)
+    for gi in range(g):
+        wg = w2[gi * cin_g:(gi + 1) * cin_g]
+        for n0 in range(0, batch, n_chunk):
+            n = min(n_chunk, batch - n0)
+            if n == 1:
+                xm = x5[n0, gi * cin_g:(gi + 1) * cin_g].reshape(cin_g, pix)
+            else:
+                xm = pack_buf[:cin_g * n * pix].reshape(cin_g, n * pix)
+                pack_channels(x5, n0, n, gi * cin_g, cin_g, xm)
+            for c0 in range(0, cout_g, c_chunk):
+                cb = min(c_chunk, cout_g - c0)
+                cols = cols_buf[:cb * k * n * pix].reshape(cb * k, n * pix)
+                np.matmul(wg[:, c0 * k:(c0 + cb) * k].T, xm, out=cols)
+                col2im(cols, y5, bias, n0, gi * cout_g + c0, n, cb, in_shape, kern, stride, dilation, start)
+
+
+@lru_cache(maxsize=256)
+def geometry_arrays(plan: geo.Plan) -> tuple[np.ndarray, ...]:
+    """(input sizes, kernel, stride, dilation, start) as int64 arrays of length 3, cached per plan.
+
+    The kernels only read them; they stay writeable because numba compiles read-only arrays separately.
+    """
+    return tuple(np.array([getattr(a, name) for a in plan.axes], np.int64)
+                 for name in ("size_in", "kernel", "stride", "dilation", "start"))
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
