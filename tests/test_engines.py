@@ -25,17 +25,17 @@ def _close(y, expected):
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5 * scale)
 
 
-def _agree(ours, theirs, what):
-    """Run both; both refuse, or both answer the same."""
+def _agree(ours, theirs, *args, **kwargs):
+    """Call both with the same arguments: both refuse, or both answer the same."""
     try:
-        expected = theirs()
+        expected = np.asarray(theirs(*args, **kwargs))
     except Exception as exc:  # the engine refuses: so must we (with a ValueError)
         with pytest.raises(ValueError):
-            ours()
+            ours(*args, **kwargs)
         return f"refused: {type(exc).__name__}"
-    y = ours()
-    assert y.shape == tuple(expected.shape), what
-    _close(y, np.asarray(expected))
+    y = ours(*args, **kwargs)
+    assert y.shape == expected.shape, (args[2:], kwargs)
+    _close(y, expected)
     return "answered"
 
 
@@ -98,8 +98,7 @@ def test_onnxruntime_random(ort_run):
     outcomes = []
     for seed in range(N_ORT):
         x, w, b, attrs = _ort_case(seed)
-        outcomes.append(_agree(lambda: compat.onnx_conv_transpose(x, w, b, **attrs),
-                               lambda: ort_run(x, w, b, **attrs), (seed, attrs)))
+        outcomes.append(_agree(compat.onnx_conv_transpose, ort_run, x, w, b, **attrs))
     assert outcomes.count("answered") >= N_ORT // 2  # the draw exercises both outcomes
     assert any(o.startswith("refused") for o in outcomes)
 
@@ -113,7 +112,7 @@ def test_onnxruntime_output_shape_range(ort_run, auto_pad):
     for s, op in [(1, 0), (2, 1), (3, 0), (3, 2)]:
         for out in range(1, 4 * s + 3 + s + 1):
             attrs = dict(strides=[s], output_padding=[op], output_shape=[out], auto_pad=auto_pad)
-            _agree(lambda: compat.onnx_conv_transpose(x, w, **attrs), lambda: ort_run(x, w, **attrs), attrs)
+            _agree(compat.onnx_conv_transpose, ort_run, x, w, **attrs)
 
 
 def test_onnxruntime_same_with_short_kernel(ort_run):
@@ -123,8 +122,7 @@ def test_onnxruntime_same_with_short_kernel(ort_run):
     for auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         for op in (0, 1):
             attrs = dict(strides=[2], auto_pad=auto_pad, output_padding=[op])
-            assert _agree(lambda: compat.onnx_conv_transpose(x, w, **attrs),
-                          lambda: ort_run(x, w, **attrs), attrs) == "answered"
+            assert _agree(compat.onnx_conv_transpose, ort_run, x, w, **attrs) == "answered"
 
 
 # --------------------------------------------------------------------------------------------- TensorFlow
@@ -185,8 +183,7 @@ def test_tensorflow_random(tf):
         x, f, shape, kw = _tf_case(seed)
         rank = f.ndim - 2
         ours = compat.tf_conv2d_transpose if rank == 2 and seed % 2 else compat.tf_conv_transpose
-        outcomes.append(_agree(lambda: ours(x, f, shape, **kw),
-                               lambda: ops[rank](x, f, shape, **kw).numpy(), (seed, shape, kw)))
+        outcomes.append(_agree(ours, ops[rank], x, f, shape, **kw))
     assert outcomes.count("answered") >= N_TF // 2
     assert any(o.startswith("refused") for o in outcomes)
 
@@ -200,8 +197,7 @@ def test_tensorflow_output_shape_range(tf, padding):
     f = rng.standard_normal((3, 1, 1)).astype(np.float32)
     accepted = []
     for out in range(1, 18):
-        r = _agree(lambda: compat.tf_conv_transpose(x, f, [1, out, 1], 2, padding),
-                   lambda: tf.nn.conv1d_transpose(x, f, [1, out, 1], 2, padding).numpy(), out)
+        r = _agree(compat.tf_conv_transpose, tf.nn.conv1d_transpose, x, f, [1, out, 1], 2, padding)
         if r == "answered":
             accepted.append(out)
     assert accepted == ([11, 12] if padding == "SAME" else [13, 14])
