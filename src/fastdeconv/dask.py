@@ -33,6 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
 from . import _geometry as geo
 from ._api import choose_method, execute
 from ._kernels._index import reaching_range
+from ._threads import apply_num_threads
 
 __all__ = ["conv_transpose"]
 
@@ -272,5 +273,6 @@ def _compute_block(blocks: list[np.ndarray], copies, plan: geo.Plan, weight: np.
     for block, (dst, src) in zip(blocks, copies):
         window[(Ellipsis,) + dst] = block[(Ellipsis,) + src]
     y = np.empty(plan.out_shape, plan.dtype)
+    apply_num_threads()  # fastdeconv.set_num_threads holds in Dask's worker threads too
     execute(plan, window, weight, bias, y)
     return y
