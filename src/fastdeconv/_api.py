@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
+import numba
 import numpy as np
 
+from . import _cost
 from . import _geometry as geo
 from ._kernels.conv import correlate
-from ._kernels.gather import gather
-from ._kernels.scatter import scatter
+from ._kernels.gather import gather, gather_serial
+from ._kernels.gather_gemm import gather_gemm
+from ._kernels.scatter import scatter, scatter_serial
+from ._kernels.scatter_gemm import scatter_gemm
 from ._kernels.zerofill import fill
+from ._threads import apply_num_threads
 from ._tiling import tile_for as _tile
 
 IntOrSeq = int | Sequence[int]
@@ -75,13 +81,30 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
            [1., 1., 1., 1.],
            [1., 1., 1., 1.]])
     """
-    x, weight = _as_array(x, "x"), _as_array(weight, "weight")
-    bias = None if bias is None else _as_array(bias, "bias")
-    plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding, groups,
-                         dilation, output_size, method, None if bias is None else bias.shape,
-                         None if bias is None else bias.dtype)
-    y = _output_array(plan, out, (x, weight, bias))
-    execute(plan, x, weight, bias, y)
+    if (type(x) is np.ndarray and type(weight) is np.ndarray and output_size is None and type(method) is str
+            and type(stride) is int and type(output_padding) is int and type(groups) is int
+            and type(dilation) is int and type(padding) in (int, str) and (bias is None or type(bias) is np.ndarray)):
+        # hot path: shapes and geometry validated once, keyed exactly (no bool/float can match an int key)
+        apply_num_threads()
+        key = (x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding, groups, dilation,
+               method, None if bias is None else (bias.shape, bias.dtype), numba.get_num_threads())
+        prepared = _FAST.get(key)
+        if prepared is None:
+            prepared = _prepare_call(x, weight, bias, stride, padding, output_padding, groups, dilation, method)
+            if len(_FAST) >= _FAST_SIZE:
+                _FAST.clear()
+            _FAST[key] = prepared
+        y = np.empty(prepared.out_shape, prepared.dtype) if out is None else _output_array(
+            prepared.plan, out, (x, weight, bias))
+        prepared.run(x, weight, bias, y)
+    else:
+        x, weight = _as_array(x, "x"), _as_array(weight, "weight")
+        bias = None if bias is None else _as_array(bias, "bias")
+        plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding,
+                             groups, dilation, output_size, method, None if bias is None else bias.shape,
+                             None if bias is None else bias.dtype)
+        y = _output_array(plan, out, (x, weight, bias))
+        execute(plan, x, weight, bias, y)
     if out is not None and y is not out:
         out[...] = y
         return out
@@ -90,31 +113,84 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
 
 def execute(plan: geo.Plan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, y: np.ndarray) -> None:
     """Run the plan's form on validated arrays, writing every element of ``y`` (C-contiguous)."""
-    if y.size == 0:
-        return
-    x5, w5 = _canonical_input(x, plan), _canonical_weight(weight, plan)
-    b = _bias_vector(bias, plan)
-    y5 = y.reshape((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes))
-    method = choose_method(plan)
-    stride, dilation, start = plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start")
-    if method == "scatter":
-        scatter(x5, w5, b, y5, plan.groups, stride, dilation, start, _tile(plan))
-    elif method == "gather":
-        gather(x5, w5, b, y5, plan.groups, stride, dilation, start, _tile(plan))
-    else:
-        _zerofill(plan, x5, w5, b, y5)
+    apply_num_threads()
+    _prepared(plan, numba.get_num_threads()).run(x, weight, bias, y)
 
 
 def choose_method(plan: geo.Plan) -> str:
-    """The concrete form for a plan: the requested one, or for ``auto`` the cheaper of scatter and gather.
+    """The concrete form for a plan: the requested one, or for ``auto`` the form of the cheapest variant.
 
-    Gather touches each output row once per (input channel, row tap) and stores it once; scatter re-reads
-    and re-writes its output row for every tap of the last axis, which costs most when that axis is
-    strided (its stores are then strided too).
+    The variant (direct numba kernel or BLAS-backed) and the estimates behind the choice come from the cost
+    model (``_cost.choose``; public as :func:`fastdeconv.plan`).
     """
-    if plan.method != "auto":
-        return plan.method
-    return "gather" if plan.axes[2].stride > 1 or plan.axes[2].kernel > 2 else "scatter"
+    return _cost.choose(plan).method
+
+
+# --------------------------------------------------------------------------- dispatch
+
+_FAST: dict = {}
+_FAST_SIZE = 256
+
+
+class _Prepared:
+    """Everything a call needs that depends only on the plan and thread count: shapes, variant, geometry."""
+
+    __slots__ = ("plan", "choice", "dtype", "out_shape", "x5_shape", "w5_shape", "y5_shape", "zero_bias",
+                 "stride", "dilation", "start", "tile", "kernel")
+
+    def __init__(self, plan: geo.Plan, threads: int):
+        self.plan = plan
+        self.choice = _cost._choose(plan, threads)
+        self.dtype = plan.dtype
+        self.out_shape = plan.out_shape
+        self.x5_shape = (plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes)
+        self.w5_shape = (plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes)
+        self.y5_shape = (plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes)
+        self.zero_bias = np.zeros(plan.c_out, plan.dtype)
+        self.stride, self.dilation, self.start = plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start")
+        self.tile = _tile(plan) if plan.batch * plan.c_out else np.ones(3, np.int64)  # empty: never launched
+        variant, serial = self.choice.variant, self.choice.serial
+        if variant == "scatter-direct":
+            self.kernel = scatter_serial if serial else scatter
+        elif variant == "gather-direct":
+            self.kernel = gather_serial if serial else gather
+        else:
+            self.kernel = None
+
+    def run(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, y: np.ndarray) -> None:
+        """Write every element of ``y`` (C-contiguous, the plan's shape and dtype)."""
+        if y.size == 0:
+            return
+        dtype = self.dtype
+        x5 = (x if x.dtype == dtype and x.flags.c_contiguous and x.flags.writeable
+              else _contiguous(x, dtype)).reshape(self.x5_shape)
+        w5 = (weight if weight.dtype == dtype and weight.flags.c_contiguous and weight.flags.writeable
+              else _contiguous(weight, dtype)).reshape(self.w5_shape)
+        b = self.zero_bias if bias is None else _contiguous(bias, dtype)
+        y5 = y.reshape(self.y5_shape)
+        plan = self.plan
+        if self.kernel is not None:
+            self.kernel(x5, w5, b, y5, plan.groups, self.stride, self.dilation, self.start, self.tile)
+        elif self.choice.variant == "scatter-gemm":
+            scatter_gemm(plan, x5, w5, b, y5)
+        elif self.choice.variant == "gather-gemm":
+            gather_gemm(plan, x5, w5, b, y5)
+        else:
+            _zerofill(plan, x5, w5, b, y5)
+
+
+@lru_cache(maxsize=512)
+def _prepared(plan: geo.Plan, threads: int) -> _Prepared:
+    return _Prepared(plan, threads)
+
+
+def _prepare_call(x, weight, bias, stride, padding, output_padding, groups, dilation, method) -> _Prepared:
+    """Validate a hot-path call once (the full rules of ``make_plan``) and prepare its dispatch."""
+    bias_arr = None if bias is None else _as_array(bias, "bias")
+    plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding, groups,
+                         dilation, None, method, None if bias_arr is None else bias_arr.shape,
+                         None if bias_arr is None else bias_arr.dtype)
+    return _prepared(plan, numba.get_num_threads())
 
 
 def zero_fill(x, stride: IntOrSeq, padding: IntOrSeq | Sequence[Sequence[int]] = 0) -> np.ndarray:

@@ -1,0 +1,256 @@
+"""Cost model: which kernel variant runs a plan, and :func:`plan`, which says why.
+
+Four optimized variants implement the two data-flow forms:
+
+``scatter-direct`` / ``gather-direct``
+    numba kernels that walk the definition directly (``_kernels/scatter.py``, ``_kernels/gather.py``), run
+    serially in the calling thread when the problem is tiny (waking the thread pool costs more than the work).
+``scatter-gemm``
+    ``cols = W^T @ X`` on BLAS (the channel contraction), then a parallel col2im (``_kernels/scatter_gemm.py``).
+``gather-gemm``
+    per output phase, im2col of the undilated input and one GEMM (``_kernels/gather_gemm.py``).
+
+Each estimate is arithmetic time at a calibrated rate plus bytes moved at a calibrated bandwidth plus a
+per-launch overhead. The constants were measured on the 2-core AVX-512 development machine (fp32; fp64 runs
+at half the arithmetic rate); only their ratios matter for the choice. ``method="auto"`` takes the cheapest
+variant; ``method="scatter"``/``"gather"`` take the cheaper variant of that form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numba
+import numpy as np
+
+from . import _geometry as geo
+from ._kernels import gather_gemm as _gg
+from ._kernels import scatter_gemm as _sg
+
+VARIANTS = ("scatter-direct", "scatter-gemm", "gather-direct", "gather-gemm")
+FORM_OF = {"scatter-direct": "scatter", "scatter-gemm": "scatter", "gather-direct": "gather",
+           "gather-gemm": "gather", "zerofill": "zerofill"}
+
+# ------------------------------------------------------------------ calibrated constants (fp32, per thread)
+GEMM_PEAK = 190e9         # FLOP/s of one core in a large sgemm (OpenBLAS, AVX-512)
+GEMM_HALF = (24, 48, 32)  # GEMM side (M, N, K) at which BLAS reaches half its peak along that side
+DIRECT_RATE = 1.6e9       # multiply-adds/s of the direct kernels with long contiguous rows
+DIRECT_ROW_HALF = 24      # row length (elements) at which the direct kernels reach half DIRECT_RATE
+DIRECT_CHANNEL_BLOCK = 4  # output channels the direct kernels update per input load
+BANDWIDTH = 13e9          # bytes/s of one core streaming (26 GB/s for two)
+IM2COL_RATE = 1.5e9       # elements/s of one core writing im2col blocks (short strided rows)
+COL2IM_RATE = 0.4e9       # column elements/s of one core adding footprints (strided read-modify-write)
+LAUNCH_PARALLEL = 20e-6   # waking numba's pool for one parallel kernel
+LAUNCH_SERIAL = 1e-6      # one serial numba call
+LAUNCH_GEMM = 8e-6        # one BLAS call
+SERIAL_WORK = 2e5         # multiply-adds below which a serial direct kernel beats a parallel launch
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The variant :func:`plan` expects fastest, and the estimated time of every variant.
+
+    Attributes
+    ----------
+    method : str
+        The data-flow form that runs: ``"scatter"``, ``"gather"`` or ``"zerofill"``.
+    variant : str
+        The kernel variant: ``"scatter-direct"``, ``"scatter-gemm"``, ``"gather-direct"``, ``"gather-gemm"``
+        or ``"zerofill"``.
+    estimates : tuple of (str, float)
+        Estimated seconds per call of each candidate variant, cheapest first.
+    flops : int
+        Floating-point operations of the definition (2 x multiply-adds; no zero is multiplied).
+    threads : int
+        Thread count the estimate is for.
+    serial : bool
+        Whether a direct variant runs in the calling thread (tiny problems).
+    reason : str
+        One line on why this variant wins.
+    """
+
+    method: str
+    variant: str
+    estimates: tuple[tuple[str, float], ...]
+    flops: int
+    threads: int
+    serial: bool
+    reason: str
+
+    def __repr__(self) -> str:
+        costs = ", ".join(f"{name}={_fmt_time(sec)}" for name, sec in self.estimates)
+        return (f"Choice(method={self.method!r}, variant={self.variant!r}, flops={self.flops:.3g}, "
+                f"threads={self.threads}, estimates: {costs}; {self.reason})")
+
+
+def _fmt_time(sec: float) -> str:
+    if sec >= 1:
+        return f"{sec:.2f} s"
+    if sec >= 1e-3:
+        return f"{sec * 1e3:.3g} ms"
+    return f"{sec * 1e6:.3g} us"
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+def _gemm_time(flops: float, m: int, n: int, k: int, threads: int, scale: float) -> float:
+    """Seconds of one GEMM of ``flops`` with sides (M, N, K) on ``threads`` cores."""
+    if flops <= 0:
+        return 0.0
+    eff = 1.0
+    for side, half in zip((m, n, k), GEMM_HALF):
+        eff *= side / (side + half)
+    # BLAS splits over M and N: small sides leave the second core without work
+    usable = max(1.0, min(threads, (m * n) / 4096))
+    return flops / (GEMM_PEAK * scale * eff * usable)
+
+
+def _mem_time(nbytes: float, threads: int) -> float:
+    return nbytes / (BANDWIDTH * threads)
+
+
+def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
+    """Estimated seconds of each variant for ``plan`` on ``threads`` threads."""
+    item = plan.dtype.itemsize
+    scale = 1.0 if item == 4 else 0.5  # fp64 arithmetic runs at half the rate
+    g = plan.groups
+    cin_g, cout_g = plan.c_in // g, plan.c_out // g
+    macs = plan.macs
+    k = _prod(a.kernel for a in plan.axes)
+    pix_in = _prod(a.size_in for a in plan.axes)
+    pix_out = _prod(a.size_out for a in plan.axes)
+    x_elems = plan.batch * plan.c_in * pix_in
+    y_elems = plan.batch * plan.c_out * pix_out
+    w_elems = plan.c_in * cout_g * k
+    last = plan.axes[2]
+    out = {}
+
+    # direct kernels: rate grows with the contiguous run along the last axis and with channel blocking
+    for form, run in (("scatter", last.size_in), ("gather", -(-last.size_out // last.stride))):
+        row_eff = run / (run + DIRECT_ROW_HALF)
+        block_eff = min(cout_g, DIRECT_CHANNEL_BLOCK) / DIRECT_CHANNEL_BLOCK
+        rate = DIRECT_RATE * scale * row_eff * (0.5 + 0.5 * block_eff)
+        compute = macs / rate
+        mem = (x_elems + y_elems + w_elems) * item / BANDWIDTH
+        serial = compute + mem + LAUNCH_SERIAL
+        parallel = (compute + mem) / threads + LAUNCH_PARALLEL
+        out[f"{form}-direct"] = min(serial, parallel) if macs < SERIAL_WORK else parallel
+
+    if cin_g and cout_g and plan.batch:
+        # scatter-gemm: GEMM (cout_g*K, n*P, cin_g) per chunk, pack, cols written then read by col2im
+        n, cb = _sg.chunks(plan)
+        calls = g * -(-plan.batch // n) * -(-cout_g // cb)
+        cols = plan.c_out * k * plan.batch * pix_in
+        gemm = g * _gemm_time(2.0 * macs / g, cb * k, n * pix_in, cin_g, threads, scale)
+        pack = _mem_time(2 * x_elems * item, threads) if n > 1 else 0.0
+        col2im = cols / (COL2IM_RATE * threads) + _mem_time(y_elems * item, threads)
+        out["scatter-gemm"] = gemm + pack + col2im + calls * (LAUNCH_GEMM + LAUNCH_PARALLEL * (2 if n > 1 else 1))
+
+        # gather-gemm: per phase, im2col (C_in_g*T, cols), GEMM (cout_g, cols, cin_g*T), phase store
+        table = _gg.phase_table(plan)
+        rows = _gg.chunk_rows(plan)
+        total = 0.0
+        for _phase, m_shape, counts, _taps, _bases in table:
+            n_t = int(counts[0] * counts[1] * counts[2])
+            m_rows = plan.batch * int(m_shape[0] * m_shape[1])
+            m_w = int(m_shape[2])
+            if n_t == 0 or m_rows * m_w == 0:
+                continue
+            width = m_rows * m_w
+            phase_macs = cin_g * n_t * cout_g * width * g
+            chunks = g * -(-m_rows // rows)
+            total += g * _gemm_time(2.0 * phase_macs / g, cout_g, min(rows, m_rows) * m_w, cin_g * n_t, threads,
+                                    scale)
+            total += plan.c_in * n_t * width / (IM2COL_RATE * threads)
+            total += _mem_time(2 * plan.c_out * width * item, threads)
+            total += chunks * (LAUNCH_GEMM + 2 * LAUNCH_PARALLEL) + LAUNCH_PARALLEL
+        out["gather-gemm"] = total + _mem_time(2 * w_elems * item, threads)
+    return out
+
+
+@lru_cache(maxsize=512)
+def _choose(plan: geo.Plan, threads: int) -> Choice:
+    flops = 2 * plan.macs
+    if plan.method == "zerofill":
+        return Choice("zerofill", "zerofill", (), flops, threads, False,
+                      "zerofill was requested: the textbook baseline (zero-insert, pad, dense correlation)")
+    costs = estimate(plan, threads)
+    candidates = {v: c for v, c in costs.items() if plan.method == "auto" or FORM_OF[v] == plan.method}
+    ranked = tuple(sorted(candidates.items(), key=lambda kv: kv[1]))
+    variant, best = ranked[0]
+    serial = variant.endswith("direct") and (threads == 1 or plan.macs < SERIAL_WORK)
+    if len(ranked) > 1:
+        runner_up, second = ranked[1]
+        why = f"{variant} is estimated {second / best:.2f}x faster than {runner_up}"
+    else:
+        why = f"{variant} is the only candidate"
+    if variant.endswith("gemm"):
+        why += " (channel contraction on BLAS)"
+    elif serial:
+        why += " (tiny problem: runs in the calling thread)"
+    scope = "" if plan.method == "auto" else f" among the {plan.method} variants"
+    return Choice(FORM_OF[variant], variant, ranked, flops, threads, serial, why + scope)
+
+
+def choose(plan: geo.Plan) -> Choice:
+    """The :class:`Choice` for a plan at the current thread count (cached)."""
+    return _choose(plan, numba.get_num_threads())
+
+
+def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int = 1, dilation=1,
+         output_size=None, method: str = "auto", dtype=np.float32) -> Choice:
+    """Which variant ``conv_transpose`` runs for these shapes, and the estimated cost of every variant.
+
+    Parameters
+    ----------
+    x_shape : sequence of int
+        Input shape (N, C_in, *spatial) or unbatched (C_in, *spatial).
+    w_shape : sequence of int
+        Weight shape (C_in, C_out // groups, *kernel).
+    stride, padding, output_padding, groups, dilation, output_size
+        The geometry, exactly as for :func:`fastdeconv.conv_transpose`.
+    method : {"auto", "scatter", "gather", "zerofill"}
+        The requested form; ``"auto"`` compares all variants.
+    dtype : numpy dtype, default float32
+        Data type of x and weight (float32, or anything else meaning float64).
+
+    Returns
+    -------
+    Choice
+        ``method`` (form that runs), ``variant``, ``estimates`` (seconds per variant, cheapest first),
+        ``flops``, ``threads``, ``serial`` and a one-line ``reason``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For shapes or geometry that ``conv_transpose`` would refuse, with the same messages.
+
+    Examples
+    --------
+    >>> import fastdeconv as fd
+    >>> fd.plan((64, 512, 4, 4), (512, 256, 4, 4), stride=2, padding=1).variant
+    'scatter-gemm'
+    """
+    x_shape = _shape(x_shape, "x_shape")
+    w_shape = _shape(w_shape, "w_shape")
+    dt = np.dtype(dtype)
+    p = geo.make_plan(x_shape, w_shape, dt, dt, stride, padding, output_padding, groups, dilation, output_size,
+                      method)
+    return choose(p)
+
+
+def _shape(shape, name: str) -> tuple[int, ...]:
+    if isinstance(shape, (str, bytes)) or np.ndim(shape) != 1:
+        raise TypeError(f"{name} must be a sequence of ints, got {shape!r}")
+    values = tuple(geo.as_int(v, name) for v in shape)
+    if any(v < 0 for v in values):
+        raise ValueError(f"{name} entries must be >= 0, got {values}")
+    return values
+
+

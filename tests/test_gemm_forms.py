@@ -1,0 +1,209 @@
+"""The BLAS-backed variants (scatter-gemm, gather-gemm), forced directly, and the cost model's ``plan``."""
+
+import numba
+import numpy as np
+import pytest
+from conftest import tolerance
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from reference import conv_transpose_ref
+
+import fastdeconv as fd
+from fastdeconv import _api, _cost
+from fastdeconv import _geometry as geo
+from fastdeconv._kernels import gather_gemm as gg
+from fastdeconv._kernels import scatter_gemm as sg
+
+VARIANTS = {"scatter-gemm": sg.scatter_gemm, "gather-gemm": gg.gather_gemm}
+
+
+def run_variant(variant, x, w, bias=None, **geometry):
+    """Run one variant directly on canonical arrays, as the dispatcher would."""
+    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, geometry.get("stride", 1), geometry.get("padding", 0),
+                         geometry.get("output_padding", 0), geometry.get("groups", 1), geometry.get("dilation", 1))
+    y = np.full(plan.out_shape, np.nan, plan.dtype)
+    x5 = _api._contiguous(x, plan.dtype).reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
+    w5 = _api._contiguous(w, plan.dtype).reshape(
+        (plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes))
+    b = np.zeros(plan.c_out, plan.dtype) if bias is None else _api._contiguous(bias, plan.dtype)
+    VARIANTS[variant](plan, x5, w5, b, y.reshape((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes)))
+    return y
+
+
+@st.composite
+def geometries(draw):
+    rank = draw(st.integers(1, 3))
+    groups = draw(st.integers(1, 3))
+    c_in, c_out = groups * draw(st.integers(1, 4)), groups * draw(st.integers(1, 3))
+    max_in = {1: 9, 2: 6, 3: 4}[rank]
+    spatial = draw(st.lists(st.integers(1, max_in), min_size=rank, max_size=rank))
+    kernel = draw(st.lists(st.integers(1, 5), min_size=rank, max_size=rank))
+    stride = draw(st.lists(st.integers(1, 4), min_size=rank, max_size=rank))
+    dilation = draw(st.lists(st.integers(1, 3), min_size=rank, max_size=rank))
+    out_pad = [draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation)]
+    full = [(i - 1) * s + (k - 1) * d + 1 for i, k, s, d in zip(spatial, kernel, stride, dilation)]
+    padding = [(draw(st.integers(0, 4)), draw(st.integers(0, 4))) for _ in range(rank)]
+    assume(all(f + o - b - a >= 1 for f, o, (b, a) in zip(full, out_pad, padding)))
+    return dict(c_in=c_in, c_out=c_out, spatial=spatial, kernel=kernel, groups=groups,
+                geometry=dict(stride=stride, padding=padding, output_padding=out_pad, groups=groups, dilation=dilation))
+
+
+@given(g=geometries(), batch=st.integers(1, 3), dtype=st.sampled_from([np.float32, np.float64]),
+       use_bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_gemm_variants_match_reference(g, batch, dtype, use_bias, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, g["c_in"]) + tuple(g["spatial"])).astype(dtype)
+    w = rng.standard_normal((g["c_in"], g["c_out"] // g["groups"]) + tuple(g["kernel"])).astype(dtype)
+    bias = rng.standard_normal(g["c_out"]).astype(dtype) if use_bias else None
+    expected = conv_transpose_ref(x, w, bias, **g["geometry"])
+    for variant in VARIANTS:
+        y = run_variant(variant, x, w, bias, **g["geometry"])
+        assert y.dtype == dtype and y.shape == expected.shape
+        np.testing.assert_allclose(y, expected, err_msg=variant, **tolerance(dtype))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_chunked_calls_match_reference(variant, monkeypatch):
+    """Small chunk targets force several sample / channel / row chunks per call."""
+    monkeypatch.setattr(sg, "_CHUNK_ELEMENTS", 64)
+    monkeypatch.setattr(sg, "_MIN_GEMM_COLUMNS", 1)
+    monkeypatch.setattr(gg, "_CHUNK_ELEMENTS", 64)
+    sg.chunks.cache_clear()
+    gg.chunk_rows.cache_clear()
+    try:
+        rng = np.random.default_rng(7)
+        for xs, ws, geometry in [((5, 6, 7, 6), (6, 5, 4, 4), dict(stride=2, padding=1)),
+                                 ((1, 4, 30), (4, 3, 5), dict(stride=3, padding=2, dilation=2)),
+                                 ((3, 4, 3, 4, 2), (4, 1, 2, 3, 2), dict(stride=(1, 2, 3), groups=2))]:
+            x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+            b = rng.standard_normal(ws[1] * geometry.get("groups", 1))
+            np.testing.assert_allclose(run_variant(variant, x, w, b, **geometry),
+                                       conv_transpose_ref(x, w, b, **geometry), rtol=1e-10, atol=1e-10)
+    finally:
+        sg.chunks.cache_clear()
+        gg.chunk_rows.cache_clear()
+
+
+def test_scratch_within_one_output():
+    for xs, ws, geometry in [((64, 512, 4, 4), (512, 256, 4, 4), dict(stride=2, padding=1)),
+                             ((1, 64, 375, 250), (64, 3, 3, 3), dict(stride=2, padding=1, output_padding=1)),
+                             ((1, 512, 64, 64), (512, 256, 2, 2), dict(stride=2)),
+                             ((64, 64, 32, 32), (64, 3, 4, 4), dict(stride=2, padding=1))]:
+        plan = geo.make_plan(xs, ws, np.float32, np.float32, geometry.get("stride"), geometry.get("padding", 0),
+                             geometry.get("output_padding", 0))
+        out = int(np.prod(plan.out_shape))
+        assert gg.scratch_elements(plan) <= out
+        assert sg.scratch_elements(plan) <= out or sg.chunks(plan) == (1, 1)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_bitwise_across_threads_and_calls(variant):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 40, 9, 7)).astype(np.float32)
+    w = rng.standard_normal((40, 24, 4, 3)).astype(np.float32)
+    b = rng.standard_normal(24).astype(np.float32)
+    geometry = dict(stride=(2, 3), padding=1)
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for threads in (1, max(1, min(2, numba.config.NUMBA_NUM_THREADS)), 1):
+            numba.set_num_threads(threads)
+            with threadpoolctl.threadpool_limits(threads):
+                results.append(run_variant(variant, x, w, b, **geometry))
+                results.append(run_variant(variant, x, w, b, **geometry))
+    finally:
+        numba.set_num_threads(before)
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+
+
+# ------------------------------------------------------------------------------------------ plan
+
+
+def test_plan_reports_every_variant():
+    choice = fd.plan((64, 512, 4, 4), (512, 256, 4, 4), stride=2, padding=1)
+    assert isinstance(choice, _cost.Choice)
+    names = [name for name, _ in choice.estimates]
+    assert sorted(names) == sorted(_cost.VARIANTS)
+    assert choice.variant == names[0]
+    seconds = [sec for _, sec in choice.estimates]
+    assert seconds == sorted(seconds) and all(s > 0 for s in seconds)
+    assert choice.method == _cost.FORM_OF[choice.variant]
+    assert choice.flops == 2 * 64 * 512 * 256 * 16 * 16
+    text = repr(choice)
+    assert choice.variant in text and "estimates" in text and "gather-direct" in text
+    with pytest.raises(AttributeError):
+        choice.variant = "x"  # frozen
+
+
+def test_plan_restricted_to_a_form():
+    for form in ("scatter", "gather"):
+        choice = fd.plan((2, 8, 5, 5), (8, 4, 3, 3), stride=2, method=form)
+        assert choice.method == form
+        assert all(_cost.FORM_OF[name] == form for name, _ in choice.estimates)
+    choice = fd.plan((2, 8, 5, 5), (8, 4, 3, 3), stride=2, method="zerofill")
+    assert choice.variant == "zerofill" and choice.estimates == ()
+
+
+def test_plan_channel_heavy_uses_blas_and_tiny_runs_serially():
+    assert fd.plan((64, 512, 4, 4), (512, 256, 4, 4), stride=2, padding=1).variant.endswith("gemm")
+    tiny = fd.plan((1, 4, 3, 3), (4, 2, 3, 3), stride=2, padding=1, output_padding=1)
+    assert tiny.variant.endswith("direct") and tiny.serial
+
+
+def test_plan_matches_dispatch():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 16, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 4, 4)).astype(np.float32)
+    choice = fd.plan(x.shape, w.shape, stride=2, padding=1)
+    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, 2, 1)
+    assert _api.choose_method(plan) == choice.method
+    np.testing.assert_allclose(fd.conv_transpose(x, w, stride=2, padding=1),
+                               conv_transpose_ref(x, w, stride=2, padding=1), **tolerance(np.float32))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(x_shape="abc"), "x_shape"),
+    (dict(w_shape=(4, 2)), "weight"),
+    (dict(x_shape=(1, 3, 3, 3)), "input channels"),
+    (dict(stride=0), "stride"),
+    (dict(method="fast"), "method"),
+    (dict(x_shape=(1, 4, -3, 3)), "x_shape"),
+])
+def test_plan_validates(bad, match):
+    args = dict(x_shape=(1, 4, 3, 3), w_shape=(4, 2, 3, 3))
+    args.update(bad)
+    x_shape, w_shape = args.pop("x_shape"), args.pop("w_shape")
+    with pytest.raises((TypeError, ValueError), match=match):
+        fd.plan(x_shape, w_shape, **args)
+
+
+def test_hot_path_validates_new_calls():
+    """The per-call cache never lets an invalid call through (each call below is new to it)."""
+    x, w = np.ones((1, 2, 5), np.float32), np.ones((2, 1, 3), np.float32)
+    with pytest.raises(TypeError, match="stride"):
+        fd.conv_transpose(x, w, stride=True)
+    with pytest.raises(TypeError, match="stride"):
+        fd.conv_transpose(x, w, stride=2.0)
+    with pytest.raises(ValueError, match="method"):
+        fd.conv_transpose(x, w, method="fast")
+    with pytest.raises(ValueError, match="input channels"):
+        fd.conv_transpose(np.ones((1, 3, 5), np.float32), w)
+    np.testing.assert_array_equal(fd.conv_transpose(x, w, stride=2), conv_transpose_ref(x, w, stride=2))
+    np.testing.assert_array_equal(fd.conv_transpose(x, w, stride=2), conv_transpose_ref(x, w, stride=2))
+    with pytest.raises(TypeError, match="bias"):
+        fd.conv_transpose(x, w, bias=np.ones(1, np.complex64), stride=2)
+    with pytest.raises(ValueError, match="bias"):
+        fd.conv_transpose(x, w, bias=np.ones(2, np.float32), stride=2)
+
+
+@pytest.mark.parametrize("method", ["scatter", "gather", "auto"])
+def test_forms_pick_gemm_on_channel_heavy_layers(method):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 64, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((64, 48, 4, 4)).astype(np.float32)
+    b = rng.standard_normal(48).astype(np.float32)
+    y = fd.conv_transpose(x, w, b, stride=2, padding=1, method=method)
+    np.testing.assert_allclose(y, conv_transpose_ref(x, w, b, stride=2, padding=1), rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(fd.conv_transpose(x, w, b, stride=2, padding=1, method=method), y)
