@@ -110,11 +110,16 @@ def as_int(value, name: str) -> int:
         raise TypeError(f"{name} must be an int or a sequence of ints, got {value!r}") from None
 
 
+def is_scalar(value) -> bool:
+    """One value rather than a sequence (``np.ndim`` alone raises on ragged lists such as ``[1, (0, 0)]``)."""
+    return not isinstance(value, (list, tuple)) and np.ndim(value) == 0
+
+
 def per_axis(value, rank: int, name: str, minimum: int | None = None) -> tuple[int, ...]:
     """An int, or one int per spatial axis, as a tuple of length ``rank``."""
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be an int or a sequence of {rank} ints, got {value!r}")
-    if np.ndim(value) == 0:
+    if is_scalar(value):
         values = (as_int(value, name),) * rank
     else:
         seq = list(np.asarray(value, dtype=object).ravel()) if isinstance(value, np.ndarray) else list(value)
@@ -137,7 +142,7 @@ def normalize_padding(padding, rank: int) -> str | tuple[tuple[int, int], ...]:
         return key
     if isinstance(padding, bytes):
         raise TypeError(f"padding must be an int, a sequence or a str, got {padding!r}")
-    if np.ndim(padding) == 0:
+    if is_scalar(padding):
         p = as_int(padding, "padding")
         pairs = ((p, p),) * rank
     else:
@@ -147,7 +152,7 @@ def normalize_padding(padding, rank: int) -> str | tuple[tuple[int, int], ...]:
                              f"(before, after) pairs, got {len(seq)} entries: {padding!r}")
         pairs = []
         for entry in seq:
-            if np.ndim(entry) == 0:
+            if is_scalar(entry):
                 p = as_int(entry, "padding")
                 pairs.append((p, p))
             else:
@@ -318,7 +323,7 @@ def _make_plan(x_shape, w_shape, x_dtype, w_dtype, stride, padding, output_paddi
 
 def _output_size_spatial(output_size, rank: int) -> tuple[int, ...]:
     """output_size given as the spatial sizes, or as a whole output shape (the last ``rank`` entries)."""
-    if np.ndim(output_size) == 0 or isinstance(output_size, (str, bytes)):
+    if isinstance(output_size, (str, bytes)) or is_scalar(output_size):
         raise TypeError(f"output_size must be a sequence of ints, got {output_size!r}")
     seq = list(output_size)
     if len(seq) not in (rank, rank + 1, rank + 2):
