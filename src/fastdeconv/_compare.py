@@ -424,7 +424,7 @@ def auto_choice(wl: Workload) -> str | None:
     try:
         if hasattr(fastdeconv, "plan"):
             chosen = fastdeconv.plan(wl.x_shape, wl.w_shape, **wl.kwargs())
-            for attr in ("method", "form", "chosen"):
+            for attr in ("variant", "method"):
                 value = chosen.get(attr) if isinstance(chosen, dict) else getattr(chosen, attr, None)
                 if isinstance(value, str):
                     return value
