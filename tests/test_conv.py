@@ -1,6 +1,7 @@
 """fastdeconv.conv: forward cross-correlation against a NumPy reference, torch, and as conv_transpose's adjoint."""
 
 import itertools
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from reference import conv_transpose_ref
 
 import fastdeconv as fd
+from fastdeconv import _forward
 
 
 def conv_ref(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -124,6 +126,29 @@ def test_conv_matches_reference(g, batch, dtype, use_bias, layout, seed):
     assert y.dtype == dtype and y.shape == expected.shape
     np.testing.assert_allclose(y, expected, **tolerance(dtype))
     np.testing.assert_array_equal(x, before)
+
+
+@given(g=conv_geometries(), batch=st.sampled_from([None, 3]), dtype=st.sampled_from([np.float32, np.float64]),
+       block=st.sampled_from([1, 40, 1 << 22]), seed=st.integers(0, 2**16))
+def test_gemm_form_matches_reference(g, batch, dtype, block, seed):
+    """The im2col + BLAS form, forced on every geometry, with column buffers from one output row to all."""
+    rng = np.random.default_rng(seed)
+    x, w, bias = _make(g, batch, dtype, rng, True)
+    with mock.patch.object(_forward, "use_gemm", lambda plan: True), \
+            mock.patch.object(_forward, "_COL_ELEMENTS", block):
+        y = fd.conv(x, w, bias, **_kwargs(g))
+    np.testing.assert_allclose(y, conv_ref(x, w, bias, **_kwargs(g)), **tolerance(dtype))
+
+
+def test_both_forms_are_chosen():
+    small = _forward.make_conv_plan((1, 2, 8), (3, 2, 3), np.float32, np.float32)
+    big = _forward.make_conv_plan((2, 16, 64, 64), (32, 16, 3, 3), np.float32, np.float32, padding=1)
+    depthwise = _forward.make_conv_plan((2, 16, 64, 64), (16, 1, 3, 3), np.float32, np.float32, groups=16)
+    assert not _forward.use_gemm(small) and _forward.use_gemm(big) and not _forward.use_gemm(depthwise)
+    rng = np.random.default_rng(13)
+    x, w = rng.standard_normal((2, 16, 20, 18)), rng.standard_normal((32, 8, 3, 3))
+    np.testing.assert_allclose(fd.conv(x, w, stride=(1, 2), padding=1, groups=2),
+                               conv_ref(x, w, stride=(1, 2), padding=1, groups=2), rtol=1e-10, atol=1e-10)
 
 
 @given(g=conv_geometries(), seed=st.integers(0, 2**16))

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _geometry as geo
 from ._api import _as_array, _contiguous
-from ._kernels.conv import correlate
+from ._kernels.conv import correlate, im2col
 from ._kernels.zerofill import fill
 from ._tiling import tile_for
 
@@ -213,4 +213,47 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
         fill(x5, xp, np.ones(3, np.int64), plan.arrays("start"))
     else:
         xp = x5
-    correlate(xp, w5, b, y5, plan.groups, plan.arrays("stride"), plan.arrays("dilation"), tile_for(plan))
+    if use_gemm(plan):
+        _conv_gemm(plan, xp, w5, b, y5)
+    else:
+        correlate(xp, w5, b, y5, plan.groups, plan.arrays("stride"), plan.arrays("dilation"), tile_for(plan))
+
+
+# Column buffer of the GEMM form: at most this many elements (the output rows are taken in blocks).
+_COL_ELEMENTS = 1 << 22
+
+
+def use_gemm(plan: ConvPlan) -> bool:
+    """im2col + BLAS when each column is reused by enough output channels and there is enough work.
+
+    The direct kernel streams every output row once per (input channel, tap), which bounds it by memory
+    traffic; the matrix product reuses each loaded column for all the group's output channels.
+    """
+    c_out_g, c_in_g = plan.c_out // plan.groups, plan.c_in // plan.groups
+    taps = c_in_g * int(np.prod([a.kernel for a in plan.axes]))
+    outputs = int(np.prod([a.size_out for a in plan.axes]))
+    return c_out_g >= 4 and taps >= 4 and plan.batch * plan.c_out * taps * outputs >= 1 << 20
+
+
+def _conv_gemm(plan: ConvPlan, xp: np.ndarray, w5: np.ndarray, b: np.ndarray, y5: np.ndarray) -> None:
+    """Forward convolution as im2col (numba) + one matrix product per block of output rows (BLAS)."""
+    g, c_in_g, c_out_g = plan.groups, plan.c_in // plan.groups, plan.c_out // plan.groups
+    kernel, stride, dilation = plan.arrays("kernel"), plan.arrays("stride"), plan.arrays("dilation")
+    taps = c_in_g * int(np.prod(kernel))
+    out_d, out_h, out_w = (a.size_out for a in plan.axes)
+    rows = out_d * out_h
+    block = max(1, min(rows, _COL_ELEMENTS // max(1, taps * out_w)))
+    buf = np.empty(taps * block * out_w, plan.dtype)
+    wm = w5.reshape(plan.c_out, taps)
+    for n in range(plan.batch):
+        yn = y5[n].reshape(plan.c_out, rows * out_w)
+        for gi in range(g):
+            w_g = wm[gi * c_out_g:(gi + 1) * c_out_g]
+            y_g = yn[gi * c_out_g:(gi + 1) * c_out_g]
+            for lo in range(0, rows, block):
+                hi = min(rows, lo + block)
+                width = (hi - lo) * out_w
+                cols = buf[:taps * width].reshape(taps, width)
+                im2col(xp, cols, n, gi * c_in_g, kernel, stride, dilation, lo, hi, out_h, out_w)
+                np.matmul(w_g, cols, out=y_g[:, lo * out_w:hi * out_w])
+    y5 += b.reshape((1, -1, 1, 1, 1))

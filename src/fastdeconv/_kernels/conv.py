@@ -41,8 +41,12 @@ def correlate(xp, w, bias, y, groups, stride, dilation, tile):
                             for kw in range(k_w):
                                 wv = w[co, ci, kd, kh, kw]
                                 off = kw * d_w
-                                for ow in range(ow_lo, ow_hi):
-                                    yrow[ow] += xrow[ow * s_w + off] * wv
+                                if s_w == 1:  # unit stride: contiguous loads, the loop vectorises
+                                    for ow in range(ow_lo, ow_hi):
+                                        yrow[ow] += xrow[ow + off] * wv
+                                else:
+                                    for ow in range(ow_lo, ow_hi):
+                                        yrow[ow] += xrow[ow * s_w + off] * wv
 
 
 @njit(**NJIT_FLAGS)
@@ -80,3 +84,37 @@ def matrix_entries(w, in_shape, out_shape, groups, stride, dilation, start, indp
                                     indices[pos] = base + i_w
                                     data[pos] = w[co, ci, kd, kh, kw]
                                     pos += 1
+
+
+@njit(**PARALLEL_FLAGS)
+def im2col(xp, col, n, ci0, kernel, stride, dilation, row_lo, row_hi, out_h, out_w):
+    """Columns of one group of sample ``n`` for the output rows ``[row_lo, row_hi)`` (flattened (od, oh)).
+
+    ``col[((ci * kD + kd) * kH + kh) * kW + kw, (r - row_lo) * oW + ow] = xp[n, ci0 + ci, od * s_d + kd * d_d,
+    oh * s_h + kh * d_h, ow * s_w + kw * d_w]`` with ``r = od * oH + oh``: the forward convolution of these rows is
+    then one matrix product ``w.reshape(C_out_g, -1) @ col`` (BLAS).
+    """
+    k_d, k_h, k_w = kernel[0], kernel[1], kernel[2]
+    s_d, s_h, s_w = stride[0], stride[1], stride[2]
+    d_d, d_h, d_w = dilation[0], dilation[1], dilation[2]
+    n_taps = col.shape[0]
+    for t in prange(n_taps):
+        kw = t % k_w
+        rest = t // k_w
+        kh = rest % k_h
+        rest //= k_h
+        kd = rest % k_d
+        ci = rest // k_d
+        off_w = kw * d_w
+        crow = col[t]
+        for r in range(row_lo, row_hi):
+            od = r // out_h
+            oh = r - od * out_h
+            xrow = xp[n, ci0 + ci, od * s_d + kd * d_d, oh * s_h + kh * d_h]
+            base = (r - row_lo) * out_w
+            if s_w == 1:
+                for ow in range(out_w):
+                    crow[base + ow] = xrow[ow + off_w]
+            else:
+                for ow in range(out_w):
+                    crow[base + ow] = xrow[ow * s_w + off_w]
