@@ -83,7 +83,7 @@ def _trunc_div(a: int, b: int) -> int:
 
 def _int_list(value, name: str) -> list[int]:
     """A 1-D sequence of ints (list, tuple or 1-D integer array)."""
-    if isinstance(value, (str, bytes)) or np.ndim(value) != 1:
+    if isinstance(value, (str, bytes)) or geo.is_scalar(value) or (isinstance(value, np.ndarray) and value.ndim != 1):
         raise TypeError(f"{name} must be a 1-D sequence of ints, got {value!r}")
     return [geo.as_int(v, name) for v in value]
 
@@ -303,7 +303,7 @@ def _tf_per_axis(value, rank: int, ch: int, name: str) -> tuple[int, ...]:
     """TF's strides/dilations: an int or a list of length 1, rank or rank + 2 (batch/channel entries 1)."""
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be an int or a list of ints, got {value!r}")
-    if np.ndim(value) == 0:
+    if geo.is_scalar(value):
         values = [geo.as_int(value, name)] * rank
     else:
         seq = _int_list(value, name)
@@ -330,7 +330,7 @@ def _tf_padding(padding, rank: int, ch: int) -> list:
             raise ValueError(f"padding must be 'SAME', 'VALID' (upper case, as in TensorFlow) or an explicit list "
                              f"of {rank + 2} [before, after] pairs, got {padding!r}")
         return [padding] * rank
-    if isinstance(padding, bytes) or np.ndim(padding) == 0:
+    if isinstance(padding, bytes) or geo.is_scalar(padding):
         raise TypeError(f"padding must be 'SAME', 'VALID' or a list of [before, after] pairs, got {padding!r}")
     pairs = list(padding)
     if len(pairs) != rank + 2:
@@ -338,7 +338,7 @@ def _tf_padding(padding, rank: int, ch: int) -> list:
                          f"got {len(pairs)}: {padding!r}")
     out = []
     for entry in pairs:
-        if isinstance(entry, (str, bytes)) or np.ndim(entry) != 1 or len(entry) != 2:
+        if isinstance(entry, (str, bytes)) or geo.is_scalar(entry) or len(entry) != 2:
             raise ValueError(f"explicit padding entries must be [before, after] pairs, got {entry!r}")
         out.append((geo.as_int(entry[0], "padding"), geo.as_int(entry[1], "padding")))
     if any(v < 0 for pair in out for v in pair):
@@ -435,6 +435,9 @@ def onnx_conv_transpose(X, W, B=None, *, auto_pad: str = "NOTSET", dilations: In
     dilations = _onnx_ints(dilations, rank, "dilations", 1, minimum=1)
     output_padding = _onnx_ints(output_padding, rank, "output_padding", 0, minimum=0)
     if pads is not None:
+        if not isinstance(pads, (str, bytes)) and not geo.is_scalar(pads) and len(pads) != 2 * rank:
+            raise ValueError(f"pads must have 2 * {rank} = {2 * rank} entries [x1_begin, ..., x1_end, ...], "
+                             f"got {len(pads)}: {list(pads)}")
         pads = _onnx_ints(pads, 2 * rank, "pads", 0, minimum=0)
         if auto_pad != "NOTSET":
             raise ValueError(f"pads and auto_pad={auto_pad!r} cannot be used together (use auto_pad='NOTSET')")
