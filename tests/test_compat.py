@@ -252,6 +252,18 @@ def test_tf_layouts_agree():
     np.testing.assert_allclose(np.moveaxis(core, 1, -1), ref, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tf_large_channels_last_input(dtype):
+    """Inputs above 4 MiB are moved to channels-first in blocks: same numbers as the NCHW call."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 97, 131, 70)).astype(dtype)[:, ::-1]  # > 4 MiB, not contiguous
+    f = rng.standard_normal((1, 2, 2, 70)).astype(np.float32)
+    y = compat.tf_conv2d_transpose(x, f, [1, 97, 262, 2], [1, 2], "VALID")
+    nchw = compat.tf_conv2d_transpose(np.moveaxis(x, -1, 1), f, [1, 2, 97, 262], [1, 2], "VALID", "NCHW")
+    assert y.dtype == np.result_type(dtype, np.float32)
+    np.testing.assert_array_equal(y, np.moveaxis(nchw, 1, -1))
+
+
 def test_tf_groups_from_output_channels():
     """groups = output channels / filters.shape[-2]; each group of C_in feeds its block of C_out."""
     rng = np.random.default_rng(6)

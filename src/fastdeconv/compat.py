@@ -291,12 +291,30 @@ def _tf(x, filters: np.ndarray, output_shape, strides, padding, data_format: str
     geo.check_memory(out_shape_nc, dtype, "the output")
     weight = filters.transpose((rank + 1, rank) + tuple(range(rank)))  # -> (C_in, C_out // groups, *kernel)
     if channels_last:
-        x = np.moveaxis(x, -1, 1)
+        x = _channels_first(x, dtype)
     if x.size == 0 or 0 in out_spatial:
         y = np.zeros(out_shape_nc, dtype)  # no input element (or no output element): TF returns zeros
     else:
         y = _run(x, weight, None, strides, dilations, groups, starts, out_spatial)
     return np.ascontiguousarray(np.moveaxis(y, 1, -1)) if channels_last else y
+
+
+def _channels_first(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """(N, *spatial, C) -> C-contiguous (N, C, *spatial) of ``dtype``.
+
+    Large arrays are copied in blocks of ~256 KiB: a plain ``np.moveaxis`` copy walks the input with a
+    stride of C elements and is up to ~3x slower once the array leaves the cache.
+    """
+    moved = np.moveaxis(x, -1, 1)
+    if x.nbytes < 1 << 22 or x.size == 0:
+        return np.ascontiguousarray(moved, dtype)
+    n, c = x.shape[0], x.shape[-1]
+    out = np.empty(moved.shape, dtype)
+    src, dst = x.reshape(n, -1, c), out.reshape(n, c, -1)
+    block = max(256, (1 << 18) // (c * x.itemsize))
+    for lo in range(0, src.shape[1], block):
+        dst[:, :, lo:lo + block] = src[:, lo:lo + block, :].transpose(0, 2, 1)
+    return out
 
 
 def _tf_per_axis(value, rank: int, ch: int, name: str) -> tuple[int, ...]:
