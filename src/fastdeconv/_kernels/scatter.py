@@ -1,60 +1,135 @@
 """Scatter form (one-to-many): every input element adds its weighted kernel footprint into the output.
 
-``y[in_index * stride + tap * dilation - start] += x[in_index] * w[tap]``, walked input-first. The output is
-split into tiles (sample, output channel, spatial tile); a task scatters only the part of each footprint
-that lands in its own tile, so no two threads ever add into the same element and the order of the terms of
-every output element is fixed (bitwise-reproducible across thread counts).
+``y[in_index * stride + tap * dilation - start] += x[in_index] * w[tap]``, walked input-first. Each task owns
+a block of up to ``CHANNEL_BLOCK`` output channels and an output tile, which it fills a few rows at a time
+through a small phase-major buffer (``_blocks``) sized to stay in cache: it walks the input rows that reach
+those output rows and adds each input element's footprint restricted to them. In the buffer the footprint
+of one tap of the last axis over a whole input row is one contiguous run (``buf[c, r, p, shift + i] +=
+w * x[i]``), so the adds vectorize and every input load feeds all channels of the block; the phases are
+interleaved into the output, plus the bias, once at the end. Only input elements are visited, never the
+zeros of the dilated input.
+
+No two tasks write the same output element, and each element receives its terms in the order (input
+channel, i_d, kd, i_h, kh, kw) whatever the tiling: bitwise-identical results across thread counts.
+
+``scatter`` runs on numba's thread pool; ``scatter_serial`` runs the same tasks in the calling thread and
+wins on tiny problems (below ~1e5 multiply-adds), where waking the pool costs more than the work.
 """
 
+import numpy as np
 from numba import njit, prange
 
-from ..config import PARALLEL_FLAGS
+from ..config import NJIT_FLAGS, PARALLEL_FLAGS
+from ._blocks import CHANNEL_BLOCK, apply_runs, channel_blocks, phase_count, split_channel_block, store_row, zero
 from ._index import input_range, reaching_range, split_task, tap_offset, tile_bounds, tile_counts
+
+# Elements of the per-task buffer (about 128 KiB in float32): the rows being filled stay in L2.
+BUFFER_ELEMENTS = 32768
+
+
+@njit(**NJIT_FLAGS)
+def _task_count(x, w, y, groups, tile):
+    tiles = tile_counts(y.shape[2:], tile)
+    n_cb = channel_blocks(w.shape[1])
+    return x.shape[0] * groups * n_cb * tiles[0] * tiles[1] * tiles[2], tiles, n_cb
+
+
+@njit(**NJIT_FLAGS)  # a real call: parfors array analysis fails on this body inlined
+def _scatter_task(task, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile):
+    """One task: channel block x output tile, filled a block of rows at a time."""
+    size_d, size_h, size_w = x.shape[2], x.shape[3], x.shape[4]
+    c_in_g = x.shape[1] // groups
+    c_out_g, k_d, k_h, k_w = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
+    s_d, s_h, s_w = stride[0], stride[1], stride[2]
+    d_d, d_h, d_w = dilation[0], dilation[1], dilation[2]
+    n, cb, td, th, tw = split_task(task, groups * n_cb, tiles)
+    g, col0, nb = split_channel_block(cb, n_cb, c_out_g)
+    co0 = g * c_out_g + col0
+    od_lo, od_hi = tile_bounds(td, tile[0], y.shape[2])
+    oh_lo, oh_hi = tile_bounds(th, tile[1], y.shape[3])
+    ow_lo, ow_hi = tile_bounds(tw, tile[2], y.shape[4])
+    width = ow_hi - ow_lo
+    phases = min(s_w, width)
+    count = phase_count(width, 0, s_w)
+    rows = max(1, min(oh_hi - oh_lo, BUFFER_ELEMENTS // (nb * phases * count)))
+    row_len = phases * count  # one output row in ``buf``, phase-major
+    plane = rows * row_len  # one channel in ``buf``
+    buf = np.empty(CHANNEL_BLOCK * plane, dtype=y.dtype)
+    xf, yf, wf = x.reshape(-1), y.reshape(-1), w.reshape(-1)
+    wstride = k_d * k_h * k_w  # between output channels in ``wf``
+    o_d, o_h, o_w = y.shape[2], y.shape[3], y.shape[4]
+    # Last-axis taps, once per task: (kw, first input index, run length, phase, first m) of each footprint run.
+    wtab = np.empty((k_w, 5), dtype=np.int64)
+    n_wt = 0
+    for kw in range(k_w):
+        off_w = tap_offset(kw, d_w, start[2])
+        iw_lo, iw_hi = input_range(size_w, ow_lo, ow_hi, s_w, off_w)
+        if iw_hi > iw_lo:
+            rel = iw_lo * s_w + off_w - ow_lo  # first landing place in the segment
+            wtab[n_wt, 0], wtab[n_wt, 1], wtab[n_wt, 2] = kw, iw_lo, iw_hi - iw_lo
+            wtab[n_wt, 3], wtab[n_wt, 4] = rel % s_w, rel // s_w
+            n_wt += 1
+    # one input channel's work on a block of rows: each output row receives at most k_d * k_h * k_w runs
+    runs = np.empty((k_d * rows * k_h * max(n_wt, 1), 4), dtype=np.int64)
+    for od in range(od_lo, od_hi):
+        id_lo, id_hi = reaching_range(size_d, od, od + 1, s_d, k_d, d_d, start[0])
+        for h0 in range(oh_lo, oh_hi, rows):
+            h1 = min(h0 + rows, oh_hi)
+            zero(buf, nb * plane)
+            ih_lo, ih_hi = reaching_range(size_h, h0, h1, s_h, k_h, d_h, start[1])
+            for ci in range(g * c_in_g, (g + 1) * c_in_g):
+                n_runs = 0
+                for i_d in range(id_lo, id_hi):
+                    for kd in range(k_d):
+                        if i_d * s_d + tap_offset(kd, d_d, start[0]) != od:
+                            continue
+                        xplane = ((n * x.shape[1] + ci) * size_d + i_d) * size_h
+                        for i_h in range(ih_lo, ih_hi):
+                            xrow = (xplane + i_h) * size_w
+                            for kh in range(k_h):
+                                oh = i_h * s_h + tap_offset(kh, d_h, start[1])
+                                if oh < h0 or oh >= h1:
+                                    continue
+                                brow = (oh - h0) * row_len
+                                wrow = (((ci * c_out_g + col0) * k_d + kd) * k_h + kh) * k_w
+                                for t in range(n_wt):
+                                    runs[n_runs, 0] = brow + wtab[t, 3] * count + wtab[t, 4]
+                                    runs[n_runs, 1] = xrow + wtab[t, 1]
+                                    runs[n_runs, 2] = wtab[t, 2]
+                                    runs[n_runs, 3] = wrow + wtab[t, 0]
+                                    n_runs += 1
+                apply_runs(buf, xf, wf, runs, n_runs, nb, plane, wstride)
+            for c in range(nb):
+                b = bias[co0 + c]
+                for oh in range(h0, h1):
+                    yrow = (((n * y.shape[1] + co0 + c) * o_d + od) * o_h + oh) * o_w + ow_lo
+                    store_row(buf, c * plane + (oh - h0) * row_len, count, yf, yrow, width, s_w, b)
 
 
 @njit(**PARALLEL_FLAGS)
 def scatter(x, w, bias, y, groups, stride, dilation, start, tile):
-    """Transposed convolution, scatter form, into ``y`` (fully overwritten)."""
-    n_batch, c_in, size_d, size_h, size_w = x.shape
-    c_out_g, k_d, k_h, k_w = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
-    c_out = y.shape[1]
-    c_in_g = c_in // groups
-    s_d, s_h, s_w = stride[0], stride[1], stride[2]
-    d_d, d_h, d_w = dilation[0], dilation[1], dilation[2]
-    tiles = tile_counts(y.shape[2:], tile)
-    n_tasks = n_batch * c_out * tiles[0] * tiles[1] * tiles[2]
-    for task in prange(n_tasks):
-        n, co, td, th, tw = split_task(task, c_out, tiles)
-        g = co // c_out_g
-        col = co - g * c_out_g
-        od_lo, od_hi = tile_bounds(td, tile[0], y.shape[2])
-        oh_lo, oh_hi = tile_bounds(th, tile[1], y.shape[3])
-        ow_lo, ow_hi = tile_bounds(tw, tile[2], y.shape[4])
-        b = bias[co]
-        for od in range(od_lo, od_hi):
-            for oh in range(oh_lo, oh_hi):
-                for ow in range(ow_lo, ow_hi):
-                    y[n, co, od, oh, ow] = b
-        # input rows that reach this tile through some tap
-        id_lo, id_hi = reaching_range(size_d, od_lo, od_hi, s_d, k_d, d_d, start[0])
-        ih_lo, ih_hi = reaching_range(size_h, oh_lo, oh_hi, s_h, k_h, d_h, start[1])
-        for ci in range(g * c_in_g, (g + 1) * c_in_g):
-            for i_d in range(id_lo, id_hi):
-                for kd in range(k_d):
-                    od = i_d * s_d + tap_offset(kd, d_d, start[0])
-                    if od < od_lo or od >= od_hi:
-                        continue
-                    for i_h in range(ih_lo, ih_hi):
-                        xrow = x[n, ci, i_d, i_h]
-                        for kh in range(k_h):
-                            oh = i_h * s_h + tap_offset(kh, d_h, start[1])
-                            if oh < oh_lo or oh >= oh_hi:
-                                continue
-                            yrow = y[n, co, od, oh]
-                            for kw in range(k_w):
-                                off_w = tap_offset(kw, d_w, start[2])
-                                iw_lo, iw_hi = input_range(size_w, ow_lo, ow_hi, s_w, off_w)
-                                wv = w[ci, col, kd, kh, kw]
-                                for i_w in range(iw_lo, iw_hi):
-                                    yrow[i_w * s_w + off_w] += xrow[i_w] * wv
+    """Transposed convolution, scatter form, into ``y`` (fully overwritten), on numba's thread pool.
 
+    Parameters
+    ----------
+    x, w, bias, y : numpy.ndarray
+        Canonical C-contiguous x (N, C_in, D, H, W), weight (C_in, C_out // groups, kD, kH, kW), bias (C_out,)
+        and output y (N, C_out, oD, oH, oW), all of one float dtype.
+    groups : int
+        Channel groups.
+    stride, dilation, start : numpy.ndarray
+        Per-axis int64 (3,) geometry: ``out = in * stride + tap * dilation - start``.
+    tile : numpy.ndarray
+        Output tile (3,) of one task (``_tiling.tile_for``); tasks are (sample, channel block, tile).
+    """
+    n_tasks, tiles, n_cb = _task_count(x, w, y, groups, tile)
+    for task in prange(n_tasks):
+        _scatter_task(task, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile)
+
+
+@njit(**NJIT_FLAGS)
+def scatter_serial(x, w, bias, y, groups, stride, dilation, start, tile):
+    """``scatter`` in the calling thread (same tasks, same bits): wins below ~1e5 multiply-adds."""
+    n_tasks, tiles, n_cb = _task_count(x, w, y, groups, tile)
+    for task in range(n_tasks):
+        _scatter_task(task, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile)

@@ -1,0 +1,118 @@
+"""Inner blocks shared by the direct (non-BLAS) kernels: channel blocking, phase buffers, the final store.
+
+Both direct forms accumulate into a small *phase-major* buffer ``buf[c, r, p, m]``: ``c`` an output channel
+of the task's channel block, ``r`` an output row of the task, ``p`` the phase of the last axis (``ow - ow_lo
+= p + stride * m``) and ``m`` the position inside that phase. Along the last axis every tap then adds a dense,
+contiguous run (``buf[c, r, p, m0 + m] += w * x[i0 + m]``) that LLVM vectorizes, no zero of the dilated input
+is ever touched, and one input load feeds up to ``CHANNEL_BLOCK`` output channels (register blocking).
+``store_rows`` interleaves the phases back into the output and adds the bias, once per output element.
+"""
+
+from numba import njit, uintp
+
+from ..config import NJIT_FLAGS
+from ._index import ceil_div
+
+# Output channels handled together: each input element is loaded once for all of them.
+CHANNEL_BLOCK = 4
+
+
+@njit(inline="always", **NJIT_FLAGS)
+def channel_blocks(c_out_g):
+    """Number of channel blocks of at most ``CHANNEL_BLOCK`` output channels in one group."""
+    return ceil_div(c_out_g, CHANNEL_BLOCK)
+
+
+@njit(inline="always", **NJIT_FLAGS)
+def split_channel_block(cb, n_cblocks, c_out_g):
+    """Global channel-block number -> (group, first column in the group, block size)."""
+    g = cb // n_cblocks
+    col0 = (cb - g * n_cblocks) * CHANNEL_BLOCK
+    return g, col0, min(CHANNEL_BLOCK, c_out_g - col0)
+
+
+@njit(inline="always", **NJIT_FLAGS)
+def phase_count(width, phase, stride):
+    """Number of positions ``m`` of phase ``phase`` in a segment of ``width`` outputs (0 if none)."""
+    return ceil_div(width - phase, stride) if phase < width else 0
+
+
+@njit(**NJIT_FLAGS)
+def apply_runs(buf, xf, wf, runs, n_runs, nb, cstride, wstride):
+    """For each run ``(dst, src, count, wi)``: ``buf[dst + c * cstride + m] += wf[wi + c * wstride] * xf[src + m]``.
+
+    ``m < count`` and ``c < nb`` (the channel block). Runs are applied in table order, so each ``buf``
+    element receives its terms in the order the caller listed them. One call handles many runs: numba
+    reference-counts the array arguments of every call (atomic operations), so the hot loop calls nothing.
+    ``buf``, ``xf`` and ``wf`` are flat; offsets are unsigned, so numba emits no negative-index wraparound
+    and LLVM vectorizes the runs. The channels of the block share each load of ``xf``.
+    """
+    cs, ws = uintp(cstride), uintp(wstride)
+    for r in range(n_runs):
+        d0, s0, n, wi = uintp(runs[r, 0]), uintp(runs[r, 1]), uintp(runs[r, 2]), uintp(runs[r, 3])
+        if nb >= 4:
+            w0, w1, w2, w3 = wf[wi], wf[wi + ws], wf[wi + uintp(2) * ws], wf[wi + uintp(3) * ws]
+            d1 = d0 + cs
+            d2 = d1 + cs
+            d3 = d2 + cs
+            for m in range(n):
+                v = xf[s0 + m]
+                buf[d0 + m] += w0 * v
+                buf[d1 + m] += w1 * v
+                buf[d2 + m] += w2 * v
+                buf[d3 + m] += w3 * v
+        elif nb == 3:
+            w0, w1, w2 = wf[wi], wf[wi + ws], wf[wi + uintp(2) * ws]
+            d1 = d0 + cs
+            d2 = d1 + cs
+            for m in range(n):
+                v = xf[s0 + m]
+                buf[d0 + m] += w0 * v
+                buf[d1 + m] += w1 * v
+                buf[d2 + m] += w2 * v
+        elif nb == 2:
+            w0, w1 = wf[wi], wf[wi + ws]
+            d1 = d0 + cs
+            for m in range(n):
+                v = xf[s0 + m]
+                buf[d0 + m] += w0 * v
+                buf[d1 + m] += w1 * v
+        else:
+            w0 = wf[wi]
+            for m in range(n):
+                buf[d0 + m] += w0 * xf[s0 + m]
+
+
+@njit(**NJIT_FLAGS)
+def zero(buf, size):
+    """Clear ``buf[:size]``."""
+    for m in range(uintp(size)):
+        buf[m] = 0
+
+
+@njit(**NJIT_FLAGS)
+def store_row(buf, src, count, yf, dst, width, stride, b):
+    """``yf[dst + p + stride * m] = buf[src + p * count + m] + b`` for the ``width`` outputs of one row segment.
+
+    ``buf`` holds the row phase-major (``count`` entries per phase); ``yf`` is the flat output.
+    """
+    s0, d0, cnt, wd = uintp(src), uintp(dst), uintp(count), uintp(width)
+    if stride == 1:
+        for m in range(wd):
+            yf[d0 + m] = buf[s0 + m] + b
+    elif stride == 2:
+        half = wd // uintp(2)
+        s1 = s0 + cnt
+        for m in range(half):
+            yf[d0 + uintp(2) * m] = buf[s0 + m] + b
+            yf[d0 + uintp(2) * m + uintp(1)] = buf[s1 + m] + b
+        if wd > uintp(2) * half:
+            yf[d0 + uintp(2) * half] = buf[s0 + half] + b
+    else:
+        st = uintp(stride)
+        full = wd // st  # complete groups of ``stride`` consecutive outputs
+        for m in range(full):
+            for p in range(st):
+                yf[d0 + m * st + p] = buf[s0 + p * cnt + m] + b
+        for p in range(wd - full * st):
+            yf[d0 + full * st + p] = buf[s0 + p * cnt + full] + b
