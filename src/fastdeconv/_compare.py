@@ -566,6 +566,9 @@ def compare(workloads: Sequence[Workload], opts: Options, write: Callable[[str],
     out = write or progress.write
     for name, why in skipped.items():
         out(f"# peer {name} skipped ({why})")
+    load = _load_average()
+    if load is not None and load > 0.5 * (os.cpu_count() or 1):
+        out(f"# load average {load:.1f} on {os.cpu_count()} cores: other work is running, timings are noisy")
     out(f"# {threads} thread(s); roofline = max(flops / {opts.peak_gflops:g} GFLOP/s, bytes / {opts.stream_gbs:g} "
         f"GB/s); speedup = fastest peer time / engine time; err = max|y - ref| / max|ref| vs float64 NumPy")
     out(_header())
@@ -653,6 +656,13 @@ def _ratio(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}x" if v >= 0.1 else f"{v:.3f}x"
 
 
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
 def _machine(threads: int, opts: Options) -> dict:
     import numba
 
@@ -661,6 +671,7 @@ def _machine(threads: int, opts: Options) -> dict:
         if mod in sys.modules:
             versions[mod] = getattr(sys.modules[mod], "__version__", "?")
     return {"threads": threads, "cpu_count": os.cpu_count(), "machine": platform.machine(),
+            "load_average_at_end": _load_average(),
             "peak_gflops": opts.peak_gflops, "stream_gbs": opts.stream_gbs, "versions": versions,
             "budget_seconds": opts.budget, "rounds": opts.rounds}
 
