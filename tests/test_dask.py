@@ -128,6 +128,24 @@ def test_chunks_follow_stride(rng):
     assert y.chunks[2] == (4, 1) and sum(y.chunks[3]) == 2
 
 
+def _never_called():
+    raise AssertionError("conv_transpose computed its input while building the graph")
+
+
+def test_lazy_and_deterministic_names():
+    import dask
+
+    x = da.from_delayed(dask.delayed(_never_called)(), shape=(1, 1, 8, 8), dtype=np.float32)
+    w = np.ones((1, 1, 4, 4), np.float32)
+    y = fdd.conv_transpose(x, w, stride=2, padding=1)  # nothing runs yet
+    assert y.shape == (1, 1, 16, 16)
+    with pytest.raises(AssertionError, match="computed its input"):
+        y.compute(scheduler="sync")
+    assert fdd.conv_transpose(x, w, stride=2, padding=1).name == y.name
+    assert fdd.conv_transpose(x, w, stride=2, padding=2).name != y.name
+    assert fdd.conv_transpose(x, 2 * w, stride=2, padding=1).name != y.name
+
+
 def test_channel_axis_rechunked_and_dask_weight(rng):
     x = rng.standard_normal((1, 4, 6, 6))
     w = rng.standard_normal((4, 1, 3, 3))
