@@ -696,7 +696,7 @@ def plot(result: dict, path: str) -> None:
 
     rows = result["results"]
     engines = [e for e in rows[0]["engines"]] if rows else []
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(rows) * max(1, len(engines)) / 3), 4.5))
+    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 2.0 + 0.25 * len(rows) * len(engines))), 5.0))
     width = 0.8 / max(1, len(engines))
     for j, engine in enumerate(engines):
         xs, hs = [], []
