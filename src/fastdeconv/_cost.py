@@ -27,6 +27,7 @@ import numpy as np
 from . import _geometry as geo
 from ._kernels import gather_gemm as _gg
 from ._kernels import scatter_gemm as _sg
+from ._threads import max_threads
 
 VARIANTS = ("scatter-direct", "scatter-gemm", "gather-direct", "gather-gemm")
 FORM_OF = {"scatter-direct": "scatter", "scatter-gemm": "scatter", "gather-direct": "gather",
@@ -63,9 +64,11 @@ class Choice:
     flops : int
         Floating-point operations of the definition (2 x multiply-adds; no zero is multiplied).
     threads : int
-        Thread count the estimate is for.
+        Thread count the estimates are for: numba's pool size (``NUMBA_NUM_THREADS``). The choice never
+        depends on :func:`fastdeconv.set_num_threads`, so results are bitwise identical across thread counts.
     serial : bool
-        Whether a direct variant runs in the calling thread (tiny problems).
+        Whether a direct variant runs in the calling thread (tiny problems, or one thread in use); the serial
+        kernel runs the same tasks in the same order, so the result is the same.
     reason : str
         One line on why this variant wins.
     """
@@ -180,7 +183,10 @@ def _choose(plan: geo.Plan, threads: int) -> Choice:
     if plan.method == "zerofill":
         return Choice("zerofill", "zerofill", (), flops, threads, False,
                       "zerofill was requested: the textbook baseline (zero-insert, pad, dense correlation)")
-    costs = estimate(plan, threads)
+    # the ranking uses the pool size, not the current count: the variant (and so every bit of the result) must
+    # not change with set_num_threads; only whether a direct kernel runs serially does (same terms, same order)
+    pool = max_threads()
+    costs = estimate(plan, pool)
     candidates = {v: c for v, c in costs.items() if plan.method == "auto" or FORM_OF[v] == plan.method}
     ranked = tuple(sorted(candidates.items(), key=lambda kv: kv[1]))
     variant, best = ranked[0]
@@ -195,7 +201,7 @@ def _choose(plan: geo.Plan, threads: int) -> Choice:
     elif serial:
         why += " (tiny problem: runs in the calling thread)"
     scope = "" if plan.method == "auto" else f" among the {plan.method} variants"
-    return Choice(FORM_OF[variant], variant, ranked, flops, threads, serial, why + scope)
+    return Choice(FORM_OF[variant], variant, ranked, flops, pool, serial, why + scope)
 
 
 def choose(plan: geo.Plan) -> Choice:

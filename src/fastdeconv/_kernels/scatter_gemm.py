@@ -21,51 +21,68 @@ from numba import njit, prange
 
 from .. import _geometry as geo
 from ..config import PARALLEL_FLAGS
-from ._index import input_range, source_index, tap_offset
+from ._index import input_range
 
 # Scratch target per chunk (elements): big enough for an efficient GEMM, small enough to stay in L3
 # between the GEMM that writes it and the col2im that reads it.
 _CHUNK_ELEMENTS = 1 << 21
 _MIN_GEMM_COLUMNS = 256
+_MIN_TASKS = 16  # col2im tasks per call, enough to balance any thread count up to a few
 
 
 @njit(**PARALLEL_FLAGS)
-def col2im(cols, y, bias, n0, c0, n, cb, in_shape, kernel, stride, dilation, start):
-    """Add every column footprint of ``cols`` (cb * K, n * P) into ``y[n0:n0+n, c0:c0+cb]`` (overwritten)."""
+def col2im(cols, y, bias, n0, c0, n, cb, rows_per_task, in_shape, kernel, stride, taps):
+    """Add every column footprint of ``cols`` (cb * K, n * P) into ``y[n0:n0+n, c0:c0+cb]`` (overwritten).
+
+    A task owns ``rows_per_task`` output rows of one (sample, channel, depth) plane and adds, tap by tap in
+    (kd, kh, kw) order, every input pixel whose footprint lands in them. ``taps[axis, k]`` holds the tap's
+    output offset and the input range ``[lo, hi)`` that lands inside the output (precomputed: no division
+    in the loops).
+    """
     o_d, o_h, o_w = y.shape[2], y.shape[3], y.shape[4]
-    size_d, size_h, size_w = in_shape[0], in_shape[1], in_shape[2]
+    size_h, size_w = in_shape[1], in_shape[2]
     k_d, k_h, k_w = kernel[0], kernel[1], kernel[2]
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
-    d_d, d_h, d_w = dilation[0], dilation[1], dilation[2]
-    pix = size_d * size_h * size_w
-    n_rows = n * cb * o_d * o_h
-    for task in prange(n_rows):
-        oh = task % o_h
-        t = task // o_h
+    pix = in_shape[0] * size_h * size_w
+    blocks = -(-o_h // rows_per_task)
+    for task in prange(n * cb * o_d * blocks):
+        blk = task % blocks
+        t = task // blocks
         od = t % o_d
         t //= o_d
         c = t % cb
         j = t // cb
-        yrow = y[n0 + j, c0 + c, od, oh]
+        oh_lo = blk * rows_per_task
+        oh_hi = min(o_h, oh_lo + rows_per_task)
+        plane = y[n0 + j, c0 + c, od]
         bv = bias[c0 + c]
-        for ow in range(o_w):
-            yrow[ow] = bv
+        for oh in range(oh_lo, oh_hi):
+            yrow = plane[oh]
+            for ow in range(o_w):
+                yrow[ow] = bv
         for kd in range(k_d):
-            i_d = source_index(od, s_d, tap_offset(kd, d_d, start[0]), size_d)
-            if i_d < 0:
+            num = od - taps[0, kd, 0]
+            if num % s_d != 0:
+                continue
+            i_d = num // s_d
+            if i_d < taps[0, kd, 1] or i_d >= taps[0, kd, 2]:
                 continue
             for kh in range(k_h):
-                i_h = source_index(oh, s_h, tap_offset(kh, d_h, start[1]), size_h)
-                if i_h < 0:
-                    continue
-                col0 = j * pix + (i_d * size_h + i_h) * size_w
+                off_h = taps[1, kh, 0]
+                ih_lo, ih_hi = taps[1, kh, 1], taps[1, kh, 2]
+                if blocks > 1:
+                    ih_lo, ih_hi = input_range(ih_hi, oh_lo, oh_hi, s_h, off_h)
+                    ih_lo = max(ih_lo, taps[1, kh, 1])
                 row0 = ((c * k_d + kd) * k_h + kh) * k_w
                 for kw in range(k_w):
-                    off = tap_offset(kw, d_w, start[2])
-                    lo, hi = input_range(size_w, 0, o_w, s_w, off)
+                    off_w = taps[2, kw, 0]
+                    iw_lo, iw_hi = taps[2, kw, 1], taps[2, kw, 2]
                     crow = cols[row0 + kw]
-                    for i_w in range(lo, hi):
-                        yrow[i_w * s_w + off] += crow[col0 + i_w]
+                    for i_h in range(ih_lo, ih_hi):
+                        yrow = plane[i_h * s_h + off_h]
+                        src = j * pix + (i_d * size_h + i_h) * size_w
+                        for i_w in range(iw_lo, iw_hi):
+                            yrow[i_w * s_w + off_w] += crow[src + i_w]
 
 
 @njit(**PARALLEL_FLAGS)
@@ -111,6 +128,18 @@ def chunks(plan: geo.Plan) -> tuple[int, int]:
     return n, cb
 
 
+def _rows_per_task(plan: geo.Plan, planes: int) -> int:
+    """Output rows per col2im task: whole planes when there are enough of them, else row blocks.
+
+    Fixed by the shapes (never the thread count): it only splits the work, never the order of the terms.
+    """
+    o_h = plan.axes[1].size_out
+    planes *= plan.axes[0].size_out
+    if planes >= _MIN_TASKS:
+        return o_h
+    return max(1, -(-o_h // -(-_MIN_TASKS // planes)))
+
+
 def scratch_elements(plan: geo.Plan) -> int:
     """Largest scratch (elements) one call allocates."""
     n, cb = chunks(plan)
@@ -129,7 +158,7 @@ def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarra
     k = _prod(kernel)
     pix = _prod(a.size_in for a in plan.axes)
     n_chunk, c_chunk = chunks(plan)
-    in_shape, kern, stride, dilation, start = geometry_arrays(plan)
+    in_shape, kern, stride, taps = geometry_arrays(plan)
     if cin_g == 0 or cout_g == 0:
         y5[...] = bias.reshape((1, -1, 1, 1, 1))
         return
@@ -149,17 +178,28 @@ def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarra
                 cb = min(c_chunk, cout_g - c0)
                 cols = cols_buf[:cb * k * n * pix].reshape(cb * k, n * pix)
                 np.matmul(wg[:, c0 * k:(c0 + cb) * k].T, xm, out=cols)
-                col2im(cols, y5, bias, n0, gi * cout_g + c0, n, cb, in_shape, kern, stride, dilation, start)
+                col2im(cols, y5, bias, n0, gi * cout_g + c0, n, cb, _rows_per_task(plan, n * cb), in_shape, kern,
+                       stride, taps)
 
 
 @lru_cache(maxsize=256)
 def geometry_arrays(plan: geo.Plan) -> tuple[np.ndarray, ...]:
-    """(input sizes, kernel, stride, dilation, start) as int64 arrays of length 3, cached per plan.
+    """(input sizes, kernel, stride, taps) for ``col2im``, cached per plan.
 
-    The kernels only read them; they stay writeable because numba compiles read-only arrays separately.
+    ``taps[axis, k] = (offset, lo, hi)``: tap ``k`` sends input ``i`` to output ``i * stride + offset``, inside
+    the output exactly for ``lo <= i < hi``. The arrays stay writeable (numba compiles read-only arrays
+    separately); the kernels only read them.
     """
-    return tuple(np.array([getattr(a, name) for a in plan.axes], np.int64)
-                 for name in ("size_in", "kernel", "stride", "dilation", "start"))
+    k_max = max(a.kernel for a in plan.axes)
+    taps = np.zeros((3, k_max, 3), np.int64)
+    for axis, a in enumerate(plan.axes):
+        for k in range(a.kernel):
+            off = k * a.dilation - a.start
+            lo = max(0, -(off // a.stride))
+            hi = min(a.size_in, -(-(a.size_out - off) // a.stride))
+            taps[axis, k] = (off, lo, max(lo, hi))
+    return (np.array([a.size_in for a in plan.axes], np.int64), np.array([a.kernel for a in plan.axes], np.int64),
+            np.array([a.stride for a in plan.axes], np.int64), taps)
 
 
 def _prod(values) -> int:
