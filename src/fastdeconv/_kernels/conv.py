@@ -86,19 +86,20 @@ def matrix_entries(w, in_shape, out_shape, groups, stride, dilation, start, indp
                                     pos += 1
 
 
-@njit(**PARALLEL_FLAGS)
+@njit(**NJIT_FLAGS)
 def im2col(xp, col, n, ci0, kernel, stride, dilation, row_lo, row_hi, out_h, out_w):
     """Columns of one group of sample ``n`` for the output rows ``[row_lo, row_hi)`` (flattened (od, oh)).
 
     ``col[((ci * kD + kd) * kH + kh) * kW + kw, (r - row_lo) * oW + ow] = xp[n, ci0 + ci, od * s_d + kd * d_d,
     oh * s_h + kh * d_h, ow * s_w + kw * d_w]`` with ``r = od * oH + oh``: the forward convolution of these rows is
-    then one matrix product ``w.reshape(C_out_g, -1) @ col`` (BLAS).
+    then one matrix product ``w.reshape(C_out_g, -1) @ col`` (BLAS). Serial: a copy, bound by memory, and the
+    BLAS threads that run next would otherwise compete with numba's.
     """
     k_d, k_h, k_w = kernel[0], kernel[1], kernel[2]
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
     d_d, d_h, d_w = dilation[0], dilation[1], dilation[2]
     n_taps = col.shape[0]
-    for t in prange(n_taps):
+    for t in range(n_taps):
         kw = t % k_w
         rest = t // k_w
         kh = rest % k_h
