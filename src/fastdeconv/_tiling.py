@@ -6,6 +6,7 @@ import numba
 import numpy as np
 
 from . import _geometry as geo
+from ._kernels._blocks import CHANNEL_BLOCK
 
 # Shortest piece of an output row given to one task (shorter pieces cost more to schedule than they save).
 _MIN_ROW_SEGMENT = 2048
@@ -18,8 +19,10 @@ def tile_for(plan: geo.Plan) -> np.ndarray:
     the result does not depend on the thread count.
     """
     out = [a.size_out for a in plan.axes]
-    wanted = 4 * numba.get_num_threads()
-    tile, tasks = list(out), plan.batch * plan.c_out
+    wanted = 8 * numba.get_num_threads()  # enough tasks that the last one to finish leaves little idle time
+    # the direct kernels give each task a block of up to CHANNEL_BLOCK output channels of one group
+    tasks = plan.batch * plan.groups * -(-(plan.c_out // plan.groups) // CHANNEL_BLOCK)
+    tile = list(out)
     for axis in range(geo.MAX_RANK):  # split the outermost axes first, keeping rows contiguous
         if tasks >= wanted:
             break

@@ -15,6 +15,9 @@ from ._index import ceil_div
 
 # Output channels handled together: each input element is loaded once for all of them.
 CHANNEL_BLOCK = 4
+# The parallel kernels hand out at most this many contiguous runs of tasks (each allocates its scratch once);
+# a constant, not a multiple of the thread count, so that the kernels stay cacheable.
+MAX_CHUNKS = 32
 
 
 @njit(inline="always", **NJIT_FLAGS)
@@ -37,6 +40,44 @@ def phase_count(width, phase, stride):
     return ceil_div(width - phase, stride) if phase < width else 0
 
 
+@njit(inline="always", **NJIT_FLAGS)
+def _single(buf, xf, wf, runs, r, lo, hi):
+    """Run ``r`` restricted to destinations ``[lo, hi)`` (absolute offsets in ``buf``), one channel."""
+    d0, s0, wv = runs[r, 0], runs[r, 1], wf[runs[r, 3]]
+    for d in range(max(lo, d0), min(hi, d0 + runs[r, 2])):
+        buf[d] += wv * xf[s0 + d - d0]
+
+
+@njit(inline="always", **NJIT_FLAGS)
+def _fused_single_channel(buf, xf, wf, runs, n_runs):
+    """Apply runs in groups of 4 consecutive runs that overlap (one channel); return the first run left over.
+
+    On the common part of a group's destinations each element gets its four terms in one pass (one load and
+    one store of ``buf`` instead of four), added in run order; the ends outside the common part are applied
+    run by run. Every element's terms come from exactly one of the three parts, so their order is the run
+    order either way.
+    """
+    r = 0
+    while r + 4 <= n_runs:
+        lo = max(max(runs[r, 0], runs[r + 1, 0]), max(runs[r + 2, 0], runs[r + 3, 0]))
+        hi = min(min(runs[r, 0] + runs[r, 2], runs[r + 1, 0] + runs[r + 1, 2]),
+                 min(runs[r + 2, 0] + runs[r + 2, 2], runs[r + 3, 0] + runs[r + 3, 2]))
+        if hi - lo < 16:
+            return r  # the rest is applied run by run
+        for q in range(4):
+            _single(buf, xf, wf, runs, r + q, 0, lo)
+        w0, w1, w2, w3 = wf[runs[r, 3]], wf[runs[r + 1, 3]], wf[runs[r + 2, 3]], wf[runs[r + 3, 3]]
+        b0 = uintp(lo)
+        x0, x1 = uintp(runs[r, 1] + lo - runs[r, 0]), uintp(runs[r + 1, 1] + lo - runs[r + 1, 0])
+        x2, x3 = uintp(runs[r + 2, 1] + lo - runs[r + 2, 0]), uintp(runs[r + 3, 1] + lo - runs[r + 3, 0])
+        for m in range(uintp(hi - lo)):
+            buf[b0 + m] = (((buf[b0 + m] + w0 * xf[x0 + m]) + w1 * xf[x1 + m]) + w2 * xf[x2 + m]) + w3 * xf[x3 + m]
+        for q in range(4):
+            _single(buf, xf, wf, runs, r + q, hi, buf.size)
+        r += 4
+    return r
+
+
 @njit(**NJIT_FLAGS)
 def apply_runs(buf, xf, wf, runs, n_runs, nb, cstride, wstride):
     """For each run ``(dst, src, count, wi)``: ``buf[dst + c * cstride + m] += wf[wi + c * wstride] * xf[src + m]``.
@@ -48,7 +89,10 @@ def apply_runs(buf, xf, wf, runs, n_runs, nb, cstride, wstride):
     and LLVM vectorizes the runs. The channels of the block share each load of ``xf``.
     """
     cs, ws = uintp(cstride), uintp(wstride)
-    for r in range(n_runs):
+    r0 = 0
+    if nb == 1:
+        r0 = _fused_single_channel(buf, xf, wf, runs, n_runs)
+    for r in range(r0, n_runs):
         d0, s0, n, wi = uintp(runs[r, 0]), uintp(runs[r, 1]), uintp(runs[r, 2]), uintp(runs[r, 3])
         if nb >= 4:
             w0, w1, w2, w3 = wf[wi], wf[wi + ws], wf[wi + uintp(2) * ws], wf[wi + uintp(3) * ws]

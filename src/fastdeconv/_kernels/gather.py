@@ -20,7 +20,16 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import NJIT_FLAGS, PARALLEL_FLAGS
-from ._blocks import CHANNEL_BLOCK, apply_runs, channel_blocks, phase_count, split_channel_block, store_row, zero
+from ._blocks import (
+    CHANNEL_BLOCK,
+    MAX_CHUNKS,
+    apply_runs,
+    channel_blocks,
+    phase_count,
+    split_channel_block,
+    store_row,
+    zero,
+)
 from ._index import source_index, split_task, tap_offset, tile_bounds, tile_counts
 
 
@@ -32,80 +41,88 @@ def _task_count(x, w, y, groups, tile):
 
 
 @njit(**NJIT_FLAGS)  # a real call: parfors array analysis fails on this body inlined
-def _gather_task(task, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile):
-    """One task: channel block x output tile, row by row."""
+def _gather_task(task_lo, task_hi, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile):
+    """Tasks ``[task_lo, task_hi)``, scratch allocated once. A task: channel block x output tile, row by row."""
     size_d, size_h, size_w = x.shape[2], x.shape[3], x.shape[4]
     c_in_g = x.shape[1] // groups
     c_out_g, k_d, k_h, k_w = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
     d_d, d_h, d_w = dilation[0], dilation[1], dilation[2]
-    n, cb, td, th, tw = split_task(task, groups * n_cb, tiles)
-    g, col0, nb = split_channel_block(cb, n_cb, c_out_g)
-    co0 = g * c_out_g + col0
-    od_lo, od_hi = tile_bounds(td, tile[0], y.shape[2])
-    oh_lo, oh_hi = tile_bounds(th, tile[1], y.shape[3])
-    ow_lo, ow_hi = tile_bounds(tw, tile[2], y.shape[4])
-    width = ow_hi - ow_lo
-    phases = min(s_w, width)
-    count = phase_count(width, 0, s_w)
-    plane = phases * count  # one channel's row in ``acc``, phase-major
-    acc = np.empty(CHANNEL_BLOCK * plane, dtype=y.dtype)
     xf, yf, wf = x.reshape(-1), y.reshape(-1), w.reshape(-1)
     wstride = k_d * k_h * k_w  # between output channels in ``wf``
     o_d, o_h, o_w = y.shape[2], y.shape[3], y.shape[4]
-    # Last-axis taps of this segment, once per task: (phase, kw, first m, first input index, run length).
-    wtab = np.empty((k_w, 5), dtype=np.int64)
-    n_wt = 0
-    for p in range(phases):
-        first = ow_lo + p
-        cnt = phase_count(width, p, s_w)
-        for kw in range(k_w):
-            off_w = tap_offset(kw, d_w, start[2])
-            if (first - off_w) % s_w != 0:
-                continue  # this tap never reaches this phase
-            base = (first - off_w) // s_w  # input index for m = 0
-            m_lo, m_hi = max(0, -base), min(cnt, size_w - base)
-            if m_hi > m_lo:
-                wtab[n_wt, 0], wtab[n_wt, 1], wtab[n_wt, 2] = p, kw, m_lo
-                wtab[n_wt, 3], wtab[n_wt, 4] = base + m_lo, m_hi - m_lo
-                n_wt += 1
+    # scratch for the largest tile: the phase-major rows of the channel block, the tap tables, one row's runs
+    acc = np.empty(CHANNEL_BLOCK * min(s_w, tile[2]) * phase_count(tile[2], 0, s_w), dtype=y.dtype)
+    wtab = np.empty((k_w, 5), dtype=np.int64)  # (phase, kw, first m, first input index, run length)
     dtab = np.empty((k_d, 2), dtype=np.int64)  # (kd, i_d) of the taps reaching the current plane
     htab = np.empty((k_h, 2), dtype=np.int64)  # (kh, i_h) of the taps reaching the current row
-    runs = np.empty((c_in_g * k_d * k_h * max(n_wt, 1), 4), dtype=np.int64)  # one output row's work
-    for od in range(od_lo, od_hi):
-        n_dt = 0
-        for kd in range(k_d):
-            i_d = source_index(od, s_d, tap_offset(kd, d_d, start[0]), size_d)
-            if i_d >= 0:
-                dtab[n_dt, 0], dtab[n_dt, 1] = kd, i_d
-                n_dt += 1
-        for oh in range(oh_lo, oh_hi):
-            n_ht = 0
-            for kh in range(k_h):
-                i_h = source_index(oh, s_h, tap_offset(kh, d_h, start[1]), size_h)
-                if i_h >= 0:
-                    htab[n_ht, 0], htab[n_ht, 1] = kh, i_h
-                    n_ht += 1
-            n_runs = 0
-            for ci in range(g * c_in_g, (g + 1) * c_in_g):
-                for a in range(n_dt):
-                    kd = dtab[a, 0]
-                    xplane = ((n * x.shape[1] + ci) * size_d + dtab[a, 1]) * size_h
-                    for e in range(n_ht):
-                        kh = htab[e, 0]
-                        xrow = (xplane + htab[e, 1]) * size_w
-                        wrow = ((ci * c_out_g + col0) * k_d + kd) * k_h + kh
-                        for t in range(n_wt):
-                            runs[n_runs, 0] = wtab[t, 0] * count + wtab[t, 2]
-                            runs[n_runs, 1] = xrow + wtab[t, 3]
-                            runs[n_runs, 2] = wtab[t, 4]
-                            runs[n_runs, 3] = wrow * k_w + wtab[t, 1]
-                            n_runs += 1
-            zero(acc, nb * plane)
-            apply_runs(acc, xf, wf, runs, n_runs, nb, plane, wstride)
-            for c in range(nb):
-                yrow = (((n * y.shape[1] + co0 + c) * o_d + od) * o_h + oh) * o_w + ow_lo
-                store_row(acc, c * plane, count, yf, yrow, width, s_w, bias[co0 + c])
+    runs = np.empty((c_in_g * k_d * k_h * k_w, 4), dtype=np.int64)  # one output row's work
+    for task in range(task_lo, task_hi):
+        n, cb, td, th, tw = split_task(task, groups * n_cb, tiles)
+        g, col0, nb = split_channel_block(cb, n_cb, c_out_g)
+        co0 = g * c_out_g + col0
+        od_lo, od_hi = tile_bounds(td, tile[0], y.shape[2])
+        oh_lo, oh_hi = tile_bounds(th, tile[1], y.shape[3])
+        ow_lo, ow_hi = tile_bounds(tw, tile[2], y.shape[4])
+        width = ow_hi - ow_lo
+        phases = min(s_w, width)
+        count = phase_count(width, 0, s_w)
+        plane = phases * count  # one channel's row in ``acc``, phase-major
+        # Last-axis taps of this segment, once per task: (phase, kw, first m, first input index, run length).
+        n_wt = 0
+        for p in range(phases):
+            first = ow_lo + p
+            cnt = phase_count(width, p, s_w)
+            for kw in range(k_w):
+                off_w = tap_offset(kw, d_w, start[2])
+                if (first - off_w) % s_w != 0:
+                    continue  # this tap never reaches this phase
+                base = (first - off_w) // s_w  # input index for m = 0
+                m_lo, m_hi = max(0, -base), min(cnt, size_w - base)
+                if m_hi > m_lo:
+                    wtab[n_wt, 0], wtab[n_wt, 1], wtab[n_wt, 2] = p, kw, m_lo
+                    wtab[n_wt, 3], wtab[n_wt, 4] = base + m_lo, m_hi - m_lo
+                    n_wt += 1
+        for od in range(od_lo, od_hi):
+            n_dt = 0
+            for kd in range(k_d):
+                i_d = source_index(od, s_d, tap_offset(kd, d_d, start[0]), size_d)
+                if i_d >= 0:
+                    dtab[n_dt, 0], dtab[n_dt, 1] = kd, i_d
+                    n_dt += 1
+            for oh in range(oh_lo, oh_hi):
+                n_ht = 0
+                for kh in range(k_h):
+                    i_h = source_index(oh, s_h, tap_offset(kh, d_h, start[1]), size_h)
+                    if i_h >= 0:
+                        htab[n_ht, 0], htab[n_ht, 1] = kh, i_h
+                        n_ht += 1
+                n_runs = 0
+                t_lo = 0
+                while t_lo < n_wt:  # phase by phase: the runs of one phase overlap, so consecutive runs fuse
+                    t_hi = t_lo
+                    while t_hi < n_wt and wtab[t_hi, 0] == wtab[t_lo, 0]:
+                        t_hi += 1
+                    for ci in range(g * c_in_g, (g + 1) * c_in_g):
+                        for a in range(n_dt):
+                            kd = dtab[a, 0]
+                            xplane = ((n * x.shape[1] + ci) * size_d + dtab[a, 1]) * size_h
+                            for e in range(n_ht):
+                                kh = htab[e, 0]
+                                xrow = (xplane + htab[e, 1]) * size_w
+                                wrow = (((ci * c_out_g + col0) * k_d + kd) * k_h + kh) * k_w
+                                for t in range(t_lo, t_hi):
+                                    runs[n_runs, 0] = wtab[t, 0] * count + wtab[t, 2]
+                                    runs[n_runs, 1] = xrow + wtab[t, 3]
+                                    runs[n_runs, 2] = wtab[t, 4]
+                                    runs[n_runs, 3] = wrow + wtab[t, 1]
+                                    n_runs += 1
+                    t_lo = t_hi
+                zero(acc, nb * plane)
+                apply_runs(acc, xf, wf, runs, n_runs, nb, plane, wstride)
+                for c in range(nb):
+                    yrow = (((n * y.shape[1] + co0 + c) * o_d + od) * o_h + oh) * o_w + ow_lo
+                    store_row(acc, c * plane, count, yf, yrow, width, s_w, bias[co0 + c])
 
 
 @njit(**PARALLEL_FLAGS)
@@ -125,13 +142,14 @@ def gather(x, w, bias, y, groups, stride, dilation, start, tile):
         Output tile (3,) of one task (``_tiling.tile_for``); tasks are (sample, channel block, tile).
     """
     n_tasks, tiles, n_cb = _task_count(x, w, y, groups, tile)
-    for task in prange(n_tasks):
-        _gather_task(task, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile)
+    n_chunks = min(n_tasks, MAX_CHUNKS)  # scratch is allocated once per chunk
+    for chunk in prange(n_chunks):
+        lo, hi = chunk * n_tasks // n_chunks, (chunk + 1) * n_tasks // n_chunks
+        _gather_task(lo, hi, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile)
 
 
 @njit(**NJIT_FLAGS)
 def gather_serial(x, w, bias, y, groups, stride, dilation, start, tile):
     """``gather`` in the calling thread (same tasks, same bits): wins below ~1e5 multiply-adds."""
     n_tasks, tiles, n_cb = _task_count(x, w, y, groups, tile)
-    for task in range(n_tasks):
-        _gather_task(task, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile)
+    _gather_task(0, n_tasks, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile)

@@ -20,11 +20,20 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import NJIT_FLAGS, PARALLEL_FLAGS
-from ._blocks import CHANNEL_BLOCK, apply_runs, channel_blocks, phase_count, split_channel_block, store_row, zero
+from ._blocks import (
+    CHANNEL_BLOCK,
+    MAX_CHUNKS,
+    apply_runs,
+    channel_blocks,
+    phase_count,
+    split_channel_block,
+    store_row,
+    zero,
+)
 from ._index import input_range, reaching_range, split_task, tap_offset, tile_bounds, tile_counts
 
-# Elements of the per-task buffer (about 128 KiB in float32): the rows being filled stay in L2.
-BUFFER_ELEMENTS = 32768
+# Elements of the per-task buffer (64 KiB in float32): the rows being filled stay in L2.
+BUFFER_ELEMENTS = 16384
 
 
 @njit(**NJIT_FLAGS)
@@ -35,75 +44,78 @@ def _task_count(x, w, y, groups, tile):
 
 
 @njit(**NJIT_FLAGS)  # a real call: parfors array analysis fails on this body inlined
-def _scatter_task(task, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile):
-    """One task: channel block x output tile, filled a block of rows at a time."""
+def _scatter_task(task_lo, task_hi, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile):
+    """Tasks ``[task_lo, task_hi)``, scratch allocated once. A task: channel block x output tile, by row blocks."""
     size_d, size_h, size_w = x.shape[2], x.shape[3], x.shape[4]
     c_in_g = x.shape[1] // groups
     c_out_g, k_d, k_h, k_w = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
     d_d, d_h, d_w = dilation[0], dilation[1], dilation[2]
-    n, cb, td, th, tw = split_task(task, groups * n_cb, tiles)
-    g, col0, nb = split_channel_block(cb, n_cb, c_out_g)
-    co0 = g * c_out_g + col0
-    od_lo, od_hi = tile_bounds(td, tile[0], y.shape[2])
-    oh_lo, oh_hi = tile_bounds(th, tile[1], y.shape[3])
-    ow_lo, ow_hi = tile_bounds(tw, tile[2], y.shape[4])
-    width = ow_hi - ow_lo
-    phases = min(s_w, width)
-    count = phase_count(width, 0, s_w)
-    rows = max(1, min(oh_hi - oh_lo, BUFFER_ELEMENTS // (nb * phases * count)))
-    row_len = phases * count  # one output row in ``buf``, phase-major
-    plane = rows * row_len  # one channel in ``buf``
-    buf = np.empty(CHANNEL_BLOCK * plane, dtype=y.dtype)
     xf, yf, wf = x.reshape(-1), y.reshape(-1), w.reshape(-1)
     wstride = k_d * k_h * k_w  # between output channels in ``wf``
     o_d, o_h, o_w = y.shape[2], y.shape[3], y.shape[4]
-    # Last-axis taps, once per task: (kw, first input index, run length, phase, first m) of each footprint run.
-    wtab = np.empty((k_w, 5), dtype=np.int64)
-    n_wt = 0
-    for kw in range(k_w):
-        off_w = tap_offset(kw, d_w, start[2])
-        iw_lo, iw_hi = input_range(size_w, ow_lo, ow_hi, s_w, off_w)
-        if iw_hi > iw_lo:
-            rel = iw_lo * s_w + off_w - ow_lo  # first landing place in the segment
-            wtab[n_wt, 0], wtab[n_wt, 1], wtab[n_wt, 2] = kw, iw_lo, iw_hi - iw_lo
-            wtab[n_wt, 3], wtab[n_wt, 4] = rel % s_w, rel // s_w
-            n_wt += 1
+    # scratch for the largest task: nb * rows * row_len <= max(BUFFER_ELEMENTS, CHANNEL_BLOCK * longest row)
+    longest = min(s_w, tile[2]) * phase_count(tile[2], 0, s_w)
+    buf = np.empty(max(BUFFER_ELEMENTS, CHANNEL_BLOCK * longest), dtype=y.dtype)
+    wtab = np.empty((k_w, 5), dtype=np.int64)  # (kw, first input index, run length, phase, first m)
     # one input channel's work on a block of rows: each output row receives at most k_d * k_h * k_w runs
-    runs = np.empty((k_d * rows * k_h * max(n_wt, 1), 4), dtype=np.int64)
-    for od in range(od_lo, od_hi):
-        id_lo, id_hi = reaching_range(size_d, od, od + 1, s_d, k_d, d_d, start[0])
-        for h0 in range(oh_lo, oh_hi, rows):
-            h1 = min(h0 + rows, oh_hi)
-            zero(buf, nb * plane)
-            ih_lo, ih_hi = reaching_range(size_h, h0, h1, s_h, k_h, d_h, start[1])
-            for ci in range(g * c_in_g, (g + 1) * c_in_g):
-                n_runs = 0
-                for i_d in range(id_lo, id_hi):
-                    for kd in range(k_d):
-                        if i_d * s_d + tap_offset(kd, d_d, start[0]) != od:
-                            continue
-                        xplane = ((n * x.shape[1] + ci) * size_d + i_d) * size_h
-                        for i_h in range(ih_lo, ih_hi):
-                            xrow = (xplane + i_h) * size_w
-                            for kh in range(k_h):
-                                oh = i_h * s_h + tap_offset(kh, d_h, start[1])
-                                if oh < h0 or oh >= h1:
-                                    continue
-                                brow = (oh - h0) * row_len
-                                wrow = (((ci * c_out_g + col0) * k_d + kd) * k_h + kh) * k_w
-                                for t in range(n_wt):
-                                    runs[n_runs, 0] = brow + wtab[t, 3] * count + wtab[t, 4]
-                                    runs[n_runs, 1] = xrow + wtab[t, 1]
-                                    runs[n_runs, 2] = wtab[t, 2]
-                                    runs[n_runs, 3] = wrow + wtab[t, 0]
-                                    n_runs += 1
-                apply_runs(buf, xf, wf, runs, n_runs, nb, plane, wstride)
-            for c in range(nb):
-                b = bias[co0 + c]
-                for oh in range(h0, h1):
-                    yrow = (((n * y.shape[1] + co0 + c) * o_d + od) * o_h + oh) * o_w + ow_lo
-                    store_row(buf, c * plane + (oh - h0) * row_len, count, yf, yrow, width, s_w, b)
+    runs = np.empty((k_d * min(tile[1], BUFFER_ELEMENTS) * k_h * k_w, 4), dtype=np.int64)
+    for task in range(task_lo, task_hi):
+        n, cb, td, th, tw = split_task(task, groups * n_cb, tiles)
+        g, col0, nb = split_channel_block(cb, n_cb, c_out_g)
+        co0 = g * c_out_g + col0
+        od_lo, od_hi = tile_bounds(td, tile[0], y.shape[2])
+        oh_lo, oh_hi = tile_bounds(th, tile[1], y.shape[3])
+        ow_lo, ow_hi = tile_bounds(tw, tile[2], y.shape[4])
+        width = ow_hi - ow_lo
+        phases = min(s_w, width)
+        count = phase_count(width, 0, s_w)
+        rows = max(1, min(oh_hi - oh_lo, BUFFER_ELEMENTS // (nb * phases * count)))
+        row_len = phases * count  # one output row in ``buf``, phase-major
+        plane = rows * row_len  # one channel in ``buf``
+        # last-axis taps of this segment
+        n_wt = 0
+        for kw in range(k_w):
+            off_w = tap_offset(kw, d_w, start[2])
+            iw_lo, iw_hi = input_range(size_w, ow_lo, ow_hi, s_w, off_w)
+            if iw_hi > iw_lo:
+                rel = iw_lo * s_w + off_w - ow_lo  # first landing place in the segment
+                wtab[n_wt, 0], wtab[n_wt, 1], wtab[n_wt, 2] = kw, iw_lo, iw_hi - iw_lo
+                wtab[n_wt, 3], wtab[n_wt, 4] = rel % s_w, rel // s_w
+                n_wt += 1
+        for od in range(od_lo, od_hi):
+            id_lo, id_hi = reaching_range(size_d, od, od + 1, s_d, k_d, d_d, start[0])
+            for h0 in range(oh_lo, oh_hi, rows):
+                h1 = min(h0 + rows, oh_hi)
+                zero(buf, nb * plane)
+                ih_lo, ih_hi = reaching_range(size_h, h0, h1, s_h, k_h, d_h, start[1])
+                for ci in range(g * c_in_g, (g + 1) * c_in_g):
+                    n_runs = 0
+                    for i_d in range(id_lo, id_hi):
+                        for kd in range(k_d):
+                            if i_d * s_d + tap_offset(kd, d_d, start[0]) != od:
+                                continue
+                            xplane = ((n * x.shape[1] + ci) * size_d + i_d) * size_h
+                            for i_h in range(ih_lo, ih_hi):
+                                xrow = (xplane + i_h) * size_w
+                                for kh in range(k_h):
+                                    oh = i_h * s_h + tap_offset(kh, d_h, start[1])
+                                    if oh < h0 or oh >= h1:
+                                        continue
+                                    brow = (oh - h0) * row_len
+                                    wrow = (((ci * c_out_g + col0) * k_d + kd) * k_h + kh) * k_w
+                                    for t in range(n_wt):
+                                        runs[n_runs, 0] = brow + wtab[t, 3] * count + wtab[t, 4]
+                                        runs[n_runs, 1] = xrow + wtab[t, 1]
+                                        runs[n_runs, 2] = wtab[t, 2]
+                                        runs[n_runs, 3] = wrow + wtab[t, 0]
+                                        n_runs += 1
+                    apply_runs(buf, xf, wf, runs, n_runs, nb, plane, wstride)
+                for c in range(nb):
+                    b = bias[co0 + c]
+                    for oh in range(h0, h1):
+                        yrow = (((n * y.shape[1] + co0 + c) * o_d + od) * o_h + oh) * o_w + ow_lo
+                        store_row(buf, c * plane + (oh - h0) * row_len, count, yf, yrow, width, s_w, b)
 
 
 @njit(**PARALLEL_FLAGS)
@@ -123,13 +135,14 @@ def scatter(x, w, bias, y, groups, stride, dilation, start, tile):
         Output tile (3,) of one task (``_tiling.tile_for``); tasks are (sample, channel block, tile).
     """
     n_tasks, tiles, n_cb = _task_count(x, w, y, groups, tile)
-    for task in prange(n_tasks):
-        _scatter_task(task, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile)
+    n_chunks = min(n_tasks, MAX_CHUNKS)  # scratch is allocated once per chunk
+    for chunk in prange(n_chunks):
+        lo, hi = chunk * n_tasks // n_chunks, (chunk + 1) * n_tasks // n_chunks
+        _scatter_task(lo, hi, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile)
 
 
 @njit(**NJIT_FLAGS)
 def scatter_serial(x, w, bias, y, groups, stride, dilation, start, tile):
     """``scatter`` in the calling thread (same tasks, same bits): wins below ~1e5 multiply-adds."""
     n_tasks, tiles, n_cb = _task_count(x, w, y, groups, tile)
-    for task in range(n_tasks):
-        _scatter_task(task, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile)
+    _scatter_task(0, n_tasks, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile)
