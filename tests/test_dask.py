@@ -1,6 +1,5 @@
 """fastdeconv.dask.conv_transpose: bitwise equal to the in-memory call for any chunking and geometry."""
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -216,28 +215,6 @@ def test_property_any_geometry_any_chunking(case):
     w = rng.standard_normal(case["w_shape"]).astype(np.float32)
     b = rng.standard_normal(case["w_shape"][1] * case["kw"]["groups"]).astype(np.float32) if case["bias"] else None
     _check(x, w, case["chunks"], b, scheduler="sync", **case["kw"])
-
-
-@settings(max_examples=60)
-@given(_cases())
-def test_property_full_plan_matches_make_plan(case):
-    """The plan derived from clipped shapes is the core's plan of the full shapes."""
-    xs = da.zeros(case["shape"], chunks=case["chunks"], dtype=np.float32)
-    w = da.zeros(case["w_shape"], dtype=np.float32)
-    kw = dict(case["kw"])
-    method = kw.pop("method")
-    got = fdd._full_plan(xs, w, None, kw["stride"], kw["padding"], kw["output_padding"], kw["groups"],
-                         kw["dilation"], method)
-    want = geo.make_plan(case["shape"], case["w_shape"], np.float32, np.float32, kw["stride"], kw["padding"],
-                         kw["output_padding"], kw["groups"], kw["dilation"], None, method)
-    assert got == want
-    big = (case["shape"][0], case["shape"][1]) + tuple(40 * i for i in case["shape"][2:])
-    got = fdd._full_plan(da.zeros(big, chunks=-1, dtype=np.float32), w, None, kw["stride"], kw["padding"],
-                         kw["output_padding"], kw["groups"], kw["dilation"], method)
-    want = geo.make_plan(big, case["w_shape"], np.float32, np.float32, kw["stride"], kw["padding"],
-                         kw["output_padding"], kw["groups"], kw["dilation"], None, method)
-    assert got == want
-    assert dataclasses.replace(got) == want
 
 
 # ---------------------------------------------------------------------------------------------- errors

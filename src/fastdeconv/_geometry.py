@@ -219,12 +219,17 @@ def split_shapes(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> tuple[in
 
 
 def make_plan(x_shape, w_shape, x_dtype, w_dtype, stride=1, padding=0, output_padding=0, groups=1,
-              dilation=1, output_size=None, method="auto", bias_shape=None, bias_dtype=None) -> Plan:
-    """Validate a call and reduce it to a :class:`Plan` (cached for hashable arguments)."""
+              dilation=1, output_size=None, method="auto", bias_shape=None, bias_dtype=None, *,
+              limit_memory=True) -> Plan:
+    """Validate a call and reduce it to a :class:`Plan` (cached for hashable arguments).
+
+    ``limit_memory=False`` skips the check that the whole output fits in this machine's memory (for callers,
+    like the Dask twin, that never hold the whole output at once).
+    """
     key = (tuple(x_shape), tuple(w_shape), np.dtype(x_dtype), np.dtype(w_dtype), _freeze(stride),
            _freeze(padding), _freeze(output_padding), groups, _freeze(dilation), _freeze(output_size),
            method, None if bias_shape is None else tuple(bias_shape),
-           None if bias_dtype is None else np.dtype(bias_dtype))
+           None if bias_dtype is None else np.dtype(bias_dtype), bool(limit_memory))
     try:
         return _cached_plan(key)
     except TypeError as exc:
@@ -245,7 +250,7 @@ def _cached_plan(key) -> Plan:
 
 
 def _make_plan(x_shape, w_shape, x_dtype, w_dtype, stride, padding, output_padding, groups, dilation,
-               output_size, method, bias_shape, bias_dtype) -> Plan:
+               output_size, method, bias_shape, bias_dtype, limit_memory) -> Plan:
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
     dtype = result_dtype(np.dtype(x_dtype), np.dtype(w_dtype))
@@ -317,7 +322,8 @@ def _make_plan(x_shape, w_shape, x_dtype, w_dtype, stride, padding, output_paddi
         Axis(i, k, s, d, st, o) for i, k, s, d, st, o in zip(spatial_in, kernel, stride, dilation, starts, sizes))
     plan = Plan(batch=batch, c_in=c_in, c_out=c_out, groups=groups, axes=axes, rank=rank, batched=batched,
                 dtype=dtype, method=method)
-    check_memory(plan.out_shape, dtype, "the output")
+    if limit_memory:
+        check_memory(plan.out_shape, dtype, "the output")
     return plan
 
 

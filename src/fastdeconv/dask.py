@@ -174,45 +174,12 @@ def _full_plan(x: da.Array, w: da.Array, b: da.Array | None, stride, padding, ou
                method) -> geo.Plan:
     """The core's plan for the whole call, validated by ``make_plan`` with the core's own messages.
 
-    ``make_plan`` also refuses an output larger than memory, which a chunked output may well be; so it is
-    run on the shapes with each spatial input size ``i`` clipped to ``m = ceil(total crop / stride) + 2``.
-    Every other check gives the same verdict there: the only size-dependent one (output size >= 1) passes
-    for ``i >= m`` and is untouched for ``i < m``. ``start`` does not depend on ``i`` and ``size_out`` grows
-    by ``stride`` per input element, which gives the plan of the full shapes.
+    The whole output is never held at once, so it may exceed this machine's memory (``limit_memory=False``);
+    only the largest block is checked against it (``_check_block_memory``).
     """
-    rank = len(w.shape) - 2
-    if not 1 <= rank <= geo.MAX_RANK or len(x.shape) < rank + 1:
-        clip = tuple(x.shape)  # make_plan refuses these shapes with its own message
-    else:
-        total_crop, steps = _crop_and_stride(padding, stride, rank)
-        spatial = tuple(min(i, -(-p // s) + 2) for i, p, s in zip(x.shape[-rank:], total_crop, steps))
-        lead = tuple(x.shape[:-rank])
-        if len(lead) == 2:
-            lead = (min(lead[0], 1),) + lead[1:]
-        clip = lead + spatial
-    small = geo.make_plan(clip, w.shape, x.dtype, w.dtype, stride, padding, output_padding, groups, dilation,
-                          None, method, None if b is None else b.shape, None if b is None else b.dtype)
-    lead = geo.MAX_RANK - small.rank
-    spatial_in = tuple(x.shape[-small.rank:])
-    axes = small.axes[:lead] + tuple(
-        dataclasses.replace(a, size_in=i, size_out=a.size_out + (i - a.size_in) * a.stride)
-        for a, i in zip(small.axes[lead:], spatial_in))
-    return dataclasses.replace(small, batch=x.shape[0] if small.batched else 1, axes=axes)
-
-
-def _crop_and_stride(padding, stride, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Total crop and stride per axis when they are valid (else harmless values: make_plan then refuses)."""
-    try:
-        steps = geo.per_axis(stride, rank, "stride", minimum=1)
-    except (TypeError, ValueError):
-        steps = (1,) * rank
-    try:
-        pads = geo.normalize_padding(padding, rank)
-    except (TypeError, ValueError):
-        pads = "valid"
-    if isinstance(pads, str):  # "valid" crops nothing; "same" crops span - stride, independent of the size
-        return (0,) * rank, steps
-    return tuple(p + q for p, q in pads), steps
+    return geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, stride, padding, output_padding, groups, dilation,
+                         None, method, None if b is None else b.shape, None if b is None else b.dtype,
+                         limit_memory=False)
 
 
 def _bounds(chunks: Sequence[int]) -> list[int]:
