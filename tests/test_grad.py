@@ -1,5 +1,7 @@
 """fastdeconv.conv_transpose_backward against finite differences, the adjoint identities and torch autograd."""
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from conftest import tolerance
@@ -8,6 +10,7 @@ from hypothesis import strategies as st
 from reference import conv_transpose_ref
 
 import fastdeconv as fd
+from fastdeconv import _forward
 
 
 @st.composite
@@ -62,6 +65,24 @@ def test_gradients_are_the_adjoints(g, batch, seed):
     assert np.vdot(gy, conv_transpose_ref(x, dw, **kw)) == pytest.approx(np.vdot(gw, dw), rel=1e-9, abs=1e-9)
     channel_axis = 0 if batch is None else 1
     np.testing.assert_allclose(gb, gy.sum(axis=tuple(a for a in range(gy.ndim) if a != channel_axis)), rtol=1e-12)
+
+
+@given(g=transposed_geometries(), batch=st.sampled_from([None, 2]), dtype=st.sampled_from([np.float32, np.float64]),
+       block=st.sampled_from([1, 30, 1 << 22]), seed=st.integers(0, 2**16))
+def test_gemm_form_matches_direct_form(g, batch, dtype, block, seed):
+    """grad_x and grad_weight from one set of im2col columns (forced, any block size) == the direct kernels."""
+    rng = np.random.default_rng(seed)
+    x, w = _inputs(g, rng, batch, dtype)
+    kw = _geometry(g)
+    gy = rng.standard_normal(fd.conv_transpose(x, w, **kw).shape).astype(dtype)
+    with mock.patch.object(_forward, "use_gemm", lambda plan: False):
+        direct = fd.conv_transpose_backward(gy, x, w, **kw)
+    with mock.patch.object(_forward, "use_gemm", lambda plan: True), \
+            mock.patch.object(_forward, "_COL_ELEMENTS", block):
+        gemm = fd.conv_transpose_backward(gy, x, w, **kw)
+    for a, b in zip(gemm, direct):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(a, b, **tolerance(dtype))
 
 
 def test_finite_differences_of_a_nonlinear_loss():

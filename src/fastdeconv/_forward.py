@@ -191,10 +191,17 @@ def conv(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0, dilat
     return y
 
 
-def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, y: np.ndarray) -> None:
-    """Execute a validated plan into the C-contiguous ``y`` (fully overwritten)."""
+def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
+             dual: np.ndarray | None = None, grad_weight: np.ndarray | None = None) -> bool:
+    """Execute a validated plan into the C-contiguous ``y`` (fully overwritten).
+
+    With ``dual`` (shaped like ``y``) and ``grad_weight`` (C-contiguous, shaped like ``weight``), the GEMM form
+    also writes ``grad_weight[co, ci, k] = sum_{n, o} dual[n, co, o] * x_padded[n, ci, o * stride + k * dilation]``
+    from the same columns: the weight gradient of the transposed convolution ``dual -> x`` (see
+    :mod:`fastdeconv.grad`). Returns whether it did (only the GEMM form does).
+    """
     if y.size == 0:
-        return
+        return False
     dtype = plan.dtype
     x5 = _contiguous(x, dtype).reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
     w5 = _contiguous(weight, dtype).reshape((plan.c_out, plan.c_in // plan.groups) +
@@ -203,7 +210,7 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
     y5 = y.reshape((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes))
     if plan.c_in == 0:  # no input channels: the output is the bias
         y5[...] = b.reshape((1, -1, 1, 1, 1))
-        return
+        return False
     # the padded input the correlation reads: exactly the extent the outputs reach (zeros beyond x)
     needed = tuple((a.size_out - 1) * a.stride + a.span for a in plan.axes)
     if any(a.start for a in plan.axes) or any(n > a.size_in for n, a in zip(needed, plan.axes)):
@@ -214,9 +221,11 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
     else:
         xp = x5
     if use_gemm(plan):
-        _conv_gemm(plan, xp, w5, b, y5)
-    else:
-        correlate(xp, w5, b, y5, plan.groups, plan.arrays("stride"), plan.arrays("dilation"), tile_for(plan))
+        dual5 = None if dual is None else _contiguous(dual, dtype).reshape(y5.shape)
+        _conv_gemm(plan, xp, w5, None if bias is None else b, y5, dual5, grad_weight)
+        return dual is not None
+    correlate(xp, w5, b, y5, plan.groups, plan.arrays("stride"), plan.arrays("dilation"), tile_for(plan))
+    return False
 
 
 # Column buffer of the GEMM form: at most this many elements (the output rows are taken in blocks).
@@ -235,8 +244,12 @@ def use_gemm(plan: ConvPlan) -> bool:
     return c_out_g >= 4 and taps >= 4 and plan.batch * plan.c_out * taps * outputs >= 1 << 20
 
 
-def _conv_gemm(plan: ConvPlan, xp: np.ndarray, w5: np.ndarray, b: np.ndarray, y5: np.ndarray) -> None:
-    """Forward convolution as im2col (numba) + one matrix product per block of output rows (BLAS)."""
+def _conv_gemm(plan: ConvPlan, xp: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarray,
+               dual5: np.ndarray | None = None, grad_weight: np.ndarray | None = None) -> None:
+    """Forward convolution as im2col (numba) + one matrix product per block of output rows (BLAS).
+
+    With ``dual5``, also ``grad_weight += dual_block @ cols.T`` for every block (see :func:`run_conv`).
+    """
     g, c_in_g, c_out_g = plan.groups, plan.c_in // plan.groups, plan.c_out // plan.groups
     kernel, stride, dilation = plan.arrays("kernel"), plan.arrays("stride"), plan.arrays("dilation")
     taps = c_in_g * int(np.prod(kernel))
@@ -245,15 +258,24 @@ def _conv_gemm(plan: ConvPlan, xp: np.ndarray, w5: np.ndarray, b: np.ndarray, y5
     block = max(1, min(rows, _COL_ELEMENTS // max(1, taps * out_w)))
     buf = np.empty(taps * block * out_w, plan.dtype)
     wm = w5.reshape(plan.c_out, taps)
+    gwm = None
+    if dual5 is not None:
+        gwm = grad_weight.reshape(plan.c_out, taps)
+        gwm[...] = 0
+        part = np.empty((c_out_g, taps), plan.dtype)
     for n in range(plan.batch):
         yn = y5[n].reshape(plan.c_out, rows * out_w)
+        dn = None if dual5 is None else dual5[n].reshape(plan.c_out, rows * out_w)
         for gi in range(g):
-            w_g = wm[gi * c_out_g:(gi + 1) * c_out_g]
-            y_g = yn[gi * c_out_g:(gi + 1) * c_out_g]
+            chans = slice(gi * c_out_g, (gi + 1) * c_out_g)
             for lo in range(0, rows, block):
                 hi = min(rows, lo + block)
                 width = (hi - lo) * out_w
                 cols = buf[:taps * width].reshape(taps, width)
                 im2col(xp, cols, n, gi * c_in_g, kernel, stride, dilation, lo, hi, out_h, out_w)
-                np.matmul(w_g, cols, out=y_g[:, lo * out_w:hi * out_w])
-    y5 += b.reshape((1, -1, 1, 1, 1))
+                np.matmul(wm[chans], cols, out=yn[chans, lo * out_w:hi * out_w])
+                if gwm is not None:
+                    np.matmul(dn[chans, lo * out_w:hi * out_w], cols.T, out=part)
+                    gwm[chans] += part
+    if b is not None:
+        y5 += b.reshape((1, -1, 1, 1, 1))

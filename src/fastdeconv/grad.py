@@ -86,11 +86,11 @@ def conv_transpose_backward(grad_output, x, weight, stride: IntOrSeq = 1, paddin
                                   for a in plan.axes),
                        rank=plan.rank, batched=plan.batched, dtype=dtype)
     grad_x = np.empty(x.shape, dtype)
-    run_conv(adjoint, grad_output, weight, None, grad_x)
-
-    gy5 = _contiguous(grad_output, dtype).reshape((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes))
     grad_weight = np.empty(weight.shape, dtype)
-    if grad_weight.size:
+    gy5 = _contiguous(grad_output, dtype).reshape((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes))
+    # the GEMM form computes grad_weight from the same columns of grad_output as grad_x (two matrix products)
+    done = run_conv(adjoint, gy5, weight, None, grad_x, dual=x, grad_weight=grad_weight)
+    if not done and grad_weight.size:
         x5 = _contiguous(x, dtype).reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
         gw5 = grad_weight.reshape((plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes))
         weight_grad(x5, gy5, gw5, plan.groups, plan.arrays("stride"), plan.arrays("dilation"),
