@@ -6,7 +6,6 @@ import os
 from collections.abc import Sequence
 from functools import lru_cache
 
-import numba
 import numpy as np
 
 from . import _cost
@@ -94,7 +93,7 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         # hot path: shapes and geometry validated once, keyed exactly (no bool/float can match an int key)
         apply_num_threads()
         key = (x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding, groups, dilation,
-               method, None if bias is None else (bias.shape, bias.dtype), numba.get_num_threads())
+               method, None if bias is None else (bias.shape, bias.dtype))
         prepared = _FAST.get(key)
         if prepared is None:
             prepared = _prepare_call(x, weight, bias, stride, padding, output_padding, groups, dilation, method)
@@ -121,7 +120,7 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
 def execute(plan: geo.Plan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, y: np.ndarray) -> None:
     """Run the plan's form on validated arrays, writing every element of ``y`` (C-contiguous)."""
     apply_num_threads()
-    _prepared(plan, numba.get_num_threads()).run(x, weight, bias, y)
+    _prepared(plan).run(x, weight, bias, y)
 
 
 def choose_method(plan: geo.Plan) -> str:
@@ -140,14 +139,18 @@ _FAST_SIZE = 256
 
 
 class _Prepared:
-    """Everything a call needs that depends only on the plan and thread count: shapes, variant, geometry."""
+    """Everything a call needs that depends only on the plan: shapes, variant, geometry, task tiles.
+
+    Nothing here depends on the current thread count (the tiles are cut for numba's pool size and only
+    split the work), so a prepared call is valid in every Python thread and after ``set_num_threads``.
+    """
 
     __slots__ = ("plan", "choice", "dtype", "out_shape", "x5_shape", "w5_shape", "y5_shape", "zero_bias",
                  "stride", "dilation", "start", "tile", "kernel")
 
-    def __init__(self, plan: geo.Plan, threads: int):
+    def __init__(self, plan: geo.Plan):
         self.plan = plan
-        self.choice = _cost._choose(plan, threads)
+        self.choice = _cost.choose(plan)
         self.dtype = plan.dtype
         self.out_shape = plan.out_shape
         self.x5_shape = (plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes)
@@ -169,10 +172,14 @@ class _Prepared:
         if y.size == 0:
             return
         dtype = self.dtype
-        x5 = (x if x.dtype == dtype and x.flags.c_contiguous and x.flags.writeable
-              else _contiguous(x, dtype)).reshape(self.x5_shape)
-        w5 = (weight if weight.dtype == dtype and weight.flags.c_contiguous and weight.flags.writeable
-              else _contiguous(weight, dtype)).reshape(self.w5_shape)
+        flags = x.flags
+        if not (x.dtype is dtype and flags.c_contiguous and flags.writeable):
+            x = _contiguous(x, dtype)
+        flags = weight.flags
+        if not (weight.dtype is dtype and flags.c_contiguous and flags.writeable):
+            weight = _contiguous(weight, dtype)
+        x5 = x.reshape(self.x5_shape)
+        w5 = weight.reshape(self.w5_shape)
         b = self.zero_bias if bias is None else _contiguous(bias, dtype)
         y5 = y.reshape(self.y5_shape)
         plan = self.plan
@@ -187,8 +194,8 @@ class _Prepared:
 
 
 @lru_cache(maxsize=512)
-def _prepared(plan: geo.Plan, threads: int) -> _Prepared:
-    return _Prepared(plan, threads)
+def _prepared(plan: geo.Plan) -> _Prepared:
+    return _Prepared(plan)
 
 
 def _prepare_call(x, weight, bias, stride, padding, output_padding, groups, dilation, method) -> _Prepared:
@@ -197,7 +204,7 @@ def _prepare_call(x, weight, bias, stride, padding, output_padding, groups, dila
     plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding, groups,
                          dilation, None, method, None if bias_arr is None else bias_arr.shape,
                          None if bias_arr is None else bias_arr.dtype)
-    return _prepared(plan, numba.get_num_threads())
+    return _prepared(plan)
 
 
 def zero_fill(x, stride: IntOrSeq, padding: IntOrSeq | Sequence[Sequence[int]] = 0) -> np.ndarray:

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numba
 import numpy as np
 
 from . import _geometry as geo
@@ -33,19 +32,26 @@ VARIANTS = ("scatter-direct", "scatter-gemm", "gather-direct", "gather-gemm")
 FORM_OF = {"scatter-direct": "scatter", "scatter-gemm": "scatter", "gather-direct": "gather",
            "gather-gemm": "gather", "zerofill": "zerofill"}
 
-# ------------------------------------------------------------------ calibrated constants (fp32, per thread)
-GEMM_PEAK = 190e9         # FLOP/s of one core in a large sgemm (OpenBLAS, AVX-512)
-GEMM_HALF = (24, 48, 32)  # GEMM side (M, N, K) at which BLAS reaches half its peak along that side
-DIRECT_RATE = 1.6e9       # multiply-adds/s of the direct kernels with long contiguous rows
-DIRECT_ROW_HALF = 24      # row length (elements) at which the direct kernels reach half DIRECT_RATE
-DIRECT_CHANNEL_BLOCK = 4  # output channels the direct kernels update per input load
-BANDWIDTH = 13e9          # bytes/s of one core streaming (26 GB/s for two)
-IM2COL_RATE = 1.5e9       # elements/s of one core writing im2col blocks (short strided rows)
-COL2IM_RATE = 0.4e9       # column elements/s of one core adding footprints (strided read-modify-write)
-LAUNCH_PARALLEL = 20e-6   # waking numba's pool for one parallel kernel
-LAUNCH_SERIAL = 1e-6      # one serial numba call
-LAUNCH_GEMM = 8e-6        # one BLAS call
-SERIAL_WORK = 2e5         # multiply-adds below which a serial direct kernel beats a parallel launch
+# ------------------------------------------------------------------ calibrated constants (fp32, one core)
+# Fitted to single-thread CPU times of every variant on the ten shared workloads (process_time, so that the
+# other load on the shared machine does not distort them); ``threads`` cores divide the parallel parts.
+GEMM_PEAK = 100e9          # FLOP/s of one core in a large sgemm (OpenBLAS; measured 94-98 GFLOP/s)
+GEMM_HALF = (24, 48, 32)   # GEMM side (M, N, K) at which BLAS reaches half its peak along that side
+DIRECT_RATE = 14e9         # multiply-adds/s of the direct kernels on long rows with full channel blocks
+DIRECT_ROW_HALF = 40       # input row length at which the direct kernels reach half DIRECT_RATE
+DIRECT_CHANNEL_BLOCK = 4   # output channels the direct kernels update per input load
+GATHER_DIRECT_FACTOR = 1.05  # direct gather measured 0-25% slower than direct scatter on 8 of 10 workloads
+BANDWIDTH = 13e9           # bytes/s of one core streaming (26 GB/s for two)
+COL2IM_ELEMENT = 1.4e-9    # s per column element added into the output (strided read-modify-write)
+COL2IM_PLANE_TAP = 25e-9   # s per (output plane, tap) pair in col2im (loop set-up on small planes)
+IM2COL_ELEMENT = 0.25e-9   # s per element copied into an im2col block
+IM2COL_ROW = 12e-9         # s per row segment copied into an im2col block
+STORE_ELEMENT = 1.0e-9     # s per output element stored from a phase block (strided)
+RELAYOUT_ELEMENT = 2.0e-9  # s per weight element re-laid out for the phase GEMMs
+LAUNCH_PARALLEL = 20e-6    # waking numba's pool (passive OpenMP wait) for one parallel kernel
+LAUNCH_SERIAL = 1e-6       # one serial numba call
+LAUNCH_GEMM = 8e-6         # one BLAS call
+SERIAL_WORK = 2e5          # multiply-adds below which a serial direct kernel beats a parallel launch
 
 
 @dataclass(frozen=True)
@@ -67,8 +73,8 @@ class Choice:
         Thread count the estimates are for: numba's pool size (``NUMBA_NUM_THREADS``). The choice never
         depends on :func:`fastdeconv.set_num_threads`, so results are bitwise identical across thread counts.
     serial : bool
-        Whether a direct variant runs in the calling thread (tiny problems, or one thread in use); the serial
-        kernel runs the same tasks in the same order, so the result is the same.
+        Whether a direct variant runs in the calling thread (tiny problems: waking the pool costs more than
+        the work); the serial kernel runs the same tasks in the same order, so the result is the same.
     reason : str
         One line on why this variant wins.
     """
@@ -115,6 +121,7 @@ def _gemm_time(flops: float, m: int, n: int, k: int, threads: int, scale: float)
 
 
 def _mem_time(nbytes: float, threads: int) -> float:
+    """Seconds to stream ``nbytes`` on ``threads`` cores."""
     return nbytes / (BANDWIDTH * threads)
 
 
@@ -135,14 +142,14 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
     out = {}
 
     # direct kernels: rate grows with the contiguous run along the last axis and with channel blocking
-    for form, run in (("scatter", last.size_in), ("gather", -(-last.size_out // last.stride))):
+    for form, slower in (("scatter", 1.0), ("gather", GATHER_DIRECT_FACTOR)):
+        run = last.size_in
         row_eff = run / (run + DIRECT_ROW_HALF)
         block_eff = min(cout_g, DIRECT_CHANNEL_BLOCK) / DIRECT_CHANNEL_BLOCK
-        rate = DIRECT_RATE * scale * row_eff * (0.5 + 0.5 * block_eff)
-        compute = macs / rate
-        mem = (x_elems + y_elems + w_elems) * item / BANDWIDTH
-        serial = compute + mem + LAUNCH_SERIAL
-        parallel = (compute + mem) / threads + LAUNCH_PARALLEL
+        rate = DIRECT_RATE * scale * row_eff * (0.3 + 0.7 * block_eff)
+        work = (macs / rate + (x_elems + y_elems + w_elems) * item / BANDWIDTH) * slower
+        serial = work + LAUNCH_SERIAL
+        parallel = work / threads + LAUNCH_PARALLEL
         out[f"{form}-direct"] = min(serial, parallel) if macs < SERIAL_WORK else parallel
 
     if cin_g and cout_g and plan.batch:
@@ -150,15 +157,16 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
         n, cb = _sg.chunks(plan)
         calls = g * -(-plan.batch // n) * -(-cout_g // cb)
         cols = plan.c_out * k * plan.batch * pix_in
+        planes = plan.batch * plan.c_out * plan.axes[0].size_out
         gemm = g * _gemm_time(2.0 * macs / g, cb * k, n * pix_in, cin_g, threads, scale)
         pack = _mem_time(2 * x_elems * item, threads) if n > 1 else 0.0
-        col2im = cols / (COL2IM_RATE * threads) + _mem_time(y_elems * item, threads)
+        col2im = (cols * COL2IM_ELEMENT + planes * k * COL2IM_PLANE_TAP) / threads
         out["scatter-gemm"] = gemm + pack + col2im + calls * (LAUNCH_GEMM + LAUNCH_PARALLEL * (2 if n > 1 else 1))
 
-        # gather-gemm: per phase, im2col (C_in_g*T, cols), GEMM (cout_g, cols, cin_g*T), phase store
+        # gather-gemm: weight relayout; per phase, im2col (C_in_g*T, cols), GEMM (cout_g, cols, cin_g*T), store
         table = _gg.phase_table(plan)
         rows = _gg.chunk_rows(plan)
-        total = 0.0
+        total = w_elems * RELAYOUT_ELEMENT / threads
         for _phase, m_shape, counts, _taps, _bases in table:
             n_t = int(counts[0] * counts[1] * counts[2])
             m_rows = plan.batch * int(m_shape[0] * m_shape[1])
@@ -170,18 +178,19 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
             chunks = g * -(-m_rows // rows)
             total += g * _gemm_time(2.0 * phase_macs / g, cout_g, min(rows, m_rows) * m_w, cin_g * n_t, threads,
                                     scale)
-            total += plan.c_in * n_t * width / (IM2COL_RATE * threads)
-            total += _mem_time(2 * plan.c_out * width * item, threads)
+            total += plan.c_in * n_t * (width * IM2COL_ELEMENT + m_rows * IM2COL_ROW) / threads
+            total += plan.c_out * width * STORE_ELEMENT / threads
             total += chunks * (LAUNCH_GEMM + 2 * LAUNCH_PARALLEL) + LAUNCH_PARALLEL
-        out["gather-gemm"] = total + _mem_time(2 * w_elems * item, threads)
+        out["gather-gemm"] = total
     return out
 
 
 @lru_cache(maxsize=512)
-def _choose(plan: geo.Plan, threads: int) -> Choice:
+def choose(plan: geo.Plan) -> Choice:
+    """The :class:`Choice` for a plan (cached; independent of the current thread count)."""
     flops = 2 * plan.macs
     if plan.method == "zerofill":
-        return Choice("zerofill", "zerofill", (), flops, threads, False,
+        return Choice("zerofill", "zerofill", (), flops, max_threads(), False,
                       "zerofill was requested: the textbook baseline (zero-insert, pad, dense correlation)")
     # the ranking uses the pool size, not the current count: the variant (and so every bit of the result) must
     # not change with set_num_threads; only whether a direct kernel runs serially does (same terms, same order)
@@ -190,7 +199,7 @@ def _choose(plan: geo.Plan, threads: int) -> Choice:
     candidates = {v: c for v, c in costs.items() if plan.method == "auto" or FORM_OF[v] == plan.method}
     ranked = tuple(sorted(candidates.items(), key=lambda kv: kv[1]))
     variant, best = ranked[0]
-    serial = variant.endswith("direct") and (threads == 1 or plan.macs < SERIAL_WORK)
+    serial = variant.endswith("direct") and plan.macs < SERIAL_WORK
     if len(ranked) > 1:
         runner_up, second = ranked[1]
         why = f"{variant} is estimated {second / best:.2f}x faster than {runner_up}"
@@ -202,11 +211,6 @@ def _choose(plan: geo.Plan, threads: int) -> Choice:
         why += " (tiny problem: runs in the calling thread)"
     scope = "" if plan.method == "auto" else f" among the {plan.method} variants"
     return Choice(FORM_OF[variant], variant, ranked, flops, pool, serial, why + scope)
-
-
-def choose(plan: geo.Plan) -> Choice:
-    """The :class:`Choice` for a plan at the current thread count (cached)."""
-    return _choose(plan, numba.get_num_threads())
 
 
 def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int = 1, dilation=1,
