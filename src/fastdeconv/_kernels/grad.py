@@ -3,7 +3,8 @@
 With ``y[.., in_index * stride + tap * dilation - start] += x[.., in_index] * w[tap]`` the gradient is
 ``gw[ci, col, tap] = sum_{n, in_index} x[n, ci, in_index] * gy[n, g * C_out_g + col, in_index * stride +
 tap * dilation - start]`` (terms whose output index falls outside gy vanish). The same kernel gives the
-weight gradient of the forward convolution with the roles of x and gy swapped (its adjoint).
+weight gradient of the forward convolution with the roles of x and gy swapped (its adjoint). Channel-rich
+layers take the GEMM route instead (``_forward._conv_gemm``: one more matrix product on grad_x's columns).
 """
 
 import numpy as np
@@ -53,8 +54,12 @@ def weight_grad(x, gy, gw, groups, stride, dilation, start):
                     for kw in range(k_w):
                         off_w = tap_offset(kw, d_w, start[2])
                         prow = part[kw]
-                        for i_w in range(lo[kw], hi[kw]):
-                            prow[i_w] += xrow[i_w] * gyrow[i_w * s_w + off_w]
+                        if s_w == 1:  # unit stride: contiguous loads, the loop vectorises
+                            for i_w in range(lo[kw], hi[kw]):
+                                prow[i_w] += xrow[i_w] * gyrow[i_w + off_w]
+                        else:
+                            for i_w in range(lo[kw], hi[kw]):
+                                prow[i_w] += xrow[i_w] * gyrow[i_w * s_w + off_w]
         for kw in range(k_w):
             total = 0.0  # float64 accumulator for the final row sum
             for i_w in range(size_w):
