@@ -156,3 +156,17 @@ def test_module_entry_point_runs():
                            "--methods", "gather"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "fd:gather" in proc.stdout and "agree with the reference" in proc.stdout
+
+
+def test_threads_flag_sets_fastdeconv_threads(tmp_path):
+    import fastdeconv as fd
+    from fastdeconv import _threads
+
+    path = tmp_path / "t.json"
+    try:
+        assert main(["compare", "--quick", "--peers", "none", "--methods", "auto", "--threads", "1",
+                     "--json", str(path)]) == 0
+        assert fd.get_num_threads() == 1
+    finally:
+        fd.set_num_threads(_threads.max_threads())
+    assert json.loads(path.read_text())["machine"]["threads"] == 1
