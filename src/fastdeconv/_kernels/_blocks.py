@@ -135,28 +135,35 @@ def zero(buf, size):
 
 
 @njit(**NJIT_FLAGS)
-def store_row(buf, src, count, yf, dst, width, stride, b):
-    """``yf[dst + p + stride * m] = buf[src + p * count + m] + b`` for the ``width`` outputs of one row segment.
+def store_block(buf, nb, cstride, rows, row_len, count, yf, y0, row_pitch, c_pitch, width, stride, bias, co0):
+    """Interleave a block of phase-major rows into the output and add the bias, once per output element.
 
-    ``buf`` holds the row phase-major (``count`` entries per phase); ``yf`` is the flat output.
+    ``yf[y0 + c * c_pitch + r * row_pitch + p + stride * m] = buf[c * cstride + r * row_len + p * count + m]
+    + bias[co0 + c]`` for the ``width`` outputs of each of ``rows`` rows and ``nb`` channels (one call per
+    block: numba reference-counts array arguments on every call).
     """
-    s0, d0, cnt, wd = uintp(src), uintp(dst), uintp(count), uintp(width)
-    if stride == 1:
-        for m in range(wd):
-            yf[d0 + m] = buf[s0 + m] + b
-    elif stride == 2:
-        half = wd // uintp(2)
-        s1 = s0 + cnt
-        for m in range(half):
-            yf[d0 + uintp(2) * m] = buf[s0 + m] + b
-            yf[d0 + uintp(2) * m + uintp(1)] = buf[s1 + m] + b
-        if wd > uintp(2) * half:
-            yf[d0 + uintp(2) * half] = buf[s0 + half] + b
-    else:
-        st = uintp(stride)
-        full = wd // st  # complete groups of ``stride`` consecutive outputs
-        for m in range(full):
-            for p in range(st):
-                yf[d0 + m * st + p] = buf[s0 + p * cnt + m] + b
-        for p in range(wd - full * st):
-            yf[d0 + full * st + p] = buf[s0 + p * cnt + full] + b
+    wd, cnt = uintp(width), uintp(count)
+    for c in range(nb):
+        b = bias[co0 + c]
+        for r in range(rows):
+            s0 = uintp(c * cstride + r * row_len)
+            d0 = uintp(y0 + c * c_pitch + r * row_pitch)
+            if stride == 1:
+                for m in range(wd):
+                    yf[d0 + m] = buf[s0 + m] + b
+            elif stride == 2:
+                half = wd // uintp(2)
+                s1 = s0 + cnt
+                for m in range(half):  # one interleaved group: LLVM vectorizes it with shuffles
+                    yf[d0 + uintp(2) * m] = buf[s0 + m] + b
+                    yf[d0 + uintp(2) * m + uintp(1)] = buf[s1 + m] + b
+                if wd > uintp(2) * half:
+                    yf[d0 + uintp(2) * half] = buf[s0 + half] + b
+            else:
+                st = uintp(stride)
+                full = wd // st  # complete groups of ``stride`` consecutive outputs
+                for m in range(full):
+                    for p in range(st):
+                        yf[d0 + m * st + p] = buf[s0 + p * cnt + m] + b
+                for p in range(wd - full * st):
+                    yf[d0 + full * st + p] = buf[s0 + p * cnt + full] + b

@@ -27,10 +27,15 @@ from ._blocks import (
     channel_blocks,
     phase_count,
     split_channel_block,
-    store_row,
+    store_block,
     zero,
 )
 from ._index import source_index, split_task, tap_offset, tile_bounds, tile_counts
+
+# Output elements of one block of rows (all channels of the block, 64 KiB in float32) and run-table entries per
+# block: a block is built with one call of each helper (numba reference-counts array arguments on every call).
+ROW_BLOCK_ELEMENTS = 16384
+RUN_BUDGET = 65536
 
 
 @njit(**NJIT_FLAGS)
@@ -52,11 +57,14 @@ def _gather_task(task_lo, task_hi, tiles, n_cb, x, w, bias, y, groups, stride, d
     wstride = k_d * k_h * k_w  # between output channels in ``wf``
     o_d, o_h, o_w = y.shape[2], y.shape[3], y.shape[4]
     # scratch for the largest tile: the phase-major rows of the channel block, the tap tables, one row's runs
-    acc = np.empty(CHANNEL_BLOCK * min(s_w, tile[2]) * phase_count(tile[2], 0, s_w), dtype=y.dtype)
+    longest = min(s_w, tile[2]) * phase_count(tile[2], 0, s_w)  # phase-major row of the widest tile
+    per_row = c_in_g * k_d * k_h * k_w  # runs of one output row, at most
+    rows_max = max(1, min(tile[1], ROW_BLOCK_ELEMENTS // longest, RUN_BUDGET // per_row))
+    acc = np.empty(CHANNEL_BLOCK * rows_max * longest, dtype=y.dtype)
     wtab = np.empty((k_w, 5), dtype=np.int64)  # (phase, kw, first m, first input index, run length)
     dtab = np.empty((k_d, 2), dtype=np.int64)  # (kd, i_d) of the taps reaching the current plane
     htab = np.empty((k_h, 2), dtype=np.int64)  # (kh, i_h) of the taps reaching the current row
-    runs = np.empty((c_in_g * k_d * k_h * k_w, 4), dtype=np.int64)  # one output row's work
+    runs = np.empty((rows_max * per_row, 4), dtype=np.int64)  # one block of rows' work
     for task in range(task_lo, task_hi):
         n, cb, td, th, tw = split_task(task, groups * n_cb, tiles)
         g, col0, nb = split_channel_block(cb, n_cb, c_out_g)
@@ -67,7 +75,8 @@ def _gather_task(task_lo, task_hi, tiles, n_cb, x, w, bias, y, groups, stride, d
         width = ow_hi - ow_lo
         phases = min(s_w, width)
         count = phase_count(width, 0, s_w)
-        plane = phases * count  # one channel's row in ``acc``, phase-major
+        row_len = phases * count  # one output row in ``acc``, phase-major
+        rows = max(1, min(rows_max, ROW_BLOCK_ELEMENTS // (nb * row_len)))  # rows built per block
         # Last-axis taps of this segment, once per task: (phase, kw, first m, first input index, run length).
         n_wt = 0
         for p in range(phases):
@@ -90,39 +99,43 @@ def _gather_task(task_lo, task_hi, tiles, n_cb, x, w, bias, y, groups, stride, d
                 if i_d >= 0:
                     dtab[n_dt, 0], dtab[n_dt, 1] = kd, i_d
                     n_dt += 1
-            for oh in range(oh_lo, oh_hi):
-                n_ht = 0
-                for kh in range(k_h):
-                    i_h = source_index(oh, s_h, tap_offset(kh, d_h, start[1]), size_h)
-                    if i_h >= 0:
-                        htab[n_ht, 0], htab[n_ht, 1] = kh, i_h
-                        n_ht += 1
+            for h0 in range(oh_lo, oh_hi, rows):
+                h1 = min(h0 + rows, oh_hi)
                 n_runs = 0
-                t_lo = 0
-                while t_lo < n_wt:  # phase by phase: the runs of one phase overlap, so consecutive runs fuse
-                    t_hi = t_lo
-                    while t_hi < n_wt and wtab[t_hi, 0] == wtab[t_lo, 0]:
-                        t_hi += 1
-                    for ci in range(g * c_in_g, (g + 1) * c_in_g):
-                        for a in range(n_dt):
-                            kd = dtab[a, 0]
-                            xplane = ((n * x.shape[1] + ci) * size_d + dtab[a, 1]) * size_h
-                            for e in range(n_ht):
-                                kh = htab[e, 0]
-                                xrow = (xplane + htab[e, 1]) * size_w
-                                wrow = (((ci * c_out_g + col0) * k_d + kd) * k_h + kh) * k_w
-                                for t in range(t_lo, t_hi):
-                                    runs[n_runs, 0] = wtab[t, 0] * count + wtab[t, 2]
-                                    runs[n_runs, 1] = xrow + wtab[t, 3]
-                                    runs[n_runs, 2] = wtab[t, 4]
-                                    runs[n_runs, 3] = wrow + wtab[t, 1]
-                                    n_runs += 1
-                    t_lo = t_hi
+                for oh in range(h0, h1):
+                    n_ht = 0
+                    for kh in range(k_h):
+                        i_h = source_index(oh, s_h, tap_offset(kh, d_h, start[1]), size_h)
+                        if i_h >= 0:
+                            htab[n_ht, 0], htab[n_ht, 1] = kh, i_h
+                            n_ht += 1
+                    brow = (oh - h0) * row_len
+                    t_lo = 0
+                    while t_lo < n_wt:  # phase by phase: the runs of one phase overlap, so consecutive runs fuse
+                        t_hi = t_lo
+                        while t_hi < n_wt and wtab[t_hi, 0] == wtab[t_lo, 0]:
+                            t_hi += 1
+                        for ci in range(g * c_in_g, (g + 1) * c_in_g):
+                            for a in range(n_dt):
+                                kd = dtab[a, 0]
+                                xplane = ((n * x.shape[1] + ci) * size_d + dtab[a, 1]) * size_h
+                                for e in range(n_ht):
+                                    kh = htab[e, 0]
+                                    xrow = (xplane + htab[e, 1]) * size_w
+                                    wrow = (((ci * c_out_g + col0) * k_d + kd) * k_h + kh) * k_w
+                                    for t in range(t_lo, t_hi):
+                                        runs[n_runs, 0] = brow + wtab[t, 0] * count + wtab[t, 2]
+                                        runs[n_runs, 1] = xrow + wtab[t, 3]
+                                        runs[n_runs, 2] = wtab[t, 4]
+                                        runs[n_runs, 3] = wrow + wtab[t, 1]
+                                        n_runs += 1
+                        t_lo = t_hi
+                plane = (h1 - h0) * row_len
                 zero(acc, nb * plane)
                 apply_runs(acc, xf, wf, runs, n_runs, nb, plane, wstride)
-                for c in range(nb):
-                    yrow = (((n * y.shape[1] + co0 + c) * o_d + od) * o_h + oh) * o_w + ow_lo
-                    store_row(acc, c * plane, count, yf, yrow, width, s_w, bias[co0 + c])
+                y0 = (((n * y.shape[1] + co0) * o_d + od) * o_h + h0) * o_w + ow_lo
+                store_block(acc, nb, plane, h1 - h0, row_len, count, yf, y0, o_w, o_d * o_h * o_w, width, s_w, bias,
+                            co0)
 
 
 @njit(**PARALLEL_FLAGS)

@@ -27,7 +27,7 @@ from ._blocks import (
     channel_blocks,
     phase_count,
     split_channel_block,
-    store_row,
+    store_block,
     zero,
 )
 from ._index import input_range, reaching_range, split_task, tap_offset, tile_bounds, tile_counts
@@ -111,11 +111,9 @@ def _scatter_task(task_lo, task_hi, tiles, n_cb, x, w, bias, y, groups, stride, 
                                         runs[n_runs, 3] = wrow + wtab[t, 0]
                                         n_runs += 1
                     apply_runs(buf, xf, wf, runs, n_runs, nb, plane, wstride)
-                for c in range(nb):
-                    b = bias[co0 + c]
-                    for oh in range(h0, h1):
-                        yrow = (((n * y.shape[1] + co0 + c) * o_d + od) * o_h + oh) * o_w + ow_lo
-                        store_row(buf, c * plane + (oh - h0) * row_len, count, yf, yrow, width, s_w, b)
+                y0 = (((n * y.shape[1] + co0) * o_d + od) * o_h + h0) * o_w + ow_lo
+                store_block(buf, nb, plane, h1 - h0, row_len, count, yf, y0, o_w, o_d * o_h * o_w, width, s_w, bias,
+                            co0)
 
 
 @njit(**PARALLEL_FLAGS)
