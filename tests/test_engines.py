@@ -164,9 +164,11 @@ def _tf_case(seed):
         if kind == "explicit":
             pairs = [[0, 0]] + pads.tolist() + [[0, 0]]
             padding = pairs if channels_last else [pairs[0], pairs[-1]] + pairs[1:-1]
-    # mostly valid sizes, some just outside the range
-    out = [int(rng.integers(max(a - 2, 1), b + 3)) if rng.random() < 0.3 else int(rng.integers(max(a, 1), b + 1))
-           for a, b in zip(lo, hi)]
+    # mostly valid sizes, some just outside the range; never below the kernel span with VALID, where TF's
+    # oneDNN path answers what its reference kernels refuse (see test_tensorflow_reference_kernels)
+    floor = keff if kind == "VALID" else np.ones(rank, int)
+    out = [int(rng.integers(max(a - 2, m), b + 3)) if rng.random() < 0.3 else int(rng.integers(max(a, 1), b + 1))
+           for a, b, m in zip(lo, hi, floor)]
     n = int(rng.integers(1, 3))
     c_out = c_out_g * groups
     shape = [n] + out + [c_out] if channels_last else [n, c_out] + out
@@ -219,42 +221,45 @@ def test_tensorflow_seed003_shape(tf):
     _close(y, expected)
 
 
-EMPTY_CASES = [((0, 3, 4, 1), [0, 6, 8, 1], "SAME"), ((0, 3, 4, 1), [0, 20, 8, 1], "SAME"),
-               ((1, 0, 4, 1), [1, 1, 9, 1], "VALID"), ((1, 0, 4, 1), [1, 0, 9, 1], "VALID"),
-               ((1, 0, 4, 1), [1, 3, 9, 1], "VALID"), ((1, 0, 4, 1), [1, 0, 8, 1], "SAME")]
+# (input shape, kernel size, output_shape, padding), stride 2, ones; ``refused`` by TF's reference kernels
+REFERENCE_CASES = [((0, 3, 4, 1), 3, [0, 6, 8, 1], "SAME"), ((0, 3, 4, 1), 3, [0, 20, 8, 1], "SAME"),  # refused
+                   ((1, 0, 4, 1), 3, [1, 1, 9, 1], "VALID"), ((1, 0, 4, 1), 3, [1, 0, 9, 1], "VALID"),
+                   ((1, 0, 4, 1), 3, [1, 3, 9, 1], "VALID"),  # refused
+                   ((1, 0, 4, 1), 3, [1, 0, 8, 1], "SAME"), ((1, 1, 1, 1), 2, [1, 1, 2, 1], "VALID"),  # refused
+                   ((1, 1, 1, 1), 2, [1, 2, 3, 1], "VALID"), ((1, 2, 1, 1), 4, [1, 3, 4, 1], "VALID")]  # refused
 
-_EMPTY_SCRIPT = """
+_REFERENCE_SCRIPT = """
 import json, sys
 import numpy as np, tensorflow as tf
 out = []
-for x_shape, shape, padding in json.loads(sys.argv[1]):
+for x_shape, k, shape, padding in json.loads(sys.argv[1]):
     try:
-        y = tf.nn.conv2d_transpose(np.zeros(x_shape, np.float32), np.ones((3, 3, 1, 1), np.float32), shape, 2,
+        y = tf.nn.conv2d_transpose(np.ones(x_shape, np.float32), np.ones((k, k, 1, 1), np.float32), shape, 2,
                                    padding).numpy()
-        out.append([list(y.shape), float(np.abs(y).sum())])
+        out.append(y.tolist())
     except Exception:
         out.append(None)
 print(json.dumps(out))
 """
 
 
-def test_tensorflow_empty_inputs(tf):
-    """Empty batch or spatial axes. TF's default oneDNN path skips its shape checks on empty inputs, so
-    the oracle is TF's reference CPU kernels (TF_ENABLE_ONEDNN_OPTS=0, in a subprocess)."""
+def test_tensorflow_reference_kernels(tf):
+    """Cases where TF's default oneDNN path skips its shape checks (empty inputs, VALID sizes below the kernel
+    span): the oracle is TF's reference CPU kernels (TF_ENABLE_ONEDNN_OPTS=0, in a subprocess)."""
     env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="3")
-    run = subprocess.run([sys.executable, "-c", _EMPTY_SCRIPT, json.dumps(EMPTY_CASES)], env=env,
+    run = subprocess.run([sys.executable, "-c", _REFERENCE_SCRIPT, json.dumps(REFERENCE_CASES)], env=env,
                          capture_output=True, text=True, timeout=120, check=True)
     expected = json.loads(run.stdout.strip().splitlines()[-1])
-    f = np.ones((3, 3, 1, 1), np.float32)
-    for (x_shape, shape, padding), exp in zip(EMPTY_CASES, expected):
-        x = np.zeros(x_shape, np.float32)
+    for (x_shape, k, shape, padding), exp in zip(REFERENCE_CASES, expected):
+        x, f = np.ones(x_shape, np.float32), np.ones((k, k, 1, 1), np.float32)
         if exp is None:
             with pytest.raises(ValueError, match="output_shape"):
                 compat.tf_conv2d_transpose(x, f, shape, 2, padding)
         else:
             y = compat.tf_conv2d_transpose(x, f, shape, 2, padding)
-            assert list(y.shape) == exp[0] and not y.any()
-    assert expected.count(None) == 2  # the two sizes TF's shape rules refuse
+            assert y.shape == tuple(shape)
+            np.testing.assert_array_equal(y, np.asarray(exp, np.float32).reshape(shape))
+    assert [i for i, e in enumerate(expected) if e is None] == [1, 4, 6, 8]
 
 
 # --------------------------------------------------------------------------------------------- PyTorch
