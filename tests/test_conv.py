@@ -144,7 +144,9 @@ def test_both_forms_are_chosen():
     small = _forward.make_conv_plan((1, 2, 8), (3, 2, 3), np.float32, np.float32)
     big = _forward.make_conv_plan((2, 16, 64, 64), (32, 16, 3, 3), np.float32, np.float32, padding=1)
     depthwise = _forward.make_conv_plan((2, 16, 64, 64), (16, 1, 3, 3), np.float32, np.float32, groups=16)
+    long_row = _forward.make_conv_plan((1, 16, 1 << 20), (16, 16, 5), np.float32, np.float32)
     assert not _forward.use_gemm(small) and _forward.use_gemm(big) and not _forward.use_gemm(depthwise)
+    assert not _forward.use_gemm(long_row)  # one row of columns would exceed the buffer
     rng = np.random.default_rng(13)
     x, w = rng.standard_normal((2, 16, 20, 18)), rng.standard_normal((32, 8, 3, 3))
     np.testing.assert_allclose(fd.conv(x, w, stride=(1, 2), padding=1, groups=2),

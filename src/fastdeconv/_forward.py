@@ -236,12 +236,15 @@ def use_gemm(plan: ConvPlan) -> bool:
     """im2col + BLAS when each column is reused by enough output channels and there is enough work.
 
     The direct kernel streams every output row once per (input channel, tap), which bounds it by memory
-    traffic; the matrix product reuses each loaded column for all the group's output channels.
+    traffic; the matrix product reuses each loaded column for all the group's output channels. Rows whose
+    columns alone would exceed the column buffer (very long 1-D signals) stay direct.
     """
     c_out_g, c_in_g = plan.c_out // plan.groups, plan.c_in // plan.groups
     taps = c_in_g * int(np.prod([a.kernel for a in plan.axes]))
     outputs = int(np.prod([a.size_out for a in plan.axes]))
-    return c_out_g >= 4 and taps >= 4 and plan.batch * plan.c_out * taps * outputs >= 1 << 20
+    one_row = taps * plan.axes[2].size_out  # the smallest column block: one output row
+    return (c_out_g >= 4 and taps >= 4 and one_row <= _COL_ELEMENTS
+            and plan.batch * plan.c_out * taps * outputs >= 1 << 20)
 
 
 def _conv_gemm(plan: ConvPlan, xp: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarray,
