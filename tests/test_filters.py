@@ -99,6 +99,8 @@ def test_per_axis_factor_unbatched_and_dtypes():
     (lambda: fd.upsample_bilinear(np.ones((1, 4, 4)), (2, 2, 2)), ValueError, "factor must be an int or a sequence"),
     (lambda: fd.upsample_bilinear(np.ones((1, 4, 4)), -1), ValueError, "factor must be >= 1"),
     (lambda: fd.upsample_bilinear(np.ones((1, 4, 4), np.complex64), 2), TypeError, "x must be real"),
+    (lambda: fd.upsample_bilinear(np.ones((1, 4, 4)), 10**7), ValueError, "the output .* would need"),
+    (lambda: fd.upsample_bilinear(np.ones((1, 1, 1)), (10**6, 10**6)), ValueError, "would need"),
 ])
 def test_bad_arguments(call, exc, match):
     with pytest.raises(exc, match=match):

@@ -130,11 +130,12 @@ def upsample_bilinear(x, factor: int | Sequence[int]) -> np.ndarray:
     dtype = np.dtype(np.float32) if x.dtype == np.float32 else np.dtype(np.float64)
     channels = x.shape[-3]
     sizes = tuple(kernel_size(f) for f in factors)
+    shape = x.shape[:-2] + tuple(n * f for n, f in zip(x.shape[-2:], factors))
+    geo.check_memory(shape, dtype, "the output")
+    geo.check_memory((channels, 1) + sizes, dtype, "the bilinear kernel")
+    if channels == 0:  # no channel to convolve: an empty result of the right shape
+        return np.empty(shape, dtype)
     weight = np.empty((channels, 1) + sizes, dtype)
     weight[...] = np.outer(_profile(factors[0]), _profile(factors[1]))
     padding = tuple((k - f) // 2 for k, f in zip(sizes, factors))
-    if channels == 0:  # no channel to convolve: an empty result of the right shape
-        shape = x.shape[:-2] + tuple(n * f for n, f in zip(x.shape[-2:], factors))
-        geo.check_memory(shape, dtype, "the output")
-        return np.empty(shape, dtype)
     return conv_transpose(x, weight, stride=factors, padding=padding, groups=channels)
