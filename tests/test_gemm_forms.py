@@ -13,6 +13,7 @@ from fastdeconv import _api, _cost
 from fastdeconv import _geometry as geo
 from fastdeconv._kernels import gather_gemm as gg
 from fastdeconv._kernels import scatter_gemm as sg
+from fastdeconv._threads import max_threads
 
 VARIANTS = {"scatter-gemm": sg.scatter_gemm, "gather-gemm": gg.gather_gemm}
 
@@ -92,8 +93,10 @@ def test_scratch_within_one_output():
         plan = geo.make_plan(xs, ws, np.float32, np.float32, geometry.get("stride"), geometry.get("padding", 0),
                              geometry.get("output_padding", 0))
         out = int(np.prod(plan.out_shape))
-        assert gg.scratch_elements(plan) <= out
         assert sg.scratch_elements(plan) <= out or sg.chunks(plan) == (1, 1)
+        # gather-gemm: within one output, except the per-worker phase weights when they alone are larger
+        phase_weights = max(int(np.prod(e[2])) for e in gg.phase_table(plan)) * plan.c_in * (plan.c_out // plan.groups)
+        assert gg.scratch_elements(plan) <= max(out, 2 * max_threads() * phase_weights)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

@@ -9,7 +9,10 @@ with the bias. Every output element is written exactly once, from one GEMM dot p
 result is bitwise identical for any thread count.
 
 GEMM columns are the phase's output rows (sample, md, mh) times its row length, chunked so the scratch
-(phase weights, im2col block, phase block) stays within one output's size; chunks depend on shapes only.
+(phase weights, im2col block, phase block) of all workers stays within one output's size -- except when the
+re-laid-out weights of one phase alone are larger (weight-heavy layers such as DCGAN's first block, where
+``auto`` and ``scatter`` use scatter-gemm, which reads the weight in place). Chunks depend on shapes and
+numba's pool size only.
 """
 
 from __future__ import annotations
@@ -17,23 +20,25 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .. import _geometry as geo
-from ..config import PARALLEL_FLAGS
+from .._threads import max_threads
+from ..config import NJIT_FLAGS
+from .scatter_gemm import run_parallel
 
 # Target GEMM width (columns) per chunk: wide enough for BLAS, small enough to stay in cache.
 _CHUNK_ELEMENTS = 1 << 21
 
 
-@njit(**PARALLEL_FLAGS)
+@njit(**NJIT_FLAGS)
 def phase_weights(w, groups, taps, counts, wp):
     """``wp[g, co, ci * T + t] = w[g * C_in_g + ci, co, kd_t, kh_t, kw_t]`` for the phase's ``T`` taps."""
     c_in_g = w.shape[0] // groups
     c_out_g = w.shape[1]
     t_d, t_h, t_w = counts[0], counts[1], counts[2]
     n_t = t_d * t_h * t_w
-    for task in prange(groups * c_in_g):
+    for task in range(groups * c_in_g):
         g = task // c_in_g
         ci = task - g * c_in_g
         for co in range(c_out_g):
@@ -46,7 +51,7 @@ def phase_weights(w, groups, taps, counts, wp):
                         q += 1
 
 
-@njit(**PARALLEL_FLAGS)
+@njit(**NJIT_FLAGS)
 def im2col(x, ci0, c_in_g, bases, counts, m_shape, row0, n_rows, cols):
     """``cols[ci * T + t, q * Mw + mw] = x[j, ci0 + ci, md + bd_t, mh + bh_t, mw + bw_t]`` (0 outside x).
 
@@ -56,7 +61,7 @@ def im2col(x, ci0, c_in_g, bases, counts, m_shape, row0, n_rows, cols):
     t_d, t_h, t_w = counts[0], counts[1], counts[2]
     n_t = t_d * t_h * t_w
     m_d, m_h, m_w = m_shape[0], m_shape[1], m_shape[2]
-    for task in prange(c_in_g * n_t):
+    for task in range(c_in_g * n_t):
         ci = task // n_t
         t = task - ci * n_t
         tw = t % t_w
@@ -90,13 +95,13 @@ def im2col(x, ci0, c_in_g, bases, counts, m_shape, row0, n_rows, cols):
                     j += 1
 
 
-@njit(**PARALLEL_FLAGS)
+@njit(**NJIT_FLAGS)
 def phase_store(tmp, y, bias, c0, cb, phase, m_shape, stride, row0, n_rows):
     """``y[j, c0 + c, r_d + s_d * md, r_h + s_h * mh, r_w + s_w * mw] = tmp[c, q * Mw + mw] + bias``."""
     m_d, m_h, m_w = m_shape[0], m_shape[1], m_shape[2]
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
     r_w = phase[2]
-    for task in prange(cb * n_rows):
+    for task in range(cb * n_rows):
         c = task // n_rows
         q = task - c * n_rows
         row = row0 + q
@@ -150,20 +155,21 @@ def chunk_rows(plan: geo.Plan) -> int:
     m_w = max(int(e[1][2]) for e in table)
     weights = plan.c_in * cout_g * t_max
     per_row = (cin_g * t_max + cout_g) * max(m_w, 1)
-    target = min(max(_CHUNK_ELEMENTS, per_row), max(out_size - weights, per_row))
+    budget = out_size // max_threads()  # every worker has its own scratch
+    target = min(max(_CHUNK_ELEMENTS, per_row), max(budget - weights, per_row))
     total_rows = max(int(plan.batch * e[1][0] * e[1][1]) for e in table)
     return int(max(1, min(total_rows, target // per_row)))
 
 
 def scratch_elements(plan: geo.Plan) -> int:
-    """Largest scratch (elements) one call allocates."""
+    """Largest scratch (elements) one call allocates (all workers together)."""
     g = plan.groups
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     table = phase_table(plan)
     t_max = max(int(np.prod(e[2])) for e in table)
     m_w = max(int(e[1][2]) for e in table)
     rows = chunk_rows(plan)
-    return plan.c_in * cout_g * t_max + (cin_g * t_max + cout_g) * rows * m_w
+    return max_threads() * (plan.c_in * cout_g * t_max + (cin_g * t_max + cout_g) * rows * m_w)
 
 
 def gather_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
@@ -175,37 +181,46 @@ def gather_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray
     stride = np.array([a.stride for a in plan.axes], np.int64)
     t_max = max(int(np.prod(e[2])) for e in table)
     m_w_max = max(int(e[1][2]) for e in table)
-    wp_buf = np.empty(plan.c_in * cout_g * t_max, plan.dtype)
-    col_buf = np.empty(cin_g * t_max * rows_per_chunk * m_w_max, plan.dtype)
-    tmp_buf = np.empty(cout_g * rows_per_chunk * m_w_max, plan.dtype)
     x_pix = x5.shape[2] * x5.shape[3] * x5.shape[4]
-    for phase, m_shape, counts, taps, bases in table:
+    tasks = []
+    for index, (phase, m_shape, counts, _taps, bases) in enumerate(table):
         if not m_shape.all():
             continue
         n_t = int(counts[0] * counts[1] * counts[2])
-        sl = tuple(slice(int(r), None, int(s)) for r, s in zip(phase, stride))
         if n_t == 0 or cin_g == 0:  # no tap reaches this phase: bias only
+            sl = tuple(slice(int(r), None, int(s)) for r, s in zip(phase, stride))
             y5[(slice(None), slice(None)) + sl] = bias.reshape((1, -1, 1, 1, 1))
             continue
-        wp = wp_buf[:plan.c_in * cout_g * n_t].reshape(g, cout_g, cin_g * n_t)
-        phase_weights(w5, g, taps, counts, wp)
-        m_w = int(m_shape[2])
         total = plan.batch * int(m_shape[0] * m_shape[1])
-        # the undilated input itself is the im2col block (a single centred tap covering the input)
-        identity = (n_t == 1 and not bases.any() and plan.batch == 1 and int(m_shape[0] * m_shape[1]) * m_w == x_pix
-                    and tuple(m_shape) == x5.shape[2:] and rows_per_chunk >= total)
-        for gi in range(g):
-            for row0 in range(0, total, rows_per_chunk):
-                n_rows = min(rows_per_chunk, total - row0)
-                width = n_rows * m_w
-                if identity:
-                    cols = x5[0, gi * cin_g:(gi + 1) * cin_g].reshape(cin_g, x_pix)
-                else:
-                    cols = col_buf[:cin_g * n_t * width].reshape(cin_g * n_t, width)
-                    im2col(x5, gi * cin_g, cin_g, bases, counts, m_shape, row0, n_rows, cols)
-                tmp = tmp_buf[:cout_g * width].reshape(cout_g, width)
-                np.matmul(wp[gi], cols, out=tmp)
-                phase_store(tmp, y5, bias, gi * cout_g, cout_g, phase, m_shape, stride, row0, n_rows)
+        # the undilated input itself is the im2col block (one tap, no shift, covering the input)
+        identity = (n_t == 1 and not bases.any() and plan.batch == 1 and tuple(m_shape) == x5.shape[2:]
+                    and rows_per_chunk >= total)
+        tasks += [(index, gi, row0, min(rows_per_chunk, total - row0), identity)
+                  for gi in range(g) for row0 in range(0, total, rows_per_chunk)]
+
+    def work(part):
+        wp_buf = np.empty(plan.c_in * cout_g * t_max, plan.dtype)
+        col_buf = np.empty(cin_g * t_max * rows_per_chunk * m_w_max, plan.dtype)
+        tmp_buf = np.empty(cout_g * rows_per_chunk * m_w_max, plan.dtype)
+        ready = -1
+        for index, gi, row0, n_rows, identity in part:
+            phase, m_shape, counts, taps, bases = table[index]
+            n_t = int(counts[0] * counts[1] * counts[2])
+            wp = wp_buf[:plan.c_in * cout_g * n_t].reshape(g, cout_g, cin_g * n_t)
+            if ready != index:
+                phase_weights(w5, g, taps, counts, wp)
+                ready = index
+            width = n_rows * int(m_shape[2])
+            if identity:
+                cols = x5[0, gi * cin_g:(gi + 1) * cin_g].reshape(cin_g, x_pix)
+            else:
+                cols = col_buf[:cin_g * n_t * width].reshape(cin_g * n_t, width)
+                im2col(x5, gi * cin_g, cin_g, bases, counts, m_shape, row0, n_rows, cols)
+            tmp = tmp_buf[:cout_g * width].reshape(cout_g, width)
+            np.matmul(wp[gi], cols, out=tmp)
+            phase_store(tmp, y5, bias, gi * cout_g, cout_g, phase, m_shape, stride, row0, n_rows)
+
+    run_parallel(work, tasks)
 
 
 def _prod(values) -> int:

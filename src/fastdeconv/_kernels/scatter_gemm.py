@@ -8,29 +8,35 @@ output, ``y[o] = bias + sum over taps reaching o``. It is partitioned by output 
 so no two threads write the same element and every element sums its terms in the same tap order: the result
 is bitwise identical for any thread count.
 
-Work is chunked over (sample block, output-channel block) so the scratch (``cols`` plus the packed input)
-stays within one output's size; the chunking depends only on the shapes, never on the thread count.
+Work is chunked over (sample block, output-channel block) so the scratch (``cols`` plus the packed input) of
+all workers together stays within one output's size; the chunking depends only on the shapes and numba's
+pool size, never on the current thread count. Workers take contiguous runs of chunks (``run_parallel``).
 """
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .. import _geometry as geo
-from ..config import PARALLEL_FLAGS
+from .._threads import get_num_threads, max_threads
+from ..config import NJIT_FLAGS
 from ._index import input_range
 
 # Scratch target per chunk (elements): big enough for an efficient GEMM, small enough to stay in L3
 # between the GEMM that writes it and the col2im that reads it.
 _CHUNK_ELEMENTS = 1 << 21
 _MIN_GEMM_COLUMNS = 256
-_MIN_TASKS = 16  # col2im tasks per call, enough to balance any thread count up to a few
+_MIN_GEMM_ROWS = 64  # smallest channel-block GEMM side (cb * K) worth splitting further for parallelism
+_MIN_TASKS = 1  # col2im row blocks: whole planes (the workers already split the chunks)
 
 
-@njit(**PARALLEL_FLAGS)
+@njit(**NJIT_FLAGS)
 def col2im(cols, y, bias, n0, c0, n, cb, rows_per_task, in_shape, kernel, stride, taps):
     """Add every column footprint of ``cols`` (cb * K, n * P) into ``y[n0:n0+n, c0:c0+cb]`` (overwritten).
 
@@ -45,7 +51,7 @@ def col2im(cols, y, bias, n0, c0, n, cb, rows_per_task, in_shape, kernel, stride
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
     pix = in_shape[0] * size_h * size_w
     blocks = -(-o_h // rows_per_task)
-    for task in prange(n * cb * o_d * blocks):
+    for task in range(n * cb * o_d * blocks):
         blk = task % blocks
         t = task // blocks
         od = t % o_d
@@ -85,12 +91,12 @@ def col2im(cols, y, bias, n0, c0, n, cb, rows_per_task, in_shape, kernel, stride
                             yrow[i_w * s_w + off_w] += crow[src + i_w]
 
 
-@njit(**PARALLEL_FLAGS)
+@njit(**NJIT_FLAGS)
 def pack_channels(x, n0, n, ci0, cin_g, xp):
     """``xp[ci, j * P + p] = x[n0 + j, ci0 + ci, p]``: a sample block as one (C_in_g, n * P) matrix."""
     size_d, size_h, size_w = x.shape[2], x.shape[3], x.shape[4]
     pix = size_d * size_h * size_w
-    for task in prange(cin_g * n):
+    for task in range(cin_g * n):
         ci = task // n
         j = task - ci * n
         src = x[n0 + j, ci0 + ci]
@@ -111,7 +117,7 @@ def chunks(plan: geo.Plan) -> tuple[int, int]:
     k = _prod(a.kernel for a in plan.axes)
     pix = _prod(a.size_in for a in plan.axes)
     out_size = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
-    budget = max(out_size, 1)
+    budget = max(out_size // max_threads(), 1)  # every worker has its own scratch
 
     def scratch(n, cb):
         return cb * k * n * pix + (cin_g * n * pix if n > 1 else 0)
@@ -124,6 +130,9 @@ def chunks(plan: geo.Plan) -> tuple[int, int]:
     while n > 1 and scratch(n, cb) > budget:
         n -= 1
     while cb > 1 and scratch(n, cb) > budget:
+        cb = -(-cb // 2)
+    # enough chunks for every worker when the batch is small: split the output channels
+    while g * -(-plan.batch // n) * -(-cout_g // cb) < max_threads() and cb * k >= 2 * _MIN_GEMM_ROWS:
         cb = -(-cb // 2)
     return n, cb
 
@@ -141,45 +150,121 @@ def _rows_per_task(plan: geo.Plan, planes: int) -> int:
 
 
 def scratch_elements(plan: geo.Plan) -> int:
-    """Largest scratch (elements) one call allocates."""
+    """Largest scratch (elements) one call allocates (all workers together)."""
     n, cb = chunks(plan)
     g = plan.groups
     k = _prod(a.kernel for a in plan.axes)
     pix = _prod(a.size_in for a in plan.axes)
-    return cb * k * n * pix + ((plan.c_in // g) * n * pix if n > 1 else 0)
+    return max_threads() * (cb * k * n * pix + ((plan.c_in // g) * n * pix if n > 1 else 0))
 
 
 def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
-    """Transposed convolution, scatter form with a BLAS channel contraction, into ``y5`` (overwritten)."""
+    """Transposed convolution, scatter form with a BLAS channel contraction, into ``y5`` (overwritten).
+
+    The chunks (group, sample block, channel block) are split among the workers; each runs pack, GEMM and
+    col2im on its own chunks with single-threaded BLAS, so the threads meet only once, at the end.
+    """
     g = plan.groups
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
-    batch = plan.batch
-    kernel = tuple(a.kernel for a in plan.axes)
-    k = _prod(kernel)
-    pix = _prod(a.size_in for a in plan.axes)
-    n_chunk, c_chunk = chunks(plan)
-    in_shape, kern, stride, taps = geometry_arrays(plan)
     if cin_g == 0 or cout_g == 0:
         y5[...] = bias.reshape((1, -1, 1, 1, 1))
         return
-    cols_buf = np.empty(c_chunk * k * n_chunk * pix, plan.dtype)
-    pack_buf = np.empty(cin_g * n_chunk * pix if n_chunk > 1 else 0, plan.dtype)
+    k = _prod(a.kernel for a in plan.axes)
+    pix = _prod(a.size_in for a in plan.axes)
+    n_chunk, c_chunk = chunks(plan)
+    in_shape, kern, stride, taps = geometry_arrays(plan)
     w2 = w5.reshape(plan.c_in, cout_g * k)
-    for gi in range(g):
-        wg = w2[gi * cin_g:(gi + 1) * cin_g]
-        for n0 in range(0, batch, n_chunk):
-            n = min(n_chunk, batch - n0)
+    tasks = [(gi, n0, min(n_chunk, plan.batch - n0), c0, min(c_chunk, cout_g - c0))
+             for gi in range(g) for n0 in range(0, plan.batch, n_chunk) for c0 in range(0, cout_g, c_chunk)]
+
+    def work(part):
+        cols_buf = np.empty(c_chunk * k * n_chunk * pix, plan.dtype)
+        pack_buf = np.empty(cin_g * n_chunk * pix if n_chunk > 1 else 0, plan.dtype)
+        packed = None
+        for gi, n0, n, c0, cb in part:
             if n == 1:
                 xm = x5[n0, gi * cin_g:(gi + 1) * cin_g].reshape(cin_g, pix)
             else:
                 xm = pack_buf[:cin_g * n * pix].reshape(cin_g, n * pix)
-                pack_channels(x5, n0, n, gi * cin_g, cin_g, xm)
-            for c0 in range(0, cout_g, c_chunk):
-                cb = min(c_chunk, cout_g - c0)
-                cols = cols_buf[:cb * k * n * pix].reshape(cb * k, n * pix)
-                np.matmul(wg[:, c0 * k:(c0 + cb) * k].T, xm, out=cols)
-                col2im(cols, y5, bias, n0, gi * cout_g + c0, n, cb, _rows_per_task(plan, n * cb), in_shape, kern,
-                       stride, taps)
+                if packed != (gi, n0):
+                    pack_channels(x5, n0, n, gi * cin_g, cin_g, xm)
+                    packed = (gi, n0)
+            cols = cols_buf[:cb * k * n * pix].reshape(cb * k, n * pix)
+            np.matmul(w2[gi * cin_g:(gi + 1) * cin_g, c0 * k:(c0 + cb) * k].T, xm, out=cols)
+            col2im(cols, y5, bias, n0, gi * cout_g + c0, n, cb, _rows_per_task(plan, n * cb), in_shape, kern,
+                   stride, taps)
+
+    run_parallel(work, tasks)
+
+
+# --------------------------------------------------------------------------- workers
+
+_lock = threading.Lock()
+_blas_users = 0
+_blas_saved: list[int] = []
+_executor: list[ThreadPoolExecutor] = []
+
+
+def run_parallel(work, tasks: list) -> None:
+    """Split ``tasks`` into contiguous parts, one per worker (``get_num_threads()`` of them), and run ``work``.
+
+    With several workers, BLAS runs single-threaded inside them: the parallelism is across chunks, so the
+    threads synchronise once per call instead of at every GEMM (on a busy machine every BLAS thread wake-up
+    can cost a scheduler slice). Each chunk writes its own output elements, so the split never changes a
+    result.
+    """
+    workers = min(get_num_threads(), len(tasks))
+    if workers <= 1:
+        work(tasks)
+        return
+    step = -(-len(tasks) // workers)
+    parts = [tasks[i:i + step] for i in range(0, len(tasks), step)]
+    with _single_threaded_blas():
+        pool = _pool()
+        futures = [pool.submit(work, part) for part in parts[1:]]
+        try:
+            work(parts[0])
+        finally:
+            for f in futures:
+                f.result()
+
+
+def _pool() -> ThreadPoolExecutor:
+    with _lock:
+        if not _executor:
+            _executor.append(ThreadPoolExecutor(max_workers=max(1, max_threads() - 1),
+                                                thread_name_prefix="fastdeconv"))
+        return _executor[0]
+
+
+@lru_cache(maxsize=1)
+def _blas_controllers() -> tuple:
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - optional: BLAS then keeps its own threads
+        return ()
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+
+
+@contextmanager
+def _single_threaded_blas():
+    """BLAS on one thread while any fastdeconv call needs it (reference-counted across Python threads)."""
+    global _blas_users
+    controllers = _blas_controllers()
+    with _lock:
+        if _blas_users == 0:
+            _blas_saved[:] = [c.get_num_threads() for c in controllers]
+            for c in controllers:
+                c.set_num_threads(1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for c, n in zip(controllers, _blas_saved):
+                    c.set_num_threads(n)
 
 
 @lru_cache(maxsize=256)
