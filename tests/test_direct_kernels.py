@@ -4,7 +4,7 @@ import numba
 import numpy as np
 import pytest
 from conftest import tolerance
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import conv_transpose_ref
 from test_core import geometries
@@ -40,6 +40,8 @@ def _case(g, batch, dtype, use_bias, seed):
     return x, w, bias, kw, plan
 
 
+# four kernels, two tilings each: at most 60 examples (fewer if the profile asks), to keep the suite short
+@settings(max_examples=min(60, settings.default.max_examples))
 @given(g=geometries(), batch=st.sampled_from([1, 2]), dtype=st.sampled_from([np.float32, np.float64]),
        use_bias=st.booleans(), seed=st.integers(0, 2**16), tile=st.lists(st.integers(1, 7), min_size=3, max_size=3))
 def test_every_variant_matches_reference_with_any_tile(g, batch, dtype, use_bias, seed, tile):
