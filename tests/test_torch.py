@@ -38,10 +38,11 @@ def test_output_size_like_module():
     rng = np.random.default_rng(0)
     layer = torch.nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1)
     x = rng.standard_normal((1, 3, 5, 5)).astype(np.float32)
+    w, b = layer.weight.detach().numpy(), layer.bias.detach().numpy()
     with torch.no_grad():
         for size in [(9, 9), (10, 9), (10, 10)]:
             expected = layer(torch.from_numpy(x), output_size=size).numpy()
-            y = fd.conv_transpose(x, layer.weight.detach().numpy(), layer.bias.detach().numpy(), stride=2, padding=1, output_size=size)
+            y = fd.conv_transpose(x, w, b, stride=2, padding=1, output_size=size)
             np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="output_size"):
-        fd.conv_transpose(x, layer.weight.detach().numpy(), stride=2, padding=1, output_size=(11, 9))
+        fd.conv_transpose(x, w, stride=2, padding=1, output_size=(11, 9))
