@@ -42,8 +42,8 @@ DIRECT_ROW_HALF = 40       # input row length at which the direct kernels reach 
 DIRECT_CHANNEL_BLOCK = 4   # output channels the direct kernels update per input load
 GATHER_DIRECT_FACTOR = 1.05  # direct gather measured 0-25% slower than direct scatter on 8 of 10 workloads
 BANDWIDTH = 13e9           # bytes/s of one core streaming (26 GB/s for two)
-COL2IM_ELEMENT = 1.4e-9    # s per column element added into the output (strided read-modify-write)
-COL2IM_PLANE_TAP = 25e-9   # s per (output plane, tap) pair in col2im (loop set-up on small planes)
+COL2IM_ELEMENT = 1.1e-9    # s per column element added into the output (strided read-modify-write)
+COL2IM_PLANE_TAP = 25e-9   # s per (channel, depth, tap, chunk) set-up in col2im
 IM2COL_ELEMENT = 0.25e-9   # s per element copied into an im2col block
 IM2COL_ROW = 12e-9         # s per row segment copied into an im2col block
 STORE_ELEMENT = 1.0e-9     # s per output element stored from a phase block (strided)
@@ -157,16 +157,18 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
         n, cb = _sg.chunks(plan)
         calls = g * -(-plan.batch // n) * -(-cout_g // cb)
         cols = plan.c_out * k * plan.batch * pix_in
-        planes = plan.batch * plan.c_out * plan.axes[0].size_out
-        gemm = g * _gemm_time(2.0 * macs / g, cb * k, n * pix_in, cin_g, threads, scale)
-        pack = _mem_time(2 * x_elems * item, threads) if n > 1 else 0.0
-        col2im = (cols * COL2IM_ELEMENT + planes * k * COL2IM_PLANE_TAP) / threads
-        out["scatter-gemm"] = gemm + pack + col2im + calls * (LAUNCH_GEMM + LAUNCH_PARALLEL * (2 if n > 1 else 1))
+        set_ups = plan.c_out * plan.axes[0].size_out * -(-plan.batch // n)  # col2im: per channel, depth, chunk
+        workers = min(threads, calls)  # workers take whole chunks, each with single-threaded BLAS
+        gemm = g * _gemm_time(2.0 * macs / g, cb * k, n * pix_in, cin_g, 1, scale) / workers
+        pack = _mem_time(2 * x_elems * item, workers) if n > 1 else 0.0
+        col2im = (cols * COL2IM_ELEMENT + set_ups * k * COL2IM_PLANE_TAP) / workers
+        out["scatter-gemm"] = gemm + pack + col2im + calls * LAUNCH_GEMM / workers + LAUNCH_PARALLEL
 
         # gather-gemm: weight relayout; per phase, im2col (C_in_g*T, cols), GEMM (cout_g, cols, cin_g*T), store
         table = _gg.phase_table(plan)
         rows = _gg.chunk_rows(plan)
-        total = w_elems * RELAYOUT_ELEMENT / threads
+        total = w_elems * RELAYOUT_ELEMENT
+        n_chunks = 0
         for _phase, m_shape, counts, _taps, _bases in table:
             n_t = int(counts[0] * counts[1] * counts[2])
             m_rows = plan.batch * int(m_shape[0] * m_shape[1])
@@ -176,12 +178,11 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
             width = m_rows * m_w
             phase_macs = cin_g * n_t * cout_g * width * g
             chunks = g * -(-m_rows // rows)
-            total += g * _gemm_time(2.0 * phase_macs / g, cout_g, min(rows, m_rows) * m_w, cin_g * n_t, threads,
-                                    scale)
-            total += plan.c_in * n_t * (width * IM2COL_ELEMENT + m_rows * IM2COL_ROW) / threads
-            total += plan.c_out * width * STORE_ELEMENT / threads
-            total += chunks * (LAUNCH_GEMM + 2 * LAUNCH_PARALLEL) + LAUNCH_PARALLEL
-        out["gather-gemm"] = total
+            total += g * _gemm_time(2.0 * phase_macs / g, cout_g, min(rows, m_rows) * m_w, cin_g * n_t, 1, scale)
+            total += plan.c_in * n_t * (width * IM2COL_ELEMENT + m_rows * IM2COL_ROW)
+            total += plan.c_out * width * STORE_ELEMENT + chunks * LAUNCH_GEMM
+            n_chunks += chunks
+        out["gather-gemm"] = total / max(1, min(threads, n_chunks)) + LAUNCH_PARALLEL
     return out
 
 

@@ -156,7 +156,8 @@ def chunk_rows(plan: geo.Plan) -> int:
     weights = plan.c_in * cout_g * t_max
     per_row = (cin_g * t_max + cout_g) * max(m_w, 1)
     budget = out_size // max_threads()  # every worker has its own scratch
-    target = min(max(_CHUNK_ELEMENTS, per_row), max(budget - weights, per_row))
+    # weight-heavy layers: the phase weights alone may exceed the budget; keep the GEMM wide enough anyway
+    target = min(max(_CHUNK_ELEMENTS, per_row), max(budget - weights, budget // 2, per_row))
     total_rows = max(int(plan.batch * e[1][0] * e[1][1]) for e in table)
     return int(max(1, min(total_rows, target // per_row)))
 

@@ -26,69 +26,57 @@ from numba import njit
 from .. import _geometry as geo
 from .._threads import get_num_threads, max_threads
 from ..config import NJIT_FLAGS
-from ._index import input_range
 
 # Scratch target per chunk (elements): big enough for an efficient GEMM, small enough to stay in L3
 # between the GEMM that writes it and the col2im that reads it.
 _CHUNK_ELEMENTS = 1 << 21
 _MIN_GEMM_COLUMNS = 256
-_MIN_GEMM_ROWS = 64  # smallest channel-block GEMM side (cb * K) worth splitting further for parallelism
-_MIN_TASKS = 1  # col2im row blocks: whole planes (the workers already split the chunks)
 
 
 @njit(**NJIT_FLAGS)
-def col2im(cols, y, bias, n0, c0, n, cb, rows_per_task, in_shape, kernel, stride, taps):
+def col2im(cols, y, bias, n0, c0, n, cb, in_shape, kernel, stride, taps):
     """Add every column footprint of ``cols`` (cb * K, n * P) into ``y[n0:n0+n, c0:c0+cb]`` (overwritten).
 
-    A task owns ``rows_per_task`` output rows of one (sample, channel, depth) plane and adds, tap by tap in
-    (kd, kh, kw) order, every input pixel whose footprint lands in them. ``taps[axis, k]`` holds the tap's
-    output offset and the input range ``[lo, hi)`` that lands inside the output (precomputed: no division
-    in the loops).
+    Channel by channel and depth by depth, tap by tap in (kd, kh, kw) order, the tap's row of ``cols`` is
+    added for all ``n`` samples at once (so the per-tap set-up is shared by the samples: DCGAN planes are
+    only 4x4 to 16x16 pixels). ``taps[axis, k]`` holds the tap's output offset and the input range
+    ``[lo, hi)`` that lands inside the output (precomputed: no division in the loops).
     """
     o_d, o_h, o_w = y.shape[2], y.shape[3], y.shape[4]
     size_h, size_w = in_shape[1], in_shape[2]
     k_d, k_h, k_w = kernel[0], kernel[1], kernel[2]
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
     pix = in_shape[0] * size_h * size_w
-    blocks = -(-o_h // rows_per_task)
-    for task in range(n * cb * o_d * blocks):
-        blk = task % blocks
-        t = task // blocks
-        od = t % o_d
-        t //= o_d
-        c = t % cb
-        j = t // cb
-        oh_lo = blk * rows_per_task
-        oh_hi = min(o_h, oh_lo + rows_per_task)
-        plane = y[n0 + j, c0 + c, od]
-        bv = bias[c0 + c]
-        for oh in range(oh_lo, oh_hi):
-            yrow = plane[oh]
-            for ow in range(o_w):
-                yrow[ow] = bv
-        for kd in range(k_d):
-            num = od - taps[0, kd, 0]
-            if num % s_d != 0:
-                continue
-            i_d = num // s_d
-            if i_d < taps[0, kd, 1] or i_d >= taps[0, kd, 2]:
-                continue
-            for kh in range(k_h):
-                off_h = taps[1, kh, 0]
-                ih_lo, ih_hi = taps[1, kh, 1], taps[1, kh, 2]
-                if blocks > 1:
-                    ih_lo, ih_hi = input_range(ih_hi, oh_lo, oh_hi, s_h, off_h)
-                    ih_lo = max(ih_lo, taps[1, kh, 1])
-                row0 = ((c * k_d + kd) * k_h + kh) * k_w
-                for kw in range(k_w):
-                    off_w = taps[2, kw, 0]
-                    iw_lo, iw_hi = taps[2, kw, 1], taps[2, kw, 2]
-                    crow = cols[row0 + kw]
-                    for i_h in range(ih_lo, ih_hi):
-                        yrow = plane[i_h * s_h + off_h]
-                        src = j * pix + (i_d * size_h + i_h) * size_w
-                        for i_w in range(iw_lo, iw_hi):
-                            yrow[i_w * s_w + off_w] += crow[src + i_w]
+    for c in range(cb):
+        co = c0 + c
+        bv = bias[co]
+        for od in range(o_d):
+            for j in range(n):
+                for oh in range(o_h):
+                    for ow in range(o_w):
+                        y[n0 + j, co, od, oh, ow] = bv
+            for kd in range(k_d):
+                num = od - taps[0, kd, 0]
+                if num % s_d != 0:
+                    continue
+                i_d = num // s_d
+                if i_d < taps[0, kd, 1] or i_d >= taps[0, kd, 2]:
+                    continue
+                for kh in range(k_h):
+                    off_h = taps[1, kh, 0]
+                    ih_lo, ih_hi = taps[1, kh, 1], taps[1, kh, 2]
+                    row0 = ((c * k_d + kd) * k_h + kh) * k_w
+                    for kw in range(k_w):
+                        off_w = taps[2, kw, 0]
+                        iw_lo, iw_hi = taps[2, kw, 1], taps[2, kw, 2]
+                        crow = cols[row0 + kw]
+                        for j in range(n):
+                            base = j * pix + i_d * size_h * size_w
+                            for i_h in range(ih_lo, ih_hi):
+                                oh = i_h * s_h + off_h
+                                src = base + i_h * size_w
+                                for i_w in range(iw_lo, iw_hi):
+                                    y[n0 + j, co, od, oh, i_w * s_w + off_w] += crow[src + i_w]
 
 
 @njit(**NJIT_FLAGS)
@@ -122,31 +110,32 @@ def chunks(plan: geo.Plan) -> tuple[int, int]:
     def scratch(n, cb):
         return cb * k * n * pix + (cin_g * n * pix if n > 1 else 0)
 
-    cb = max(cout_g, 1)
-    # fewest samples per chunk that make the GEMM wide enough, then as many as the target allows
-    n = min(plan.batch, max(1, -(-_MIN_GEMM_COLUMNS // pix)))
-    while n < plan.batch and scratch(n + 1, cb) <= min(budget, max(_CHUNK_ELEMENTS, scratch(n, cb))):
-        n += 1
-    while n > 1 and scratch(n, cb) > budget:
-        n -= 1
-    while cb > 1 and scratch(n, cb) > budget:
+    def samples(cb):
+        """Most samples per chunk within the budget and the cache target (at least one)."""
+        n = 1
+        while n < plan.batch and scratch(n + 1, cb) <= min(budget, max(_CHUNK_ELEMENTS, scratch(1, cb))):
+            n += 1
+        return n
+
+    def score(cb):
+        # BLAS efficiency of the (cb * K) x (n * P) GEMM, then fewer calls, then enough chunks for the workers
+        n = samples(cb)
+        m_side, n_side = cb * k, n * pix
+        eff = m_side / (m_side + 24) * n_side / (n_side + 48)
+        chunks = g * -(-plan.batch // n) * -(-cout_g // cb)
+        if scratch(n, cb) > budget:  # nothing fits (one huge sample): the smallest scratch
+            return (False, -scratch(n, cb), 0, 0), n
+        return (True, round(eff, 2), min(chunks, max_threads()), -chunks), n
+
+    best, cb = None, max(cout_g, 1)
+    while True:
+        key, n = score(cb)
+        if best is None or key > best[0]:
+            best = (key, n, cb)
+        if cb == 1:
+            break
         cb = -(-cb // 2)
-    # enough chunks for every worker when the batch is small: split the output channels
-    while g * -(-plan.batch // n) * -(-cout_g // cb) < max_threads() and cb * k >= 2 * _MIN_GEMM_ROWS:
-        cb = -(-cb // 2)
-    return n, cb
-
-
-def _rows_per_task(plan: geo.Plan, planes: int) -> int:
-    """Output rows per col2im task: whole planes when there are enough of them, else row blocks.
-
-    Fixed by the shapes (never the thread count): it only splits the work, never the order of the terms.
-    """
-    o_h = plan.axes[1].size_out
-    planes *= plan.axes[0].size_out
-    if planes >= _MIN_TASKS:
-        return o_h
-    return max(1, -(-o_h // -(-_MIN_TASKS // planes)))
+    return best[1], best[2]
 
 
 def scratch_elements(plan: geo.Plan) -> int:
@@ -191,8 +180,7 @@ def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarra
                     packed = (gi, n0)
             cols = cols_buf[:cb * k * n * pix].reshape(cb * k, n * pix)
             np.matmul(w2[gi * cin_g:(gi + 1) * cin_g, c0 * k:(c0 + cb) * k].T, xm, out=cols)
-            col2im(cols, y5, bias, n0, gi * cout_g + c0, n, cb, _rows_per_task(plan, n * cb), in_shape, kern,
-                   stride, taps)
+            col2im(cols, y5, bias, n0, gi * cout_g + c0, n, cb, in_shape, kern, stride, taps)
 
     run_parallel(work, tasks)
 
