@@ -49,59 +49,87 @@ def phase_count(width, phase, stride):
     return ceil_div(width - phase, stride) if phase < width else 0
 
 
-@njit(inline="always", **NJIT_FLAGS)
-def _single(buf, xf, wf, runs, r, lo, hi):
-    """Run ``r`` restricted to destinations ``[lo, hi)`` (absolute offsets in ``buf``), one channel."""
-    d0, s0, wv = runs[r, 0], runs[r, 1], wf[runs[r, 3]]
-    for d in range(max(lo, d0), min(hi, d0 + runs[r, 2])):
-        buf[d] += wv * xf[s0 + d - d0]
-
-
-@njit(inline="always", **NJIT_FLAGS)
-def _fused_single_channel(buf, xf, wf, runs, n_runs):
-    """Apply runs in groups of 4 consecutive runs that overlap (one channel); return the first run left over.
-
-    On the common part of a group's destinations each element gets its four terms in one pass (one load and
-    one store of ``buf`` instead of four), added in run order; the ends outside the common part are applied
-    run by run. Every element's terms come from exactly one of the three parts, so their order is the run
-    order either way.
-    """
-    r = 0
-    while r + 4 <= n_runs:
-        lo = max(max(runs[r, 0], runs[r + 1, 0]), max(runs[r + 2, 0], runs[r + 3, 0]))
-        hi = min(min(runs[r, 0] + runs[r, 2], runs[r + 1, 0] + runs[r + 1, 2]),
-                 min(runs[r + 2, 0] + runs[r + 2, 2], runs[r + 3, 0] + runs[r + 3, 2]))
-        if hi - lo < 16:
-            return r  # the rest is applied run by run
-        for q in range(4):
-            _single(buf, xf, wf, runs, r + q, 0, lo)
-        w0, w1, w2, w3 = wf[runs[r, 3]], wf[runs[r + 1, 3]], wf[runs[r + 2, 3]], wf[runs[r + 3, 3]]
-        b0 = uintp(lo)
-        x0, x1 = uintp(runs[r, 1] + lo - runs[r, 0]), uintp(runs[r + 1, 1] + lo - runs[r + 1, 0])
-        x2, x3 = uintp(runs[r + 2, 1] + lo - runs[r + 2, 0]), uintp(runs[r + 3, 1] + lo - runs[r + 3, 0])
-        for m in range(uintp(hi - lo)):
-            buf[b0 + m] = (((buf[b0 + m] + w0 * xf[x0 + m]) + w1 * xf[x1 + m]) + w2 * xf[x2 + m]) + w3 * xf[x3 + m]
-        for q in range(4):
-            _single(buf, xf, wf, runs, r + q, hi, buf.size)
-        r += 4
-    return r
+# Shortest common destination range for which four consecutive runs are fused into one pass, for one channel
+# and for a block of channels (shorter fused loops of several channels ran slower than four plain ones).
+MIN_FUSED = 16
+MIN_FUSED_CHANNELS = 48
 
 
 @njit(**NJIT_FLAGS)
-def apply_runs(buf, xf, wf, runs, n_runs, nb, cstride, wstride):
+def apply_runs(buf, xf, wf, runs, n_runs, nb, cstride, wstride, fuse):
     """For each run ``(dst, src, count, wi)``: ``buf[dst + c * cstride + m] += wf[wi + c * wstride] * xf[src + m]``.
 
-    ``m < count`` and ``c < nb`` (the channel block). Runs are applied in table order, so each ``buf``
-    element receives its terms in the order the caller listed them. One call handles many runs: numba
-    reference-counts the array arguments of every call (atomic operations), so the hot loop calls nothing.
-    ``buf``, ``xf`` and ``wf`` are flat; offsets are unsigned, so numba emits no negative-index wraparound
-    and LLVM vectorizes the runs. The channels of the block share each load of ``xf``.
+    ``m < count`` and ``c < nb`` (the channel block). Every ``buf`` element receives its terms in table order.
+    With ``fuse`` (for tables whose consecutive runs mostly overlap: gather lists a row's runs phase by phase),
+    four consecutive runs whose destinations share a long common range (``MIN_FUSED*``) are fused there:
+    one load and one store of ``buf`` per element and channel for their four terms, still added one after
+    the other in run order; the ends outside the common range are applied run by run. An element's terms all
+    come from one of these parts, so their order never changes. One call handles many runs, because numba
+    reference-counts the array arguments of every call (atomic operations). ``buf``, ``xf`` and ``wf`` are
+    flat and the offsets unsigned, so numba emits no negative-index wraparound and LLVM vectorizes the runs;
+    the channels of the block share each load of ``xf``.
     """
     cs, ws = uintp(cstride), uintp(wstride)
-    r0 = 0
-    if nb == 1:
-        r0 = _fused_single_channel(buf, xf, wf, runs, n_runs)
-    for r in range(r0, n_runs):
+    shortest = MIN_FUSED if nb == 1 else MIN_FUSED_CHANNELS
+    r = 0
+    while r < n_runs:
+        lo, hi = 0, 0
+        if fuse and r + 4 <= n_runs and runs[r, 2] >= shortest:
+            lo = max(max(runs[r, 0], runs[r + 1, 0]), max(runs[r + 2, 0], runs[r + 3, 0]))
+            hi = min(min(runs[r, 0] + runs[r, 2], runs[r + 1, 0] + runs[r + 1, 2]),
+                     min(runs[r + 2, 0] + runs[r + 2, 2], runs[r + 3, 0] + runs[r + 3, 2]))
+        if hi - lo >= shortest:
+            for q in range(r, r + 4):  # left ends, run by run
+                for c in range(nb):
+                    wv, base = wf[runs[q, 3] + c * wstride], uintp(runs[q, 0] + c * cstride)
+                    src = uintp(runs[q, 1])
+                    for m in range(uintp(lo - runs[q, 0])):
+                        buf[base + m] += wv * xf[src + m]
+            b0, n = uintp(lo), uintp(hi - lo)
+            x0, x1 = uintp(runs[r, 1] + lo - runs[r, 0]), uintp(runs[r + 1, 1] + lo - runs[r + 1, 0])
+            x2, x3 = uintp(runs[r + 2, 1] + lo - runs[r + 2, 0]), uintp(runs[r + 3, 1] + lo - runs[r + 3, 0])
+            i0, i1, i2, i3 = uintp(runs[r, 3]), uintp(runs[r + 1, 3]), uintp(runs[r + 2, 3]), uintp(runs[r + 3, 3])
+            a0, a1, a2, a3 = wf[i0], wf[i1], wf[i2], wf[i3]
+            if nb == 1:
+                for m in range(n):
+                    v0, v1, v2, v3 = xf[x0 + m], xf[x1 + m], xf[x2 + m], xf[x3 + m]
+                    buf[b0 + m] = (((buf[b0 + m] + a0 * v0) + a1 * v1) + a2 * v2) + a3 * v3
+            else:
+                e0, e1, e2, e3 = wf[i0 + ws], wf[i1 + ws], wf[i2 + ws], wf[i3 + ws]
+                c1 = b0 + cs
+                if nb == 2:
+                    for m in range(n):
+                        v0, v1, v2, v3 = xf[x0 + m], xf[x1 + m], xf[x2 + m], xf[x3 + m]
+                        buf[b0 + m] = (((buf[b0 + m] + a0 * v0) + a1 * v1) + a2 * v2) + a3 * v3
+                        buf[c1 + m] = (((buf[c1 + m] + e0 * v0) + e1 * v1) + e2 * v2) + e3 * v3
+                else:
+                    f0, f1 = wf[i0 + uintp(2) * ws], wf[i1 + uintp(2) * ws]
+                    f2, f3 = wf[i2 + uintp(2) * ws], wf[i3 + uintp(2) * ws]
+                    c2 = c1 + cs
+                    if nb == 3:
+                        for m in range(n):
+                            v0, v1, v2, v3 = xf[x0 + m], xf[x1 + m], xf[x2 + m], xf[x3 + m]
+                            buf[b0 + m] = (((buf[b0 + m] + a0 * v0) + a1 * v1) + a2 * v2) + a3 * v3
+                            buf[c1 + m] = (((buf[c1 + m] + e0 * v0) + e1 * v1) + e2 * v2) + e3 * v3
+                            buf[c2 + m] = (((buf[c2 + m] + f0 * v0) + f1 * v1) + f2 * v2) + f3 * v3
+                    else:
+                        g0, g1 = wf[i0 + uintp(3) * ws], wf[i1 + uintp(3) * ws]
+                        g2, g3 = wf[i2 + uintp(3) * ws], wf[i3 + uintp(3) * ws]
+                        c3 = c2 + cs
+                        for m in range(n):
+                            v0, v1, v2, v3 = xf[x0 + m], xf[x1 + m], xf[x2 + m], xf[x3 + m]
+                            buf[b0 + m] = (((buf[b0 + m] + a0 * v0) + a1 * v1) + a2 * v2) + a3 * v3
+                            buf[c1 + m] = (((buf[c1 + m] + e0 * v0) + e1 * v1) + e2 * v2) + e3 * v3
+                            buf[c2 + m] = (((buf[c2 + m] + f0 * v0) + f1 * v1) + f2 * v2) + f3 * v3
+                            buf[c3 + m] = (((buf[c3 + m] + g0 * v0) + g1 * v1) + g2 * v2) + g3 * v3
+            for q in range(r, r + 4):  # right ends, run by run
+                for c in range(nb):
+                    wv, base = wf[runs[q, 3] + c * wstride], uintp(hi + c * cstride)
+                    src = uintp(runs[q, 1] + hi - runs[q, 0])
+                    for m in range(uintp(runs[q, 0] + runs[q, 2] - hi)):
+                        buf[base + m] += wv * xf[src + m]
+            r += 4
+            continue
         d0, s0, n, wi = uintp(runs[r, 0]), uintp(runs[r, 1]), uintp(runs[r, 2]), uintp(runs[r, 3])
         if nb >= 4:
             w0, w1, w2, w3 = wf[wi], wf[wi + ws], wf[wi + uintp(2) * ws], wf[wi + uintp(3) * ws]
@@ -134,6 +162,7 @@ def apply_runs(buf, xf, wf, runs, n_runs, nb, cstride, wstride):
             w0 = wf[wi]
             for m in range(n):
                 buf[d0 + m] += w0 * xf[s0 + m]
+        r += 1
 
 
 @njit(**NJIT_FLAGS)

@@ -110,7 +110,7 @@ def _scatter_task(task_lo, task_hi, tiles, n_cb, x, w, bias, y, groups, stride, 
                                         runs[n_runs, 2] = wtab[t, 2]
                                         runs[n_runs, 3] = wrow + wtab[t, 0]
                                         n_runs += 1
-                    apply_runs(buf, xf, wf, runs, n_runs, nb, plane, wstride)
+                    apply_runs(buf, xf, wf, runs, n_runs, nb, plane, wstride, False)
                 y0 = (((n * y.shape[1] + co0) * o_d + od) * o_h + h0) * o_w + ow_lo
                 store_block(buf, nb, plane, h1 - h0, row_len, count, yf, y0, o_w, o_d * o_h * o_w, width, s_w, bias,
                             co0)
