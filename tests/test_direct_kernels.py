@@ -93,11 +93,13 @@ def test_bitwise_identical_across_thread_counts(name):
 
 @pytest.mark.parametrize("name", list(KERNELS))
 def test_workload_shapes_small(name):
-    """The benchmark families at reduced size: single channel, depthwise large stride, 64 -> 3, stride 1."""
+    """The benchmark families at reduced size (single channel, depthwise large stride, 64 -> 3, stride 1), long rows."""
     rng = np.random.default_rng(5)
     cases = [((1, 1, 64, 64), (1, 1, 4, 4), 2, 1, 0, 1), ((1, 21, 8, 8), (21, 1, 16, 16), 8, 4, 0, 21),
              ((2, 64, 8, 8), (64, 3, 4, 4), 2, 1, 0, 1), ((3, 64, 7, 5), (64, 3, 3, 3), 2, 1, 1, 1),
-             ((5, 1, 26, 26), (1, 1, 3, 3), 1, 0, 0, 1), ((1, 4, 3, 3), (4, 2, 3, 3), 2, 1, 1, 1)]
+             ((5, 1, 26, 26), (1, 1, 3, 3), 1, 0, 0, 1), ((1, 4, 3, 3), (4, 2, 3, 3), 2, 1, 1, 1),
+             # long rows: fused passes over four runs for channel blocks of 4, 3 and 2
+             ((2, 5, 6, 130), (5, 7, 3, 3), 2, 1, 0, 1), ((1, 4, 4, 100), (4, 6, 2, 4), 2, 1, 0, 1)]
     for xs, ws, s, p, op, groups in cases:
         x, w = rng.standard_normal(xs), rng.standard_normal(ws)
         plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, stride=s, padding=p, output_padding=op,
