@@ -53,6 +53,9 @@ def phase_count(width, phase, stride):
 # and for a block of channels (shorter fused loops of several channels ran slower than four plain ones).
 MIN_FUSED = 16
 MIN_FUSED_CHANNELS = 48
+# LLVM's vector loop handles 64 elements per iteration (16 lanes x 4 interleaved); a shorter loop runs scalar,
+# so a fused range just under it (edges trimmed off runs of exactly 64) is left to the plain runs.
+VECTOR_MIN = 64
 
 
 @njit(**NJIT_FLAGS)
@@ -78,6 +81,9 @@ def apply_runs(buf, xf, wf, runs, n_runs, nb, cstride, wstride, fuse):
             lo = max(max(runs[r, 0], runs[r + 1, 0]), max(runs[r + 2, 0], runs[r + 3, 0]))
             hi = min(min(runs[r, 0] + runs[r, 2], runs[r + 1, 0] + runs[r + 1, 2]),
                      min(runs[r + 2, 0] + runs[r + 2, 2], runs[r + 3, 0] + runs[r + 3, 2]))
+        if hi - lo >= shortest and hi - lo < VECTOR_MIN:  # fuse only if the plain runs would not vectorize either
+            if max(max(runs[r, 2], runs[r + 1, 2]), max(runs[r + 2, 2], runs[r + 3, 2])) >= VECTOR_MIN:
+                hi = lo
         if hi - lo >= shortest:
             for q in range(r, r + 4):  # left ends, run by run
                 for c in range(nb):
@@ -197,6 +203,31 @@ def store_block(buf, nb, cstride, rows, row_len, count, yf, y0, row_pitch, c_pit
                     yf[d0 + uintp(2) * m + uintp(1)] = buf[s1 + m] + b
                 if wd > uintp(2) * half:
                     yf[d0 + uintp(2) * half] = buf[s0 + half] + b
+            elif stride == 4 or stride == 8:  # interleaved groups of 4 or 8: shuffles + contiguous stores
+                st = uintp(stride)
+                full = wd // st
+                p1, p2, p3 = s0 + cnt, s0 + uintp(2) * cnt, s0 + uintp(3) * cnt
+                if stride == 4:
+                    for m in range(full):
+                        o = d0 + uintp(4) * m
+                        yf[o] = buf[s0 + m] + b
+                        yf[o + uintp(1)] = buf[p1 + m] + b
+                        yf[o + uintp(2)] = buf[p2 + m] + b
+                        yf[o + uintp(3)] = buf[p3 + m] + b
+                else:
+                    p4, p5, p6, p7 = s0 + uintp(4) * cnt, s0 + uintp(5) * cnt, s0 + uintp(6) * cnt, s0 + uintp(7) * cnt
+                    for m in range(full):
+                        o = d0 + uintp(8) * m
+                        yf[o] = buf[s0 + m] + b
+                        yf[o + uintp(1)] = buf[p1 + m] + b
+                        yf[o + uintp(2)] = buf[p2 + m] + b
+                        yf[o + uintp(3)] = buf[p3 + m] + b
+                        yf[o + uintp(4)] = buf[p4 + m] + b
+                        yf[o + uintp(5)] = buf[p5 + m] + b
+                        yf[o + uintp(6)] = buf[p6 + m] + b
+                        yf[o + uintp(7)] = buf[p7 + m] + b
+                for p in range(wd - full * st):
+                    yf[d0 + full * st + p] = buf[s0 + p * cnt + full] + b
             else:
                 st = uintp(stride)
                 full = wd // st  # complete groups of ``stride`` consecutive outputs
