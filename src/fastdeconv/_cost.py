@@ -40,7 +40,9 @@ GEMM_HALF = (24, 48, 32)   # GEMM side (M, N, K) at which BLAS reaches half its 
 DIRECT_RATE = 14e9         # multiply-adds/s of the direct kernels on long rows with full channel blocks
 DIRECT_ROW_HALF = 40       # input row length at which the direct kernels reach half DIRECT_RATE
 DIRECT_CHANNEL_BLOCK = 4   # output channels the direct kernels update per input load
-GATHER_DIRECT_FACTOR = 1.05  # direct gather measured 0-25% slower than direct scatter on 8 of 10 workloads
+# direct gather relative to direct scatter: faster on long strided rows (its phase-major rows stay dense),
+# slower on short ones (measured 0.72-0.92x for rows >= 250, 1.2-1.6x for rows <= 64)
+GATHER_DIRECT_LONG, GATHER_DIRECT_SHORT, GATHER_LONG_ROW = 0.8, 1.3, 128
 BANDWIDTH = 13e9           # bytes/s of one core streaming (26 GB/s for two)
 COL2IM_ELEMENT = 1.1e-9    # s per column element added into the output (strided read-modify-write)
 COL2IM_PLANE_TAP = 25e-9   # s per (channel, depth, tap, chunk) set-up in col2im
@@ -142,7 +144,8 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
     out = {}
 
     # direct kernels: rate grows with the contiguous run along the last axis and with channel blocking
-    for form, slower in (("scatter", 1.0), ("gather", GATHER_DIRECT_FACTOR)):
+    long_rows = last.stride > 1 and last.size_in >= GATHER_LONG_ROW
+    for form, slower in (("scatter", 1.0), ("gather", GATHER_DIRECT_LONG if long_rows else GATHER_DIRECT_SHORT)):
         run = last.size_in
         row_eff = run / (run + DIRECT_ROW_HALF)
         block_eff = min(cout_g, DIRECT_CHANNEL_BLOCK) / DIRECT_CHANNEL_BLOCK
