@@ -210,3 +210,32 @@ def test_forms_pick_gemm_on_channel_heavy_layers(method):
     y = fd.conv_transpose(x, w, b, stride=2, padding=1, method=method)
     np.testing.assert_allclose(y, conv_transpose_ref(x, w, b, stride=2, padding=1), rtol=1e-4, atol=1e-3)
     np.testing.assert_array_equal(fd.conv_transpose(x, w, b, stride=2, padding=1, method=method), y)
+
+
+def test_concurrent_gemm_calls_and_blas_threads_restored(monkeypatch):
+    """Several Python threads at once through the worker pool; BLAS gets its thread count back afterwards."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(sg, "_CHUNK_ELEMENTS", 64)  # many chunks: every call splits them among workers
+    monkeypatch.setattr(sg, "_MIN_GEMM_COLUMNS", 1)
+    monkeypatch.setattr(gg, "_CHUNK_ELEMENTS", 64)
+    sg.chunks.cache_clear()
+    gg.chunk_rows.cache_clear()
+
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((6, 32, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((32, 40, 4, 4)).astype(np.float32)
+    geometry = dict(stride=2, padding=1)
+    expected = {v: run_variant(v, x, w, **geometry) for v in VARIANTS}
+    before = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    def job(variant):
+        return all(np.array_equal(run_variant(variant, x, w, **geometry), expected[variant]) for _ in range(3))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(job, list(VARIANTS) * 4))
+    after = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    sg.chunks.cache_clear()
+    gg.chunk_rows.cache_clear()
+    assert after == before
