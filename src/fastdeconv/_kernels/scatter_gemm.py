@@ -201,9 +201,14 @@ def run_parallel(work, tasks: list) -> None:
     can cost a scheduler slice). Each chunk writes its own output elements, so the split never changes a
     result.
     """
-    workers = min(get_num_threads(), len(tasks))
+    threads = get_num_threads()
+    workers = min(threads, len(tasks))
     if workers <= 1:
-        work(tasks)
+        if threads == 1:  # one thread in use (set_num_threads(1), NUMBA_NUM_THREADS=1): BLAS too
+            with _single_threaded_blas():
+                work(tasks)
+        else:  # a single chunk: BLAS may use its own threads
+            work(tasks)
         return
     step = -(-len(tasks) // workers)
     parts = [tasks[i:i + step] for i in range(0, len(tasks), step)]
