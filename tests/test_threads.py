@@ -22,6 +22,9 @@ GEOMETRIES = [
     ((2, 8, 17, 19), (8, 3, 4, 3), {"stride": (2, 3), "padding": ((1, 0), (2, 1)), "groups": 2}),
     ((1, 4, 5, 6, 7), (4, 5, 3, 2, 3), {"stride": (1, 2, 2), "padding": 1, "dilation": (2, 1, 1)}),
     ((3, 16, 12, 12), (16, 8, 4, 4), {"stride": 2, "padding": 1}),
+    # channel-heavy: the BLAS (GEMM) variants, whose BLAS thread count follows set_num_threads too
+    ((2, 128, 8, 8), (128, 64, 2, 2), {"stride": 2}),
+    ((1, 96, 5, 7), (96, 48, 3, 3), {"stride": 2, "padding": 1, "output_padding": 1}),
 ]
 
 
