@@ -170,3 +170,11 @@ def test_threads_flag_sets_fastdeconv_threads(tmp_path):
     finally:
         fd.set_num_threads(_threads.max_threads())
     assert json.loads(path.read_text())["machine"]["threads"] == 1
+
+
+def test_a_wrong_result_is_reported_and_exits_1(monkeypatch, capsys):
+    true_reference = cmp.reference
+    monkeypatch.setattr(cmp, "reference", lambda x, w, wl: true_reference(x, w, wl) * 1.01)
+    assert main(["compare", "--quick", "--peers", "none", "--methods", "gather"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "MISMATCH in seed000_tiny/fd:gather" in out
