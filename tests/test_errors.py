@@ -332,3 +332,15 @@ def test_onnx_kernel_shape_and_group(kw, exc, match):
 ])
 def test_from_correlation_weights_w(w, exc, match):
     _check(lambda: compat.from_correlation_weights(w), exc, match)
+
+
+def test_plan_cache_does_not_accept_bool_or_float_after_an_int():
+    """1, 1.0 and True hash alike: a cached plan for stride=1 must not let stride=True or 1.0 through."""
+    x, w = np.ones((1, 1, 3)), np.ones((1, 1, 2))
+    fd.conv_transpose(x, w, stride=1, dilation=1)
+    with pytest.raises(TypeError, match="stride"):
+        fd.conv_transpose(x, w, stride=True)
+    with pytest.raises(TypeError, match="dilation"):
+        fd.conv_transpose(x, w, dilation=1.0)
+    with pytest.raises(TypeError, match="stride"):
+        fd.compat.onnx_conv_transpose(x, w, strides=[1.0])

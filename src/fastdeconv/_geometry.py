@@ -226,27 +226,32 @@ def make_plan(x_shape, w_shape, x_dtype, w_dtype, stride=1, padding=0, output_pa
     ``limit_memory=False`` skips the check that the whole output fits in this machine's memory (for callers,
     like the Dask twin, that never hold the whole output at once).
     """
-    key = (tuple(x_shape), tuple(w_shape), np.dtype(x_dtype), np.dtype(w_dtype), _freeze(stride),
-           _freeze(padding), _freeze(output_padding), groups, _freeze(dilation), _freeze(output_size),
-           method, None if bias_shape is None else tuple(bias_shape),
-           None if bias_dtype is None else np.dtype(bias_dtype), bool(limit_memory))
+    args = (tuple(x_shape), tuple(w_shape), np.dtype(x_dtype), np.dtype(w_dtype), stride, padding, output_padding,
+            groups, dilation, output_size, method, None if bias_shape is None else tuple(bias_shape),
+            None if bias_dtype is None else np.dtype(bias_dtype), bool(limit_memory))
     try:
-        return _cached_plan(key)
-    except TypeError as exc:
-        if "unhashable" not in str(exc):
-            raise
-        return _make_plan(*key)
+        key = _freeze(args)  # type-tagged: 1, 1.0 and True must not share a cache entry
+        plan = _PLANS.get(key)
+    except TypeError:  # unhashable arguments (e.g. arrays): plan without the cache
+        return _make_plan(*args)
+    if plan is None:
+        plan = _make_plan(*args)
+        if len(_PLANS) >= _PLANS_SIZE:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
+_PLANS: dict = {}
+_PLANS_SIZE = 512
 
 
 def _freeze(value):
+    """A hashable key for an argument that tells 1, 1.0 and True apart (raises TypeError if unhashable)."""
     if isinstance(value, (list, tuple)):
         return tuple(_freeze(v) for v in value)
-    return value
-
-
-@lru_cache(maxsize=512)
-def _cached_plan(key) -> Plan:
-    return _make_plan(*key)
+    hash(value)
+    return (type(value), value)
 
 
 def _make_plan(x_shape, w_shape, x_dtype, w_dtype, stride, padding, output_padding, groups, dilation,
