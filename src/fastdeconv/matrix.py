@@ -8,14 +8,17 @@ it is called "transposed".
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse
 
 from . import _geometry as geo
 from ._api import _as_array, _contiguous
 from ._forward import make_conv_plan
 from ._kernels.conv import matrix_entries
+
+if TYPE_CHECKING:  # scipy.sparse costs ~0.1 s to import: loaded on first use
+    import scipy.sparse
 
 IntOrSeq = int | Sequence[int]
 Padding = int | str | Sequence[int] | Sequence[Sequence[int]]
@@ -103,6 +106,8 @@ def conv_matrix(weight, input_shape: Sequence[int], stride: IntOrSeq = 1, paddin
         w5 = _contiguous(weight, dtype).reshape((plan.c_out, c_in_g) + tuple(a.kernel for a in axes))
         matrix_entries(w5, plan.arrays("size_in"), plan.arrays("size_out"), groups, plan.arrays("stride"),
                        plan.arrays("dilation"), plan.arrays("start"), indptr, indices, data)
+    import scipy.sparse
+
     matrix = scipy.sparse.csr_array((data, indices, indptr), shape=(n_rows, n_cols))
     matrix.has_sorted_indices = True
     return matrix
