@@ -12,10 +12,12 @@ import fastdeconv as fd
 from fastdeconv import _api, _cost
 from fastdeconv import _geometry as geo
 from fastdeconv._kernels import gather_gemm as gg
+from fastdeconv._kernels import pixel_gemm as pg
 from fastdeconv._kernels import scatter_gemm as sg
 from fastdeconv._threads import max_threads
 
-VARIANTS = {"scatter-gemm": sg.scatter_gemm, "gather-gemm": gg.gather_gemm}
+VARIANTS = {"scatter-gemm": sg.scatter_gemm, "gather-gemm": gg.gather_gemm,
+            "scatter-gemm-t": pg.scatter_pixels, "gather-gemm-t": pg.gather_pixels}
 
 
 def run_variant(variant, x, w, bias=None, **geometry):
@@ -69,8 +71,10 @@ def test_chunked_calls_match_reference(variant, monkeypatch):
     monkeypatch.setattr(sg, "_CHUNK_ELEMENTS", 64)
     monkeypatch.setattr(sg, "_MIN_GEMM_COLUMNS", 1)
     monkeypatch.setattr(gg, "_CHUNK_ELEMENTS", 64)
+    monkeypatch.setattr(pg, "_CHUNK_ELEMENTS", 64)
     sg.chunks.cache_clear()
     gg.chunk_rows.cache_clear()
+    pg.tasks.cache_clear()
     try:
         rng = np.random.default_rng(7)
         for xs, ws, geometry in [((5, 6, 7, 6), (6, 5, 4, 4), dict(stride=2, padding=1)),
@@ -83,6 +87,25 @@ def test_chunked_calls_match_reference(variant, monkeypatch):
     finally:
         sg.chunks.cache_clear()
         gg.chunk_rows.cache_clear()
+        pg.tasks.cache_clear()
+
+
+def test_pixel_tasks_cover_every_output_row_once(monkeypatch):
+    """Row blocks of the pixels-major variants partition the output rows; each reads the rows it needs."""
+    monkeypatch.setattr(pg, "_CHUNK_ELEMENTS", 200)
+    pg.tasks.cache_clear()
+    try:
+        plan = geo.make_plan((2, 3, 9, 8), (3, 2, 3, 4), np.float64, np.float64, (2, 3), (1, 2), (1, 0))
+        task_list, max_pixels = pg.tasks(plan)
+        o_h = plan.axes[1].size_out
+        for j in range(2):
+            blocks = sorted((t[2], t[3]) for t in task_list if t[1] == j)
+            assert len(blocks) > 1 and blocks[0][0] == 0 and blocks[-1][1] == o_h
+            assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+        assert max_pixels == max((t[5] - t[4]) * 8 for t in task_list)
+        assert max_pixels < 9 * 8
+    finally:
+        pg.tasks.cache_clear()
 
 
 def test_scratch_within_one_output():
@@ -94,6 +117,7 @@ def test_scratch_within_one_output():
                              geometry.get("output_padding", 0))
         out = int(np.prod(plan.out_shape))
         assert sg.scratch_elements(plan) <= out or sg.chunks(plan) == (1, 1)
+        assert pg.scratch_elements(plan) <= out
         # gather-gemm: within one output, except the per-worker phase weights when they alone are larger
         phase_weights = max(int(np.prod(e[2])) for e in gg.phase_table(plan)) * plan.c_in * (plan.c_out // plan.groups)
         assert gg.scratch_elements(plan) <= max(out, 2 * max_threads() * phase_weights)
@@ -220,8 +244,10 @@ def test_concurrent_gemm_calls_and_blas_threads_restored(monkeypatch):
     monkeypatch.setattr(sg, "_CHUNK_ELEMENTS", 64)  # many chunks: every call splits them among workers
     monkeypatch.setattr(sg, "_MIN_GEMM_COLUMNS", 1)
     monkeypatch.setattr(gg, "_CHUNK_ELEMENTS", 64)
+    monkeypatch.setattr(pg, "_CHUNK_ELEMENTS", 64)
     sg.chunks.cache_clear()
     gg.chunk_rows.cache_clear()
+    pg.tasks.cache_clear()
 
     rng = np.random.default_rng(13)
     x = rng.standard_normal((6, 32, 5, 5)).astype(np.float32)
@@ -238,4 +264,5 @@ def test_concurrent_gemm_calls_and_blas_threads_restored(monkeypatch):
     after = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
     sg.chunks.cache_clear()
     gg.chunk_rows.cache_clear()
+    pg.tasks.cache_clear()
     assert after == before

@@ -13,6 +13,7 @@ from . import _geometry as geo
 from ._kernels.conv import correlate
 from ._kernels.gather import gather, gather_serial
 from ._kernels.gather_gemm import gather_gemm
+from ._kernels.pixel_gemm import gather_pixels, scatter_pixels
 from ._kernels.scatter import scatter, scatter_serial
 from ._kernels.scatter_gemm import scatter_gemm
 from ._kernels.zerofill import fill
@@ -189,6 +190,10 @@ class _Prepared:
             scatter_gemm(plan, x5, w5, b, y5)
         elif self.choice.variant == "gather-gemm":
             gather_gemm(plan, x5, w5, b, y5)
+        elif self.choice.variant == "scatter-gemm-t":
+            scatter_pixels(plan, x5, w5, b, y5)
+        elif self.choice.variant == "gather-gemm-t":
+            gather_pixels(plan, x5, w5, b, y5)
         else:
             _zerofill(plan, x5, w5, b, y5)
 

@@ -25,12 +25,13 @@ import numpy as np
 
 from . import _geometry as geo
 from ._kernels import gather_gemm as _gg
+from ._kernels import pixel_gemm as _pg
 from ._kernels import scatter_gemm as _sg
 from ._threads import max_threads
 
-VARIANTS = ("scatter-direct", "scatter-gemm", "gather-direct", "gather-gemm")
-FORM_OF = {"scatter-direct": "scatter", "scatter-gemm": "scatter", "gather-direct": "gather",
-           "gather-gemm": "gather", "zerofill": "zerofill"}
+VARIANTS = ("scatter-direct", "scatter-gemm", "scatter-gemm-t", "gather-direct", "gather-gemm", "gather-gemm-t")
+FORM_OF = {"scatter-direct": "scatter", "scatter-gemm": "scatter", "scatter-gemm-t": "scatter",
+           "gather-direct": "gather", "gather-gemm": "gather", "gather-gemm-t": "gather", "zerofill": "zerofill"}
 
 # ------------------------------------------------------------------ calibrated constants (fp32, one core)
 # Fitted to single-thread CPU times of every variant on the ten shared workloads (process_time, so that the
@@ -50,6 +51,13 @@ IM2COL_ELEMENT = 0.25e-9   # s per element copied into an im2col block
 IM2COL_ROW = 12e-9         # s per row segment copied into an im2col block
 STORE_ELEMENT = 1.0e-9     # s per output element stored from a phase block (strided)
 RELAYOUT_ELEMENT = 2.0e-9  # s per weight element re-laid out for the phase GEMMs
+# pixels-major GEMM (X^T @ W, ``*-gemm-t``) relative to the channel-major one at the same sides: faster when
+# the (C_out_g * K) side is 48 or more (measured 1.2x on dcgan_out), slower when it is short (0.88x at 27)
+PIXEL_GEMM_GAIN_MAX, PIXEL_GEMM_GAIN_MIN, PIXEL_GEMM_COLUMNS = 1.2, 0.85, 40
+PIXEL_SCATTER_ELEMENT = 0.7e-9  # s per cols element added into the channels-last row buffer
+PIXEL_GATHER_ELEMENT = 0.93e-9  # s per cols element summed in registers by the gather step
+PIXEL_SCATTER_STORE = 1.0e-9    # s per output element: row buffer fill and channels-first store
+PIXEL_GATHER_STORE = 3.0e-9     # s per output element: term lists, register sums and store
 LAUNCH_PARALLEL = 20e-6    # waking numba's pool (passive OpenMP wait) for one parallel kernel
 LAUNCH_SERIAL = 1e-6       # one serial numba call
 LAUNCH_GEMM = 8e-6         # one BLAS call
@@ -186,6 +194,23 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
             total += plan.c_out * width * STORE_ELEMENT + chunks * LAUNCH_GEMM
             n_chunks += chunks
         out["gather-gemm"] = total / max(1, min(threads, n_chunks)) + LAUNCH_PARALLEL
+
+        # scatter-gemm-t / gather-gemm-t: cols (pixels, C_out_g*K) = X^T @ W per task (halo rows recomputed),
+        # then a channels-last footprint add (scatter) or per-output register sums (gather)
+        task_list, max_pixels = _pg.tasks(plan)
+        plane = plan.axes[0].size_in * plan.axes[2].size_in
+        pixels = sum((t[5] - t[4]) * plane for t in task_list)  # per group, incl. halo rows
+        workers = max(1, min(threads, len(task_list)))
+        width = cout_g * k
+        gain = min(PIXEL_GEMM_GAIN_MAX, max(PIXEL_GEMM_GAIN_MIN, width / PIXEL_GEMM_COLUMNS))
+        gemm_macs = pixels * cin_g * width  # all groups (tasks run per group)
+        gemm = _gemm_time(2.0 * gemm_macs, width, max(1, max_pixels), cin_g, 1, scale) / gain
+        cols_elems = pixels * width
+        fixed = w_elems * RELAYOUT_ELEMENT + len(task_list) * LAUNCH_GEMM
+        for form, element, store in (("scatter", PIXEL_SCATTER_ELEMENT, PIXEL_SCATTER_STORE),
+                                     ("gather", PIXEL_GATHER_ELEMENT, PIXEL_GATHER_STORE)):
+            step = cols_elems * element + y_elems * store
+            out[f"{form}-gemm-t"] = (gemm + step + fixed) / workers + LAUNCH_PARALLEL
     return out
 
 
