@@ -93,13 +93,7 @@ def make_conv_plan(x_shape, w_shape, x_dtype, w_dtype, stride=1, padding=0, dila
     if bias_dtype is not None:
         geo.check_numeric(np.dtype(bias_dtype), "bias")
     rank = weight_rank(w_shape, "(C_out, C_in // groups, *kernel)")
-    if len(x_shape) == rank + 2:
-        batched, batch = True, x_shape[0]
-    elif len(x_shape) == rank + 1:
-        batched, batch = False, 1
-    else:
-        raise ValueError(f"x must have shape (N, C_in, *spatial) or (C_in, *spatial) with {rank} spatial axes "
-                         f"(weight has {rank}); got x.ndim = {len(x_shape)}")
+    batched, batch = geo.split_batch(x_shape, rank)
     groups = geo.as_int(groups, "groups")
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")

@@ -208,14 +208,17 @@ def split_shapes(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> tuple[in
         raise ValueError(f"weight must have shape (C_in, C_out // groups, *kernel) with 1 to 3 spatial axes; "
                          f"got weight.ndim = {len(w_shape)}")
     rank = len(w_shape) - 2
+    return (rank,) + split_batch(x_shape, rank)
+
+
+def split_batch(x_shape: tuple[int, ...], rank: int) -> tuple[bool, int]:
+    """(batched, batch size) of an x of shape (N, C, *spatial) or unbatched (C, *spatial) with ``rank`` axes."""
     if len(x_shape) == rank + 2:
-        batched, batch = True, x_shape[0]
-    elif len(x_shape) == rank + 1:
-        batched, batch = False, 1
-    else:
-        raise ValueError(f"x must have shape (N, C_in, *spatial) or (C_in, *spatial) with {rank} spatial axes "
-                         f"(weight has {rank}); got x.ndim = {len(x_shape)}")
-    return rank, batched, batch
+        return True, x_shape[0]
+    if len(x_shape) == rank + 1:
+        return False, 1
+    raise ValueError(f"x must have shape (N, C_in, *spatial) or (C_in, *spatial) with {rank} spatial axes "
+                     f"(weight has {rank}); got x.ndim = {len(x_shape)}")
 
 
 def make_plan(x_shape, w_shape, x_dtype, w_dtype, stride=1, padding=0, output_padding=0, groups=1,
