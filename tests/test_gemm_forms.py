@@ -266,3 +266,14 @@ def test_concurrent_gemm_calls_and_blas_threads_restored(monkeypatch):
     gg.chunk_rows.cache_clear()
     pg.tasks.cache_clear()
     assert after == before
+
+
+def test_plan_few_output_channels_uses_pixels_major_gemm():
+    """RGB output layers (C_out * K short): the X^T @ W orientation, for auto and for the gather form."""
+    args = ((64, 64, 32, 32), (64, 3, 4, 4))
+    auto = fd.plan(*args, stride=2, padding=1)
+    assert auto.variant == "scatter-gemm-t"
+    assert fd.plan(*args, stride=2, padding=1, method="gather").variant == "gather-gemm-t"
+    estimates = dict(auto.estimates)
+    assert estimates["scatter-gemm-t"] < estimates["scatter-gemm"]
+    assert "scatter-gemm-t" in repr(auto)

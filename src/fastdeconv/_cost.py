@@ -1,6 +1,6 @@
 """Cost model: which kernel variant runs a plan, and :func:`plan`, which says why.
 
-Four optimized variants implement the two data-flow forms:
+Six optimized variants implement the two data-flow forms:
 
 ``scatter-direct`` / ``gather-direct``
     numba kernels that walk the definition directly (``_kernels/scatter.py``, ``_kernels/gather.py``), run
@@ -9,6 +9,10 @@ Four optimized variants implement the two data-flow forms:
     ``cols = W^T @ X`` on BLAS (the channel contraction), then a parallel col2im (``_kernels/scatter_gemm.py``).
 ``gather-gemm``
     per output phase, im2col of the undilated input and one GEMM (``_kernels/gather_gemm.py``).
+``scatter-gemm-t`` / ``gather-gemm-t``
+    the GEMM the other way round, ``cols (pixels, C_out_g * K) = X^T @ W`` per block of output rows, then a
+    channels-last footprint add (scatter) or per-output register sums (gather) (``_kernels/pixel_gemm.py``);
+    wins when ``C_out_g * K`` is short (RGB output layers).
 
 Each estimate is arithmetic time at a calibrated rate plus bytes moved at a calibrated bandwidth plus a
 per-launch overhead. The constants were measured on the 2-core AVX-512 development machine (fp32; fp64 runs
@@ -73,8 +77,8 @@ class Choice:
     method : str
         The data-flow form that runs: ``"scatter"``, ``"gather"`` or ``"zerofill"``.
     variant : str
-        The kernel variant: ``"scatter-direct"``, ``"scatter-gemm"``, ``"gather-direct"``, ``"gather-gemm"``
-        or ``"zerofill"``.
+        The kernel variant: ``"scatter-direct"``, ``"scatter-gemm"``, ``"scatter-gemm-t"``, ``"gather-direct"``,
+        ``"gather-gemm"``, ``"gather-gemm-t"`` or ``"zerofill"``.
     estimates : tuple of (str, float)
         Estimated seconds per call of each candidate variant, cheapest first.
     flops : int
@@ -234,7 +238,9 @@ def choose(plan: geo.Plan) -> Choice:
         why = f"{variant} is estimated {second / best:.2f}x faster than {runner_up}"
     else:
         why = f"{variant} is the only candidate"
-    if variant.endswith("gemm"):
+    if variant.endswith("gemm-t"):
+        why += " (pixels-major BLAS GEMM X^T @ W: few output channels x taps)"
+    elif variant.endswith("gemm"):
         why += " (channel contraction on BLAS)"
     elif serial:
         why += " (tiny problem: runs in the calling thread)"

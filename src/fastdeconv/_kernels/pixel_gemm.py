@@ -78,11 +78,17 @@ def scatter_rows(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kernel,
                     base = (i_d * rows + i_h - ih0) * size_w
                     t0 = (kd * k_h + kh) * kwc
                     if d_w == 1:
-                        for i_w in range(size_w):
-                            src = cols[base + i_w]
-                            dst = (i_w * s_w + shift) * cb
-                            for m in range(kwc):
-                                buf[dst + m] += src[t0 + m]
+                        # tap columns in groups of ``stride``: within a group the blocks of neighbouring
+                        # input pixels tile the row buffer without overlapping (no store-to-load stalls)
+                        for kw0 in range(0, k_w, s_w):
+                            span = min(s_w, k_w - kw0) * cb
+                            dst0 = (kw0 + shift) * cb
+                            src0 = t0 + kw0 * cb
+                            for i_w in range(size_w):
+                                src = cols[base + i_w]
+                                dst = dst0 + i_w * s_w * cb
+                                for m in range(span):
+                                    buf[dst + m] += src[src0 + m]
                     else:
                         for i_w in range(size_w):
                             src = cols[base + i_w]
