@@ -190,9 +190,9 @@ class _Prepared:
             scatter_gemm(plan, x5, w5, b, y5)
         elif self.choice.variant == "gather-gemm":
             gather_gemm(plan, x5, w5, b, y5)
-        elif self.choice.variant == "scatter-gemm-t":
+        elif self.choice.variant == "scatter-gemm-rows":
             scatter_pixels(plan, x5, w5, b, y5)
-        elif self.choice.variant == "gather-gemm-t":
+        elif self.choice.variant == "gather-gemm-rows":
             gather_pixels(plan, x5, w5, b, y5)
         else:
             _zerofill(plan, x5, w5, b, y5)

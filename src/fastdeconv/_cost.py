@@ -9,10 +9,11 @@ Six optimized variants implement the two data-flow forms:
     ``cols = W^T @ X`` on BLAS (the channel contraction), then a parallel col2im (``_kernels/scatter_gemm.py``).
 ``gather-gemm``
     per output phase, im2col of the undilated input and one GEMM (``_kernels/gather_gemm.py``).
-``scatter-gemm-t`` / ``gather-gemm-t``
-    the GEMM the other way round, ``cols (pixels, C_out_g * K) = X^T @ W`` per block of output rows, then a
-    channels-last footprint add (scatter) or per-output register sums (gather) (``_kernels/pixel_gemm.py``);
-    wins when ``C_out_g * K`` is short (RGB output layers).
+``scatter-gemm-rows`` / ``gather-gemm-rows``
+    per (sample, block of output rows) one GEMM over the input rows it needs, pixels-major
+    ``cols (pixels, C_out_g * K) = X^T @ W`` when ``C_out_g * K`` is long enough for BLAS, else channel-major,
+    then a footprint add (scatter) or per-output register sums (gather) (``_kernels/pixel_gemm.py``); wins when
+    ``C_out_g * K`` is short (RGB output layers).
 
 Each estimate is arithmetic time at a calibrated rate plus bytes moved at a calibrated bandwidth plus a
 per-launch overhead. The constants were measured on the 2-core AVX-512 development machine (fp32; fp64 runs
@@ -33,9 +34,9 @@ from ._kernels import pixel_gemm as _pg
 from ._kernels import scatter_gemm as _sg
 from ._threads import max_threads
 
-VARIANTS = ("scatter-direct", "scatter-gemm", "scatter-gemm-t", "gather-direct", "gather-gemm", "gather-gemm-t")
-FORM_OF = {"scatter-direct": "scatter", "scatter-gemm": "scatter", "scatter-gemm-t": "scatter",
-           "gather-direct": "gather", "gather-gemm": "gather", "gather-gemm-t": "gather", "zerofill": "zerofill"}
+VARIANTS = ("scatter-direct", "scatter-gemm", "scatter-gemm-rows", "gather-direct", "gather-gemm", "gather-gemm-rows")
+FORM_OF = {"scatter-direct": "scatter", "scatter-gemm": "scatter", "scatter-gemm-rows": "scatter",
+           "gather-direct": "gather", "gather-gemm": "gather", "gather-gemm-rows": "gather", "zerofill": "zerofill"}
 
 # ------------------------------------------------------------------ calibrated constants (fp32, one core)
 # Fitted to single-thread CPU times of every variant on the ten shared workloads (process_time, so that the
@@ -55,13 +56,13 @@ IM2COL_ELEMENT = 0.25e-9   # s per element copied into an im2col block
 IM2COL_ROW = 12e-9         # s per row segment copied into an im2col block
 STORE_ELEMENT = 1.0e-9     # s per output element stored from a phase block (strided)
 RELAYOUT_ELEMENT = 2.0e-9  # s per weight element re-laid out for the phase GEMMs
-# pixels-major GEMM (X^T @ W, ``*-gemm-t``) relative to the channel-major one at the same sides: faster when
+# pixels-major GEMM (X^T @ W, ``*-gemm-rows``) relative to the channel-major one at the same sides: faster when
 # the (C_out_g * K) side is 48 or more (measured 1.2x on dcgan_out), slower when it is short (0.88x at 27)
 PIXEL_GEMM_GAIN_MAX, PIXEL_GEMM_GAIN_MIN, PIXEL_GEMM_COLUMNS = 1.2, 0.85, 40
-PIXEL_SCATTER_ELEMENT = 0.7e-9  # s per cols element added into the channels-last row buffer
-PIXEL_GATHER_ELEMENT = 0.93e-9  # s per cols element summed in registers by the gather step
-PIXEL_SCATTER_STORE = 1.0e-9    # s per output element: row buffer fill and channels-first store
-PIXEL_GATHER_STORE = 3.0e-9     # s per output element: term lists, register sums and store
+# the second step of the row-block GEMM variants: (s per cols element, s per output element) by form and cols
+# layout (pixels-major: channels-last row buffer / register sums; channel-major: adds straight into output rows)
+ROWS_STEP_PIXELS_MAJOR = {"scatter": (0.7e-9, 1.0e-9), "gather": (0.93e-9, 3.0e-9)}
+ROWS_STEP_CHANNEL_MAJOR = {"scatter": (0.5e-9, 1.0e-9), "gather": (0.9e-9, 2.0e-9)}
 LAUNCH_PARALLEL = 20e-6    # waking numba's pool (passive OpenMP wait) for one parallel kernel
 LAUNCH_SERIAL = 1e-6       # one serial numba call
 LAUNCH_GEMM = 8e-6         # one BLAS call
@@ -77,8 +78,8 @@ class Choice:
     method : str
         The data-flow form that runs: ``"scatter"``, ``"gather"`` or ``"zerofill"``.
     variant : str
-        The kernel variant: ``"scatter-direct"``, ``"scatter-gemm"``, ``"scatter-gemm-t"``, ``"gather-direct"``,
-        ``"gather-gemm"``, ``"gather-gemm-t"`` or ``"zerofill"``.
+        The kernel variant: ``"scatter-direct"``, ``"scatter-gemm"``, ``"scatter-gemm-rows"``, ``"gather-direct"``,
+        ``"gather-gemm"``, ``"gather-gemm-rows"`` or ``"zerofill"``.
     estimates : tuple of (str, float)
         Estimated seconds per call of each candidate variant, cheapest first.
     flops : int
@@ -199,22 +200,24 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
             n_chunks += chunks
         out["gather-gemm"] = total / max(1, min(threads, n_chunks)) + LAUNCH_PARALLEL
 
-        # scatter-gemm-t / gather-gemm-t: cols (pixels, C_out_g*K) = X^T @ W per task (halo rows recomputed),
-        # then a channels-last footprint add (scatter) or per-output register sums (gather)
+        # scatter-gemm-rows / gather-gemm-rows: per task (sample, block of output rows; halo rows recomputed)
+        # one GEMM into cols, pixels-major (X^T @ W) when C_out_g*K is long enough, else channel-major, then a
+        # footprint add (scatter) or per-output register sums (gather)
         task_list, max_pixels = _pg.tasks(plan)
         plane = plan.axes[0].size_in * plan.axes[2].size_in
         pixels = sum((t[5] - t[4]) * plane for t in task_list)  # per group, incl. halo rows
         workers = max(1, min(threads, len(task_list)))
         width = cout_g * k
-        gain = min(PIXEL_GEMM_GAIN_MAX, max(PIXEL_GEMM_GAIN_MIN, width / PIXEL_GEMM_COLUMNS))
+        major = _pg.pixels_major(plan)
+        gain = min(PIXEL_GEMM_GAIN_MAX, max(PIXEL_GEMM_GAIN_MIN, width / PIXEL_GEMM_COLUMNS)) if major else 1.0
         gemm_macs = pixels * cin_g * width  # all groups (tasks run per group)
         gemm = _gemm_time(2.0 * gemm_macs, width, max(1, max_pixels), cin_g, 1, scale) / gain
         cols_elems = pixels * width
-        fixed = w_elems * RELAYOUT_ELEMENT + len(task_list) * LAUNCH_GEMM
-        for form, element, store in (("scatter", PIXEL_SCATTER_ELEMENT, PIXEL_SCATTER_STORE),
-                                     ("gather", PIXEL_GATHER_ELEMENT, PIXEL_GATHER_STORE)):
+        fixed = (w_elems * RELAYOUT_ELEMENT if major else 0.0) + len(task_list) * LAUNCH_GEMM
+        constants = ROWS_STEP_PIXELS_MAJOR if major else ROWS_STEP_CHANNEL_MAJOR
+        for form, (element, store) in constants.items():
             step = cols_elems * element + y_elems * store
-            out[f"{form}-gemm-t"] = (gemm + step + fixed) / workers + LAUNCH_PARALLEL
+            out[f"{form}-gemm-rows"] = (gemm + step + fixed) / workers + LAUNCH_PARALLEL
     return out
 
 
@@ -238,8 +241,8 @@ def choose(plan: geo.Plan) -> Choice:
         why = f"{variant} is estimated {second / best:.2f}x faster than {runner_up}"
     else:
         why = f"{variant} is the only candidate"
-    if variant.endswith("gemm-t"):
-        why += " (pixels-major BLAS GEMM X^T @ W: few output channels x taps)"
+    if variant.endswith("gemm-rows"):
+        why += " (BLAS GEMM per block of output rows: few output channels x taps)"
     elif variant.endswith("gemm"):
         why += " (channel contraction on BLAS)"
     elif serial:
