@@ -1,17 +1,20 @@
-"""Both forms on BLAS in the pixels-major orientation, for layers with few output channels.
+"""Both forms on BLAS, one GEMM per (sample, block of output rows), for layers with few output channels.
 
-``cols (pixels, C_out_g * K) = X^T (pixels, C_in_g) @ W (C_in_g, C_out_g * K)``: one row per input pixel
-holding the products of that pixel with every (output channel, tap) pair, the weight read in place as a
-(C_in, C_out_g * K) matrix and the input as a transposed view (no copy). With C_out_g * K small (RGB output
-layers: 3 x 16 = 48 columns) this orientation keeps BLAS's long side on the pixels, where the channel-major
-orientation (``W^T @ X``) would give it a 48-row output: measured 1.3-1.6x faster GEMMs on such layers.
-Every product is a term of the definition: no zero of the stride-dilated input is multiplied.
+Pixels-major orientation (``pixels_major``: when ``C_out_g * K >= PIXELS_MAJOR_COLUMNS``):
+``cols (pixels, C_out_g * K) = X^T (pixels, C_in_g) @ W (C_in_g, C_out_g * K)``, one row per input pixel
+holding its products with every (tap, output channel) pair, the input read as a transposed view (no copy)
+and the weight re-laid out tap-major. With a short ``C_out_g * K`` side (RGB output layers: 3 x 16 = 48) this
+keeps BLAS's long side on the pixels, where the channel-major orientation (``W^T @ X``) gives it a 48-row
+output: measured 1.2x faster GEMMs on dcgan_out. Below the threshold (seed003_img: 3 x 9 = 27 columns) the
+channel-major ``cols[c * K + t, pixels] = W^T @ X`` (weight read in place) is faster overall (1.4x), and its
+rows are contiguous for the second step. Every product is a term of the definition: no zero of the
+stride-dilated input is multiplied.
 
 The second step is where the forms differ:
 
-``scatter_rows`` (scatter form)
-    input-driven: each input pixel adds its (channel, tap) row of ``cols`` into its output footprint.
-``gather_rows`` (gather form)
+``scatter_rows`` / ``scatter_rows_cm`` (scatter form)
+    input-driven: each input pixel of a source row adds its terms into its output footprint.
+``gather_rows`` / ``gather_rows_cm`` (gather form)
     output-driven: each output element sums, in a register, the entries of ``cols`` of the (pixel, tap)
     pairs that reach it, then is stored once.
 
@@ -33,9 +36,11 @@ from .._threads import max_threads
 from ..config import NJIT_FLAGS
 from .scatter_gemm import geometry_arrays, run_parallel
 
-# Target ``cols`` block (elements) per task: about one core's L2, so the rows the GEMM writes are still in
-# cache when the scatter/gather step reads them.
+# Target ``cols`` block (elements) per task, pixels-major: a quarter of one core's L2, so the rows the GEMM
+# writes are still in cache when the scatter/gather step reads them; channel-major blocks (contiguous rows,
+# streamed) measured best 4x larger (seed003_img: 8.6 ms vs 9.2 ms single-threaded).
 _CHUNK_ELEMENTS = 1 << 16
+_CHANNEL_MAJOR_FACTOR = 4
 # Shortest (C_out_g * K) side at which the pixels-major orientation is the faster GEMM
 PIXELS_MAJOR_COLUMNS = 40
 
@@ -291,11 +296,11 @@ def _input_rows(plan: geo.Plan, oh0: int, oh1: int) -> tuple[int, int]:
 
 
 @lru_cache(maxsize=256)
-def tasks(plan: geo.Plan) -> tuple[tuple[tuple[int, int, int, int, int, int], ...], int]:
-    """((group, sample, oh0, oh1, ih0, ih1) per task, largest input pixels of a task), by shape only.
+def tasks(plan: geo.Plan) -> tuple[tuple[tuple[int, int, int, int, int, int, int], ...], int]:
+    """((group, first sample, samples, oh0, oh1, ih0, ih1) per task, largest input pixels of a task), by shape.
 
-    A task is a whole sample when its ``cols`` block fits the cache target (or the layer is 3-D with depth,
-    where input rows are not one contiguous block), else a block of output rows.
+    A task is a run of whole samples when one sample's ``cols`` block fits the cache target (or the layer is
+    3-D with depth, where input rows are not one contiguous block), else one sample's block of output rows.
     """
     g = plan.groups
     cout_g = plan.c_out // g
@@ -304,7 +309,7 @@ def tasks(plan: geo.Plan) -> tuple[tuple[tuple[int, int, int, int, int, int], ..
     per_row = a_d.size_in * a_w.size_in * cout_g * k  # cols elements per input row
     out_size = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
     budget = max(out_size // max_threads(), 1)
-    target = min(budget, _CHUNK_ELEMENTS)
+    target = min(budget, _CHUNK_ELEMENTS * (1 if pixels_major(plan) else _CHANNEL_MAJOR_FACTOR))
     o_h = a_h.size_out
     if per_row * a_h.size_in <= target or a_d.size_in > 1:
         blocks = [(0, o_h, 0, a_h.size_in)]
@@ -320,8 +325,12 @@ def tasks(plan: geo.Plan) -> tuple[tuple[tuple[int, int, int, int, int, int], ..
                 oh1 += 1
             blocks.append((oh0, oh1) + _input_rows(plan, oh0, oh1))
             oh0 = oh1
-    out = tuple((gi, j) + blk for gi in range(g) for j in range(plan.batch) for blk in blocks)
-    pixels = max((ih1 - ih0) * a_d.size_in * a_w.size_in for _, _, _, _, ih0, ih1 in out) if out else 0
+    n = 1
+    if len(blocks) == 1:  # whole samples: several per task (fewer, larger GEMMs), enough tasks for the workers
+        n = max(1, min(target // max(1, per_row * a_h.size_in), -(-plan.batch // max_threads())))
+    out = tuple((gi, j, min(n, plan.batch - j)) + blk for gi in range(g) for j in range(0, plan.batch, n)
+                for blk in blocks)
+    pixels = max(nj * (ih1 - ih0) * a_d.size_in * a_w.size_in for _, _, nj, _, _, ih0, ih1 in out) if out else 0
     return out, pixels
 
 
@@ -362,20 +371,21 @@ def _run(step, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray,
 
     def work(part):
         buf = np.empty(max_pixels * cout_g * k, plan.dtype)
-        for gi, j, oh0, oh1, ih0, ih1 in part:
+        for gi, j0, nj, oh0, oh1, ih0, ih1 in part:
             pixels = size_d * (ih1 - ih0) * size_w
-            xm = x5[j, gi * cin_g:(gi + 1) * cin_g, :, ih0:ih1].reshape(cin_g, pixels)
+            xm = x5[j0:j0 + nj, gi * cin_g:(gi + 1) * cin_g, :, ih0:ih1].reshape(nj, cin_g, pixels)
             wg = w2[gi * cin_g:(gi + 1) * cin_g]
             if major:
-                cols = buf[:pixels * cout_g * k].reshape(pixels, cout_g * k)
+                cols = buf[:nj * pixels * cout_g * k].reshape(nj, pixels, cout_g * k)
                 if pixels:
-                    np.matmul(xm.T, wg, out=cols)
+                    np.matmul(xm.transpose(0, 2, 1), wg, out=cols)
             else:
-                cols = buf[:pixels * cout_g * k].reshape(cout_g * k, pixels)
+                cols = buf[:nj * pixels * cout_g * k].reshape(nj, cout_g * k, pixels)
                 if pixels:
                     np.matmul(wg.T, xm, out=cols)
-            step(cols, y5, bias, j, gi * cout_g, cout_g, oh0, oh1, ih0, ih1, in_shape, kern, stride, taps,
-                 row_geom)
+            for q in range(nj):
+                step(cols[q], y5, bias, j0 + q, gi * cout_g, cout_g, oh0, oh1, ih0, ih1, in_shape, kern, stride,
+                     taps, row_geom)
 
     run_parallel(work, list(task_list))
 
