@@ -60,7 +60,7 @@ RELAYOUT_ELEMENT = 2.0e-9  # s per weight element re-laid out for the phase GEMM
 # the (C_out_g * K) side is 48 or more (measured 1.2x on dcgan_out), slower when it is short (0.88x at 27)
 PIXEL_GEMM_GAIN_MAX, PIXEL_GEMM_GAIN_MIN, PIXEL_GEMM_COLUMNS = 1.2, 0.85, 40
 # the second step of the row-block GEMM variants: (s per cols element, s per output element) by form and cols
-# layout (pixels-major: channels-last row buffer / register sums; channel-major: adds straight into output rows)
+# layout (pixels-major: strided reads of cols; channel-major: contiguous reads), both adding into output rows
 ROWS_STEP_PIXELS_MAJOR = {"scatter": (0.7e-9, 1.0e-9), "gather": (0.93e-9, 3.0e-9)}
 ROWS_STEP_CHANNEL_MAJOR = {"scatter": (0.5e-9, 1.0e-9), "gather": (0.9e-9, 2.0e-9)}
 LAUNCH_PARALLEL = 20e-6    # waking numba's pool (passive OpenMP wait) for one parallel kernel
