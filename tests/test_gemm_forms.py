@@ -154,18 +154,23 @@ def test_bitwise_across_threads_and_calls(variant):
     w = rng.standard_normal((40, 24, 4, 3)).astype(np.float32)
     b = rng.standard_normal(24).astype(np.float32)
     geometry = dict(stride=(2, 3), padding=1)
+    x3 = rng.standard_normal((1, 16, 40, 9)).astype(np.float32)  # 3 output channels: channel-major row blocks
+    w3 = rng.standard_normal((16, 3, 3, 3)).astype(np.float32)
     before = numba.get_num_threads()
-    results = []
+    results, results3 = [], []
     try:
         for threads in (1, max(1, min(2, numba.config.NUMBA_NUM_THREADS)), 1):
             numba.set_num_threads(threads)
             with threadpoolctl.threadpool_limits(threads):
                 results.append(run_variant(variant, x, w, b, **geometry))
                 results.append(run_variant(variant, x, w, b, **geometry))
+                results3.append(run_variant(variant, x3, w3, stride=2, padding=1, output_padding=1))
     finally:
         numba.set_num_threads(before)
     for r in results[1:]:
         np.testing.assert_array_equal(r, results[0])
+    for r in results3[1:]:
+        np.testing.assert_array_equal(r, results3[0])
 
 
 # ------------------------------------------------------------------------------------------ plan
