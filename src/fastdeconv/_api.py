@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -19,12 +18,6 @@ from ._kernels.scatter_gemm import scatter_gemm
 from ._kernels.zerofill import fill
 from ._threads import apply_num_threads
 from ._tiling import tile_for as _tile
-
-# The GEMM variants alternate BLAS calls and numba kernels on the same cores. OpenMP's default spin-wait after
-# a parallel region (numba's "omp" threading layer) steals those cores from the BLAS threads (measured: a 0.1 ms
-# copy kernel took 8 ms next to OpenBLAS on a busy 2-core machine). Read by libgomp when numba first launches
-# its pool; a value set by the user wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 IntOrSeq = int | Sequence[int]
 Padding = int | str | Sequence[int] | Sequence[Sequence[int]]
