@@ -344,3 +344,13 @@ def test_plan_cache_does_not_accept_bool_or_float_after_an_int():
         fd.conv_transpose(x, w, dilation=1.0)
     with pytest.raises(TypeError, match="stride"):
         fd.compat.onnx_conv_transpose(x, w, strides=[1.0])
+
+
+def test_hot_path_keys_tuples_exactly():
+    """Per-axis tuples take the cached path too; a float or bool inside one never matches an int key."""
+    x, w = np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))
+    fd.conv_transpose(x, w, stride=(2, 2), padding=((1, 0), (0, 1)))
+    with pytest.raises(TypeError, match="stride"):
+        fd.conv_transpose(x, w, stride=(2.0, 2), padding=((1, 0), (0, 1)))
+    with pytest.raises(TypeError, match="padding"):
+        fd.conv_transpose(x, w, stride=(2, 2), padding=((True, 0), (0, 1)))

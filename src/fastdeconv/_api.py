@@ -82,8 +82,8 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
            [1., 1., 1., 1.]])
     """
     if (type(x) is np.ndarray and type(weight) is np.ndarray and output_size is None and type(method) is str
-            and type(stride) is int and type(output_padding) is int and type(groups) is int
-            and type(dilation) is int and type(padding) in (int, str) and (bias is None or type(bias) is np.ndarray)):
+            and type(groups) is int and (bias is None or type(bias) is np.ndarray) and _exact(stride)
+            and _exact(output_padding) and _exact(dilation) and (type(padding) is str or _exact(padding))):
         # hot path: shapes and geometry validated once, keyed exactly (no bool/float can match an int key)
         apply_num_threads()
         key = (x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding, groups, dilation,
@@ -109,6 +109,14 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         out[...] = y
         return out
     return y
+
+
+def _exact(value) -> bool:
+    """An int, or a tuple of ints / of (int, int) tuples: hashable, and never equal to a bool or float key."""
+    if type(value) is int:
+        return True
+    return type(value) is tuple and all(type(v) is int or (type(v) is tuple and all(type(e) is int for e in v))
+                                        for v in value)
 
 
 def execute(plan: geo.Plan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, y: np.ndarray) -> None:
