@@ -292,3 +292,14 @@ def test_example_runs_tiny(tmp_path):
     assert "verified: the zarr output equals fastdeconv.conv_transpose" in out.stdout
     assert "peak RSS" in out.stdout and "MB/s" in out.stdout
     assert not list(tmp_path.iterdir())  # the stores are deleted afterwards
+
+
+def test_blocks_run_the_whole_arrays_variant():
+    """Every block's plan carries the variant chosen for the whole array, whatever the block's own cost would pick."""
+    x = da.zeros((4, 64, 16, 16), chunks=(1, 64, 3, 5), dtype=np.float32)
+    w = np.zeros((64, 3, 4, 4), np.float32)
+    whole = fd.plan(x.shape, w.shape, stride=2, padding=1).variant
+    y = fdd.conv_transpose(x, w, stride=2, padding=1)
+    plans = [task[3] for task in dict(y.__dask_graph__()).values()
+             if isinstance(task, tuple) and len(task) > 3 and isinstance(task[3], geo.Plan)]
+    assert plans and {p.variant for p in plans} == {whole}

@@ -235,6 +235,8 @@ def choose(plan: geo.Plan) -> Choice:
     pool = max_threads()
     costs = estimate(plan, pool)
     candidates = {v: c for v, c in costs.items() if plan.method == "auto" or FORM_OF[v] == plan.method}
+    if plan.variant in candidates:  # fixed by the caller (and feasible for these shapes)
+        candidates = {plan.variant: candidates[plan.variant]}
     ranked = tuple(sorted(candidates.items(), key=lambda kv: kv[1]))
     variant, best = ranked[0]
     serial = variant.endswith("direct") and plan.macs < SERIAL_WORK

@@ -65,6 +65,9 @@ class Plan:
     batched: bool
     dtype: np.dtype
     method: str
+    # A variant fixed by the caller (e.g. the Dask twin runs every block on the whole array's variant, so the
+    # blocks sum their terms exactly as the in-memory call does); None lets the cost model choose.
+    variant: str | None = None
 
     @property
     def out_spatial(self) -> tuple[int, ...]:

@@ -9,10 +9,11 @@ are shifted so that it computes exactly that block. Along one spatial axis the o
 
 so an output block ``[o_lo, o_hi)`` computed from the input window ``[i_lo, i_hi)`` is the plan with
 ``size_in = i_hi - i_lo``, ``start = start + o_lo - i_lo * stride`` and ``size_out = o_hi - o_lo``. The
-direct numba kernels (and the zero-fill form) sum the terms of every output element in a fixed order, so
-then the result is bitwise equal to the in-memory call whatever the chunking; when the cost model picks a
-BLAS-backed variant (channel-rich layers) a block's GEMM may round differently from the whole array's, and
-the two agree to floating-point rounding.
+blocks all run the variant the cost model picks for the whole array (``Plan.variant``). The direct numba
+kernels (and the zero-fill form) sum the terms of every output element in a fixed order, so then the result is
+bitwise equal to the in-memory call whatever the chunking; with a BLAS-backed variant (channel-rich layers)
+OpenBLAS may take other code paths for a block's smaller GEMMs, and the two agree to floating-point rounding
+(bitwise in practice for ``scatter-gemm``; ~1e-6 relative for the ``-rows`` variants).
 
 This module needs ``dask[array]`` (``pip install "fastdeconv[dask]"``); the core package never imports it.
 """
@@ -33,8 +34,9 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without dask
     raise ImportError("fastdeconv.dask needs dask[array]: pip install \"fastdeconv[dask]\"") from exc
 
+from . import _cost
 from . import _geometry as geo
-from ._api import choose_method, execute
+from ._api import execute
 from ._kernels._index import reaching_range
 
 __all__ = ["conv_transpose"]
@@ -98,7 +100,8 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
 
     The result is bitwise equal to the in-memory call whenever that runs a direct numba kernel or the
     zero-fill form (the cost model's choice for few channels, see :func:`fastdeconv.plan`); with the
-    BLAS-backed variants for channel-rich layers the per-block GEMMs agree with it to rounding.
+    BLAS-backed variants for channel-rich layers (every block runs the whole array's variant) the per-block
+    GEMMs agree with it to rounding.
 
     Examples
     --------
@@ -124,7 +127,8 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
     xb = x if batched else x[None]
     if len(xb.chunks[1]) > 1:
         xb = xb.rechunk({1: -1})
-    plan = dataclasses.replace(plan, method=choose_method(plan))
+    choice = _cost.choose(plan)  # every block runs the whole array's variant: the same terms in the same order
+    plan = dataclasses.replace(plan, method=choice.method, variant=choice.variant)
     rank, lead = plan.rank, geo.MAX_RANK - plan.rank
     axes = plan.axes[lead:]
     w = w.astype(plan.dtype).rechunk(-1)
