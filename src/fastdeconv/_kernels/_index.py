@@ -36,15 +36,21 @@ def reaching_range(size_in, out_lo, out_hi, stride, kernel, dilation, start):
 
 
 @njit(inline="always", **NJIT_FLAGS)
-def source_index(out_index, stride, offset, size_in):
-    """Inverse map: the input index reaching ``out_index`` through a tap, or -1 when none does."""
+def source_between(out_index, stride, offset, lo, hi):
+    """Inverse map: the input index in ``[lo, hi)`` reaching ``out_index`` through a tap, or -1 when none does."""
     num = out_index - offset
     if num % stride != 0:
         return -1
     i = num // stride
-    if i < 0 or i >= size_in:
+    if i < lo or i >= hi:
         return -1
     return i
+
+
+@njit(inline="always", **NJIT_FLAGS)
+def source_index(out_index, stride, offset, size_in):
+    """Inverse map: the input index reaching ``out_index`` through a tap, or -1 when none does."""
+    return source_between(out_index, stride, offset, 0, size_in)
 
 
 @njit(inline="always", **NJIT_FLAGS)

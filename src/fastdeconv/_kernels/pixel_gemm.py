@@ -34,6 +34,7 @@ from numba import njit
 from .. import _geometry as geo
 from .._threads import max_threads
 from ..config import NJIT_FLAGS
+from ._index import source_between
 from .scatter_gemm import geometry_arrays, run_parallel
 
 # Target ``cols`` block (elements) per task, pixels-major: a quarter of one core's L2, so the rows the GEMM
@@ -65,18 +66,12 @@ def scatter_rows(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kernel,
             for c in range(cb):
                 y[j, c0 + c, od, oh, :] = bias[c0 + c]
             for kd in range(k_d):
-                num_d = od - taps[0, kd, 0]
-                if num_d % s_d != 0:
-                    continue
-                i_d = num_d // s_d
-                if i_d < taps[0, kd, 1] or i_d >= taps[0, kd, 2]:
+                i_d = source_between(od, s_d, taps[0, kd, 0], taps[0, kd, 1], taps[0, kd, 2])
+                if i_d < 0:
                     continue
                 for kh in range(k_h):
-                    num_h = oh - taps[1, kh, 0]
-                    if num_h % s_h != 0:
-                        continue
-                    i_h = num_h // s_h
-                    if i_h < taps[1, kh, 1] or i_h >= taps[1, kh, 2]:
+                    i_h = source_between(oh, s_h, taps[1, kh, 0], taps[1, kh, 1], taps[1, kh, 2])
+                    if i_h < 0:
                         continue
                     base = (i_d * rows + i_h - ih0) * size_w
                     t0 = (kd * k_h + kh) * k_w
@@ -120,18 +115,12 @@ def gather_rows(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kernel, 
         for oh in range(oh0, oh1):
             n_pairs = 0
             for kd in range(k_d):
-                num_d = od - taps[0, kd, 0]
-                if num_d % s_d != 0:
-                    continue
-                i_d = num_d // s_d
-                if i_d < taps[0, kd, 1] or i_d >= taps[0, kd, 2]:
+                i_d = source_between(od, s_d, taps[0, kd, 0], taps[0, kd, 1], taps[0, kd, 2])
+                if i_d < 0:
                     continue
                 for kh in range(k_h):
-                    num_h = oh - taps[1, kh, 0]
-                    if num_h % s_h != 0:
-                        continue
-                    i_h = num_h // s_h
-                    if i_h < taps[1, kh, 1] or i_h >= taps[1, kh, 2]:
+                    i_h = source_between(oh, s_h, taps[1, kh, 0], taps[1, kh, 1], taps[1, kh, 2])
+                    if i_h < 0:
                         continue
                     pair_base[n_pairs] = (i_d * rows + i_h - ih0) * size_w
                     pair_tap[n_pairs] = (kd * k_h + kh) * kwc
@@ -172,18 +161,12 @@ def scatter_rows_cm(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kern
             for c in range(cb):
                 y[j, c0 + c, od, oh, :] = bias[c0 + c]
             for kd in range(k_d):
-                num_d = od - taps[0, kd, 0]
-                if num_d % s_d != 0:
-                    continue
-                i_d = num_d // s_d
-                if i_d < taps[0, kd, 1] or i_d >= taps[0, kd, 2]:
+                i_d = source_between(od, s_d, taps[0, kd, 0], taps[0, kd, 1], taps[0, kd, 2])
+                if i_d < 0:
                     continue
                 for kh in range(k_h):
-                    num_h = oh - taps[1, kh, 0]
-                    if num_h % s_h != 0:
-                        continue
-                    i_h = num_h // s_h
-                    if i_h < taps[1, kh, 1] or i_h >= taps[1, kh, 2]:
+                    i_h = source_between(oh, s_h, taps[1, kh, 0], taps[1, kh, 1], taps[1, kh, 2])
+                    if i_h < 0:
                         continue
                     base = (i_d * rows + i_h - ih0) * size_w
                     t0 = (kd * k_h + kh) * k_w
@@ -220,18 +203,12 @@ def gather_rows_cm(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kerne
         for oh in range(oh0, oh1):
             n_pairs = 0
             for kd in range(k_d):
-                num_d = od - taps[0, kd, 0]
-                if num_d % s_d != 0:
-                    continue
-                i_d = num_d // s_d
-                if i_d < taps[0, kd, 1] or i_d >= taps[0, kd, 2]:
+                i_d = source_between(od, s_d, taps[0, kd, 0], taps[0, kd, 1], taps[0, kd, 2])
+                if i_d < 0:
                     continue
                 for kh in range(k_h):
-                    num_h = oh - taps[1, kh, 0]
-                    if num_h % s_h != 0:
-                        continue
-                    i_h = num_h // s_h
-                    if i_h < taps[1, kh, 1] or i_h >= taps[1, kh, 2]:
+                    i_h = source_between(oh, s_h, taps[1, kh, 0], taps[1, kh, 1], taps[1, kh, 2])
+                    if i_h < 0:
                         continue
                     pair_base[n_pairs] = (i_d * rows + i_h - ih0) * size_w
                     pair_tap[n_pairs] = (kd * k_h + kh) * k_w

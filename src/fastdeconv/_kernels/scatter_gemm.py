@@ -26,6 +26,7 @@ from numba import njit
 from .. import _geometry as geo
 from .._threads import get_num_threads, max_threads
 from ..config import NJIT_FLAGS
+from ._index import source_between
 
 # Scratch target per chunk (elements): big enough for an efficient GEMM, small enough to stay in L3
 # between the GEMM that writes it and the col2im that reads it.
@@ -56,11 +57,8 @@ def col2im(cols, y, bias, n0, c0, n, cb, in_shape, kernel, stride, taps):
                     for ow in range(o_w):
                         y[n0 + j, co, od, oh, ow] = bv
             for kd in range(k_d):
-                num = od - taps[0, kd, 0]
-                if num % s_d != 0:
-                    continue
-                i_d = num // s_d
-                if i_d < taps[0, kd, 1] or i_d >= taps[0, kd, 2]:
+                i_d = source_between(od, s_d, taps[0, kd, 0], taps[0, kd, 1], taps[0, kd, 2])
+                if i_d < 0:
                     continue
                 for kh in range(k_h):
                     off_h = taps[1, kh, 0]
