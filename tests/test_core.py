@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 from conftest import METHODS, tolerance
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 from reference import conv_transpose_ref
+from strategies import geometries, geometry_kwargs
 
 import fastdeconv as fd
 
@@ -60,33 +61,6 @@ def test_seed001_tf_examples(method):
 # ---------------------------------------------------------------------------------------------- properties
 
 
-@st.composite
-def geometries(draw):
-    rank = draw(st.integers(1, 3))
-    groups = draw(st.integers(1, 3))
-    c_in, c_out = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 2))
-    max_in = {1: 9, 2: 6, 3: 4}[rank]
-    spatial = draw(st.lists(st.integers(1, max_in), min_size=rank, max_size=rank))
-    kernel = draw(st.lists(st.integers(1, 5), min_size=rank, max_size=rank))
-    stride = draw(st.lists(st.integers(1, 4), min_size=rank, max_size=rank))
-    dilation = draw(st.lists(st.integers(1, 3), min_size=rank, max_size=rank))
-    out_pad = [draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation)]
-    kind = draw(st.sampled_from(["int", "pairs", "same", "valid"]))
-    full = [(i - 1) * s + (k - 1) * d + 1 for i, k, s, d in zip(spatial, kernel, stride, dilation)]
-    if kind == "same":
-        padding, out_pad = "same", [0] * rank
-    elif kind == "valid":
-        padding = "valid"
-    elif kind == "int":
-        padding = draw(st.integers(0, 3))
-        assume(all(f + o - 2 * padding >= 1 for f, o in zip(full, out_pad)))
-    else:
-        padding = [(draw(st.integers(0, 4)), draw(st.integers(0, 4))) for _ in range(rank)]
-        assume(all(f + o - b - a >= 1 for f, o, (b, a) in zip(full, out_pad, padding)))
-    return dict(rank=rank, groups=groups, c_in=c_in, c_out=c_out, spatial=spatial, kernel=kernel,
-                stride=stride, dilation=dilation, output_padding=out_pad, padding=padding)
-
-
 @given(g=geometries(), batch=st.sampled_from([None, 1, 2]), dtype=st.sampled_from([np.float32, np.float64]),
        use_bias=st.booleans(), layout=st.sampled_from(["c", "fortran", "strided", "reversed"]),
        seed=st.integers(0, 2**16))
@@ -98,7 +72,7 @@ def test_every_method_matches_reference(g, batch, dtype, use_bias, layout, seed)
     bias = rng.standard_normal(g["c_out"]).astype(dtype) if use_bias else None
     x = _relayout(x, layout, rng)
     x_before = x.copy()
-    kw = {k: g[k] for k in ("stride", "padding", "output_padding", "groups", "dilation")}
+    kw = geometry_kwargs(g)
     expected = conv_transpose_ref(x, w, bias, **kw)
     for method in METHODS:
         y = fd.conv_transpose(x, w, bias, method=method, **kw)

@@ -7,7 +7,7 @@ from conftest import tolerance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import conv_transpose_ref
-from test_core import geometries
+from strategies import geometries
 
 from fastdeconv import _geometry as geo
 from fastdeconv._kernels.gather import gather, gather_serial

@@ -5,43 +5,22 @@ from unittest import mock
 import numpy as np
 import pytest
 from conftest import tolerance
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 from reference import conv_transpose_ref
+from strategies import geometries, geometry_kwargs
 
 import fastdeconv as fd
 from fastdeconv import _forward
 
 
-@st.composite
-def transposed_geometries(draw):
-    rank = draw(st.integers(1, 3))
-    groups = draw(st.integers(1, 3))
-    c_in, c_out = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
-    max_in = {1: 8, 2: 5, 3: 3}[rank]
-    spatial = draw(st.lists(st.integers(1, max_in), min_size=rank, max_size=rank))
-    kernel = draw(st.lists(st.integers(1, 4), min_size=rank, max_size=rank))
-    stride = draw(st.lists(st.integers(1, 3), min_size=rank, max_size=rank))
-    dilation = draw(st.lists(st.integers(1, 2), min_size=rank, max_size=rank))
-    out_pad = [draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation)]
-    full = [(i - 1) * s + (k - 1) * d + 1 for i, k, s, d in zip(spatial, kernel, stride, dilation)]
-    kind = draw(st.sampled_from(["int", "pairs", "same", "valid"]))
-    if kind == "same":
-        padding, out_pad = "same", [0] * rank
-    elif kind == "valid":
-        padding = "valid"
-    elif kind == "int":
-        padding = draw(st.integers(0, 2))
-        assume(all(f + o - 2 * padding >= 1 for f, o in zip(full, out_pad)))
-    else:
-        padding = [(draw(st.integers(0, 3)), draw(st.integers(0, 3))) for _ in range(rank)]
-        assume(all(f + o - b - a >= 1 for f, o, (b, a) in zip(full, out_pad, padding)))
-    return dict(groups=groups, c_in=c_in, c_out=c_out, spatial=spatial, kernel=kernel, stride=stride,
-                dilation=dilation, output_padding=out_pad, padding=padding)
+def transposed_geometries():
+    return geometries(channels=(2, 2), max_in=(8, 5, 3), kernel=4, stride=3, dilation=2, int_padding=2,
+                      pair_padding=3)
 
 
 def _geometry(g):
-    return {k: g[k] for k in ("stride", "padding", "output_padding", "groups", "dilation")}
+    return geometry_kwargs(g)
 
 
 def _inputs(g, rng, batch=2, dtype=np.float64):
