@@ -46,6 +46,43 @@ _CHANNEL_MAJOR_FACTOR = 4
 PIXELS_MAJOR_COLUMNS = 40
 
 
+@njit(inline="always", **NJIT_FLAGS)
+def source_rows(od, oh, taps, stride, kernel, rows, ih0, size_w, tap_step, pair_base, pair_tap):
+    """The (tap depth, tap row) pairs reaching output row ``(od, oh)``, in tap order: for each, the ``cols``
+    pixel offset of its source row (``pair_base``) and its first tap index times ``tap_step`` (``pair_tap``).
+    Returns how many pairs were written."""
+    k_h = kernel[1]
+    n_pairs = 0
+    for kd in range(kernel[0]):
+        i_d = source_between(od, stride[0], taps[0, kd, 0], taps[0, kd, 1], taps[0, kd, 2])
+        if i_d < 0:
+            continue
+        for kh in range(k_h):
+            i_h = source_between(oh, stride[1], taps[1, kh, 0], taps[1, kh, 1], taps[1, kh, 2])
+            if i_h < 0:
+                continue
+            pair_base[n_pairs] = (i_d * rows + i_h - ih0) * size_w
+            pair_tap[n_pairs] = (kd * k_h + kh) * tap_step
+            n_pairs += 1
+    return n_pairs
+
+
+@njit(**NJIT_FLAGS)
+def source_columns(o_w, taps, s_w, k_w, tap_scale):
+    """Per output column: how many (tap column, input column) pairs reach it, and each pair's tap index
+    (times ``tap_scale``) and input column, in tap order."""
+    w_count = np.zeros(o_w, np.int64)
+    w_tap = np.empty((o_w, k_w), np.int64)
+    w_src = np.empty((o_w, k_w), np.int64)
+    for kw in range(k_w):
+        for i_w in range(taps[2, kw, 1], taps[2, kw, 2]):
+            ow = i_w * s_w + taps[2, kw, 0]
+            w_tap[ow, w_count[ow]] = kw * tap_scale
+            w_src[ow, w_count[ow]] = i_w
+            w_count[ow] += 1
+    return w_count, w_tap, w_src
+
+
 @njit(**NJIT_FLAGS)
 def scatter_rows(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kernel, stride, taps):
     """Write output rows ``oh0:oh1`` of ``y[j, c0:c0 + cb]``: each input pixel adds its footprint into the row.
@@ -59,29 +96,24 @@ def scatter_rows(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kernel,
     o_d = y.shape[2]
     size_w = in_shape[2]
     k_d, k_h, k_w = kernel[0], kernel[1], kernel[2]
-    s_d, s_h, s_w = stride[0], stride[1], stride[2]
+    s_w = stride[2]
     rows = ih1 - ih0
+    pair_base = np.empty(k_d * k_h, np.int64)
+    pair_tap = np.empty(k_d * k_h, np.int64)
     for od in range(o_d):
         for oh in range(oh0, oh1):
             for c in range(cb):
                 y[j, c0 + c, od, oh, :] = bias[c0 + c]
-            for kd in range(k_d):
-                i_d = source_between(od, s_d, taps[0, kd, 0], taps[0, kd, 1], taps[0, kd, 2])
-                if i_d < 0:
-                    continue
-                for kh in range(k_h):
-                    i_h = source_between(oh, s_h, taps[1, kh, 0], taps[1, kh, 1], taps[1, kh, 2])
-                    if i_h < 0:
-                        continue
-                    base = (i_d * rows + i_h - ih0) * size_w
-                    t0 = (kd * k_h + kh) * k_w
-                    for c in range(cb):
-                        yrow = y[j, c0 + c, od, oh]
-                        for kw in range(k_w):
-                            off = taps[2, kw, 0]
-                            col = (t0 + kw) * cb + c
-                            for i_w in range(taps[2, kw, 1], taps[2, kw, 2]):
-                                yrow[i_w * s_w + off] += cols[base + i_w, col]
+            n_pairs = source_rows(od, oh, taps, stride, kernel, rows, ih0, size_w, k_w, pair_base, pair_tap)
+            for q in range(n_pairs):
+                base, t0 = pair_base[q], pair_tap[q]
+                for c in range(cb):
+                    yrow = y[j, c0 + c, od, oh]
+                    for kw in range(k_w):
+                        off = taps[2, kw, 0]
+                        col = (t0 + kw) * cb + c
+                        for i_w in range(taps[2, kw, 1], taps[2, kw, 2]):
+                            yrow[i_w * s_w + off] += cols[base + i_w, col]
 
 
 @njit(**NJIT_FLAGS)
@@ -94,37 +126,17 @@ def gather_rows(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kernel, 
     o_d, o_w = y.shape[2], y.shape[4]
     size_w = in_shape[2]
     k_d, k_h, k_w = kernel[0], kernel[1], kernel[2]
-    s_d, s_h, s_w = stride[0], stride[1], stride[2]
+    s_w = stride[2]
     rows = ih1 - ih0
     kwc = k_w * cb
-    # per output column: the (tap column, input column) pairs reaching it
-    w_count = np.zeros(o_w, np.int64)
-    w_tap = np.empty((o_w, k_w), np.int64)
-    w_src = np.empty((o_w, k_w), np.int64)
-    for kw in range(k_w):
-        for i_w in range(taps[2, kw, 1], taps[2, kw, 2]):
-            ow = i_w * s_w + taps[2, kw, 0]
-            w_tap[ow, w_count[ow]] = kw * cb
-            w_src[ow, w_count[ow]] = i_w
-            w_count[ow] += 1
+    w_count, w_tap, w_src = source_columns(o_w, taps, s_w, k_w, cb)
     pair_base = np.empty(k_d * k_h, np.int64)
     pair_tap = np.empty(k_d * k_h, np.int64)
     acc = np.empty(cb, y.dtype)
     out = np.empty(o_w * cb, y.dtype)
     for od in range(o_d):
         for oh in range(oh0, oh1):
-            n_pairs = 0
-            for kd in range(k_d):
-                i_d = source_between(od, s_d, taps[0, kd, 0], taps[0, kd, 1], taps[0, kd, 2])
-                if i_d < 0:
-                    continue
-                for kh in range(k_h):
-                    i_h = source_between(oh, s_h, taps[1, kh, 0], taps[1, kh, 1], taps[1, kh, 2])
-                    if i_h < 0:
-                        continue
-                    pair_base[n_pairs] = (i_d * rows + i_h - ih0) * size_w
-                    pair_tap[n_pairs] = (kd * k_h + kh) * kwc
-                    n_pairs += 1
+            n_pairs = source_rows(od, oh, taps, stride, kernel, rows, ih0, size_w, kwc, pair_base, pair_tap)
             for ow in range(o_w):
                 for c in range(cb):
                     acc[c] = bias[c0 + c]
@@ -153,30 +165,25 @@ def scatter_rows_cm(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kern
     o_d = y.shape[2]
     size_w = in_shape[2]
     k_d, k_h, k_w = kernel[0], kernel[1], kernel[2]
-    s_d, s_h, s_w = stride[0], stride[1], stride[2]
+    s_w = stride[2]
     n_k = k_d * k_h * k_w
     rows = ih1 - ih0
+    pair_base = np.empty(k_d * k_h, np.int64)
+    pair_tap = np.empty(k_d * k_h, np.int64)
     for od in range(o_d):
         for oh in range(oh0, oh1):
             for c in range(cb):
                 y[j, c0 + c, od, oh, :] = bias[c0 + c]
-            for kd in range(k_d):
-                i_d = source_between(od, s_d, taps[0, kd, 0], taps[0, kd, 1], taps[0, kd, 2])
-                if i_d < 0:
-                    continue
-                for kh in range(k_h):
-                    i_h = source_between(oh, s_h, taps[1, kh, 0], taps[1, kh, 1], taps[1, kh, 2])
-                    if i_h < 0:
-                        continue
-                    base = (i_d * rows + i_h - ih0) * size_w
-                    t0 = (kd * k_h + kh) * k_w
-                    for c in range(cb):
-                        yrow = y[j, c0 + c, od, oh]
-                        for kw in range(k_w):
-                            src = cols[c * n_k + t0 + kw]
-                            off = taps[2, kw, 0]
-                            for i_w in range(taps[2, kw, 1], taps[2, kw, 2]):
-                                yrow[i_w * s_w + off] += src[base + i_w]
+            n_pairs = source_rows(od, oh, taps, stride, kernel, rows, ih0, size_w, k_w, pair_base, pair_tap)
+            for q in range(n_pairs):
+                base, t0 = pair_base[q], pair_tap[q]
+                for c in range(cb):
+                    yrow = y[j, c0 + c, od, oh]
+                    for kw in range(k_w):
+                        src = cols[c * n_k + t0 + kw]
+                        off = taps[2, kw, 0]
+                        for i_w in range(taps[2, kw, 1], taps[2, kw, 2]):
+                            yrow[i_w * s_w + off] += src[base + i_w]
 
 
 @njit(**NJIT_FLAGS)
@@ -185,34 +192,15 @@ def gather_rows_cm(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kerne
     o_d, o_w = y.shape[2], y.shape[4]
     size_w = in_shape[2]
     k_d, k_h, k_w = kernel[0], kernel[1], kernel[2]
-    s_d, s_h, s_w = stride[0], stride[1], stride[2]
+    s_w = stride[2]
     n_k = k_d * k_h * k_w
     rows = ih1 - ih0
-    w_count = np.zeros(o_w, np.int64)
-    w_tap = np.empty((o_w, k_w), np.int64)
-    w_src = np.empty((o_w, k_w), np.int64)
-    for kw in range(k_w):
-        for i_w in range(taps[2, kw, 1], taps[2, kw, 2]):
-            ow = i_w * s_w + taps[2, kw, 0]
-            w_tap[ow, w_count[ow]] = kw
-            w_src[ow, w_count[ow]] = i_w
-            w_count[ow] += 1
+    w_count, w_tap, w_src = source_columns(o_w, taps, s_w, k_w, 1)
     pair_base = np.empty(k_d * k_h, np.int64)
     pair_tap = np.empty(k_d * k_h, np.int64)
     for od in range(o_d):
         for oh in range(oh0, oh1):
-            n_pairs = 0
-            for kd in range(k_d):
-                i_d = source_between(od, s_d, taps[0, kd, 0], taps[0, kd, 1], taps[0, kd, 2])
-                if i_d < 0:
-                    continue
-                for kh in range(k_h):
-                    i_h = source_between(oh, s_h, taps[1, kh, 0], taps[1, kh, 1], taps[1, kh, 2])
-                    if i_h < 0:
-                        continue
-                    pair_base[n_pairs] = (i_d * rows + i_h - ih0) * size_w
-                    pair_tap[n_pairs] = (kd * k_h + kh) * k_w
-                    n_pairs += 1
+            n_pairs = source_rows(od, oh, taps, stride, kernel, rows, ih0, size_w, k_w, pair_base, pair_tap)
             for c in range(cb):
                 yrow = y[j, c0 + c, od, oh]
                 bv = bias[c0 + c]
