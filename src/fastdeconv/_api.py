@@ -15,6 +15,7 @@ from ._kernels.gather_gemm import gather_gemm
 from ._kernels.pixel_gemm import gather_pixels, scatter_pixels
 from ._kernels.scatter import scatter, scatter_serial
 from ._kernels.scatter_gemm import scatter_gemm
+from ._kernels.winograd import gather_winograd
 from ._kernels.zerofill import fill
 from ._threads import apply_num_threads
 from ._tiling import tile_for as _tile
@@ -195,6 +196,8 @@ class _Prepared:
             scatter_pixels(plan, x5, w5, b, y5)
         elif self.choice.variant == "gather-gemm-rows":
             gather_pixels(plan, x5, w5, b, y5)
+        elif self.choice.variant == "gather-winograd":
+            gather_winograd(plan, x5, w5, b, y5)
         else:
             _zerofill(plan, x5, w5, b, y5)
 

@@ -1,0 +1,466 @@
+"""Gather form with Winograd minimal filtering: each output phase is a small dense correlation, done as F(2, r).
+
+Along an axis with stride ``s`` the outputs ``o = phase + s * m`` are all reached by the same ``r`` taps (see
+``gather_gemm``), tap ``u`` reading the input at ``m + base + u``: a valid correlation of the undilated input
+with an ``r``-tap sub-kernel. When every phase of every axis has the same ``r`` in {1, 2, 3} with consecutive
+sources (``kernel % stride == 0``, ``dilation == 1``: DCGAN's 4x4 stride-2 blocks, stride-1 3x3 layers),
+Winograd's F(M, r) computes ``M`` outputs of a tile from ``alpha = M + r - 1`` inputs with ``alpha``
+products instead of ``M * r``: ``y = A^T [(G g) * (B^T d)]`` per axis. In 2-D, F(2x2, 2x2) needs 9 products
+per 4 outputs x 4 taps (1.78x fewer) and F(2x2, 3x3) 16 per 4 x 9 (2.25x fewer). With channels every
+transform point ``xi`` is one GEMM, ``M_xi (C_out_g, tiles) = U_xi^T (C_out_g, C_in_g) @ V_xi (C_in_g, tiles)``
+with ``U_xi = sum_u G[xi, u] w_u`` (transformed weights) and ``V_xi = sum_v B^T[xi, v] x_v`` (transformed
+input tiles); ``inverse`` then forms each output as ``bias + sum_xi A^T[i, xi] M_xi``.
+
+The matrices hold only 0, +-1 and 1/2, so the rounding is that of a few extra additions (the tests hold it to
+the same tolerance as every other variant). Every output element is written once, by one thread, from the
+same sums in the same order whatever the thread count: results are bitwise identical across thread counts.
+
+Memory: the weights are first re-laid out per (phase, tap) as contiguous (C_in, C_out_g) planes (the size of
+the weight); each worker then holds one U, one V and the ``alpha^rank`` M blocks of its chunk. Chunks (sample
+block, output-channel block) are chosen from the shapes and numba's pool size so that all of it stays within
+one output's size; when nothing fits, the variant is not a candidate.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from .. import _geometry as geo
+from .._threads import max_threads
+from ..config import NJIT_FLAGS
+from .scatter_gemm import run_parallel
+
+# F(M, r) in correlation form, y_i = sum_u d[i + u] g[u]:  y = AT @ ((G @ g) * (BT @ d)).
+# r = 1 is the identity (M = 1). r = 2: points 0, 1 (affine) and infinity; r = 3: Lavin & Gray's F(2, 3).
+_MATRICES = {
+    1: ([[1.0]], [[1.0]], [[1.0]]),
+    2: ([[1.0, -1.0, 0.0], [0.0, 1.0, 0.0], [0.0, -1.0, 1.0]],
+        [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]],
+        [[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]]),
+    3: ([[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, -1.0, 1.0, 0.0], [0.0, 1.0, 0.0, -1.0]],
+        [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]],
+        [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]]),
+}
+
+
+def matrices(r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(B^T (alpha, alpha), G (alpha, r), A^T (M, alpha)) of F(M, r), float64."""
+    return tuple(np.array(m, np.float64) for m in _MATRICES[r])
+
+
+# --------------------------------------------------------------------------- kernels (serial, nogil)
+# The kernels index flat views with unsigned offsets (``_at``): numba then skips its negative-index
+# wrap-around, which otherwise keeps LLVM from vectorizing loops over computed offsets (measured 4-6x here).
+
+
+@njit(inline="always", **NJIT_FLAGS)
+def _at(offset):
+    return np.uint64(offset)
+
+
+@njit(**NJIT_FLAGS)
+def relayout(w, taps, r, ci_lo, ci_hi, wt):
+    """``wt[p, u, ci, co] = w[ci, co, taps[p, 0, u_d], taps[p, 1, u_h], taps[p, 2, u_w]]`` for ci in [lo, hi).
+
+    ``u = (u_d * r_h + u_h) * r_w + u_w`` runs over the phase's (r_d, r_h, r_w) taps.
+    """
+    n_phase, n_tap, c_in, c_out = wt.shape
+    k_d, k_h, k_w = w.shape[2], w.shape[3], w.shape[4]
+    k_all = k_d * k_h * k_w
+    wf, tf = w.reshape(-1), wt.reshape(-1)
+    for p in range(n_phase):
+        u = 0
+        for u_d in range(r[0]):
+            for u_h in range(r[1]):
+                for u_w in range(r[2]):
+                    tap = (taps[p, 0, u_d] * k_h + taps[p, 1, u_h]) * k_w + taps[p, 2, u_w]
+                    for ci in range(ci_lo, ci_hi):
+                        dst = ((p * n_tap + u) * c_in + ci) * c_out
+                        src = ci * c_out * k_all + tap
+                        for co in range(c_out):
+                            tf[_at(dst + co)] = wf[_at(src + co * k_all)]
+                    u += 1
+
+
+@njit(**NJIT_FLAGS)
+def weight_point(wt, p, coefs, ci0, c0, u_mat):
+    """``u_mat[ci, co] = sum_u coefs[u] * wt[p, u, ci0 + ci, c0 + co]`` (the transformed weights of one point)."""
+    cin_g, cb = u_mat.shape
+    n_tap, c_in, c_out = wt.shape[1], wt.shape[2], wt.shape[3]
+    wf, uf = wt.reshape(-1), u_mat.reshape(-1)
+    first = True
+    for u in range(coefs.shape[0]):
+        c = coefs[u]
+        if c == 0:
+            continue
+        base = ((p * n_tap + u) * c_in + ci0) * c_out + c0
+        for ci in range(cin_g):
+            src = base + ci * c_out
+            dst = ci * cb
+            if first:
+                for co in range(cb):
+                    uf[_at(dst + co)] = c * wf[_at(src + co)]
+            else:
+                for co in range(cb):
+                    uf[_at(dst + co)] += c * wf[_at(src + co)]
+        first = False
+    if first:
+        uf[:] = 0
+
+
+@njit(**NJIT_FLAGS)
+def pack(x, n0, nb, ci0, offset, xp):
+    """``xp[j, offset[1] + i_h, offset[2] + i_w, ci] = x[n0 + j, ci0 + ci, 0, i_h, i_w]``, zero elsewhere.
+
+    Channels-last and zero-padded: every transform point then reads whole channel vectors, never a border
+    test (depth is 1 here: the variant is for 1-D and 2-D layers).
+    """
+    size_h, size_w = x.shape[3], x.shape[4]
+    rows, cols, cin = xp.shape[1], xp.shape[2], xp.shape[3]
+    plane = size_h * size_w
+    xf, pf = x.reshape(-1), xp.reshape(-1)
+    pf[:] = 0
+    for j in range(nb):
+        for i_h in range(size_h):
+            for i_w in range(size_w):
+                dst = ((j * rows + offset[1] + i_h) * cols + offset[2] + i_w) * cin
+                src = ((n0 + j) * x.shape[1] + ci0) * plane + i_h * size_w + i_w
+                for ci in range(cin):
+                    pf[_at(dst + ci)] = xf[_at(src + ci * plane)]
+
+
+@njit(**NJIT_FLAGS)
+def input_point(xp, nb, terms, msize, ntiles, vt):
+    """``vt[t, ci] = sum over terms (c, v_h, v_w) of c * xp[j, t_h * M_h + v_h, t_w * M_w + v_w, ci]``.
+
+    ``terms`` (the point's nonzero B^T products, offsets already relative to the padded buffer) are
+    (coefficient, row offset, column offset); tiles ``t = (j * T_h + t_h) * T_w + t_w``.
+    """
+    t_h, t_w = ntiles[1], ntiles[2]
+    m_h, m_w = msize[1], msize[2]
+    rows, cols, cin = xp.shape[1], xp.shape[2], xp.shape[3]
+    pf, vf = xp.reshape(-1), vt.reshape(-1)
+    t = 0
+    for j in range(nb):
+        for a in range(t_h):
+            for b in range(t_w):
+                dst = t * cin
+                for k in range(terms.shape[0]):
+                    c = terms[k, 0]
+                    src = ((j * rows + a * m_h + int(terms[k, 1])) * cols + b * m_w + int(terms[k, 2])) * cin
+                    if k == 0:
+                        for ci in range(cin):
+                            vf[_at(dst + ci)] = c * pf[_at(src + ci)]
+                    else:
+                        for ci in range(cin):
+                            vf[_at(dst + ci)] += c * pf[_at(src + ci)]
+                t += 1
+
+
+@njit(**NJIT_FLAGS)
+def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mcount, ntiles):
+    """``y[n0 + j, c0 + c, phase + stride * m] = sum_xi A[i, xi] * m_blocks[xi, t, c] + bias``, ``m = t * M + i``.
+
+    ``terms[i]`` lists output ``i``'s nonzero (coefficient, point) pairs, zero-padded at the end. One output
+    row of the phase at a time: every tile's sums run over the channel vector (contiguous) into ``buf``
+    (channels x row), then each channel's row is stored; outputs beyond the phase are skipped. (Storing
+    channel by channel per element would hit planes a page apart in turn: one cache set, thrashed.)
+    """
+    n_pt, n_t, cb = m_blocks.shape
+    t_h, t_w = ntiles[1], ntiles[2]
+    m_h, m_w = msize[1], msize[2]
+    s_h, s_w = stride[1], stride[2]
+    o_h, o_w = y.shape[3], y.shape[4]
+    plane = o_h * o_w
+    run = min(mcount[2], t_w * m_w)
+    mf, yf, bf = m_blocks.reshape(-1), y.reshape(-1), buf.reshape(-1)
+    width = buf.shape[1]
+    for j in range(nb):
+        sample = ((n0 + j) * y.shape[1] + c0) * plane
+        for a in range(t_h):
+            for i_h in range(m_h):
+                mh = a * m_h + i_h
+                if mh >= mcount[1]:
+                    break
+                for b in range(t_w):
+                    t = (j * t_h + a) * t_w + b
+                    for i_w in range(m_w):
+                        mw = b * m_w + i_w
+                        if mw >= run:
+                            break
+                        i = i_h * m_w + i_w
+                        for k in range(terms.shape[1]):
+                            coef = terms[i, k, 0]
+                            if coef == 0:
+                                break
+                            src = (int(terms[i, k, 1]) * n_t + t) * cb
+                            if k == 0:
+                                for c in range(cb):
+                                    bf[_at(c * width + mw)] = coef * mf[_at(src + c)]
+                            else:
+                                for c in range(cb):
+                                    bf[_at(c * width + mw)] += coef * mf[_at(src + c)]
+                dst = sample + (phase[1] + s_h * mh) * o_w + phase[2]
+                for c in range(cb):
+                    bv = bias[c0 + c]
+                    for q in range(run):
+                        yf[_at(dst + c * plane + q * s_w)] = bf[_at(c * width + q)] + bv
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+class Phase(NamedTuple):
+    phase: np.ndarray   # (3,) output offset of the phase
+    mcount: np.ndarray  # (3,) outputs of the phase per axis
+    ntiles: np.ndarray  # (3,) tiles per axis (ceil(mcount / M))
+    taps: np.ndarray    # (3, r_max) kernel index of tap u per axis (-1 unused)
+    v_terms: tuple      # per point: (terms, 3) nonzero (B^T product, row, column) in the padded buffer
+
+
+class Layout(NamedTuple):
+    phases: tuple[Phase, ...]
+    msize: np.ndarray     # (3,) M per axis
+    points: int           # alpha_h * alpha_w
+    r: tuple[int, int, int]
+    u_coefs: np.ndarray   # (points, taps) coefficients of the weight transform
+    a_terms: np.ndarray   # (M_h * M_w, max terms, 2) nonzero (A^T product, point) per output, zero-padded
+    tiles: int            # max tiles per sample over the phases
+    row: int              # max outputs per phase row (tiles along the last axis x M)
+    offset: np.ndarray    # (3,) padding before the input in the packed buffer
+    padded: tuple[int, int]  # (rows, columns) of the packed buffer per sample
+
+
+@lru_cache(maxsize=256)
+def layout(plan: geo.Plan) -> Layout | None:
+    """Phases, tile sizes and transform coefficients, or None when Winograd does not apply (or cannot help).
+
+    It applies to 1-D and 2-D layers whose phases all have the same number ``r`` in {1, 2, 3} of taps per
+    axis, reading consecutive inputs (``kernel % stride == 0`` and ``dilation == 1`` give this), with
+    ``r >= 2`` on some axis.
+    """
+    depth = plan.axes[0]
+    if depth.kernel != 1 or depth.stride != 1 or depth.size_in != 1 or depth.size_out != 1:
+        return None
+    if plan.c_in // plan.groups == 0 or plan.c_out // plan.groups == 0:
+        return None
+    per_axis, rs = [], []
+    for a in plan.axes:
+        entries, counts = [], set()
+        for ph in range(a.stride):
+            mcount = -(-(a.size_out - ph) // a.stride) if ph < a.size_out else 0
+            ks = [k for k in range(a.kernel) if (ph + a.start - k * a.dilation) % a.stride == 0]
+            bases = [(ph + a.start - k * a.dilation) // a.stride for k in ks]
+            counts.add(len(ks))
+            if ks and sorted(bases) != list(range(min(bases), min(bases) + len(ks))):
+                return None  # dilated sub-kernel: sources not consecutive
+            order = sorted(range(len(ks)), key=lambda i: bases[i])
+            entries.append((ph, mcount, min(bases) if ks else 0, [ks[i] for i in order]))
+        if len(counts) != 1 or counts.pop() not in _MATRICES:
+            return None
+        per_axis.append(entries)
+        rs.append(len(entries[0][3]))
+    if max(rs) < 2:
+        return None
+    mats = [matrices(r) for r in rs]
+    msize = np.array([m[2].shape[0] for m in mats], np.int64)
+    alpha = [m[0].shape[0] for m in mats]
+    # the packed buffer covers the input and every tile's alpha-wide patch
+    offset, padded = np.zeros(3, np.int64), [1, 1, 1]
+    for axis in (1, 2):
+        lo, hi = 0, plan.axes[axis].size_in
+        for _ph, mcount, base, _ks in per_axis[axis]:
+            if mcount:
+                lo = min(lo, base)
+                hi = max(hi, (-(-mcount // msize[axis]) - 1) * msize[axis] + base + alpha[axis])
+        offset[axis], padded[axis] = -lo, hi - lo
+    points = [(a, b) for a in range(alpha[1]) for b in range(alpha[2])]
+    phases = []
+    for eh in per_axis[1]:
+        for ew in per_axis[2]:
+            es = (per_axis[0][0], eh, ew)
+            taps = np.full((3, max(rs)), -1, np.int64)
+            for i, e in enumerate(es):
+                taps[i, :len(e[3])] = e[3]
+            mcount = np.array([e[1] for e in es], np.int64)
+            v_terms = []
+            for a_h, a_w in points:
+                terms = [(mats[1][0][a_h, v_h] * mats[2][0][a_w, v_w], v_h + eh[2] + offset[1], v_w + ew[2] + offset[2])
+                         for v_h in range(alpha[1]) for v_w in range(alpha[2])
+                         if mats[1][0][a_h, v_h] * mats[2][0][a_w, v_w] != 0]
+                v_terms.append(np.array(terms, np.float64).reshape(-1, 3))
+            phases.append(Phase(np.array([e[0] for e in es], np.int64), mcount, -(-mcount // msize), taps,
+                                tuple(v_terms)))
+    taps_grid = [(b, c) for b in range(rs[1]) for c in range(rs[2])]
+    u_coefs = np.array([[mats[1][1][p[0], u[0]] * mats[2][1][p[1], u[1]] for u in taps_grid] for p in points])
+    outs = [(b, c) for b in range(msize[1]) for c in range(msize[2])]
+    a_lists = [[(mats[1][2][o[0], p[0]] * mats[2][2][o[1], p[1]], k) for k, p in enumerate(points)
+                if mats[1][2][o[0], p[0]] * mats[2][2][o[1], p[1]] != 0] for o in outs]
+    a_terms = np.zeros((len(outs), max(len(t) for t in a_lists), 2))
+    for i, t in enumerate(a_lists):
+        a_terms[i, :len(t)] = t
+    tiles = max(int(np.prod(ph.ntiles)) for ph in phases)
+    row = max(int(ph.ntiles[2] * msize[2]) for ph in phases)
+    return Layout(tuple(phases), msize, len(points), tuple(rs), u_coefs, a_terms, tiles, row, offset,
+                  (padded[1], padded[2]))
+
+
+def weight_elements(plan: geo.Plan) -> int:
+    """Elements of the re-laid-out weight (the weight's own size)."""
+    return plan.c_in * (plan.c_out // plan.groups) * _prod(a.kernel for a in plan.axes)
+
+
+def _worker_scratch(lay: Layout, cin_g: int, nb: int, cb: int) -> int:
+    """Elements one worker allocates: packed input, V^T, U, the M blocks of a phase, one output row per channel."""
+    tiles = nb * lay.tiles
+    return (nb * lay.padded[0] * lay.padded[1] * cin_g + tiles * cin_g + cin_g * cb + lay.points * cb * tiles
+            + cb * lay.row)
+
+
+# Calibrated on the 2-core AVX-512 development machine (fp32, one core; fp64 arithmetic at half the rate).
+GEMM_RATE = 100e9        # FLOP/s of the (tiles x C_in_g) @ (C_in_g x C_out block) GEMMs at full efficiency
+GEMM_HALF = (16, 8, 16)  # (tiles, C_out block, C_in_g) at which BLAS reaches half its rate along that side
+U_ELEMENT = 0.4e-9       # s per transformed-weight element (per point, per chunk)
+V_ELEMENT = 0.13e-9      # s per transformed-input element (channels-last vector adds)
+PACK_ELEMENT = 1.0e-9    # s per input element packed channels-last
+STORE_ELEMENT = 2.4e-9   # s per output element of the inverse transform (sums + strided store)
+RELAYOUT_ELEMENT = 0.8e-9  # s per weight element re-laid out
+CALL = 12e-6             # s per BLAS call and kernel launch from the worker loop (incl. Python)
+
+
+def _cost(plan: geo.Plan, lay: Layout, nb: int, cb: int, workers: int) -> float:
+    """Estimated seconds of one call with chunks of ``nb`` samples x ``cb`` output channels."""
+    g = plan.groups
+    cin_g, cout_g = plan.c_in // g, plan.c_out // g
+    n_phase = len(lay.phases)
+    scale = 1.0 if plan.dtype.itemsize == 4 else 0.5
+    tiles = nb * lay.tiles
+    total_tiles = plan.batch * lay.tiles * g
+    tasks = g * -(-plan.batch // nb) * -(-cout_g // cb)
+    c_blocks = -(-cout_g // cb)
+    eff = 1.0
+    for side, half in zip((tiles, cb, cin_g), GEMM_HALF):
+        eff *= side / (side + half)
+    gemm = 2.0 * lay.points * n_phase * cin_g * cout_g * total_tiles / (GEMM_RATE * scale * eff)
+    u_work = tasks * n_phase * lay.points * cin_g * cb * U_ELEMENT
+    v_work = c_blocks * n_phase * lay.points * cin_g * total_tiles * V_ELEMENT
+    pack = c_blocks * plan.batch * plan.c_in * _prod(a.size_in for a in plan.axes) * PACK_ELEMENT
+    store = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes) * STORE_ELEMENT
+    calls = tasks * n_phase * lay.points * 3 * CALL
+    balance = -(-tasks // workers) * workers / tasks
+    return ((gemm + u_work + v_work + pack + store + calls) * balance + weight_elements(plan) * RELAYOUT_ELEMENT) \
+        / min(workers, tasks)
+
+
+@lru_cache(maxsize=256)
+def chunks(plan: geo.Plan) -> tuple[int, int] | None:
+    """(samples, output channels) per chunk, or None when no chunk fits the memory rule.
+
+    All workers' scratch plus the re-laid-out weight stays within one output's size; among the chunks that
+    fit, the one with the least estimated time. Depends on the shapes and numba's pool size only.
+    """
+    lay = layout(plan)
+    if lay is None or plan.batch == 0:
+        return None
+    cin_g, cout_g = plan.c_in // plan.groups, plan.c_out // plan.groups
+    workers = max_threads()
+    out_size = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
+    budget = out_size - weight_elements(plan)
+    best = None
+    for n_blocks in range(1, plan.batch + 1):
+        nb = -(-plan.batch // n_blocks)
+        if n_blocks > 1 and nb == -(-plan.batch // (n_blocks - 1)):
+            continue
+        cb = cout_g
+        while True:
+            tasks = plan.groups * -(-plan.batch // nb) * -(-cout_g // cb)
+            if min(workers, tasks) * _worker_scratch(lay, cin_g, nb, cb) <= budget:
+                cost = _cost(plan, lay, nb, cb, workers)
+                if best is None or cost < best[0]:
+                    best = (cost, nb, cb)
+            if cb == 1:
+                break
+            cb = -(-cb // 2)
+        if n_blocks > 64 and best is not None:
+            break
+    return None if best is None else (best[1], best[2])
+
+
+def estimate(plan: geo.Plan, threads: int) -> float | None:
+    """Estimated seconds of this variant on ``threads`` threads, or None when it does not apply."""
+    found = chunks(plan)
+    if found is None:
+        return None
+    return _cost(plan, layout(plan), found[0], found[1], threads)
+
+
+def scratch_elements(plan: geo.Plan) -> int:
+    """Largest scratch (elements) one call allocates (all workers together, weight relayout included)."""
+    found = chunks(plan)
+    if found is None:
+        return 0
+    nb, cb = found
+    return weight_elements(plan) + max_threads() * _worker_scratch(layout(plan), plan.c_in // plan.groups, nb, cb)
+
+
+def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
+    """Transposed convolution, gather form with Winograd F(2, r) on the output phases, into ``y5``."""
+    lay = layout(plan)
+    nb_max, cb_max = chunks(plan)
+    g = plan.groups
+    cin_g, cout_g = plan.c_in // g, plan.c_out // g
+    dtype = plan.dtype
+    stride = np.array([a.stride for a in plan.axes], np.int64)
+    taps = np.stack([ph.taps for ph in lay.phases])
+    r_arr = np.array(lay.r, np.int64)
+    wt = np.empty((len(lay.phases), _prod(lay.r), plan.c_in, cout_g), dtype)
+    u_coefs = lay.u_coefs.astype(dtype)
+    a_terms = lay.a_terms.astype(dtype)
+    v_terms = [[t.astype(dtype) for t in ph.v_terms] for ph in lay.phases]
+
+    step = -(-plan.c_in // max_threads())
+    run_parallel(lambda part: [relayout(w5, taps, r_arr, lo, min(lo + step, plan.c_in), wt) for lo in part],
+                 list(range(0, plan.c_in, step)))
+
+    tasks = [(gi, n0, min(nb_max, plan.batch - n0), c0, min(cb_max, cout_g - c0))
+             for gi in range(g) for n0 in range(0, plan.batch, nb_max) for c0 in range(0, cout_g, cb_max)]
+    rows, cols = lay.padded
+
+    def work(part):
+        xp_buf = np.empty(nb_max * rows * cols * cin_g, dtype)
+        v_buf = np.empty(nb_max * lay.tiles * cin_g, dtype)
+        u_buf = np.empty(cin_g * cb_max, dtype)
+        m_buf = np.empty(lay.points * cb_max * nb_max * lay.tiles, dtype)
+        buf = np.empty((cb_max, lay.row), dtype)
+        packed = None
+        for gi, n0, nb, c0, cb in part:
+            xp = xp_buf[:nb * rows * cols * cin_g].reshape(nb, rows, cols, cin_g)
+            if packed != (gi, n0):
+                pack(x5, n0, nb, gi * cin_g, lay.offset, xp)
+                packed = (gi, n0)
+            u_mat = u_buf[:cin_g * cb].reshape(cin_g, cb)
+            for p, ph in enumerate(lay.phases):
+                if not ph.mcount.all():
+                    continue
+                tiles = nb * int(np.prod(ph.ntiles))
+                vt = v_buf[:tiles * cin_g].reshape(tiles, cin_g)
+                m_blocks = m_buf[:lay.points * tiles * cb].reshape(lay.points, tiles, cb)
+                for xi in range(lay.points):
+                    weight_point(wt, p, u_coefs[xi], gi * cin_g, c0, u_mat)
+                    input_point(xp, nb, v_terms[p][xi], lay.msize, ph.ntiles, vt)
+                    np.matmul(vt, u_mat, out=m_blocks[xi])
+                inverse(m_blocks, a_terms, buf, y5, bias, n0, nb, gi * cout_g + c0, ph.phase, stride, lay.msize,
+                        ph.mcount, ph.ntiles)
+
+    run_parallel(work, tasks)
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out

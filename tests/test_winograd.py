@@ -1,0 +1,140 @@
+"""The gather-winograd variant: its transform matrices, its geometry test, and its results against the reference."""
+
+import numpy as np
+import pytest
+from conftest import tolerance
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from reference import conv_transpose_ref
+
+import fastdeconv as fd
+from fastdeconv import _geometry as geo
+from fastdeconv import _threads
+from fastdeconv._kernels import winograd as wg
+
+
+@pytest.mark.parametrize("r", [1, 2, 3])
+def test_matrices_compute_the_correlation(r):
+    """A^T [(G g) * (B^T d)] equals y_i = sum_u d[i + u] g[u] for M outputs."""
+    bt, g_mat, at = wg.matrices(r)
+    m = at.shape[0]
+    rng = np.random.default_rng(r)
+    for _ in range(20):
+        d, g = rng.standard_normal(m + r - 1), rng.standard_normal(r)
+        expected = [sum(d[i + u] * g[u] for u in range(r)) for i in range(m)]
+        np.testing.assert_allclose(at @ ((g_mat @ g) * (bt @ d)), expected, rtol=1e-12, atol=1e-12)
+
+
+def _plan(x_shape, w_shape, dtype=np.float64, **kw):
+    return geo.make_plan(x_shape, w_shape, np.dtype(dtype), np.dtype(dtype), kw.get("stride", 1), kw.get("padding", 0),
+                         kw.get("output_padding", 0), kw.get("groups", 1), kw.get("dilation", 1))
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kw", [
+    ((1, 2, 5, 5), (2, 2, 3, 3), {"stride": 2}),               # k % s != 0: phases with 2 and 1 taps
+    ((1, 2, 5, 5), (2, 2, 4, 4), {"stride": 2, "dilation": 2}),  # dilated: sources not consecutive
+    ((1, 2, 3, 5, 5), (2, 2, 2, 4, 4), {"stride": 2}),          # 3-D
+    ((1, 2, 5, 5), (2, 2, 2, 2), {"stride": 2}),               # r = 1 everywhere: nothing to save
+    ((1, 2, 5, 5), (2, 2, 8, 8), {"stride": 2}),               # r = 4: no matrices
+])
+def test_not_applicable(x_shape, w_shape, kw):
+    assert wg.layout(_plan(x_shape, w_shape, **kw)) is None
+
+
+@pytest.fixture
+def roomy(monkeypatch):
+    """Lift the memory rule so that tiny test shapes (whose outputs are smaller than the scratch) run.
+
+    The same patch holds for every hypothesis example (it is a constant), so the function scope is harmless.
+    """
+    clear = wg.chunks.cache_clear
+    monkeypatch.setattr(wg, "weight_elements", lambda plan: -(10 ** 9))
+    clear()
+    yield
+    clear()
+
+
+def _run(x, w, bias, kw):
+    plan = _plan(x.shape, w.shape, x.dtype, **kw)
+    y = np.full(plan.out_shape, np.nan, plan.dtype)
+    x5 = x.reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
+    w5 = w.reshape((plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes))
+    wg.gather_winograd(plan, x5, w5, bias, y.reshape((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes)))
+    return y
+
+
+@st.composite
+def winograd_geometries(draw):
+    """1-D or 2-D, every kernel a multiple of its stride with 1 to 3 taps per phase, any padding form."""
+    rank = draw(st.integers(1, 2))
+    groups = draw(st.integers(1, 2))
+    stride = [draw(st.integers(1, 3)) for _ in range(rank)]
+    kernel = [s * draw(st.integers(1, 3)) for s in stride]
+    assume(max(k // s for k, s in zip(kernel, stride)) >= 2)
+    spatial = [draw(st.integers(1, 7)) for _ in range(rank)]
+    out_pad = [draw(st.integers(0, s - 1)) for s in stride]
+    full = [(i - 1) * s + k for i, k, s in zip(spatial, kernel, stride)]
+    pads = [(draw(st.integers(0, k)), draw(st.integers(0, k))) for k in kernel]
+    assume(all(f + o - b - a >= 1 for f, o, (b, a) in zip(full, out_pad, pads)))
+    return dict(x_shape=(draw(st.integers(1, 3)), groups * draw(st.integers(1, 4))) + tuple(spatial),
+                cout_g=draw(st.integers(1, 4)), kernel=tuple(kernel), groups=groups,
+                kw={"stride": tuple(stride), "padding": tuple(pads), "output_padding": tuple(out_pad),
+                    "groups": groups})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(geom=winograd_geometries(), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2 ** 16))
+def test_matches_reference(roomy, geom, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(geom["x_shape"]).astype(dtype)
+    w = rng.standard_normal((geom["x_shape"][1], geom["cout_g"]) + geom["kernel"]).astype(dtype)
+    bias = rng.standard_normal(geom["cout_g"] * geom["groups"]).astype(dtype)
+    assert wg.layout(_plan(x.shape, w.shape, dtype, **geom["kw"])) is not None
+    np.testing.assert_allclose(_run(x, w, bias, geom["kw"]), conv_transpose_ref(x, w, bias, **geom["kw"]),
+                               **tolerance(dtype))
+
+
+@pytest.mark.parametrize("samples, channels", [(1, 1), (2, 3), (3, 64)])
+def test_chunks_split_samples_and_channels(roomy, monkeypatch, samples, channels):
+    """Forced small chunks (several sample blocks and channel blocks per call) give the same result."""
+    monkeypatch.setattr(wg, "chunks", lambda plan: (samples, channels))
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((5, 6, 5, 4)), rng.standard_normal((6, 7, 4, 2))
+    bias = rng.standard_normal(7)
+    kw = {"stride": (2, 1), "padding": 1}
+    np.testing.assert_allclose(_run(x, w, bias, kw), conv_transpose_ref(x, w, bias, **kw), rtol=1e-10, atol=1e-10)
+
+
+def test_auto_picks_winograd_for_dcgan_blocks_and_respects_memory():
+    choice = fd.plan((64, 256, 8, 8), (256, 128, 4, 4), stride=2, padding=1)
+    assert choice.variant == "gather-winograd" and choice.method == "gather"
+    assert "Winograd" in choice.reason
+    plan = _plan((64, 256, 8, 8), (256, 128, 4, 4), np.float32, stride=2, padding=1)
+    out = plan.batch * plan.c_out * 16 * 16
+    assert 0 < wg.scratch_elements(plan) <= out
+
+
+def test_through_the_public_api():
+    """A DCGAN-like layer that auto runs on gather-winograd agrees with the scatter form (itself tested)."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((32, 128, 16, 16)).astype(np.float32)
+    w = (rng.standard_normal((128, 64, 4, 4)) / 20).astype(np.float32)
+    bias = rng.standard_normal(64).astype(np.float32)
+    assert fd.plan(x.shape, w.shape, stride=2, padding=1).variant == "gather-winograd"
+    y = fd.conv_transpose(x, w, bias, stride=2, padding=1)
+    np.testing.assert_allclose(y, fd.conv_transpose(x, w, bias, stride=2, padding=1, method="scatter"),
+                               **tolerance(np.float32))
+    assert np.array_equal(y, fd.conv_transpose(x, w, bias, stride=2, padding=1))
+
+
+def test_bitwise_identical_across_thread_counts():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((32, 128, 16, 16)).astype(np.float32)
+    w = rng.standard_normal((128, 64, 4, 4)).astype(np.float32)
+    try:
+        fd.set_num_threads(1)
+        one = fd.conv_transpose(x, w, stride=2, padding=1)
+        fd.set_num_threads(_threads.max_threads())
+        assert np.array_equal(one, fd.conv_transpose(x, w, stride=2, padding=1))
+    finally:
+        fd.set_num_threads(_threads.max_threads())
