@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from math import prod as _prod
 
 import numpy as np
 
@@ -121,13 +122,6 @@ def _fmt_time(sec: float) -> str:
     if sec >= 1e-3:
         return f"{sec * 1e3:.3g} ms"
     return f"{sec * 1e6:.3g} us"
-
-
-def _prod(values) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out
 
 
 def _gemm_time(flops: float, m: int, n: int, k: int, threads: int, scale: float) -> float:
@@ -318,5 +312,3 @@ def _shape(shape, name: str) -> tuple[int, ...]:
     if any(v < 0 for v in values):
         raise ValueError(f"{name} entries must be >= 0, got {values}")
     return values
-
-

@@ -18,6 +18,7 @@ numba's pool size only.
 from __future__ import annotations
 
 from functools import lru_cache
+from math import prod as _prod
 
 import numpy as np
 from numba import njit
@@ -222,10 +223,3 @@ def gather_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray
             phase_store(tmp, y5, bias, gi * cout_g, cout_g, phase, m_shape, stride, row0, n_rows)
 
     run_parallel(work, tasks)
-
-
-def _prod(values) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out

@@ -27,6 +27,7 @@ order fixed by the shapes alone: the result is bitwise identical for any thread 
 from __future__ import annotations
 
 from functools import lru_cache
+from math import prod as _prod
 
 import numpy as np
 from numba import njit
@@ -327,10 +328,3 @@ def scatter_pixels(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndar
 def gather_pixels(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
     """Gather form, pixels-major GEMM then per-output sums, into ``y5`` (overwritten)."""
     _run((gather_rows, gather_rows_cm), plan, x5, w5, bias, y5)
-
-
-def _prod(values) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out

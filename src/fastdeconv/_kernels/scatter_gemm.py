@@ -19,6 +19,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache
+from math import prod as _prod
 
 import numpy as np
 from numba import njit
@@ -276,10 +277,3 @@ def geometry_arrays(plan: geo.Plan) -> tuple[np.ndarray, ...]:
             taps[axis, k] = (off, lo, max(lo, hi))
     return (np.array([a.size_in for a in plan.axes], np.int64), np.array([a.kernel for a in plan.axes], np.int64),
             np.array([a.stride for a in plan.axes], np.int64), taps)
-
-
-def _prod(values) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out

@@ -24,6 +24,7 @@ one output's size; when nothing fits, the variant is not a candidate.
 from __future__ import annotations
 
 from functools import lru_cache
+from math import prod as _prod
 from typing import NamedTuple
 
 import numpy as np
@@ -457,10 +458,3 @@ def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
                         ph.mcount, ph.ntiles)
 
     run_parallel(work, tasks)
-
-
-def _prod(values) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out
