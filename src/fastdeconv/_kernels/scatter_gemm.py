@@ -231,10 +231,9 @@ def _pool() -> ThreadPoolExecutor:
 
 @lru_cache(maxsize=1)
 def _blas_controllers() -> tuple:
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - optional: BLAS then keeps its own threads
-        return ()
+    import scipy.linalg.cython_blas  # noqa: F401  the BLAS numba's np.dot calls: loaded, so it is controlled too
+    from threadpoolctl import ThreadpoolController
+
     return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
 
 

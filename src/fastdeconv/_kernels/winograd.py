@@ -168,7 +168,7 @@ def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mco
 
     ``terms[i]`` lists output ``i``'s nonzero (coefficient, point) pairs, zero-padded at the end. One output
     row of the phase at a time: every tile's sums run over the channel vector (contiguous) into ``buf``
-    (channels x row), then each channel's row is stored; outputs beyond the phase are skipped. (Storing
+    (row x channels), then each channel's row is stored; outputs beyond the phase are skipped. (Storing
     channel by channel per element would hit planes a page apart in turn: one cache set, thrashed.)
     """
     n_pt, n_t, cb = m_blocks.shape
@@ -179,7 +179,6 @@ def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mco
     plane = o_h * o_w
     run = min(mcount[2], t_w * m_w)
     mf, yf, bf = m_blocks.reshape(-1), y.reshape(-1), buf.reshape(-1)
-    width = buf.shape[1]
     for j in range(nb):
         sample = ((n0 + j) * y.shape[1] + c0) * plane
         for a in range(t_h):
@@ -201,15 +200,45 @@ def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mco
                             src = (int(terms[i, k, 1]) * n_t + t) * cb
                             if k == 0:
                                 for c in range(cb):
-                                    bf[_at(c * width + mw)] = coef * mf[_at(src + c)]
+                                    bf[_at(mw * cb + c)] = coef * mf[_at(src + c)]
                             else:
                                 for c in range(cb):
-                                    bf[_at(c * width + mw)] += coef * mf[_at(src + c)]
+                                    bf[_at(mw * cb + c)] += coef * mf[_at(src + c)]
                 dst = sample + (phase[1] + s_h * mh) * o_w + phase[2]
                 for c in range(cb):
                     bv = bias[c0 + c]
                     for q in range(run):
-                        yf[_at(dst + c * plane + q * s_w)] = bf[_at(c * width + q)] + bv
+                        yf[_at(dst + c * plane + q * s_w)] = bf[_at(q * cb + c)] + bv
+
+
+@njit(**NJIT_FLAGS)
+def run_task(x, wt, bias, y, gi, cin_g, n0, nb, c0, cb, repack, tables, u_coefs, v_terms, v_counts, a_terms, msize,
+             offset, stride, xp_buf, v_buf, u_buf, m_buf, buf):
+    """One chunk (group ``gi``, samples ``n0 : n0 + nb``, channels ``c0 : c0 + cb``): every phase, every point.
+
+    ``tables[p] = (phase (3,), mcount (3,), ntiles (3,))``; ``v_terms[p, xi, :v_counts[p, xi]]`` are the point's
+    input-transform terms (see ``input_point``). The GEMM of each point is ``np.dot`` on contiguous
+    blocks (BLAS, called from numba: no Python round trip per point). ``repack`` is False when the previous
+    chunk of this worker packed the same samples.
+    """
+    xp = xp_buf[:nb]
+    if repack:
+        pack(x, n0, nb, gi * cin_g, offset, xp)
+    n_pt = u_coefs.shape[0]
+    u_mat = u_buf[:cin_g * cb].reshape((cin_g, cb))
+    for p in range(tables.shape[0]):
+        if tables[p, 1, 0] == 0 or tables[p, 1, 1] == 0 or tables[p, 1, 2] == 0:
+            continue
+        ntiles = tables[p, 2]
+        tiles = nb * ntiles[0] * ntiles[1] * ntiles[2]
+        vt = v_buf[:tiles * cin_g].reshape((tiles, cin_g))
+        m_blocks = m_buf[:n_pt * tiles * cb].reshape((n_pt, tiles, cb))
+        for xi in range(n_pt):
+            weight_point(wt, p, u_coefs[xi], gi * cin_g, c0, u_mat)
+            input_point(xp, nb, v_terms[p, xi, :v_counts[p, xi]], msize, ntiles, vt)
+            np.dot(vt, u_mat, m_blocks[xi])
+        inverse(m_blocks, a_terms, buf, y, bias, n0, nb, gi * wt.shape[3] + c0,
+                tables[p, 0], stride, msize, tables[p, 1], ntiles)
 
 
 # --------------------------------------------------------------------------- geometry
@@ -324,13 +353,14 @@ def _worker_scratch(lay: Layout, cin_g: int, nb: int, cb: int) -> int:
 
 # Calibrated on the 2-core AVX-512 development machine (fp32, one core; fp64 arithmetic at half the rate).
 GEMM_RATE = 100e9        # FLOP/s of the (tiles x C_in_g) @ (C_in_g x C_out block) GEMMs at full efficiency
-GEMM_HALF = (16, 8, 16)  # (tiles, C_out block, C_in_g) at which BLAS reaches half its rate along that side
-U_ELEMENT = 0.4e-9       # s per transformed-weight element (per point, per chunk)
+GEMM_HALF = (6, 8, 16)   # (tiles, C_out block, C_in_g) at which BLAS reaches half its rate along that side
+U_ELEMENT = 0.1e-9       # s per transformed-weight element (per point, per chunk)
 V_ELEMENT = 0.13e-9      # s per transformed-input element (channels-last vector adds)
 PACK_ELEMENT = 1.0e-9    # s per input element packed channels-last
 STORE_ELEMENT = 2.4e-9   # s per output element of the inverse transform (sums + strided store)
 RELAYOUT_ELEMENT = 0.8e-9  # s per weight element re-laid out
-CALL = 12e-6             # s per BLAS call and kernel launch from the worker loop (incl. Python)
+POINT_CALL = 1e-6        # s per point: BLAS call set-up from numba
+TASK_CALL = 20e-6        # s per chunk: the numba call from the worker's Python loop
 
 
 def _cost(plan: geo.Plan, lay: Layout, nb: int, cb: int, workers: int) -> float:
@@ -351,7 +381,7 @@ def _cost(plan: geo.Plan, lay: Layout, nb: int, cb: int, workers: int) -> float:
     v_work = c_blocks * n_phase * lay.points * cin_g * total_tiles * V_ELEMENT
     pack = c_blocks * plan.batch * plan.c_in * _prod(a.size_in for a in plan.axes) * PACK_ELEMENT
     store = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes) * STORE_ELEMENT
-    calls = tasks * n_phase * lay.points * 3 * CALL
+    calls = tasks * (n_phase * lay.points * POINT_CALL + TASK_CALL)
     balance = -(-tasks // workers) * workers / tasks
     return ((gemm + u_work + v_work + pack + store + calls) * balance + weight_elements(plan) * RELAYOUT_ELEMENT) \
         / min(workers, tasks)
@@ -421,7 +451,6 @@ def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
     wt = np.empty((len(lay.phases), _prod(lay.r), plan.c_in, cout_g), dtype)
     u_coefs = lay.u_coefs.astype(dtype)
     a_terms = lay.a_terms.astype(dtype)
-    v_terms = [[t.astype(dtype) for t in ph.v_terms] for ph in lay.phases]
 
     step = -(-plan.c_in // max_threads())
     run_parallel(lambda part: [relayout(w5, taps, r_arr, lo, min(lo + step, plan.c_in), wt) for lo in part],
@@ -430,31 +459,25 @@ def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
     tasks = [(gi, n0, min(nb_max, plan.batch - n0), c0, min(cb_max, cout_g - c0))
              for gi in range(g) for n0 in range(0, plan.batch, nb_max) for c0 in range(0, cout_g, cb_max)]
     rows, cols = lay.padded
+    tables = np.stack([np.stack([ph.phase, ph.mcount, ph.ntiles]) for ph in lay.phases])
+    most = max(len(t) for ph in lay.phases for t in ph.v_terms)
+    v_terms = np.zeros((len(lay.phases), lay.points, most, 3), dtype)
+    v_counts = np.zeros((len(lay.phases), lay.points), np.int64)
+    for p, ph in enumerate(lay.phases):
+        for xi, t in enumerate(ph.v_terms):
+            v_terms[p, xi, :len(t)] = t
+            v_counts[p, xi] = len(t)
 
     def work(part):
-        xp_buf = np.empty(nb_max * rows * cols * cin_g, dtype)
+        xp_buf = np.empty((nb_max, rows, cols, cin_g), dtype)
         v_buf = np.empty(nb_max * lay.tiles * cin_g, dtype)
         u_buf = np.empty(cin_g * cb_max, dtype)
         m_buf = np.empty(lay.points * cb_max * nb_max * lay.tiles, dtype)
-        buf = np.empty((cb_max, lay.row), dtype)
+        buf = np.empty((lay.row, cb_max), dtype)
         packed = None
         for gi, n0, nb, c0, cb in part:
-            xp = xp_buf[:nb * rows * cols * cin_g].reshape(nb, rows, cols, cin_g)
-            if packed != (gi, n0):
-                pack(x5, n0, nb, gi * cin_g, lay.offset, xp)
-                packed = (gi, n0)
-            u_mat = u_buf[:cin_g * cb].reshape(cin_g, cb)
-            for p, ph in enumerate(lay.phases):
-                if not ph.mcount.all():
-                    continue
-                tiles = nb * int(np.prod(ph.ntiles))
-                vt = v_buf[:tiles * cin_g].reshape(tiles, cin_g)
-                m_blocks = m_buf[:lay.points * tiles * cb].reshape(lay.points, tiles, cb)
-                for xi in range(lay.points):
-                    weight_point(wt, p, u_coefs[xi], gi * cin_g, c0, u_mat)
-                    input_point(xp, nb, v_terms[p][xi], lay.msize, ph.ntiles, vt)
-                    np.matmul(vt, u_mat, out=m_blocks[xi])
-                inverse(m_blocks, a_terms, buf, y5, bias, n0, nb, gi * cout_g + c0, ph.phase, stride, lay.msize,
-                        ph.mcount, ph.ntiles)
+            run_task(x5, wt, bias, y5, gi, cin_g, n0, nb, c0, cb, packed != (gi, n0), tables, u_coefs, v_terms,
+                     v_counts, a_terms, lay.msize, lay.offset, stride, xp_buf, v_buf, u_buf, m_buf, buf)
+            packed = (gi, n0)
 
     run_parallel(work, tasks)
