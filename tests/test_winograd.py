@@ -94,10 +94,10 @@ def test_matches_reference(roomy, geom, dtype, seed):
                                **tolerance(dtype))
 
 
-@pytest.mark.parametrize("samples, channels", [(1, 1), (2, 3), (3, 64)])
-def test_chunks_split_samples_and_channels(roomy, monkeypatch, samples, channels):
+@pytest.mark.parametrize("samples, rows, channels", [(1, 1, 1), (2, 9, 3), (3, 9, 64), (1, 2, 5)])
+def test_chunks_split_samples_rows_and_channels(roomy, monkeypatch, samples, rows, channels):
     """Forced small chunks (several sample blocks and channel blocks per call) give the same result."""
-    monkeypatch.setattr(wg, "chunks", lambda plan: (samples, channels))
+    monkeypatch.setattr(wg, "chunks", lambda plan: (samples, rows, channels))
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((5, 6, 5, 4)), rng.standard_normal((6, 7, 4, 2))
     bias = rng.standard_normal(7)

@@ -114,21 +114,24 @@ def weight_point(wt, p, coefs, ci0, c0, u_mat):
 
 
 @njit(**NJIT_FLAGS)
-def pack(x, n0, nb, ci0, offset, xp):
-    """``xp[j, offset[1] + i_h, offset[2] + i_w, ci] = x[n0 + j, ci0 + ci, 0, i_h, i_w]``, zero elsewhere.
+def pack(x, n0, nb, ci0, offset, r0, xp):
+    """``xp[j, offset[1] + i_h - r0, offset[2] + i_w, ci] = x[n0 + j, ci0 + ci, 0, i_h, i_w]``, zero elsewhere.
 
     Channels-last and zero-padded: every transform point then reads whole channel vectors, never a border
-    test (depth is 1 here: the variant is for 1-D and 2-D layers).
+    test (depth is 1 here: the variant is for 1-D and 2-D layers). The buffer holds the padded rows
+    ``[r0, r0 + rows)`` only (a block of tile rows and its halo).
     """
     size_h, size_w = x.shape[3], x.shape[4]
     rows, cols, cin = xp.shape[1], xp.shape[2], xp.shape[3]
     plane = size_h * size_w
     xf, pf = x.reshape(-1), xp.reshape(-1)
-    pf[:] = 0
+    pf[:nb * rows * cols * cin] = 0
+    lo = max(0, r0 - offset[1])
+    hi = min(size_h, r0 + rows - offset[1])
     for j in range(nb):
-        for i_h in range(size_h):
+        for i_h in range(lo, hi):
             for i_w in range(size_w):
-                dst = ((j * rows + offset[1] + i_h) * cols + offset[2] + i_w) * cin
+                dst = ((j * rows + offset[1] + i_h - r0) * cols + offset[2] + i_w) * cin
                 src = ((n0 + j) * x.shape[1] + ci0) * plane + i_h * size_w + i_w
                 for ci in range(cin):
                     pf[_at(dst + ci)] = xf[_at(src + ci * plane)]
@@ -163,9 +166,10 @@ def input_point(xp, nb, terms, msize, ntiles, vt):
 
 
 @njit(**NJIT_FLAGS)
-def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mcount, ntiles):
+def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mcount, ntiles, th0):
     """``y[n0 + j, c0 + c, phase + stride * m] = sum_xi A[i, xi] * m_blocks[xi, t, c] + bias``, ``m = t * M + i``.
 
+    Tiles ``t`` are local to the chunk: tile row ``a`` is the phase's tile row ``th0 + a``.
     ``terms[i]`` lists output ``i``'s nonzero (coefficient, point) pairs, zero-padded at the end. One output
     row of the phase at a time: every tile's sums run over the channel vector (contiguous) into ``buf``
     (row x channels), then each channel's row is stored; outputs beyond the phase are skipped. (Storing
@@ -183,7 +187,7 @@ def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mco
         sample = ((n0 + j) * y.shape[1] + c0) * plane
         for a in range(t_h):
             for i_h in range(m_h):
-                mh = a * m_h + i_h
+                mh = (th0 + a) * m_h + i_h
                 if mh >= mcount[1]:
                     break
                 for b in range(t_w):
@@ -212,33 +216,37 @@ def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mco
 
 
 @njit(**NJIT_FLAGS)
-def run_task(x, wt, bias, y, gi, cin_g, n0, nb, c0, cb, repack, tables, u_coefs, v_terms, v_counts, a_terms, msize,
-             offset, stride, xp_buf, v_buf, u_buf, m_buf, buf):
-    """One chunk (group ``gi``, samples ``n0 : n0 + nb``, channels ``c0 : c0 + cb``): every phase, every point.
+def run_task(x, wt, bias, y, gi, cin_g, n0, nb, th0, nth, c0, cb, repack, tables, u_coefs, v_terms, v_counts,
+             a_terms, msize, offset, stride, xp_buf, v_buf, u_buf, m_buf, buf):
+    """One chunk: group ``gi``, samples ``n0 : n0 + nb``, tile rows ``th0 : th0 + nth``, channels ``c0 : c0 + cb``.
 
-    ``tables[p] = (phase (3,), mcount (3,), ntiles (3,))``; ``v_terms[p, xi, :v_counts[p, xi]]`` are the point's
-    input-transform terms (see ``input_point``). The GEMM of each point is ``np.dot`` on contiguous
-    blocks (BLAS, called from numba: no Python round trip per point). ``repack`` is False when the previous
-    chunk of this worker packed the same samples.
+    Every phase, every point. ``tables[p] = (phase (3,), mcount (3,), ntiles (3,))``;
+    ``v_terms[p, xi, :v_counts[p, xi]]`` are the point's input-transform terms (see ``input_point``). The GEMM
+    of each point is ``np.dot`` on contiguous blocks (BLAS, called from numba: no Python round trip per point).
+    ``repack`` is False when the previous chunk of this worker packed the same samples and rows.
     """
     xp = xp_buf[:nb]
     if repack:
-        pack(x, n0, nb, gi * cin_g, offset, xp)
+        pack(x, n0, nb, gi * cin_g, offset, th0 * msize[1], xp)
     n_pt = u_coefs.shape[0]
     u_mat = u_buf[:cin_g * cb].reshape((cin_g, cb))
+    local = np.ones(3, np.int64)
     for p in range(tables.shape[0]):
         if tables[p, 1, 0] == 0 or tables[p, 1, 1] == 0 or tables[p, 1, 2] == 0:
             continue
-        ntiles = tables[p, 2]
-        tiles = nb * ntiles[0] * ntiles[1] * ntiles[2]
+        local[1] = min(nth, tables[p, 2, 1] - th0)
+        local[2] = tables[p, 2, 2]
+        if local[1] <= 0:
+            continue
+        tiles = nb * local[1] * local[2]
         vt = v_buf[:tiles * cin_g].reshape((tiles, cin_g))
         m_blocks = m_buf[:n_pt * tiles * cb].reshape((n_pt, tiles, cb))
         for xi in range(n_pt):
             weight_point(wt, p, u_coefs[xi], gi * cin_g, c0, u_mat)
-            input_point(xp, nb, v_terms[p, xi, :v_counts[p, xi]], msize, ntiles, vt)
+            input_point(xp, nb, v_terms[p, xi, :v_counts[p, xi]], msize, local, vt)
             np.dot(vt, u_mat, m_blocks[xi])
-        inverse(m_blocks, a_terms, buf, y, bias, n0, nb, gi * wt.shape[3] + c0,
-                tables[p, 0], stride, msize, tables[p, 1], ntiles)
+        inverse(m_blocks, a_terms, buf, y, bias, n0, nb, gi * wt.shape[3] + c0, tables[p, 0], stride, msize,
+                tables[p, 1], local, th0)
 
 
 # --------------------------------------------------------------------------- geometry
@@ -263,6 +271,8 @@ class Layout(NamedTuple):
     row: int              # max outputs per phase row (tiles along the last axis x M)
     offset: np.ndarray    # (3,) padding before the input in the packed buffer
     padded: tuple[int, int]  # (rows, columns) of the packed buffer per sample
+    halo: int             # packed rows a block of n tile rows needs beyond n * M_h
+    tile_rows: int        # max tile rows over the phases
 
 
 @lru_cache(maxsize=256)
@@ -335,8 +345,10 @@ def layout(plan: geo.Plan) -> Layout | None:
         a_terms[i, :len(t)] = t
     tiles = max(int(np.prod(ph.ntiles)) for ph in phases)
     row = max(int(ph.ntiles[2] * msize[2]) for ph in phases)
+    last_row = max(int(t[:, 1].max()) for ph in phases for t in ph.v_terms)  # deepest packed row of tile row 0
+    tile_rows = max(int(ph.ntiles[1]) for ph in phases)
     return Layout(tuple(phases), msize, len(points), tuple(rs), u_coefs, a_terms, tiles, row, offset,
-                  (padded[1], padded[2]))
+                  (padded[1], padded[2]), last_row + 1 - int(msize[1]), tile_rows)
 
 
 def weight_elements(plan: geo.Plan) -> int:
@@ -344,11 +356,15 @@ def weight_elements(plan: geo.Plan) -> int:
     return plan.c_in * (plan.c_out // plan.groups) * _prod(a.kernel for a in plan.axes)
 
 
-def _worker_scratch(lay: Layout, cin_g: int, nb: int, cb: int) -> int:
-    """Elements one worker allocates: packed input, V^T, U, the M blocks of a phase, one output row per channel."""
-    tiles = nb * lay.tiles
-    return (nb * lay.padded[0] * lay.padded[1] * cin_g + tiles * cin_g + cin_g * cb + lay.points * cb * tiles
-            + cb * lay.row)
+def _tiles_per_row(lay: Layout) -> int:
+    return max(int(ph.ntiles[2]) for ph in lay.phases)
+
+
+def _worker_scratch(lay: Layout, cin_g: int, nb: int, nth: int, cb: int) -> int:
+    """Elements one worker allocates: packed rows, V^T, U, the M blocks of a phase, one output row per channel."""
+    tiles = nb * nth * _tiles_per_row(lay)
+    packed = nb * (nth * int(lay.msize[1]) + lay.halo) * lay.padded[1] * cin_g
+    return packed + tiles * cin_g + cin_g * cb + lay.points * cb * tiles + cb * lay.row
 
 
 # Calibrated on the 2-core AVX-512 development machine (fp32, one core; fp64 arithmetic at half the rate).
@@ -363,15 +379,16 @@ POINT_CALL = 1e-6        # s per point: BLAS call set-up from numba
 TASK_CALL = 20e-6        # s per chunk: the numba call from the worker's Python loop
 
 
-def _cost(plan: geo.Plan, lay: Layout, nb: int, cb: int, workers: int) -> float:
-    """Estimated seconds of one call with chunks of ``nb`` samples x ``cb`` output channels."""
+def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int) -> float:
+    """Estimated seconds of one call with chunks of ``nb`` samples x ``nth`` tile rows x ``cb`` channels."""
     g = plan.groups
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     n_phase = len(lay.phases)
     scale = 1.0 if plan.dtype.itemsize == 4 else 0.5
-    tiles = nb * lay.tiles
+    tiles = nb * nth * _tiles_per_row(lay)
     total_tiles = plan.batch * lay.tiles * g
-    tasks = g * -(-plan.batch // nb) * -(-cout_g // cb)
+    h_blocks = -(-lay.tile_rows // nth)
+    tasks = g * -(-plan.batch // nb) * h_blocks * -(-cout_g // cb)
     c_blocks = -(-cout_g // cb)
     eff = 1.0
     for side, half in zip((tiles, cb, cin_g), GEMM_HALF):
@@ -379,7 +396,8 @@ def _cost(plan: geo.Plan, lay: Layout, nb: int, cb: int, workers: int) -> float:
     gemm = 2.0 * lay.points * n_phase * cin_g * cout_g * total_tiles / (GEMM_RATE * scale * eff)
     u_work = tasks * n_phase * lay.points * cin_g * cb * U_ELEMENT
     v_work = c_blocks * n_phase * lay.points * cin_g * total_tiles * V_ELEMENT
-    pack = c_blocks * plan.batch * plan.c_in * _prod(a.size_in for a in plan.axes) * PACK_ELEMENT
+    halo = 1 + lay.halo * (h_blocks - 1) / max(1, plan.axes[1].size_in)
+    pack = c_blocks * plan.batch * plan.c_in * _prod(a.size_in for a in plan.axes) * halo * PACK_ELEMENT
     store = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes) * STORE_ELEMENT
     calls = tasks * (n_phase * lay.points * POINT_CALL + TASK_CALL)
     balance = -(-tasks // workers) * workers / tasks
@@ -388,11 +406,12 @@ def _cost(plan: geo.Plan, lay: Layout, nb: int, cb: int, workers: int) -> float:
 
 
 @lru_cache(maxsize=256)
-def chunks(plan: geo.Plan) -> tuple[int, int] | None:
-    """(samples, output channels) per chunk, or None when no chunk fits the memory rule.
+def chunks(plan: geo.Plan) -> tuple[int, int, int] | None:
+    """(samples, tile rows, output channels) per chunk, or None when no chunk fits the memory rule.
 
     All workers' scratch plus the re-laid-out weight stays within one output's size; among the chunks that
-    fit, the one with the least estimated time. Depends on the shapes and numba's pool size only.
+    fit, the one with the least estimated time. A chunk of one sample may take part of its tile rows (large
+    single images). Depends on the shapes and numba's pool size only.
     """
     lay = layout(plan)
     if lay is None or plan.batch == 0:
@@ -402,23 +421,35 @@ def chunks(plan: geo.Plan) -> tuple[int, int] | None:
     out_size = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
     budget = out_size - weight_elements(plan)
     best = None
-    for n_blocks in range(1, plan.batch + 1):
-        nb = -(-plan.batch // n_blocks)
-        if n_blocks > 1 and nb == -(-plan.batch // (n_blocks - 1)):
-            continue
+    for nb, nth in _sample_and_row_blocks(plan.batch, lay.tile_rows):
         cb = cout_g
         while True:
-            tasks = plan.groups * -(-plan.batch // nb) * -(-cout_g // cb)
-            if min(workers, tasks) * _worker_scratch(lay, cin_g, nb, cb) <= budget:
-                cost = _cost(plan, lay, nb, cb, workers)
+            tasks = plan.groups * -(-plan.batch // nb) * -(-lay.tile_rows // nth) * -(-cout_g // cb)
+            if min(workers, tasks) * _worker_scratch(lay, cin_g, nb, nth, cb) <= budget:
+                cost = _cost(plan, lay, nb, nth, cb, workers)
                 if best is None or cost < best[0]:
-                    best = (cost, nb, cb)
+                    best = (cost, nb, nth, cb)
             if cb == 1:
                 break
             cb = -(-cb // 2)
-        if n_blocks > 64 and best is not None:
-            break
-    return None if best is None else (best[1], best[2])
+    return None if best is None else best[1:]
+
+
+def _sample_and_row_blocks(batch: int, tile_rows: int):
+    """Candidate (samples, tile rows) per chunk: whole samples in up to 64 block sizes, then row blocks of one."""
+    seen = set()
+    for n_blocks in range(1, min(batch, 64) + 1):
+        nb = -(-batch // n_blocks)
+        if nb not in seen:
+            seen.add(nb)
+            yield nb, tile_rows
+    for h_blocks in range(2, min(tile_rows, 64) + 1):
+        nth = -(-tile_rows // h_blocks)
+        if nth not in seen:
+            seen.add(nth)
+            yield 1, nth
+    if 1 not in seen:
+        yield 1, 1
 
 
 def estimate(plan: geo.Plan, threads: int) -> float | None:
@@ -426,7 +457,7 @@ def estimate(plan: geo.Plan, threads: int) -> float | None:
     found = chunks(plan)
     if found is None:
         return None
-    return _cost(plan, layout(plan), found[0], found[1], threads)
+    return _cost(plan, layout(plan), *found, threads)
 
 
 def scratch_elements(plan: geo.Plan) -> int:
@@ -434,14 +465,13 @@ def scratch_elements(plan: geo.Plan) -> int:
     found = chunks(plan)
     if found is None:
         return 0
-    nb, cb = found
-    return weight_elements(plan) + max_threads() * _worker_scratch(layout(plan), plan.c_in // plan.groups, nb, cb)
+    return weight_elements(plan) + max_threads() * _worker_scratch(layout(plan), plan.c_in // plan.groups, *found)
 
 
 def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
     """Transposed convolution, gather form with Winograd F(2, r) on the output phases, into ``y5``."""
     lay = layout(plan)
-    nb_max, cb_max = chunks(plan)
+    nb_max, nth_max, cb_max = chunks(plan)
     g = plan.groups
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     dtype = plan.dtype
@@ -456,9 +486,11 @@ def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
     run_parallel(lambda part: [relayout(w5, taps, r_arr, lo, min(lo + step, plan.c_in), wt) for lo in part],
                  list(range(0, plan.c_in, step)))
 
-    tasks = [(gi, n0, min(nb_max, plan.batch - n0), c0, min(cb_max, cout_g - c0))
-             for gi in range(g) for n0 in range(0, plan.batch, nb_max) for c0 in range(0, cout_g, cb_max)]
-    rows, cols = lay.padded
+    tasks = [(gi, n0, min(nb_max, plan.batch - n0), th0, c0, min(cb_max, cout_g - c0))
+             for gi in range(g) for n0 in range(0, plan.batch, nb_max) for th0 in range(0, lay.tile_rows, nth_max)
+             for c0 in range(0, cout_g, cb_max)]
+    rows, cols = nth_max * int(lay.msize[1]) + lay.halo, lay.padded[1]
+    tiles_max = nb_max * nth_max * _tiles_per_row(lay)
     tables = np.stack([np.stack([ph.phase, ph.mcount, ph.ntiles]) for ph in lay.phases])
     most = max(len(t) for ph in lay.phases for t in ph.v_terms)
     v_terms = np.zeros((len(lay.phases), lay.points, most, 3), dtype)
@@ -470,14 +502,15 @@ def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
 
     def work(part):
         xp_buf = np.empty((nb_max, rows, cols, cin_g), dtype)
-        v_buf = np.empty(nb_max * lay.tiles * cin_g, dtype)
+        v_buf = np.empty(tiles_max * cin_g, dtype)
         u_buf = np.empty(cin_g * cb_max, dtype)
-        m_buf = np.empty(lay.points * cb_max * nb_max * lay.tiles, dtype)
+        m_buf = np.empty(lay.points * cb_max * tiles_max, dtype)
         buf = np.empty((lay.row, cb_max), dtype)
         packed = None
-        for gi, n0, nb, c0, cb in part:
-            run_task(x5, wt, bias, y5, gi, cin_g, n0, nb, c0, cb, packed != (gi, n0), tables, u_coefs, v_terms,
-                     v_counts, a_terms, lay.msize, lay.offset, stride, xp_buf, v_buf, u_buf, m_buf, buf)
-            packed = (gi, n0)
+        for gi, n0, nb, th0, c0, cb in part:
+            run_task(x5, wt, bias, y5, gi, cin_g, n0, nb, th0, nth_max, c0, cb, packed != (gi, n0, th0), tables,
+                     u_coefs, v_terms, v_counts, a_terms, lay.msize, lay.offset, stride, xp_buf, v_buf, u_buf, m_buf,
+                     buf)
+            packed = (gi, n0, th0)
 
     run_parallel(work, tasks)
