@@ -3,6 +3,7 @@
 One spatial axis maps input to output as ``out_index = in_index * stride + tap * dilation - start``.
 """
 
+import numpy as np
 from numba import njit
 
 from ..config import NJIT_FLAGS
@@ -76,3 +77,10 @@ def split_task(task, channels, tiles):
 def tile_counts(out_shape, tile):
     """Number of tiles per output axis, as a 3-tuple."""
     return (ceil_div(out_shape[0], tile[0]), ceil_div(out_shape[1], tile[1]), ceil_div(out_shape[2], tile[2]))
+
+
+@njit(inline="always", **NJIT_FLAGS)
+def at(offset):
+    """``offset`` as an unsigned index: numba then skips its negative-index wrap-around, which otherwise keeps
+    LLVM from vectorizing a loop over computed offsets (``flat[at(base + i)]``; measured 4-6x here)."""
+    return np.uint64(offset)

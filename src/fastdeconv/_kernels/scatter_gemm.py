@@ -27,7 +27,7 @@ from numba import njit
 from .. import _geometry as geo
 from .._threads import get_num_threads, max_threads
 from ..config import NJIT_FLAGS
-from ._index import source_between
+from ._index import at, source_between
 
 # Scratch target per chunk (elements): big enough for an efficient GEMM, small enough to stay in L3
 # between the GEMM that writes it and the col2im that reads it.
@@ -49,6 +49,8 @@ def col2im(cols, y, bias, n0, c0, n, cb, in_shape, kernel, stride, taps):
     k_d, k_h, k_w = kernel[0], kernel[1], kernel[2]
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
     pix = in_shape[0] * size_h * size_w
+    c_out, n_cols = y.shape[1], cols.shape[1]
+    yf, cf = y.reshape(-1), cols.reshape(-1)
     for c in range(cb):
         co = c0 + c
         bv = bias[co]
@@ -68,14 +70,15 @@ def col2im(cols, y, bias, n0, c0, n, cb, in_shape, kernel, stride, taps):
                     for kw in range(k_w):
                         off_w = taps[2, kw, 0]
                         iw_lo, iw_hi = taps[2, kw, 1], taps[2, kw, 2]
-                        crow = cols[row0 + kw]
+                        crow = (row0 + kw) * n_cols
                         for j in range(n):
-                            base = j * pix + i_d * size_h * size_w
+                            base = crow + j * pix + i_d * size_h * size_w
+                            plane = (((n0 + j) * c_out + co) * o_d + od) * o_h
                             for i_h in range(ih_lo, ih_hi):
-                                oh = i_h * s_h + off_h
+                                dst = (plane + i_h * s_h + off_h) * o_w + off_w
                                 src = base + i_h * size_w
                                 for i_w in range(iw_lo, iw_hi):
-                                    y[n0 + j, co, od, oh, i_w * s_w + off_w] += crow[src + i_w]
+                                    yf[at(dst + i_w * s_w)] += cf[at(src + i_w)]
 
 
 @njit(**NJIT_FLAGS)
