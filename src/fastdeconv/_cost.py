@@ -58,7 +58,7 @@ DIRECT_CHANNEL_BLOCK = 4   # output channels the direct kernels update per input
 # slower on short ones (measured 0.72-0.92x for rows >= 250, 1.2-1.6x for rows <= 64)
 GATHER_DIRECT_LONG, GATHER_DIRECT_SHORT, GATHER_LONG_ROW = 0.8, 1.3, 128
 BANDWIDTH = 13e9           # bytes/s of one core streaming (26 GB/s for two)
-COL2IM_ELEMENT = 1.1e-9    # s per column element added into the output (strided read-modify-write)
+COL2IM_ELEMENT = 0.9e-9    # s per column element added into the output (strided read-modify-write)
 COL2IM_PLANE_TAP = 25e-9   # s per (channel, depth, tap, chunk) set-up in col2im
 IM2COL_ELEMENT = 0.25e-9   # s per element copied into an im2col block
 IM2COL_ROW = 12e-9         # s per row segment copied into an im2col block

@@ -137,6 +137,8 @@ def gather_rows(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kernel, 
     pair_tap = np.empty(k_d * k_h, np.int64)
     acc = np.empty(cb, y.dtype)
     out = np.empty(o_w * cb, y.dtype)
+    n_cols = cols.shape[1]
+    yf, cf = y.reshape(-1), cols.reshape(-1)
     for od in range(o_d):
         for oh in range(oh0, oh1):
             n_pairs = source_rows(od, oh, taps, stride, kernel, rows, ih0, size_w, kwc, pair_base, pair_tap)
@@ -146,16 +148,15 @@ def gather_rows(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kernel, 
                 for q in range(n_pairs):
                     base, t0 = pair_base[q], pair_tap[q]
                     for r in range(w_count[ow]):
-                        src = cols[base + w_src[ow, r]]
-                        t = t0 + w_tap[ow, r]
+                        src = (base + w_src[ow, r]) * n_cols + t0 + w_tap[ow, r]
                         for c in range(cb):
-                            acc[c] += src[t + c]
+                            acc[c] += cf[at(src + c)]
                 for c in range(cb):
                     out[ow * cb + c] = acc[c]
             for c in range(cb):
-                yrow = y[j, c0 + c, od, oh]
+                row = (((j * y.shape[1] + c0 + c) * o_d + od) * y.shape[3] + oh) * o_w
                 for ow in range(o_w):
-                    yrow[ow] = out[ow * cb + c]
+                    yf[at(row + ow)] = out[at(ow * cb + c)]
 
 
 @njit(**NJIT_FLAGS)
