@@ -364,7 +364,7 @@ def _worker_scratch(lay: Layout, cin_g: int, nb: int, nth: int, cb: int) -> int:
 
 # Calibrated on the 2-core AVX-512 development machine (fp32, one core; fp64 arithmetic at half the rate).
 GEMM_RATE = 100e9        # FLOP/s of the (tiles x C_in_g) @ (C_in_g x C_out block) GEMMs at full efficiency
-GEMM_HALF = (6, 8, 16)   # (tiles, C_out block, C_in_g) at which BLAS reaches half its rate along that side
+GEMM_HALF = (6, 24, 16)  # (tiles, C_out block, C_in_g) at which BLAS reaches half its rate along that side
 U_ELEMENT = 0.1e-9       # s per transformed-weight element (per point, per chunk)
 V_ELEMENT = 0.13e-9      # s per transformed-input element (channels-last vector adds)
 PACK_ELEMENT = 1.0e-9    # s per input element packed channels-last
@@ -372,6 +372,7 @@ STORE_ELEMENT = 2.4e-9   # s per output element of the inverse transform (sums +
 RELAYOUT_ELEMENT = 0.8e-9  # s per weight element re-laid out
 POINT_CALL = 1e-6        # s per point: BLAS call set-up from numba
 TASK_CALL = 20e-6        # s per chunk: the numba call from the worker's Python loop
+TILE_POINT = 8e-9        # s per (tile, point): loop and call overhead of the transforms and small GEMMs
 
 
 def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int) -> float:
@@ -394,7 +395,7 @@ def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int)
     halo = 1 + lay.halo * (h_blocks - 1) / max(1, plan.axes[1].size_in)
     pack = c_blocks * plan.batch * plan.c_in * _prod(a.size_in for a in plan.axes) * halo * PACK_ELEMENT
     store = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes) * STORE_ELEMENT
-    calls = tasks * (n_phase * lay.points * POINT_CALL + TASK_CALL)
+    calls = tasks * (n_phase * lay.points * POINT_CALL + TASK_CALL) + total_tiles * n_phase * lay.points * TILE_POINT
     balance = -(-tasks // workers) * workers / tasks
     return ((gemm + u_work + v_work + pack + store + calls) * balance + weight_elements(plan) * RELAYOUT_ELEMENT) \
         / min(workers, tasks)
