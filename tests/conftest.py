@@ -1,8 +1,14 @@
 import os
+import tempfile
 
-import numpy as np
-import pytest
-from hypothesis import HealthCheck, settings
+# The tests check the cost model's own choices and must not depend on earlier runs: measured calibration is
+# off by default here (tests/test_calibrate.py turns it on) and any record goes to a fresh directory.
+os.environ["FASTDECONV_CALIBRATE"] = "0"
+os.environ["FASTDECONV_CACHE_DIR"] = tempfile.mkdtemp(prefix="fastdeconv-test-cache-")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile("ci", max_examples=120, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

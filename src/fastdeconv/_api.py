@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 
-from . import _cost
+from . import _calibrate, _cost
 from . import _geometry as geo
 from ._kernels.conv import correlate
 from ._kernels.gather import gather, gather_serial
@@ -149,7 +150,7 @@ class _Prepared:
     """
 
     __slots__ = ("plan", "choice", "dtype", "out_shape", "x5_shape", "w5_shape", "y5_shape", "zero_bias",
-                 "stride", "dilation", "start", "tile", "kernel")
+                 "stride", "dilation", "start", "tile", "variant", "kernel", "pending", "lock")
 
     def __init__(self, plan: geo.Plan):
         self.plan = plan
@@ -162,7 +163,20 @@ class _Prepared:
         self.zero_bias = np.zeros(plan.c_out, plan.dtype)
         self.stride, self.dilation, self.start = plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start")
         self.tile = _tile(plan) if plan.batch * plan.c_out else np.ones(3, np.int64)  # empty: never launched
-        variant, serial = self.choice.variant, self.choice.serial
+        self.lock = threading.Lock()
+        # a measured choice (this process or an earlier one) replaces the model's; an ambiguous ranking is
+        # measured on the first call (see _calibrate)
+        self.pending = _calibrate.candidates(plan, self.choice.estimates)
+        record = _calibrate.recorded(plan) if self.pending else None
+        if record is not None and record["variant"] in self.pending:
+            self.pending = []
+            self._use(record["variant"])
+        else:
+            self._use(self.choice.variant)
+
+    def _use(self, variant: str) -> None:
+        self.variant = variant
+        serial = variant.endswith("direct") and self.plan.macs < _cost.SERIAL_WORK
         if variant == "scatter-direct":
             self.kernel = scatter_serial if serial else scatter
         elif variant == "gather-direct":
@@ -185,18 +199,37 @@ class _Prepared:
         w5 = weight.reshape(self.w5_shape)
         b = self.zero_bias if bias is None else _contiguous(bias, dtype)
         y5 = y.reshape(self.y5_shape)
-        plan = self.plan
+        if self.pending:
+            self._calibrate(x5, w5, b, y5)
+        self._execute(x5, w5, b, y5)
+
+    def _calibrate(self, x5, w5, b, y5) -> None:
+        """Measure the ambiguous candidates once (other threads wait), then keep the fastest."""
+        with self.lock:
+            if not self.pending:
+                return
+
+            def run(variant):
+                self._use(variant)
+                self._execute(x5, w5, b, y5)
+
+            record = _calibrate.measure(self.plan, self.pending, run)
+            self._use(record["variant"])
+            self.pending = []
+
+    def _execute(self, x5, w5, b, y5) -> None:
+        plan, variant = self.plan, self.variant
         if self.kernel is not None:
             self.kernel(x5, w5, b, y5, plan.groups, self.stride, self.dilation, self.start, self.tile)
-        elif self.choice.variant == "scatter-gemm":
+        elif variant == "scatter-gemm":
             scatter_gemm(plan, x5, w5, b, y5)
-        elif self.choice.variant == "gather-gemm":
+        elif variant == "gather-gemm":
             gather_gemm(plan, x5, w5, b, y5)
-        elif self.choice.variant == "scatter-gemm-rows":
+        elif variant == "scatter-gemm-rows":
             scatter_pixels(plan, x5, w5, b, y5)
-        elif self.choice.variant == "gather-gemm-rows":
+        elif variant == "gather-gemm-rows":
             gather_pixels(plan, x5, w5, b, y5)
-        elif self.choice.variant == "gather-winograd":
+        elif variant == "gather-winograd":
             gather_winograd(plan, x5, w5, b, y5)
         else:
             _zerofill(plan, x5, w5, b, y5)

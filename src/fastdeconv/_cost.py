@@ -27,12 +27,14 @@ variant; ``method="scatter"``/``"gather"`` take the cheaper variant of that form
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 from math import prod as _prod
 
 import numpy as np
 
+from . import _calibrate
 from . import _geometry as geo
 from ._kernels import gather_gemm as _gg
 from ._kernels import pixel_gemm as _pg
@@ -229,6 +231,13 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
     return out
 
 
+def scratch_elements(plan: geo.Plan, variant: str) -> int:
+    """Scratch (elements, all workers) one call of ``variant`` allocates; the direct kernels' is negligible."""
+    module = {"scatter-gemm": _sg, "gather-gemm": _gg, "scatter-gemm-rows": _pg, "gather-gemm-rows": _pg,
+              "gather-winograd": _wg}.get(variant)
+    return 0 if module is None else module.scratch_elements(plan)
+
+
 @lru_cache(maxsize=512)
 def choose(plan: geo.Plan) -> Choice:
     """The :class:`Choice` for a plan (cached; independent of the current thread count)."""
@@ -284,7 +293,10 @@ def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int
     -------
     Choice
         ``method`` (form that runs), ``variant``, ``estimates`` (seconds per variant, cheapest first),
-        ``flops``, ``threads``, ``serial`` and a one-line ``reason``.
+        ``flops``, ``threads``, ``serial`` and a one-line ``reason``. When the model rates several
+        variants within 1.6x of each other, the first ``conv_transpose`` call of these shapes times them and
+        keeps the fastest (a one-time calibration, stored on disk); ``plan`` then reports that measured
+        choice and the times.
 
     Raises
     ------
@@ -302,7 +314,17 @@ def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int
     dt = np.dtype(dtype)
     p = geo.make_plan(x_shape, w_shape, dt, dt, stride, padding, output_padding, groups, dilation, output_size,
                       method)
-    return choose(p)
+    choice = choose(p)
+    record = _calibrate.recorded(p) if _calibrate.candidates(p, choice.estimates) else None
+    if record is None or record["variant"] not in dict(choice.estimates):
+        return choice
+    variant = record["variant"]
+    measured = ", ".join(f"{name}={_fmt_time(sec)}" for name, sec in sorted(record["seconds"].items(),
+                                                                            key=lambda kv: kv[1]))
+    return dataclasses.replace(choice, method=FORM_OF[variant], variant=variant,
+                               serial=variant.endswith("direct") and p.macs < SERIAL_WORK,
+                               reason=f"measured fastest on this machine ({measured}); the model alone would "
+                                      f"pick {choice.variant}")
 
 
 def _shape(shape, name: str) -> tuple[int, ...]:

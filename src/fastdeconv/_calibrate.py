@@ -1,0 +1,143 @@
+"""One-time measured calibration: when the cost model cannot tell its best candidates apart, time them once.
+
+The cost model (``_cost.py``) ranks the variants from the geometry. Its constants were fitted on a few dozen
+layers, so on an unseen shape two variants it rates within a factor of ``AMBIGUOUS`` of each other may in fact
+differ by 2x. For such a plan, the first ``conv_transpose`` call times each ambiguous candidate on the caller's
+own arrays (a warm-up run, then the best of a few runs), keeps the fastest, and records it:
+
+* in memory, so every later call of the plan runs the same variant (results stay bitwise identical from call
+  to call and across thread counts: the choice is made once, never per call);
+* on disk (``$FASTDECONV_CACHE_DIR/calibration.json``, default ``~/.cache/fastdeconv``), keyed by the geometry,
+  dtype, numba's pool size and this machine's CPU, so later processes skip the measurement.
+
+Plans whose best estimate is below ``MIN_SECONDS`` (the model's ranking is about per-call overheads there, and
+a measurement would cost more than it could save), plans whose measurement would take more than ``BUDGET``
+seconds, and plans whose variant the caller fixed are not measured; nor is a candidate whose scratch would
+break the memory rule (more than one output's size). ``FASTDECONV_CALIBRATE=0`` turns measuring off (the
+model alone decides; the disk records are then ignored too). :func:`fastdeconv.plan` reports a recorded
+measurement when there is one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from . import _geometry as geo
+from ._threads import max_threads
+
+AMBIGUOUS = 1.6      # candidates estimated within this factor of the best are measured
+MAX_CANDIDATES = 3
+MIN_SECONDS = 2e-4   # best estimate below this: trust the model
+BUDGET = 0.6         # seconds the whole measurement may take (estimated): above, trust the model
+REPEATS = 2          # timed runs per candidate after its warm-up (best of)
+
+_lock = threading.Lock()
+_records: dict[str, dict] | None = None
+
+
+def enabled() -> bool:
+    return os.environ.get("FASTDECONV_CALIBRATE", "1") != "0"
+
+
+def cache_file() -> Path:
+    root = os.environ.get("FASTDECONV_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "fastdeconv")
+    return Path(root) / "calibration.json"
+
+
+def key(plan: geo.Plan) -> str:
+    """The record key: everything the measured ranking depends on (geometry, dtype, method, pool, CPU)."""
+    axes = ";".join(f"{a.size_in},{a.kernel},{a.stride},{a.dilation},{a.start},{a.size_out}" for a in plan.axes)
+    return (f"{_cpu()}|threads={max_threads()}|{plan.dtype}|{plan.method}|n={plan.batch}|cin={plan.c_in}|"
+            f"cout={plan.c_out}|g={plan.groups}|{axes}")
+
+
+def candidates(plan: geo.Plan, ranked: tuple[tuple[str, float], ...]) -> list[str]:
+    """The variants worth measuring for ``plan`` (empty: the model's first choice stands)."""
+    if not enabled() or plan.variant is not None or len(ranked) < 2:
+        return []
+    from ._cost import scratch_elements  # (imported here: _cost imports this module)
+
+    best = ranked[0][1]
+    output = plan.batch * plan.c_out * math.prod(a.size_out for a in plan.axes)
+    close = [(name, sec) for name, sec in ranked[:MAX_CANDIDATES]
+             if sec <= AMBIGUOUS * best and (name == ranked[0][0] or scratch_elements(plan, name) <= output)]
+    if len(close) < 2 or best < MIN_SECONDS or (1 + REPEATS) * sum(sec for _, sec in close) > BUDGET:
+        return []
+    return [name for name, _ in close]
+
+
+def recorded(plan: geo.Plan) -> dict | None:
+    """The stored measurement of ``plan`` on this machine, if any (and calibration is enabled)."""
+    if not enabled():
+        return None
+    return _load().get(key(plan))
+
+
+def measure(plan: geo.Plan, names: list[str], run) -> dict:
+    """Time ``run(variant)`` for each candidate, store and return ``{"variant": fastest, "seconds": {...}}``."""
+    seconds = {}
+    for name in names:
+        run(name)  # warm-up: loads or compiles its kernels, touches its scratch
+        best = float("inf")
+        for _ in range(REPEATS):
+            t0 = time.perf_counter()
+            run(name)
+            best = min(best, time.perf_counter() - t0)
+        seconds[name] = best
+    record = {"variant": min(seconds, key=seconds.get), "seconds": seconds}
+    _store(key(plan), record)
+    return record
+
+
+def _cpu() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name} x{os.cpu_count()}"
+
+
+def _load() -> dict[str, dict]:
+    global _records
+    with _lock:
+        if _records is None:
+            try:
+                data = json.loads(cache_file().read_text())
+                _records = {k: v for k, v in data.items() if isinstance(v, dict) and isinstance(v.get("variant"), str)}
+            except (OSError, ValueError, AttributeError):
+                _records = {}
+        return _records
+
+
+def _store(k: str, record: dict) -> None:
+    records = _load()
+    with _lock:
+        records[k] = record
+        path = cache_file()
+        try:  # atomic replace; a read-only or missing home only loses the disk copy
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".calibration-", suffix=".json")
+            with os.fdopen(fd, "w") as f:
+                json.dump(records, f, indent=0, sort_keys=True)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
+
+def forget() -> None:
+    """Drop the in-memory records (the disk file is re-read on next use). For tests."""
+    global _records
+    with _lock:
+        _records = None

@@ -1,0 +1,104 @@
+"""The one-time measured calibration of ambiguous choices (``_calibrate``)."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from conftest import tolerance
+from reference import conv_transpose_ref
+
+import fastdeconv as fd
+from fastdeconv import _api, _calibrate, _cost
+from fastdeconv import _geometry as geo
+
+# fcn_2x-like: the model rates several variants within 1.6x of each other
+X_SHAPE, W_SHAPE, GEOMETRY = (1, 21, 32, 32), (21, 21, 4, 4), {"stride": 2, "padding": 1}
+
+
+@pytest.fixture
+def calibrating(monkeypatch, tmp_path):
+    monkeypatch.setenv("FASTDECONV_CALIBRATE", "1")
+    monkeypatch.setenv("FASTDECONV_CACHE_DIR", str(tmp_path))
+    _calibrate.forget()
+    _api._prepared.cache_clear()
+    _api._FAST.clear()
+    yield tmp_path
+    _calibrate.forget()
+    _api._prepared.cache_clear()
+    _api._FAST.clear()
+
+
+def _plan():
+    return geo.make_plan(X_SHAPE, W_SHAPE, np.dtype(np.float32), np.dtype(np.float32), GEOMETRY["stride"],
+                         GEOMETRY["padding"], 0, 1, 1)
+
+
+def _inputs():
+    rng = np.random.default_rng(0)
+    return rng.standard_normal(X_SHAPE).astype(np.float32), rng.standard_normal(W_SHAPE).astype(np.float32)
+
+
+def test_the_example_is_ambiguous(calibrating):
+    assert len(_calibrate.candidates(_plan(), _cost.choose(_plan()).estimates)) >= 2
+
+
+def test_first_call_measures_keeps_the_fastest_and_stores_it(calibrating, monkeypatch):
+    names = _calibrate.candidates(_plan(), _cost.choose(_plan()).estimates)
+    slowest_first = {name: 1.0 + i for i, name in enumerate(reversed(names))}  # the model's last is "fastest"
+    timings = {}
+
+    def fake_measure(plan, candidates, run):
+        for name in candidates:
+            run(name)  # every candidate really runs (and writes the whole output)
+        timings.update({name: slowest_first[name] for name in candidates})
+        record = {"variant": min(timings, key=timings.get), "seconds": timings}
+        _calibrate._store(_calibrate.key(plan), record)
+        return record
+
+    monkeypatch.setattr(_calibrate, "measure", fake_measure)
+    x, w = _inputs()
+    y = fd.conv_transpose(x, w, **GEOMETRY)
+    np.testing.assert_allclose(y, conv_transpose_ref(x, w, **GEOMETRY), **tolerance(np.float32))
+    assert _api._prepared(_plan()).variant == names[-1]
+    # later calls: no measurement, same variant, bitwise the same result
+    monkeypatch.setattr(_calibrate, "measure", lambda *a: pytest.fail("measured twice"))
+    assert np.array_equal(fd.conv_transpose(x, w, **GEOMETRY), fd.conv_transpose(x, w, **GEOMETRY))
+    # plan() reports the measurement; the record is on disk and read back by a fresh process
+    choice = fd.plan(X_SHAPE, W_SHAPE, **GEOMETRY)
+    assert choice.variant == names[-1] and "measured fastest" in choice.reason
+    stored = json.loads((calibrating / "calibration.json").read_text())
+    assert stored[_calibrate.key(_plan())]["variant"] == names[-1]
+    _calibrate.forget()
+    _api._prepared.cache_clear()
+    _api._FAST.clear()
+    assert _api._prepared(_plan()).variant == names[-1] and not _api._prepared(_plan()).pending
+
+
+def test_real_measurement_runs_every_candidate(calibrating):
+    x, w = _inputs()
+    y = fd.conv_transpose(x, w, **GEOMETRY)
+    np.testing.assert_allclose(y, conv_transpose_ref(x, w, **GEOMETRY), **tolerance(np.float32))
+    record = _calibrate.recorded(_plan())
+    assert set(record["seconds"]) == set(_calibrate.candidates(_plan(), _cost.choose(_plan()).estimates))
+    assert record["variant"] == min(record["seconds"], key=record["seconds"].get)
+    assert all(sec > 0 for sec in record["seconds"].values())
+
+
+def test_disabled_and_corrupt_cache(calibrating, monkeypatch):
+    (calibrating / "calibration.json").write_text("{not json")
+    _calibrate.forget()
+    assert _calibrate.recorded(_plan()) is None  # a corrupt file is ignored, then replaced on the next store
+    monkeypatch.setenv("FASTDECONV_CALIBRATE", "0")
+    assert _calibrate.candidates(_plan(), _cost.choose(_plan()).estimates) == []
+    x, w = _inputs()
+    fd.conv_transpose(x, w, **GEOMETRY)
+    assert _api._prepared(_plan()).variant == _cost.choose(_plan()).variant
+
+
+def test_tiny_and_fixed_plans_are_not_measured(calibrating):
+    tiny = geo.make_plan((1, 4, 3, 3), (4, 2, 3, 3), np.dtype(np.float32), np.dtype(np.float32), 2, 1, 1, 1, 1)
+    assert _calibrate.candidates(tiny, _cost.choose(tiny).estimates) == []
+    fixed = geo.make_plan(X_SHAPE, W_SHAPE, np.dtype(np.float32), np.dtype(np.float32), 2, 1, 0, 1, 1)
+    fixed = dataclasses.replace(fixed, variant="scatter-gemm")
+    assert _calibrate.candidates(fixed, _cost.choose(fixed).estimates) == []
