@@ -10,7 +10,7 @@ is bitwise identical for any thread count.
 
 Work is chunked over (sample block, output-channel block) so the scratch (``cols`` plus the packed input) of
 all workers together stays within one output's size; the chunking depends only on the shapes and numba's
-pool size, never on the current thread count. Workers take contiguous runs of chunks (``run_parallel``).
+pool size, never on the current thread count. Workers claim chunks from a shared queue (``run_parallel``).
 """
 
 from __future__ import annotations
@@ -196,12 +196,14 @@ _executor: list[ThreadPoolExecutor] = []
 
 
 def run_parallel(work, tasks: list) -> None:
-    """Split ``tasks`` into contiguous parts, one per worker (``get_num_threads()`` of them), and run ``work``.
+    """Run ``work(chunks)`` on ``get_num_threads()`` workers that share ``tasks``, each claiming the next one.
 
-    With several workers, BLAS runs single-threaded inside them: the parallelism is across chunks, so the
-    threads synchronise once per call instead of at every GEMM (on a busy machine every BLAS thread wake-up
-    can cost a scheduler slice). Each chunk writes its own output elements, so the split never changes a
-    result.
+    ``work`` iterates over the chunks it is given (a generator here) and sets up its scratch once. Workers claim
+    chunks one at a time from a shared queue, in list order, so a worker slowed down by another process on its
+    core simply takes fewer chunks. Each chunk writes its own output elements and computes them the same way
+    whoever runs it, so the split never changes a result. With several workers, BLAS runs single-threaded
+    inside them: the parallelism is across chunks, so the threads synchronise once per call instead of at
+    every GEMM (on a busy machine every BLAS thread wake-up can cost a scheduler slice).
     """
     threads = get_num_threads()
     workers = min(threads, len(tasks))
@@ -212,13 +214,22 @@ def run_parallel(work, tasks: list) -> None:
         else:  # a single chunk: BLAS may use its own threads
             work(tasks)
         return
-    step = -(-len(tasks) // workers)
-    parts = [tasks[i:i + step] for i in range(0, len(tasks), step)]
+    queue = iter(tasks)
+    lock = threading.Lock()
+
+    def claim():
+        while True:
+            with lock:
+                task = next(queue, None)
+            if task is None:
+                return
+            yield task
+
     with _single_threaded_blas():
         pool = _pool()
-        futures = [pool.submit(work, part) for part in parts[1:]]
+        futures = [pool.submit(work, claim()) for _ in range(workers - 1)]
         try:
-            work(parts[0])
+            work(claim())
         finally:
             for f in futures:
                 f.result()
