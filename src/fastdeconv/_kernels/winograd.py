@@ -150,21 +150,21 @@ def input_point(xp, nb, terms, msize, ntiles, vt):
     m_h, m_w = msize[1], msize[2]
     rows, cols, cin = xp.shape[1], xp.shape[2], xp.shape[3]
     pf, vf = xp.reshape(-1), vt.reshape(-1)
-    t = 0
+    step = m_w * cin
     for j in range(nb):
         for a in range(t_h):
-            for b in range(t_w):
-                dst = t * cin
-                for k in range(terms.shape[0]):
-                    c = terms[k, 0]
-                    src = ((j * rows + a * m_h + int(terms[k, 1])) * cols + b * m_w + int(terms[k, 2])) * cin
-                    if k == 0:
+            row = ((j * t_h + a) * t_w) * cin
+            for k in range(terms.shape[0]):
+                c = terms[k, 0]
+                src = ((j * rows + a * m_h + int(terms[k, 1])) * cols + int(terms[k, 2])) * cin
+                if k == 0:
+                    for b in range(t_w):
                         for ci in range(cin):
-                            vf[at(dst + ci)] = c * pf[at(src + ci)]
-                    else:
+                            vf[at(row + b * cin + ci)] = c * pf[at(src + b * step + ci)]
+                else:
+                    for b in range(t_w):
                         for ci in range(cin):
-                            vf[at(dst + ci)] += c * pf[at(src + ci)]
-                t += 1
+                            vf[at(row + b * cin + ci)] += c * pf[at(src + b * step + ci)]
 
 
 @njit(**NJIT_FLAGS)
@@ -192,24 +192,27 @@ def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mco
                 mh = (th0 + a) * m_h + i_h
                 if mh >= mcount[1]:
                     break
-                for b in range(t_w):
-                    t = (j * t_h + a) * t_w + b
-                    for i_w in range(m_w):
-                        mw = b * m_w + i_w
-                        if mw >= run:
+                t0 = (j * t_h + a) * t_w
+                for i_w in range(m_w):
+                    i = i_h * m_w + i_w
+                    count = 0  # tiles of this row whose output i_w lies inside the phase
+                    while count < t_w and count * m_w + i_w < run:
+                        count += 1
+                    for k in range(terms.shape[1]):
+                        coef = terms[i, k, 0]
+                        if coef == 0:
                             break
-                        i = i_h * m_w + i_w
-                        for k in range(terms.shape[1]):
-                            coef = terms[i, k, 0]
-                            if coef == 0:
-                                break
-                            src = (int(terms[i, k, 1]) * n_t + t) * cb
-                            if k == 0:
+                        src = (int(terms[i, k, 1]) * n_t + t0) * cb
+                        if k == 0:
+                            for b in range(count):
+                                dst = (b * m_w + i_w) * cb
                                 for c in range(cb):
-                                    bf[at(mw * cb + c)] = coef * mf[at(src + c)]
-                            else:
+                                    bf[at(dst + c)] = coef * mf[at(src + b * cb + c)]
+                        else:
+                            for b in range(count):
+                                dst = (b * m_w + i_w) * cb
                                 for c in range(cb):
-                                    bf[at(mw * cb + c)] += coef * mf[at(src + c)]
+                                    bf[at(dst + c)] += coef * mf[at(src + b * cb + c)]
                 dst = sample + (phase[1] + s_h * mh) * o_w + phase[2]
                 for c in range(cb):
                     bv = bias[c0 + c]
