@@ -376,13 +376,13 @@ def _worker_scratch(lay: Layout, cin_g: int, nb: int, nth: int, cb: int) -> int:
 GEMM_RATE = 100e9        # FLOP/s of the (tiles x C_in_g) @ (C_in_g x C_out block) GEMMs at full efficiency
 GEMM_HALF = (6, 24, 16)  # (tiles, C_out block, C_in_g) at which BLAS reaches half its rate along that side
 U_ELEMENT = 0.1e-9       # s per transformed-weight element (per point, per chunk)
-V_ELEMENT = 0.13e-9      # s per transformed-input element (channels-last vector adds)
+V_ELEMENT = 0.07e-9      # s per transformed-input element (channels-last vector adds)
 PACK_ELEMENT = 0.6e-9    # s per input element packed channels-last
-STORE_ELEMENT = 2.4e-9   # s per output element of the inverse transform (sums + strided store)
+STORE_ELEMENT = 1.6e-9   # s per output element of the inverse transform (sums + strided store)
 RELAYOUT_ELEMENT = 0.8e-9  # s per weight element re-laid out
 POINT_CALL = 1e-6        # s per point: BLAS call set-up from numba
 TASK_CALL = 20e-6        # s per chunk: the numba call from the worker's Python loop
-TILE_POINT = 8e-9        # s per (tile, point): loop and call overhead of the transforms and small GEMMs
+TILE_POINT = 3e-9        # s per (tile, point): loop and call overhead of the transforms and small GEMMs
 
 
 def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int) -> float:
