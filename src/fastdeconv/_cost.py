@@ -183,9 +183,11 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
         col2im = (cols * COL2IM_ELEMENT + set_ups * k * COL2IM_PLANE_TAP) / workers
         out["scatter-gemm"] = gemm + pack + col2im + calls * LAUNCH_GEMM / workers + LAUNCH_PARALLEL
 
-        # gather-gemm: weight relayout; per phase, im2col (C_in_g*T, cols), GEMM (cout_g, cols, cin_g*T), store
+        # gather-gemm: weight relayout; per phase and output-channel block, im2col (C_in_g*T, cols),
+        # GEMM (cb, cols, cin_g*T), store
         table = _gg.phase_table(plan)
-        rows = _gg.chunk_rows(plan)
+        rows, cb = _gg.chunks(plan)
+        c_blocks = -(-cout_g // cb)
         total = w_elems * RELAYOUT_ELEMENT
         n_chunks = 0
         for _phase, m_shape, counts, _taps, _bases in table:
@@ -196,9 +198,9 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
                 continue
             width = m_rows * m_w
             phase_macs = cin_g * n_t * cout_g * width * g
-            chunks = g * -(-m_rows // rows)
-            total += g * _gemm_time(2.0 * phase_macs / g, cout_g, min(rows, m_rows) * m_w, cin_g * n_t, 1, scale)
-            total += plan.c_in * n_t * (width * IM2COL_ELEMENT + m_rows * IM2COL_ROW)
+            chunks = g * c_blocks * -(-m_rows // rows)
+            total += g * _gemm_time(2.0 * phase_macs / g, cb, min(rows, m_rows) * m_w, cin_g * n_t, 1, scale)
+            total += c_blocks * plan.c_in * n_t * (width * IM2COL_ELEMENT + m_rows * IM2COL_ROW)
             total += plan.c_out * width * STORE_ELEMENT + chunks * LAUNCH_GEMM
             n_chunks += chunks
         out["gather-gemm"] = total / max(1, min(threads, n_chunks)) + LAUNCH_PARALLEL

@@ -8,11 +8,10 @@ stride-dilated input is ever multiplied. ``phase_store`` writes the phase into i
 with the bias. Every output element is written exactly once, from one GEMM dot product, by one thread: the
 result is bitwise identical for any thread count.
 
-GEMM columns are the phase's output rows (sample, md, mh) times its row length, chunked so the scratch
-(phase weights, im2col block, phase block) of all workers stays within one output's size -- except when the
-re-laid-out weights of one phase alone are larger (weight-heavy layers such as DCGAN's first block, where
-``auto`` and ``scatter`` use scatter-gemm, which reads the weight in place). Chunks depend on shapes and
-numba's pool size only.
+GEMM columns are the phase's output rows (sample, md, mh) times its row length; chunks are (phase, group,
+output-channel block, block of rows), sized so the scratch (the block's phase weights, im2col block, phase
+block) of all workers stays within one output's size -- weight-heavy layers such as DCGAN's first block
+split their output channels. Chunks depend on shapes and numba's pool size only.
 """
 
 from __future__ import annotations
@@ -33,22 +32,18 @@ _CHUNK_ELEMENTS = 1 << 21
 
 
 @njit(**NJIT_FLAGS)
-def phase_weights(w, groups, taps, counts, wp):
-    """``wp[g, co, ci * T + t] = w[g * C_in_g + ci, co, kd_t, kh_t, kw_t]`` for the phase's ``T`` taps."""
-    c_in_g = w.shape[0] // groups
-    c_out_g = w.shape[1]
+def phase_weights(w, ci0, c_in_g, c0, cb, taps, counts, wp):
+    """``wp[co, ci * T + t] = w[ci0 + ci, c0 + co, kd_t, kh_t, kw_t]`` for the phase's ``T`` taps (one group's
+    input channels, a block of ``cb`` output channels)."""
     t_d, t_h, t_w = counts[0], counts[1], counts[2]
     n_t = t_d * t_h * t_w
-    for task in range(groups * c_in_g):
-        g = task // c_in_g
-        ci = task - g * c_in_g
-        for co in range(c_out_g):
-            dst = wp[g, co]
+    for ci in range(c_in_g):
+        for co in range(cb):
             q = ci * n_t
             for a in range(t_d):
                 for b in range(t_h):
                     for c in range(t_w):
-                        dst[q] = w[task, co, taps[0, a], taps[1, b], taps[2, c]]
+                        wp[co, q] = w[ci0 + ci, c0 + co, taps[0, a], taps[1, b], taps[2, c]]
                         q += 1
 
 
@@ -146,32 +141,36 @@ def phase_table(plan: geo.Plan) -> list[tuple[np.ndarray, ...]]:
 
 
 @lru_cache(maxsize=256)
-def chunk_rows(plan: geo.Plan) -> int:
-    """Phase output rows per GEMM chunk (the same for every phase): scratch within one output's size."""
+def chunks(plan: geo.Plan) -> tuple[int, int]:
+    """(phase output rows, output channels) per GEMM chunk: all workers' scratch within one output's size.
+
+    The phase weights of one output-channel block take at most half of a worker's share (weight-heavy layers
+    such as DCGAN's first block split their output channels); the rows fill the rest, up to a cache target.
+    """
     g = plan.groups
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     table = phase_table(plan)
     out_size = max(1, plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes))
     t_max = max(int(np.prod(e[2])) for e in table)
-    m_w = max(int(e[1][2]) for e in table)
-    weights = plan.c_in * cout_g * t_max
-    per_row = (cin_g * t_max + cout_g) * max(m_w, 1)
+    m_w = max(1, max(int(e[1][2]) for e in table))
     budget = out_size // max_threads()  # every worker has its own scratch
-    # weight-heavy layers: the phase weights alone may exceed the budget; keep the GEMM wide enough anyway
-    target = min(max(_CHUNK_ELEMENTS, per_row), max(budget - weights, budget // 2, per_row))
+    cb = max(cout_g, 1)
+    while cb > 1 and cin_g * cb * t_max > budget // 2:
+        cb = -(-cb // 2)
+    per_row = (cin_g * t_max + cb) * m_w
+    target = min(max(_CHUNK_ELEMENTS, per_row), max(budget - cin_g * cb * t_max, per_row))
     total_rows = max(int(plan.batch * e[1][0] * e[1][1]) for e in table)
-    return int(max(1, min(total_rows, target // per_row)))
+    return int(max(1, min(total_rows, target // per_row))), cb
 
 
 def scratch_elements(plan: geo.Plan) -> int:
     """Largest scratch (elements) one call allocates (all workers together)."""
-    g = plan.groups
-    cin_g, cout_g = plan.c_in // g, plan.c_out // g
+    cin_g = plan.c_in // plan.groups
     table = phase_table(plan)
     t_max = max(int(np.prod(e[2])) for e in table)
     m_w = max(int(e[1][2]) for e in table)
-    rows = chunk_rows(plan)
-    return max_threads() * (plan.c_in * cout_g * t_max + (cin_g * t_max + cout_g) * rows * m_w)
+    rows, cb = chunks(plan)
+    return max_threads() * (cin_g * cb * t_max + (cin_g * t_max + cb) * rows * m_w)
 
 
 def gather_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
@@ -179,7 +178,7 @@ def gather_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray
     g = plan.groups
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     table = phase_table(plan)
-    rows_per_chunk = chunk_rows(plan)
+    rows_per_chunk, cb_max = chunks(plan)
     stride = np.array([a.stride for a in plan.axes], np.int64)
     t_max = max(int(np.prod(e[2])) for e in table)
     m_w_max = max(int(e[1][2]) for e in table)
@@ -197,29 +196,29 @@ def gather_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray
         # the undilated input itself is the im2col block (one tap, no shift, covering the input)
         identity = (n_t == 1 and not bases.any() and plan.batch == 1 and tuple(m_shape) == x5.shape[2:]
                     and rows_per_chunk >= total)
-        tasks += [(index, gi, row0, min(rows_per_chunk, total - row0), identity)
-                  for gi in range(g) for row0 in range(0, total, rows_per_chunk)]
+        tasks += [(index, gi, c0, min(cb_max, cout_g - c0), row0, min(rows_per_chunk, total - row0), identity)
+                  for gi in range(g) for c0 in range(0, cout_g, cb_max) for row0 in range(0, total, rows_per_chunk)]
 
     def work(part):
-        wp_buf = np.empty(plan.c_in * cout_g * t_max, plan.dtype)
+        wp_buf = np.empty(cin_g * cb_max * t_max, plan.dtype)
         col_buf = np.empty(cin_g * t_max * rows_per_chunk * m_w_max, plan.dtype)
-        tmp_buf = np.empty(cout_g * rows_per_chunk * m_w_max, plan.dtype)
-        ready = -1
-        for index, gi, row0, n_rows, identity in part:
+        tmp_buf = np.empty(cb_max * rows_per_chunk * m_w_max, plan.dtype)
+        ready = None
+        for index, gi, c0, cb, row0, n_rows, identity in part:
             phase, m_shape, counts, taps, bases = table[index]
             n_t = int(counts[0] * counts[1] * counts[2])
-            wp = wp_buf[:plan.c_in * cout_g * n_t].reshape(g, cout_g, cin_g * n_t)
-            if ready != index:
-                phase_weights(w5, g, taps, counts, wp)
-                ready = index
+            wp = wp_buf[:cb * cin_g * n_t].reshape(cb, cin_g * n_t)
+            if ready != (index, gi, c0):
+                phase_weights(w5, gi * cin_g, cin_g, c0, cb, taps, counts, wp)
+                ready = (index, gi, c0)
             width = n_rows * int(m_shape[2])
             if identity:
                 cols = x5[0, gi * cin_g:(gi + 1) * cin_g].reshape(cin_g, x_pix)
             else:
                 cols = col_buf[:cin_g * n_t * width].reshape(cin_g * n_t, width)
                 im2col(x5, gi * cin_g, cin_g, bases, counts, m_shape, row0, n_rows, cols)
-            tmp = tmp_buf[:cout_g * width].reshape(cout_g, width)
-            np.matmul(wp[gi], cols, out=tmp)
-            phase_store(tmp, y5, bias, gi * cout_g, cout_g, phase, m_shape, stride, row0, n_rows)
+            tmp = tmp_buf[:cb * width].reshape(cb, width)
+            np.matmul(wp, cols, out=tmp)
+            phase_store(tmp, y5, bias, gi * cout_g + c0, cb, phase, m_shape, stride, row0, n_rows)
 
     run_parallel(work, tasks)
