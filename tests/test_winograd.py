@@ -13,11 +13,11 @@ from fastdeconv import _threads
 from fastdeconv._kernels import winograd as wg
 
 
-@pytest.mark.parametrize("r", [1, 2, 3])
-def test_matrices_compute_the_correlation(r):
+@pytest.mark.parametrize("m, r", sorted(wg.POINTS))
+def test_matrices_compute_the_correlation(m, r):
     """A^T [(G g) * (B^T d)] equals y_i = sum_u d[i + u] g[u] for M outputs."""
-    bt, g_mat, at = wg.matrices(r)
-    m = at.shape[0]
+    bt, g_mat, at = wg.matrices(m, r)
+    assert bt.shape == (m + r - 1, m + r - 1) and g_mat.shape == (m + r - 1, r) and at.shape == (m, m + r - 1)
     rng = np.random.default_rng(r)
     for _ in range(20):
         d, g = rng.standard_normal(m + r - 1), rng.standard_normal(r)

@@ -23,7 +23,8 @@ one output's size; when nothing fits, the variant is not a candidate.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from fractions import Fraction
+from functools import cache, lru_cache
 from math import prod as _prod
 from typing import NamedTuple
 
@@ -36,22 +37,47 @@ from ..config import NJIT_FLAGS
 from ._index import at
 from .scatter_gemm import run_parallel
 
-# F(M, r) in correlation form, y_i = sum_u d[i + u] g[u]:  y = AT @ ((G @ g) * (BT @ d)).
-# r = 1 is the identity (M = 1). r = 2: points 0, 1 (affine) and infinity; r = 3: Lavin & Gray's F(2, 3).
-_MATRICES = {
-    1: ([[1.0]], [[1.0]], [[1.0]]),
-    2: ([[1.0, -1.0, 0.0], [0.0, 1.0, 0.0], [0.0, -1.0, 1.0]],
-        [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]],
-        [[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]]),
-    3: ([[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, -1.0, 1.0, 0.0], [0.0, 1.0, 0.0, -1.0]],
-        [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]],
-        [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]]),
-}
+# F(M, r) in correlation form, y_i = sum_u d[i + u] g[u]:  y = AT @ ((G @ g) * (BT @ d)), from Toom-Cook on
+# the interpolation points below (plus infinity): F(2, 2) has only 0 and +-1, F(2, 3) adds 1/2. (F(4, 2) on
+# points 0, +-1, 2 was measured too: no faster on the DCGAN and super-resolution layers, whose transforms grow
+# denser, and 10x the rounding error, ~5e-6 relative in float32; so M = 2.)
+POINTS = {(1, 1): (), (2, 2): (0, -1), (2, 3): (0, 1, -1)}
+TILES = {1: (1,), 2: (2,), 3: (2,)}  # candidate M per sub-kernel length r
 
 
-def matrices(r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(B^T (alpha, alpha), G (alpha, r), A^T (M, alpha)) of F(M, r), float64."""
-    return tuple(np.array(m, np.float64) for m in _MATRICES[r])
+@cache
+def matrices(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(B^T (alpha, alpha), G (alpha, r), A^T (M, alpha)) of F(M, r), float64 (rows of B^T and G: points).
+
+    Linear convolution by Toom-Cook evaluates at the points (``A``, ``G``: Vandermonde rows, infinity the
+    leading coefficient) and interpolates (``C = V^-1``); correlation is its transpose: ``B^T = C^T``,
+    ``A^T = A^T`` (Winograd's transposition principle). Computed in exact fractions.
+    """
+    alpha = m + r - 1
+    pts = [Fraction(p) for p in POINTS[m, r]]
+
+    def rows(n):
+        return [[p ** i for i in range(n)] for p in pts] + [[Fraction(int(i == n - 1)) for i in range(n)]]
+
+    v, a, g = rows(alpha), rows(m), rows(r)
+    # invert the Vandermonde matrix v (Gauss-Jordan in fractions)
+    aug = [row + [Fraction(int(i == j)) for j in range(alpha)] for i, row in enumerate(v)]
+    for c in range(alpha):
+        pivot = next(i for i in range(c, alpha) if aug[i][c] != 0)
+        aug[c], aug[pivot] = aug[pivot], aug[c]
+        aug[c] = [e / aug[c][c] for e in aug[c]]
+        for i in range(alpha):
+            if i != c and aug[i][c] != 0:
+                aug[i] = [e - aug[i][c] * f for e, f in zip(aug[i], aug[c])]
+    inverse = [row[alpha:] for row in aug]
+    bt = [[inverse[j][i] for j in range(alpha)] for i in range(alpha)]
+    at = [[a[j][i] for j in range(alpha)] for i in range(m)]
+    return tuple(np.array([[float(e) for e in row] for row in mat]) for mat in (bt, g, at))
+
+
+def _tile_size(r: int, mcounts: list[int]) -> int:
+    """M for an axis: the candidate with the fewest transform points over the phase's tiles (ties: smaller M)."""
+    return min(TILES[r], key=lambda m: (sum(-(-c // m) for c in mcounts) * (m + r - 1), m))
 
 
 # --------------------------------------------------------------------------- kernels (serial, nogil)
@@ -305,13 +331,13 @@ def layout(plan: geo.Plan) -> Layout | None:
                 return None  # dilated sub-kernel: sources not consecutive
             order = sorted(range(len(ks)), key=lambda i: bases[i])
             entries.append((ph, mcount, min(bases) if ks else 0, [ks[i] for i in order]))
-        if len(counts) != 1 or counts.pop() not in _MATRICES:
+        if len(counts) != 1 or counts.pop() not in TILES:
             return None
         per_axis.append(entries)
         rs.append(len(entries[0][3]))
     if max(rs) < 2:
         return None
-    mats = [matrices(r) for r in rs]
+    mats = [matrices(_tile_size(r, [e[1] for e in entries]), r) for r, entries in zip(rs, per_axis)]
     msize = np.array([m[2].shape[0] for m in mats], np.int64)
     alpha = [m[0].shape[0] for m in mats]
     # the packed buffer covers the input and every tile's alpha-wide patch
