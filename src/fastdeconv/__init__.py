@@ -1,14 +1,44 @@
-"""fastdeconv: fast CPU transposed convolution with Numba (scatter, gather and zero-fill forms)."""
+"""fastdeconv: fast CPU transposed convolution with Numba (scatter, gather and zero-fill forms).
 
-from . import compat as compat
-from ._api import conv_transpose, zero_fill
-from ._cost import Choice, plan
-from ._forward import conv
-from ._threads import get_num_threads, set_num_threads
-from .filters import bilinear_kernel, upsample_bilinear
-from .grad import conv_transpose_backward
-from .matrix import conv_matrix
+The public names load on first use (PEP 562): importing numba is most of fastdeconv's start-up (~0.25 s), so
+``import fastdeconv`` stays cheap and the first call pays it.
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
 __all__ = ["conv_transpose", "zero_fill", "conv", "conv_matrix", "conv_transpose_backward", "bilinear_kernel",
            "upsample_bilinear", "get_num_threads", "set_num_threads", "plan", "Choice"]
-__version__ = "0.1.0"
+
+# public name -> the module that defines it (None: the name is the submodule itself)
+_HOME = {"conv_transpose": "_api", "zero_fill": "_api", "plan": "_cost", "Choice": "_cost", "conv": "_forward",
+         "get_num_threads": "_threads", "set_num_threads": "_threads", "bilinear_kernel": "filters",
+         "upsample_bilinear": "filters", "conv_transpose_backward": "grad", "conv_matrix": "matrix", "compat": None}
+
+
+def __getattr__(name: str):
+    home = _HOME.get(name, "")
+    if home == "":
+        raise AttributeError(f"module 'fastdeconv' has no attribute {name!r}")
+    module = importlib.import_module(f".{home or name}", __name__)
+    value = module if home is None else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))
+
+
+if TYPE_CHECKING:  # what static analysers and IDEs see
+    from . import compat as compat
+    from ._api import conv_transpose, zero_fill
+    from ._cost import Choice, plan
+    from ._forward import conv
+    from ._threads import get_num_threads, set_num_threads
+    from .filters import bilinear_kernel, upsample_bilinear
+    from .grad import conv_transpose_backward
+    from .matrix import conv_matrix

@@ -35,7 +35,7 @@ from ._threads import max_threads
 AMBIGUOUS = 1.6      # candidates estimated within this factor of the best are measured
 MAX_CANDIDATES = 3
 MIN_SECONDS = 2e-4   # best estimate below this: trust the model
-BUDGET = 0.6         # seconds the whole measurement may take (estimated): above, trust the model
+BUDGET = 0.15        # seconds the whole measurement may take (estimated): above, trust the model
 REPEATS = 2          # timed runs per candidate after its warm-up (best of)
 
 _lock = threading.Lock()
