@@ -32,7 +32,7 @@ def _plan(x_shape, w_shape, dtype=np.float64, **kw):
 
 @pytest.mark.parametrize("x_shape, w_shape, kw", [
     ((1, 2, 5, 5), (2, 2, 3, 3), {"stride": 2}),               # k % s != 0: phases with 2 and 1 taps
-    ((1, 2, 5, 5), (2, 2, 4, 4), {"stride": 2, "dilation": 2}),  # dilated: sources not consecutive
+    ((1, 2, 5, 5), (2, 2, 3, 3), {"stride": 2, "dilation": 2}),  # one phase gets every tap, the other none
     ((1, 2, 3, 5, 5), (2, 2, 2, 4, 4), {"stride": 2}),          # 3-D
     ((1, 2, 5, 5), (2, 2, 2, 2), {"stride": 2}),               # r = 1 everywhere: nothing to save
     ((1, 2, 5, 5), (2, 2, 8, 8), {"stride": 2}),               # r = 4: no matrices
@@ -65,21 +65,22 @@ def _run(x, w, bias, kw):
 
 @st.composite
 def winograd_geometries(draw):
-    """1-D or 2-D, every kernel a multiple of its stride with 1 to 3 taps per phase, any padding form."""
+    """1-D or 2-D, every kernel a multiple of its stride with 1 to 3 taps per phase, dilated or not, any padding."""
     rank = draw(st.integers(1, 2))
     groups = draw(st.integers(1, 2))
     stride = [draw(st.integers(1, 3)) for _ in range(rank)]
     kernel = [s * draw(st.integers(1, 3)) for s in stride]
+    dilation = [draw(st.sampled_from([1, 1, 2, 3])) for _ in range(rank)]
     assume(max(k // s for k, s in zip(kernel, stride)) >= 2)
-    spatial = [draw(st.integers(1, 7)) for _ in range(rank)]
-    out_pad = [draw(st.integers(0, s - 1)) for s in stride]
-    full = [(i - 1) * s + k for i, k, s in zip(spatial, kernel, stride)]
+    spatial = [draw(st.integers(1, 9)) for _ in range(rank)]
+    out_pad = [draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation)]
+    full = [(i - 1) * s + (k - 1) * d + 1 for i, k, s, d in zip(spatial, kernel, stride, dilation)]
     pads = [(draw(st.integers(0, k)), draw(st.integers(0, k))) for k in kernel]
     assume(all(f + o - b - a >= 1 for f, o, (b, a) in zip(full, out_pad, pads)))
     return dict(x_shape=(draw(st.integers(1, 3)), groups * draw(st.integers(1, 4))) + tuple(spatial),
                 cout_g=draw(st.integers(1, 4)), kernel=tuple(kernel), groups=groups,
                 kw={"stride": tuple(stride), "padding": tuple(pads), "output_padding": tuple(out_pad),
-                    "groups": groups})
+                    "groups": groups, "dilation": tuple(dilation)})
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -89,7 +90,7 @@ def test_matches_reference(roomy, geom, dtype, seed):
     x = rng.standard_normal(geom["x_shape"]).astype(dtype)
     w = rng.standard_normal((geom["x_shape"][1], geom["cout_g"]) + geom["kernel"]).astype(dtype)
     bias = rng.standard_normal(geom["cout_g"] * geom["groups"]).astype(dtype)
-    assert wg.layout(_plan(x.shape, w.shape, dtype, **geom["kw"])) is not None
+    assume(wg.layout(_plan(x.shape, w.shape, dtype, **geom["kw"])) is not None)  # uneven taps with dilation
     np.testing.assert_allclose(_run(x, w, bias, geom["kw"]), conv_transpose_ref(x, w, bias, **geom["kw"]),
                                **tolerance(dtype))
 

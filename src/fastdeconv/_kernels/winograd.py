@@ -166,17 +166,18 @@ def pack(x, n0, nb, ci0, offset, r0, xp):
 
 
 @njit(**NJIT_FLAGS)
-def input_point(xp, nb, terms, msize, ntiles, vt):
-    """``vt[t, ci] = sum over terms (c, v_h, v_w) of c * xp[j, t_h * M_h + v_h, t_w * M_w + v_w, ci]``.
+def input_point(xp, nb, terms, step, ntiles, vt):
+    """``vt[t, ci] = sum over terms (c, v_h, v_w) of c * xp[j, t_h * step_h + v_h, t_w * step_w + v_w, ci]``.
 
     ``terms`` (the point's nonzero B^T products, offsets already relative to the padded buffer) are
-    (coefficient, row offset, column offset); tiles ``t = (j * T_h + t_h) * T_w + t_w``.
+    (coefficient, row offset, column offset); tiles ``t = (j * T_h + t_h) * T_w + t_w`` start ``step`` inputs
+    apart (M, times the sub-kernel's dilation).
     """
     t_h, t_w = ntiles[1], ntiles[2]
-    m_h, m_w = msize[1], msize[2]
+    m_h = step[1]
     rows, cols, cin = xp.shape[1], xp.shape[2], xp.shape[3]
     pf, vf = xp.reshape(-1), vt.reshape(-1)
-    step = m_w * cin
+    step = step[2] * cin
     for j in range(nb):
         for a in range(t_h):
             row = ((j * t_h + a) * t_w) * cin
@@ -248,17 +249,17 @@ def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mco
 
 @njit(**NJIT_FLAGS)
 def run_task(x, wt, bias, y, gi, cin_g, n0, nb, th0, nth, c0, cb, repack, tables, u_coefs, v_terms, v_counts,
-             a_terms, msize, offset, stride, xp_buf, v_buf, u_buf, m_buf, buf):
+             a_terms, msize, step, offset, stride, xp_buf, v_buf, u_buf, m_buf, buf):
     """One chunk: group ``gi``, samples ``n0 : n0 + nb``, tile rows ``th0 : th0 + nth``, channels ``c0 : c0 + cb``.
 
-    Every phase, every point. ``tables[p] = (phase (3,), mcount (3,), ntiles (3,))``;
+    Every sub-phase, every point. ``tables[p] = (phase (3,), mcount (3,), ntiles (3,), (weight phase, 0, 0))``;
     ``v_terms[p, xi, :v_counts[p, xi]]`` are the point's input-transform terms (see ``input_point``). The GEMM
     of each point is ``np.dot`` on contiguous blocks (BLAS, called from numba: no Python round trip per point).
     ``repack`` is False when the previous chunk of this worker packed the same samples and rows.
     """
     xp = xp_buf[:nb]
     if repack:
-        pack(x, n0, nb, gi * cin_g, offset, th0 * msize[1], xp)
+        pack(x, n0, nb, gi * cin_g, offset, th0 * step[1], xp)
     n_pt = u_coefs.shape[0]
     u_mat = u_buf[:cin_g * cb].reshape((cin_g, cb))
     local = np.ones(3, np.int64)
@@ -273,8 +274,8 @@ def run_task(x, wt, bias, y, gi, cin_g, n0, nb, th0, nth, c0, cb, repack, tables
         vt = v_buf[:tiles * cin_g].reshape((tiles, cin_g))
         m_blocks = m_buf[:n_pt * tiles * cb].reshape((n_pt, tiles, cb))
         for xi in range(n_pt):
-            weight_point(wt, p, u_coefs[xi], gi * cin_g, c0, u_mat)
-            input_point(xp, nb, v_terms[p, xi, :v_counts[p, xi]], msize, local, vt)
+            weight_point(wt, tables[p, 3, 0], u_coefs[xi], gi * cin_g, c0, u_mat)
+            input_point(xp, nb, v_terms[p, xi, :v_counts[p, xi]], step, local, vt)
             np.dot(vt, u_mat, m_blocks[xi])
         inverse(m_blocks, a_terms, buf, y, bias, n0, nb, gi * wt.shape[3] + c0, tables[p, 0], stride, msize,
                 tables[p, 1], local, th0)
@@ -284,16 +285,19 @@ def run_task(x, wt, bias, y, gi, cin_g, n0, nb, th0, nth, c0, cb, repack, tables
 
 
 class Phase(NamedTuple):
-    phase: np.ndarray   # (3,) output offset of the phase
-    mcount: np.ndarray  # (3,) outputs of the phase per axis
+    phase: np.ndarray   # (3,) output offset of the (sub-)phase
+    mcount: np.ndarray  # (3,) outputs of the sub-phase per axis
     ntiles: np.ndarray  # (3,) tiles per axis (ceil(mcount / M))
-    taps: np.ndarray    # (3, r_max) kernel index of tap u per axis (-1 unused)
+    wphase: int         # index of its output phase's re-laid-out weights (sub-phases share them)
     v_terms: tuple      # per point: (terms, 3) nonzero (B^T product, row, column) in the padded buffer
 
 
 class Layout(NamedTuple):
     phases: tuple[Phase, ...]
+    wtaps: np.ndarray     # (output phases, 3, r_max) kernel index of tap u per axis (-1 unused)
     msize: np.ndarray     # (3,) M per axis
+    step: np.ndarray      # (3,) input distance between neighbouring tiles (M x sub-kernel dilation)
+    out_stride: np.ndarray  # (3,) output distance between neighbouring sub-phase outputs (stride x dilation)
     points: int           # alpha_h * alpha_w
     r: tuple[int, int, int]
     u_coefs: np.ndarray   # (points, taps) coefficients of the weight transform
@@ -302,70 +306,95 @@ class Layout(NamedTuple):
     row: int              # max outputs per phase row (tiles along the last axis x M)
     offset: np.ndarray    # (3,) padding before the input in the packed buffer
     padded: tuple[int, int]  # (rows, columns) of the packed buffer per sample
-    halo: int             # packed rows a block of n tile rows needs beyond n * M_h
+    halo: int             # packed rows a block of n tile rows needs beyond n * step_h
     tile_rows: int        # max tile rows over the phases
+
+
+def _axis_phases(a: geo.Axis):
+    """Per output phase of an axis: (phase, outputs, first source, taps in source order), and the spacing of
+    the sources (the sub-kernel's dilation), or None when the phases differ in tap count or spacing."""
+    entries, counts, spacings = [], set(), set()
+    for ph in range(a.stride):
+        mcount = -(-(a.size_out - ph) // a.stride) if ph < a.size_out else 0
+        ks = [k for k in range(a.kernel) if (ph + a.start - k * a.dilation) % a.stride == 0]
+        bases = [(ph + a.start - k * a.dilation) // a.stride for k in ks]
+        order = sorted(range(len(ks)), key=lambda i: bases[i])
+        srcs = [bases[i] for i in order]
+        spacing = srcs[1] - srcs[0] if len(srcs) > 1 else 1
+        if any(q - p != spacing for p, q in zip(srcs, srcs[1:])):
+            return None
+        counts.add(len(ks))
+        if len(ks) > 1:
+            spacings.add(spacing)
+        entries.append((ph, mcount, srcs[0] if ks else 0, [ks[i] for i in order]))
+    if len(counts) != 1 or len(spacings) > 1:
+        return None
+    return entries, (spacings.pop() if spacings else 1)
 
 
 @lru_cache(maxsize=256)
 def layout(plan: geo.Plan) -> Layout | None:
-    """Phases, tile sizes and transform coefficients, or None when Winograd does not apply (or cannot help).
+    """Sub-phases, tile sizes and transform coefficients, or None when Winograd does not apply (or cannot help).
 
-    It applies to 1-D and 2-D layers whose phases all have the same number ``r`` in {1, 2, 3} of taps per
-    axis, reading consecutive inputs (``kernel % stride == 0`` and ``dilation == 1`` give this), with
-    ``r >= 2`` on some axis.
+    It applies to 1-D and 2-D layers whose output phases all have the same number ``r`` in {1, 2, 3} of taps
+    per axis with evenly spaced sources (``kernel % stride == 0`` gives this; dilation spaces them), with
+    ``r >= 2`` on some axis. Sources ``delta`` apart split a phase into ``delta`` sub-phases (outputs
+    ``m = rho + delta * m'``), each a dense correlation of every ``delta``-th input.
     """
     depth = plan.axes[0]
     if depth.kernel != 1 or depth.stride != 1 or depth.size_in != 1 or depth.size_out != 1:
         return None
     if plan.c_in // plan.groups == 0 or plan.c_out // plan.groups == 0:
         return None
-    per_axis, rs = [], []
+    per_axis, rs, deltas = [], [], []
     for a in plan.axes:
-        entries, counts = [], set()
-        for ph in range(a.stride):
-            mcount = -(-(a.size_out - ph) // a.stride) if ph < a.size_out else 0
-            ks = [k for k in range(a.kernel) if (ph + a.start - k * a.dilation) % a.stride == 0]
-            bases = [(ph + a.start - k * a.dilation) // a.stride for k in ks]
-            counts.add(len(ks))
-            if ks and sorted(bases) != list(range(min(bases), min(bases) + len(ks))):
-                return None  # dilated sub-kernel: sources not consecutive
-            order = sorted(range(len(ks)), key=lambda i: bases[i])
-            entries.append((ph, mcount, min(bases) if ks else 0, [ks[i] for i in order]))
-        if len(counts) != 1 or counts.pop() not in TILES:
+        found = _axis_phases(a)
+        if found is None or len(found[0][0][3]) not in TILES:
             return None
-        per_axis.append(entries)
+        entries, delta = found
+        # sub-phases: (output offset, outputs, first source, output phase)
+        subs = []
+        for ph, mcount, base, _ks in entries:
+            for rho in range(delta):
+                subs.append((ph + a.stride * rho, -(-(mcount - rho) // delta) if rho < mcount else 0, base + rho, ph))
+        per_axis.append((entries, subs))
         rs.append(len(entries[0][3]))
+        deltas.append(delta)
     if max(rs) < 2:
         return None
-    mats = [matrices(_tile_size(r, [e[1] for e in entries]), r) for r, entries in zip(rs, per_axis)]
+    mats = [matrices(_tile_size(r, [e[1] for e in subs]), r) for r, (_, subs) in zip(rs, per_axis)]
     msize = np.array([m[2].shape[0] for m in mats], np.int64)
+    step = msize * np.array(deltas, np.int64)
     alpha = [m[0].shape[0] for m in mats]
-    # the packed buffer covers the input and every tile's alpha-wide patch
+    # the packed buffer covers the input and every tile's alpha-wide (delta-spaced) patch
     offset, padded = np.zeros(3, np.int64), [1, 1, 1]
     for axis in (1, 2):
         lo, hi = 0, plan.axes[axis].size_in
-        for _ph, mcount, base, _ks in per_axis[axis]:
+        for _o, mcount, base, _ph in per_axis[axis][1]:
             if mcount:
                 lo = min(lo, base)
-                hi = max(hi, (-(-mcount // msize[axis]) - 1) * msize[axis] + base + alpha[axis])
+                hi = max(hi, (-(-mcount // msize[axis]) - 1) * step[axis] + base + deltas[axis] * (alpha[axis] - 1) + 1)
         offset[axis], padded[axis] = -lo, hi - lo
     points = [(a, b) for a in range(alpha[1]) for b in range(alpha[2])]
+    n_wph = [len(per_axis[axis][0]) for axis in range(3)]
+    wtaps = np.full((n_wph[1] * n_wph[2], 3, max(rs)), -1, np.int64)
+    for i, eh in enumerate(per_axis[1][0]):
+        for j, ew in enumerate(per_axis[2][0]):
+            for axis, e in enumerate((per_axis[0][0][0], eh, ew)):
+                wtaps[i * n_wph[2] + j, axis, :len(e[3])] = e[3]
     phases = []
-    for eh in per_axis[1]:
-        for ew in per_axis[2]:
-            es = (per_axis[0][0], eh, ew)
-            taps = np.full((3, max(rs)), -1, np.int64)
-            for i, e in enumerate(es):
-                taps[i, :len(e[3])] = e[3]
-            mcount = np.array([e[1] for e in es], np.int64)
+    for sh in per_axis[1][1]:
+        for sw in per_axis[2][1]:
+            mcount = np.array([1, sh[1], sw[1]], np.int64)
             v_terms = []
             for a_h, a_w in points:
-                terms = [(mats[1][0][a_h, v_h] * mats[2][0][a_w, v_w], v_h + eh[2] + offset[1], v_w + ew[2] + offset[2])
+                terms = [(mats[1][0][a_h, v_h] * mats[2][0][a_w, v_w], deltas[1] * v_h + sh[2] + offset[1],
+                          deltas[2] * v_w + sw[2] + offset[2])
                          for v_h in range(alpha[1]) for v_w in range(alpha[2])
                          if mats[1][0][a_h, v_h] * mats[2][0][a_w, v_w] != 0]
                 v_terms.append(np.array(terms, np.float64).reshape(-1, 3))
-            phases.append(Phase(np.array([e[0] for e in es], np.int64), mcount, -(-mcount // msize), taps,
-                                tuple(v_terms)))
+            phases.append(Phase(np.array([0, sh[0], sw[0]], np.int64), mcount, -(-mcount // msize),
+                                sh[3] * n_wph[2] + sw[3], tuple(v_terms)))
     taps_grid = [(b, c) for b in range(rs[1]) for c in range(rs[2])]
     u_coefs = np.array([[mats[1][1][p[0], u[0]] * mats[2][1][p[1], u[1]] for u in taps_grid] for p in points])
     outs = [(b, c) for b in range(msize[1]) for c in range(msize[2])]
@@ -378,8 +407,9 @@ def layout(plan: geo.Plan) -> Layout | None:
     row = max(int(ph.ntiles[2] * msize[2]) for ph in phases)
     last_row = max(int(t[:, 1].max()) for ph in phases for t in ph.v_terms)  # deepest packed row of tile row 0
     tile_rows = max(int(ph.ntiles[1]) for ph in phases)
-    return Layout(tuple(phases), msize, len(points), tuple(rs), u_coefs, a_terms, tiles, row, offset,
-                  (padded[1], padded[2]), last_row + 1 - int(msize[1]), tile_rows)
+    out_stride = np.array([a.stride * d for a, d in zip(plan.axes, deltas)], np.int64)
+    return Layout(tuple(phases), wtaps, msize, step, out_stride, len(points), tuple(rs), u_coefs, a_terms, tiles,
+                  row, offset, (padded[1], padded[2]), last_row + 1 - int(step[1]), tile_rows)
 
 
 def weight_elements(plan: geo.Plan) -> int:
@@ -394,7 +424,7 @@ def _tiles_per_row(lay: Layout) -> int:
 def _worker_scratch(lay: Layout, cin_g: int, nb: int, nth: int, cb: int) -> int:
     """Elements one worker allocates: packed rows, V^T, U, the M blocks of a phase, one output row per channel."""
     tiles = nb * nth * _tiles_per_row(lay)
-    packed = nb * (nth * int(lay.msize[1]) + lay.halo) * lay.padded[1] * cin_g
+    packed = nb * (nth * int(lay.step[1]) + lay.halo) * lay.padded[1] * cin_g
     return packed + tiles * cin_g + cin_g * cb + lay.points * cb * tiles + cb * lay.row
 
 
@@ -507,10 +537,10 @@ def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
     g = plan.groups
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     dtype = plan.dtype
-    stride = np.array([a.stride for a in plan.axes], np.int64)
-    taps = np.stack([ph.taps for ph in lay.phases])
+    stride = lay.out_stride
+    taps = lay.wtaps
     r_arr = np.array(lay.r, np.int64)
-    wt = np.empty((len(lay.phases), _prod(lay.r), plan.c_in, cout_g), dtype)
+    wt = np.empty((len(taps), _prod(lay.r), plan.c_in, cout_g), dtype)
     u_coefs = lay.u_coefs.astype(dtype)
     a_terms = lay.a_terms.astype(dtype)
 
@@ -521,9 +551,10 @@ def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
     tasks = [(gi, n0, min(nb_max, plan.batch - n0), th0, c0, min(cb_max, cout_g - c0))
              for gi in range(g) for n0 in range(0, plan.batch, nb_max) for th0 in range(0, lay.tile_rows, nth_max)
              for c0 in range(0, cout_g, cb_max)]
-    rows, cols = nth_max * int(lay.msize[1]) + lay.halo, lay.padded[1]
+    rows, cols = nth_max * int(lay.step[1]) + lay.halo, lay.padded[1]
     tiles_max = nb_max * nth_max * _tiles_per_row(lay)
-    tables = np.stack([np.stack([ph.phase, ph.mcount, ph.ntiles]) for ph in lay.phases])
+    tables = np.stack([np.stack([ph.phase, ph.mcount, ph.ntiles, np.array([ph.wphase, 0, 0], np.int64)])
+                       for ph in lay.phases])
     most = max(len(t) for ph in lay.phases for t in ph.v_terms)
     v_terms = np.zeros((len(lay.phases), lay.points, most, 3), dtype)
     v_counts = np.zeros((len(lay.phases), lay.points), np.int64)
@@ -541,8 +572,8 @@ def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
         packed = None
         for gi, n0, nb, th0, c0, cb in part:
             run_task(x5, wt, bias, y5, gi, cin_g, n0, nb, th0, nth_max, c0, cb, packed != (gi, n0, th0), tables,
-                     u_coefs, v_terms, v_counts, a_terms, lay.msize, lay.offset, stride, xp_buf, v_buf, u_buf, m_buf,
-                     buf)
+                     u_coefs, v_terms, v_counts, a_terms, lay.msize, lay.step, lay.offset, stride, xp_buf, v_buf,
+                     u_buf, m_buf, buf)
             packed = (gi, n0, th0)
 
     run_parallel(work, tasks)
