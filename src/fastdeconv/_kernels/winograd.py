@@ -136,62 +136,65 @@ def weight_point(wt, p, coefs, ci0, c0, u_mat):
 
 @njit(**NJIT_FLAGS)
 def pack(x, n0, nb, ci0, offset, r0, xp):
-    """``xp[j, offset[1] + i_h - r0, offset[2] + i_w, ci] = x[n0 + j, ci0 + ci, 0, i_h, i_w]``, zero elsewhere.
+    """``xp[j, offset[0] + i_d, offset[1] + i_h - r0, offset[2] + i_w, ci] = x[n0 + j, ci0 + ci, i_d, i_h, i_w]``.
 
-    Channels-last and zero-padded: every transform point then reads whole channel vectors, never a border
-    test (depth is 1 here: the variant is for 1-D and 2-D layers). The buffer holds the padded rows
-    ``[r0, r0 + rows)`` only (a block of tile rows and its halo).
+    Channels-last and zero-padded (zero elsewhere): every transform point then reads whole channel vectors,
+    never a border test. The buffer holds the padded rows ``[r0, r0 + rows)`` only (a block of tile rows and
+    its halo) of every depth plane.
     """
-    size_h, size_w = x.shape[3], x.shape[4]
-    rows, cols, cin = xp.shape[1], xp.shape[2], xp.shape[3]
+    size_d, size_h, size_w = x.shape[2], x.shape[3], x.shape[4]
+    depth, rows, cols, cin = xp.shape[1], xp.shape[2], xp.shape[3], xp.shape[4]
     plane = size_h * size_w
+    volume = size_d * plane
     xf, pf = x.reshape(-1), xp.reshape(-1)
-    pf[:nb * rows * cols * cin] = 0
+    pf[:nb * depth * rows * cols * cin] = 0
     lo = max(0, r0 - offset[1])
     hi = min(size_h, r0 + rows - offset[1])
     # a blocked transpose, 64 channels x 64 columns at a time, reading rows: channel-inner reads (planes a
     # page apart, all in one cache set) thrash the L1 cache (measured 3.4 ns per element; 0.6 blocked)
     for j in range(nb):
-        for i_h in range(lo, hi):
-            dst_row = (j * rows + offset[1] + i_h - r0) * cols + offset[2]
-            src_row = ((n0 + j) * x.shape[1] + ci0) * plane + i_h * size_w
-            for c_lo in range(0, cin, 64):
-                c_hi = min(cin, c_lo + 64)
-                for w_lo in range(0, size_w, 64):
-                    w_hi = min(size_w, w_lo + 64)
-                    for ci in range(c_lo, c_hi):
-                        src = src_row + ci * plane
-                        for i_w in range(w_lo, w_hi):
-                            pf[at((dst_row + i_w) * cin + ci)] = xf[at(src + i_w)]
+        for i_d in range(size_d):
+            for i_h in range(lo, hi):
+                dst_row = ((j * depth + offset[0] + i_d) * rows + offset[1] + i_h - r0) * cols + offset[2]
+                src_row = ((n0 + j) * x.shape[1] + ci0) * volume + i_d * plane + i_h * size_w
+                for c_lo in range(0, cin, 64):
+                    c_hi = min(cin, c_lo + 64)
+                    for w_lo in range(0, size_w, 64):
+                        w_hi = min(size_w, w_lo + 64)
+                        for ci in range(c_lo, c_hi):
+                            src = src_row + ci * volume
+                            for i_w in range(w_lo, w_hi):
+                                pf[at((dst_row + i_w) * cin + ci)] = xf[at(src + i_w)]
 
 
 @njit(**NJIT_FLAGS)
 def input_point(xp, nb, terms, step, ntiles, vt):
-    """``vt[t, ci] = sum over terms (c, v_h, v_w) of c * xp[j, t_h * step_h + v_h, t_w * step_w + v_w, ci]``.
+    """``vt[t, ci] = sum over terms of c * xp[j, t_d * step_d + v_d, t_h * step_h + v_h, t_w * step_w + v_w, ci]``.
 
     ``terms`` (the point's nonzero B^T products, offsets already relative to the padded buffer) are
-    (coefficient, row offset, column offset); tiles ``t = (j * T_h + t_h) * T_w + t_w`` start ``step`` inputs
-    apart (M, times the sub-kernel's dilation).
+    (coefficient, depth, row, column offset); tiles ``t = ((j * T_d + t_d) * T_h + t_h) * T_w + t_w`` start
+    ``step`` inputs apart (M, times the sub-kernel's dilation).
     """
-    t_h, t_w = ntiles[1], ntiles[2]
-    m_h = step[1]
-    rows, cols, cin = xp.shape[1], xp.shape[2], xp.shape[3]
+    t_d, t_h, t_w = ntiles[0], ntiles[1], ntiles[2]
+    depth, rows, cols, cin = xp.shape[1], xp.shape[2], xp.shape[3], xp.shape[4]
     pf, vf = xp.reshape(-1), vt.reshape(-1)
-    step = step[2] * cin
+    col_step = step[2] * cin
     for j in range(nb):
-        for a in range(t_h):
-            row = ((j * t_h + a) * t_w) * cin
-            for k in range(terms.shape[0]):
-                c = terms[k, 0]
-                src = ((j * rows + a * m_h + int(terms[k, 1])) * cols + int(terms[k, 2])) * cin
-                if k == 0:
-                    for b in range(t_w):
-                        for ci in range(cin):
-                            vf[at(row + b * cin + ci)] = c * pf[at(src + b * step + ci)]
-                else:
-                    for b in range(t_w):
-                        for ci in range(cin):
-                            vf[at(row + b * cin + ci)] += c * pf[at(src + b * step + ci)]
+        for a_d in range(t_d):
+            for a in range(t_h):
+                row = (((j * t_d + a_d) * t_h + a) * t_w) * cin
+                for k in range(terms.shape[0]):
+                    c = terms[k, 0]
+                    src = (((j * depth + a_d * step[0] + int(terms[k, 1])) * rows + a * step[1] + int(terms[k, 2]))
+                           * cols + int(terms[k, 3])) * cin
+                    if k == 0:
+                        for b in range(t_w):
+                            for ci in range(cin):
+                                vf[at(row + b * cin + ci)] = c * pf[at(src + b * col_step + ci)]
+                    else:
+                        for b in range(t_w):
+                            for ci in range(cin):
+                                vf[at(row + b * cin + ci)] += c * pf[at(src + b * col_step + ci)]
 
 
 @njit(**NJIT_FLAGS)
@@ -205,46 +208,51 @@ def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mco
     channel by channel per element would hit planes a page apart in turn: one cache set, thrashed.)
     """
     n_pt, n_t, cb = m_blocks.shape
-    t_h, t_w = ntiles[1], ntiles[2]
-    m_h, m_w = msize[1], msize[2]
-    s_h, s_w = stride[1], stride[2]
+    t_d, t_h, t_w = ntiles[0], ntiles[1], ntiles[2]
+    m_d, m_h, m_w = msize[0], msize[1], msize[2]
+    s_d, s_h, s_w = stride[0], stride[1], stride[2]
     o_h, o_w = y.shape[3], y.shape[4]
-    plane = o_h * o_w
+    volume = y.shape[2] * o_h * o_w
     run = min(mcount[2], t_w * m_w)
     mf, yf, bf = m_blocks.reshape(-1), y.reshape(-1), buf.reshape(-1)
     for j in range(nb):
-        sample = ((n0 + j) * y.shape[1] + c0) * plane
-        for a in range(t_h):
-            for i_h in range(m_h):
-                mh = (th0 + a) * m_h + i_h
-                if mh >= mcount[1]:
+        sample = ((n0 + j) * y.shape[1] + c0) * volume
+        for a_d in range(t_d):
+            for i_d in range(m_d):
+                md = a_d * m_d + i_d
+                if md >= mcount[0]:
                     break
-                t0 = (j * t_h + a) * t_w
-                for i_w in range(m_w):
-                    i = i_h * m_w + i_w
-                    count = 0  # tiles of this row whose output i_w lies inside the phase
-                    while count < t_w and count * m_w + i_w < run:
-                        count += 1
-                    for k in range(terms.shape[1]):
-                        coef = terms[i, k, 0]
-                        if coef == 0:
+                for a in range(t_h):
+                    for i_h in range(m_h):
+                        mh = (th0 + a) * m_h + i_h
+                        if mh >= mcount[1]:
                             break
-                        src = (int(terms[i, k, 1]) * n_t + t0) * cb
-                        if k == 0:
-                            for b in range(count):
-                                dst = (b * m_w + i_w) * cb
-                                for c in range(cb):
-                                    bf[at(dst + c)] = coef * mf[at(src + b * cb + c)]
-                        else:
-                            for b in range(count):
-                                dst = (b * m_w + i_w) * cb
-                                for c in range(cb):
-                                    bf[at(dst + c)] += coef * mf[at(src + b * cb + c)]
-                dst = sample + (phase[1] + s_h * mh) * o_w + phase[2]
-                for c in range(cb):
-                    bv = bias[c0 + c]
-                    for q in range(run):
-                        yf[at(dst + c * plane + q * s_w)] = bf[at(q * cb + c)] + bv
+                        t0 = ((j * t_d + a_d) * t_h + a) * t_w
+                        for i_w in range(m_w):
+                            i = (i_d * m_h + i_h) * m_w + i_w
+                            count = 0  # tiles of this row whose output i_w lies inside the phase
+                            while count < t_w and count * m_w + i_w < run:
+                                count += 1
+                            for k in range(terms.shape[1]):
+                                coef = terms[i, k, 0]
+                                if coef == 0:
+                                    break
+                                src = (int(terms[i, k, 1]) * n_t + t0) * cb
+                                if k == 0:
+                                    for b in range(count):
+                                        dst = (b * m_w + i_w) * cb
+                                        for c in range(cb):
+                                            bf[at(dst + c)] = coef * mf[at(src + b * cb + c)]
+                                else:
+                                    for b in range(count):
+                                        dst = (b * m_w + i_w) * cb
+                                        for c in range(cb):
+                                            bf[at(dst + c)] += coef * mf[at(src + b * cb + c)]
+                        dst = sample + ((phase[0] + s_d * md) * o_h + phase[1] + s_h * mh) * o_w + phase[2]
+                        for c in range(cb):
+                            bv = bias[c0 + c]
+                            for q in range(run):
+                                yf[at(dst + c * volume + q * s_w)] = bf[at(q * cb + c)] + bv
 
 
 @njit(**NJIT_FLAGS)
@@ -266,11 +274,12 @@ def run_task(x, wt, bias, y, gi, cin_g, n0, nb, th0, nth, c0, cb, repack, tables
     for p in range(tables.shape[0]):
         if tables[p, 1, 0] == 0 or tables[p, 1, 1] == 0 or tables[p, 1, 2] == 0:
             continue
+        local[0] = tables[p, 2, 0]
         local[1] = min(nth, tables[p, 2, 1] - th0)
         local[2] = tables[p, 2, 2]
         if local[1] <= 0:
             continue
-        tiles = nb * local[1] * local[2]
+        tiles = nb * local[0] * local[1] * local[2]
         vt = v_buf[:tiles * cin_g].reshape((tiles, cin_g))
         m_blocks = m_buf[:n_pt * tiles * cb].reshape((n_pt, tiles, cb))
         for xi in range(n_pt):
@@ -289,7 +298,7 @@ class Phase(NamedTuple):
     mcount: np.ndarray  # (3,) outputs of the sub-phase per axis
     ntiles: np.ndarray  # (3,) tiles per axis (ceil(mcount / M))
     wphase: int         # index of its output phase's re-laid-out weights (sub-phases share them)
-    v_terms: tuple      # per point: (terms, 3) nonzero (B^T product, row, column) in the padded buffer
+    v_terms: tuple      # per point: (terms, 4) nonzero (B^T product, depth, row, column) in the padded buffer
 
 
 class Layout(NamedTuple):
@@ -298,14 +307,14 @@ class Layout(NamedTuple):
     msize: np.ndarray     # (3,) M per axis
     step: np.ndarray      # (3,) input distance between neighbouring tiles (M x sub-kernel dilation)
     out_stride: np.ndarray  # (3,) output distance between neighbouring sub-phase outputs (stride x dilation)
-    points: int           # alpha_h * alpha_w
+    points: int           # alpha_d * alpha_h * alpha_w
     r: tuple[int, int, int]
     u_coefs: np.ndarray   # (points, taps) coefficients of the weight transform
-    a_terms: np.ndarray   # (M_h * M_w, max terms, 2) nonzero (A^T product, point) per output, zero-padded
+    a_terms: np.ndarray   # (M_d * M_h * M_w, max terms, 2) nonzero (A^T product, point) per output, zero-padded
     tiles: int            # max tiles per sample over the phases
     row: int              # max outputs per phase row (tiles along the last axis x M)
     offset: np.ndarray    # (3,) padding before the input in the packed buffer
-    padded: tuple[int, int]  # (rows, columns) of the packed buffer per sample
+    padded: tuple[int, int, int]  # (depth, rows, columns) of the packed buffer per sample
     halo: int             # packed rows a block of n tile rows needs beyond n * step_h
     tile_rows: int        # max tile rows over the phases
 
@@ -336,14 +345,11 @@ def _axis_phases(a: geo.Axis):
 def layout(plan: geo.Plan) -> Layout | None:
     """Sub-phases, tile sizes and transform coefficients, or None when Winograd does not apply (or cannot help).
 
-    It applies to 1-D and 2-D layers whose output phases all have the same number ``r`` in {1, 2, 3} of taps
-    per axis with evenly spaced sources (``kernel % stride == 0`` gives this; dilation spaces them), with
-    ``r >= 2`` on some axis. Sources ``delta`` apart split a phase into ``delta`` sub-phases (outputs
-    ``m = rho + delta * m'``), each a dense correlation of every ``delta``-th input.
+    It applies to layers whose output phases all have the same number ``r`` in {1, 2, 3} of taps per axis
+    with evenly spaced sources (``kernel % stride == 0`` gives this; dilation spaces them), with ``r >= 2`` on
+    some axis. Sources ``delta`` apart split a phase into ``delta`` sub-phases (outputs ``m = rho + delta *
+    m'``), each a dense correlation of every ``delta``-th input.
     """
-    depth = plan.axes[0]
-    if depth.kernel != 1 or depth.stride != 1 or depth.size_in != 1 or depth.size_out != 1:
-        return None
     if plan.c_in // plan.groups == 0 or plan.c_out // plan.groups == 0:
         return None
     per_axis, rs, deltas = [], [], []
@@ -368,48 +374,55 @@ def layout(plan: geo.Plan) -> Layout | None:
     alpha = [m[0].shape[0] for m in mats]
     # the packed buffer covers the input and every tile's alpha-wide (delta-spaced) patch
     offset, padded = np.zeros(3, np.int64), [1, 1, 1]
-    for axis in (1, 2):
+    for axis in range(3):
         lo, hi = 0, plan.axes[axis].size_in
         for _o, mcount, base, _ph in per_axis[axis][1]:
             if mcount:
                 lo = min(lo, base)
                 hi = max(hi, (-(-mcount // msize[axis]) - 1) * step[axis] + base + deltas[axis] * (alpha[axis] - 1) + 1)
         offset[axis], padded[axis] = -lo, hi - lo
-    points = [(a, b) for a in range(alpha[1]) for b in range(alpha[2])]
+    grid = [(a, b, c) for a in range(alpha[0]) for b in range(alpha[1]) for c in range(alpha[2])]
     n_wph = [len(per_axis[axis][0]) for axis in range(3)]
-    wtaps = np.full((n_wph[1] * n_wph[2], 3, max(rs)), -1, np.int64)
-    for i, eh in enumerate(per_axis[1][0]):
-        for j, ew in enumerate(per_axis[2][0]):
-            for axis, e in enumerate((per_axis[0][0][0], eh, ew)):
-                wtaps[i * n_wph[2] + j, axis, :len(e[3])] = e[3]
+    wtaps = np.full((n_wph[0] * n_wph[1] * n_wph[2], 3, max(rs)), -1, np.int64)
+    for i, ed in enumerate(per_axis[0][0]):
+        for j, eh in enumerate(per_axis[1][0]):
+            for k, ew in enumerate(per_axis[2][0]):
+                for axis, e in enumerate((ed, eh, ew)):
+                    wtaps[(i * n_wph[1] + j) * n_wph[2] + k, axis, :len(e[3])] = e[3]
+
+    def product(which, index, values):
+        """prod over axes of mats[axis][which][index[axis], values[axis]]"""
+        return mats[0][which][index[0], values[0]] * mats[1][which][index[1], values[1]] * \
+            mats[2][which][index[2], values[2]]
+
     phases = []
-    for sh in per_axis[1][1]:
-        for sw in per_axis[2][1]:
-            mcount = np.array([1, sh[1], sw[1]], np.int64)
-            v_terms = []
-            for a_h, a_w in points:
-                terms = [(mats[1][0][a_h, v_h] * mats[2][0][a_w, v_w], deltas[1] * v_h + sh[2] + offset[1],
-                          deltas[2] * v_w + sw[2] + offset[2])
-                         for v_h in range(alpha[1]) for v_w in range(alpha[2])
-                         if mats[1][0][a_h, v_h] * mats[2][0][a_w, v_w] != 0]
-                v_terms.append(np.array(terms, np.float64).reshape(-1, 3))
-            phases.append(Phase(np.array([0, sh[0], sw[0]], np.int64), mcount, -(-mcount // msize),
-                                sh[3] * n_wph[2] + sw[3], tuple(v_terms)))
-    taps_grid = [(b, c) for b in range(rs[1]) for c in range(rs[2])]
-    u_coefs = np.array([[mats[1][1][p[0], u[0]] * mats[2][1][p[1], u[1]] for u in taps_grid] for p in points])
-    outs = [(b, c) for b in range(msize[1]) for c in range(msize[2])]
-    a_lists = [[(mats[1][2][o[0], p[0]] * mats[2][2][o[1], p[1]], k) for k, p in enumerate(points)
-                if mats[1][2][o[0], p[0]] * mats[2][2][o[1], p[1]] != 0] for o in outs]
+    for sd in per_axis[0][1]:
+        for sh in per_axis[1][1]:
+            for sw in per_axis[2][1]:
+                subs = (sd, sh, sw)
+                mcount = np.array([e[1] for e in subs], np.int64)
+                v_terms = []
+                for point in grid:
+                    terms = [(product(0, point, v), *(deltas[ax] * v[ax] + subs[ax][2] + offset[ax] for ax in range(3)))
+                             for v in grid if product(0, point, v) != 0]
+                    v_terms.append(np.array(terms, np.float64).reshape(-1, 4))
+                wphase = (sd[3] * n_wph[1] + sh[3]) * n_wph[2] + sw[3]
+                phases.append(Phase(np.array([e[0] for e in subs], np.int64), mcount, -(-mcount // msize), wphase,
+                                    tuple(v_terms)))
+    taps_grid = [(a, b, c) for a in range(rs[0]) for b in range(rs[1]) for c in range(rs[2])]
+    u_coefs = np.array([[product(1, point, u) for u in taps_grid] for point in grid])
+    outs = [(a, b, c) for a in range(msize[0]) for b in range(msize[1]) for c in range(msize[2])]
+    a_lists = [[(product(2, o, point), k) for k, point in enumerate(grid) if product(2, o, point) != 0] for o in outs]
     a_terms = np.zeros((len(outs), max(len(t) for t in a_lists), 2))
     for i, t in enumerate(a_lists):
         a_terms[i, :len(t)] = t
     tiles = max(int(np.prod(ph.ntiles)) for ph in phases)
     row = max(int(ph.ntiles[2] * msize[2]) for ph in phases)
-    last_row = max(int(t[:, 1].max()) for ph in phases for t in ph.v_terms)  # deepest packed row of tile row 0
+    last_row = max(int(t[:, 2].max()) for ph in phases for t in ph.v_terms)  # deepest packed row of tile row 0
     tile_rows = max(int(ph.ntiles[1]) for ph in phases)
     out_stride = np.array([a.stride * d for a, d in zip(plan.axes, deltas)], np.int64)
-    return Layout(tuple(phases), wtaps, msize, step, out_stride, len(points), tuple(rs), u_coefs, a_terms, tiles,
-                  row, offset, (padded[1], padded[2]), last_row + 1 - int(step[1]), tile_rows)
+    return Layout(tuple(phases), wtaps, msize, step, out_stride, len(grid), tuple(rs), u_coefs, a_terms, tiles,
+                  row, offset, tuple(padded), last_row + 1 - int(step[1]), tile_rows)
 
 
 def weight_elements(plan: geo.Plan) -> int:
@@ -418,13 +431,14 @@ def weight_elements(plan: geo.Plan) -> int:
 
 
 def _tiles_per_row(lay: Layout) -> int:
-    return max(int(ph.ntiles[2]) for ph in lay.phases)
+    """Tiles per tile row, all depth tiles included."""
+    return max(int(ph.ntiles[0] * ph.ntiles[2]) for ph in lay.phases)
 
 
 def _worker_scratch(lay: Layout, cin_g: int, nb: int, nth: int, cb: int) -> int:
     """Elements one worker allocates: packed rows, V^T, U, the M blocks of a phase, one output row per channel."""
     tiles = nb * nth * _tiles_per_row(lay)
-    packed = nb * (nth * int(lay.step[1]) + lay.halo) * lay.padded[1] * cin_g
+    packed = nb * lay.padded[0] * (nth * int(lay.step[1]) + lay.halo) * lay.padded[2] * cin_g
     return packed + tiles * cin_g + cin_g * cb + lay.points * cb * tiles + cb * lay.row
 
 
@@ -551,12 +565,12 @@ def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
     tasks = [(gi, n0, min(nb_max, plan.batch - n0), th0, c0, min(cb_max, cout_g - c0))
              for gi in range(g) for n0 in range(0, plan.batch, nb_max) for th0 in range(0, lay.tile_rows, nth_max)
              for c0 in range(0, cout_g, cb_max)]
-    rows, cols = nth_max * int(lay.step[1]) + lay.halo, lay.padded[1]
+    depth, rows, cols = lay.padded[0], nth_max * int(lay.step[1]) + lay.halo, lay.padded[2]
     tiles_max = nb_max * nth_max * _tiles_per_row(lay)
     tables = np.stack([np.stack([ph.phase, ph.mcount, ph.ntiles, np.array([ph.wphase, 0, 0], np.int64)])
                        for ph in lay.phases])
     most = max(len(t) for ph in lay.phases for t in ph.v_terms)
-    v_terms = np.zeros((len(lay.phases), lay.points, most, 3), dtype)
+    v_terms = np.zeros((len(lay.phases), lay.points, most, 4), dtype)
     v_counts = np.zeros((len(lay.phases), lay.points), np.int64)
     for p, ph in enumerate(lay.phases):
         for xi, t in enumerate(ph.v_terms):
@@ -564,7 +578,7 @@ def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
             v_counts[p, xi] = len(t)
 
     def work(part):
-        xp_buf = np.empty((nb_max, rows, cols, cin_g), dtype)
+        xp_buf = np.empty((nb_max, depth, rows, cols, cin_g), dtype)
         v_buf = np.empty(tiles_max * cin_g, dtype)
         u_buf = np.empty(cin_g * cb_max, dtype)
         m_buf = np.empty(lay.points * cb_max * tiles_max, dtype)
