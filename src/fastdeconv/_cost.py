@@ -10,9 +10,9 @@ Six optimized variants implement the two data-flow forms:
 ``gather-gemm``
     per output phase, im2col of the undilated input and one GEMM (``_kernels/gather_gemm.py``).
 ``gather-winograd``
-    Winograd F(2, r) on the output phases when each phase is a dense r-tap correlation (``kernel % stride
-    == 0``, no dilation, 1-D/2-D): one GEMM per transform point with 1.78x (r = 2) to 2.25x (r = 3) fewer
-    multiplications than the definition (``_kernels/winograd.py``).
+    Winograd F(2, r) on the output phases when each phase is an r-tap correlation with evenly spaced sources
+    (``kernel % stride == 0``; dilation allowed; 1-D to 3-D): one GEMM per transform point with 1.78x (r = 2,
+    2-D) to 2.25x (r = 3, 2-D) fewer multiplications than the definition (``_kernels/winograd.py``).
 ``scatter-gemm-rows`` / ``gather-gemm-rows``
     per (sample, block of output rows) one GEMM over the input rows it needs, pixels-major
     ``cols (pixels, C_out_g * K) = X^T @ W`` when ``C_out_g * K`` is long enough for BLAS, else channel-major,
@@ -205,7 +205,7 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
             n_chunks += chunks
         out["gather-gemm"] = total / max(1, min(threads, n_chunks)) + LAUNCH_PARALLEL
 
-        # gather-winograd: F(2, r) on the output phases (1-D/2-D, kernel % stride == 0); its own model
+        # gather-winograd: F(2, r) on the output (sub-)phases (kernel % stride == 0); its own model
         winograd = _wg.estimate(plan, threads)
         if winograd is not None:
             out["gather-winograd"] = winograd + LAUNCH_PARALLEL

@@ -1,24 +1,29 @@
 """Gather form with Winograd minimal filtering: each output phase is a small dense correlation, done as F(2, r).
 
 Along an axis with stride ``s`` the outputs ``o = phase + s * m`` are all reached by the same ``r`` taps (see
-``gather_gemm``), tap ``u`` reading the input at ``m + base + u``: a valid correlation of the undilated input
-with an ``r``-tap sub-kernel. When every phase of every axis has the same ``r`` in {1, 2, 3} with consecutive
-sources (``kernel % stride == 0``, ``dilation == 1``: DCGAN's 4x4 stride-2 blocks, stride-1 3x3 layers),
-Winograd's F(M, r) computes ``M`` outputs of a tile from ``alpha = M + r - 1`` inputs with ``alpha``
-products instead of ``M * r``: ``y = A^T [(G g) * (B^T d)]`` per axis. In 2-D, F(2x2, 2x2) needs 9 products
-per 4 outputs x 4 taps (1.78x fewer) and F(2x2, 3x3) 16 per 4 x 9 (2.25x fewer). With channels every
-transform point ``xi`` is one GEMM, ``M_xi (C_out_g, tiles) = U_xi^T (C_out_g, C_in_g) @ V_xi (C_in_g, tiles)``
-with ``U_xi = sum_u G[xi, u] w_u`` (transformed weights) and ``V_xi = sum_v B^T[xi, v] x_v`` (transformed
-input tiles); ``inverse`` then forms each output as ``bias + sum_xi A^T[i, xi] M_xi``.
+``gather_gemm``), tap ``u`` reading the input at ``m + base + delta * u``: a correlation with an ``r``-tap
+sub-kernel whose sources are ``delta`` apart (``delta = dilation / gcd(stride, dilation)``). Splitting the
+phase's outputs by ``m mod delta`` gives ``delta`` sub-phases, each a dense correlation of every ``delta``-th
+input. When every phase of every axis has the same ``r`` in {1, 2, 3} (``kernel % stride == 0`` gives this:
+DCGAN's 4x4 stride-2 blocks, 3x3 stride-1 and dilated layers, their 1-D and 3-D kin), Winograd's F(M, r)
+computes ``M`` outputs of a tile from ``alpha = M + r - 1`` inputs with ``alpha`` products instead of
+``M * r``: ``y = A^T [(G g) * (B^T d)]`` per axis. In 2-D, F(2x2, 2x2) needs 9 products per 4 outputs x 4 taps
+(1.78x fewer) and F(2x2, 3x3) 16 per 4 x 9 (2.25x fewer); in 3-D, 27 per 8 x 8 and 64 per 8 x 27. With
+channels every transform point ``xi`` is one GEMM, ``M_xi (tiles, C_out block) = V_xi (tiles, C_in_g) @ U_xi
+(C_in_g, C_out block)`` with ``U_xi = sum_u G[xi, u] w_u`` (transformed weights) and ``V_xi = sum_v B^T[xi, v]
+x_v`` (transformed input tiles, from a channels-last packed copy of the input); ``inverse`` then forms each
+output as ``bias + sum_xi A^T[i, xi] M_xi``.
 
-The matrices hold only 0, +-1 and 1/2, so the rounding is that of a few extra additions (the tests hold it to
-the same tolerance as every other variant). Every output element is written once, by one thread, from the
-same sums in the same order whatever the thread count: results are bitwise identical across thread counts.
+The matrices hold only 0, +-1 and 1/2, so the rounding is that of a few extra additions (~1e-6 relative in
+float32; the tests hold it to the same tolerance as every other variant). Every output element is written
+once, by one thread, from the same sums in the same order whatever the thread count: results are bitwise
+identical across thread counts.
 
-Memory: the weights are first re-laid out per (phase, tap) as contiguous (C_in, C_out_g) planes (the size of
-the weight); each worker then holds one U, one V and the ``alpha^rank`` M blocks of its chunk. Chunks (sample
-block, output-channel block) are chosen from the shapes and numba's pool size so that all of it stays within
-one output's size; when nothing fits, the variant is not a candidate.
+Memory: the weights are first re-laid out per (output phase, tap) as contiguous (C_in, C_out_g) planes (the
+size of the weight); each worker then holds its packed input rows, one U, one V and the ``alpha^rank`` M blocks
+of its chunk. Chunks (sample block, block of tile rows, output-channel block) are chosen from the shapes and
+numba's pool size so that all of it stays within one output's size; when nothing fits (weights larger than
+the output), the variant is not a candidate.
 """
 
 from __future__ import annotations
