@@ -36,7 +36,9 @@ AMBIGUOUS = 1.6      # candidates estimated within this factor of the best are m
 MAX_CANDIDATES = 3
 MIN_SECONDS = 2e-4   # best estimate below this: trust the model
 BUDGET = 0.15        # seconds the whole measurement may take (estimated): above, trust the model
-REPEATS = 2          # timed runs per candidate after its warm-up (best of)
+REPEATS = 2          # timed runs per candidate after its warm-up (best of), at least
+MIN_TIME = 5e-3      # ... and until each candidate has run this long (short calls are noisy)
+MAX_ROUNDS = 25
 
 _lock = threading.Lock()
 _records: dict[str, dict] | None = None
@@ -81,16 +83,25 @@ def recorded(plan: geo.Plan) -> dict | None:
 
 
 def measure(plan: geo.Plan, names: list[str], run) -> dict:
-    """Time ``run(variant)`` for each candidate, store and return ``{"variant": fastest, "seconds": {...}}``."""
-    seconds = {}
+    """Time ``run(variant)`` for each candidate, store and return ``{"variant": fastest, "seconds": {...}}``.
+
+    After one warm-up run each, the candidates take turns (so a drift of the machine's speed hits them alike)
+    for at least ``REPEATS`` rounds and until every candidate has run for ``MIN_TIME`` (short calls get more
+    rounds, up to ``MAX_ROUNDS``); each keeps its fastest run.
+    """
     for name in names:
         run(name)  # warm-up: loads or compiles its kernels, touches its scratch
-        best = float("inf")
-        for _ in range(REPEATS):
+    seconds = dict.fromkeys(names, float("inf"))
+    spent = dict.fromkeys(names, 0.0)
+    rounds = 0
+    while rounds < REPEATS or (rounds < MAX_ROUNDS and min(spent.values()) < MIN_TIME):
+        for name in names:
             t0 = time.perf_counter()
             run(name)
-            best = min(best, time.perf_counter() - t0)
-        seconds[name] = best
+            elapsed = time.perf_counter() - t0
+            seconds[name] = min(seconds[name], elapsed)
+            spent[name] += elapsed
+        rounds += 1
     record = {"variant": min(seconds, key=seconds.get), "seconds": seconds}
     _store(key(plan), record)
     return record
