@@ -89,6 +89,13 @@ def test_disabled_and_corrupt_cache(calibrating, monkeypatch):
     (calibrating / "calibration.json").write_text("{not json")
     _calibrate.forget()
     assert _calibrate.recorded(_plan()) is None  # a corrupt file is ignored, then replaced on the next store
+    key = _calibrate.key(_plan())
+    for bad in ({"variant": "scatter-gemm", "seconds": [1]}, {"variant": "nope", "seconds": {"scatter-gemm": 1.0}},
+                {"variant": "scatter-gemm", "seconds": {"scatter-gemm": -1}}, ["scatter-gemm"]):
+        (calibrating / "calibration.json").write_text(json.dumps({key: bad}))
+        _calibrate.forget()
+        assert _calibrate.recorded(_plan()) is None, bad
+        assert fd.plan(X_SHAPE, W_SHAPE, **GEOMETRY).variant == _cost.choose(_plan()).variant
     monkeypatch.setenv("FASTDECONV_CALIBRATE", "0")
     assert _calibrate.candidates(_plan(), _cost.choose(_plan()).estimates) == []
     x, w = _inputs()

@@ -126,10 +126,19 @@ def _load() -> dict[str, dict]:
         if _records is None:
             try:
                 data = json.loads(cache_file().read_text())
-                _records = {k: v for k, v in data.items() if isinstance(v, dict) and isinstance(v.get("variant"), str)}
+                _records = {k: v for k, v in data.items() if _valid(v)}
             except (OSError, ValueError, AttributeError):
                 _records = {}
         return _records
+
+
+def _valid(record) -> bool:
+    """A well-formed record: a variant name among its measured ones, each with a positive time."""
+    if not isinstance(record, dict) or not isinstance(record.get("seconds"), dict):
+        return False
+    times = record["seconds"]
+    return (record.get("variant") in times and all(isinstance(k, str) for k in times)
+            and all(isinstance(v, (int, float)) and v > 0 for v in times.values()))
 
 
 def _store(k: str, record: dict) -> None:
