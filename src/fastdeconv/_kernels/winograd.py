@@ -549,38 +549,45 @@ def scratch_elements(plan: geo.Plan) -> int:
     return weight_elements(plan) + max_threads() * _worker_scratch(layout(plan), plan.c_in // plan.groups, *found)
 
 
-def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
-    """Transposed convolution, gather form with Winograd F(2, r) on the output phases, into ``y5``."""
+@lru_cache(maxsize=256)
+def _arguments(plan: geo.Plan, nb_max: int, nth_max: int, cb_max: int) -> tuple:
+    """What ``gather_winograd`` hands its kernels that depends on the plan and its chunk sizes alone, built
+    once: the chunk list, the per-sub-phase table, the transform coefficients in the plan's dtype, the tap
+    counts. (The arrays stay writeable: numba compiles read-only arrays separately. The kernels only read
+    them.)"""
     lay = layout(plan)
-    nb_max, nth_max, cb_max = chunks(plan)
-    g = plan.groups
-    cin_g, cout_g = plan.c_in // g, plan.c_out // g
-    dtype = plan.dtype
-    stride = lay.out_stride
-    taps = lay.wtaps
-    r_arr = np.array(lay.r, np.int64)
-    wt = np.empty((len(taps), _prod(lay.r), plan.c_in, cout_g), dtype)
-    u_coefs = lay.u_coefs.astype(dtype)
-    a_terms = lay.a_terms.astype(dtype)
-
-    step = -(-plan.c_in // max_threads())
-    run_parallel(lambda part: [relayout(w5, taps, r_arr, lo, min(lo + step, plan.c_in), wt) for lo in part],
-                 list(range(0, plan.c_in, step)))
-
+    cout_g = plan.c_out // plan.groups
     tasks = [(gi, n0, min(nb_max, plan.batch - n0), th0, c0, min(cb_max, cout_g - c0))
-             for gi in range(g) for n0 in range(0, plan.batch, nb_max) for th0 in range(0, lay.tile_rows, nth_max)
-             for c0 in range(0, cout_g, cb_max)]
-    depth, rows, cols = lay.padded[0], nth_max * int(lay.step[1]) + lay.halo, lay.padded[2]
-    tiles_max = nb_max * nth_max * _tiles_per_row(lay)
+             for gi in range(plan.groups) for n0 in range(0, plan.batch, nb_max)
+             for th0 in range(0, lay.tile_rows, nth_max) for c0 in range(0, cout_g, cb_max)]
     tables = np.stack([np.stack([ph.phase, ph.mcount, ph.ntiles, np.array([ph.wphase, 0, 0], np.int64)])
                        for ph in lay.phases])
     most = max(len(t) for ph in lay.phases for t in ph.v_terms)
-    v_terms = np.zeros((len(lay.phases), lay.points, most, 4), dtype)
+    v_terms = np.zeros((len(lay.phases), lay.points, most, 4), plan.dtype)
     v_counts = np.zeros((len(lay.phases), lay.points), np.int64)
     for p, ph in enumerate(lay.phases):
         for xi, t in enumerate(ph.v_terms):
             v_terms[p, xi, :len(t)] = t
             v_counts[p, xi] = len(t)
+    return (tasks, tables, lay.u_coefs.astype(plan.dtype), v_terms, v_counts, lay.a_terms.astype(plan.dtype),
+            np.array(lay.r, np.int64))
+
+
+def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
+    """Transposed convolution, gather form with Winograd F(2, r) on the output phases, into ``y5``."""
+    lay = layout(plan)
+    nb_max, nth_max, cb_max = chunks(plan)
+    tasks, tables, u_coefs, v_terms, v_counts, a_terms, r_arr = _arguments(plan, nb_max, nth_max, cb_max)
+    cin_g, cout_g = plan.c_in // plan.groups, plan.c_out // plan.groups
+    dtype = plan.dtype
+    taps = lay.wtaps
+    wt = np.empty((len(taps), _prod(lay.r), plan.c_in, cout_g), dtype)
+    step = -(-plan.c_in // max_threads())
+    run_parallel(lambda part: [relayout(w5, taps, r_arr, lo, min(lo + step, plan.c_in), wt) for lo in part],
+                 list(range(0, plan.c_in, step)))
+
+    depth, rows, cols = lay.padded[0], nth_max * int(lay.step[1]) + lay.halo, lay.padded[2]
+    tiles_max = nb_max * nth_max * _tiles_per_row(lay)
 
     def work(part):
         xp_buf = np.empty((nb_max, depth, rows, cols, cin_g), dtype)
@@ -591,8 +598,8 @@ def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
         packed = None
         for gi, n0, nb, th0, c0, cb in part:
             run_task(x5, wt, bias, y5, gi, cin_g, n0, nb, th0, nth_max, c0, cb, packed != (gi, n0, th0), tables,
-                     u_coefs, v_terms, v_counts, a_terms, lay.msize, lay.step, lay.offset, stride, xp_buf, v_buf,
-                     u_buf, m_buf, buf)
+                     u_coefs, v_terms, v_counts, a_terms, lay.msize, lay.step, lay.offset, lay.out_stride, xp_buf,
+                     v_buf, u_buf, m_buf, buf)
             packed = (gi, n0, th0)
 
     run_parallel(work, tasks)
