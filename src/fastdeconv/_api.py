@@ -149,12 +149,12 @@ class _Prepared:
     split the work), so a prepared call is valid in every Python thread and after ``set_num_threads``.
     """
 
-    __slots__ = ("plan", "choice", "dtype", "out_shape", "x5_shape", "w5_shape", "y5_shape", "zero_bias",
+    __slots__ = ("plan", "dtype", "out_shape", "x5_shape", "w5_shape", "y5_shape", "zero_bias",
                  "stride", "dilation", "start", "tile", "variant", "kernel", "pending", "lock")
 
     def __init__(self, plan: geo.Plan):
         self.plan = plan
-        self.choice = _cost.choose(plan)
+        choice = _cost.choose(plan)
         self.dtype = plan.dtype
         self.out_shape = plan.out_shape
         self.x5_shape = (plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes)
@@ -166,13 +166,13 @@ class _Prepared:
         self.lock = threading.Lock()
         # a measured choice (this process or an earlier one) replaces the model's; an ambiguous ranking is
         # measured on the first call (see _calibrate)
-        self.pending = _calibrate.candidates(plan, self.choice.estimates)
+        self.pending = _calibrate.candidates(plan, choice.estimates)
         record = _calibrate.recorded(plan) if self.pending else None
         if record is not None and record["variant"] in self.pending:
             self.pending = []
             self._use(record["variant"])
         else:
-            self._use(self.choice.variant)
+            self._use(choice.variant)
 
     def _use(self, variant: str) -> None:
         self.variant = variant
