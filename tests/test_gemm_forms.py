@@ -1,8 +1,11 @@
 """The BLAS-backed variants (scatter-gemm, gather-gemm), forced directly, and the cost model's ``plan``."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numba
 import numpy as np
 import pytest
+import threadpoolctl
 from conftest import tolerance
 from hypothesis import given
 from hypothesis import strategies as st
@@ -53,31 +56,34 @@ def test_gemm_variants_match_reference(g, batch, dtype, use_bias, seed):
         np.testing.assert_allclose(y, expected, err_msg=variant, **tolerance(dtype))
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_chunked_calls_match_reference(variant, monkeypatch):
-    """Small chunk targets force several sample / channel / row chunks per call."""
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Tiny chunk targets: every GEMM variant splits a call into many sample / channel / row chunks."""
     monkeypatch.setattr(sg, "_CHUNK_ELEMENTS", 64)
     monkeypatch.setattr(sg, "_MIN_GEMM_COLUMNS", 1)
     monkeypatch.setattr(gg, "_CHUNK_ELEMENTS", 64)
     monkeypatch.setattr(pg, "_CHUNK_ELEMENTS", 64)
-    sg.chunks.cache_clear()
-    gg.chunks.cache_clear()
-    pg.tasks.cache_clear()
-    try:
-        rng = np.random.default_rng(7)
-        for xs, ws, geometry in [((5, 6, 7, 6), (6, 5, 4, 4), dict(stride=2, padding=1)),
-                                 ((1, 4, 30), (4, 3, 5), dict(stride=3, padding=2, dilation=2)),
-                                 ((3, 4, 3, 4, 2), (4, 1, 2, 3, 2), dict(stride=(1, 2, 3), groups=2)),
-                                 # weight-heavy (weights > output): gather-gemm splits its output channels
-                                 ((2, 16, 2, 2), (16, 24, 4, 4), dict(stride=2, padding=1))]:
-            x, w = rng.standard_normal(xs), rng.standard_normal(ws)
-            b = rng.standard_normal(ws[1] * geometry.get("groups", 1))
-            np.testing.assert_allclose(run_variant(variant, x, w, b, **geometry),
-                                       conv_transpose_ref(x, w, b, **geometry), rtol=1e-10, atol=1e-10)
-    finally:
-        sg.chunks.cache_clear()
-        gg.chunks.cache_clear()
-        pg.tasks.cache_clear()
+    caches = (sg.chunks, gg.chunks, pg.tasks)
+    for cache in caches:
+        cache.cache_clear()
+    yield
+    for cache in caches:
+        cache.cache_clear()
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_chunked_calls_match_reference(variant, small_chunks):
+    """Small chunk targets force several sample / channel / row chunks per call."""
+    rng = np.random.default_rng(7)
+    for xs, ws, geometry in [((5, 6, 7, 6), (6, 5, 4, 4), dict(stride=2, padding=1)),
+                             ((1, 4, 30), (4, 3, 5), dict(stride=3, padding=2, dilation=2)),
+                             ((3, 4, 3, 4, 2), (4, 1, 2, 3, 2), dict(stride=(1, 2, 3), groups=2)),
+                             # weight-heavy (weights > output): gather-gemm splits its output channels
+                             ((2, 16, 2, 2), (16, 24, 4, 4), dict(stride=2, padding=1))]:
+        x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+        b = rng.standard_normal(ws[1] * geometry.get("groups", 1))
+        np.testing.assert_allclose(run_variant(variant, x, w, b, **geometry),
+                                   conv_transpose_ref(x, w, b, **geometry), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("columns", [1, 10**9])
@@ -254,19 +260,9 @@ def test_forms_pick_gemm_on_channel_heavy_layers(method):
     np.testing.assert_array_equal(fd.conv_transpose(x, w, b, stride=2, padding=1, method=method), y)
 
 
-def test_concurrent_gemm_calls_and_blas_threads_restored(monkeypatch):
-    """Several Python threads at once through the worker pool; BLAS gets its thread count back afterwards."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    from concurrent.futures import ThreadPoolExecutor
-
-    monkeypatch.setattr(sg, "_CHUNK_ELEMENTS", 64)  # many chunks: every call splits them among workers
-    monkeypatch.setattr(sg, "_MIN_GEMM_COLUMNS", 1)
-    monkeypatch.setattr(gg, "_CHUNK_ELEMENTS", 64)
-    monkeypatch.setattr(pg, "_CHUNK_ELEMENTS", 64)
-    sg.chunks.cache_clear()
-    gg.chunks.cache_clear()
-    pg.tasks.cache_clear()
-
+def test_concurrent_gemm_calls_and_blas_threads_restored(small_chunks):
+    """Several Python threads at once through the worker pool (many chunks: every call splits them among
+    workers); BLAS gets its thread count back afterwards."""
     rng = np.random.default_rng(13)
     x = rng.standard_normal((6, 32, 5, 5)).astype(np.float32)
     w = rng.standard_normal((32, 40, 4, 4)).astype(np.float32)
@@ -280,9 +276,6 @@ def test_concurrent_gemm_calls_and_blas_threads_restored(monkeypatch):
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert all(pool.map(job, list(VARIANTS) * 4))
     after = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
-    sg.chunks.cache_clear()
-    gg.chunks.cache_clear()
-    pg.tasks.cache_clear()
     assert after == before
 
 
