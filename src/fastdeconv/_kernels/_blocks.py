@@ -20,7 +20,7 @@ numba emit a negative-index wraparound that blocks LLVM's vectorizer).
 from numba import njit, uintp
 
 from ..config import NJIT_FLAGS
-from ._index import ceil_div
+from ._index import ceil_div, tile_counts
 
 # Output channels handled together: each input element is loaded once for all of them.
 CHANNEL_BLOCK = 4
@@ -41,6 +41,15 @@ def split_channel_block(cb, n_cblocks, c_out_g):
     g = cb // n_cblocks
     col0 = (cb - g * n_cblocks) * CHANNEL_BLOCK
     return g, col0, min(CHANNEL_BLOCK, c_out_g - col0)
+
+
+@njit(**NJIT_FLAGS)
+def task_count(x, w, y, groups, tile):
+    """Tasks of a direct kernel, (sample, group x channel block, output tile), with the tile counts per axis and
+    the channel blocks per group."""
+    tiles = tile_counts(y.shape[2:], tile)
+    n_cb = channel_blocks(w.shape[1])
+    return x.shape[0] * groups * n_cb * tiles[0] * tiles[1] * tiles[2], tiles, n_cb
 
 
 @njit(inline="always", **NJIT_FLAGS)

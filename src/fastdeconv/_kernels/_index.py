@@ -62,15 +62,20 @@ def tile_bounds(t, tile, size):
 
 
 @njit(inline="always", **NJIT_FLAGS)
+def unravel(index, a, b, c):
+    """Flat ``index`` over a C-ordered grid (rest, a, b, c) -> (rest, i_a, i_b, i_c)."""
+    i_c = index % c
+    index //= c
+    i_b = index % b
+    index //= b
+    return index // a, index % a, i_b, i_c
+
+
+@njit(inline="always", **NJIT_FLAGS)
 def split_task(task, channels, tiles):
     """Task number -> (sample, channel, tile_d, tile_h, tile_w) for a grid of ``tiles`` (3,) per plane."""
-    tw = task % tiles[2]
-    task //= tiles[2]
-    th = task % tiles[1]
-    task //= tiles[1]
-    td = task % tiles[0]
-    task //= tiles[0]
-    return task // channels, task % channels, td, th, tw
+    rest, td, th, tw = unravel(task, tiles[0], tiles[1], tiles[2])
+    return rest // channels, rest % channels, td, th, tw
 
 
 @njit(inline="always", **NJIT_FLAGS)

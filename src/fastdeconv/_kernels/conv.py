@@ -9,7 +9,7 @@ writes the same operator as a sparse CSR matrix (``fastdeconv.conv_matrix``).
 from numba import njit, prange
 
 from ..config import NJIT_FLAGS, PARALLEL_FLAGS
-from ._index import split_task, tap_offset, tile_bounds, tile_counts
+from ._index import split_task, tap_offset, tile_bounds, tile_counts, unravel
 
 
 @njit(**PARALLEL_FLAGS)
@@ -100,12 +100,7 @@ def im2col(xp, col, n, ci0, kernel, stride, dilation, row_lo, row_hi, out_h, out
     d_d, d_h, d_w = dilation[0], dilation[1], dilation[2]
     n_taps = col.shape[0]
     for t in range(n_taps):
-        kw = t % k_w
-        rest = t // k_w
-        kh = rest % k_h
-        rest //= k_h
-        kd = rest % k_d
-        ci = rest // k_d
+        ci, kd, kh, kw = unravel(t, k_d, k_h, k_w)
         off_w = kw * d_w
         crow = col[t]
         for r in range(row_lo, row_hi):

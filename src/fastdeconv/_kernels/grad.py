@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import PARALLEL_FLAGS
-from ._index import input_range, tap_offset
+from ._index import input_range, tap_offset, unravel
 
 
 @njit(**PARALLEL_FLAGS)
@@ -30,12 +30,7 @@ def weight_grad(x, gy, gw, groups, stride, dilation, start):
     d_d, d_h, d_w = dilation[0], dilation[1], dilation[2]
     n_tasks = c_in * c_out_g * k_d * k_h
     for task in prange(n_tasks):
-        kh = task % k_h
-        rest = task // k_h
-        kd = rest % k_d
-        rest //= k_d
-        col = rest % c_out_g
-        ci = rest // c_out_g
+        ci, col, kd, kh = unravel(task, c_out_g, k_d, k_h)
         co = (ci // c_in_g) * c_out_g + col
         off_d = tap_offset(kd, d_d, start[0])
         off_h = tap_offset(kh, d_h, start[1])

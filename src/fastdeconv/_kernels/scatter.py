@@ -24,23 +24,16 @@ from ._blocks import (
     CHANNEL_BLOCK,
     MAX_CHUNKS,
     apply_runs,
-    channel_blocks,
     phase_count,
     split_channel_block,
     store_block,
+    task_count,
     zero,
 )
-from ._index import input_range, reaching_range, split_task, tap_offset, tile_bounds, tile_counts
+from ._index import input_range, reaching_range, split_task, tap_offset, tile_bounds
 
 # Elements of the per-task buffer (64 KiB in float32): the rows being filled stay in L2.
 BUFFER_ELEMENTS = 16384
-
-
-@njit(**NJIT_FLAGS)
-def _task_count(x, w, y, groups, tile):
-    tiles = tile_counts(y.shape[2:], tile)
-    n_cb = channel_blocks(w.shape[1])
-    return x.shape[0] * groups * n_cb * tiles[0] * tiles[1] * tiles[2], tiles, n_cb
 
 
 @njit(**NJIT_FLAGS)  # a real call: parfors array analysis fails on this body inlined
@@ -132,7 +125,7 @@ def scatter(x, w, bias, y, groups, stride, dilation, start, tile):
     tile : numpy.ndarray
         Output tile (3,) of one task (``_tiling.tile_for``); tasks are (sample, channel block, tile).
     """
-    n_tasks, tiles, n_cb = _task_count(x, w, y, groups, tile)
+    n_tasks, tiles, n_cb = task_count(x, w, y, groups, tile)
     n_chunks = min(n_tasks, MAX_CHUNKS)  # scratch is allocated once per chunk
     for chunk in prange(n_chunks):
         lo, hi = chunk * n_tasks // n_chunks, (chunk + 1) * n_tasks // n_chunks
@@ -142,5 +135,5 @@ def scatter(x, w, bias, y, groups, stride, dilation, start, tile):
 @njit(**NJIT_FLAGS)
 def scatter_serial(x, w, bias, y, groups, stride, dilation, start, tile):
     """``scatter`` in the calling thread (same tasks, same bits): wins below ~1e5 multiply-adds."""
-    n_tasks, tiles, n_cb = _task_count(x, w, y, groups, tile)
+    n_tasks, tiles, n_cb = task_count(x, w, y, groups, tile)
     _scatter_task(0, n_tasks, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile)
