@@ -109,3 +109,13 @@ def test_tiny_and_fixed_plans_are_not_measured(calibrating):
     fixed = geo.make_plan(X_SHAPE, W_SHAPE, np.dtype(np.float32), np.dtype(np.float32), 2, 1, 0, 1, 1)
     fixed = dataclasses.replace(fixed, variant="scatter-gemm")
     assert _calibrate.candidates(fixed, _cost.choose(fixed).estimates) == []
+
+
+def test_budget_drops_the_slowest_candidates_first(calibrating):
+    plan = _plan()
+    b = _calibrate.BUDGET / (1 + _calibrate.REPEATS)  # measuring time of candidates whose estimates sum to b
+    ranked = (("scatter-direct", 0.3 * b), ("gather-direct", 0.4 * b), ("scatter-gemm", 0.45 * b))
+    assert _calibrate.candidates(plan, ranked) == ["scatter-direct", "gather-direct"]  # 1.15 b: the third goes
+    assert _calibrate.candidates(plan, ranked[:2]) == ["scatter-direct", "gather-direct"]  # 0.7 b fits
+    over = (("scatter-direct", 0.6 * b), ("gather-direct", 0.7 * b))
+    assert _calibrate.candidates(plan, over) == []  # the two best alone would take too long

@@ -11,8 +11,9 @@ own arrays (a warm-up run, then the best of a few runs), keeps the fastest, and 
   dtype, numba's pool size and this machine's CPU, so later processes skip the measurement.
 
 Plans whose best estimate is below ``MIN_SECONDS`` (the model's ranking is about per-call overheads there, and
-a measurement would cost more than it could save), plans whose measurement would take more than ``BUDGET``
-seconds, and plans whose variant the caller fixed are not measured; nor is a candidate whose scratch would
+a measurement would cost more than it could save), plans whose two best candidates alone would take more than
+``BUDGET`` seconds to measure (further candidates are dropped, slowest estimate first, until the rest fit),
+and plans whose variant the caller fixed are not measured; nor is a candidate whose scratch would
 break the memory rule (more than one output's size). ``FASTDECONV_CALIBRATE=0`` turns measuring off (the
 model alone decides; the disk records are then ignored too). :func:`fastdeconv.plan` reports a recorded
 measurement when there is one.
@@ -35,7 +36,7 @@ from ._threads import max_threads
 AMBIGUOUS = 1.6      # candidates estimated within this factor of the best are measured
 MAX_CANDIDATES = 3
 MIN_SECONDS = 2e-4   # best estimate below this: trust the model
-BUDGET = 0.15        # seconds the whole measurement may take (estimated): above, trust the model
+BUDGET = 0.3         # seconds the whole measurement may take (estimated): the slowest candidates are dropped
 REPEATS = 2          # timed runs per candidate after its warm-up (best of), at least
 MIN_TIME = 5e-3      # ... and until each candidate has run this long (short calls are noisy)
 MAX_ROUNDS = 25
@@ -70,6 +71,8 @@ def candidates(plan: geo.Plan, ranked: tuple[tuple[str, float], ...]) -> list[st
     output = plan.batch * plan.c_out * math.prod(a.size_out for a in plan.axes)
     close = [(name, sec) for name, sec in ranked[:MAX_CANDIDATES]
              if sec <= AMBIGUOUS * best and (name == ranked[0][0] or scratch_elements(plan, name) <= output)]
+    while len(close) > 2 and (1 + REPEATS) * sum(sec for _, sec in close) > BUDGET:
+        close.pop()  # the slowest estimate first
     if len(close) < 2 or best < MIN_SECONDS or (1 + REPEATS) * sum(sec for _, sec in close) > BUDGET:
         return []
     return [name for name, _ in close]
