@@ -288,3 +288,24 @@ def test_plan_few_output_channels_uses_pixels_major_gemm():
     estimates = dict(auto.estimates)
     assert estimates["scatter-gemm-rows"] < estimates["scatter-gemm"]
     assert "scatter-gemm-rows" in repr(auto)
+
+
+@pytest.mark.parametrize("kernel, stride, padding, output_padding, dilation, once", [
+    ((2, 2), 2, 0, 0, 1, True),     # U-Net up-convolution
+    ((3, 2), (3, 2), (1, 0), (1, 0), 1, True),  # the output padding exactly refills the crop
+    ((4, 4), 2, 1, 0, 1, False),    # overlapping taps
+    ((2, 2), 2, 0, 1, 1, False),    # the output padding leaves a bias-only row
+    ((2, 2), 3, 0, 0, 1, False),    # gaps between footprints
+    ((2, 2), 2, 0, 0, 2, False),    # dilation makes the taps collide
+])
+def test_scatter_gemm_writes_once_when_every_output_has_one_term(kernel, stride, padding, output_padding, dilation,
+                                                                   once):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 6, 7)).astype(np.float32)
+    w = rng.standard_normal((5, 3) + kernel).astype(np.float32)
+    bias = rng.standard_normal(3).astype(np.float32)
+    geometry = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation)
+    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, stride, padding, output_padding, 1, dilation)
+    assert sg.exactly_once(plan) is once
+    y = run_variant("scatter-gemm", x, w, bias, **geometry)
+    np.testing.assert_allclose(y, conv_transpose_ref(x, w, bias, **geometry), **tolerance(np.float32))

@@ -37,13 +37,15 @@ _MIN_GEMM_COLUMNS = 256
 
 
 @njit(**NJIT_FLAGS)
-def col2im(cols, y, bias, n0, c0, n, cb, in_shape, kernel, stride, taps):
+def col2im(cols, y, bias, n0, c0, n, cb, in_shape, kernel, stride, taps, once):
     """Add every column footprint of ``cols`` (cb * K, n * P) into ``y[n0:n0+n, c0:c0+cb]`` (overwritten).
 
     Channel by channel and depth by depth, tap by tap in (kd, kh, kw) order, the tap's row of ``cols`` is
     added for all ``n`` samples at once (so the per-tap set-up is shared by the samples: DCGAN planes are
     only 4x4 to 16x16 pixels). ``taps[axis, k]`` holds the tap's output offset and the input range
-    ``[lo, hi)`` that lands inside the output (precomputed: no division in the loops).
+    ``[lo, hi)`` that lands inside the output (precomputed: no division in the loops). With ``once`` (every
+    output element receives exactly one term: ``exactly_once``) each element is written once, ``term + bias``,
+    instead of being set to the bias and then added to (the same value: addition commutes exactly).
     """
     o_d, o_h, o_w = y.shape[2], y.shape[3], y.shape[4]
     size_h, size_w = in_shape[1], in_shape[2]
@@ -56,10 +58,11 @@ def col2im(cols, y, bias, n0, c0, n, cb, in_shape, kernel, stride, taps):
         co = c0 + c
         bv = bias[co]
         for od in range(o_d):
-            for j in range(n):
-                for oh in range(o_h):
-                    for ow in range(o_w):
-                        y[n0 + j, co, od, oh, ow] = bv
+            if not once:
+                for j in range(n):
+                    for oh in range(o_h):
+                        for ow in range(o_w):
+                            y[n0 + j, co, od, oh, ow] = bv
             for kd in range(k_d):
                 i_d = source_between(od, s_d, taps[0, kd, 0], taps[0, kd, 1], taps[0, kd, 2])
                 if i_d < 0:
@@ -78,8 +81,12 @@ def col2im(cols, y, bias, n0, c0, n, cb, in_shape, kernel, stride, taps):
                             for i_h in range(ih_lo, ih_hi):
                                 dst = (plane + i_h * s_h + off_h) * o_w + off_w
                                 src = base + i_h * size_w
-                                for i_w in range(iw_lo, iw_hi):
-                                    yf[at(dst + i_w * s_w)] += cf[at(src + i_w)]
+                                if once:
+                                    for i_w in range(iw_lo, iw_hi):
+                                        yf[at(dst + i_w * s_w)] = cf[at(src + i_w)] + bv
+                                else:
+                                    for i_w in range(iw_lo, iw_hi):
+                                        yf[at(dst + i_w * s_w)] += cf[at(src + i_w)]
 
 
 @njit(**NJIT_FLAGS)
@@ -163,6 +170,7 @@ def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarra
     pix = _prod(a.size_in for a in plan.axes)
     n_chunk, c_chunk = chunks(plan)
     in_shape, kern, stride, taps = geometry_arrays(plan)
+    once = exactly_once(plan)
     w2 = w5.reshape(plan.c_in, cout_g * k)
     tasks = [(gi, n0, min(n_chunk, plan.batch - n0), c0, min(c_chunk, cout_g - c0))
              for gi in range(g) for n0 in range(0, plan.batch, n_chunk) for c0 in range(0, cout_g, c_chunk)]
@@ -181,7 +189,7 @@ def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarra
                     packed = (gi, n0)
             cols = cols_buf[:cb * k * n * pix].reshape(cb * k, n * pix)
             np.matmul(w2[gi * cin_g:(gi + 1) * cin_g, c0 * k:(c0 + cb) * k].T, xm, out=cols)
-            col2im(cols, y5, bias, n0, gi * cout_g + c0, n, cb, in_shape, kern, stride, taps)
+            col2im(cols, y5, bias, n0, gi * cout_g + c0, n, cb, in_shape, kern, stride, taps, once)
 
     run_parallel(work, tasks)
 
@@ -295,3 +303,20 @@ def geometry_arrays(plan: geo.Plan) -> tuple[np.ndarray, ...]:
             taps[axis, k] = (off, lo, max(lo, hi))
     return (np.array([a.size_in for a in plan.axes], np.int64), np.array([a.kernel for a in plan.axes], np.int64),
             np.array([a.stride for a in plan.axes], np.int64), taps)
+
+
+@lru_cache(maxsize=256)
+def exactly_once(plan: geo.Plan) -> bool:
+    """Whether every output element receives exactly one term (e.g. kernel == stride, no output padding: U-Net
+    up-convolutions), so that ``col2im`` can write each element once."""
+    for a in plan.axes:
+        hits = np.zeros(a.size_out, np.int64)
+        for k in range(a.kernel):
+            first = k * a.dilation - a.start
+            lo = max(0, -(first // a.stride))
+            hi = min(a.size_in, -(-(a.size_out - first) // a.stride))
+            if hi > lo:
+                hits[first + lo * a.stride:first + (hi - 1) * a.stride + 1:a.stride] += 1
+        if not np.all(hits == 1):
+            return False
+    return True
