@@ -15,7 +15,6 @@ pool size, never on the current thread count. Workers claim chunks from a shared
 
 from __future__ import annotations
 
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -250,15 +249,9 @@ def _pool() -> ThreadPoolExecutor:
         return _executor[0]
 
 
+@lru_cache(maxsize=1)
 def _blas_controllers() -> tuple:
-    """threadpoolctl's controllers of every BLAS loaded now: numpy's, and scipy's once a kernel that calls
-    ``np.dot`` inside numba (which goes through scipy's BLAS) has been loaded. Importing scipy just for this
-    would add 0.14 s to every process's first call."""
-    return _controllers("scipy.linalg.cython_blas" in sys.modules)
-
-
-@lru_cache(maxsize=2)
-def _controllers(scipy_loaded: bool) -> tuple:
+    import scipy.linalg.cython_blas  # noqa: F401  the BLAS numba's np.dot calls: loaded, so it is controlled too
     from threadpoolctl import ThreadpoolController
 
     return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)

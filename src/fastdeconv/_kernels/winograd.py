@@ -575,7 +575,6 @@ def _arguments(plan: geo.Plan, nb_max: int, nth_max: int, cb_max: int) -> tuple:
 
 def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
     """Transposed convolution, gather form with Winograd F(2, r) on the output phases, into ``y5``."""
-    import scipy.linalg.cython_blas  # noqa: F401  numba's np.dot calls scipy's BLAS: loaded, so run_parallel limits it
     lay = layout(plan)
     nb_max, nth_max, cb_max = chunks(plan)
     tasks, tables, u_coefs, v_terms, v_counts, a_terms, r_arr = _arguments(plan, nb_max, nth_max, cb_max)
