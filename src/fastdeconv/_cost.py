@@ -1,6 +1,6 @@
 """Cost model: which kernel variant runs a plan, and :func:`plan`, which says why.
 
-Six optimized variants implement the two data-flow forms:
+Seven optimized variants implement the two data-flow forms:
 
 ``scatter-direct`` / ``gather-direct``
     numba kernels that walk the definition directly (``_kernels/scatter.py``, ``_kernels/gather.py``), run
