@@ -119,3 +119,15 @@ def test_budget_drops_the_slowest_candidates_first(calibrating):
     assert _calibrate.candidates(plan, ranked[:2]) == ["scatter-direct", "gather-direct"]  # 0.7 b fits
     over = (("scatter-direct", 0.6 * b), ("gather-direct", 0.7 * b))
     assert _calibrate.candidates(plan, over) == []  # the two best alone would take too long
+
+
+def test_a_record_of_a_non_candidate_decides_nothing(calibrating):
+    """plan() reports, and a call runs, a recorded variant only when it is among the plan's current candidates."""
+    choice = _cost.choose(_plan())
+    names = _calibrate.candidates(_plan(), choice.estimates)
+    outsider = next(v for v, _ in choice.estimates if v not in names)
+    _calibrate._store(_calibrate.key(_plan()), {"variant": outsider, "seconds": {outsider: 1e-6, names[0]: 1.0}})
+    _calibrate.forget()
+    assert _calibrate.deciding_record(_plan(), names) is None
+    assert fd.plan(X_SHAPE, W_SHAPE, **GEOMETRY).variant == choice.variant
+    assert _api._prepared(_plan()).variant == choice.variant and _api._prepared(_plan()).pending == names

@@ -303,3 +303,30 @@ def test_blocks_run_the_whole_arrays_variant():
     plans = [task[3] for task in dict(y.__dask_graph__()).values()
              if isinstance(task, tuple) and len(task) > 3 and isinstance(task[3], geo.Plan)]
     assert plans and {p.variant for p in plans} == {whole}
+
+
+def test_blocks_run_a_recorded_calibration_too(monkeypatch, tmp_path):
+    """With a calibration record for the whole array's shapes, the blocks run the recorded variant, as the
+    in-memory call does (so the two still sum the same terms in the same order)."""
+    from fastdeconv import _api, _calibrate, _cost
+
+    monkeypatch.setenv("FASTDECONV_CALIBRATE", "1")
+    monkeypatch.setenv("FASTDECONV_CACHE_DIR", str(tmp_path))
+    _calibrate.forget()
+    x_shape, w_shape = (1, 21, 32, 32), (21, 21, 4, 4)  # the model rates several variants close together
+    plan = geo.make_plan(x_shape, w_shape, np.dtype(np.float32), np.dtype(np.float32), 2, 1, 0, 1, 1)
+    names = _calibrate.candidates(plan, _cost.choose(plan).estimates)
+    assert len(names) >= 2
+    _calibrate._store(_calibrate.key(plan), {"variant": names[-1], "seconds": {n: 1.0 + i for i, n in
+                                                                                   enumerate(reversed(names))}})
+    try:
+        y = fdd.conv_transpose(da.zeros(x_shape, chunks=(1, 21, 16, 16), dtype=np.float32),
+                               np.zeros(w_shape, np.float32), stride=2, padding=1)
+        plans = [task[3] for task in dict(y.__dask_graph__()).values()
+                 if isinstance(task, tuple) and len(task) > 3 and isinstance(task[3], geo.Plan)]
+        assert plans and {p.variant for p in plans} == {names[-1]}
+        assert _api._prepared(plan).variant == names[-1]
+    finally:
+        _calibrate.forget()
+        _api._prepared.cache_clear()
+        _api._FAST.clear()

@@ -167,8 +167,8 @@ class _Prepared:
         # a measured choice (this process or an earlier one) replaces the model's; an ambiguous ranking is
         # measured on the first call (see _calibrate)
         self.pending = _calibrate.candidates(plan, choice.estimates)
-        record = _calibrate.recorded(plan) if self.pending else None
-        if record is not None and record["variant"] in self.pending:
+        record = _calibrate.deciding_record(plan, self.pending)
+        if record is not None:
             self.pending = []
             self._use(record["variant"])
         else:
@@ -176,7 +176,7 @@ class _Prepared:
 
     def _use(self, variant: str) -> None:
         self.variant = variant
-        serial = variant.endswith("direct") and self.plan.macs < _cost.SERIAL_WORK
+        serial = _cost.runs_serially(self.plan, variant)
         if variant == "scatter-direct":
             self.kernel = scatter_serial if serial else scatter
         elif variant == "gather-direct":

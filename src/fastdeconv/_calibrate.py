@@ -78,6 +78,14 @@ def candidates(plan: geo.Plan, ranked: tuple[tuple[str, float], ...]) -> list[st
     return [name for name, _ in close]
 
 
+def deciding_record(plan: geo.Plan, names: list[str]) -> dict | None:
+    """The stored measurement that decides ``plan`` instead of the model, if any: one whose variant is among
+    ``names``, the plan's current candidates (a record of other candidates, e.g. from another budget, is
+    ignored)."""
+    record = recorded(plan) if names else None
+    return record if record is not None and record["variant"] in names else None
+
+
 def recorded(plan: geo.Plan) -> dict | None:
     """The stored measurement of ``plan`` on this machine, if any (and calibration is enabled)."""
     if not enabled():

@@ -256,7 +256,7 @@ def choose(plan: geo.Plan) -> Choice:
         candidates = {plan.variant: candidates[plan.variant]}
     ranked = tuple(sorted(candidates.items(), key=lambda kv: kv[1]))
     variant, best = ranked[0]
-    serial = variant.endswith("direct") and plan.macs < SERIAL_WORK
+    serial = runs_serially(plan, variant)
     if len(ranked) > 1:
         runner_up, second = ranked[1]
         why = f"{variant} is estimated {second / best:.2f}x faster than {runner_up}"
@@ -316,17 +316,27 @@ def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int
     dt = np.dtype(dtype)
     p = geo.make_plan(x_shape, w_shape, dt, dt, stride, padding, output_padding, groups, dilation, output_size,
                       method)
-    choice = choose(p)
-    record = _calibrate.recorded(p) if _calibrate.candidates(p, choice.estimates) else None
-    if record is None or record["variant"] not in dict(choice.estimates):
+    return current(p)
+
+
+def current(plan: geo.Plan) -> Choice:
+    """The :class:`Choice` a call of ``plan`` runs now: the model's, or the measured one recorded for it."""
+    choice = choose(plan)
+    record = _calibrate.deciding_record(plan, _calibrate.candidates(plan, choice.estimates))
+    if record is None:
         return choice
     variant = record["variant"]
     measured = ", ".join(f"{name}={_fmt_time(sec)}" for name, sec in sorted(record["seconds"].items(),
                                                                             key=lambda kv: kv[1]))
     return dataclasses.replace(choice, method=FORM_OF[variant], variant=variant,
-                               serial=variant.endswith("direct") and p.macs < SERIAL_WORK,
+                               serial=runs_serially(plan, variant),
                                reason=f"measured fastest on this machine ({measured}); the model alone would "
                                       f"pick {choice.variant}")
+
+
+def runs_serially(plan: geo.Plan, variant: str) -> bool:
+    """Whether ``variant`` runs in the calling thread: a direct kernel on a tiny problem."""
+    return variant.endswith("direct") and plan.macs < SERIAL_WORK
 
 
 def _shape(shape, name: str) -> tuple[int, ...]:

@@ -9,11 +9,12 @@ are shifted so that it computes exactly that block. Along one spatial axis the o
 
 so an output block ``[o_lo, o_hi)`` computed from the input window ``[i_lo, i_hi)`` is the plan with
 ``size_in = i_hi - i_lo``, ``start = start + o_lo - i_lo * stride`` and ``size_out = o_hi - o_lo``. The
-blocks all run the variant the cost model picks for the whole array (``Plan.variant``). The direct numba
-kernels (and the zero-fill form) sum the terms of every output element in a fixed order, so then the result is
-bitwise equal to the in-memory call whatever the chunking; with a BLAS-backed variant (channel-rich layers)
-OpenBLAS may take other code paths for a block's smaller GEMMs, and the two agree to floating-point rounding
-(bitwise in practice for ``scatter-gemm``; ~1e-6 relative for the ``-rows`` variants).
+blocks all run the variant the in-memory call of the whole array runs (``Plan.variant``: the cost model's,
+or a calibration measurement recorded for these shapes). The direct numba kernels (and the zero-fill form)
+sum the terms of every output element in a fixed order, so then the result is bitwise equal to the in-memory
+call whatever the chunking; with a BLAS-backed variant (channel-rich layers) OpenBLAS may take other code paths
+for a block's smaller GEMMs, and the two agree to floating-point rounding (bitwise in practice for
+``scatter-gemm``; ~1e-6 relative for the ``-rows`` variants).
 
 This module needs ``dask[array]`` (``pip install "fastdeconv[dask]"``); the core package never imports it.
 """
@@ -127,7 +128,7 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
     xb = x if batched else x[None]
     if len(xb.chunks[1]) > 1:
         xb = xb.rechunk({1: -1})
-    choice = _cost.choose(plan)  # every block runs the whole array's variant: the same terms in the same order
+    choice = _cost.current(plan)  # every block runs the whole array's variant: the same terms in the same order
     plan = dataclasses.replace(plan, method=choice.method, variant=choice.variant)
     rank, lead = plan.rank, geo.MAX_RANK - plan.rank
     axes = plan.axes[lead:]
