@@ -302,14 +302,11 @@ def geometry_arrays(plan: geo.Plan) -> tuple[np.ndarray, ...]:
 def exactly_once(plan: geo.Plan) -> bool:
     """Whether every output element receives exactly one term (e.g. kernel == stride, no output padding: U-Net
     up-convolutions), so that ``col2im`` can write each element once."""
-    for a in plan.axes:
+    taps = geometry_arrays(plan)[3]
+    for axis, a in enumerate(plan.axes):
         hits = np.zeros(a.size_out, np.int64)
-        for k in range(a.kernel):
-            first = k * a.dilation - a.start
-            lo = max(0, -(first // a.stride))
-            hi = min(a.size_in, -(-(a.size_out - first) // a.stride))
-            if hi > lo:
-                hits[first + lo * a.stride:first + (hi - 1) * a.stride + 1:a.stride] += 1
+        for offset, lo, hi in taps[axis, :a.kernel]:
+            hits[offset + lo * a.stride:offset + hi * a.stride:a.stride] += 1  # the outputs tap k reaches
         if not np.all(hits == 1):
             return False
     return True
