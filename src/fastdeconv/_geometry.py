@@ -47,6 +47,17 @@ class Axis:
         """Effective kernel extent ``(kernel - 1) * dilation + 1``."""
         return (self.kernel - 1) * self.dilation + 1
 
+    def phases(self) -> list[tuple[int, int, list[int], list[int]]]:
+        """The sub-pixel decomposition: per output phase ``r < stride``, (r, outputs ``o = r + stride * m``,
+        the taps reaching them, each tap's source ``base`` for m = 0, in tap order). Tap ``k`` reaches phase
+        ``r`` when ``(r + start - k * dilation) % stride == 0`` and reads input ``base + m``."""
+        out = []
+        for r in range(self.stride):
+            count = -(-(self.size_out - r) // self.stride) if r < self.size_out else 0
+            taps = [k for k in range(self.kernel) if (r + self.start - k * self.dilation) % self.stride == 0]
+            out.append((r, count, taps, [(r + self.start - k * self.dilation) // self.stride for k in taps]))
+        return out
+
 
 @dataclass(frozen=True)
 class Plan:

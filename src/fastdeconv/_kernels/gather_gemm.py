@@ -116,14 +116,7 @@ def phase_store(tmp, y, bias, c0, cb, phase, m_shape, stride, row0, n_rows):
 @lru_cache(maxsize=256)
 def phase_table(plan: geo.Plan) -> list[tuple[np.ndarray, ...]]:
     """Per phase: (phase (3,), M (3,), tap counts (3,), taps (3, T_max), bases (3, T_max)), int64."""
-    per_axis = []
-    for a in plan.axes:
-        entries = []
-        for r in range(a.stride):
-            m = -(-(a.size_out - r) // a.stride) if r < a.size_out else 0
-            ks = [k for k in range(a.kernel) if (r + a.start - k * a.dilation) % a.stride == 0]
-            entries.append((r, m, ks, [(r + a.start - k * a.dilation) // a.stride for k in ks]))
-        per_axis.append(entries)
+    per_axis = [a.phases() for a in plan.axes]
     t_max = max(1, max(len(e[2]) for entries in per_axis for e in entries))
     table = []
     for ed in per_axis[0]:

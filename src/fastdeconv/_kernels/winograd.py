@@ -328,10 +328,7 @@ def _axis_phases(a: geo.Axis):
     """Per output phase of an axis: (phase, outputs, first source, taps in source order), and the spacing of
     the sources (the sub-kernel's dilation), or None when the phases differ in tap count or spacing."""
     entries, counts, spacings = [], set(), set()
-    for ph in range(a.stride):
-        mcount = -(-(a.size_out - ph) // a.stride) if ph < a.size_out else 0
-        ks = [k for k in range(a.kernel) if (ph + a.start - k * a.dilation) % a.stride == 0]
-        bases = [(ph + a.start - k * a.dilation) // a.stride for k in ks]
+    for ph, mcount, ks, bases in a.phases():
         order = sorted(range(len(ks)), key=lambda i: bases[i])
         srcs = [bases[i] for i in order]
         spacing = srcs[1] - srcs[0] if len(srcs) > 1 else 1
