@@ -25,7 +25,7 @@ def _dask(x, chunks):
     return da.from_array(x, chunks=chunks)
 
 
-EXACT_VARIANTS = ("scatter-direct", "gather-direct", "zerofill")  # numba kernels: fixed order of terms
+EXACT_VARIANTS = ("scatter-direct", "gather-direct", "gather-plane", "zerofill")  # numba kernels: fixed order of terms
 
 
 def _check(x, w, chunks, bias=None, scheduler="threads", **kw):
@@ -81,6 +81,17 @@ def test_unbatched_and_integer_input(rng):
     w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
     y = _check(x, w, (2, (4, 5), 2), stride=2, padding=1, output_padding=1)
     assert y.dtype == np.float64 and y.ndim == 3
+
+
+def test_depthwise_gather_plane_bitwise(rng):
+    """A depthwise layer (auto: gather-plane), split along every axis: the blocks add the same terms in the
+    same order as the in-memory call."""
+    x = rng.standard_normal((2, 6, 19, 23)).astype(np.float32)
+    w = rng.standard_normal((6, 2, 4, 4)).astype(np.float32)
+    b = rng.standard_normal(12).astype(np.float32)
+    assert fd.plan(x.shape, w.shape, stride=2, padding=1, groups=6).variant == "gather-plane"
+    for chunks in [(1, (2, 4), (5, 1, 13), (11, 12)), (2, 3, 19, (1, 22))]:
+        _check(x, w, chunks, b, stride=2, padding=1, groups=6)
 
 
 @pytest.mark.parametrize("method", ["auto", "scatter", "gather"])

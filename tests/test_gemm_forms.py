@@ -174,9 +174,9 @@ def test_bitwise_across_threads_and_calls(variant):
 
 def test_plan_reports_every_variant():
     choice = fd.plan((64, 256, 8, 8), (256, 128, 4, 4), stride=2, padding=1)  # DCGAN block: all variants apply
-    assert isinstance(choice, _cost.Choice)
+    assert isinstance(choice, _cost.Choice)  # but gather-plane (one input channel per group only)
     names = [name for name, _ in choice.estimates]
-    assert sorted(names) == sorted(_cost.VARIANTS)
+    assert sorted(names) == sorted(set(_cost.VARIANTS) - {"gather-plane"})
     assert choice.variant == names[0]
     seconds = [sec for _, sec in choice.estimates]
     assert seconds == sorted(seconds) and all(s > 0 for s in seconds)

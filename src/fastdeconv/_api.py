@@ -14,6 +14,7 @@ from ._kernels.conv import correlate
 from ._kernels.gather import gather, gather_serial
 from ._kernels.gather_gemm import gather_gemm
 from ._kernels.pixel_gemm import gather_pixels, scatter_pixels
+from ._kernels.plane import gather_plane
 from ._kernels.scatter import scatter, scatter_serial
 from ._kernels.scatter_gemm import scatter_gemm
 from ._kernels.winograd import gather_winograd
@@ -150,7 +151,7 @@ class _Prepared:
     """
 
     __slots__ = ("plan", "dtype", "out_shape", "x5_shape", "w5_shape", "y5_shape", "zero_bias",
-                 "stride", "dilation", "start", "tile", "variant", "kernel", "pending", "lock")
+                 "stride", "dilation", "start", "tile", "variant", "kernel", "serial", "pending", "lock")
 
     def __init__(self, plan: geo.Plan):
         self.plan = plan
@@ -176,7 +177,7 @@ class _Prepared:
 
     def _use(self, variant: str) -> None:
         self.variant = variant
-        serial = _cost.runs_serially(self.plan, variant)
+        self.serial = serial = _cost.runs_serially(self.plan, variant)
         if variant == "scatter-direct":
             self.kernel = scatter_serial if serial else scatter
         elif variant == "gather-direct":
@@ -233,6 +234,8 @@ class _Prepared:
             gather_pixels(plan, x5, w5, b, y5)
         elif variant == "gather-winograd":
             gather_winograd(plan, x5, w5, b, y5)
+        elif variant == "gather-plane":
+            gather_plane(plan, x5, w5, b, y5, self.serial)
         else:
             _zerofill(plan, x5, w5, b, y5)
 

@@ -1,6 +1,6 @@
 """Cost model: which kernel variant runs a plan, and :func:`plan`, which says why.
 
-Seven optimized variants implement the two data-flow forms:
+Eight optimized variants implement the two data-flow forms:
 
 ``scatter-direct`` / ``gather-direct``
     numba kernels that walk the definition directly (``_kernels/scatter.py``, ``_kernels/gather.py``), run
@@ -13,6 +13,9 @@ Seven optimized variants implement the two data-flow forms:
     Winograd F(2, r) on the output phases when each phase is an r-tap correlation with evenly spaced sources
     (``kernel % stride == 0``; dilation allowed; 1-D to 3-D): one GEMM per transform point with 1.78x (r = 2,
     2-D) to 2.25x (r = 3, 2-D) fewer multiplications than the definition (``_kernels/winograd.py``).
+``gather-plane``
+    one input channel per group (depthwise, single-channel): per output phase and tap one contiguous run over
+    a zero-bordered copy of a block of input rows, four taps per pass (``_kernels/plane.py``).
 ``scatter-gemm-rows`` / ``gather-gemm-rows``
     per (sample, block of output rows) one GEMM over the input rows it needs, pixels-major
     ``cols (pixels, C_out_g * K) = X^T @ W`` when ``C_out_g * K`` is long enough for BLAS, else channel-major,
@@ -38,15 +41,16 @@ from . import _calibrate
 from . import _geometry as geo
 from ._kernels import gather_gemm as _gg
 from ._kernels import pixel_gemm as _pg
+from ._kernels import plane as _pl
 from ._kernels import scatter_gemm as _sg
 from ._kernels import winograd as _wg
 from ._threads import max_threads
 
 VARIANTS = ("scatter-direct", "scatter-gemm", "scatter-gemm-rows", "gather-direct", "gather-gemm", "gather-gemm-rows",
-            "gather-winograd")
+            "gather-winograd", "gather-plane")
 FORM_OF = {"scatter-direct": "scatter", "scatter-gemm": "scatter", "scatter-gemm-rows": "scatter",
            "gather-direct": "gather", "gather-gemm": "gather", "gather-gemm-rows": "gather",
-           "gather-winograd": "gather", "zerofill": "zerofill"}
+           "gather-winograd": "gather", "gather-plane": "gather", "zerofill": "zerofill"}
 
 # ------------------------------------------------------------------ calibrated constants (fp32, one core)
 # Fitted to single-thread CPU times of every variant on the ten shared workloads (process_time, so that the
@@ -73,6 +77,11 @@ PIXEL_GEMM_GAIN_MAX, PIXEL_GEMM_GAIN_MIN, PIXEL_GEMM_COLUMNS = 1.2, 0.85, 40
 # layout (pixels-major: strided reads of cols; channel-major: contiguous reads), both adding into output rows
 ROWS_STEP_PIXELS_MAJOR = {"scatter": (0.7e-9, 1.0e-9), "gather": (0.93e-9, 3.0e-9)}
 ROWS_STEP_CHANNEL_MAJOR = {"scatter": (0.5e-9, 1.0e-9), "gather": (1.5e-9, 3.0e-9)}
+PLANE_TAP = 0.03e-9        # gather-plane: s per (element, tap) of a run (vectorized multiply-add from L1)
+PLANE_PASS = 0.1e-9        # gather-plane: s per element and pass (load and store of the phase buffer)
+PLANE_STORE = 0.25e-9      # gather-plane: s per output element interleaved into the output
+PLANE_FILL = 0.3e-9        # gather-plane: s per input element copied into the padded rows
+PLANE_PHASE = 50e-9        # gather-plane: s per (channel, row block, phase) run set-up and store call
 LAUNCH_PARALLEL = 20e-6    # waking numba's pool (passive OpenMP wait) for one parallel kernel
 LAUNCH_SERIAL = 1e-6       # one serial numba call
 LAUNCH_GEMM = 8e-6         # one BLAS call
@@ -89,7 +98,7 @@ class Choice:
         The data-flow form that runs: ``"scatter"``, ``"gather"`` or ``"zerofill"``.
     variant : str
         The kernel variant: ``"scatter-direct"``, ``"scatter-gemm"``, ``"scatter-gemm-rows"``, ``"gather-direct"``,
-        ``"gather-gemm"``, ``"gather-gemm-rows"``, ``"gather-winograd"`` or ``"zerofill"``.
+        ``"gather-gemm"``, ``"gather-gemm-rows"``, ``"gather-winograd"``, ``"gather-plane"`` or ``"zerofill"``.
     estimates : tuple of (str, float)
         Estimated seconds per call of each candidate variant, cheapest first.
     flops : int
@@ -171,6 +180,21 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
         parallel = work / threads + LAUNCH_PARALLEL
         out[f"{form}-direct"] = min(serial, parallel) if macs < SERIAL_WORK else parallel
 
+    if _pl.applies(plan):
+        # gather-plane: per phase, runs over a padded block of rows (``pitch`` columns per phase row, some of
+        # them beyond the phase's outputs), four taps per pass; the store; the padded copy of the input rows
+        lay = _pl.layout(plan)
+        pitch, block = int(lay.geometry[3]), int(lay.geometry[4])
+        computed = y_elems * pitch / max(1, int(lay.tables[2][0, 0]))
+        taps = macs / max(1, y_elems)  # per output element, on average
+        halo = (block + int(lay.geometry[1]) + 1) / block
+        tasks = _pl.task_count(plan)
+        phases = tasks * cout_g * _prod(a.stride for a in plan.axes[1:])
+        work = (computed * (taps * PLANE_TAP + -(-taps // 4) * PLANE_PASS) + y_elems * PLANE_STORE
+                + x_elems * halo * PLANE_FILL) * (1.0 if item == 4 else 1.5) + phases * PLANE_PHASE
+        parallel = work / max(1, min(threads, tasks)) + LAUNCH_PARALLEL
+        out["gather-plane"] = min(work + LAUNCH_SERIAL, parallel) if macs < SERIAL_WORK else parallel
+
     if cin_g and cout_g and plan.batch:
         # scatter-gemm: GEMM (cout_g*K, n*P, cin_g) per chunk, pack, cols written then read by col2im
         n, cb = _sg.chunks(plan)
@@ -236,7 +260,7 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
 def scratch_elements(plan: geo.Plan, variant: str) -> int:
     """Scratch (elements, all workers) one call of ``variant`` allocates; the direct kernels' is negligible."""
     module = {"scatter-gemm": _sg, "gather-gemm": _gg, "scatter-gemm-rows": _pg, "gather-gemm-rows": _pg,
-              "gather-winograd": _wg}.get(variant)
+              "gather-winograd": _wg, "gather-plane": _pl}.get(variant)
     return 0 if module is None else module.scratch_elements(plan)
 
 
@@ -268,6 +292,8 @@ def choose(plan: geo.Plan) -> Choice:
         why += " (BLAS GEMM per block of output rows: few output channels x taps)"
     elif variant.endswith("gemm"):
         why += " (channel contraction on BLAS)"
+    elif variant == "gather-plane":
+        why += " (one input channel per group: long vectorized runs over a padded copy of the input rows)"
     elif serial:
         why += " (tiny problem: runs in the calling thread)"
     scope = "" if plan.method == "auto" else f" among the {plan.method} variants"
@@ -336,7 +362,7 @@ def current(plan: geo.Plan) -> Choice:
 
 def runs_serially(plan: geo.Plan, variant: str) -> bool:
     """Whether ``variant`` runs in the calling thread: a direct kernel on a tiny problem."""
-    return variant.endswith("direct") and plan.macs < SERIAL_WORK
+    return (variant.endswith("direct") or variant == "gather-plane") and plan.macs < SERIAL_WORK
 
 
 def _shape(shape, name: str) -> tuple[int, ...]:
