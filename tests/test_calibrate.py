@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import time
 
 import numpy as np
 import pytest
@@ -117,8 +118,21 @@ def test_budget_drops_the_slowest_candidates_first(calibrating):
     ranked = (("scatter-direct", 0.3 * b), ("gather-direct", 0.4 * b), ("scatter-gemm", 0.45 * b))
     assert _calibrate.candidates(plan, ranked) == ["scatter-direct", "gather-direct"]  # 1.15 b: the third goes
     assert _calibrate.candidates(plan, ranked[:2]) == ["scatter-direct", "gather-direct"]  # 0.7 b fits
-    over = (("scatter-direct", 0.6 * b), ("gather-direct", 0.7 * b))
-    assert _calibrate.candidates(plan, over) == []  # the two best alone would take too long
+    over = (("scatter-direct", 0.3 * _calibrate.BUDGET), ("gather-direct", 0.35 * _calibrate.BUDGET))
+    assert _calibrate.candidates(plan, over) == []  # the two best alone would take too long (even run twice)
+
+
+def test_long_calls_get_one_timed_run(calibrating):
+    """From LONG_CALL on, one timed run after the warm-up: layers of ~50 ms still fit the budget."""
+    plan = _plan()
+    long = _calibrate.LONG_CALL
+    assert _calibrate.repeats(long) == 1 and _calibrate.repeats(0.5 * long) == _calibrate.REPEATS
+    half = _calibrate.BUDGET / 2
+    ranked = (("scatter-gemm", 0.45 * half), ("gather-gemm", 0.5 * half))
+    assert _calibrate.candidates(plan, ranked) == ["scatter-gemm", "gather-gemm"]
+    calls = []
+    _calibrate.measure(plan, ["scatter-gemm", "gather-gemm"], lambda v: (calls.append(v), time.sleep(long)))
+    assert calls == ["scatter-gemm", "gather-gemm"] * 2  # warm-up, one round
 
 
 def test_a_record_of_a_non_candidate_decides_nothing(calibrating):

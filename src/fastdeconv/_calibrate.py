@@ -10,6 +10,8 @@ own arrays (a warm-up run, then the best of a few runs), keeps the fastest, and 
 * on disk (``$FASTDECONV_CACHE_DIR/calibration.json``, default ``~/.cache/fastdeconv``), keyed by the geometry,
   dtype, numba's pool size and this machine's CPU, so later processes skip the measurement.
 
+Calls estimated at ``LONG_CALL`` or more get one timed run after the warm-up (which counts too: it can only be
+slower); a machine's noise is a smaller part of them, and it lets the budget reach layers of ~50 ms.
 Plans whose best estimate is below ``MIN_SECONDS`` (the model's ranking is about per-call overheads there, and
 a measurement would cost more than it could save), plans whose two best candidates alone would take more than
 ``BUDGET`` seconds to measure (further candidates are dropped, slowest estimate first, until the rest fit),
@@ -38,6 +40,7 @@ MAX_CANDIDATES = 3
 MIN_SECONDS = 2e-4   # best estimate below this: trust the model
 BUDGET = 0.2         # seconds the whole measurement may take (estimated): the slowest candidates are dropped
 REPEATS = 2          # timed runs per candidate after its warm-up (best of), at least
+LONG_CALL = 0.025    # ... but one when the best estimate is this long (seconds)
 MIN_TIME = 5e-3      # ... and until each candidate has run this long (short calls are noisy)
 MAX_ROUNDS = 25
 
@@ -71,11 +74,17 @@ def candidates(plan: geo.Plan, ranked: tuple[tuple[str, float], ...]) -> list[st
     output = plan.batch * plan.c_out * math.prod(a.size_out for a in plan.axes)
     close = [(name, sec) for name, sec in ranked[:MAX_CANDIDATES]
              if sec <= AMBIGUOUS * best and (name == ranked[0][0] or scratch_elements(plan, name) <= output)]
-    while len(close) > 2 and (1 + REPEATS) * sum(sec for _, sec in close) > BUDGET:
+    runs = 1 + repeats(best)
+    while len(close) > 2 and runs * sum(sec for _, sec in close) > BUDGET:
         close.pop()  # the slowest estimate first
-    if len(close) < 2 or best < MIN_SECONDS or (1 + REPEATS) * sum(sec for _, sec in close) > BUDGET:
+    if len(close) < 2 or best < MIN_SECONDS or runs * sum(sec for _, sec in close) > BUDGET:
         return []
     return [name for name, _ in close]
+
+
+def repeats(seconds: float) -> int:
+    """Timed runs per candidate after the warm-up, for calls of about ``seconds``."""
+    return 1 if seconds >= LONG_CALL else REPEATS
 
 
 def deciding_record(plan: geo.Plan, names: list[str]) -> dict | None:
@@ -97,15 +106,18 @@ def measure(plan: geo.Plan, names: list[str], run) -> dict:
     """Time ``run(variant)`` for each candidate, store and return ``{"variant": fastest, "seconds": {...}}``.
 
     After one warm-up run each, the candidates take turns (so a drift of the machine's speed hits them alike)
-    for at least ``REPEATS`` rounds and until every candidate has run for ``MIN_TIME`` (short calls get more
+    for at least ``repeats`` rounds and until every candidate has run for ``MIN_TIME`` (short calls get more
     rounds, up to ``MAX_ROUNDS``); each keeps its fastest run.
     """
-    for name in names:
-        run(name)  # warm-up: loads or compiles its kernels, touches its scratch
-    seconds = dict.fromkeys(names, float("inf"))
+    seconds = {}
+    for name in names:  # warm-up: loads or compiles its kernels, touches its scratch (and is timed too)
+        t0 = time.perf_counter()
+        run(name)
+        seconds[name] = time.perf_counter() - t0
+    least = repeats(min(seconds.values()))
     spent = dict.fromkeys(names, 0.0)
     rounds = 0
-    while rounds < REPEATS or (rounds < MAX_ROUNDS and min(spent.values()) < MIN_TIME):
+    while rounds < least or (rounds < MAX_ROUNDS and min(spent.values()) < MIN_TIME):
         for name in names:
             t0 = time.perf_counter()
             run(name)
