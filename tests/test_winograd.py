@@ -48,6 +48,7 @@ def roomy(monkeypatch):
     """
     clear = wg.chunks.cache_clear
     monkeypatch.setattr(wg, "weight_elements", lambda plan: -(10 ** 9))
+    monkeypatch.setattr(wg, "_held", lambda plan: (-(10 ** 9), -(10 ** 9)))
     clear()
     yield
     clear()
@@ -82,9 +83,14 @@ def winograd_geometries(draw):
                     "groups": groups, "dilation": tuple(dilation)})
 
 
+@pytest.mark.parametrize("shared", [True, False])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(geom=winograd_geometries(), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2 ** 16))
-def test_matches_reference(roomy, geom, dtype, seed):
+def test_matches_reference(roomy, monkeypatch, shared, geom, dtype, seed):
+    """Both ways of transforming the weights: shared by the workers (stride-1 layers: one weight phase) when
+    ``shared``, else per chunk and point (every layer)."""
+    if not shared:
+        monkeypatch.setattr(wg, "shares_weights", lambda plan: False)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(geom["x_shape"]).astype(dtype)
     w = rng.standard_normal((geom["x_shape"][1], geom["cout_g"]) + geom["kernel"]).astype(dtype)
@@ -103,6 +109,22 @@ def test_chunks_split_samples_rows_and_channels(roomy, monkeypatch, samples, row
     bias = rng.standard_normal(7)
     kw = {"stride": (2, 1), "padding": 1}
     np.testing.assert_allclose(_run(x, w, bias, kw), conv_transpose_ref(x, w, bias, **kw), rtol=1e-10, atol=1e-10)
+
+
+def test_stride_one_layers_share_the_transformed_weights():
+    """A dilated 3x3 layer: one weight phase, so the transformed weights are computed once per call; the
+    scratch (those included) stays within the output's size, and the result matches the reference."""
+    plan = _plan((4, 16, 24, 24), (16, 8, 3, 3), np.float32, stride=1, padding=2, dilation=2)
+    assert wg.shares_weights(plan)
+    assert not wg.shares_weights(_plan((4, 16, 24, 24), (16, 8, 4, 4), np.float32, stride=2, padding=1))
+    out = plan.batch * plan.c_out * 24 * 24
+    assert 0 < wg.scratch_elements(plan) <= out
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 16, 24, 24)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(8).astype(np.float32)
+    kw = {"stride": 1, "padding": 2, "dilation": 2}
+    np.testing.assert_allclose(_run(x, w, bias, kw), conv_transpose_ref(x, w, bias, **kw), **tolerance(np.float32))
 
 
 def test_auto_picks_winograd_for_dcgan_blocks_and_respects_memory():

@@ -36,7 +36,7 @@ from . import _geometry as geo
 from ._threads import max_threads
 
 AMBIGUOUS = 1.6      # candidates estimated within this factor of the best are measured
-MAX_CANDIDATES = 3
+MAX_CANDIDATES = 4
 MIN_SECONDS = 2e-4   # best estimate below this: trust the model
 BUDGET = 0.2         # seconds the whole measurement may take (estimated): the slowest candidates are dropped
 REPEATS = 2          # timed runs per candidate after its warm-up (best of), at least
