@@ -135,6 +135,22 @@ def test_long_calls_get_one_timed_run(calibrating):
     assert calls == ["scatter-gemm", "gather-gemm"] * 2  # warm-up, one round
 
 
+@pytest.mark.parametrize("slower, kept", [(1.02, "scatter-gemm"), (1.5, "gather-gemm")])
+def test_a_measured_tie_keeps_the_models_choice(calibrating, monkeypatch, slower, kept):
+    """The model's first candidate stays unless another one measured more than TIE faster."""
+    pace = {"scatter-gemm": 1e-3 * slower, "gather-gemm": 1e-3}
+    clock = [0.0]
+
+    def tick():
+        return clock[0]
+
+    monkeypatch.setattr(_calibrate.time, "perf_counter", tick)
+    record = _calibrate.measure(_plan(), ["scatter-gemm", "gather-gemm"],
+                                lambda v: clock.__setitem__(0, clock[0] + pace[v]))
+    assert record["variant"] == kept
+    assert record["seconds"] == pytest.approx(pace)
+
+
 def test_a_record_of_a_non_candidate_decides_nothing(calibrating):
     """plan() reports, and a call runs, a recorded variant only when it is among the plan's current candidates."""
     choice = _cost.choose(_plan())

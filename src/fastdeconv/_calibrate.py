@@ -43,6 +43,7 @@ REPEATS = 2          # timed runs per candidate after its warm-up (best of), at 
 LONG_CALL = 0.025    # ... but one when the best estimate is this long (seconds)
 MIN_TIME = 5e-3      # ... and until each candidate has run this long (short calls are noisy)
 MAX_ROUNDS = 25
+TIE = 1.05           # the model's first choice is kept unless another candidate measured this much faster
 
 _lock = threading.Lock()
 _records: dict[str, dict] | None = None
@@ -107,7 +108,8 @@ def measure(plan: geo.Plan, names: list[str], run) -> dict:
 
     After one warm-up run each, the candidates take turns (so a drift of the machine's speed hits them alike)
     for at least ``repeats`` rounds and until every candidate has run for ``MIN_TIME`` (short calls get more
-    rounds, up to ``MAX_ROUNDS``); each keeps its fastest run.
+    rounds, up to ``MAX_ROUNDS``); each keeps its fastest run. ``names[0]`` (the model's choice) stays unless
+    another candidate ran more than ``TIE`` times faster: a closer "win" is the machine's noise.
     """
     seconds = {}
     for name in names:  # warm-up: loads or compiles its kernels, touches its scratch (and is timed too)
@@ -125,7 +127,10 @@ def measure(plan: geo.Plan, names: list[str], run) -> dict:
             seconds[name] = min(seconds[name], elapsed)
             spent[name] += elapsed
         rounds += 1
-    record = {"variant": min(seconds, key=seconds.get), "seconds": seconds}
+    fastest = min(seconds, key=seconds.get)
+    if seconds[names[0]] <= TIE * seconds[fastest]:  # within the noise: the model's first choice stands
+        fastest = names[0]
+    record = {"variant": fastest, "seconds": seconds}
     _store(key(plan), record)
     return record
 
