@@ -28,6 +28,7 @@ import numpy as np
 from numba import njit, prange, uintp
 
 from .. import _geometry as geo
+from .._threads import max_threads
 from ..config import NJIT_FLAGS, PARALLEL_FLAGS
 from ._blocks import MAX_CHUNKS, store_block
 
@@ -81,8 +82,8 @@ def layout(plan: geo.Plan) -> Layout:
 
 
 def scratch_elements(plan: geo.Plan) -> int:
-    """Scratch elements one call allocates (all workers)."""
-    return layout(plan).scratch * min(MAX_CHUNKS, task_count(plan))
+    """Scratch elements one call holds at most (each of numba's threads runs one chunk of tasks at a time)."""
+    return layout(plan).scratch * min(max_threads(), task_count(plan))
 
 
 def task_count(plan: geo.Plan) -> int:
