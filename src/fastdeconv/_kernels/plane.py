@@ -31,6 +31,7 @@ from .. import _geometry as geo
 from .._threads import max_threads
 from ..config import NJIT_FLAGS, PARALLEL_FLAGS
 from ._blocks import MAX_CHUNKS, store_block
+from ._index import unravel
 
 # Elements of scratch per worker (the padded input rows plus one block of phase rows): 128 KiB in float32.
 BUFFER_ELEMENTS = 32768
@@ -178,12 +179,7 @@ def _plane_tasks(task_lo, task_hi, x, w, bias, y, groups, t_d, t_h, t_w, geometr
     depth = np.empty((max(1, max_dt), 2), dtype=np.int64)  # (kd, input depth) of the depth taps reaching od
     phase_len = block * pitch  # one column phase in ``buf``
     for task in range(task_lo, task_hi):
-        blk = task % blocks
-        rest = task // blocks
-        od = rest % o_d
-        rest //= o_d
-        g = rest % groups
-        n = rest // groups
+        n, g, od, blk = unravel(task, groups, o_d, blocks)
         pd, md = od % s_d, od // s_d
         n_dt = 0
         for u in range(t_d[pd, 1]):
