@@ -81,8 +81,12 @@ def test_real_measurement_runs_every_candidate(calibrating):
     y = fd.conv_transpose(x, w, **GEOMETRY)
     np.testing.assert_allclose(y, conv_transpose_ref(x, w, **GEOMETRY), **tolerance(np.float32))
     record = _calibrate.recorded(_plan())
-    assert set(record["seconds"]) == set(_calibrate.candidates(_plan(), _cost.choose(_plan()).estimates))
-    assert record["variant"] == min(record["seconds"], key=record["seconds"].get)
+    names = _calibrate.candidates(_plan(), _cost.choose(_plan()).estimates)
+    seconds = record["seconds"]
+    assert set(seconds) == set(names)
+    fastest = min(seconds, key=seconds.get)  # or, within a measured tie, the model's first choice
+    assert record["variant"] == fastest or (record["variant"] == names[0]
+                                            and seconds[names[0]] <= _calibrate.TIE * seconds[fastest])
     assert all(sec > 0 for sec in record["seconds"].values())
 
 

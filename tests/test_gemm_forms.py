@@ -109,6 +109,39 @@ def test_row_block_variants_both_orientations(variant, columns, monkeypatch):
             pg.tasks.cache_clear()
 
 
+@pytest.mark.parametrize("xs, ws, geometry", [
+    ((2, 6, 30), (6, 1, 16), dict(stride=4, padding=3)),                        # 1-D, long kernel (iSTFT-like)
+    ((1, 5, 9, 7), (5, 2, 5, 4), dict(stride=(2, 3), padding=(1, 0), dilation=(1, 2))),  # 2-D: row slabs
+    ((1, 3, 6, 5), (3, 1, 2, 2), dict(stride=2)),                               # every output written once
+    ((1, 4, 8, 2, 2), (4, 1, 4, 2, 2), dict(stride=(4, 1, 1), padding=(1, 0, 0))),  # 3-D: depth slabs
+])
+def test_scatter_gemm_slabs(xs, ws, geometry):
+    """A sample whose columns alone exceed the output is cut into slabs along its outermost axis, added in turn."""
+    plan = geo.make_plan(xs, ws, np.float64, np.float64, geometry.get("stride"), geometry.get("padding", 0), 0, 1,
+                         geometry.get("dilation", 1))
+    n, cb, slab = sg.chunks(plan)
+    assert n == 1 and slab < plan.axes[sg.slab_axis(plan)].size_in
+    assert sg.scratch_elements(plan) <= np.prod(plan.out_shape)
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    b = rng.standard_normal(ws[1])
+    np.testing.assert_allclose(run_variant("scatter-gemm", x, w, b, **geometry), conv_transpose_ref(x, w, b, **geometry),
+                               rtol=1e-10, atol=1e-10)
+
+
+@given(g=geometries(channels=(3, 2)), batch=st.integers(1, 2))
+def test_ranked_variants_keep_the_memory_rule(g, batch):
+    """``plan`` ranks only variants whose scratch (all workers) fits in one output's size."""
+    kw = geometry_kwargs(g)
+    plan = geo.make_plan((batch, g["c_in"]) + tuple(g["spatial"]), (g["c_in"], g["c_out"] // g["groups"]) +
+                         tuple(g["kernel"]), np.float32, np.float32, kw["stride"], kw["padding"],
+                         kw["output_padding"], kw["groups"], kw["dilation"])
+    choice = _cost.choose(plan)
+    assert choice.estimates
+    for variant, _ in choice.estimates:
+        assert _cost.scratch_elements(plan, variant) <= np.prod(plan.out_shape), variant
+
+
 def test_pixel_tasks_cover_every_output_row_once(monkeypatch):
     """Row blocks of the pixels-major variants partition the output rows; each reads the rows it needs."""
     monkeypatch.setattr(pg, "_CHUNK_ELEMENTS", 200)
@@ -130,12 +163,14 @@ def test_pixel_tasks_cover_every_output_row_once(monkeypatch):
 def test_scratch_within_one_output():
     for xs, ws, geometry in [((64, 512, 4, 4), (512, 256, 4, 4), dict(stride=2, padding=1)),
                              ((1, 64, 375, 250), (64, 3, 3, 3), dict(stride=2, padding=1, output_padding=1)),
+                             # one sample's columns exceed the output: scatter-gemm cuts it into slabs
+                             ((1, 64, 128, 128), (64, 3, 8, 8), dict(stride=4, padding=2)),
                              ((1, 512, 64, 64), (512, 256, 2, 2), dict(stride=2)),
                              ((64, 64, 32, 32), (64, 3, 4, 4), dict(stride=2, padding=1))]:
         plan = geo.make_plan(xs, ws, np.float32, np.float32, geometry.get("stride"), geometry.get("padding", 0),
                              geometry.get("output_padding", 0))
         out = int(np.prod(plan.out_shape))
-        assert sg.scratch_elements(plan) <= out or sg.chunks(plan) == (1, 1)
+        assert 0 < sg.scratch_elements(plan) <= out
         assert pg.scratch_elements(plan) <= out
         # gather-gemm: within one output, except the per-worker phase weights when they alone are larger
         phase_weights = max(int(np.prod(e[2])) for e in gg.phase_table(plan)) * plan.c_in * (plan.c_out // plan.groups)

@@ -15,8 +15,7 @@ slower); a machine's noise is a smaller part of them, and it lets the budget rea
 Plans whose best estimate is below ``MIN_SECONDS`` (the model's ranking is about per-call overheads there, and
 a measurement would cost more than it could save), plans whose two best candidates alone would take more than
 ``BUDGET`` seconds to measure (further candidates are dropped, slowest estimate first, until the rest fit),
-and plans whose variant the caller fixed are not measured; nor is a candidate whose scratch would
-break the memory rule (more than one output's size). ``FASTDECONV_CALIBRATE=0`` turns measuring off (the
+and plans whose variant the caller fixed are not measured. ``FASTDECONV_CALIBRATE=0`` turns measuring off (the
 model alone decides; the disk records are then ignored too). :func:`fastdeconv.plan` reports a recorded
 measurement when there is one.
 """
@@ -24,7 +23,6 @@ measurement when there is one.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import tempfile
@@ -69,12 +67,8 @@ def candidates(plan: geo.Plan, ranked: tuple[tuple[str, float], ...]) -> list[st
     """The variants worth measuring for ``plan`` (empty: the model's first choice stands)."""
     if not enabled() or plan.variant is not None or len(ranked) < 2:
         return []
-    from ._cost import scratch_elements  # (imported here: _cost imports this module)
-
-    best = ranked[0][1]
-    output = plan.batch * plan.c_out * math.prod(a.size_out for a in plan.axes)
-    close = [(name, sec) for name, sec in ranked[:MAX_CANDIDATES]
-             if sec <= AMBIGUOUS * best and (name == ranked[0][0] or scratch_elements(plan, name) <= output)]
+    best = ranked[0][1]  # (every ranked variant keeps the memory rule: ``_cost.choose`` ranks no other)
+    close = [(name, sec) for name, sec in ranked[:MAX_CANDIDATES] if sec <= AMBIGUOUS * best]
     runs = 1 + repeats(best)
     while len(close) > 2 and runs * sum(sec for _, sec in close) > BUDGET:
         close.pop()  # the slowest estimate first

@@ -196,16 +196,20 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
         out["gather-plane"] = min(work + LAUNCH_SERIAL, parallel) if macs < SERIAL_WORK else parallel
 
     if cin_g and cout_g and plan.batch:
-        # scatter-gemm: GEMM (cout_g*K, n*P, cin_g) per chunk, pack, cols written then read by col2im
-        n, cb = _sg.chunks(plan)
-        calls = g * -(-plan.batch // n) * -(-cout_g // cb)
-        cols = plan.c_out * k * plan.batch * pix_in
-        set_ups = plan.c_out * plan.axes[0].size_out * -(-plan.batch // n)  # col2im: per channel, depth, chunk
-        workers = min(threads, calls)  # workers take whole chunks, each with single-threaded BLAS
-        gemm = g * _gemm_time(2.0 * macs / g, cb * k, n * pix_in, cin_g, 1, scale) / workers
-        pack = _mem_time(2 * x_elems * item, workers) if n > 1 else 0.0
-        col2im = (cols * COL2IM_ELEMENT + set_ups * k * COL2IM_PLANE_TAP) / workers
-        out["scatter-gemm"] = gemm + pack + col2im + calls * LAUNCH_GEMM / workers + LAUNCH_PARALLEL
+        # scatter-gemm: GEMM (cout_g*K, n*P, cin_g) per chunk and slab, pack, cols written then read by col2im
+        found = _sg.chunks(plan)
+        if found is not None:
+            n, cb, slab = found
+            slabs = -(-plan.axes[_sg.slab_axis(plan)].size_in // max(1, slab))
+            calls = g * -(-plan.batch // n) * -(-cout_g // cb)
+            cols = plan.c_out * k * plan.batch * pix_in
+            # col2im set-ups: per channel, depth, chunk and slab
+            set_ups = plan.c_out * plan.axes[0].size_out * -(-plan.batch // n) * slabs
+            workers = min(threads, calls)  # workers take whole chunks, each with single-threaded BLAS
+            gemm = g * _gemm_time(2.0 * macs / g, cb * k, n * pix_in // slabs, cin_g, 1, scale) / workers
+            pack = _mem_time(2 * x_elems * item, workers) if n > 1 else 0.0
+            col2im = (cols * COL2IM_ELEMENT + set_ups * k * COL2IM_PLANE_TAP) / workers
+            out["scatter-gemm"] = gemm + pack + col2im + calls * slabs * LAUNCH_GEMM / workers + LAUNCH_PARALLEL
 
         # gather-gemm: weight relayout; per phase and output-channel block, im2col (C_in_g*T, cols),
         # GEMM (cb, cols, cin_g*T), store
@@ -275,7 +279,10 @@ def choose(plan: geo.Plan) -> Choice:
     # not change with set_num_threads; only whether a direct kernel runs serially does (same terms, same order)
     pool = max_threads()
     costs = estimate(plan, pool)
-    candidates = {v: c for v, c in costs.items() if plan.method == "auto" or FORM_OF[v] == plan.method}
+    # the memory rule: no variant whose scratch exceeds one output's size (the direct kernels have none)
+    output = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
+    candidates = {v: c for v, c in costs.items() if (plan.method == "auto" or FORM_OF[v] == plan.method)
+                  and scratch_elements(plan, v) <= output}
     if plan.variant in candidates:  # fixed by the caller (and feasible for these shapes)
         candidates = {plan.variant: candidates[plan.variant]}
     ranked = tuple(sorted(candidates.items(), key=lambda kv: kv[1]))

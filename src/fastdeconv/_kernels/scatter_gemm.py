@@ -36,46 +36,50 @@ _MIN_GEMM_COLUMNS = 256
 
 
 @njit(**NJIT_FLAGS)
-def col2im(cols, y, bias, n0, c0, n, cb, in_shape, kernel, stride, taps, once):
-    """Add every column footprint of ``cols`` (cb * K, n * P) into ``y[n0:n0+n, c0:c0+cb]`` (overwritten).
+def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first):
+    """Add every column footprint of ``cols`` (cb * K, n * P) into ``y[n0:n0+n, c0:c0+cb]``.
 
-    Channel by channel and depth by depth, tap by tap in (kd, kh, kw) order, the tap's row of ``cols`` is
-    added for all ``n`` samples at once (so the per-tap set-up is shared by the samples: DCGAN planes are
-    only 4x4 to 16x16 pixels). ``taps[axis, k]`` holds the tap's output offset and the input range
-    ``[lo, hi)`` that lands inside the output (precomputed: no division in the loops). With ``once`` (every
-    output element receives exactly one term: ``exactly_once``) each element is written once, ``term + bias``,
-    instead of being set to the bias and then added to (the same value: addition commutes exactly).
+    ``cols`` holds the columns of the input pixels in ``box`` (``box[axis] = (lo, hi)``, ``P`` pixels per
+    sample): the whole input, or a slab of it (``scatter_gemm`` cuts a sample too large for the memory rule
+    into slabs along one axis, added one after another). Channel by channel and depth by depth, tap by tap in
+    (kd, kh, kw) order, the tap's row of ``cols`` is added for all ``n`` samples at once (so the per-tap
+    set-up is shared by the samples: DCGAN planes are only 4x4 to 16x16 pixels). ``taps[axis, k]`` holds the
+    tap's output offset and the input range ``[lo, hi)`` that lands inside the output (precomputed: no
+    division in the loops). The ``first`` slab sets the output to the bias before adding; with ``once`` (every
+    output element receives exactly one term: ``exactly_once``) each element is written once, ``term +
+    bias``, instead (the same value: addition commutes exactly).
     """
     o_d, o_h, o_w = y.shape[2], y.shape[3], y.shape[4]
-    size_h, size_w = in_shape[1], in_shape[2]
+    d0, d1, h0, h1, w0, w1 = box[0, 0], box[0, 1], box[1, 0], box[1, 1], box[2, 0], box[2, 1]
+    size_h, size_w = h1 - h0, w1 - w0
     k_d, k_h, k_w = kernel[0], kernel[1], kernel[2]
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
-    pix = in_shape[0] * size_h * size_w
+    pix = (d1 - d0) * size_h * size_w
     c_out, n_cols = y.shape[1], cols.shape[1]
     yf, cf = y.reshape(-1), cols.reshape(-1)
     for c in range(cb):
         co = c0 + c
         bv = bias[co]
         for od in range(o_d):
-            if not once:
+            if first and not once:
                 for j in range(n):
                     for oh in range(o_h):
                         for ow in range(o_w):
                             y[n0 + j, co, od, oh, ow] = bv
             for kd in range(k_d):
-                i_d = source_between(od, s_d, taps[0, kd, 0], taps[0, kd, 1], taps[0, kd, 2])
+                i_d = source_between(od, s_d, taps[0, kd, 0], max(d0, taps[0, kd, 1]), min(d1, taps[0, kd, 2]))
                 if i_d < 0:
                     continue
                 for kh in range(k_h):
                     off_h = taps[1, kh, 0]
-                    ih_lo, ih_hi = taps[1, kh, 1], taps[1, kh, 2]
+                    ih_lo, ih_hi = max(h0, taps[1, kh, 1]), min(h1, taps[1, kh, 2])
                     row0 = ((c * k_d + kd) * k_h + kh) * k_w
                     for kw in range(k_w):
                         off_w = taps[2, kw, 0]
-                        iw_lo, iw_hi = taps[2, kw, 1], taps[2, kw, 2]
+                        iw_lo, iw_hi = max(w0, taps[2, kw, 1]), min(w1, taps[2, kw, 2])
                         crow = (row0 + kw) * n_cols
                         for j in range(n):
-                            base = crow + j * pix + i_d * size_h * size_w
+                            base = crow + j * pix + (i_d - d0) * size_h * size_w - h0 * size_w - w0
                             plane = (((n0 + j) * c_out + co) * o_d + od) * o_h
                             for i_h in range(ih_lo, ih_hi):
                                 dst = (plane + i_h * s_h + off_h) * o_w + off_w
@@ -106,76 +110,106 @@ def pack_channels(x, n0, n, ci0, cin_g, xp):
                     q += 1
 
 
-@lru_cache(maxsize=256)
-def chunks(plan: geo.Plan) -> tuple[int, int]:
-    """(samples, output channels) per chunk: scratch <= one output, GEMM wide enough, fixed by shape only."""
-    g = plan.groups
-    cin_g, cout_g = plan.c_in // g, plan.c_out // g
+def slab_axis(plan: geo.Plan) -> int:
+    """The axis along which a sample too large for the memory rule is cut into slabs: the outermost with more
+    than one input position, so that a slab is one contiguous range of the sample's pixels."""
+    return next((axis for axis, a in enumerate(plan.axes) if a.size_in > 1), 2)
+
+
+def _scratch(plan: geo.Plan, n: int, cb: int, slab: int) -> int:
+    """Elements one worker holds for chunks of ``n`` samples x ``cb`` channels, cut in slabs of ``slab``
+    positions along ``slab_axis``: ``cols``, plus the packed input of a sample block."""
     k = _prod(a.kernel for a in plan.axes)
     pix = _prod(a.size_in for a in plan.axes)
+    size = plan.axes[slab_axis(plan)].size_in
+    per_slab = pix // size if size else 0
+    return cb * k * n * per_slab * slab + ((plan.c_in // plan.groups) * n * pix if n > 1 else 0)
+
+
+@lru_cache(maxsize=256)
+def chunks(plan: geo.Plan) -> tuple[int, int, int] | None:
+    """(samples, output channels, slab) per chunk: scratch <= one output, GEMM wide enough, fixed by shape only.
+
+    ``slab`` is the number of positions along ``slab_axis`` one GEMM covers: the whole axis, or (one sample
+    per chunk) fewer when a sample's columns alone would break the memory rule; the chunk then runs its slabs
+    one after another. None when not even one slab of one channel fits.
+    """
+    g = plan.groups
+    cout_g = plan.c_out // g
+    k = _prod(a.kernel for a in plan.axes)
+    size = plan.axes[slab_axis(plan)].size_in
+    per_slab = _prod(a.size_in for a in plan.axes) // size if size else 0
     out_size = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
     budget = max(out_size // max_threads(), 1)  # every worker has its own scratch
 
-    def scratch(n, cb):
-        return cb * k * n * pix + (cin_g * n * pix if n > 1 else 0)
-
-    def samples(cb):
-        """Most samples per chunk within the budget and the cache target (at least one)."""
-        n = 1
-        while n < plan.batch and scratch(n + 1, cb) <= min(budget, max(_CHUNK_ELEMENTS, scratch(1, cb))):
-            n += 1
-        return n
-
-    def score(cb):
-        # BLAS efficiency of the (cb * K) x (n * P) GEMM, then fewer calls, then enough chunks for the workers
-        n = samples(cb)
-        m_side, n_side = cb * k, n * pix
-        eff = m_side / (m_side + 24) * n_side / (n_side + 48)
-        chunks = g * -(-plan.batch // n) * -(-cout_g // cb)
-        if scratch(n, cb) > budget:  # nothing fits (one huge sample): the smallest scratch
-            return (False, -scratch(n, cb), 0, 0), n
-        return (True, round(eff, 2), min(chunks, max_threads()), -chunks), n
+    def fit(cb):
+        """Most samples per chunk within the budget and the cache target (at least one), or one sample's
+        largest slab within them; None when nothing fits."""
+        whole = _scratch(plan, 1, cb, size)
+        if whole <= budget:
+            n = 1
+            while n < plan.batch and _scratch(plan, n + 1, cb, size) <= min(budget, max(_CHUNK_ELEMENTS, whole)):
+                n += 1
+            return n, size
+        one = _scratch(plan, 1, cb, 1)
+        slab = min(budget, max(_CHUNK_ELEMENTS, one)) // one
+        return (1, slab) if slab >= 1 else None
 
     best, cb = None, max(cout_g, 1)
     while True:
-        key, n = score(cb)
-        if best is None or key > best[0]:
-            best = (key, n, cb)
+        found = fit(cb)
+        if found is not None:
+            # whole samples if possible; then the BLAS efficiency of the (cb * K) x (n * P) GEMM, then enough
+            # chunks for the workers, then fewer calls (slabs of one chunk run in turn: the workers first)
+            n, slab = found
+            m_side, n_side = cb * k, n * per_slab * slab
+            eff = round(m_side / (m_side + 24) * n_side / (n_side + 48), 2)
+            count = g * -(-plan.batch // n) * -(-cout_g // cb)
+            workers = min(count, max_threads())
+            key = (True, eff, workers, -count) if slab == size else (False, workers, eff, -count)
+            if best is None or key > best[0]:
+                best = (key, n, cb, slab)
         if cb == 1:
             break
         cb = -(-cb // 2)
-    return best[1], best[2]
+    return None if best is None else best[1:]
 
 
 def scratch_elements(plan: geo.Plan) -> int:
-    """Largest scratch (elements) one call allocates (all workers together)."""
-    n, cb = chunks(plan)
-    g = plan.groups
-    k = _prod(a.kernel for a in plan.axes)
-    pix = _prod(a.size_in for a in plan.axes)
-    return max_threads() * (cb * k * n * pix + ((plan.c_in // g) * n * pix if n > 1 else 0))
+    """Largest scratch (elements) one call allocates (all workers together); 0 when the variant does not fit."""
+    found = chunks(plan)
+    return 0 if found is None else max_threads() * _scratch(plan, *found)
 
 
 def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
     """Transposed convolution, scatter form with a BLAS channel contraction, into ``y5`` (overwritten).
 
     The chunks (group, sample block, channel block) are split among the workers; each runs pack, GEMM and
-    col2im on its own chunks with single-threaded BLAS, so the threads meet only once, at the end. (Layers
-    without channels never get here: the dispatcher writes their bias.)
+    col2im on its own chunks (slab by slab when a sample is cut) with single-threaded BLAS, so the threads
+    meet only once, at the end. (Layers without channels never get here: the dispatcher writes their bias.)
     """
     g = plan.groups
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     k = _prod(a.kernel for a in plan.axes)
     pix = _prod(a.size_in for a in plan.axes)
-    n_chunk, c_chunk = chunks(plan)
+    # (a plan breaking the memory rule is never chosen; called directly, it runs with the smallest scratch)
+    n_chunk, c_chunk, slab = chunks(plan) or (1, 1, 1)
     in_shape, kern, stride, taps = geometry_arrays(plan)
+    axis = slab_axis(plan)
+    size = int(in_shape[axis])
+    per_slab = pix // size if size else 0
     once = exactly_once(plan)
     w2 = w5.reshape(plan.c_in, cout_g * k)
     tasks = [(gi, n0, min(n_chunk, plan.batch - n0), c0, min(c_chunk, cout_g - c0))
              for gi in range(g) for n0 in range(0, plan.batch, n_chunk) for c0 in range(0, cout_g, c_chunk)]
+    boxes = []  # per slab: (first pixel, last pixel, box of input positions)
+    for lo in range(0, max(size, 1), max(slab, 1)):
+        box = np.stack([np.zeros(3, np.int64), in_shape], axis=1)
+        box[axis] = (lo, min(size, lo + slab))
+        boxes.append((lo * per_slab, int(box[axis, 1]) * per_slab, box))
 
     def work(part):
-        cols_buf = np.empty(c_chunk * k * n_chunk * pix, plan.dtype)
+        cols_buf = np.empty(c_chunk * k * n_chunk * per_slab * slab, plan.dtype)
         pack_buf = np.empty(cin_g * n_chunk * pix if n_chunk > 1 else 0, plan.dtype)
         packed = None
         for gi, n0, n, c0, cb in part:
@@ -186,9 +220,11 @@ def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarra
                 if packed != (gi, n0):
                     pack_channels(x5, n0, n, gi * cin_g, cin_g, xm)
                     packed = (gi, n0)
-            cols = cols_buf[:cb * k * n * pix].reshape(cb * k, n * pix)
-            np.matmul(w2[gi * cin_g:(gi + 1) * cin_g, c0 * k:(c0 + cb) * k].T, xm, out=cols)
-            col2im(cols, y5, bias, n0, gi * cout_g + c0, n, cb, in_shape, kern, stride, taps, once)
+            wm = w2[gi * cin_g:(gi + 1) * cin_g, c0 * k:(c0 + cb) * k].T
+            for p0, p1, box in boxes:  # one slab (the whole input unless a sample is cut)
+                cols = cols_buf[:cb * k * n * (p1 - p0)].reshape(cb * k, n * (p1 - p0))
+                np.matmul(wm, xm if n > 1 else xm[:, p0:p1], out=cols)
+                col2im(cols, y5, bias, n0, gi * cout_g + c0, n, cb, box, kern, stride, taps, once, p0 == 0)
 
     run_parallel(work, tasks)
 
