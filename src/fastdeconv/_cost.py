@@ -242,8 +242,6 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
         # one GEMM into cols, pixels-major (X^T @ W) when C_out_g*K is long enough, else channel-major, then a
         # footprint add (scatter) or per-output register sums (gather)
         task_list, max_pixels = _pg.tasks(plan)
-        if _pg.scratch_elements(plan) > y_elems:  # not even one row block fits the memory rule: not a candidate
-            return out
         plane = plan.axes[0].size_in * plan.axes[2].size_in
         pixels = sum(t[2] * (t[6] - t[5]) * plane for t in task_list)  # per group, incl. halo rows
         workers = max(1, min(threads, len(task_list)))
