@@ -13,8 +13,8 @@ import fastdeconv as fd
 from fastdeconv import _api, _calibrate, _cost
 from fastdeconv import _geometry as geo
 
-# fcn_2x-like: the model rates several variants within 1.6x of each other
-X_SHAPE, W_SHAPE, GEOMETRY = (1, 21, 32, 32), (21, 21, 4, 4), {"stride": 2, "padding": 1}
+# a small 2x up-convolution (21 -> 40 channels): the model rates several variants within 1.6x of each other
+X_SHAPE, W_SHAPE, GEOMETRY = (1, 21, 32, 32), (21, 40, 4, 4), {"stride": 2, "padding": 1}
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""The gather-plane variant (one input channel per group: depthwise layers, single-channel images), forced
-directly, against the reference; its row blocks, threads, and where the cost model uses it."""
+"""The gather-plane variant (one input channel per group: depthwise layers, single-channel images; or few
+output channels: RGB layers, class maps), forced directly, against the reference; its row blocks, channel
+blocks, threads, and where the cost model uses it."""
 
 import dataclasses
 
@@ -34,12 +35,13 @@ def run_plane(x, w, bias=None, serial=False, **geometry):
     return y
 
 
-def one_channel_geometries():
-    """Random geometries (every padding form, dilation, output padding, 1-D to 3-D) with C_in == groups."""
-    return geometries(channels=(1, 3)).filter(lambda g: g["c_in"] == g["groups"])
+def plane_geometries():
+    """Random geometries (every padding form, dilation, output padding, 1-D to 3-D, groups), one to three input
+    channels and one to five output channels per group (one, one block of three, a block and a short one)."""
+    return geometries(channels=(3, 5))
 
 
-@given(g=one_channel_geometries(), batch=st.integers(1, 2), dtype=st.sampled_from([np.float32, np.float64]),
+@given(g=plane_geometries(), batch=st.integers(1, 2), dtype=st.sampled_from([np.float32, np.float64]),
        use_bias=st.booleans(), serial=st.booleans(), seed=st.integers(0, 2**16))
 def test_matches_reference(g, batch, dtype, use_bias, serial, seed):
     rng = np.random.default_rng(seed)
@@ -56,6 +58,7 @@ def test_matches_reference(g, batch, dtype, use_bias, serial, seed):
 def small_blocks(monkeypatch):
     """A tiny scratch buffer: one phase row per task, so every call runs many row blocks."""
     monkeypatch.setattr(pl, "BUFFER_ELEMENTS", 1)
+    monkeypatch.setattr(pl, "CHANNELS_BUFFER_ELEMENTS", 1)
     pl.layout.cache_clear()
     yield
     pl.layout.cache_clear()
@@ -66,7 +69,11 @@ CASES = [((2, 3, 9, 7), (3, 2, 4, 4), dict(stride=2, padding=1, groups=3)),     
          ((2, 2, 10, 6), (2, 1, 3, 5), dict(stride=(3, 2), padding=((2, 0), (1, 3)), groups=2, dilation=(2, 1),
                                              output_padding=(1, 0))),
          ((1, 2, 5, 6, 4), (2, 1, 3, 2, 4), dict(stride=(2, 1, 3), padding=(1, 0, 2), groups=2)),
-         ((3, 1, 40), (1, 1, 7), dict(stride=1, padding=3, dilation=2))]
+         ((3, 1, 40), (1, 1, 7), dict(stride=1, padding=3, dilation=2)),
+         ((2, 4, 9, 7), (4, 3, 4, 4), dict(stride=2, padding=1)),                        # RGB-like: one block of 3
+         ((1, 5, 8, 6), (5, 5, 3, 3), dict(stride=2, padding=1, output_padding=1)),      # blocks of 3 and 2
+         ((2, 4, 3, 4, 5), (4, 2, 2, 3, 2), dict(stride=(1, 2, 3), padding=(0, 1, 0), groups=2)),
+         ((2, 6, 30), (6, 4, 8), dict(stride=4, padding=2))]
 
 
 @pytest.mark.parametrize("x_shape, w_shape, geometry", CASES)
@@ -82,12 +89,13 @@ def test_row_blocks_match_reference(x_shape, w_shape, geometry, small_blocks):
                                **tolerance(np.float32))
 
 
-def test_bitwise_across_threads_serial_and_calls():
+@pytest.mark.parametrize("c_in, c_out_g, groups", [(6, 2, 6), (8, 5, 2)])
+def test_bitwise_across_threads_serial_and_calls(c_in, c_out_g, groups):
     rng = np.random.default_rng(11)
-    x = rng.standard_normal((3, 6, 37, 29)).astype(np.float32)
-    w = rng.standard_normal((6, 2, 4, 3)).astype(np.float32)
-    b = rng.standard_normal(12).astype(np.float32)
-    geometry = dict(stride=(2, 3), padding=1, groups=6)
+    x = rng.standard_normal((3, c_in, 37, 29)).astype(np.float32)
+    w = rng.standard_normal((c_in, c_out_g, 4, 3)).astype(np.float32)
+    b = rng.standard_normal(c_out_g * groups).astype(np.float32)
+    geometry = dict(stride=(2, 3), padding=1, groups=groups)
     before = numba.get_num_threads()
     results = [run_plane(x, w, b, serial=True, **geometry)]
     try:
@@ -100,14 +108,16 @@ def test_bitwise_across_threads_serial_and_calls():
         np.testing.assert_array_equal(r, results[0])
 
 
-def test_plan_uses_it_for_one_input_channel_per_group_only():
+def test_plan_uses_it_for_one_input_channel_or_few_output_channels_per_group():
     depthwise = fd.plan((8, 64, 32, 32), (64, 1, 4, 4), stride=2, padding=1, groups=64)
     assert depthwise.variant == "gather-plane" and depthwise.method == "gather"
     assert fd.plan((100, 1, 26, 26), (1, 1, 3, 3)).variant == "gather-plane"  # single-channel, stride 1
     assert "gather-plane" in dict(fd.plan((1, 1, 64, 64), (1, 1, 4, 4), stride=2, method="gather").estimates)
-    for x_shape, w_shape, groups in [((2, 8, 9, 9), (8, 4, 4, 4), 1), ((2, 8, 9, 9), (8, 1, 4, 4), 4)]:
+    rgb = fd.plan((64, 64, 32, 32), (64, 3, 4, 4), stride=2, padding=1)  # DCGAN's output layer
+    assert rgb.variant == "gather-plane"
+    for x_shape, w_shape, groups in [((2, 8, 9, 9), (8, 40, 4, 4), 1), ((2, 8, 9, 9), (8, 33, 4, 4), 4)]:
         names = dict(fd.plan(x_shape, w_shape, stride=2, groups=groups).estimates)
-        assert "gather-plane" not in names  # two or more input channels per group: a channel contraction
+        assert "gather-plane" not in names  # many output channels per group: a channel contraction for BLAS
 
 
 def test_auto_runs_it_and_matches_the_scatter_form(rng):
@@ -129,3 +139,9 @@ def test_scratch_is_small():
         assert pl.layout(plan).scratch <= 2 * pl.BUFFER_ELEMENTS
         assert _cost.scratch_elements(plan, "gather-plane") <= 0.2 * np.prod(plan.out_shape)
         assert dataclasses.replace(plan, variant="gather-plane").variant == "gather-plane"
+    for x_shape, w_shape, kw in [((64, 64, 32, 32), (64, 3, 4, 4), dict(stride=2, padding=1)),
+                                 ((1, 64, 375, 250), (64, 3, 3, 3), dict(stride=2, padding=1))]:
+        plan = geo.make_plan(x_shape, w_shape, np.dtype(np.float32), np.dtype(np.float32), kw["stride"],
+                             kw["padding"], 0, 1, 1)
+        assert pl.layout(plan).scratch <= pl.CHANNELS_BUFFER_ELEMENTS
+        assert _cost.scratch_elements(plan, "gather-plane") <= 0.3 * np.prod(plan.out_shape)

@@ -14,8 +14,9 @@ Eight optimized variants implement the two data-flow forms:
     (``kernel % stride == 0``; dilation allowed; 1-D to 3-D): one GEMM per transform point with 1.78x (r = 2,
     2-D) to 2.25x (r = 3, 2-D) fewer multiplications than the definition (``_kernels/winograd.py``).
 ``gather-plane``
-    one input channel per group (depthwise, single-channel): per output phase and tap one contiguous run over
-    a zero-bordered copy of a block of input rows, four taps per pass (``_kernels/plane.py``).
+    one input channel per group (depthwise, single-channel), or few output channels per group (RGB output
+    layers, class maps): per output phase and (input channel, tap) one contiguous run over a zero-bordered copy
+    of a block of input rows, four terms per pass, three output channels at once (``_kernels/plane.py``).
 ``scatter-gemm-rows`` / ``gather-gemm-rows``
     per (sample, block of output rows) one GEMM over the input rows it needs, pixels-major
     ``cols (pixels, C_out_g * K) = X^T @ W`` when ``C_out_g * K`` is long enough for BLAS, else channel-major,
@@ -79,6 +80,8 @@ ROWS_STEP_PIXELS_MAJOR = {"scatter": (0.7e-9, 1.0e-9), "gather": (0.93e-9, 3.0e-
 ROWS_STEP_CHANNEL_MAJOR = {"scatter": (0.5e-9, 1.0e-9), "gather": (1.5e-9, 3.0e-9)}
 PLANE_TAP = 0.03e-9        # gather-plane: s per (element, tap) of a run (vectorized multiply-add from L1)
 PLANE_PASS = 0.1e-9        # gather-plane: s per element and pass (load and store of the phase buffer)
+PLANE_TAP_BLOCK = 0.03e-9  # gather-plane: s per (element, term) of a pass over a block of output channels
+PLANE_WEIGHT = 1e-9        # gather-plane: s per entry of a task's weight table
 PLANE_STORE = 0.25e-9      # gather-plane: s per output element interleaved into the output
 PLANE_FILL = 0.3e-9        # gather-plane: s per input element copied into the padded rows
 PLANE_PHASE = 50e-9        # gather-plane: s per (channel, row block, phase) run set-up and store call
@@ -182,16 +185,22 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
 
     if _pl.applies(plan):
         # gather-plane: per phase, runs over a padded block of rows (``pitch`` columns per phase row, some of
-        # them beyond the phase's outputs), four taps per pass; the store; the padded copy of the input rows
+        # them beyond the phase's outputs), four terms per pass, for one output channel or a block of them;
+        # the store; the padded copy of the input rows; each task's weight table
         lay = _pl.layout(plan)
-        pitch, block = int(lay.geometry[3]), int(lay.geometry[4])
+        pitch, block, cb = int(lay.geometry[3]), int(lay.geometry[4]), int(lay.geometry[6])
         computed = y_elems * pitch / max(1, int(lay.tables[2][0, 0]))
         taps = macs / max(1, y_elems)  # per output element, on average
         halo = (block + int(lay.geometry[1]) + 1) / block
         tasks = _pl.task_count(plan)
-        phases = tasks * cout_g * _prod(a.stride for a in plan.axes[1:])
-        work = (computed * (taps * PLANE_TAP + -(-taps // 4) * PLANE_PASS) + y_elems * PLANE_STORE
-                + x_elems * halo * PLANE_FILL) * (1.0 if item == 4 else 1.5) + phases * PLANE_PHASE
+        passes = -(-cout_g // cb)  # per task and phase
+        phases = tasks * passes * _prod(a.stride for a in plan.axes[1:])
+        if cb == 1:
+            terms = computed * (taps * PLANE_TAP + -(-taps // 4) * PLANE_PASS)
+        else:  # the last block of channels may compute zero-weight extras
+            terms = computed * passes * cb / cout_g * taps * PLANE_TAP_BLOCK
+        work = (terms + y_elems * PLANE_STORE + x_elems * halo * PLANE_FILL) * (1.0 if item == 4 else 1.5) \
+            + phases * PLANE_PHASE + tasks * passes * cb * cin_g * k * PLANE_WEIGHT
         parallel = work / max(1, min(threads, tasks)) + LAUNCH_PARALLEL
         out["gather-plane"] = min(work + LAUNCH_SERIAL, parallel) if macs < SERIAL_WORK else parallel
 

@@ -1,22 +1,25 @@
-"""Gather form for one-input-channel groups (depthwise layers, single-channel images): phase correlations over a
-zero-padded copy of the input plane.
+"""Gather form for groups with one input channel (depthwise layers, single-channel images) or few output
+channels (RGB output layers, class maps): phase correlations over a zero-padded copy of the input rows.
 
 When every output channel reads a single input channel (``C_in / groups == 1``: depthwise and FCN bilinear
 upsampling, single-channel images) there is no channel contraction to hand to BLAS, and the direct kernels'
 rows are only as long as an input row (32 elements in a depthwise 32x32 layer: too short for LLVM's vector
-loop). Here each task copies the input rows one block of output rows needs into a zero-bordered scratch
-plane of row pitch ``pitch``. Along an axis with stride ``s`` the outputs ``o = phase + s * m`` are a dense
-correlation of the input with the taps reaching that phase (``_geometry.Axis.phases``: tap ``k`` reads input
-``m + base``), so in the scratch plane one (phase, tap) pair is a single contiguous run over the whole block,
-``buf[m_h * pitch + m_w] += w[k] * xpad[(m_h + base_h - lo_h) * pitch + m_w + base_w - lo_w]``: no bounds
-check, no zero of the dilated input, runs of thousands of elements. Each phase's taps are summed four at a
-time (one store per element per four taps); ``store_block`` then interleaves the phases into the output and
+loop). With few output channels (3 in an RGB layer) BLAS has a contraction, but a GEMM 3 x K wide runs far
+below its peak. Here each task copies the input rows one block of output rows needs, of every input channel
+of its group, into zero-bordered scratch rows of pitch ``pitch``. Along an axis with stride ``s`` the outputs
+``o = phase + s * m`` are a dense correlation of the input with the taps reaching that phase
+(``_geometry.Axis.phases``: tap ``k`` reads input ``m + base``), so in the scratch rows one (phase, input
+channel, tap) triple is a single contiguous run over the whole block, ``buf[m_h * pitch + m_w] += w[k] *
+xpad[(m_h + base_h - lo_h) * pitch + m_w + base_w - lo_w]``: no bounds check, no zero of the dilated input,
+runs of thousands of elements. Each phase's terms (input channel, tap) are summed four at a time (one store
+per element per four terms), for ``CHANNEL_BLOCK`` output channels at once when a group has several (each
+input element loaded once for all of them); ``store_block`` then interleaves the phases into the output and
 adds the bias. The columns of a run beyond a phase's outputs (``pitch`` exceeds them by the taps' spread) are
 computed and never stored.
 
-Each output element is computed by one task from its taps in a fixed order (depth tap, row tap, column tap):
-bitwise-identical results across thread counts. Scratch per worker: the padded rows plus one block of phase
-rows, sized to stay in L2.
+Each output element is computed by one task from its terms in a fixed order (input channel, depth tap, row
+tap, column tap): bitwise-identical results across thread counts. Scratch per worker: the padded rows plus one
+block of phase rows, sized to stay in L2.
 """
 
 from __future__ import annotations
@@ -33,21 +36,33 @@ from ..config import NJIT_FLAGS, PARALLEL_FLAGS
 from ._blocks import MAX_CHUNKS, store_block
 from ._index import unravel
 
-# Elements of scratch per worker (the padded input rows plus one block of phase rows): 128 KiB in float32.
+# Elements of scratch per worker (the padded input rows plus one block of phase rows): 128 KiB in float32 with
+# one input channel per group; with several, whose padded rows stay in L2 while every phase reads them,
+# 512 KiB (measured against 256 KiB: seed003_img 6.7 -> 3.7 ms, its row blocks 1 -> 5 rows; dcgan_out 4.2 -> 3.4)
 BUFFER_ELEMENTS = 32768
+CHANNELS_BUFFER_ELEMENTS = 131072
+# Output channels one pass over the padded rows updates (each input element loaded once for all of them): three
+# reached 42 GMAC/s on one core here against 24.5 for one, two 35-43 and four 38-41.
+CHANNEL_BLOCK = 3
+# Most output channels per group with several input channels (beyond it BLAS's channel contraction wins)
+MAX_CHANNELS_OUT = 32
 
 
 class Layout(NamedTuple):
     """Per-plan constants of the kernel (built once per plan)."""
 
     tables: tuple[np.ndarray, np.ndarray, np.ndarray]  # per axis (stride, 2 + 2 * kernel): count, taps, (k, base)
-    geometry: np.ndarray  # int64: lo_h, span_h, lo_w, pitch, block (phase rows per task), blocks per plane
+    geometry: np.ndarray  # int64: lo_h, span_h, lo_w, pitch, block (phase rows per task), blocks per plane,
+    #                       output channels per pass (1 or CHANNEL_BLOCK)
     scratch: int          # elements of scratch per worker
 
 
 def applies(plan: geo.Plan) -> bool:
-    """Whether this variant runs the plan: every output channel reads exactly one input channel."""
-    return plan.c_in == plan.groups and plan.c_out >= plan.groups > 0
+    """Whether this variant runs the plan: one input channel per group (depthwise, single-channel images), or
+    several with few output channels per group (RGB output layers, class maps)."""
+    if plan.groups == 0 or plan.c_out < plan.groups or plan.c_in < plan.groups:
+        return False
+    return plan.c_in == plan.groups or plan.c_out // plan.groups <= MAX_CHANNELS_OUT
 
 
 def _table(axis: geo.Axis) -> tuple[np.ndarray, int, int]:
@@ -66,19 +81,27 @@ def _table(axis: geo.Axis) -> tuple[np.ndarray, int, int]:
 
 @lru_cache(maxsize=256)
 def layout(plan: geo.Plan) -> Layout:
-    """Phase tables, padded-plane pitch and row block of a plan (see the module docstring)."""
+    """Phase tables, padded-plane pitch, row block and channel block of a plan (see the module docstring)."""
     (t_d, _, _), (t_h, lo_h, span_h), (t_w, lo_w, span_w) = (_table(a) for a in plan.axes)
+    cin_g, cout_g = plan.c_in // plan.groups, plan.c_out // plan.groups
     depth_taps = int(t_d[:, 1].max())
     rows = int(t_h[0, 0])  # phase 0 has the most outputs
     pitch = int(t_w[0, 0]) + span_w
     s_w = plan.axes[2].stride
-    # block of phase rows per task: its padded input rows (one extra: a run's tail reads up to span_w past the
-    # last row) plus one phase row of each column phase fit the buffer
-    per_row = (s_w + depth_taps) * pitch
-    block = max(1, min(rows, (BUFFER_ELEMENTS - depth_taps * (span_h + 1) * pitch) // per_row))
+    cb = 1 if cout_g == 1 else CHANNEL_BLOCK
+    target = BUFFER_ELEMENTS if cin_g == 1 else CHANNELS_BUFFER_ELEMENTS
+    # block of phase rows per task: its padded input rows of every input channel (one extra: a run's tail reads
+    # up to span_w past the last row) plus one phase row of each column phase and channel of a pass fit the
+    # buffer
+    per_row = (s_w * cb + cin_g * depth_taps) * pitch
+    block = max(1, min(rows, (target - cin_g * depth_taps * (span_h + 1) * pitch) // per_row))
+    # a single image: at least one row block per worker
+    per_block = plan.batch * plan.groups * plan.axes[0].size_out  # tasks per row block
+    if 0 < per_block < max_threads():
+        block = min(block, max(1, -(-rows // -(-max_threads() // per_block))))
     blocks = -(-rows // block) if rows else 0
-    scratch = s_w * block * pitch + depth_taps * (block + span_h + 1) * pitch
-    geometry = np.array([lo_h, span_h, lo_w, pitch, block, blocks], dtype=np.int64)
+    scratch = s_w * cb * block * pitch + cin_g * depth_taps * (block + span_h + 1) * pitch
+    geometry = np.array([lo_h, span_h, lo_w, pitch, block, blocks, cb], dtype=np.int64)
     return Layout((t_d, t_h, t_w), geometry, scratch)
 
 
@@ -158,25 +181,62 @@ def _correlate(buf, dst, xpad, taps, weights, n_taps, n):
 
 
 @njit(**NJIT_FLAGS)
+def _correlate3(buf, dst, cstride, xpad, taps, weights, n_taps, n):
+    """``buf[dst + c * cstride + q] = sum_t weights[3 * t + c] * xpad[taps[t] + q]`` for three channels ``c`` and
+    ``q < n``: each input element is loaded once for the three; four taps per pass, in table order."""
+    d0, cnt = uintp(dst), uintp(n)
+    d1, d2 = d0 + uintp(cstride), d0 + uintp(2 * cstride)
+    for q in range(cnt):
+        buf[d0 + q] = 0
+        buf[d1 + q] = 0
+        buf[d2 + q] = 0
+    t = 0
+    while t + 4 <= n_taps:
+        o0, o1, o2, o3 = uintp(taps[t]), uintp(taps[t + 1]), uintp(taps[t + 2]), uintp(taps[t + 3])
+        w = 3 * t
+        a00, a01, a02, a03 = weights[w], weights[w + 3], weights[w + 6], weights[w + 9]
+        a10, a11, a12, a13 = weights[w + 1], weights[w + 4], weights[w + 7], weights[w + 10]
+        a20, a21, a22, a23 = weights[w + 2], weights[w + 5], weights[w + 8], weights[w + 11]
+        for q in range(cnt):
+            x0, x1, x2, x3 = xpad[o0 + q], xpad[o1 + q], xpad[o2 + q], xpad[o3 + q]
+            buf[d0 + q] = (((buf[d0 + q] + a00 * x0) + a01 * x1) + a02 * x2) + a03 * x3
+            buf[d1 + q] = (((buf[d1 + q] + a10 * x0) + a11 * x1) + a12 * x2) + a13 * x3
+            buf[d2 + q] = (((buf[d2 + q] + a20 * x0) + a21 * x1) + a22 * x2) + a23 * x3
+        t += 4
+    while t < n_taps:
+        o0 = uintp(taps[t])
+        a0, a1, a2 = weights[3 * t], weights[3 * t + 1], weights[3 * t + 2]
+        for q in range(cnt):
+            x0 = xpad[o0 + q]
+            buf[d0 + q] += a0 * x0
+            buf[d1 + q] += a1 * x0
+            buf[d2 + q] += a2 * x0
+        t += 1
+
+
+@njit(**NJIT_FLAGS)
 def _plane_tasks(task_lo, task_hi, x, w, bias, y, groups, t_d, t_h, t_w, geometry):
     """Tasks ``[task_lo, task_hi)`` (sample, group, output depth, block of phase rows), scratch allocated once."""
     size_d, size_h, size_w = x.shape[2], x.shape[3], x.shape[4]
+    cin_g = x.shape[1] // groups
     c_out_g, k_d, k_h, k_w = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
+    k_vol = k_d * k_h * k_w
     o_d, o_h, o_w = y.shape[2], y.shape[3], y.shape[4]
     s_d, s_h, s_w = t_d.shape[0], t_h.shape[0], t_w.shape[0]
-    lo_h, span_h, lo_w, pitch, block, blocks = (geometry[0], geometry[1], geometry[2], geometry[3], geometry[4],
-                                                geometry[5])
+    lo_h, span_h, lo_w, pitch, block, blocks, cb = (geometry[0], geometry[1], geometry[2], geometry[3], geometry[4],
+                                                    geometry[5], geometry[6])
     xf, yf, wf = x.reshape(-1), y.reshape(-1), w.reshape(-1)
     max_dt = 0
     for p in range(s_d):
         max_dt = max(max_dt, t_d[p, 1])
+    max_dt = max(1, max_dt)
     x_rows = block + span_h + 1  # padded rows of one depth tap (the last one: a run's tail reads into it)
-    xpad = np.empty(max(1, max_dt) * x_rows * pitch, dtype=x.dtype)
-    buf = np.empty(s_w * block * pitch, dtype=y.dtype)
-    n_max = max(1, max_dt * t_h.shape[1] * t_w.shape[1])
-    taps = np.empty(n_max, dtype=np.int64)  # flat xpad offset of each tap of one phase
-    weights = np.empty(n_max, dtype=w.dtype)
-    depth = np.empty((max(1, max_dt), 2), dtype=np.int64)  # (kd, input depth) of the depth taps reaching od
+    xpad = np.empty(cin_g * max_dt * x_rows * pitch, dtype=x.dtype)  # (input channel, depth tap, row, column)
+    buf = np.empty(cb * s_w * block * pitch, dtype=y.dtype)  # (channel of the pass, column phase, row, column)
+    n_max = max(1, cin_g * max_dt * t_h.shape[1] * t_w.shape[1])
+    taps = np.empty(n_max, dtype=np.int64)  # flat xpad offset of each (input channel, tap) of one phase
+    weights = np.empty(n_max * cb, dtype=w.dtype)  # its weight for each channel of the pass
+    depth = np.empty((max_dt, 2), dtype=np.int64)  # (kd, input depth) of the depth taps reaching od
     phase_len = block * pitch  # one column phase in ``buf``
     for task in range(task_lo, task_hi):
         n, g, od, blk = unravel(task, groups, o_d, blocks)
@@ -189,13 +249,14 @@ def _plane_tasks(task_lo, task_hi, x, w, bias, y, groups, t_d, t_h, t_w, geometr
                 n_dt += 1
         m0 = blk * block
         m1 = min(m0 + block, t_h[0, 0])
-        for t in range(n_dt):  # the input rows [m0 + lo_h, m1 + lo_h + span_h] of each depth tap's slice
-            plane = ((n * groups + g) * size_d + depth[t, 1]) * size_h * size_w
-            _fill_rows(xpad, t * x_rows * pitch, xf, plane, m0 + lo_h, m1 - m0 + span_h + 1, size_h, size_w, lo_w,
-                       pitch)
-        for cog in range(c_out_g):
-            co = g * c_out_g + cog
-            w0 = (g * c_out_g + cog) * k_d * k_h * k_w  # w[g, cog] (one input channel per group)
+        for ci in range(cin_g):  # the input rows [m0 + lo_h, m1 + lo_h + span_h] of each depth tap's slice
+            for t in range(n_dt):
+                plane = ((n * x.shape[1] + g * cin_g + ci) * size_d + depth[t, 1]) * size_h * size_w
+                _fill_rows(xpad, (ci * max_dt + t) * x_rows * pitch, xf, plane, m0 + lo_h, m1 - m0 + span_h + 1,
+                           size_h, size_w, lo_w, pitch)
+        for c0 in range(0, c_out_g, cb):
+            nc = min(cb, c_out_g - c0)  # channels of this pass (a short last pass computes zero-weight extras)
+            co = g * c_out_g + c0
             for ph in range(s_h):
                 rows = min(m1, t_h[ph, 0]) - m0
                 if rows <= 0:
@@ -204,17 +265,25 @@ def _plane_tasks(task_lo, task_hi, x, w, bias, y, groups, t_d, t_h, t_w, geometr
                     if t_w[pw, 0] == 0:  # no output in this column phase (its bases may lie outside the pad)
                         continue
                     n_taps = 0
-                    for t in range(n_dt):
-                        for uh in range(t_h[ph, 1]):
-                            row = t * x_rows + t_h[ph, 3 + 2 * uh] - lo_h
-                            wrow = w0 + (depth[t, 0] * k_h + t_h[ph, 2 + 2 * uh]) * k_w
-                            for uw in range(t_w[pw, 1]):
-                                taps[n_taps] = row * pitch + t_w[pw, 3 + 2 * uw] - lo_w
-                                weights[n_taps] = wf[wrow + t_w[pw, 2 + 2 * uw]]
-                                n_taps += 1
-                    _correlate(buf, pw * phase_len, xpad, taps, weights, n_taps, rows * pitch)
+                    for ci in range(cin_g):
+                        w_ci = ((g * cin_g + ci) * c_out_g + c0) * k_vol  # w[g * cin_g + ci, c0]
+                        for t in range(n_dt):
+                            for uh in range(t_h[ph, 1]):
+                                row = (ci * max_dt + t) * x_rows + t_h[ph, 3 + 2 * uh] - lo_h
+                                wrow = w_ci + (depth[t, 0] * k_h + t_h[ph, 2 + 2 * uh]) * k_w
+                                for uw in range(t_w[pw, 1]):
+                                    taps[n_taps] = row * pitch + t_w[pw, 3 + 2 * uw] - lo_w
+                                    for c in range(cb):
+                                        weights[n_taps * cb + c] = wf[wrow + t_w[pw, 2 + 2 * uw] + c * k_vol] \
+                                            if c < nc else 0
+                                    n_taps += 1
+                    if cb == 1:
+                        _correlate(buf, pw * phase_len, xpad, taps, weights, n_taps, rows * pitch)
+                    else:
+                        _correlate3(buf, pw * phase_len, s_w * phase_len, xpad, taps, weights, n_taps, rows * pitch)
                 y0 = (((n * y.shape[1] + co) * o_d + od) * o_h + ph + s_h * m0) * o_w
-                store_block(buf, 1, 0, rows, pitch, phase_len, yf, y0, s_h * o_w, 0, o_w, s_w, bias, co)
+                store_block(buf, nc, s_w * phase_len, rows, pitch, phase_len, yf, y0, s_h * o_w, o_d * o_h * o_w,
+                            o_w, s_w, bias, co)
 
 
 @njit(**PARALLEL_FLAGS)
@@ -225,11 +294,12 @@ def plane(x, w, bias, y, groups, t_d, t_h, t_w, geometry):
     ----------
     x, w, bias, y : numpy.ndarray
         Canonical C-contiguous x (N, C_in, D, H, W), weight (C_in, C_out // groups, kD, kH, kW), bias (C_out,)
-        and output y (N, C_out, oD, oH, oW), one float dtype, ``C_in == groups``.
+        and output y (N, C_out, oD, oH, oW), one float dtype (``applies``).
     groups : int
-        Channel groups (= C_in).
+        Channel groups.
     t_d, t_h, t_w, geometry : numpy.ndarray
-        ``layout(plan)``: the per-axis phase tables and (lo_h, span_h, lo_w, pitch, block, blocks).
+        ``layout(plan)``: the per-axis phase tables and (lo_h, span_h, lo_w, pitch, block, blocks, channels per
+        pass).
     """
     n_tasks = x.shape[0] * groups * y.shape[2] * geometry[5]
     n_chunks = min(n_tasks, MAX_CHUNKS)  # scratch is allocated once per chunk
