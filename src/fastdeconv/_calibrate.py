@@ -39,7 +39,7 @@ MIN_SECONDS = 2e-4   # best estimate below this: trust the model
 BUDGET = 0.2         # seconds the whole measurement may take (estimated): the slowest candidates are dropped
 REPEATS = 2          # timed runs per candidate after its warm-up (best of), at least
 LONG_CALL = 0.025    # ... but one when the best estimate is this long (seconds)
-MIN_TIME = 5e-3      # ... and until each candidate has run this long (short calls are noisy)
+MIN_TIME = 0.02      # ... and until each candidate has run this long (short calls are noisy; see measure)
 MAX_ROUNDS = 25
 TIE = 1.05           # the model's first choice is kept unless another candidate measured this much faster
 
@@ -102,7 +102,9 @@ def measure(plan: geo.Plan, names: list[str], run) -> dict:
 
     After one warm-up run each, the candidates take turns (so a drift of the machine's speed hits them alike)
     for at least ``repeats`` rounds and until every candidate has run for ``MIN_TIME`` (short calls get more
-    rounds, up to ``MAX_ROUNDS``); each keeps its fastest run. ``names[0]`` (the model's choice) stays unless
+    rounds, up to ``MAX_ROUNDS``); each keeps its fastest run. The rounds span some tens of milliseconds, so
+    that a transient disturbance does not decide alone: another library's thread pool still spinning after its
+    last call (onnxruntime's does for ~50 ms) once made a 3 ms candidate measure 7 ms in 5 ms of rounds. ``names[0]`` (the model's choice) stays unless
     another candidate ran more than ``TIE`` times faster: a closer "win" is the machine's noise.
     """
     seconds = {}

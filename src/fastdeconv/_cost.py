@@ -307,7 +307,8 @@ def choose(plan: geo.Plan) -> Choice:
     elif variant.endswith("gemm"):
         why += " (channel contraction on BLAS)"
     elif variant == "gather-plane":
-        why += " (one input channel per group: long vectorized runs over a padded copy of the input rows)"
+        why += (" (one input channel or few output channels per group: long vectorized runs over a padded copy "
+                "of the input rows)")
     elif serial:
         why += " (tiny problem: runs in the calling thread)"
     scope = "" if plan.method == "auto" else f" among the {plan.method} variants"
