@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/memory_probe.py                          # every workload, every method
+    python benchmarks/memory_probe.py                          # every built-in workload, every method
     python benchmarks/memory_probe.py --workload unet_up big_1ch --methods scatter,gather,auto --out
 
 For each (workload, method) a child process creates the inputs, makes one warm-up call (numba cache, thread
@@ -71,10 +71,22 @@ print(json.dumps({"baseline": base, "peak": peak, "output_bytes": out_bytes}))
 """
 
 
-def load_workloads() -> dict[str, dict]:
-    """The benchmark workloads (``benchmarks/workloads.json``, a copy of the package's list), by name."""
+def _built_in() -> list[str]:
     with open(HERE / "workloads.json", encoding="utf-8") as fh:
-        return {w["name"]: w for w in json.load(fh)["workloads"]}
+        return [w["name"] for w in json.load(fh)["workloads"]]
+
+
+BUILT_IN = _built_in()
+
+
+def load_workloads() -> dict[str, dict]:
+    """The benchmark workloads by name: ``benchmarks/workloads.json`` (a copy of the package's list), then the
+    shapes outside it (``benchmarks/unseen_workloads.json``)."""
+    out = {}
+    for name in ("workloads.json", "unseen_workloads.json"):
+        with open(HERE / name, encoding="utf-8") as fh:
+            out.update({w["name"]: w for w in json.load(fh)["workloads"]})
+    return out
 
 
 def probe(workload: dict, method: str, use_out: bool = False, timeout: float = 600.0) -> dict:
@@ -115,7 +127,8 @@ def main(argv=None) -> int:
     (and more than ``RESOLUTION`` bytes: tiny outputs are below what RSS can resolve)."""
     workloads = load_workloads()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workload", nargs="+", default=list(workloads), choices=list(workloads), metavar="NAME")
+    ap.add_argument("--workload", nargs="+", default=BUILT_IN, choices=list(workloads), metavar="NAME",
+                    help="default: the built-in list; the names of unseen_workloads.json are accepted too")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default: all four)")
     ap.add_argument("--out", action="store_true", help="also measure with a preallocated out=")
     ap.add_argument("--json", help="write the measurements to this file")

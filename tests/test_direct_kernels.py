@@ -107,3 +107,19 @@ def test_workload_shapes_small(name):
         y = _run(KERNELS[name], plan, x, w, None)
         expected = conv_transpose_ref(x, w, stride=s, padding=p, output_padding=op, groups=groups)
         np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["gather", "gather_serial"])
+def test_gather_run_table_refills_in_order(name):
+    """An output row with more (input channel, tap) runs than the run table holds (a long 1-D kernel over many
+    channels, iSTFT-like): the table is applied and refilled, and the result is still the definition."""
+    from fastdeconv._kernels import gather as gather_module
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 40, 6))
+    w = rng.standard_normal((40, 2, 300))
+    assert 40 * 300 > gather_module.RUN_TABLE
+    b = rng.standard_normal(2)
+    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, stride=50, padding=3)
+    np.testing.assert_allclose(_run(KERNELS[name], plan, x, w, b), conv_transpose_ref(x, w, b, stride=50, padding=3),
+                               rtol=1e-10, atol=1e-10)

@@ -171,7 +171,9 @@ def test_scratch_within_one_output():
                              geometry.get("output_padding", 0))
         out = int(np.prod(plan.out_shape))
         assert 0 < sg.scratch_elements(plan) <= out
-        assert pg.scratch_elements(plan) <= out
+        # the row-block variants' tap-major weight copy alone may exceed the output (dcgan_l1): then no candidate
+        ranked = dict(_cost.choose(plan).estimates)
+        assert pg.scratch_elements(plan) <= out or not {"scatter-gemm-rows", "gather-gemm-rows"} & set(ranked)
         # gather-gemm: within one output, except the per-worker phase weights when they alone are larger
         phase_weights = max(int(np.prod(e[2])) for e in gg.phase_table(plan)) * plan.c_in * (plan.c_out // plan.groups)
         assert gg.scratch_elements(plan) <= max(out, 2 * max_threads() * phase_weights)

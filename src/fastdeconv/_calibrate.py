@@ -104,8 +104,9 @@ def measure(plan: geo.Plan, names: list[str], run) -> dict:
     for at least ``repeats`` rounds and until every candidate has run for ``MIN_TIME`` (short calls get more
     rounds, up to ``MAX_ROUNDS``); each keeps its fastest run. The rounds span some tens of milliseconds, so
     that a transient disturbance does not decide alone: another library's thread pool still spinning after its
-    last call (onnxruntime's does for ~50 ms) once made a 3 ms candidate measure 7 ms in 5 ms of rounds. ``names[0]`` (the model's choice) stays unless
-    another candidate ran more than ``TIE`` times faster: a closer "win" is the machine's noise.
+    last call (onnxruntime's does for ~50 ms) once made a 3 ms candidate measure 7 ms in 5 ms of rounds.
+    ``names[0]`` (the model's choice) stays unless another candidate ran more than ``TIE`` times faster: a
+    closer "win" is the machine's noise.
     """
     seconds = {}
     for name in names:  # warm-up: loads or compiles its kernels, touches its scratch (and is timed too)

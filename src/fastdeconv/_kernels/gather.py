@@ -36,6 +36,9 @@ from ._index import source_index, split_task, tap_offset, tile_bounds
 # block: a block is built with one call of each helper (numba reference-counts array arguments on every call).
 ROW_BLOCK_ELEMENTS = 16384
 RUN_BUDGET = 65536
+# Entries of the run table (32 bytes each): when a block's runs exceed it (a 1-D layer with a 1024-tap kernel
+# and 514 input channels has half a million per output row) the table is applied and refilled, in order.
+RUN_TABLE = 8192
 
 
 @njit(**NJIT_FLAGS)  # a real call: parfors array analysis fails on this body inlined
@@ -57,7 +60,7 @@ def _gather_task(task_lo, task_hi, tiles, n_cb, x, w, bias, y, groups, stride, d
     wtab = np.empty((k_w, 5), dtype=np.int64)  # (phase, kw, first m, first input index, run length)
     dtab = np.empty((k_d, 2), dtype=np.int64)  # (kd, i_d) of the taps reaching the current plane
     htab = np.empty((k_h, 2), dtype=np.int64)  # (kh, i_h) of the taps reaching the current row
-    runs = np.empty((rows_max * per_row, 4), dtype=np.int64)  # one block of rows' work
+    runs = np.empty((max(k_w, min(rows_max * per_row, RUN_TABLE)), 4), dtype=np.int64)  # one block of rows' work
     for task in range(task_lo, task_hi):
         n, cb, td, th, tw = split_task(task, groups * n_cb, tiles)
         g, col0, nb = split_channel_block(cb, n_cb, c_out_g)
@@ -94,6 +97,8 @@ def _gather_task(task_lo, task_hi, tiles, n_cb, x, w, bias, y, groups, stride, d
                     n_dt += 1
             for h0 in range(oh_lo, oh_hi, rows):
                 h1 = min(h0 + rows, oh_hi)
+                plane = (h1 - h0) * row_len
+                zero(acc, nb * plane)
                 n_runs = 0
                 for oh in range(h0, h1):
                     n_ht = 0
@@ -116,6 +121,9 @@ def _gather_task(task_lo, task_hi, tiles, n_cb, x, w, bias, y, groups, stride, d
                                     kh = htab[e, 0]
                                     xrow = (xplane + htab[e, 1]) * size_w
                                     wrow = (((ci * c_out_g + col0) * k_d + kd) * k_h + kh) * k_w
+                                    if n_runs + t_hi - t_lo > runs.shape[0]:  # table full: apply it, in order
+                                        apply_runs(acc, xf, wf, runs, n_runs, nb, plane, wstride, True)
+                                        n_runs = 0
                                     for t in range(t_lo, t_hi):
                                         runs[n_runs, 0] = brow + wtab[t, 0] * count + wtab[t, 2]
                                         runs[n_runs, 1] = xrow + wtab[t, 3]
@@ -123,8 +131,6 @@ def _gather_task(task_lo, task_hi, tiles, n_cb, x, w, bias, y, groups, stride, d
                                         runs[n_runs, 3] = wrow + wtab[t, 1]
                                         n_runs += 1
                         t_lo = t_hi
-                plane = (h1 - h0) * row_len
-                zero(acc, nb * plane)
                 apply_runs(acc, xf, wf, runs, n_runs, nb, plane, wstride, True)
                 y0 = (((n * y.shape[1] + co0) * o_d + od) * o_h + h0) * o_w + ow_lo
                 store_block(acc, nb, plane, h1 - h0, row_len, count, yf, y0, o_w, o_d * o_h * o_w, width, s_w, bias,

@@ -217,7 +217,8 @@ def tasks(plan: geo.Plan) -> tuple[tuple[tuple[int, int, int, int, int, int, int
     a_d, a_h, a_w = plan.axes
     per_row = a_d.size_in * a_w.size_in * cout_g * k  # cols elements per input row
     out_size = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
-    budget = max(out_size // max_threads(), 1)
+    relayout = plan.c_in * cout_g * k if pixels_major(plan) else 0  # the tap-major weight, held by the call
+    budget = max((out_size - relayout) // max_threads(), 1)
     target = min(budget, _CHUNK_ELEMENTS * (1 if pixels_major(plan) else _CHANNEL_MAJOR_FACTOR))
     o_h = a_h.size_out
     if per_row * a_h.size_in <= target or a_d.size_in > 1:
@@ -253,9 +254,11 @@ def pixels_major(plan: geo.Plan) -> bool:
 
 
 def scratch_elements(plan: geo.Plan) -> int:
-    """Largest scratch (elements) one call allocates (all workers together)."""
+    """Largest scratch (elements) one call allocates (all workers together; pixels-major, the tap-major copy
+    of the weight too)."""
     k = _prod(a.kernel for a in plan.axes)
-    return max_threads() * tasks(plan)[1] * (plan.c_out // plan.groups) * k
+    relayout = plan.c_in * (plan.c_out // plan.groups) * k if pixels_major(plan) else 0
+    return max_threads() * tasks(plan)[1] * (plan.c_out // plan.groups) * k + relayout
 
 
 def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
