@@ -178,28 +178,66 @@ def input_point(xp, nb, terms, step, ntiles, vt):
 
     ``terms`` (the point's nonzero B^T products, offsets already relative to the padded buffer) are
     (coefficient, depth, row, column offset); tiles ``t = ((j * T_d + t_d) * T_h + t_h) * T_w + t_w`` start
-    ``step`` inputs apart (M, times the sub-kernel's dilation).
+    ``step`` inputs apart (M, times the sub-kernel's dilation). The terms are summed in table order, up to four
+    per pass over a tile row of ``vt`` (one store per element per pass; a 2-D point has 1, 2 or 4 terms).
     """
     t_d, t_h, t_w = ntiles[0], ntiles[1], ntiles[2]
     depth, rows, cols, cin = xp.shape[1], xp.shape[2], xp.shape[3], xp.shape[4]
     pf, vf = xp.reshape(-1), vt.reshape(-1)
     col_step = step[2] * cin
+    n_terms = terms.shape[0]
     for j in range(nb):
         for a_d in range(t_d):
             for a in range(t_h):
                 row = (((j * t_d + a_d) * t_h + a) * t_w) * cin
-                for k in range(terms.shape[0]):
-                    c = terms[k, 0]
-                    src = (((j * depth + a_d * step[0] + int(terms[k, 1])) * rows + a * step[1] + int(terms[k, 2]))
-                           * cols + int(terms[k, 3])) * cin
-                    if k == 0:
+                plane = j * depth + a_d * step[0]
+                k = 0
+                while k < n_terms:
+                    take = 4 if n_terms - k >= 4 else (2 if n_terms - k >= 2 else 1)
+                    s0 = (((plane + int(terms[k, 1])) * rows + a * step[1] + int(terms[k, 2])) * cols
+                          + int(terms[k, 3])) * cin
+                    c0 = terms[k, 0]
+                    if take == 1:
                         for b in range(t_w):
-                            for ci in range(cin):
-                                vf[at(row + b * cin + ci)] = c * pf[at(src + b * col_step + ci)]
-                    else:
+                            d, o = row + b * cin, s0 + b * col_step
+                            if k == 0:
+                                for ci in range(cin):
+                                    vf[at(d + ci)] = c0 * pf[at(o + ci)]
+                            else:
+                                for ci in range(cin):
+                                    vf[at(d + ci)] += c0 * pf[at(o + ci)]
+                        k += 1
+                        continue
+                    s1 = (((plane + int(terms[k + 1, 1])) * rows + a * step[1] + int(terms[k + 1, 2])) * cols
+                          + int(terms[k + 1, 3])) * cin - s0
+                    c1 = terms[k + 1, 0]
+                    if take == 2:
                         for b in range(t_w):
+                            d, o = row + b * cin, s0 + b * col_step
+                            if k == 0:
+                                for ci in range(cin):
+                                    vf[at(d + ci)] = c0 * pf[at(o + ci)] + c1 * pf[at(o + s1 + ci)]
+                            else:
+                                for ci in range(cin):
+                                    vf[at(d + ci)] = (vf[at(d + ci)] + c0 * pf[at(o + ci)]) + c1 * pf[at(o + s1 + ci)]
+                        k += 2
+                        continue
+                    s2 = (((plane + int(terms[k + 2, 1])) * rows + a * step[1] + int(terms[k + 2, 2])) * cols
+                          + int(terms[k + 2, 3])) * cin - s0
+                    s3 = (((plane + int(terms[k + 3, 1])) * rows + a * step[1] + int(terms[k + 3, 2])) * cols
+                          + int(terms[k + 3, 3])) * cin - s0
+                    c2, c3 = terms[k + 2, 0], terms[k + 3, 0]
+                    for b in range(t_w):
+                        d, o = row + b * cin, s0 + b * col_step
+                        if k == 0:
                             for ci in range(cin):
-                                vf[at(row + b * cin + ci)] += c * pf[at(src + b * col_step + ci)]
+                                vf[at(d + ci)] = ((c0 * pf[at(o + ci)] + c1 * pf[at(o + s1 + ci)])
+                                                  + c2 * pf[at(o + s2 + ci)]) + c3 * pf[at(o + s3 + ci)]
+                        else:
+                            for ci in range(cin):
+                                vf[at(d + ci)] = (((vf[at(d + ci)] + c0 * pf[at(o + ci)]) + c1 * pf[at(o + s1 + ci)])
+                                                  + c2 * pf[at(o + s2 + ci)]) + c3 * pf[at(o + s3 + ci)]
+                    k += 4
 
 
 @njit(**NJIT_FLAGS)
