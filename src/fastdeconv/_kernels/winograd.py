@@ -276,21 +276,48 @@ def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mco
                             count = 0  # tiles of this row whose output i_w lies inside the phase
                             while count < t_w and count * m_w + i_w < run:
                                 count += 1
-                            for k in range(terms.shape[1]):
-                                coef = terms[i, k, 0]
-                                if coef == 0:
-                                    break
-                                src = (int(terms[i, k, 1]) * n_t + t0) * cb
-                                if k == 0:
-                                    for b in range(count):
-                                        dst = (b * m_w + i_w) * cb
+                            n_terms = 0
+                            while n_terms < terms.shape[1] and terms[i, n_terms, 0] != 0:
+                                n_terms += 1
+                            k = 0
+                            while k < n_terms:  # up to four terms per pass over the row, in table order
+                                take = 4 if n_terms - k >= 4 else (2 if n_terms - k >= 2 else 1)
+                                c_0, s_0 = terms[i, k, 0], (int(terms[i, k, 1]) * n_t + t0) * cb
+                                c_1, s_1 = c_0, s_0
+                                c_2, s_2, c_3, s_3 = c_0, s_0, c_0, s_0
+                                if take >= 2:
+                                    c_1, s_1 = terms[i, k + 1, 0], (int(terms[i, k + 1, 1]) * n_t + t0) * cb
+                                if take == 4:
+                                    c_2, s_2 = terms[i, k + 2, 0], (int(terms[i, k + 2, 1]) * n_t + t0) * cb
+                                    c_3, s_3 = terms[i, k + 3, 0], (int(terms[i, k + 3, 1]) * n_t + t0) * cb
+                                for b in range(count):
+                                    dst, o = (b * m_w + i_w) * cb, b * cb
+                                    if take == 1:
+                                        if k == 0:
+                                            for c in range(cb):
+                                                bf[at(dst + c)] = c_0 * mf[at(s_0 + o + c)]
+                                        else:
+                                            for c in range(cb):
+                                                bf[at(dst + c)] += c_0 * mf[at(s_0 + o + c)]
+                                    elif take == 2:
+                                        if k == 0:
+                                            for c in range(cb):
+                                                bf[at(dst + c)] = c_0 * mf[at(s_0 + o + c)] + c_1 * mf[at(s_1 + o + c)]
+                                        else:
+                                            for c in range(cb):
+                                                bf[at(dst + c)] = (bf[at(dst + c)] + c_0 * mf[at(s_0 + o + c)]) \
+                                                    + c_1 * mf[at(s_1 + o + c)]
+                                    elif k == 0:
                                         for c in range(cb):
-                                            bf[at(dst + c)] = coef * mf[at(src + b * cb + c)]
-                                else:
-                                    for b in range(count):
-                                        dst = (b * m_w + i_w) * cb
+                                            bf[at(dst + c)] = ((c_0 * mf[at(s_0 + o + c)] + c_1 * mf[at(s_1 + o + c)])
+                                                               + c_2 * mf[at(s_2 + o + c)]) + c_3 * mf[at(s_3 + o + c)]
+                                    else:
                                         for c in range(cb):
-                                            bf[at(dst + c)] += coef * mf[at(src + b * cb + c)]
+                                            acc = (bf[at(dst + c)] + c_0 * mf[at(s_0 + o + c)]) \
+                                                + c_1 * mf[at(s_1 + o + c)]
+                                            bf[at(dst + c)] = (acc + c_2 * mf[at(s_2 + o + c)]) \
+                                                + c_3 * mf[at(s_3 + o + c)]
+                                k += take
                         dst = sample + ((phase[0] + s_d * md) * o_h + phase[1] + s_h * mh) * o_w + phase[2]
                         for c in range(cb):
                             bv = bias[c0 + c]
