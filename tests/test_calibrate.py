@@ -1,6 +1,7 @@
 """The one-time measured calibration of ambiguous choices (``_calibrate``)."""
 
 import dataclasses
+import itertools
 import json
 import time
 
@@ -118,7 +119,7 @@ def test_tiny_and_fixed_plans_are_not_measured(calibrating):
 
 def test_budget_drops_the_slowest_candidates_first(calibrating):
     plan = _plan()
-    b = _calibrate.BUDGET / (1 + _calibrate.REPEATS)  # measuring time of candidates whose estimates sum to b
+    b = _calibrate.BUDGET / (2 * _calibrate.REPEATS)  # measuring time of candidates whose estimates sum to b
     ranked = (("scatter-direct", 0.3 * b), ("gather-direct", 0.4 * b), ("scatter-gemm", 0.45 * b))
     assert _calibrate.candidates(plan, ranked) == ["scatter-direct", "gather-direct"]  # 1.15 b: the third goes
     assert _calibrate.candidates(plan, ranked[:2]) == ["scatter-direct", "gather-direct"]  # 0.7 b fits
@@ -127,7 +128,8 @@ def test_budget_drops_the_slowest_candidates_first(calibrating):
 
 
 def test_long_calls_get_one_timed_run(calibrating):
-    """From LONG_CALL on, one timed run after the warm-up: layers of ~50 ms still fit the budget."""
+    """From LONG_CALL on, one block per candidate (its warm-up run, then one more right after it, so that no
+    candidate is timed only right after another): layers of ~50 ms still fit the budget."""
     plan = _plan()
     long = _calibrate.LONG_CALL
     assert _calibrate.repeats(long) == 1 and _calibrate.repeats(0.5 * long) == _calibrate.REPEATS
@@ -136,7 +138,19 @@ def test_long_calls_get_one_timed_run(calibrating):
     assert _calibrate.candidates(plan, ranked) == ["scatter-gemm", "gather-gemm"]
     calls = []
     _calibrate.measure(plan, ["scatter-gemm", "gather-gemm"], lambda v: (calls.append(v), time.sleep(long)))
-    assert calls == ["scatter-gemm", "gather-gemm"] * 2  # warm-up, one round
+    assert calls == ["scatter-gemm"] * 2 + ["gather-gemm"] * 2  # one pass of blocks
+
+
+def test_short_calls_run_in_blocks_two_passes_in_turn(calibrating):
+    """Short calls: per candidate a block of runs lasting BLOCK_TIME after its first, then a second pass in
+    reverse order."""
+    calls = []
+    pace = 0.25 * _calibrate.BLOCK_TIME
+    _calibrate.measure(_plan(), ["scatter-gemm", "gather-gemm"], lambda v: (calls.append(v), time.sleep(pace)))
+    blocks = [(name, sum(1 for _ in group)) for name, group in itertools.groupby(calls)]
+    # passes A B, then B A: the two middle blocks run back to back
+    assert [name for name, _ in blocks] == ["scatter-gemm", "gather-gemm", "scatter-gemm"]
+    assert all(n >= 5 for _, n in blocks)  # 1 + BLOCK_TIME / pace, at least
 
 
 @pytest.mark.parametrize("slower, kept", [(1.02, "scatter-gemm"), (1.5, "gather-gemm")])

@@ -3,15 +3,15 @@
 The cost model (``_cost.py``) ranks the variants from the geometry. Its constants were fitted on a few dozen
 layers, so on an unseen shape two variants it rates within a factor of ``AMBIGUOUS`` of each other may in fact
 differ by 2x. For such a plan, the first ``conv_transpose`` call times each ambiguous candidate on the caller's
-own arrays (a warm-up run, then the best of a few runs), keeps the fastest, and records it:
+own arrays (in blocks of runs, the best of them), keeps the fastest, and records it:
 
 * in memory, so every later call of the plan runs the same variant (results stay bitwise identical from call
   to call and across thread counts: the choice is made once, never per call);
 * on disk (``$FASTDECONV_CACHE_DIR/calibration.json``, default ``~/.cache/fastdeconv``), keyed by the geometry,
   dtype, numba's pool size and this machine's CPU, so later processes skip the measurement.
 
-Calls estimated at ``LONG_CALL`` or more get one timed run after the warm-up (which counts too: it can only be
-slower); a machine's noise is a smaller part of them, and it lets the budget reach layers of ~50 ms.
+Calls estimated at ``LONG_CALL`` or more get one block each (a warm-up run and one more, both timed: the first
+can only be slower); a machine's noise is a smaller part of them, and it lets the budget reach layers of ~50 ms.
 Plans whose best estimate is below ``MIN_SECONDS`` (the model's ranking is about per-call overheads there, and
 a measurement would cost more than it could save), plans whose two best candidates alone would take more than
 ``BUDGET`` seconds to measure (further candidates are dropped, slowest estimate first, until the rest fit),
@@ -37,10 +37,10 @@ AMBIGUOUS = 1.6      # candidates estimated within this factor of the best are m
 MAX_CANDIDATES = 4
 MIN_SECONDS = 2e-4   # best estimate below this: trust the model
 BUDGET = 0.2         # seconds the whole measurement may take (estimated): the slowest candidates are dropped
-REPEATS = 2          # timed runs per candidate after its warm-up (best of), at least
-LONG_CALL = 0.025    # ... but one when the best estimate is this long (seconds)
-MIN_TIME = 0.02      # ... and until each candidate has run this long (short calls are noisy; see measure)
-MAX_ROUNDS = 25
+REPEATS = 2          # passes over the candidates, each a block of runs per candidate (see measure)
+LONG_CALL = 0.025    # ... but one pass when the best estimate is this long (seconds)
+BLOCK_TIME = 0.01    # seconds a block runs after its first run (spinning threads left by others stop)
+MAX_RUNS = 25        # ... but at most this many runs
 TIE = 1.05           # the model's first choice is kept unless another candidate measured this much faster
 
 _lock = threading.Lock()
@@ -69,16 +69,19 @@ def candidates(plan: geo.Plan, ranked: tuple[tuple[str, float], ...]) -> list[st
         return []
     best = ranked[0][1]  # (every ranked variant keeps the memory rule: ``_cost.choose`` ranks no other)
     close = [(name, sec) for name, sec in ranked[:MAX_CANDIDATES] if sec <= AMBIGUOUS * best]
-    runs = 1 + repeats(best)
-    while len(close) > 2 and runs * sum(sec for _, sec in close) > BUDGET:
+
+    def cost(entries):  # estimated measuring time (see measure): per pass and candidate, a block
+        return repeats(best) * sum(sec + max(sec, BLOCK_TIME) for _, sec in entries)
+
+    while len(close) > 2 and cost(close) > BUDGET:
         close.pop()  # the slowest estimate first
-    if len(close) < 2 or best < MIN_SECONDS or runs * sum(sec for _, sec in close) > BUDGET:
+    if len(close) < 2 or best < MIN_SECONDS or cost(close) > BUDGET:
         return []
     return [name for name, _ in close]
 
 
 def repeats(seconds: float) -> int:
-    """Timed runs per candidate after the warm-up, for calls of about ``seconds``."""
+    """Passes over the candidates (a block of runs each), for calls of about ``seconds``."""
     return 1 if seconds >= LONG_CALL else REPEATS
 
 
@@ -100,30 +103,32 @@ def recorded(plan: geo.Plan) -> dict | None:
 def measure(plan: geo.Plan, names: list[str], run) -> dict:
     """Time ``run(variant)`` for each candidate, store and return ``{"variant": fastest, "seconds": {...}}``.
 
-    After one warm-up run each, the candidates take turns (so a drift of the machine's speed hits them alike)
-    for at least ``repeats`` rounds and until every candidate has run for ``MIN_TIME`` (short calls get more
-    rounds, up to ``MAX_ROUNDS``); each keeps its fastest run. The rounds span some tens of milliseconds, so
-    that a transient disturbance does not decide alone: another library's thread pool still spinning after its
-    last call (onnxruntime's does for ~50 ms) once made a 3 ms candidate measure 7 ms in 5 ms of rounds.
-    ``names[0]`` (the model's choice) stays unless another candidate ran more than ``TIE`` times faster: a
-    closer "win" is the machine's noise.
+    Each candidate runs in blocks: one run that loads its kernels (first block) and absorbs what the previous
+    candidate left behind, then runs until they add up to ``BLOCK_TIME``; all are timed and each candidate
+    keeps its fastest run. Short calls get ``REPEATS`` passes over the candidates, the second in reverse order
+    (so a drift of the machine's speed hits them alike), calls from ``LONG_CALL`` on one pass. A candidate is
+    never timed only right after another: a numba kernel's OpenMP threads spin for some milliseconds after a
+    parallel region when another library loaded OpenMP before fastdeconv could make it passive (torch does),
+    and a BLAS-backed candidate run right after a numba one measured 5-8 ms instead of 2.6; another library's
+    pool can still spin after its last call too (onnxruntime's, ~50 ms, once made a 3 ms candidate measure 7 ms
+    when the whole measurement took 5 ms). ``names[0]`` (the model's choice) stays unless another candidate
+    ran more than ``TIE`` times faster: a closer "win" is the machine's noise.
     """
-    seconds = {}
-    for name in names:  # warm-up: loads or compiles its kernels, touches its scratch (and is timed too)
-        t0 = time.perf_counter()
-        run(name)
-        seconds[name] = time.perf_counter() - t0
-    least = repeats(min(seconds.values()))
-    spent = dict.fromkeys(names, 0.0)
-    rounds = 0
-    while rounds < least or (rounds < MAX_ROUNDS and min(spent.values()) < MIN_TIME):
-        for name in names:
-            t0 = time.perf_counter()
-            run(name)
-            elapsed = time.perf_counter() - t0
-            seconds[name] = min(seconds[name], elapsed)
-            spent[name] += elapsed
-        rounds += 1
+    seconds: dict[str, float] = {}
+    passes, done = 1, 0
+    while done < passes:
+        for name in (names if done % 2 == 0 else names[::-1]):
+            counted, runs = 0.0, 0
+            while runs < 2 or (counted < BLOCK_TIME and runs < MAX_RUNS):
+                t0 = time.perf_counter()
+                run(name)
+                elapsed = time.perf_counter() - t0
+                seconds[name] = min(seconds.get(name, elapsed), elapsed)
+                counted += elapsed if runs else 0.0
+                runs += 1
+        if done == 0:
+            passes = repeats(min(seconds.values()))
+        done += 1
     fastest = min(seconds, key=seconds.get)
     if seconds[names[0]] <= TIE * seconds[fastest]:  # within the noise: the model's first choice stands
         fastest = names[0]
