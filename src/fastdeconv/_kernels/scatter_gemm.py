@@ -9,8 +9,11 @@ so no two threads write the same element and every element sums its terms in the
 is bitwise identical for any thread count.
 
 Work is chunked over (sample block, output-channel block) so the scratch (``cols`` plus the packed input) of
-all workers together stays within one output's size; the chunking depends only on the shapes and numba's
-pool size, never on the current thread count. Workers claim chunks from a shared queue (``run_parallel``).
+all workers together stays within one output's size; a sample whose columns alone would not fit is cut into
+slabs along its outermost axis, which its worker adds into the output one after another (the terms of an
+output element then arrive slab by slab, in an order fixed by the shapes). The chunking depends only on the
+shapes and numba's pool size, never on the current thread count. Workers claim chunks from a shared queue
+(``run_parallel``).
 """
 
 from __future__ import annotations
