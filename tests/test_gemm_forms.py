@@ -129,6 +129,22 @@ def test_scatter_gemm_slabs(xs, ws, geometry):
                                conv_transpose_ref(x, w, b, **geometry), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("xs, ws, geometry", [
+    ((2, 6, 30), (6, 2, 80), dict(stride=40, padding=3)),                       # iSTFT-like overlap-add
+    ((3, 4, 5, 4), (4, 3, 3, 70), dict(stride=(2, 32), padding=(1, 5), dilation=(1, 1))),
+    ((2, 4, 3, 9), (4, 2, 2, 40), dict(stride=(1, 33), padding=(0, 7), output_padding=(0, 2))),
+    ((2, 4, 6), (4, 2, 32), dict(stride=32)),                                   # every output once: the tap path
+])
+def test_scatter_gemm_wide_strides(xs, ws, geometry):
+    """Strides of WIDE_STRIDE and more add each input pixel's taps into contiguous output (slabs or not)."""
+    assert max(np.atleast_1d(geometry["stride"])) >= sg.WIDE_STRIDE
+    rng = np.random.default_rng(8)
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    b = rng.standard_normal(ws[1])
+    np.testing.assert_allclose(run_variant("scatter-gemm", x, w, b, **geometry),
+                               conv_transpose_ref(x, w, b, **geometry), rtol=1e-10, atol=1e-10)
+
+
 @given(g=geometries(channels=(3, 2)), batch=st.integers(1, 2))
 def test_ranked_variants_keep_the_memory_rule(g, batch):
     """``plan`` ranks only variants whose scratch (all workers) fits in one output's size."""

@@ -38,6 +38,30 @@ _CHUNK_ELEMENTS = 1 << 21
 _MIN_GEMM_COLUMNS = 256
 
 
+# Strides along the last axis from which col2im adds a row's taps input pixel by input pixel (contiguous output,
+# one ``cols`` row per tap) instead of tap by tap (input pixels ``stride`` apart in the output): at 256 (an
+# iSTFT-like layer) the strided stores 1 KiB apart alias in the store buffer (4K aliasing) every fourth element.
+WIDE_STRIDE = 32
+
+
+@njit(**NJIT_FLAGS)
+def _add_wide(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0, n_cols, pix, offset, ih_lo, ih_hi, size_w, s_h,
+              off_h, w0, w1, k_w, s_w, taps):
+    """``col2im``'s adds of one (channel, depth tap, row tap) for wide strides: per input pixel ``i_w`` of the
+    box ``[w0, w1)``, its taps in order, each added at ``i_w * s_w + offset(kw)``."""
+    for j in range(n):
+        base = j * pix + offset - w0
+        plane = (((n0 + j) * c_out + co) * o_d + od) * o_h
+        for i_h in range(ih_lo, ih_hi):
+            out_row = (plane + i_h * s_h + off_h) * o_w
+            src = base + i_h * size_w
+            for i_w in range(w0, w1):
+                dst = out_row + i_w * s_w
+                for kw in range(k_w):
+                    if taps[2, kw, 1] <= i_w < taps[2, kw, 2]:
+                        yf[at(dst + taps[2, kw, 0])] += cf[at((row0 + kw) * n_cols + src + i_w)]
+
+
 @njit(**NJIT_FLAGS)
 def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first):
     """Add every column footprint of ``cols`` (cb * K, n * P) into ``y[n0:n0+n, c0:c0+cb]``.
@@ -77,6 +101,11 @@ def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first)
                     off_h = taps[1, kh, 0]
                     ih_lo, ih_hi = max(h0, taps[1, kh, 1]), min(h1, taps[1, kh, 2])
                     row0 = ((c * k_d + kd) * k_h + kh) * k_w
+                    if s_w >= WIDE_STRIDE and not once:
+                        _add_wide(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0, n_cols, pix,
+                                  (i_d - d0) * size_h * size_w - h0 * size_w, ih_lo, ih_hi, size_w, s_h, off_h,
+                                  w0, w1, k_w, s_w, taps)
+                        continue
                     for kw in range(k_w):
                         off_w = taps[2, kw, 0]
                         iw_lo, iw_hi = max(w0, taps[2, kw, 1]), min(w1, taps[2, kw, 2])
