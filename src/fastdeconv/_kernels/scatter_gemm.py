@@ -72,9 +72,10 @@ def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first)
     (kd, kh, kw) order, the tap's row of ``cols`` is added for all ``n`` samples at once (so the per-tap
     set-up is shared by the samples: DCGAN planes are only 4x4 to 16x16 pixels). ``taps[axis, k]`` holds the
     tap's output offset and the input range ``[lo, hi)`` that lands inside the output (precomputed: no
-    division in the loops). The ``first`` slab sets the output to the bias before adding; with ``once`` (every
-    output element receives exactly one term: ``exactly_once``) each element is written once, ``term +
-    bias``, instead (the same value: addition commutes exactly).
+    division in the loops); from ``WIDE_STRIDE`` on, a (depth tap, row tap)'s column taps are added input pixel
+    by input pixel instead (``_add_wide``). The ``first`` slab sets the output to the bias before adding; with
+    ``once`` (every output element receives exactly one term: ``exactly_once``) each element is written once,
+    ``term + bias``, instead (the same value: addition commutes exactly).
     """
     o_d, o_h, o_w = y.shape[2], y.shape[3], y.shape[4]
     d0, d1, h0, h1, w0, w1 = box[0, 0], box[0, 1], box[1, 0], box[1, 1], box[2, 0], box[2, 1]
