@@ -324,7 +324,7 @@ def test_blocks_run_a_recorded_calibration_too(monkeypatch, tmp_path):
     monkeypatch.setenv("FASTDECONV_CALIBRATE", "1")
     monkeypatch.setenv("FASTDECONV_CACHE_DIR", str(tmp_path))
     _calibrate.forget()
-    x_shape, w_shape = (1, 21, 32, 32), (21, 40, 4, 4)  # the model rates several variants close together
+    x_shape, w_shape = (1, 21, 32, 32), (21, 40, 3, 3)  # the model rates several variants close together
     plan = geo.make_plan(x_shape, w_shape, np.dtype(np.float32), np.dtype(np.float32), 2, 1, 0, 1, 1)
     names = _calibrate.candidates(plan, _cost.choose(plan).estimates)
     assert len(names) >= 2

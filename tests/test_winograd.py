@@ -1,5 +1,7 @@
 """The gather-winograd variant: its transform matrices, its geometry test, and its results against the reference."""
 
+from math import prod as _prod
+
 import numpy as np
 import pytest
 from conftest import tolerance
@@ -46,9 +48,9 @@ def roomy(monkeypatch):
 
     The same patch holds for every hypothesis example (it is a constant), so the function scope is harmless.
     """
-    clear = wg.chunks.cache_clear
+    clear = wg._choice.cache_clear
     monkeypatch.setattr(wg, "weight_elements", lambda plan: -(10 ** 9))
-    monkeypatch.setattr(wg, "_held", lambda plan: (-(10 ** 9), -(10 ** 9)))
+    monkeypatch.setattr(wg, "_held", lambda plan, shared: (-(10 ** 9), -(10 ** 9)))
     clear()
     yield
     clear()
@@ -87,10 +89,9 @@ def winograd_geometries(draw):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(geom=winograd_geometries(), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2 ** 16))
 def test_matches_reference(roomy, monkeypatch, shared, geom, dtype, seed):
-    """Both ways of transforming the weights: shared by the workers (stride-1 layers: one weight phase) when
-    ``shared``, else per chunk and point (every layer)."""
-    if not shared:
-        monkeypatch.setattr(wg, "shares_weights", lambda plan: False)
+    """Both ways of transforming the weights: once per call, shared by the workers (``shared``), or per chunk
+    and point."""
+    monkeypatch.setattr(wg, "shares_weights", lambda plan: shared)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(geom["x_shape"]).astype(dtype)
     w = rng.standard_normal((geom["x_shape"][1], geom["cout_g"]) + geom["kernel"]).astype(dtype)
@@ -111,20 +112,41 @@ def test_chunks_split_samples_rows_and_channels(roomy, monkeypatch, samples, row
     np.testing.assert_allclose(_run(x, w, bias, kw), conv_transpose_ref(x, w, bias, **kw), rtol=1e-10, atol=1e-10)
 
 
-def test_stride_one_layers_share_the_transformed_weights():
-    """A dilated 3x3 layer: one weight phase, so the transformed weights are computed once per call; the
-    scratch (those included) stays within the output's size, and the result matches the reference."""
-    plan = _plan((4, 16, 24, 24), (16, 8, 3, 3), np.float32, stride=1, padding=2, dilation=2)
+@pytest.mark.parametrize("x_shape, w_shape, kw", [
+    ((64, 128, 16, 16), (128, 64, 4, 4), {"stride": 2, "padding": 1}),  # DCGAN 16x16 -> 32x32: four weight phases
+    ((4, 64, 32, 32), (64, 64, 3, 3), {"stride": 1, "padding": 2, "dilation": 2}),  # dilated: one
+])
+def test_layers_share_the_transformed_weights_when_it_pays(x_shape, w_shape, kw):
+    """The transformed weights of every (weight phase, point) are computed once per call, and the scratch
+    (those included) stays within the output's size."""
+    plan = _plan(x_shape, w_shape, np.float32, **kw)
     assert wg.shares_weights(plan)
-    assert not wg.shares_weights(_plan((4, 16, 24, 24), (16, 8, 4, 4), np.float32, stride=2, padding=1))
-    out = plan.batch * plan.c_out * 24 * 24
-    assert 0 < wg.scratch_elements(plan) <= out
+    assert 0 < wg.scratch_elements(plan) <= plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("x_shape, w_shape, kw", [
+    ((4, 16, 24, 24), (16, 8, 3, 3), {"stride": 1, "padding": 2, "dilation": 2}),
+    ((4, 16, 12, 12), (16, 8, 4, 4), {"stride": 2, "padding": 1}),
+    ((2, 8, 6, 6, 6), (8, 4, 4, 4, 4), {"stride": 2, "padding": 1}),
+])
+def test_both_weight_paths_give_the_same_bits(monkeypatch, shared, x_shape, w_shape, kw):
+    """Shared or per chunk, the transformed weights are the same sums in the same order: the same bits, and
+    the reference's values."""
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((4, 16, 24, 24)).astype(np.float32)
-    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
-    bias = rng.standard_normal(8).astype(np.float32)
-    kw = {"stride": 1, "padding": 2, "dilation": 2}
-    np.testing.assert_allclose(_run(x, w, bias, kw), conv_transpose_ref(x, w, bias, **kw), **tolerance(np.float32))
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    bias = rng.standard_normal(w_shape[1]).astype(np.float32)
+    monkeypatch.setattr(wg, "shares_weights", lambda plan: False)
+    per_chunk = _run(x, w, bias, kw)
+    monkeypatch.setattr(wg, "shares_weights", lambda plan: shared)
+    np.testing.assert_array_equal(_run(x, w, bias, kw), per_chunk)
+    np.testing.assert_allclose(per_chunk, conv_transpose_ref(x, w, bias, **kw), **tolerance(np.float32))
+
+
+def test_weight_heavy_layers_transform_per_chunk():
+    """DCGAN's first block: 36 transformed (C_in, C_out) matrices would be 4.5x its output (the memory rule)."""
+    assert not wg.shares_weights(_plan((64, 512, 4, 4), (512, 256, 4, 4), np.float32, stride=2, padding=1))
 
 
 def test_auto_picks_winograd_for_dcgan_blocks_and_respects_memory():

@@ -326,18 +326,52 @@ def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mco
 
 
 @njit(**NJIT_FLAGS)
-def transform_weights(wt, u_coefs, groups, cb_max, xi_lo, xi_hi, u_all):
-    """Every point's transformed weights of the single weight phase, for points ``[xi_lo, xi_hi)``: per point,
-    per block of ``cb_max`` output channels (``c0``), the (C_in, cb) matrix ``U[ci, co] = sum_u coefs[u] *
-    wt[0, u, ci, c0 + co]``, at ``xi * C_in * C_out_g + c0 * C_in``; a group's ``cin_g`` rows are contiguous."""
-    c_in, cout_g = wt.shape[2], wt.shape[3]
+def transform_weights(w, taps, r, u_coefs, groups, cb_max, ci_lo, ci_hi, tmp, u_all):
+    """Every (weight phase ``p``, point ``xi``)'s transformed weights, rows ``[ci_lo, ci_hi)``, straight from the
+    weight: ``U[ci, co] = sum_u coefs[xi, u] * w[ci, co, tap u of p]`` (the sums of ``weight_point``, in its
+    order), stored per unit ``p * points + xi`` and block of ``cb_max`` output channels (``c0``) at
+    ``unit * C_in * C_out_g + c0 * C_in``, a group's ``cin_g`` rows contiguous. Per input channel the phase's
+    taps are first copied into ``tmp`` (taps, C_out_g): the weight is read once, and every U row is a
+    contiguous vector sum."""
+    c_in, cout_g = w.shape[0], w.shape[1]
+    k_h, k_w = w.shape[3], w.shape[4]
+    k_all = w.shape[2] * k_h * k_w
     cin_g = c_in // groups
-    for xi in range(xi_lo, xi_hi):
-        for c0 in range(0, cout_g, cb_max):
-            cb = min(cb_max, cout_g - c0)
-            for gi in range(groups):
-                first = xi * c_in * cout_g + c0 * c_in + gi * cin_g * cb
-                weight_point(wt, 0, u_coefs[xi], gi * cin_g, c0, u_all[first:first + cin_g * cb].reshape((cin_g, cb)))
+    n_pt, n_tap = u_coefs.shape[0], u_coefs.shape[1]
+    per_point = c_in * cout_g
+    wf, tf, uf = w.reshape(-1), tmp.reshape(-1), u_all.reshape(-1)
+    for ci in range(ci_lo, ci_hi):
+        gi = ci // cin_g
+        row = ci - gi * cin_g
+        src = ci * cout_g * k_all
+        for p in range(taps.shape[0]):
+            u = 0
+            for u_d in range(r[0]):
+                for u_h in range(r[1]):
+                    for u_w in range(r[2]):
+                        tap = (taps[p, 0, u_d] * k_h + taps[p, 1, u_h]) * k_w + taps[p, 2, u_w]
+                        for co in range(cout_g):
+                            tf[at(u * cout_g + co)] = wf[at(src + co * k_all + tap)]
+                        u += 1
+            for xi in range(n_pt):
+                for c0 in range(0, cout_g, cb_max):
+                    cb = min(cb_max, cout_g - c0)
+                    dst = (p * n_pt + xi) * per_point + c0 * c_in + (gi * cin_g + row) * cb
+                    first = True
+                    for u in range(n_tap):
+                        c = u_coefs[xi, u]
+                        if c == 0:
+                            continue
+                        if first:
+                            for co in range(cb):
+                                uf[at(dst + co)] = c * tf[at(u * cout_g + c0 + co)]
+                        else:
+                            for co in range(cb):
+                                uf[at(dst + co)] += c * tf[at(u * cout_g + c0 + co)]
+                        first = False
+                    if first:
+                        for co in range(cb):
+                            uf[at(dst + co)] = 0
 
 
 @njit(**NJIT_FLAGS)
@@ -376,7 +410,7 @@ def run_task(x, wt, bias, y, gi, cin_g, n0, nb, th0, nth, c0, cb, repack, tables
         wph = tables[p, 3, 0]
         for xi in range(n_pt):
             if shared:
-                first = xi * per_point + c0 * c_in + gi * cin_g * cb
+                first = (wph * n_pt + xi) * per_point + c0 * c_in + gi * cin_g * cb
                 u_mat = u_all[first:first + cin_g * cb].reshape((cin_g, cb))
             else:
                 weight_point(wt, wph, u_coefs[xi], gi * cin_g, c0, u_mat)
@@ -528,25 +562,34 @@ def _tiles_per_row(lay: Layout) -> int:
     return max(int(ph.ntiles[0] * ph.ntiles[2]) for ph in lay.phases)
 
 
+# Share of the output's size the shared transformed weights may take; the rest of the one-output memory rule is
+# left to the workers' chunks.
+SHARED_FRACTION = 0.75
+
+
+def _shared_elements(plan: geo.Plan, lay: Layout) -> int:
+    """Elements of every (weight phase, point)'s transformed weights: ``phases * alpha^rank * C_in * C_out_g``."""
+    return len(lay.wtaps) * lay.points * plan.c_in * (plan.c_out // plan.groups)
+
+
 def shares_weights(plan: geo.Plan) -> bool:
-    """Whether every point's transformed weights are computed once per call and shared by the workers: when all
-    sub-phases use one weight phase (stride 1 on every axis: dilated and 3x3 layers), which each chunk would
-    otherwise transform again per sub-phase (measured on a dilated layer: 1.8 -> 1.3 ms). They take the place
-    of the re-laid-out weight, which is freed first (``points / taps`` times its size: 16/9 for 3x3); both
-    together may take half the output's size (the memory rule), leaving the rest to the workers."""
-    lay = layout(plan)
-    if lay is None or len(lay.wtaps) != 1:
-        return False
-    out_size = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
-    return plan.c_in * (plan.c_out // plan.groups) * lay.points + weight_elements(plan) <= out_size // 2
+    """Whether the transformed weights of every (weight phase, point) are computed once per call and shared by
+    the workers, instead of by every chunk for every sub-phase and point. They are made straight from the weight
+    (``transform_weights``, one pass, no relayout) and may take ``SHARED_FRACTION`` of the output's size; the
+    cost model then weighs one more pool launch against the transforms it saves (``chunks``). Chunks can be
+    small enough for their M blocks and packed rows to stay in the core's L2 cache without transforming the
+    weights again per chunk (DCGAN's 16x16 -> 32x32 block: 24 -> 19 ms; a dilated layer: 1.8 -> 1.3 ms).
+    Weight-heavy layers (DCGAN's first block: ``36 * C_in * C_out`` is 4.5x its output) transform per chunk."""
+    found = _choice(plan)
+    return found is not None and found[3]
 
 
-def _held(plan: geo.Plan) -> tuple[int, int]:
+def _held(plan: geo.Plan, shared: bool) -> tuple[int, int]:
     """(Elements held while the workers run, peak before they start): the re-laid-out weight, or the shared
-    transformed weights (computed from the re-laid-out weight, which is then freed)."""
-    if shares_weights(plan):
-        shared = plan.c_in * (plan.c_out // plan.groups) * layout(plan).points
-        return shared, shared + weight_elements(plan)
+    transformed weights (made straight from the weight)."""
+    if shared:
+        elements = _shared_elements(plan, layout(plan))
+        return elements, elements
     return weight_elements(plan), weight_elements(plan)
 
 
@@ -559,19 +602,33 @@ def _worker_scratch(lay: Layout, cin_g: int, nb: int, nth: int, cb: int) -> int:
 
 # Calibrated on the 2-core AVX-512 development machine (fp32, one core; fp64 arithmetic at half the rate).
 GEMM_RATE = 100e9        # FLOP/s of the (tiles x C_in_g) @ (C_in_g x C_out block) GEMMs at full efficiency
-GEMM_HALF = (6, 24, 16)  # (tiles, C_out block, C_in_g) at which BLAS reaches half its rate along that side
+# OpenBLAS sgemm on one core through numba's np.dot: products with M * N * K <= 2^19 run a no-packing kernel at
+# 105-116 GFLOP/s whatever their shape (even 8 x 256 x 256); larger ones pack, and thin sides cost: 34 / 53 / 67 /
+# 77 / 86 / 92 / 95 GFLOP/s at M = 8 / 16 / 32 / 64 / 128 / 256 / 1024 tiles (N = 256, K = 256-512); 73 / 82 / 86 /
+# 94 at N = 16 / 32 / 64 / 128 (M = 256); K alike. GEMM_HALF: (tiles, C_out block, C_in_g) at which the packing
+# kernel reaches half its rate along that side.
+GEMM_HALF = (18, 6, 6)
+SMALL_GEMM, SMALL_GEMM_GAIN = 1 << 19, 1.1
 U_ELEMENT = 0.1e-9       # s per transformed-weight element (per point, per chunk)
 V_ELEMENT = 0.07e-9      # s per transformed-input element (channels-last vector adds)
 PACK_ELEMENT = 0.6e-9    # s per input element packed channels-last
 STORE_ELEMENT = 1.6e-9   # s per output element of the inverse transform (sums + strided store)
+# A chunk whose packed rows, V and M blocks outgrow the core's L2 cache streams them from L3 in the transforms
+# and the inverse: measured on DCGAN's 16x16 -> 32x32 block, 18.7 ms with 370 KB chunks, 24 ms with 1.4 MB,
+# 27.6 ms with 5.4 MB (shared weights, same GEMMs); sr_x2 12.6 ms with 0.6 MB, 18 ms with 7 MB.
+L2_BYTES = 1 << 20
+SPILL = 2.0              # factor on the transforms' per-element costs once a chunk exceeds L2_BYTES
 RELAYOUT_ELEMENT = 0.8e-9  # s per weight element re-laid out
 POINT_CALL = 1e-6        # s per point: BLAS call set-up from numba
 TASK_CALL = 20e-6        # s per chunk: the numba call from the worker's Python loop
 TILE_POINT = 3e-9        # s per (tile, point): loop and call overhead of the transforms and small GEMMs
+LAUNCH = 0.15e-3         # s of one more launch of the workers (the shared weight transform): a 3-D k=4 layer
+                         # measured 2.6 ms per chunk, 2.85 shared
 
 
-def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int) -> float:
-    """Estimated seconds of one call with chunks of ``nb`` samples x ``nth`` tile rows x ``cb`` channels."""
+def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int, shared: bool) -> float:
+    """Estimated seconds of one call with chunks of ``nb`` samples x ``nth`` tile rows x ``cb`` channels, the
+    transformed weights ``shared`` or made per chunk."""
     g = plan.groups
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     n_phase = len(lay.phases)
@@ -581,28 +638,39 @@ def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int)
     h_blocks = -(-lay.tile_rows // nth)
     tasks = g * -(-plan.batch // nb) * h_blocks * -(-cout_g // cb)
     c_blocks = -(-cout_g // cb)
-    eff = 1.0
-    for side, half in zip((tiles, cb, cin_g), GEMM_HALF):
-        eff *= side / (side + half)
+    eff = SMALL_GEMM_GAIN
+    if tiles * cb * cin_g > SMALL_GEMM:
+        eff = 1.0
+        for side, half in zip((tiles, cb, cin_g), GEMM_HALF):
+            eff *= side / (side + half)
     gemm = 2.0 * lay.points * n_phase * cin_g * cout_g * total_tiles / (GEMM_RATE * scale * eff)
-    u_work = (g * c_blocks if shares_weights(plan) else tasks * n_phase) * lay.points * cin_g * cb * U_ELEMENT
-    v_work = c_blocks * n_phase * lay.points * cin_g * total_tiles * V_ELEMENT
+    u_work = (g * c_blocks * len(lay.wtaps) if shared else tasks * n_phase) * lay.points * cin_g * cb * U_ELEMENT
+    spill = SPILL if _worker_scratch(lay, cin_g, nb, nth, cb) * plan.dtype.itemsize > L2_BYTES else 1.0
+    v_work = c_blocks * n_phase * lay.points * cin_g * total_tiles * V_ELEMENT * spill
     halo = 1 + lay.halo * (h_blocks - 1) / max(1, plan.axes[1].size_in)
-    pack = c_blocks * plan.batch * plan.c_in * _prod(a.size_in for a in plan.axes) * halo * PACK_ELEMENT
-    store = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes) * STORE_ELEMENT
+    pack = c_blocks * plan.batch * plan.c_in * _prod(a.size_in for a in plan.axes) * halo * PACK_ELEMENT * spill
+    store = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes) * STORE_ELEMENT * spill
     calls = tasks * (n_phase * lay.points * POINT_CALL + TASK_CALL) + total_tiles * n_phase * lay.points * TILE_POINT
     balance = -(-tasks // workers) * workers / tasks
     return ((gemm + u_work + v_work + pack + store + calls) * balance + weight_elements(plan) * RELAYOUT_ELEMENT) \
-        / min(workers, tasks)
+        / min(workers, tasks) + (LAUNCH if shared else 0.0)
+
+
+def chunks(plan: geo.Plan) -> tuple[int, int, int] | None:
+    """(samples, tile rows, output channels) per chunk, or None when no chunk fits the memory rule."""
+    found = _choice(plan)
+    return None if found is None else found[:3]
 
 
 @lru_cache(maxsize=256)
-def chunks(plan: geo.Plan) -> tuple[int, int, int] | None:
-    """(samples, tile rows, output channels) per chunk, or None when no chunk fits the memory rule.
+def _choice(plan: geo.Plan) -> tuple[int, int, int, bool] | None:
+    """(samples, tile rows, output channels) per chunk and whether the transformed weights are shared, or None
+    when no chunk fits the memory rule.
 
-    All workers' scratch plus the re-laid-out weight stays within one output's size; among the chunks that
-    fit, the one with the least estimated time. A chunk of one sample may take part of its tile rows (large
-    single images). Depends on the shapes and numba's pool size only.
+    All workers' scratch plus what the call holds (the re-laid-out weight, or the shared transformed weights)
+    stays within one output's size; among the chunks that fit, the one with the least estimated time. A chunk
+    of one sample may take part of its tile rows (large single images). Depends on the shapes and numba's pool
+    size only.
     """
     lay = layout(plan)
     if lay is None or plan.batch == 0:
@@ -610,22 +678,23 @@ def chunks(plan: geo.Plan) -> tuple[int, int, int] | None:
     cin_g, cout_g = plan.c_in // plan.groups, plan.c_out // plan.groups
     workers = max_threads()
     out_size = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
-    held, before = _held(plan)
-    if before > out_size:
-        return None
-    budget = out_size - held
     best = None
-    for nb, nth in _sample_and_row_blocks(plan.batch, lay.tile_rows):
-        cb = cout_g
-        while True:
-            tasks = plan.groups * -(-plan.batch // nb) * -(-lay.tile_rows // nth) * -(-cout_g // cb)
-            if min(workers, tasks) * _worker_scratch(lay, cin_g, nb, nth, cb) <= budget:
-                cost = _cost(plan, lay, nb, nth, cb, workers)
-                if best is None or cost < best[0]:
-                    best = (cost, nb, nth, cb)
-            if cb == 1:
-                break
-            cb = -(-cb // 2)
+    for shared in (False, True) if _shared_elements(plan, lay) <= SHARED_FRACTION * out_size else (False,):
+        held, before = _held(plan, shared)
+        if before > out_size:
+            continue
+        budget = out_size - held
+        for nb, nth in _sample_and_row_blocks(plan.batch, lay.tile_rows):
+            cb = cout_g
+            while True:
+                tasks = plan.groups * -(-plan.batch // nb) * -(-lay.tile_rows // nth) * -(-cout_g // cb)
+                if min(workers, tasks) * _worker_scratch(lay, cin_g, nb, nth, cb) <= budget:
+                    cost = _cost(plan, lay, nb, nth, cb, workers, shared)
+                    if best is None or cost < best[0]:
+                        best = (cost, nb, nth, cb, shared)
+                if cb == 1:
+                    break
+                cb = -(-cb // 2)
     return None if best is None else best[1:]
 
 
@@ -648,10 +717,11 @@ def _sample_and_row_blocks(batch: int, tile_rows: int):
 
 def estimate(plan: geo.Plan, threads: int) -> float | None:
     """Estimated seconds of this variant on ``threads`` threads, or None when it does not apply."""
-    found = chunks(plan)
+    found = _choice(plan)
     if found is None:
         return None
-    return _cost(plan, layout(plan), *found, threads)
+    nb, nth, cb, shared = found
+    return _cost(plan, layout(plan), nb, nth, cb, threads, shared)
 
 
 def scratch_elements(plan: geo.Plan) -> int:
@@ -659,7 +729,7 @@ def scratch_elements(plan: geo.Plan) -> int:
     found = chunks(plan)
     if found is None:
         return 0
-    held, before = _held(plan)
+    held, before = _held(plan, shares_weights(plan))
     return max(before, held + max_threads() * _worker_scratch(layout(plan), plan.c_in // plan.groups, *found))
 
 
@@ -695,16 +765,19 @@ def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
     cin_g, cout_g = plan.c_in // plan.groups, plan.c_out // plan.groups
     dtype = plan.dtype
     taps = lay.wtaps
-    wt = np.empty((len(taps), _prod(lay.r), plan.c_in, cout_g), dtype)
     step = -(-plan.c_in // max_threads())
-    run_parallel(lambda part: [relayout(w5, taps, r_arr, lo, min(lo + step, plan.c_in), wt) for lo in part],
-                 list(range(0, plan.c_in, step)))
-    u_all = np.empty(0, dtype)
+    ci_parts = list(range(0, plan.c_in, step))
     if shares_weights(plan):
-        u_all = np.empty(lay.points * plan.c_in * cout_g, dtype)
-        run_parallel(lambda part: [transform_weights(wt, u_coefs, plan.groups, cb_max, xi, xi + 1, u_all)
-                                   for xi in part], list(range(lay.points)))
-        wt = np.empty((1, 1, 0, 0), dtype)  # the re-laid-out weight is no longer needed
+        u_all = np.empty(_shared_elements(plan, lay), dtype)
+        run_parallel(lambda part: [transform_weights(w5, taps, r_arr, u_coefs, plan.groups, cb_max, lo,
+                                                     min(lo + step, plan.c_in), np.empty(_prod(lay.r) * cout_g, dtype),
+                                                     u_all) for lo in part], ci_parts)
+        wt = np.empty((1, 1, 0, 0), dtype)  # run_task reads u_all
+    else:
+        u_all = np.empty(0, dtype)
+        wt = np.empty((len(taps), _prod(lay.r), plan.c_in, cout_g), dtype)
+        run_parallel(lambda part: [relayout(w5, taps, r_arr, lo, min(lo + step, plan.c_in), wt) for lo in part],
+                     ci_parts)
 
     depth, rows, cols = lay.padded[0], nth_max * int(lay.step[1]) + lay.halo, lay.padded[2]
     tiles_max = nb_max * nth_max * _tiles_per_row(lay)
