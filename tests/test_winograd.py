@@ -129,8 +129,9 @@ def test_layers_share_the_transformed_weights_when_it_pays(x_shape, w_shape, kw)
     ((4, 16, 24, 24), (16, 8, 3, 3), {"stride": 1, "padding": 2, "dilation": 2}),
     ((4, 16, 12, 12), (16, 8, 4, 4), {"stride": 2, "padding": 1}),
     ((2, 8, 6, 6, 6), (8, 4, 4, 4, 4), {"stride": 2, "padding": 1}),
+    ((2, 37, 9, 7), (37, 5, 4, 4), {"stride": 2, "padding": 1}),  # pack: two 16-channel blocks and a rest of 5
 ])
-def test_both_weight_paths_give_the_same_bits(monkeypatch, shared, x_shape, w_shape, kw):
+def test_both_weight_paths_give_the_same_bits(roomy, monkeypatch, shared, x_shape, w_shape, kw):
     """Shared or per chunk, the transformed weights are the same sums in the same order: the same bits, and
     the reference's values."""
     rng = np.random.default_rng(4)
