@@ -85,8 +85,10 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
            [1., 1., 1., 1.]])
     """
     if (type(x) is np.ndarray and type(weight) is np.ndarray and output_size is None and type(method) is str
-            and type(groups) is int and (bias is None or type(bias) is np.ndarray) and _exact(stride)
-            and _exact(output_padding) and _exact(dilation) and (type(padding) is str or _exact(padding))):
+            and type(groups) is int and (bias is None or type(bias) is np.ndarray)
+            and (type(stride) is int or _exact(stride)) and (type(output_padding) is int or _exact(output_padding))
+            and (type(dilation) is int or _exact(dilation))
+            and (type(padding) is int or type(padding) is str or _exact(padding))):
         # hot path: shapes and geometry validated once, keyed exactly (no bool/float can match an int key)
         apply_num_threads()
         key = (x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding, groups, dilation,
@@ -150,8 +152,8 @@ class _Prepared:
     split the work), so a prepared call is valid in every Python thread and after ``set_num_threads``.
     """
 
-    __slots__ = ("plan", "dtype", "out_shape", "x5_shape", "w5_shape", "y5_shape", "zero_bias",
-                 "stride", "dilation", "start", "tile", "variant", "kernel", "serial", "pending", "lock")
+    __slots__ = ("plan", "dtype", "out_shape", "x5_shape", "w5_shape", "y5_shape", "zero_bias", "groups",
+                 "bias_only", "stride", "dilation", "start", "tile", "variant", "kernel", "serial", "pending", "lock")
 
     def __init__(self, plan: geo.Plan):
         self.plan = plan
@@ -162,6 +164,8 @@ class _Prepared:
         self.w5_shape = (plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes)
         self.y5_shape = (plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes)
         self.zero_bias = np.zeros(plan.c_out, plan.dtype)
+        self.groups = plan.groups
+        self.bias_only = plan.c_in < plan.groups or plan.c_out < plan.groups  # no channel in a group
         self.stride, self.dilation, self.start = plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start")
         self.tile = _tile(plan) if plan.batch * plan.c_out else np.ones(3, np.int64)  # empty: never launched
         self.lock = threading.Lock()
@@ -219,11 +223,12 @@ class _Prepared:
             self.pending = []
 
     def _execute(self, x5, w5, b, y5) -> None:
+        if self.kernel is not None and not self.bias_only:  # the direct kernels first: tiny calls are hot
+            self.kernel(x5, w5, b, y5, self.groups, self.stride, self.dilation, self.start, self.tile)
+            return
         plan, variant = self.plan, self.variant
-        if plan.c_in < plan.groups or plan.c_out < plan.groups:  # no channel in a group: only the bias
+        if self.bias_only:  # no channel in a group: only the bias
             y5[...] = b.reshape((1, -1, 1, 1, 1))
-        elif self.kernel is not None:
-            self.kernel(x5, w5, b, y5, plan.groups, self.stride, self.dilation, self.start, self.tile)
         elif variant == "scatter-gemm":
             scatter_gemm(plan, x5, w5, b, y5)
         elif variant == "gather-gemm":
