@@ -345,7 +345,8 @@ def test_plan_few_output_channels_uses_pixels_major_gemm():
 
 
 @pytest.mark.parametrize("kernel, stride, padding, output_padding, dilation, once", [
-    ((2, 2), 2, 0, 0, 1, True),     # U-Net up-convolution
+    ((2, 2), 2, 0, 0, 1, True),     # U-Net up-convolution (each output row: two cols rows interleaved)
+    ((2, 2), 2, 1, 0, 1, True),     # cropped: the two column taps reach different inputs (the tap-by-tap path)
     ((3, 2), (3, 2), (1, 0), (1, 0), 1, True),  # the output padding exactly refills the crop
     ((4, 4), 2, 1, 0, 1, False),    # overlapping taps
     ((2, 2), 2, 0, 1, 1, False),    # the output padding leaves a bias-only row

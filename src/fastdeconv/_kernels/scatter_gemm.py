@@ -63,6 +63,24 @@ def _add_wide(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0, n_cols, pix, of
 
 
 @njit(**NJIT_FLAGS)
+def _write_pairs(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, crow, n_cols, pix, offset, ih_lo, ih_hi, size_w, s_h,
+                 off_h, off_w, iw_lo, iw_hi, bv):
+    """``col2im``'s writes of one (channel, depth tap, row tap) when every output receives exactly one term and
+    the two column taps are neighbours over the same inputs (kernel 2, stride 2 along the last axis):
+    ``y[..., 2 * i_w + off_w + t] = cols[row of tap t, i_w] + bias`` for t = 0, 1, the two rows interleaved in
+    one loop (stores to consecutive outputs, which LLVM vectorizes; the tap-by-tap loop stores every other one)."""
+    for j in range(n):
+        base = crow + j * pix + offset
+        plane = (((n0 + j) * c_out + co) * o_d + od) * o_h
+        for i_h in range(ih_lo, ih_hi):
+            dst = (plane + i_h * s_h + off_h) * o_w + off_w
+            src = base + i_h * size_w
+            for i_w in range(iw_lo, iw_hi):
+                yf[at(dst + 2 * i_w)] = cf[at(src + i_w)] + bv
+                yf[at(dst + 2 * i_w + 1)] = cf[at(src + n_cols + i_w)] + bv
+
+
+@njit(**NJIT_FLAGS)
 def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first):
     """Add every column footprint of ``cols`` (cb * K, n * P) into ``y[n0:n0+n, c0:c0+cb]``.
 
@@ -85,6 +103,10 @@ def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first)
     pix = (d1 - d0) * size_h * size_w
     c_out, n_cols = y.shape[1], cols.shape[1]
     yf, cf = y.reshape(-1), cols.reshape(-1)
+    # U-Net's 2x2 stride-2 up-convolution: a row's two column taps land on neighbouring outputs over the same
+    # inputs, so each output row is their two cols rows interleaved (one vectorized loop, ``_write_pairs``)
+    pairs = (k_w == 2 and s_w == 2 and taps[2, 1, 0] == taps[2, 0, 0] + 1 and taps[2, 0, 1] == taps[2, 1, 1]
+             and taps[2, 0, 2] == taps[2, 1, 2])
     for c in range(cb):
         co = c0 + c
         bv = bias[co]
@@ -106,6 +128,11 @@ def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first)
                         _add_wide(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0, n_cols, pix,
                                   (i_d - d0) * size_h * size_w - h0 * size_w, ih_lo, ih_hi, size_w, s_h, off_h,
                                   w0, w1, k_w, s_w, taps)
+                        continue
+                    if once and pairs:
+                        _write_pairs(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0 * n_cols, n_cols, pix,
+                                     (i_d - d0) * size_h * size_w - h0 * size_w - w0, ih_lo, ih_hi, size_w, s_h,
+                                     off_h, taps[2, 0, 0], max(w0, taps[2, 0, 1]), min(w1, taps[2, 0, 2]), bv)
                         continue
                     for kw in range(k_w):
                         off_w = taps[2, kw, 0]
