@@ -710,20 +710,12 @@ def _choice(plan: geo.Plan) -> tuple[int, int, int, bool] | None:
 
 
 def _sample_and_row_blocks(batch: int, tile_rows: int):
-    """Candidate (samples, tile rows) per chunk: whole samples in up to 64 block sizes, then row blocks of one."""
-    seen = set()
-    for n_blocks in range(1, min(batch, 64) + 1):
-        nb = -(-batch // n_blocks)
-        if nb not in seen:
-            seen.add(nb)
-            yield nb, tile_rows
-    for h_blocks in range(2, min(tile_rows, 64) + 1):
-        nth = -(-tile_rows // h_blocks)
-        if nth not in seen:
-            seen.add(nth)
-            yield 1, nth
-    if 1 not in seen:
-        yield 1, 1
+    """Candidate (samples, tile rows) per chunk: whole samples in up to 64 block sizes, then row blocks of one
+    sample in up to 63 sizes (down to one tile row)."""
+    for nb in sorted({-(-batch // n_blocks) for n_blocks in range(1, min(batch, 64) + 1)}, reverse=True):
+        yield nb, tile_rows
+    for nth in sorted({-(-tile_rows // h_blocks) for h_blocks in range(2, min(tile_rows, 64) + 1)}, reverse=True):
+        yield 1, nth
 
 
 def estimate(plan: geo.Plan, threads: int) -> float | None:
