@@ -19,11 +19,14 @@ float32; the tests hold it to the same tolerance as every other variant). Every 
 once, by one thread, from the same sums in the same order whatever the thread count: results are bitwise
 identical across thread counts.
 
-Memory: the weights are first re-laid out per (output phase, tap) as contiguous (C_in, C_out_g) planes (the
-size of the weight); each worker then holds its packed input rows, one U, one V and the ``alpha^rank`` M blocks
-of its chunk. Chunks (sample block, block of tile rows, output-channel block) are chosen from the shapes and
-numba's pool size so that all of it stays within one output's size; when nothing fits (weights larger than
-the output), the variant is not a candidate.
+Weights: either every (weight phase, point)'s U is made once per call, straight from the weight, and shared by
+the workers (``shares_weights``: when they take at most 3/4 of the output and the cost model finds it pays), or
+the weights are re-laid out per (output phase, tap) as contiguous (C_in, C_out_g) planes (the size of the
+weight) and each chunk makes the U of its points. Memory: each worker holds its packed input rows, one U, one V
+and the ``alpha^rank`` M blocks of its chunk. Chunks (sample block, block of tile rows, output-channel block) are
+chosen by the cost model (``_choice``: BLAS's rate by product size, the transforms slower once a chunk outgrows
+L2) among those for which all of it stays within one output's size; when nothing fits (weights larger than the
+output), the variant is not a candidate.
 """
 
 from __future__ import annotations
@@ -338,11 +341,10 @@ def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mco
 @njit(**NJIT_FLAGS)
 def transform_weights(w, taps, r, u_coefs, groups, cb_max, ci_lo, ci_hi, tmp, u_all):
     """Every (weight phase ``p``, point ``xi``)'s transformed weights, rows ``[ci_lo, ci_hi)``, straight from the
-    weight: ``U[ci, co] = sum_u coefs[xi, u] * w[ci, co, tap u of p]`` (the sums of ``weight_point``, in its
-    order), stored per unit ``p * points + xi`` and block of ``cb_max`` output channels (``c0``) at
-    ``unit * C_in * C_out_g + c0 * C_in``, a group's ``cin_g`` rows contiguous. Per input channel the phase's
-    taps are first copied into ``tmp`` (taps, C_out_g): the weight is read once, and every U row is a
-    contiguous vector sum."""
+    weight: ``U[ci, co] = sum_u coefs[xi, u] * w[ci, co, tap u of p]`` (``weight_point``'s sums), stored per
+    unit ``p * points + xi`` and block of ``cb_max`` output channels (``c0``) at ``unit * C_in * C_out_g + c0 *
+    C_in``, a group's ``cin_g`` rows contiguous. Per input channel the phase's taps are first copied into ``tmp``
+    (taps, C_out_g): the weight is read once, and every U row is a contiguous vector sum."""
     c_in, cout_g = w.shape[0], w.shape[1]
     k_h, k_w = w.shape[3], w.shape[4]
     k_all = w.shape[2] * k_h * k_w
@@ -350,6 +352,7 @@ def transform_weights(w, taps, r, u_coefs, groups, cb_max, ci_lo, ci_hi, tmp, u_
     n_pt, n_tap = u_coefs.shape[0], u_coefs.shape[1]
     per_point = c_in * cout_g
     wf, tf, uf = w.reshape(-1), tmp.reshape(-1), u_all.reshape(-1)
+    taps_row = tmp[:n_tap * cout_g].reshape((1, n_tap, 1, cout_g))  # weight_point's layout, one input channel
     for ci in range(ci_lo, ci_hi):
         gi = ci // cin_g
         row = ci - gi * cin_g
@@ -367,21 +370,7 @@ def transform_weights(w, taps, r, u_coefs, groups, cb_max, ci_lo, ci_hi, tmp, u_
                 for c0 in range(0, cout_g, cb_max):
                     cb = min(cb_max, cout_g - c0)
                     dst = (p * n_pt + xi) * per_point + c0 * c_in + (gi * cin_g + row) * cb
-                    first = True
-                    for u in range(n_tap):
-                        c = u_coefs[xi, u]
-                        if c == 0:
-                            continue
-                        if first:
-                            for co in range(cb):
-                                uf[at(dst + co)] = c * tf[at(u * cout_g + c0 + co)]
-                        else:
-                            for co in range(cb):
-                                uf[at(dst + co)] += c * tf[at(u * cout_g + c0 + co)]
-                        first = False
-                    if first:
-                        for co in range(cb):
-                            uf[at(dst + co)] = 0
+                    weight_point(taps_row, 0, u_coefs[xi], 0, c0, uf[dst:dst + cb].reshape((1, cb)))
 
 
 @njit(**NJIT_FLAGS)
@@ -620,7 +609,7 @@ GEMM_RATE = 100e9        # FLOP/s of the (tiles x C_in_g) @ (C_in_g x C_out bloc
 # kernel reaches half its rate along that side.
 GEMM_HALF = (18, 6, 6)
 SMALL_GEMM, SMALL_GEMM_GAIN = 1 << 19, 1.1
-U_ELEMENT = 0.1e-9       # s per transformed-weight element (per point, per chunk)
+U_ELEMENT = 0.35e-9      # s per transformed-weight element (per point, per chunk; measured 0.36 on DCGAN 16x16)
 V_ELEMENT = 0.07e-9      # s per transformed-input element (channels-last vector adds)
 PACK_ELEMENT = 0.6e-9    # s per input element packed channels-last
 STORE_ELEMENT = 1.6e-9   # s per output element of the inverse transform (sums + strided store)
