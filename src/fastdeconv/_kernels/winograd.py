@@ -52,6 +52,7 @@ from .scatter_gemm import run_parallel
 POINTS = {(1, 1): (), (2, 2): (0, -1), (2, 3): (0, 1, -1)}
 TILES = {1: (1,), 2: (2,), 3: (2,)}  # candidate M per sub-kernel length r
 PACK_CHANNELS = 16  # channels ``pack`` transposes at a time (one 64-byte vector of float32)
+TRANSFORM_ROWS = 16  # input channels ``transform_weights`` transforms at a time
 
 
 @cache
@@ -343,8 +344,9 @@ def transform_weights(w, taps, r, u_coefs, groups, cb_max, ci_lo, ci_hi, tmp, u_
     """Every (weight phase ``p``, point ``xi``)'s transformed weights, rows ``[ci_lo, ci_hi)``, straight from the
     weight: ``U[ci, co] = sum_u coefs[xi, u] * w[ci, co, tap u of p]`` (``weight_point``'s sums), stored per
     unit ``p * points + xi`` and block of ``cb_max`` output channels (``c0``) at ``unit * C_in * C_out_g + c0 *
-    C_in``, a group's ``cin_g`` rows contiguous. Per input channel the phase's taps are first copied into ``tmp``
-    (taps, C_out_g): the weight is read once, and every U row is a contiguous vector sum."""
+    C_in``, a group's ``cin_g`` rows contiguous. ``TRANSFORM_ROWS`` input channels at a time (within a group),
+    the phase's taps are first copied into ``tmp`` (``weight_point``'s layout: taps x rows x C_out_g), so the
+    weight is read once and each ``weight_point`` call sums whole blocks of rows."""
     c_in, cout_g = w.shape[0], w.shape[1]
     k_h, k_w = w.shape[3], w.shape[4]
     k_all = w.shape[2] * k_h * k_w
@@ -352,25 +354,30 @@ def transform_weights(w, taps, r, u_coefs, groups, cb_max, ci_lo, ci_hi, tmp, u_
     n_pt, n_tap = u_coefs.shape[0], u_coefs.shape[1]
     per_point = c_in * cout_g
     wf, tf, uf = w.reshape(-1), tmp.reshape(-1), u_all.reshape(-1)
-    taps_row = tmp[:n_tap * cout_g].reshape((1, n_tap, 1, cout_g))  # weight_point's layout, one input channel
-    for ci in range(ci_lo, ci_hi):
-        gi = ci // cin_g
-        row = ci - gi * cin_g
-        src = ci * cout_g * k_all
+    ci_b = ci_lo
+    while ci_b < ci_hi:
+        gi = ci_b // cin_g
+        row0 = ci_b - gi * cin_g
+        rows = min(TRANSFORM_ROWS, ci_hi - ci_b, cin_g - row0)
+        taps_rows = tmp[:n_tap * rows * cout_g].reshape((1, n_tap, rows, cout_g))
         for p in range(taps.shape[0]):
             u = 0
             for u_d in range(r[0]):
                 for u_h in range(r[1]):
                     for u_w in range(r[2]):
                         tap = (taps[p, 0, u_d] * k_h + taps[p, 1, u_h]) * k_w + taps[p, 2, u_w]
-                        for co in range(cout_g):
-                            tf[at(u * cout_g + co)] = wf[at(src + co * k_all + tap)]
+                        for q in range(rows):
+                            src = (ci_b + q) * cout_g * k_all + tap
+                            dst = (u * rows + q) * cout_g
+                            for co in range(cout_g):
+                                tf[at(dst + co)] = wf[at(src + co * k_all)]
                         u += 1
             for xi in range(n_pt):
                 for c0 in range(0, cout_g, cb_max):
                     cb = min(cb_max, cout_g - c0)
-                    dst = (p * n_pt + xi) * per_point + c0 * c_in + (gi * cin_g + row) * cb
-                    weight_point(taps_row, 0, u_coefs[xi], 0, c0, uf[dst:dst + cb].reshape((1, cb)))
+                    dst = (p * n_pt + xi) * per_point + c0 * c_in + (gi * cin_g + row0) * cb
+                    weight_point(taps_rows, 0, u_coefs[xi], 0, c0, uf[dst:dst + rows * cb].reshape((rows, cb)))
+        ci_b += rows
 
 
 @njit(**NJIT_FLAGS)
@@ -622,8 +629,7 @@ RELAYOUT_ELEMENT = 0.8e-9  # s per weight element re-laid out
 POINT_CALL = 1e-6        # s per point: BLAS call set-up from numba
 TASK_CALL = 20e-6        # s per chunk: the numba call from the worker's Python loop
 TILE_POINT = 3e-9        # s per (tile, point): loop and call overhead of the transforms and small GEMMs
-LAUNCH = 0.15e-3         # s of one more launch of the workers (the shared weight transform): a 3-D k=4 layer
-                         # measured 2.6 ms per chunk, 2.85 shared
+SHARED_ELEMENT = 0.8e-9  # s per shared transformed-weight element, made in the calling thread (0.6-0.8 measured)
 
 
 def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int, shared: bool) -> float:
@@ -644,7 +650,7 @@ def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int,
         for side, half in zip((tiles, cb, cin_g), GEMM_HALF):
             eff *= side / (side + half)
     gemm = 2.0 * lay.points * n_phase * cin_g * cout_g * total_tiles / (GEMM_RATE * scale * eff)
-    u_work = (g * c_blocks * len(lay.wtaps) if shared else tasks * n_phase) * lay.points * cin_g * cb * U_ELEMENT
+    u_work = 0.0 if shared else tasks * n_phase * lay.points * cin_g * cb * U_ELEMENT
     spill = SPILL if _worker_scratch(lay, cin_g, nb, nth, cb) * plan.dtype.itemsize > L2_BYTES else 1.0
     v_work = c_blocks * n_phase * lay.points * cin_g * total_tiles * V_ELEMENT * spill
     halo = 1 + lay.halo * (h_blocks - 1) / max(1, plan.axes[1].size_in)
@@ -652,8 +658,11 @@ def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int,
     store = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes) * STORE_ELEMENT * spill
     calls = tasks * (n_phase * lay.points * POINT_CALL + TASK_CALL) + total_tiles * n_phase * lay.points * TILE_POINT
     balance = -(-tasks // workers) * workers / tasks
-    return ((gemm + u_work + v_work + pack + store + calls) * balance + weight_elements(plan) * RELAYOUT_ELEMENT) \
-        / min(workers, tasks) + (LAUNCH if shared else 0.0)
+    if shared:  # made before the workers start, in the calling thread
+        return (gemm + v_work + pack + store + calls) * balance / min(workers, tasks) \
+            + _shared_elements(plan, lay) * SHARED_ELEMENT
+    return (gemm + u_work + v_work + pack + store + calls) * balance / min(workers, tasks) \
+        + weight_elements(plan) * RELAYOUT_ELEMENT / min(workers, tasks)
 
 
 def chunks(plan: geo.Plan) -> tuple[int, int, int] | None:
@@ -757,19 +766,19 @@ def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
     cin_g, cout_g = plan.c_in // plan.groups, plan.c_out // plan.groups
     dtype = plan.dtype
     taps = lay.wtaps
-    step = -(-plan.c_in // max_threads())
-    ci_parts = list(range(0, plan.c_in, step))
     if shares_weights(plan):
         u_all = np.empty(_shared_elements(plan, lay), dtype)
-        run_parallel(lambda part: [transform_weights(w5, taps, r_arr, u_coefs, plan.groups, cb_max, lo,
-                                                     min(lo + step, plan.c_in), np.empty(_prod(lay.r) * cout_g, dtype),
-                                                     u_all) for lo in part], ci_parts)
+        # in the calling thread: one more launch of the workers costs more than it saves (dilated 3x3 layer:
+        # 0.04 ms serial, 0.17 ms on two workers; DCGAN 8x8 -> 16x16: 0.93 serial, 1.18 on two)
+        transform_weights(w5, taps, r_arr, u_coefs, plan.groups, cb_max, 0, plan.c_in,
+                          np.empty(_prod(lay.r) * TRANSFORM_ROWS * cout_g, dtype), u_all)
         wt = np.empty((1, 1, 0, 0), dtype)  # run_task reads u_all
     else:
         u_all = np.empty(0, dtype)
         wt = np.empty((len(taps), _prod(lay.r), plan.c_in, cout_g), dtype)
+        step = -(-plan.c_in // max_threads())
         run_parallel(lambda part: [relayout(w5, taps, r_arr, lo, min(lo + step, plan.c_in), wt) for lo in part],
-                     ci_parts)
+                     list(range(0, plan.c_in, step)))
 
     depth, rows, cols = lay.padded[0], nth_max * int(lay.step[1]) + lay.halo, lay.padded[2]
     tiles_max = nb_max * nth_max * _tiles_per_row(lay)
