@@ -50,7 +50,7 @@ def roomy(monkeypatch):
     """
     clear = wg._choice.cache_clear
     monkeypatch.setattr(wg, "weight_elements", lambda plan: -(10 ** 9))
-    monkeypatch.setattr(wg, "_held", lambda plan, shared: (-(10 ** 9), -(10 ** 9)))
+    monkeypatch.setattr(wg, "_held", lambda plan, shared: -(10 ** 9))
     clear()
     yield
     clear()

@@ -581,8 +581,9 @@ def _shared_elements(plan: geo.Plan, lay: Layout) -> int:
 def shares_weights(plan: geo.Plan) -> bool:
     """Whether the transformed weights of every (weight phase, point) are computed once per call and shared by
     the workers, instead of by every chunk for every sub-phase and point. They are made straight from the weight
-    (``transform_weights``, one pass, no relayout) and may take ``SHARED_FRACTION`` of the output's size; the
-    cost model then weighs one more pool launch against the transforms it saves (``chunks``). Chunks can be
+    (``transform_weights``, one pass, no relayout, in the calling thread) and may take ``SHARED_FRACTION`` of the
+    output's size; the cost model weighs making them against the per-chunk transforms they save (``_choice``).
+    Chunks can be
     small enough for their M blocks and packed rows to stay in the core's L2 cache without transforming the
     weights again per chunk (DCGAN's 16x16 -> 32x32 block: 24 -> 19 ms; a dilated layer: 1.8 -> 1.3 ms).
     Weight-heavy layers (DCGAN's first block: ``36 * C_in * C_out`` is 4.5x its output) transform per chunk."""
@@ -590,13 +591,10 @@ def shares_weights(plan: geo.Plan) -> bool:
     return found is not None and found[3]
 
 
-def _held(plan: geo.Plan, shared: bool) -> tuple[int, int]:
-    """(Elements held while the workers run, peak before they start): the re-laid-out weight, or the shared
-    transformed weights (made straight from the weight)."""
-    if shared:
-        elements = _shared_elements(plan, layout(plan))
-        return elements, elements
-    return weight_elements(plan), weight_elements(plan)
+def _held(plan: geo.Plan, shared: bool) -> int:
+    """Elements the call holds beside the workers' scratch: the shared transformed weights (made straight from
+    the weight, so nothing else comes first) or the re-laid-out weight."""
+    return _shared_elements(plan, layout(plan)) if shared else weight_elements(plan)
 
 
 def _worker_scratch(lay: Layout, cin_g: int, nb: int, nth: int, cb: int) -> int:
@@ -658,11 +656,10 @@ def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int,
     store = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes) * STORE_ELEMENT * spill
     calls = tasks * (n_phase * lay.points * POINT_CALL + TASK_CALL) + total_tiles * n_phase * lay.points * TILE_POINT
     balance = -(-tasks // workers) * workers / tasks
+    parallel = (gemm + u_work + v_work + pack + store + calls) * balance / min(workers, tasks)
     if shared:  # made before the workers start, in the calling thread
-        return (gemm + v_work + pack + store + calls) * balance / min(workers, tasks) \
-            + _shared_elements(plan, lay) * SHARED_ELEMENT
-    return (gemm + u_work + v_work + pack + store + calls) * balance / min(workers, tasks) \
-        + weight_elements(plan) * RELAYOUT_ELEMENT / min(workers, tasks)
+        return parallel + _shared_elements(plan, lay) * SHARED_ELEMENT
+    return parallel + weight_elements(plan) * RELAYOUT_ELEMENT / min(workers, tasks)
 
 
 def chunks(plan: geo.Plan) -> tuple[int, int, int] | None:
@@ -689,8 +686,8 @@ def _choice(plan: geo.Plan) -> tuple[int, int, int, bool] | None:
     out_size = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
     best = None
     for shared in (False, True) if _shared_elements(plan, lay) <= SHARED_FRACTION * out_size else (False,):
-        held, before = _held(plan, shared)
-        if before > out_size:
+        held = _held(plan, shared)
+        if held > out_size:
             continue
         budget = out_size - held
         for nb, nth in _sample_and_row_blocks(plan.batch, lay.tile_rows):
@@ -730,8 +727,8 @@ def scratch_elements(plan: geo.Plan) -> int:
     found = chunks(plan)
     if found is None:
         return 0
-    held, before = _held(plan, shares_weights(plan))
-    return max(before, held + max_threads() * _worker_scratch(layout(plan), plan.c_in // plan.groups, *found))
+    workers = max_threads() * _worker_scratch(layout(plan), plan.c_in // plan.groups, *found)
+    return _held(plan, shares_weights(plan)) + workers
 
 
 @lru_cache(maxsize=256)
