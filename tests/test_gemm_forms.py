@@ -364,3 +364,28 @@ def test_scatter_gemm_writes_once_when_every_output_has_one_term(kernel, stride,
     assert sg.exactly_once(plan) is once
     y = run_variant("scatter-gemm", x, w, bias, **geometry)
     np.testing.assert_allclose(y, conv_transpose_ref(x, w, bias, **geometry), **tolerance(np.float32))
+
+
+@pytest.mark.parametrize("spatial, kernel, stride, padding, output_padding, dilation", [
+    ((4, 4), (4, 4), 2, 1, 0, 1),          # DCGAN's first block, in small
+    ((3, 5), (2, 2), 2, 0, 0, 1),          # exactly once
+    ((3, 4), (3, 2), (2, 3), (1, 0), (1, 2), (1, 2)),  # output padding, uneven strides and dilations
+    ((6,), (5,), 3, 2, 1, 1),              # 1-D
+    ((2, 3, 2), (2, 3, 2), 2, (0, 1, 0), 0, 1),  # 3-D
+])
+def test_scatter_gemm_sample_minor(monkeypatch, spatial, kernel, stride, padding, output_padding, dilation):
+    """Blocks of >= MINOR_SAMPLES samples are packed sample-minor and summed by col2im_minor: same bits as the
+    sample-major path, and the reference's values."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((11, 6) + spatial).astype(np.float32)
+    w = rng.standard_normal((6, 5) + kernel).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    geometry = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation)
+    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, stride, padding, output_padding, 1, dilation)
+    size = plan.axes[sg.slab_axis(plan)].size_in
+    monkeypatch.setattr(sg, "chunks", lambda p: (8, 2, size))  # blocks of 8 and 3 samples, 2 and 2 and 1 channels
+    assert sg.minor(plan, 8) and not sg.minor(plan, 3)
+    y = run_variant("scatter-gemm", x, w, bias, **geometry)
+    np.testing.assert_allclose(y, conv_transpose_ref(x, w, bias, **geometry), **tolerance(np.float32))
+    monkeypatch.setattr(sg, "MINOR_SAMPLES", 1 << 30)
+    np.testing.assert_array_equal(run_variant("scatter-gemm", x, w, bias, **geometry), y)
