@@ -21,7 +21,8 @@ from fastdeconv._kernels import scatter_gemm as sg
 from fastdeconv._threads import max_threads
 
 VARIANTS = {"scatter-gemm": sg.scatter_gemm, "gather-gemm": gg.gather_gemm,
-            "scatter-gemm-rows": pg.scatter_pixels, "gather-gemm-rows": pg.gather_pixels}
+            "scatter-gemm-rows": pg.scatter_pixels, "gather-gemm-rows": pg.gather_pixels,
+            "gather-gemm-cols": sg.gather_cols}
 
 
 def run_variant(variant, x, w, bias=None, **geometry):
@@ -389,3 +390,39 @@ def test_scatter_gemm_sample_minor(monkeypatch, spatial, kernel, stride, padding
     np.testing.assert_allclose(y, conv_transpose_ref(x, w, bias, **geometry), **tolerance(np.float32))
     monkeypatch.setattr(sg, "MINOR_SAMPLES", 1 << 30)
     np.testing.assert_array_equal(run_variant("scatter-gemm", x, w, bias, **geometry), y)
+
+
+@pytest.mark.parametrize("spatial, kernel, stride, padding, output_padding, dilation", [
+    ((4, 4), (4, 4), 2, 1, 0, 1),          # DCGAN
+    ((3, 5), (2, 2), 2, 0, 0, 1),          # exactly once
+    ((3, 4), (3, 2), (2, 3), (1, 0), (1, 2), (1, 2)),  # output padding, uneven strides and dilations
+    ((6,), (5,), 3, 2, 1, 1),              # 1-D
+    ((2, 3, 2), (2, 3, 2), 2, (0, 1, 0), 0, 1),  # 3-D
+])
+def test_gather_cols_sums_the_scatter_terms(monkeypatch, spatial, kernel, stride, padding, output_padding, dilation):
+    """gather-gemm-cols runs scatter-gemm's chunks and GEMMs, then sums each output's terms in the same (tap)
+    order: the same bits as scatter-gemm, on blocks of several samples and channels."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((7, 6) + spatial).astype(np.float32)
+    w = rng.standard_normal((6, 5) + kernel).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    geometry = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation)
+    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, stride, padding, output_padding, 1, dilation)
+    size = plan.axes[sg.slab_axis(plan)].size_in
+    monkeypatch.setattr(sg, "chunks", lambda p: (3, 2, size))
+    y = run_variant("gather-gemm-cols", x, w, bias, **geometry)
+    np.testing.assert_allclose(y, conv_transpose_ref(x, w, bias, **geometry), **tolerance(np.float32))
+    np.testing.assert_array_equal(y, run_variant("scatter-gemm", x, w, bias, **geometry))
+
+
+def test_gather_cols_is_the_gather_form_of_weight_heavy_layers():
+    """DCGAN's first blocks: the phase weights leave gather-gemm thin GEMMs; the gather form takes scatter-gemm's
+    chunks instead (whole samples), within the memory rule."""
+    for x_shape, w_shape in [((64, 512, 4, 4), (512, 256, 4, 4)), ((16, 1024, 4, 4), (1024, 512, 4, 4))]:
+        choice = fd.plan(x_shape, w_shape, stride=2, padding=1, method="gather")
+        assert choice.variant == "gather-gemm-cols", choice
+        estimates = dict(choice.estimates)
+        assert estimates["gather-gemm-cols"] < estimates["gather-gemm"] / 2
+        plan = geo.make_plan(x_shape, w_shape, np.float32, np.float32, 2, 1)
+        assert sg.whole_samples(plan)
+        assert 0 < _cost.scratch_elements(plan, "gather-gemm-cols") <= np.prod(plan.out_shape)

@@ -16,7 +16,7 @@ from ._kernels.gather_gemm import gather_gemm
 from ._kernels.pixel_gemm import gather_pixels, scatter_pixels
 from ._kernels.plane import gather_plane
 from ._kernels.scatter import scatter, scatter_serial
-from ._kernels.scatter_gemm import scatter_gemm
+from ._kernels.scatter_gemm import gather_cols, scatter_gemm
 from ._kernels.winograd import gather_winograd
 from ._kernels.zerofill import fill
 from ._threads import apply_num_threads
@@ -233,6 +233,8 @@ class _Prepared:
             scatter_gemm(plan, x5, w5, b, y5)
         elif variant == "gather-gemm":
             gather_gemm(plan, x5, w5, b, y5)
+        elif variant == "gather-gemm-cols":
+            gather_cols(plan, x5, w5, b, y5)
         elif variant == "scatter-gemm-rows":
             scatter_pixels(plan, x5, w5, b, y5)
         elif variant == "gather-gemm-rows":

@@ -1,12 +1,15 @@
 """Cost model: which kernel variant runs a plan, and :func:`plan`, which says why.
 
-Eight optimized variants implement the two data-flow forms:
+Nine optimized variants implement the two data-flow forms:
 
 ``scatter-direct`` / ``gather-direct``
     numba kernels that walk the definition directly (``_kernels/scatter.py``, ``_kernels/gather.py``), run
     serially in the calling thread when the problem is tiny (waking the thread pool costs more than the work).
 ``scatter-gemm``
     ``cols = W^T @ X`` on BLAS (the channel contraction), then a parallel col2im (``_kernels/scatter_gemm.py``).
+``gather-gemm-cols``
+    scatter-gemm's chunks and GEMMs, then each output element sums its ``cols`` entries in a register and is
+    stored once (``_kernels/scatter_gemm.py``): the gather form of weight-heavy layers with small planes.
 ``gather-gemm``
     per output phase, im2col of the undilated input and one GEMM (``_kernels/gather_gemm.py``).
 ``gather-winograd``
@@ -48,10 +51,10 @@ from ._kernels import winograd as _wg
 from ._threads import max_threads
 
 VARIANTS = ("scatter-direct", "scatter-gemm", "scatter-gemm-rows", "gather-direct", "gather-gemm", "gather-gemm-rows",
-            "gather-winograd", "gather-plane")
+            "gather-gemm-cols", "gather-winograd", "gather-plane")
 FORM_OF = {"scatter-direct": "scatter", "scatter-gemm": "scatter", "scatter-gemm-rows": "scatter",
            "gather-direct": "gather", "gather-gemm": "gather", "gather-gemm-rows": "gather",
-           "gather-winograd": "gather", "gather-plane": "gather", "zerofill": "zerofill"}
+           "gather-gemm-cols": "gather", "gather-winograd": "gather", "gather-plane": "gather", "zerofill": "zerofill"}
 
 # ------------------------------------------------------------------ calibrated constants (fp32, one core)
 # Fitted to single-thread CPU times of every variant on the ten shared workloads (process_time, so that the
@@ -101,7 +104,8 @@ class Choice:
         The data-flow form that runs: ``"scatter"``, ``"gather"`` or ``"zerofill"``.
     variant : str
         The kernel variant: ``"scatter-direct"``, ``"scatter-gemm"``, ``"scatter-gemm-rows"``, ``"gather-direct"``,
-        ``"gather-gemm"``, ``"gather-gemm-rows"``, ``"gather-winograd"``, ``"gather-plane"`` or ``"zerofill"``.
+        ``"gather-gemm"``, ``"gather-gemm-rows"``, ``"gather-gemm-cols"``, ``"gather-winograd"``, ``"gather-plane"``
+        or ``"zerofill"``.
     estimates : tuple of (str, float)
         Estimated seconds per call of each candidate variant, cheapest first.
     flops : int
@@ -219,6 +223,11 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
             pack = _mem_time(2 * x_elems * item, workers) if n > 1 else 0.0
             col2im = (cols * COL2IM_ELEMENT + set_ups * k * COL2IM_PLANE_TAP) / workers
             out["scatter-gemm"] = gemm + pack + col2im + calls * slabs * LAUNCH_GEMM / workers + LAUNCH_PARALLEL
+            if _sg.whole_samples(plan):
+                # gather-gemm-cols: the same chunks and GEMMs, then per-output register sums (channel-major cols)
+                element, store = ROWS_STEP_CHANNEL_MAJOR["gather"]
+                gather = (cols * element + y_elems * store) / workers
+                out["gather-gemm-cols"] = gemm + pack + gather + calls * LAUNCH_GEMM / workers + LAUNCH_PARALLEL
 
         # gather-gemm: weight relayout; per phase and output-channel block, im2col (C_in_g*T, cols),
         # GEMM (cb, cols, cin_g*T), store
@@ -270,7 +279,8 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
 
 def scratch_elements(plan: geo.Plan, variant: str) -> int:
     """Scratch (elements, all workers) one call of ``variant`` allocates; the direct kernels' is negligible."""
-    module = {"scatter-gemm": _sg, "gather-gemm": _gg, "scatter-gemm-rows": _pg, "gather-gemm-rows": _pg,
+    module = {"scatter-gemm": _sg, "gather-gemm-cols": _sg, "gather-gemm": _gg, "scatter-gemm-rows": _pg,
+              "gather-gemm-rows": _pg,
               "gather-winograd": _wg, "gather-plane": _pl}.get(variant)
     return 0 if module is None else module.scratch_elements(plan)
 
@@ -290,8 +300,9 @@ def choose(plan: geo.Plan) -> Choice:
     output = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
     candidates = {v: c for v, c in costs.items() if (plan.method == "auto" or FORM_OF[v] == plan.method)
                   and scratch_elements(plan, v) <= output}
-    if plan.variant in candidates:  # fixed by the caller (and feasible for these shapes)
-        candidates = {plan.variant: candidates[plan.variant]}
+    if plan.variant in costs:  # fixed by the caller (the Dask twin's blocks run the whole call's variant, which
+        # applies to them: the memory rule is the whole call's, checked there)
+        candidates = {plan.variant: costs[plan.variant]}
     ranked = tuple(sorted(candidates.items(), key=lambda kv: kv[1]))
     variant, best = ranked[0]
     serial = runs_serially(plan, variant)
@@ -302,6 +313,8 @@ def choose(plan: geo.Plan) -> Choice:
         why = f"{variant} is the only candidate"
     if variant == "gather-winograd":
         why += " (Winograd F(2, r) on the output phases: fewer multiplications, channel contraction on BLAS)"
+    elif variant == "gather-gemm-cols":
+        why += " (channel contraction on BLAS, then per-output sums of the terms: the gather twin of scatter-gemm)"
     elif variant.endswith("gemm-rows"):
         why += " (BLAS GEMM per block of output rows: few output channels x taps)"
     elif variant.endswith("gemm"):

@@ -39,6 +39,11 @@ _MIN_GEMM_COLUMNS = 256
 # Sample blocks from which ``col2im_minor`` runs (its vectors are as long as the block: at 4 samples of 8x8 it
 # measured slower than ``col2im``, at 10 and 32 of 4x4 1.6-3x faster), and the most elements of its plane buffer
 MINOR_SAMPLES = 8
+# The chunk choice's estimate: GEMM efficiency credited to a chunk cut into slabs (relative to whole samples),
+# one core's GEMM rate (FLOP/s), seconds per (chunk, slab) of calls from the worker's loop (GEMM and col2im)
+SLAB_DISCOUNT = 0.85
+CHUNK_GEMM_RATE = 100e9
+CHUNK_CALL = 20e-6
 MINOR_PLANE = 1 << 16
 
 
@@ -275,23 +280,28 @@ def chunks(plan: geo.Plan) -> tuple[int, int, int] | None:
             n = 1
             while n < plan.batch and _scratch(plan, n + 1, cb, size) <= min(budget, max(_CHUNK_ELEMENTS, whole)):
                 n += 1
-            return n, size
+            return -(-plan.batch // -(-plan.batch // n)), size  # blocks of even size (64 = 4 x 16, not 3 x 21 + 1)
         one = _scratch(plan, 1, cb, 1)
         slab = min(budget, max(_CHUNK_ELEMENTS, one)) // one
         return (1, slab) if slab >= 1 else None
 
+    macs = plan.batch * plan.c_in * cout_g * k * _prod(a.size_in for a in plan.axes)
     best, cb = None, max(cout_g, 1)
     while True:
         found = fit(cb)
         if found is not None:
-            # whole samples if possible; then the BLAS efficiency of the (cb * K) x (n * P) GEMM, then enough
-            # chunks for the workers, then fewer calls (slabs of one chunk run in turn: the workers first)
+            # the least estimated time: GEMMs at the BLAS efficiency of their (cb * K) x (n * P) sides (slabs
+            # discounted: their adds into the output come slab after slab), one call per chunk and slab, the
+            # chunks shared by the workers (a sample's slabs run in turn). A sample's slabs with many channels
+            # can beat whole samples one channel at a time: a 3x3 stride-1 layer of 32 channels gets 144-row
+            # GEMMs instead of 9-row ones (11 -> 5 ms).
             n, slab = found
             m_side, n_side = cb * k, n * per_slab * slab
-            eff = round(m_side / (m_side + 24) * n_side / (n_side + 48), 2)
+            eff = m_side / (m_side + 24) * n_side / (n_side + 48) * (1.0 if slab == size else SLAB_DISCOUNT)
             count = g * -(-plan.batch // n) * -(-cout_g // cb)
-            workers = min(count, max_threads())
-            key = (True, eff, workers, -count) if slab == size else (False, workers, eff, -count)
+            calls = count * -(-size // slab) if size else count
+            seconds = (2.0 * macs / (CHUNK_GEMM_RATE * eff) + calls * CHUNK_CALL) / min(count, max_threads())
+            key = (-round(seconds, 6), -count)
             if best is None or key > best[0]:
                 best = (key, n, cb, slab)
         if cb == 1:
@@ -306,6 +316,13 @@ def scratch_elements(plan: geo.Plan) -> int:
     return 0 if found is None else max_threads() * _scratch(plan, *found)
 
 
+def whole_samples(plan: geo.Plan) -> bool:
+    """Whether the chunks hold whole samples (no slabs): the gather twin (``gather_cols``) needs every source
+    of an output element in one ``cols`` block."""
+    found = chunks(plan)
+    return found is not None and found[2] == plan.axes[slab_axis(plan)].size_in
+
+
 def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
     """Transposed convolution, scatter form with a BLAS channel contraction, into ``y5`` (overwritten).
 
@@ -313,6 +330,24 @@ def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarra
     col2im on its own chunks (slab by slab when a sample is cut) with single-threaded BLAS, so the threads
     meet only once, at the end. (Layers without channels never get here: the dispatcher writes their bias.)
     """
+    _run("scatter", plan, x5, w5, bias, y5)
+
+
+def gather_cols(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
+    """Transposed convolution, gather form on the same chunks and GEMMs as :func:`scatter_gemm`, into ``y5``.
+
+    After each chunk's GEMM every output element of its samples and channels sums, in a register, the
+    ``cols`` entries of the (pixel, tap) pairs that reach it, in tap order, and is stored once
+    (``pixel_gemm.gather_rows_cm``, sample by sample) instead of receiving them one tap at a time. Needs
+    whole samples per chunk (``whole_samples``); weight-heavy layers, whose phase weights leave ``gather-gemm``
+    only thin GEMMs under the memory rule, keep scatter-gemm's wide ones.
+    """
+    _run("gather", plan, x5, w5, bias, y5)
+
+
+def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
+    from .pixel_gemm import gather_rows_cm  # (pixel_gemm imports this module)
+
     g = plan.groups
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     k = _prod(a.kernel for a in plan.axes)
@@ -324,6 +359,9 @@ def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarra
     size = int(in_shape[axis])
     per_slab = pix // size if size else 0
     once = exactly_once(plan)
+    gather = form == "gather"
+    if gather and slab != size:  # (never chosen so: see whole_samples; called directly, one whole sample a chunk)
+        n_chunk, slab = 1, size
     w2 = w5.reshape(plan.c_in, cout_g * k)
     tasks = [(gi, n0, min(n_chunk, plan.batch - n0), c0, min(c_chunk, cout_g - c0))
              for gi in range(g) for n0 in range(0, plan.batch, n_chunk) for c0 in range(0, cout_g, c_chunk)]
@@ -332,16 +370,16 @@ def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarra
         box = np.stack([np.zeros(3, np.int64), in_shape], axis=1)
         box[axis] = (lo, min(size, lo + slab))
         boxes.append((lo * per_slab, int(box[axis, 1]) * per_slab, box))
-
     out_vol = _prod(a.size_out for a in plan.axes)
+    o_h = plan.axes[1].size_out
 
     def work(part):
         cols_buf = np.empty(c_chunk * k * n_chunk * per_slab * slab, plan.dtype)
         pack_buf = np.empty(cin_g * n_chunk * pix if n_chunk > 1 else 0, plan.dtype)
-        plane = np.empty(n_chunk * out_vol if minor(plan, n_chunk) else 0, plan.dtype)
+        plane = np.empty(n_chunk * out_vol if minor(plan, n_chunk) and not gather else 0, plan.dtype)
         packed = None
         for gi, n0, n, c0, cb in part:
-            sample_minor = minor(plan, n)
+            sample_minor = minor(plan, n) and not gather
             if n == 1:
                 xm = x5[n0, gi * cin_g:(gi + 1) * cin_g].reshape(cin_g, pix)
             else:
@@ -353,7 +391,11 @@ def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarra
             for p0, p1, box in boxes:  # one slab (the whole input unless a sample is cut)
                 cols = cols_buf[:cb * k * n * (p1 - p0)].reshape(cb * k, n * (p1 - p0))
                 np.matmul(wm, xm if n > 1 else xm[:, p0:p1], out=cols)
-                if sample_minor:  # (whole samples: no slabs)
+                if gather:  # output-driven, sample by sample (whole samples: one slab)
+                    for j in range(n):
+                        gather_rows_cm(cols[:, j * pix:(j + 1) * pix], y5, bias, n0 + j, gi * cout_g + c0, cb, 0,
+                                       o_h, 0, int(in_shape[1]), in_shape, kern, stride, taps)
+                elif sample_minor:  # (whole samples: no slabs)
                     col2im_minor(cols, y5, bias, n0, gi * cout_g + c0, n, cb, in_shape, kern, stride, taps, once,
                                  plane)
                 else:
