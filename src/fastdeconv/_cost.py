@@ -9,7 +9,7 @@ Nine optimized variants implement the two data-flow forms:
     ``cols = W^T @ X`` on BLAS (the channel contraction), then a parallel col2im (``_kernels/scatter_gemm.py``).
 ``gather-gemm-cols``
     scatter-gemm's chunks and GEMMs, then each output element sums its ``cols`` entries in a register and is
-    stored once (``_kernels/scatter_gemm.py``): the gather form of weight-heavy layers with small planes.
+    stored once (``_kernels/scatter_gemm.py``): the gather form of weight-heavy layers.
 ``gather-gemm``
     per output phase, im2col of the undilated input and one GEMM (``_kernels/gather_gemm.py``).
 ``gather-winograd``
@@ -223,11 +223,11 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
             pack = _mem_time(2 * x_elems * item, workers) if n > 1 else 0.0
             col2im = (cols * COL2IM_ELEMENT + set_ups * k * COL2IM_PLANE_TAP) / workers
             out["scatter-gemm"] = gemm + pack + col2im + calls * slabs * LAUNCH_GEMM / workers + LAUNCH_PARALLEL
-            if _sg.whole_samples(plan):
-                # gather-gemm-cols: the same chunks and GEMMs, then per-output register sums (channel-major cols)
-                element, store = ROWS_STEP_CHANNEL_MAJOR["gather"]
-                gather = (cols * element + y_elems * store) / workers
-                out["gather-gemm-cols"] = gemm + pack + gather + calls * LAUNCH_GEMM / workers + LAUNCH_PARALLEL
+            # gather-gemm-cols: the same chunks and GEMMs, then per-output sums by phase (a later slab re-reads
+            # the partial sums it adds to)
+            element, store = ROWS_STEP_CHANNEL_MAJOR["gather"]
+            gather = (cols * element + y_elems * store * min(slabs, 2)) / workers
+            out["gather-gemm-cols"] = gemm + pack + gather + calls * slabs * LAUNCH_GEMM / workers + LAUNCH_PARALLEL
 
         # gather-gemm: weight relayout; per phase and output-channel block, im2col (C_in_g*T, cols),
         # GEMM (cb, cols, cin_g*T), store

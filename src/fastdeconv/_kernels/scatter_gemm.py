@@ -162,6 +162,78 @@ def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first)
 
 
 @njit(**NJIT_FLAGS)
+def gather_phases(cols, y, bias, n0, c0, n, cb, box, kernel, stride, phases, first, acc):
+    """The gather twin of ``col2im``: each output element of ``y[n0:n0+n, c0:c0+cb]`` sums, in ``acc``, the
+    ``cols`` entries of the (input pixel in ``box``, tap) pairs that reach it, and is stored once.
+
+    By output phase (``phases[axis, r] = (outputs, taps, then (tap, base) pairs)``, ``_geometry.Axis.phases``):
+    output ``r + stride * m`` of an axis is reached by tap ``k`` from input ``m + base``, so along the last axis
+    a tap's terms for a row of a phase are one contiguous run of ``cols``. Per element the terms come in
+    (kd, kh, kw) order; the ``first`` slab starts from the bias, a later one from the element's partial sum
+    (the slabs of a sample cut by ``scatter_gemm``): the same terms in the same order as ``col2im``, so the
+    same bits.
+    """
+    o_h, o_w = y.shape[3], y.shape[4]
+    vol = y.shape[2] * o_h * o_w
+    d0, d1, h0, h1, w0, w1 = box[0, 0], box[0, 1], box[1, 0], box[1, 1], box[2, 0], box[2, 1]
+    size_h, size_w = h1 - h0, w1 - w0
+    pix = (d1 - d0) * size_h * size_w
+    k_h, k_w = kernel[1], kernel[2]
+    s_d, s_h, s_w = stride[0], stride[1], stride[2]
+    n_cols = cols.shape[1]
+    yf, cf = y.reshape(-1), cols.reshape(-1)
+    for c in range(cb):
+        co = c0 + c
+        bv = bias[co]
+        for j in range(n):
+            sample = ((n0 + j) * y.shape[1] + co) * vol
+            col0 = j * pix - w0
+            for pd in range(s_d):
+                for ph in range(s_h):
+                    for pw in range(s_w):
+                        m_w = phases[2, pw, 0]
+                        m_lo, m_hi = 0, m_w
+                        if not first:  # only the outputs this slab's inputs reach
+                            m_lo, m_hi = m_w, 0
+                            for tw in range(phases[2, pw, 1]):
+                                base = phases[2, pw, 3 + 2 * tw]
+                                m_lo, m_hi = min(m_lo, max(0, w0 - base)), max(m_hi, min(m_w, w1 - base))
+                        if m_lo >= m_hi:
+                            continue
+                        for md in range(phases[0, pd, 0]):
+                            for mh in range(phases[1, ph, 0]):
+                                reached = first
+                                for td in range(phases[0, pd, 1]):
+                                    if d0 <= md + phases[0, pd, 3 + 2 * td] < d1:
+                                        for th in range(phases[1, ph, 1]):
+                                            reached = reached or h0 <= mh + phases[1, ph, 3 + 2 * th] < h1
+                                if not reached:
+                                    continue
+                                out = sample + ((pd + s_d * md) * o_h + ph + s_h * mh) * o_w + pw
+                                for m in range(m_lo, m_hi):
+                                    acc[m] = bv if first else yf[at(out + m * s_w)]
+                                for td in range(phases[0, pd, 1]):
+                                    i_d = md + phases[0, pd, 3 + 2 * td]
+                                    if i_d < d0 or i_d >= d1:
+                                        continue
+                                    for th in range(phases[1, ph, 1]):
+                                        i_h = mh + phases[1, ph, 3 + 2 * th]
+                                        if i_h < h0 or i_h >= h1:
+                                            continue
+                                        row = ((c * kernel[0] + phases[0, pd, 2 + 2 * td]) * k_h
+                                               + phases[1, ph, 2 + 2 * th]) * k_w
+                                        src = col0 + ((i_d - d0) * size_h + i_h - h0) * size_w
+                                        for tw in range(phases[2, pw, 1]):
+                                            base = phases[2, pw, 3 + 2 * tw]
+                                            lo, hi = max(m_lo, w0 - base), min(m_hi, w1 - base)
+                                            run = (row + phases[2, pw, 2 + 2 * tw]) * n_cols + src + base
+                                            for m in range(lo, hi):
+                                                acc[m] += cf[at(run + m)]
+                                for m in range(m_lo, m_hi):
+                                    yf[at(out + m * s_w)] = acc[m]
+
+
+@njit(**NJIT_FLAGS)
 def col2im_minor(cols, y, bias, n0, c0, n, cb, in_shape, kernel, stride, taps, once, plane):
     """``col2im`` for a block of ``n`` whole samples packed sample-minor (``pack_minor``: column ``p * n + j``).
 
@@ -316,13 +388,6 @@ def scratch_elements(plan: geo.Plan) -> int:
     return 0 if found is None else max_threads() * _scratch(plan, *found)
 
 
-def whole_samples(plan: geo.Plan) -> bool:
-    """Whether the chunks hold whole samples (no slabs): the gather twin (``gather_cols``) needs every source
-    of an output element in one ``cols`` block."""
-    found = chunks(plan)
-    return found is not None and found[2] == plan.axes[slab_axis(plan)].size_in
-
-
 def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
     """Transposed convolution, scatter form with a BLAS channel contraction, into ``y5`` (overwritten).
 
@@ -337,17 +402,15 @@ def gather_cols(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray
     """Transposed convolution, gather form on the same chunks and GEMMs as :func:`scatter_gemm`, into ``y5``.
 
     After each chunk's GEMM every output element of its samples and channels sums, in a register, the
-    ``cols`` entries of the (pixel, tap) pairs that reach it, in tap order, and is stored once
-    (``pixel_gemm.gather_rows_cm``, sample by sample) instead of receiving them one tap at a time. Needs
-    whole samples per chunk (``whole_samples``); weight-heavy layers, whose phase weights leave ``gather-gemm``
-    only thin GEMMs under the memory rule, keep scatter-gemm's wide ones.
+    ``cols`` entries of the (pixel, tap) pairs that reach it, by output phase, and is stored once
+    (``gather_phases``) instead of receiving them one tap at a time. Weight-heavy layers, whose phase weights
+    leave ``gather-gemm`` only thin GEMMs under the memory rule, keep scatter-gemm's wide ones; a sample cut
+    in slabs adds each slab's sums into the partial sums of the one before.
     """
     _run("gather", plan, x5, w5, bias, y5)
 
 
 def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
-    from .pixel_gemm import gather_rows_cm  # (pixel_gemm imports this module)
-
     g = plan.groups
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     k = _prod(a.kernel for a in plan.axes)
@@ -360,8 +423,7 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
     per_slab = pix // size if size else 0
     once = exactly_once(plan)
     gather = form == "gather"
-    if gather and slab != size:  # (never chosen so: see whole_samples; called directly, one whole sample a chunk)
-        n_chunk, slab = 1, size
+    phases = phase_table(plan) if gather else None
     w2 = w5.reshape(plan.c_in, cout_g * k)
     tasks = [(gi, n0, min(n_chunk, plan.batch - n0), c0, min(c_chunk, cout_g - c0))
              for gi in range(g) for n0 in range(0, plan.batch, n_chunk) for c0 in range(0, cout_g, c_chunk)]
@@ -371,12 +433,12 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
         box[axis] = (lo, min(size, lo + slab))
         boxes.append((lo * per_slab, int(box[axis, 1]) * per_slab, box))
     out_vol = _prod(a.size_out for a in plan.axes)
-    o_h = plan.axes[1].size_out
 
     def work(part):
         cols_buf = np.empty(c_chunk * k * n_chunk * per_slab * slab, plan.dtype)
         pack_buf = np.empty(cin_g * n_chunk * pix if n_chunk > 1 else 0, plan.dtype)
         plane = np.empty(n_chunk * out_vol if minor(plan, n_chunk) and not gather else 0, plan.dtype)
+        acc = np.empty(int(phases[2, :, 0].max()) if gather else 0, plan.dtype)  # one phase row
         packed = None
         for gi, n0, n, c0, cb in part:
             sample_minor = minor(plan, n) and not gather
@@ -391,10 +453,9 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
             for p0, p1, box in boxes:  # one slab (the whole input unless a sample is cut)
                 cols = cols_buf[:cb * k * n * (p1 - p0)].reshape(cb * k, n * (p1 - p0))
                 np.matmul(wm, xm if n > 1 else xm[:, p0:p1], out=cols)
-                if gather:  # output-driven, sample by sample (whole samples: one slab)
-                    for j in range(n):
-                        gather_rows_cm(cols[:, j * pix:(j + 1) * pix], y5, bias, n0 + j, gi * cout_g + c0, cb, 0,
-                                       o_h, 0, int(in_shape[1]), in_shape, kern, stride, taps)
+                if gather:  # output-driven
+                    gather_phases(cols, y5, bias, n0, gi * cout_g + c0, n, cb, box, kern, stride, phases, p0 == 0,
+                                  acc)
                 elif sample_minor:  # (whole samples: no slabs)
                     col2im_minor(cols, y5, bias, n0, gi * cout_g + c0, n, cb, in_shape, kern, stride, taps, once,
                                  plane)
@@ -507,6 +568,20 @@ def geometry_arrays(plan: geo.Plan) -> tuple[np.ndarray, ...]:
             taps[axis, k] = (off, lo, max(lo, hi))
     return (np.array([a.size_in for a in plan.axes], np.int64), np.array([a.kernel for a in plan.axes], np.int64),
             np.array([a.stride for a in plan.axes], np.int64), taps)
+
+
+@lru_cache(maxsize=256)
+def phase_table(plan: geo.Plan) -> np.ndarray:
+    """``table[axis, r] = (outputs, taps, then (tap, base) per tap in tap order)`` of output phase ``r`` of each
+    axis (``_geometry.Axis.phases``), for ``gather_phases``."""
+    s_max, k_max = max(a.stride for a in plan.axes), max(a.kernel for a in plan.axes)
+    table = np.zeros((3, s_max, 2 + 2 * k_max), np.int64)
+    for axis, a in enumerate(plan.axes):
+        for r, count, ks, bases in a.phases():
+            table[axis, r, 0], table[axis, r, 1] = count, len(ks)
+            for t, (k, b) in enumerate(zip(ks, bases)):
+                table[axis, r, 2 + 2 * t], table[axis, r, 3 + 2 * t] = k, b
+    return table
 
 
 @lru_cache(maxsize=256)
