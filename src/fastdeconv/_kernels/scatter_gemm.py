@@ -9,11 +9,14 @@ so no two threads write the same element and every element sums its terms in the
 is bitwise identical for any thread count.
 
 Work is chunked over (sample block, output-channel block) so the scratch (``cols`` plus the packed input) of
-all workers together stays within one output's size; a sample whose columns alone would not fit is cut into
-slabs along its outermost axis, which its worker adds into the output one after another (the terms of an
-output element then arrive slab by slab, in an order fixed by the shapes). The chunking depends only on the
-shapes and numba's pool size, never on the current thread count. Workers claim chunks from a shared queue
-(``run_parallel``).
+all workers together stays within one output's size; a sample whose columns alone would not fit (or whose
+whole columns would leave only thin GEMMs) is cut into slabs along its outermost axis, which its worker adds
+into the output one after another (the terms of an output element then arrive slab by slab, in an order
+fixed by the shapes). The chunking depends only on the shapes and numba's pool size, never on the current
+thread count. Workers claim chunks from a shared queue (``run_parallel``).
+
+``gather_cols`` (variant ``gather-gemm-cols``) is the gather twin: the same chunks and GEMMs, then every
+output element sums its terms in a register, by output phase, and is stored once (``gather_phases``).
 """
 
 from __future__ import annotations
@@ -39,12 +42,12 @@ _MIN_GEMM_COLUMNS = 256
 # Sample blocks from which ``col2im_minor`` runs (its vectors are as long as the block: at 4 samples of 8x8 it
 # measured slower than ``col2im``, at 10 and 32 of 4x4 1.6-3x faster), and the most elements of its plane buffer
 MINOR_SAMPLES = 8
+MINOR_PLANE = 1 << 16
 # The chunk choice's estimate: GEMM efficiency credited to a chunk cut into slabs (relative to whole samples),
 # one core's GEMM rate (FLOP/s), seconds per (chunk, slab) of calls from the worker's loop (GEMM and col2im)
 SLAB_DISCOUNT = 0.85
 CHUNK_GEMM_RATE = 100e9
 CHUNK_CALL = 20e-6
-MINOR_PLANE = 1 << 16
 
 
 # Strides along the last axis from which col2im adds a row's taps input pixel by input pixel (contiguous output,
@@ -330,11 +333,13 @@ def _scratch(plan: geo.Plan, n: int, cb: int, slab: int) -> int:
 
 @lru_cache(maxsize=256)
 def chunks(plan: geo.Plan) -> tuple[int, int, int] | None:
-    """(samples, output channels, slab) per chunk: scratch <= one output, GEMM wide enough, fixed by shape only.
+    """(samples, output channels, slab) per chunk: scratch <= one output, fixed by shape only.
 
     ``slab`` is the number of positions along ``slab_axis`` one GEMM covers: the whole axis, or (one sample
-    per chunk) fewer when a sample's columns alone would break the memory rule; the chunk then runs its slabs
-    one after another. None when not even one slab of one channel fits.
+    per chunk) fewer, the chunk then running its slabs one after another. For each channel block (halving from
+    all of them) the most whole samples within the budget and the cache target (in blocks of even size), or
+    else one sample's largest slab; among those, the least estimated time. None when not even one slab of one
+    channel fits.
     """
     g = plan.groups
     cout_g = plan.c_out // g
