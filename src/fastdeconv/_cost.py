@@ -280,8 +280,7 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
 def scratch_elements(plan: geo.Plan, variant: str) -> int:
     """Scratch (elements, all workers) one call of ``variant`` allocates; the direct kernels' is negligible."""
     module = {"scatter-gemm": _sg, "gather-gemm-cols": _sg, "gather-gemm": _gg, "scatter-gemm-rows": _pg,
-              "gather-gemm-rows": _pg,
-              "gather-winograd": _wg, "gather-plane": _pl}.get(variant)
+              "gather-gemm-rows": _pg, "gather-winograd": _wg, "gather-plane": _pl}.get(variant)
     return 0 if module is None else module.scratch_elements(plan)
 
 
