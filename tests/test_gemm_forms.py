@@ -367,22 +367,33 @@ def test_scatter_gemm_writes_once_when_every_output_has_one_term(kernel, stride,
     np.testing.assert_allclose(y, conv_transpose_ref(x, w, bias, **geometry), **tolerance(np.float32))
 
 
-@pytest.mark.parametrize("spatial, kernel, stride, padding, output_padding, dilation", [
+# Geometries for the scatter-gemm chunk paths (sample-minor blocks, the gather twin): (spatial, kernel, stride,
+# padding, output_padding, dilation)
+CHUNK_GEOMETRIES = [
     ((4, 4), (4, 4), 2, 1, 0, 1),          # DCGAN's first block, in small
     ((3, 5), (2, 2), 2, 0, 0, 1),          # exactly once
     ((3, 4), (3, 2), (2, 3), (1, 0), (1, 2), (1, 2)),  # output padding, uneven strides and dilations
     ((6,), (5,), 3, 2, 1, 1),              # 1-D
     ((2, 3, 2), (2, 3, 2), 2, (0, 1, 0), 0, 1),  # 3-D
-])
-def test_scatter_gemm_sample_minor(monkeypatch, spatial, kernel, stride, padding, output_padding, dilation):
-    """Blocks of >= MINOR_SAMPLES samples are packed sample-minor and summed by col2im_minor: same bits as the
-    sample-major path, and the reference's values."""
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((11, 6) + spatial).astype(np.float32)
+]
+
+
+def _chunk_case(seed, batch, spatial, kernel, stride, padding, output_padding, dilation):
+    """(x, w, bias, geometry, plan) for a 6 -> 5 channel layer of one of CHUNK_GEOMETRIES."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 6) + spatial).astype(np.float32)
     w = rng.standard_normal((6, 5) + kernel).astype(np.float32)
     bias = rng.standard_normal(5).astype(np.float32)
     geometry = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation)
     plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, stride, padding, output_padding, 1, dilation)
+    return x, w, bias, geometry, plan
+
+
+@pytest.mark.parametrize("spatial, kernel, stride, padding, output_padding, dilation", CHUNK_GEOMETRIES)
+def test_scatter_gemm_sample_minor(monkeypatch, spatial, kernel, stride, padding, output_padding, dilation):
+    """Blocks of >= MINOR_SAMPLES samples are packed sample-minor and summed by col2im_minor: same bits as the
+    sample-major path, and the reference's values."""
+    x, w, bias, geometry, plan = _chunk_case(5, 11, spatial, kernel, stride, padding, output_padding, dilation)
     size = plan.axes[sg.slab_axis(plan)].size_in
     monkeypatch.setattr(sg, "chunks", lambda p: (8, 2, size))  # blocks of 8 and 3 samples, 2 and 2 and 1 channels
     assert sg.minor(plan, 8) and not sg.minor(plan, 3)
@@ -392,23 +403,12 @@ def test_scatter_gemm_sample_minor(monkeypatch, spatial, kernel, stride, padding
     np.testing.assert_array_equal(run_variant("scatter-gemm", x, w, bias, **geometry), y)
 
 
-@pytest.mark.parametrize("spatial, kernel, stride, padding, output_padding, dilation", [
-    ((4, 4), (4, 4), 2, 1, 0, 1),          # DCGAN
-    ((3, 5), (2, 2), 2, 0, 0, 1),          # exactly once
-    ((3, 4), (3, 2), (2, 3), (1, 0), (1, 2), (1, 2)),  # output padding, uneven strides and dilations
-    ((6,), (5,), 3, 2, 1, 1),              # 1-D
-    ((2, 3, 2), (2, 3, 2), 2, (0, 1, 0), 0, 1),  # 3-D
-])
+@pytest.mark.parametrize("spatial, kernel, stride, padding, output_padding, dilation", CHUNK_GEOMETRIES)
 def test_gather_cols_sums_the_scatter_terms(monkeypatch, spatial, kernel, stride, padding, output_padding, dilation):
     """gather-gemm-cols runs scatter-gemm's chunks and GEMMs, then sums each output's terms in the same (tap)
     order: the same bits as scatter-gemm, on blocks of several samples and channels and on a sample cut in
     slabs (each slab's sums added to the partial sums of the one before)."""
-    rng = np.random.default_rng(6)
-    x = rng.standard_normal((7, 6) + spatial).astype(np.float32)
-    w = rng.standard_normal((6, 5) + kernel).astype(np.float32)
-    bias = rng.standard_normal(5).astype(np.float32)
-    geometry = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation)
-    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, stride, padding, output_padding, 1, dilation)
+    x, w, bias, geometry, plan = _chunk_case(6, 7, spatial, kernel, stride, padding, output_padding, dilation)
     size = plan.axes[sg.slab_axis(plan)].size_in
     expected = conv_transpose_ref(x, w, bias, **geometry)
     for chunk in [(3, 2, size), (1, 3, max(1, size // 2)), (1, 5, 1)]:  # sample blocks; slabs of one sample
