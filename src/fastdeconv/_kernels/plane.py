@@ -65,7 +65,7 @@ def applies(plan: geo.Plan) -> bool:
     return plan.c_in == plan.groups or plan.c_out // plan.groups <= MAX_CHANNELS_OUT
 
 
-def _table(axis: geo.Axis) -> tuple[np.ndarray, int, int]:
+def axis_table(axis: geo.Axis) -> tuple[np.ndarray, int, int]:
     """One axis's phases as an int64 table (row per phase: count, number of taps, then (tap, base) pairs), with
     the lowest base and the spread of the bases (0 when no phase has a tap)."""
     phases = axis.phases()
@@ -82,7 +82,7 @@ def _table(axis: geo.Axis) -> tuple[np.ndarray, int, int]:
 @lru_cache(maxsize=256)
 def layout(plan: geo.Plan) -> Layout:
     """Phase tables, padded-plane pitch, row block and channel block of a plan (see the module docstring)."""
-    (t_d, _, _), (t_h, lo_h, span_h), (t_w, lo_w, span_w) = (_table(a) for a in plan.axes)
+    (t_d, _, _), (t_h, lo_h, span_h), (t_w, lo_w, span_w) = (axis_table(a) for a in plan.axes)
     cin_g, cout_g = plan.c_in // plan.groups, plan.c_out // plan.groups
     depth_taps = int(t_d[:, 1].max())
     rows = int(t_h[0, 0])  # phase 0 has the most outputs

@@ -34,6 +34,7 @@ from .. import _geometry as geo
 from .._threads import get_num_threads, max_threads
 from ..config import NJIT_FLAGS
 from ._index import at, source_between
+from .plane import axis_table
 
 # Scratch target per chunk (elements): big enough for an efficient GEMM, small enough to stay in L3
 # between the GEMM that writes it and the col2im that reads it.
@@ -578,14 +579,12 @@ def geometry_arrays(plan: geo.Plan) -> tuple[np.ndarray, ...]:
 @lru_cache(maxsize=256)
 def phase_table(plan: geo.Plan) -> np.ndarray:
     """``table[axis, r] = (outputs, taps, then (tap, base) per tap in tap order)`` of output phase ``r`` of each
-    axis (``_geometry.Axis.phases``), for ``gather_phases``."""
+    axis: ``plane.axis_table``'s rows, the three axes in one array, for ``gather_phases``."""
     s_max, k_max = max(a.stride for a in plan.axes), max(a.kernel for a in plan.axes)
     table = np.zeros((3, s_max, 2 + 2 * k_max), np.int64)
     for axis, a in enumerate(plan.axes):
-        for r, count, ks, bases in a.phases():
-            table[axis, r, 0], table[axis, r, 1] = count, len(ks)
-            for t, (k, b) in enumerate(zip(ks, bases)):
-                table[axis, r, 2 + 2 * t], table[axis, r, 3 + 2 * t] = k, b
+        rows = axis_table(a)[0]
+        table[axis, :rows.shape[0], :rows.shape[1]] = rows
     return table
 
 
