@@ -11,10 +11,11 @@ from strategies import geometries
 
 from fastdeconv import _geometry as geo
 from fastdeconv._kernels.gather import gather, gather_serial
-from fastdeconv._kernels.scatter import scatter, scatter_serial
+from fastdeconv._kernels.scatter import scatter, scatter_serial, scatter_tiny
 from fastdeconv._tiling import tile_for
 
-KERNELS = {"scatter": scatter, "scatter_serial": scatter_serial, "gather": gather, "gather_serial": gather_serial}
+KERNELS = {"scatter": scatter, "scatter_serial": scatter_serial, "scatter_tiny": scatter_tiny, "gather": gather,
+           "gather_serial": gather_serial}
 
 
 def _run(kernel, plan, x, w, bias, tile=None):
@@ -40,7 +41,7 @@ def _case(g, batch, dtype, use_bias, seed):
     return x, w, bias, kw, plan
 
 
-# four kernels, two tilings each: at most 60 examples (fewer if the profile asks), to keep the suite short
+# five kernels, two tilings each: at most 60 examples (fewer if the profile asks), to keep the suite short
 @settings(max_examples=min(60, settings.default.max_examples))
 @given(g=geometries(), batch=st.sampled_from([1, 2]), dtype=st.sampled_from([np.float32, np.float64]),
        use_bias=st.booleans(), seed=st.integers(0, 2**16), tile=st.lists(st.integers(1, 7), min_size=3, max_size=3))
@@ -52,16 +53,19 @@ def test_every_variant_matches_reference_with_any_tile(g, batch, dtype, use_bias
         np.testing.assert_allclose(y, expected, err_msg=name, **tolerance(dtype))
         # an arbitrary tiling changes which task computes an element, never the order of its terms
         np.testing.assert_array_equal(_run(kernel, plan, x, w, bias, tile), y, err_msg=name)
+    # the tiny kernel walks the definition directly, in the order of the buffered runs: the same bits
+    np.testing.assert_array_equal(_run(scatter_tiny, plan, x, w, bias), _run(scatter_serial, plan, x, w, bias))
 
 
 @pytest.mark.parametrize("name", list(KERNELS))
 def test_serial_and_parallel_bits_agree(name):
-    """Same tasks, same order of terms: the serial variants give the parallel kernels' bits."""
+    """Same tasks, same order of terms: the serial variants give the parallel kernels' bits (and the tiny
+    kernel, which walks the definition, the same order of every element's terms)."""
     rng = np.random.default_rng(7)
     g = dict(c_in=6, c_out=10, groups=2, spatial=[9, 11], kernel=[3, 4], stride=[2, 3], dilation=[1, 2],
              output_padding=[1, 0], padding=[(1, 2), (0, 3)])
     x, w, bias, kw, plan = _case(g, 3, np.float32, True, int(rng.integers(1000)))
-    base = name.replace("_serial", "")
+    base = name.replace("_serial", "").replace("_tiny", "")
     np.testing.assert_array_equal(_run(KERNELS[name], plan, x, w, bias), _run(KERNELS[base], plan, x, w, bias))
 
 

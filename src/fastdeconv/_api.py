@@ -15,7 +15,7 @@ from ._kernels.gather import gather, gather_serial
 from ._kernels.gather_gemm import gather_gemm
 from ._kernels.pixel_gemm import gather_pixels, scatter_pixels
 from ._kernels.plane import gather_plane
-from ._kernels.scatter import scatter, scatter_serial
+from ._kernels.scatter import scatter, scatter_serial, scatter_tiny
 from ._kernels.scatter_gemm import gather_cols, scatter_gemm
 from ._kernels.winograd import gather_winograd
 from ._kernels.zerofill import fill
@@ -183,7 +183,8 @@ class _Prepared:
         self.variant = variant
         self.serial = serial = _cost.runs_serially(self.plan, variant)
         if variant == "scatter-direct":
-            self.kernel = scatter_serial if serial else scatter
+            tiny = self.plan.macs < _cost.TINY_WORK  # (the same bits as scatter_serial)
+            self.kernel = scatter if not serial else scatter_tiny if tiny else scatter_serial
         elif variant == "gather-direct":
             self.kernel = gather_serial if serial else gather
         else:

@@ -92,6 +92,8 @@ LAUNCH_PARALLEL = 20e-6    # waking numba's pool (passive OpenMP wait) for one p
 LAUNCH_SERIAL = 1e-6       # one serial numba call
 LAUNCH_GEMM = 8e-6         # one BLAS call
 SERIAL_WORK = 2e5          # multiply-adds below which a serial direct kernel beats a parallel launch
+TINY_WORK = 2000           # ... and below which walking the definition beats setting up buffered runs (seed 000's
+                           # 648: 1.5 us against 2.6; at 5184 they are even)
 
 
 @dataclass(frozen=True)

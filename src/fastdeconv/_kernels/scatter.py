@@ -137,3 +137,42 @@ def scatter_serial(x, w, bias, y, groups, stride, dilation, start, tile):
     """``scatter`` in the calling thread (same tasks, same bits): wins below ~1e5 multiply-adds."""
     n_tasks, tiles, n_cb = task_count(x, w, y, groups, tile)
     _scatter_task(0, n_tasks, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile)
+
+
+@njit(**NJIT_FLAGS)
+def scatter_tiny(x, w, bias, y, groups, stride, dilation, start, tile):
+    """``scatter_serial`` for the tiniest problems (seed 000's worked example: 648 multiply-adds), where
+    setting up buffered runs costs more than the terms: the definition walked directly. Each element
+    receives the same terms in the same order (input channel, i_d, kd, i_h, kh, kw) from zero, and the bias
+    last: the same bits as ``scatter_serial``. (``tile`` is unused: the same signature as the others.)"""
+    c_in_g, c_out_g = x.shape[1] // groups, w.shape[1]
+    o_d, o_h, o_w = y.shape[2], y.shape[3], y.shape[4]
+    span = np.empty((w.shape[4], 3), np.int64)  # per last-axis tap: offset, input range landing inside
+    for kw in range(w.shape[4]):
+        off = tap_offset(kw, dilation[2], start[2])
+        span[kw, 0] = off
+        span[kw, 1], span[kw, 2] = input_range(x.shape[4], 0, o_w, stride[2], off)
+    y[...] = 0
+    for n in range(x.shape[0]):
+        for co in range(y.shape[1]):
+            g, cg = co // c_out_g, co % c_out_g
+            for ci in range(g * c_in_g, (g + 1) * c_in_g):
+                for i_d in range(x.shape[2]):
+                    for kd in range(w.shape[2]):
+                        od = i_d * stride[0] + tap_offset(kd, dilation[0], start[0])
+                        if od < 0 or od >= o_d:
+                            continue
+                        for i_h in range(x.shape[3]):
+                            for kh in range(w.shape[3]):
+                                oh = i_h * stride[1] + tap_offset(kh, dilation[1], start[1])
+                                if oh < 0 or oh >= o_h:
+                                    continue
+                                for kw in range(w.shape[4]):
+                                    wv = w[ci, cg, kd, kh, kw]
+                                    for i_w in range(span[kw, 1], span[kw, 2]):
+                                        y[n, co, od, oh, i_w * stride[2] + span[kw, 0]] += x[n, ci, i_d, i_h, i_w] * wv
+            bv = bias[co]
+            for od in range(o_d):
+                for oh in range(o_h):
+                    for ow in range(o_w):
+                        y[n, co, od, oh, ow] += bv
