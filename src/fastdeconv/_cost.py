@@ -69,6 +69,7 @@ DIRECT_CHANNEL_BLOCK = 4   # output channels the direct kernels update per input
 GATHER_DIRECT_LONG, GATHER_DIRECT_SHORT, GATHER_LONG_ROW = 0.8, 1.3, 128
 BANDWIDTH = 13e9           # bytes/s of one core streaming (26 GB/s for two)
 COL2IM_ELEMENT = 0.9e-9    # s per column element added into the output (strided read-modify-write)
+COL2IM_WIDE_ELEMENT = 0.3e-9  # ... from a pixels-major GEMM, one run per pixel (wide strides: iSTFT-like, 0.27)
 COL2IM_PLANE_TAP = 25e-9   # s per (channel, depth, tap, chunk) set-up in col2im
 IM2COL_ELEMENT = 0.25e-9   # s per element copied into an im2col block
 IM2COL_ROW = 12e-9         # s per row segment copied into an im2col block
@@ -223,7 +224,8 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
             workers = min(threads, calls)  # workers take whole chunks, each with single-threaded BLAS
             gemm = g * _gemm_time(2.0 * macs / g, cb * k, n * pix_in // slabs, cin_g, 1, scale) / workers
             pack = _mem_time(2 * x_elems * item, workers) if n > 1 else 0.0
-            col2im = (cols * COL2IM_ELEMENT + set_ups * k * COL2IM_PLANE_TAP) / workers
+            element = COL2IM_WIDE_ELEMENT if last.stride >= _sg.WIDE_STRIDE else COL2IM_ELEMENT
+            col2im = (cols * element + set_ups * k * COL2IM_PLANE_TAP) / workers
             out["scatter-gemm"] = gemm + pack + col2im + calls * slabs * LAUNCH_GEMM / workers + LAUNCH_PARALLEL
             # gather-gemm-cols: the same chunks and GEMMs, then per-output sums by phase (a later slab re-reads
             # the partial sums it adds to)

@@ -15,6 +15,10 @@ into the output one after another (the terms of an output element then arrive sl
 fixed by the shapes). The chunking depends only on the shapes and numba's pool size, never on the current
 thread count. Workers claim chunks from a shared queue (``run_parallel``).
 
+Layers with a wide stride along the last axis (``WIDE_STRIDE``: iSTFT-like overlap-add) run the GEMM
+pixels-major instead, ``cols^T = X^T @ W`` (the same products), and col2im adds each pixel's column taps as one
+contiguous run, pixels last to first so that every element still receives its terms in tap order.
+
 ``gather_cols`` (variant ``gather-gemm-cols``) is the gather twin: the same chunks and GEMMs, then every
 output element sums its terms in a register, by output phase, and is stored once (``gather_phases``).
 """
@@ -52,27 +56,37 @@ CHUNK_CALL = 20e-6
 
 
 # Strides along the last axis from which col2im adds a row's taps input pixel by input pixel (contiguous output,
-# one ``cols`` row per tap) instead of tap by tap (input pixels ``stride`` apart in the output): at 256 (an
-# iSTFT-like layer) the strided stores 1 KiB apart alias in the store buffer (4K aliasing) every fourth element.
+# one run of the pixel's column taps) instead of tap by tap (input pixels ``stride`` apart in the output): at 256
+# (an iSTFT-like layer) the strided stores 1 KiB apart alias in the store buffer (4K aliasing) every fourth
+# element. There the GEMM is pixels-major, ``cols^T = X^T @ W`` (``_run``), so that a pixel's column taps are
+# contiguous in ``cols`` too: the overlap-add is one vector loop per (pixel, channel, tap row).
 WIDE_STRIDE = 32
 
 
 @njit(**NJIT_FLAGS)
-def _add_wide(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0, n_cols, pix, offset, ih_lo, ih_hi, size_w, s_h,
-              off_h, w0, w1, k_w, s_w, taps):
+def _add_wide(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0, tap_step, pixel_step, pix, offset, ih_lo, ih_hi,
+              size_w, s_h, off_h, w0, w1, k_w, s_w, d_w, off_w):
     """``col2im``'s adds of one (channel, depth tap, row tap) for wide strides: per input pixel ``i_w`` of the
-    box ``[w0, w1)``, its taps in order, each added at ``i_w * s_w + offset(kw)``."""
+    box ``[w0, w1)``, its column taps that land inside the output as one run, at ``i_w * s_w + off_w + kw *
+    d_w``. The term of (tap ``kw``, pixel ``q``) is ``cf[(row0 + kw) * tap_step + q * pixel_step]`` (``q``
+    counts the box's pixels, sample-major). The pixels go last to first, so that every output element
+    receives its terms in tap order, as from the tap-by-tap adds."""
     for j in range(n):
-        base = j * pix + offset - w0
         plane = (((n0 + j) * c_out + co) * o_d + od) * o_h
         for i_h in range(ih_lo, ih_hi):
             out_row = (plane + i_h * s_h + off_h) * o_w
-            src = base + i_h * size_w
-            for i_w in range(w0, w1):
-                dst = out_row + i_w * s_w
-                for kw in range(k_w):
-                    if taps[2, kw, 1] <= i_w < taps[2, kw, 2]:
-                        yf[at(dst + taps[2, kw, 0])] += cf[at((row0 + kw) * n_cols + src + i_w)]
+            q0 = j * pix + offset + i_h * size_w - w0  # pixel number of (i_h, 0) in the box
+            for i_w in range(w1 - 1, w0 - 1, -1):
+                first = i_w * s_w + off_w  # where tap 0 would land
+                k_lo, k_hi = max(0, -(first // d_w)), min(k_w, -((first - o_w) // d_w))
+                dst = out_row + first
+                src = row0 * tap_step + (q0 + i_w) * pixel_step
+                if d_w == 1 and tap_step == 1:
+                    for kw in range(k_lo, k_hi):
+                        yf[at(dst + kw)] += cf[at(src + kw)]
+                else:
+                    for kw in range(k_lo, k_hi):
+                        yf[at(dst + kw * d_w)] += cf[at(src + kw * tap_step)]
 
 
 @njit(**NJIT_FLAGS)
@@ -94,7 +108,7 @@ def _write_pairs(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, crow, n_cols, pix,
 
 
 @njit(**NJIT_FLAGS)
-def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first):
+def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first, pixels_major):
     """Add every column footprint of ``cols`` (cb * K, n * P) into ``y[n0:n0+n, c0:c0+cb]``.
 
     ``cols`` holds the columns of the input pixels in ``box`` (``box[axis] = (lo, hi)``, ``P`` pixels per
@@ -113,6 +127,7 @@ def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first)
     size_h, size_w = h1 - h0, w1 - w0
     k_d, k_h, k_w = kernel[0], kernel[1], kernel[2]
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
+    d_w = taps[2, 1, 0] - taps[2, 0, 0] if k_w > 1 else 1  # the last axis's dilation
     pix = (d1 - d0) * size_h * size_w
     c_out, n_cols = y.shape[1], cols.shape[1]
     yf, cf = y.reshape(-1), cols.reshape(-1)
@@ -138,9 +153,10 @@ def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first)
                     ih_lo, ih_hi = max(h0, taps[1, kh, 1]), min(h1, taps[1, kh, 2])
                     row0 = ((c * k_d + kd) * k_h + kh) * k_w
                     if s_w >= WIDE_STRIDE and not once:
-                        _add_wide(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0, n_cols, pix,
+                        _add_wide(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0,
+                                  1 if pixels_major else n_cols, cols.shape[1] if pixels_major else 1, pix,
                                   (i_d - d0) * size_h * size_w - h0 * size_w, ih_lo, ih_hi, size_w, s_h, off_h,
-                                  w0, w1, k_w, s_w, taps)
+                                  w0, w1, k_w, s_w, d_w, taps[2, 0, 0])
                         continue
                     if once and pairs:
                         _write_pairs(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0 * n_cols, n_cols, pix,
@@ -429,6 +445,7 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
     per_slab = pix // size if size else 0
     once = exactly_once(plan)
     gather = form == "gather"
+    wide = not gather and plan.axes[2].stride >= WIDE_STRIDE and not once  # col2im adds pixel by pixel
     phases = phase_table(plan) if gather else None
     w2 = w5.reshape(plan.c_in, cout_g * k)
     tasks = [(gi, n0, min(n_chunk, plan.batch - n0), c0, min(c_chunk, cout_g - c0))
@@ -455,10 +472,15 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
                 if packed != (gi, n0):
                     (pack_minor if sample_minor else pack_channels)(x5, n0, n, gi * cin_g, cin_g, xm)
                     packed = (gi, n0)
-            wm = w2[gi * cin_g:(gi + 1) * cin_g, c0 * k:(c0 + cb) * k].T
+            wm = w2[gi * cin_g:(gi + 1) * cin_g, c0 * k:(c0 + cb) * k]
             for p0, p1, box in boxes:  # one slab (the whole input unless a sample is cut)
-                cols = cols_buf[:cb * k * n * (p1 - p0)].reshape(cb * k, n * (p1 - p0))
-                np.matmul(wm, xm if n > 1 else xm[:, p0:p1], out=cols)
+                xs = xm if n > 1 else xm[:, p0:p1]
+                if wide and not sample_minor:  # pixels-major: a pixel's taps contiguous (``_add_wide``)
+                    cols = cols_buf[:cb * k * n * (p1 - p0)].reshape(n * (p1 - p0), cb * k)
+                    np.matmul(xs.T, wm, out=cols)
+                else:
+                    cols = cols_buf[:cb * k * n * (p1 - p0)].reshape(cb * k, n * (p1 - p0))
+                    np.matmul(wm.T, xs, out=cols)
                 if gather:  # output-driven
                     gather_phases(cols, y5, bias, n0, gi * cout_g + c0, n, cb, box, kern, stride, phases, p0 == 0,
                                   acc)
@@ -466,7 +488,8 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
                     col2im_minor(cols, y5, bias, n0, gi * cout_g + c0, n, cb, in_shape, kern, stride, taps, once,
                                  plane)
                 else:
-                    col2im(cols, y5, bias, n0, gi * cout_g + c0, n, cb, box, kern, stride, taps, once, p0 == 0)
+                    col2im(cols, y5, bias, n0, gi * cout_g + c0, n, cb, box, kern, stride, taps, once, p0 == 0,
+                           wide and not sample_minor)
 
     run_parallel(work, tasks)
 
