@@ -90,6 +90,52 @@ def _add_wide(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0, tap_step, pixel
 
 
 @njit(**NJIT_FLAGS)
+def _add_grouped(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0, n_cols, pix, offset, ih_lo, ih_hi, size_w, s_h,
+                 off_h, w0, w1, k_w, s_w, taps):
+    """``col2im``'s adds of one (channel, depth tap, row tap) in groups of ``s_w`` (2 or 4) consecutive column
+    taps (undilated): for one input pixel a group's taps land on ``s_w`` neighbouring outputs, so over the
+    pixels where all of them land inside, the group's ``cols`` rows are interleaved into one contiguous output
+    run (a vector loop; tap by tap the stores are ``s_w`` apart). An element receives one term per group, and
+    the groups go in tap order, then the taps left over: the terms come in tap order, as tap by tap."""
+    full = k_w - k_w % s_w
+    for g0 in range(0, full, s_w):
+        lo, hi = w0, w1  # the pixels every tap of the group lands inside from
+        for t in range(s_w):
+            lo, hi = max(lo, taps[2, g0 + t, 1]), min(hi, taps[2, g0 + t, 2])
+        hi = max(lo, hi)
+        for j in range(n):
+            plane = (((n0 + j) * c_out + co) * o_d + od) * o_h
+            for i_h in range(ih_lo, ih_hi):
+                dst = (plane + i_h * s_h + off_h) * o_w + taps[2, g0, 0]
+                src = (row0 + g0) * n_cols + j * pix + offset + i_h * size_w
+                for t in range(s_w):  # the edges, tap by tap
+                    t_lo, t_hi = max(w0, taps[2, g0 + t, 1]), min(w1, taps[2, g0 + t, 2])
+                    for i_w in range(t_lo, min(t_hi, lo)):
+                        yf[at(dst + i_w * s_w + t)] += cf[at(src + t * n_cols + i_w)]
+                    for i_w in range(max(t_lo, hi), t_hi):
+                        yf[at(dst + i_w * s_w + t)] += cf[at(src + t * n_cols + i_w)]
+                if s_w == 2:
+                    for i_w in range(lo, hi):
+                        yf[at(dst + 2 * i_w)] += cf[at(src + i_w)]
+                        yf[at(dst + 2 * i_w + 1)] += cf[at(src + n_cols + i_w)]
+                else:
+                    for i_w in range(lo, hi):
+                        yf[at(dst + 4 * i_w)] += cf[at(src + i_w)]
+                        yf[at(dst + 4 * i_w + 1)] += cf[at(src + n_cols + i_w)]
+                        yf[at(dst + 4 * i_w + 2)] += cf[at(src + 2 * n_cols + i_w)]
+                        yf[at(dst + 4 * i_w + 3)] += cf[at(src + 3 * n_cols + i_w)]
+    for kw in range(full, k_w):  # the taps left over
+        iw_lo, iw_hi = max(w0, taps[2, kw, 1]), min(w1, taps[2, kw, 2])
+        for j in range(n):
+            plane = (((n0 + j) * c_out + co) * o_d + od) * o_h
+            for i_h in range(ih_lo, ih_hi):
+                dst = (plane + i_h * s_h + off_h) * o_w + taps[2, kw, 0]
+                src = (row0 + kw) * n_cols + j * pix + offset + i_h * size_w
+                for i_w in range(iw_lo, iw_hi):
+                    yf[at(dst + i_w * s_w)] += cf[at(src + i_w)]
+
+
+@njit(**NJIT_FLAGS)
 def _write_pairs(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, crow, n_cols, pix, offset, ih_lo, ih_hi, size_w, s_h,
                  off_h, off_w, iw_lo, iw_hi, bv):
     """``col2im``'s writes of one (channel, depth tap, row tap) when every output receives exactly one term and
@@ -133,6 +179,7 @@ def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first,
     yf, cf = y.reshape(-1), cols.reshape(-1)
     # U-Net's 2x2 stride-2 up-convolution: a row's two column taps land on neighbouring outputs over the same
     # inputs, so each output row is their two cols rows interleaved (one vectorized loop, ``_write_pairs``)
+    grouped = (s_w == 2 or s_w == 4) and k_w >= s_w and d_w == 1  # see _add_grouped
     pairs = (k_w == 2 and s_w == 2 and taps[2, 1, 0] == taps[2, 0, 0] + 1 and taps[2, 0, 1] == taps[2, 1, 1]
              and taps[2, 0, 2] == taps[2, 1, 2])
     for c in range(cb):
@@ -157,6 +204,11 @@ def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first,
                                   1 if pixels_major else n_cols, cols.shape[1] if pixels_major else 1, pix,
                                   (i_d - d0) * size_h * size_w - h0 * size_w, ih_lo, ih_hi, size_w, s_h, off_h,
                                   w0, w1, k_w, s_w, d_w, taps[2, 0, 0])
+                        continue
+                    if grouped and not once:
+                        _add_grouped(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0, n_cols, pix,
+                                     (i_d - d0) * size_h * size_w - h0 * size_w - w0, ih_lo, ih_hi, size_w, s_h,
+                                     off_h, w0, w1, k_w, s_w, taps)
                         continue
                     if once and pairs:
                         _write_pairs(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0 * n_cols, n_cols, pix,
