@@ -375,7 +375,7 @@ CHUNK_GEOMETRIES = [
     ((3, 4), (3, 2), (2, 3), (1, 0), (1, 2), (1, 2)),  # output padding, uneven strides and dilations
     ((6,), (5,), 3, 2, 1, 1),              # 1-D
     ((2, 3, 2), (2, 3, 2), 2, (0, 1, 0), 0, 1),  # 3-D
-    ((3, 7), (2, 6), (1, 4), (0, 2), (0, 1), 1),  # stride-4 tap groups, cut at the edges, 2 taps left over
+    ((2, 70), (2, 6), (1, 4), (0, 2), (0, 1), 1),  # stride-4 tap groups (rows >= GROUPED_ROW), edges, 2 left over
     ((5,), (80,), 32, 3, 0, 1),            # iSTFT-like: wide stride, pixels-major GEMM, pixel-by-pixel adds
     ((2, 4), (1, 40), (1, 32), (0, 5), 0, (1, 2)),  # the same, dilated, after a row axis
 ]
