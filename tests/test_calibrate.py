@@ -138,7 +138,7 @@ def test_long_calls_get_one_timed_run(calibrating):
     assert _calibrate.candidates(plan, ranked) == ["scatter-gemm", "gather-gemm"]
     calls = []
     _calibrate.measure(plan, ["scatter-gemm", "gather-gemm"], lambda v: (calls.append(v), time.sleep(long)))
-    assert calls == ["scatter-gemm"] * 2 + ["gather-gemm"] * 2  # one pass of blocks
+    assert calls == ["gather-gemm"] * 2 + ["scatter-gemm"] * 2  # one pass of blocks, the model's choice last
 
 
 def test_short_calls_run_in_blocks_two_passes_in_turn(calibrating):
@@ -148,8 +148,8 @@ def test_short_calls_run_in_blocks_two_passes_in_turn(calibrating):
     pace = 0.25 * _calibrate.BLOCK_TIME
     _calibrate.measure(_plan(), ["scatter-gemm", "gather-gemm"], lambda v: (calls.append(v), time.sleep(pace)))
     blocks = [(name, sum(1 for _ in group)) for name, group in itertools.groupby(calls)]
-    # passes A B, then B A: the two middle blocks run back to back
-    assert [name for name, _ in blocks] == ["scatter-gemm", "gather-gemm", "scatter-gemm"]
+    # passes B A (the model's choice A last), then A B: the two middle blocks run back to back
+    assert [name for name, _ in blocks] == ["gather-gemm", "scatter-gemm", "gather-gemm"]
     assert all(n >= 5 for _, n in blocks)  # 1 + BLOCK_TIME / pace, at least
 
 

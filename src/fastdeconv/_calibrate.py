@@ -105,19 +105,23 @@ def measure(plan: geo.Plan, names: list[str], run) -> dict:
 
     Each candidate runs in blocks: one run that loads its kernels (first block) and absorbs what the previous
     candidate left behind, then runs until they add up to ``BLOCK_TIME``; all are timed and each candidate
-    keeps its fastest run. Short calls get ``REPEATS`` passes over the candidates, the second in reverse order
-    (so a drift of the machine's speed hits them alike), calls from ``LONG_CALL`` on one pass. A candidate is
-    never timed only right after another: a numba kernel's OpenMP threads spin for some milliseconds after a
-    parallel region when another library loaded OpenMP before fastdeconv could make it passive (torch does),
-    and a BLAS-backed candidate run right after a numba one measured 5-8 ms instead of 2.6; another library's
-    pool can still spin after its last call too (onnxruntime's, ~50 ms, once made a 3 ms candidate measure 7 ms
-    when the whole measurement took 5 ms). ``names[0]`` (the model's choice) stays unless another candidate
-    ran more than ``TIE`` times faster: a closer "win" is the machine's noise.
+    keeps its fastest run. The first pass runs the model's choice (``names[0]``) last, so that whatever another
+    library left spinning before this first call slows a challenger, which must then win by more than ``TIE``
+    (in one peers.py run onnxruntime's pool made unet_up's calibration keep ``gather-gemm-cols``, 28 ms,
+    over the model's ``scatter-gemm``, 25). Short calls get ``REPEATS`` passes over the candidates, the second in
+    reverse order (so a drift of the machine's speed hits them alike), calls from ``LONG_CALL`` on one pass. A
+    candidate is never timed only right after another: a numba kernel's OpenMP threads spin for some
+    milliseconds after a parallel region when another library loaded OpenMP before fastdeconv could make it
+    passive (torch does), and a BLAS-backed candidate run right after a numba one measured 5-8 ms instead of
+    2.6; another library's pool can still spin after its last call too (onnxruntime's, ~50 ms, once made a
+    3 ms candidate measure 7 ms when the whole measurement took 5 ms). ``names[0]`` (the model's choice) stays
+    unless another candidate ran more than ``TIE`` times faster: a closer "win" is the machine's noise.
     """
     seconds: dict[str, float] = {}
     passes, done = 1, 0
+    order = names[1:] + names[:1]  # the model's choice last: what another library left running hits a challenger
     while done < passes:
-        for name in (names if done % 2 == 0 else names[::-1]):
+        for name in (order if done % 2 == 0 else order[::-1]):
             counted, runs = 0.0, 0
             while runs < 2 or (counted < BLOCK_TIME and runs < MAX_RUNS):
                 t0 = time.perf_counter()
