@@ -161,7 +161,8 @@ def _write_pairs(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, crow, n_cols, pix,
 
 @njit(**NJIT_FLAGS)
 def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first, pixels_major):
-    """Add every column footprint of ``cols`` (cb * K, n * P) into ``y[n0:n0+n, c0:c0+cb]``.
+    """Add every column footprint of ``cols`` (cb * K, n * P; ``pixels_major``: its transpose) into
+    ``y[n0:n0+n, c0:c0+cb]``.
 
     ``cols`` holds the columns of the input pixels in ``box`` (``box[axis] = (lo, hi)``, ``P`` pixels per
     sample): the whole input, or a slab of it (``scatter_gemm`` cuts a sample too large for the memory rule
@@ -170,7 +171,9 @@ def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first,
     set-up is shared by the samples: DCGAN planes are only 4x4 to 16x16 pixels). ``taps[axis, k]`` holds the
     tap's output offset and the input range ``[lo, hi)`` that lands inside the output (precomputed: no
     division in the loops); from ``WIDE_STRIDE`` on, a (depth tap, row tap)'s column taps are added input pixel
-    by input pixel instead (``_add_wide``). The ``first`` slab sets the output to the bias before adding; with
+    by input pixel instead (``_add_wide``, the only path that reads a ``pixels_major`` block), and with stride 2
+    or 4 on rows of ``GROUPED_ROW`` pixels or more, in interleaved groups of ``stride`` taps (``_add_grouped``).
+    Every path adds an element's terms in tap order. The ``first`` slab sets the output to the bias before adding; with
     ``once`` (every output element receives exactly one term: ``exactly_once``) each element is written once,
     ``term + bias``, instead (the same value: addition commutes exactly).
     """
