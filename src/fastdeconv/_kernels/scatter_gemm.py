@@ -101,10 +101,10 @@ def _add_grouped(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0, n_cols, pix,
     """``col2im``'s adds of one (channel, depth tap, row tap) in groups of ``s_w`` (2 or 4) consecutive column
     taps (undilated): for one input pixel a group's taps land on ``s_w`` neighbouring outputs, so over the
     pixels where all of them land inside, the group's ``cols`` rows are interleaved into one contiguous output
-    run (a vector loop; tap by tap the stores are ``s_w`` apart). An element receives one term per group, and
-    the groups go in tap order, then the taps left over: the terms come in tap order, as tap by tap."""
-    full = k_w - k_w % s_w
-    for g0 in range(0, full, s_w):
+    run (a vector loop; tap by tap the stores are ``s_w`` apart). Only the full groups: ``col2im`` adds the
+    taps left over (``k_w % s_w``) tap by tap afterwards. An element receives one term per group, and the
+    groups go in tap order: the terms come in tap order, as tap by tap."""
+    for g0 in range(0, k_w - k_w % s_w, s_w):
         lo, hi = w0, w1  # the pixels every tap of the group lands inside from
         for t in range(s_w):
             lo, hi = max(lo, taps[2, g0 + t, 1]), min(hi, taps[2, g0 + t, 2])
@@ -130,15 +130,6 @@ def _add_grouped(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0, n_cols, pix,
                         yf[at(dst + 4 * i_w + 1)] += cf[at(src + n_cols + i_w)]
                         yf[at(dst + 4 * i_w + 2)] += cf[at(src + 2 * n_cols + i_w)]
                         yf[at(dst + 4 * i_w + 3)] += cf[at(src + 3 * n_cols + i_w)]
-    for kw in range(full, k_w):  # the taps left over
-        iw_lo, iw_hi = max(w0, taps[2, kw, 1]), min(w1, taps[2, kw, 2])
-        for j in range(n):
-            plane = (((n0 + j) * c_out + co) * o_d + od) * o_h
-            for i_h in range(ih_lo, ih_hi):
-                dst = (plane + i_h * s_h + off_h) * o_w + taps[2, kw, 0]
-                src = (row0 + kw) * n_cols + j * pix + offset + i_h * size_w
-                for i_w in range(iw_lo, iw_hi):
-                    yf[at(dst + i_w * s_w)] += cf[at(src + i_w)]
 
 
 @njit(**NJIT_FLAGS)
@@ -214,17 +205,18 @@ def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first,
                                   (i_d - d0) * size_h * size_w - h0 * size_w, ih_lo, ih_hi, size_w, s_h, off_h,
                                   w0, w1, k_w, s_w, d_w, taps[2, 0, 0])
                         continue
+                    kw0 = 0  # the first column tap added tap by tap below
                     if grouped and not once:
                         _add_grouped(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0, n_cols, pix,
                                      (i_d - d0) * size_h * size_w - h0 * size_w - w0, ih_lo, ih_hi, size_w, s_h,
                                      off_h, w0, w1, k_w, s_w, taps)
-                        continue
-                    if once and pairs:
+                        kw0 = k_w - k_w % s_w
+                    elif once and pairs:
                         _write_pairs(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0 * n_cols, n_cols, pix,
                                      (i_d - d0) * size_h * size_w - h0 * size_w - w0, ih_lo, ih_hi, size_w, s_h,
                                      off_h, taps[2, 0, 0], max(w0, taps[2, 0, 1]), min(w1, taps[2, 0, 2]), bv)
                         continue
-                    for kw in range(k_w):
+                    for kw in range(kw0, k_w):
                         off_w = taps[2, kw, 0]
                         iw_lo, iw_hi = max(w0, taps[2, kw, 1]), min(w1, taps[2, kw, 2])
                         crow = (row0 + kw) * n_cols
@@ -526,6 +518,7 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
         packed = None
         for gi, n0, n, c0, cb in part:
             sample_minor = minor(plan, n) and not gather
+            pixels_major = wide and not sample_minor
             if n == 1:
                 xm = x5[n0, gi * cin_g:(gi + 1) * cin_g].reshape(cin_g, pix)
             else:
@@ -536,7 +529,7 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
             wm = w2[gi * cin_g:(gi + 1) * cin_g, c0 * k:(c0 + cb) * k]
             for p0, p1, box in boxes:  # one slab (the whole input unless a sample is cut)
                 xs = xm if n > 1 else xm[:, p0:p1]
-                if wide and not sample_minor:  # pixels-major: a pixel's taps contiguous (``_add_wide``)
+                if pixels_major:  # a pixel's taps contiguous in ``cols`` (``_add_wide``)
                     cols = cols_buf[:cb * k * n * (p1 - p0)].reshape(n * (p1 - p0), cb * k)
                     np.matmul(xs.T, wm, out=cols)
                 else:
@@ -550,7 +543,7 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
                                  plane)
                 else:
                     col2im(cols, y5, bias, n0, gi * cout_g + c0, n, cb, box, kern, stride, taps, once, p0 == 0,
-                           wide and not sample_minor)
+                           pixels_major)
 
     run_parallel(work, tasks)
 
