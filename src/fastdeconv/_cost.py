@@ -224,7 +224,7 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
             workers = min(threads, calls)  # workers take whole chunks, each with single-threaded BLAS
             gemm = g * _gemm_time(2.0 * macs / g, cb * k, n * pix_in // slabs, cin_g, 1, scale) / workers
             pack = _mem_time(2 * x_elems * item, workers) if n > 1 else 0.0
-            element = COL2IM_WIDE_ELEMENT if last.stride >= _sg.WIDE_STRIDE else COL2IM_ELEMENT
+            element = COL2IM_WIDE_ELEMENT if _sg.pixels_major(plan, n) else COL2IM_ELEMENT
             col2im = (cols * element + set_ups * k * COL2IM_PLANE_TAP) / workers
             out["scatter-gemm"] = gemm + pack + col2im + calls * slabs * LAUNCH_GEMM / workers + LAUNCH_PARALLEL
             # gather-gemm-cols: the same chunks and GEMMs, then per-output sums by phase (a later slab re-reads

@@ -389,6 +389,13 @@ def minor(plan: geo.Plan, n: int) -> bool:
     return n >= MINOR_SAMPLES and n * _prod(a.size_out for a in plan.axes) <= MINOR_PLANE
 
 
+def pixels_major(plan: geo.Plan, n: int) -> bool:
+    """Whether scatter-gemm's chunks of ``n`` samples run the GEMM pixels-major and ``col2im`` adds pixel by
+    pixel (``_add_wide``): a wide stride along the last axis, elements reached more than once, not
+    sample-minor."""
+    return plan.axes[2].stride >= WIDE_STRIDE and not exactly_once(plan) and not minor(plan, n)
+
+
 def _scratch(plan: geo.Plan, n: int, cb: int, slab: int) -> int:
     """Elements one worker holds for chunks of ``n`` samples x ``cb`` channels, cut in slabs of ``slab``
     positions along ``slab_axis``: ``cols``, plus the packed input of a sample block (and ``col2im_minor``'s
@@ -498,11 +505,11 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
     per_slab = pix // size if size else 0
     once = exactly_once(plan)
     gather = form == "gather"
-    wide = not gather and plan.axes[2].stride >= WIDE_STRIDE and not once  # col2im adds pixel by pixel
     phases = phase_table(plan) if gather else None
     w2 = w5.reshape(plan.c_in, cout_g * k)
     tasks = [(gi, n0, min(n_chunk, plan.batch - n0), c0, min(c_chunk, cout_g - c0))
              for gi in range(g) for n0 in range(0, plan.batch, n_chunk) for c0 in range(0, cout_g, c_chunk)]
+    wide = {n: not gather and pixels_major(plan, n) for n in {task[2] for task in tasks}}
     boxes = []  # per slab: (first pixel, last pixel, box of input positions)
     for lo in range(0, max(size, 1), max(slab, 1)):
         box = np.stack([np.zeros(3, np.int64), in_shape], axis=1)
@@ -518,7 +525,7 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
         packed = None
         for gi, n0, n, c0, cb in part:
             sample_minor = minor(plan, n) and not gather
-            pixels_major = wide and not sample_minor
+            by_pixel = wide[n]  # col2im adds pixel by pixel
             if n == 1:
                 xm = x5[n0, gi * cin_g:(gi + 1) * cin_g].reshape(cin_g, pix)
             else:
@@ -529,7 +536,7 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
             wm = w2[gi * cin_g:(gi + 1) * cin_g, c0 * k:(c0 + cb) * k]
             for p0, p1, box in boxes:  # one slab (the whole input unless a sample is cut)
                 xs = xm if n > 1 else xm[:, p0:p1]
-                if pixels_major:  # a pixel's taps contiguous in ``cols`` (``_add_wide``)
+                if by_pixel:  # a pixel's taps contiguous in ``cols`` (``_add_wide``)
                     cols = cols_buf[:cb * k * n * (p1 - p0)].reshape(n * (p1 - p0), cb * k)
                     np.matmul(xs.T, wm, out=cols)
                 else:
@@ -543,7 +550,7 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
                                  plane)
                 else:
                     col2im(cols, y5, bias, n0, gi * cout_g + c0, n, cb, box, kern, stride, taps, once, p0 == 0,
-                           pixels_major)
+                           by_pixel)
 
     run_parallel(work, tasks)
 
