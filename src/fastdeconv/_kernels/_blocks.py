@@ -17,9 +17,7 @@ once per block of rows, never per run, and work on flat arrays with unsigned off
 numba emit a negative-index wraparound that blocks LLVM's vectorizer).
 """
 
-from numba import njit, types, uintp
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, uintp
 
 from ..config import NJIT_FLAGS
 from ._index import ceil_div, tile_counts
@@ -29,36 +27,6 @@ CHANNEL_BLOCK = 4
 # The parallel kernels hand out at most this many contiguous runs of tasks (each allocates its scratch once);
 # a constant, not a multiple of the thread count, so that the kernels stay cacheable.
 MAX_CHUNKS = 32
-
-
-@intrinsic
-def _fetch_add(typingctx, counter, value):
-    """Atomically ``old = counter[0]; counter[0] += value; return old`` (an int64 array of one element)."""
-    if not (isinstance(counter, types.Array) and counter.dtype == types.int64 and isinstance(value, types.Integer)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], ary, [context.get_constant(types.intp, 0)])
-        step = context.cast(builder, args[1], signature.args[1], types.int64)
-        return builder.atomic_rmw("add", ptr, step, "monotonic")
-
-    return types.int64(counter, value), codegen
-
-
-@njit(**NJIT_FLAGS)
-def claim(counter):
-    """The next chunk number from ``counter`` (``np.zeros(1, np.int64)``, shared by a parallel loop's threads):
-    every number once, to one thread.
-
-    The parallel kernels run ``for _ in prange(n_chunks)`` and let each iteration claim chunks until none is
-    left, instead of computing chunk ``i`` in iteration ``i``: numba's pool hands every thread a fixed share of
-    the iterations, so a thread that starts late or runs slower (another process on its core, another library's
-    pool still spinning after its last call) would hold the whole call up with its share. Now the first
-    iterations take the chunks as their threads get to them and the later ones find none left. Every chunk's
-    tasks are computed the same way whoever runs them: the results do not change.
-    """
-    return _fetch_add(counter, 1)
 
 
 @njit(inline="always", **NJIT_FLAGS)

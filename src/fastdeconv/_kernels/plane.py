@@ -33,7 +33,7 @@ from numba import njit, prange, uintp
 from .. import _geometry as geo
 from .._threads import max_threads
 from ..config import NJIT_FLAGS, PARALLEL_FLAGS
-from ._blocks import MAX_CHUNKS, claim, store_block
+from ._blocks import MAX_CHUNKS, store_block
 from ._index import unravel
 
 # Elements of scratch per worker (the padded input rows plus one block of phase rows): 128 KiB in float32 with
@@ -303,13 +303,9 @@ def plane(x, w, bias, y, groups, t_d, t_h, t_w, geometry):
     """
     n_tasks = x.shape[0] * groups * y.shape[2] * geometry[5]
     n_chunks = min(n_tasks, MAX_CHUNKS)  # scratch is allocated once per chunk
-    counter = np.zeros(1, np.int64)
-    for _ in prange(n_chunks):  # each iteration claims chunks until none is left (see ``claim``)
-        chunk = claim(counter)
-        while chunk < n_chunks:
-            lo, hi = chunk * n_tasks // n_chunks, (chunk + 1) * n_tasks // n_chunks
-            _plane_tasks(lo, hi, x, w, bias, y, groups, t_d, t_h, t_w, geometry)
-            chunk = claim(counter)
+    for chunk in prange(n_chunks):
+        lo, hi = chunk * n_tasks // n_chunks, (chunk + 1) * n_tasks // n_chunks
+        _plane_tasks(lo, hi, x, w, bias, y, groups, t_d, t_h, t_w, geometry)
 
 
 @njit(**NJIT_FLAGS)

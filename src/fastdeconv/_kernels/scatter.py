@@ -24,7 +24,6 @@ from ._blocks import (
     CHANNEL_BLOCK,
     MAX_CHUNKS,
     apply_runs,
-    claim,
     phase_count,
     split_channel_block,
     store_block,
@@ -128,13 +127,9 @@ def scatter(x, w, bias, y, groups, stride, dilation, start, tile):
     """
     n_tasks, tiles, n_cb = task_count(x, w, y, groups, tile)
     n_chunks = min(n_tasks, MAX_CHUNKS)  # scratch is allocated once per chunk
-    counter = np.zeros(1, np.int64)
-    for _ in prange(n_chunks):  # each iteration claims chunks until none is left (see ``claim``)
-        chunk = claim(counter)
-        while chunk < n_chunks:
-            lo, hi = chunk * n_tasks // n_chunks, (chunk + 1) * n_tasks // n_chunks
-            _scatter_task(lo, hi, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile)
-            chunk = claim(counter)
+    for chunk in prange(n_chunks):
+        lo, hi = chunk * n_tasks // n_chunks, (chunk + 1) * n_tasks // n_chunks
+        _scatter_task(lo, hi, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile)
 
 
 @njit(**NJIT_FLAGS)
