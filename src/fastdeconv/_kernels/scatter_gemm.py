@@ -673,7 +673,6 @@ def phase_table(plan: geo.Plan) -> np.ndarray:
 
 
 @lru_cache(maxsize=256)
-@lru_cache(maxsize=256)
 def exactly_once(plan: geo.Plan) -> bool:
     """Whether every output element receives exactly one term (e.g. kernel == stride, no output padding: U-Net
     up-convolutions), so that ``col2im`` can write each element once."""
