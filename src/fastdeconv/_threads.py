@@ -4,7 +4,7 @@ Numba keeps its thread count per *calling* Python thread (``numba.set_num_thread
 new thread starts at ``NUMBA_NUM_THREADS``). :func:`set_num_threads` therefore records a process-wide value
 and :func:`apply_num_threads` re-applies it cheaply in whichever thread makes a call, so the setting holds
 for calls from worker threads too. ``NUMBA_NUM_THREADS`` (read by numba at import) is the upper bound.
-BLAS pools (OpenBLAS, MKL, ...) are limited through threadpoolctl when it is installed.
+BLAS pools (OpenBLAS, MKL, ...) are limited through threadpoolctl when it is installed (``_runtime``).
 """
 
 from __future__ import annotations
@@ -87,13 +87,7 @@ def apply_num_threads() -> None:
 
 
 def _limit_blas(n: int) -> None:
-    """Limit every loaded BLAS pool to ``n`` threads (no-op without threadpoolctl)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: numba threads are still set
-        return
-    try:  # load the BLAS numba's np.dot calls into (scipy's), so that its pool is limited too
-        import scipy.linalg.cython_blas  # noqa: F401
-    except ImportError:  # pragma: no cover - scipy is a dependency
-        pass
-    threadpool_limits(limits=n, user_api="blas")
+    """Limit every loaded BLAS pool to ``n`` threads (``_runtime`` holds the one BLAS thread control)."""
+    from ._runtime import limit_blas  # (imported here: _runtime imports this module)
+
+    limit_blas(n)

@@ -23,9 +23,9 @@ import numpy as np
 from numba import njit
 
 from .. import _geometry as geo
+from .._runtime import run_parallel
 from .._threads import max_threads
 from ..config import NJIT_FLAGS
-from .scatter_gemm import run_parallel
 
 # Target GEMM width (columns) per chunk: wide enough for BLAS, small enough to stay in cache.
 _CHUNK_ELEMENTS = 1 << 21

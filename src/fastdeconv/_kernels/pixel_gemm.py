@@ -33,10 +33,11 @@ import numpy as np
 from numba import njit
 
 from .. import _geometry as geo
+from .._runtime import run_parallel
 from .._threads import max_threads
 from ..config import NJIT_FLAGS
 from ._index import at, source_between
-from .scatter_gemm import geometry_arrays, run_parallel
+from .scatter_gemm import geometry_arrays
 
 # Target ``cols`` block (elements) per task, pixels-major: a quarter of one core's L2, so the rows the GEMM
 # writes are still in cache when the scatter/gather step reads them; channel-major blocks (contiguous rows,

@@ -25,9 +25,6 @@ output element sums its terms in a register, by output phase, and is stored once
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from functools import lru_cache
 from math import prod as _prod
 
@@ -35,7 +32,8 @@ import numpy as np
 from numba import njit
 
 from .. import _geometry as geo
-from .._threads import get_num_threads, max_threads
+from .._runtime import run_parallel
+from .._threads import max_threads
 from ..config import NJIT_FLAGS
 from ._index import at, source_between
 from .plane import axis_table
@@ -553,91 +551,6 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
                            by_pixel)
 
     run_parallel(work, tasks)
-
-
-# --------------------------------------------------------------------------- workers
-
-_lock = threading.Lock()
-_blas_users = 0
-_blas_saved: list[int] = []
-_executor: list[ThreadPoolExecutor] = []
-
-
-def run_parallel(work, tasks: list) -> None:
-    """Run ``work(chunks)`` on ``get_num_threads()`` workers that share ``tasks``, each claiming the next one.
-
-    ``work`` iterates over the chunks it is given (a generator here) and sets up its scratch once. Workers claim
-    chunks one at a time from a shared queue, in list order, so a worker slowed down by another process on its
-    core simply takes fewer chunks. Each chunk writes its own output elements and computes them the same way
-    whoever runs it, so the split never changes a result. With several workers, BLAS runs single-threaded
-    inside them: the parallelism is across chunks, so the threads synchronise once per call instead of at
-    every GEMM (on a busy machine every BLAS thread wake-up can cost a scheduler slice).
-    """
-    threads = get_num_threads()
-    workers = min(threads, len(tasks))
-    if workers <= 1:
-        if threads == 1:  # one thread in use (set_num_threads(1), NUMBA_NUM_THREADS=1): BLAS too
-            with _single_threaded_blas():
-                work(tasks)
-        else:  # a single chunk: BLAS may use its own threads
-            work(tasks)
-        return
-    queue = iter(tasks)
-    lock = threading.Lock()
-
-    def claim():
-        while True:
-            with lock:
-                task = next(queue, None)
-            if task is None:
-                return
-            yield task
-
-    with _single_threaded_blas():
-        pool = _pool()
-        futures = [pool.submit(work, claim()) for _ in range(workers - 1)]
-        try:
-            work(claim())
-        finally:
-            for f in futures:
-                f.result()
-
-
-def _pool() -> ThreadPoolExecutor:
-    with _lock:
-        if not _executor:
-            _executor.append(ThreadPoolExecutor(max_workers=max(1, max_threads() - 1),
-                                                thread_name_prefix="fastdeconv"))
-        return _executor[0]
-
-
-@lru_cache(maxsize=1)
-def _blas_controllers() -> tuple:
-    import scipy.linalg.cython_blas  # noqa: F401  the BLAS numba's np.dot calls: loaded, so it is controlled too
-    from threadpoolctl import ThreadpoolController
-
-    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
-
-
-@contextmanager
-def _single_threaded_blas():
-    """BLAS on one thread while any fastdeconv call needs it (reference-counted across Python threads)."""
-    global _blas_users
-    controllers = _blas_controllers()
-    with _lock:
-        if _blas_users == 0:
-            _blas_saved[:] = [c.get_num_threads() for c in controllers]
-            for c in controllers:
-                c.set_num_threads(1)
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                for c, n in zip(controllers, _blas_saved):
-                    c.set_num_threads(n)
 
 
 @lru_cache(maxsize=256)

@@ -40,10 +40,10 @@ import numpy as np
 from numba import njit
 
 from .. import _geometry as geo
+from .._runtime import run_parallel
 from .._threads import max_threads
 from ..config import NJIT_FLAGS
 from ._index import at
-from .scatter_gemm import run_parallel
 
 # F(M, r) in correlation form, y_i = sum_u d[i + u] g[u]:  y = AT @ ((G @ g) * (BT @ d)), from Toom-Cook on
 # the interpolation points below (plus infinity): F(2, 2) has only 0 and +-1, F(2, 3) adds 1/2. (F(4, 2) on

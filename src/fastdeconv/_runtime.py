@@ -1,0 +1,117 @@
+"""The parallel runtime of the BLAS-backed variants: a worker pool, chunk claiming, BLAS thread control.
+
+The GEMM variants (``scatter-gemm``, ``gather-gemm``, ``*-gemm-rows``, ``gather-gemm-cols``, ``gather-winograd``)
+cut a call into chunks and hand them to :func:`run_parallel`; each worker runs its chunks with single-threaded
+BLAS, so the threads meet once per call instead of at every GEMM. BLAS thread counts are set here only:
+:func:`limit_blas` (``fastdeconv.set_num_threads``) and :func:`single_threaded_blas` (around a parallel call)
+share one lock and one saved state, so neither undoes the other.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import lru_cache
+
+from ._threads import get_num_threads, max_threads
+
+_lock = threading.Lock()
+_blas_users = 0          # calls inside single_threaded_blas right now (any Python thread)
+_blas_saved: list[int] = []  # the BLAS thread counts to restore when the last of them leaves
+_executor: list[ThreadPoolExecutor] = []
+
+
+def run_parallel(work, tasks: list) -> None:
+    """Run ``work(chunks)`` on ``get_num_threads()`` workers that share ``tasks``, each claiming the next one.
+
+    ``work`` iterates over the chunks it is given (a generator here) and sets up its scratch once. Workers claim
+    chunks one at a time from a shared queue, in list order, so a worker slowed down by another process on its
+    core simply takes fewer chunks. Each chunk writes its own output elements and computes them the same way
+    whoever runs it, so the split never changes a result. With several workers, BLAS runs single-threaded
+    inside them: the parallelism is across chunks, so the threads synchronise once per call instead of at
+    every GEMM (on a busy machine every BLAS thread wake-up can cost a scheduler slice).
+    """
+    threads = get_num_threads()
+    workers = min(threads, len(tasks))
+    if workers <= 1:
+        if threads == 1:  # one thread in use (set_num_threads(1), NUMBA_NUM_THREADS=1): BLAS too
+            with single_threaded_blas():
+                work(tasks)
+        else:  # a single chunk: BLAS may use its own threads
+            work(tasks)
+        return
+    queue = iter(tasks)
+    lock = threading.Lock()
+
+    def claim():
+        while True:
+            with lock:
+                task = next(queue, None)
+            if task is None:
+                return
+            yield task
+
+    with single_threaded_blas():
+        pool = _pool()
+        futures = [pool.submit(work, claim()) for _ in range(workers - 1)]
+        try:
+            work(claim())
+        finally:
+            for f in futures:
+                f.result()
+
+
+def _pool() -> ThreadPoolExecutor:
+    with _lock:
+        if not _executor:
+            _executor.append(ThreadPoolExecutor(max_workers=max(1, max_threads() - 1),
+                                                thread_name_prefix="fastdeconv"))
+        return _executor[0]
+
+
+@lru_cache(maxsize=1)
+def blas_controllers() -> tuple:
+    """threadpoolctl's controllers of every loaded BLAS (empty without threadpoolctl)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # optional: numba threads are still set
+        return ()
+    try:  # the BLAS numba's np.dot calls into (scipy's): loaded, so that it is controlled too
+        import scipy.linalg.cython_blas  # noqa: F401
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        pass
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+
+
+def limit_blas(n: int) -> None:
+    """Let every loaded BLAS use ``n`` threads (``set_num_threads``). While parallel calls run with
+    single-threaded BLAS, ``n`` becomes what they restore when the last of them ends."""
+    controllers = blas_controllers()
+    with _lock:
+        if _blas_users:
+            _blas_saved[:] = [n] * len(controllers)
+            return
+        for c in controllers:
+            c.set_num_threads(n)
+
+
+@contextmanager
+def single_threaded_blas():
+    """BLAS on one thread while any fastdeconv call needs it (reference-counted across Python threads)."""
+    global _blas_users
+    controllers = blas_controllers()
+    with _lock:
+        if _blas_users == 0:
+            _blas_saved[:] = [c.get_num_threads() for c in controllers]
+            for c in controllers:
+                c.set_num_threads(1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for c, n in zip(controllers, _blas_saved):
+                    c.set_num_threads(n)
