@@ -431,3 +431,78 @@ def test_gather_cols_is_the_gather_form_of_weight_heavy_layers():
         assert estimates["gather-gemm-cols"] < estimates["gather-gemm"] / 2
         plan = geo.make_plan(x_shape, w_shape, np.float32, np.float32, 2, 1)
         assert 0 < _cost.scratch_elements(plan, "gather-gemm-cols") <= np.prod(plan.out_shape)
+
+
+_INTERRUPT_SCRIPT = r"""
+import os, signal, threading, time
+import numpy as np
+import fastdeconv as fd
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((32, 128, 16, 16)).astype(np.float32)
+w = rng.standard_normal((128, 64, 4, 4)).astype(np.float32)
+kw = dict(stride=2, padding=1, method="scatter")
+assert fd.plan(x.shape, w.shape, stride=2, padding=1, method="scatter").variant == "scatter-gemm"
+expected = fd.conv_transpose(x, w, **kw)
+buf = np.empty_like(expected)
+in_call = [False]
+
+def handler(signum, frame):  # Ctrl-C, but only while a call runs (not in this script's own bookkeeping)
+    if in_call[0]:
+        raise KeyboardInterrupt
+
+signal.signal(signal.SIGINT, handler)
+
+def call():
+    in_call[0] = True
+    try:
+        fd.conv_transpose(x, w, out=buf, **kw)
+    finally:
+        in_call[0] = False
+
+interrupted = still_writing = wrong = 0
+for trial in range(20):
+    def fire(delay=0.002 + 0.0007 * trial):
+        time.sleep(delay)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.002)
+        os.kill(os.getpid(), signal.SIGINT)
+    t = threading.Thread(target=fire)
+    got = False
+    t.start()
+    while True:
+        try:
+            if not got:
+                for _ in range(50):
+                    call()
+            t.join()
+            time.sleep(0.01)
+            break
+        except KeyboardInterrupt:
+            in_call[0] = False
+            got = True
+            snapshot = buf.copy()
+            time.sleep(0.002)  # a worker of the interrupted call still running would change buf meanwhile
+            still_writing += not np.array_equal(buf, snapshot, equal_nan=True)
+            # at once, as a user retrying would: the next call into the same buffer (later signals ignored)
+            fd.conv_transpose(x, w, out=buf, **kw)
+            wrong += not np.array_equal(buf, expected)
+    interrupted += got
+print(interrupted, still_writing, wrong)
+"""
+
+
+def test_double_interrupt_stops_every_worker_before_returning():
+    """Issue 18.3: two Ctrl-C 2 ms apart during a parallel scatter-gemm call into ``out=``: the call returns
+    only when its workers have stopped (nothing writes into ``out`` afterwards), and the next call is right."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_NUM_THREADS": "4"}  # more workers than cores: they lag behind
+    proc = subprocess.run([sys.executable, "-c", _INTERRUPT_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    interrupted, still_writing, wrong = map(int, proc.stdout.split()[-3:])
+    assert interrupted >= 1  # the signals did land in calls
+    assert still_writing == 0 and wrong == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as _wait
 from contextlib import contextmanager
 from functools import lru_cache
 
@@ -31,6 +32,11 @@ def run_parallel(work, tasks: list) -> None:
     whoever runs it, so the split never changes a result. With several workers, BLAS runs single-threaded
     inside them: the parallelism is across chunks, so the threads synchronise once per call instead of at
     every GEMM (on a busy machine every BLAS thread wake-up can cost a scheduler slice).
+
+    An exception in the calling thread (a ``KeyboardInterrupt`` above all: signals reach the main thread only)
+    stops the other workers at their next chunk, and this function returns (re-raising it) only once every
+    worker of the call has stopped, however many more interrupts arrive meanwhile: afterwards nothing of this
+    call writes into the output, so the next call into the same ``out=`` array is right.
     """
     threads = get_num_threads()
     workers = min(threads, len(tasks))
@@ -43,23 +49,41 @@ def run_parallel(work, tasks: list) -> None:
         return
     queue = iter(tasks)
     lock = threading.Lock()
+    stop = [False]  # set when the calling thread leaves its own share (done, or interrupted)
 
     def claim():
         while True:
             with lock:
-                task = next(queue, None)
+                task = None if stop[0] else next(queue, None)
             if task is None:
                 return
             yield task
 
     with single_threaded_blas():
         pool = _pool()
-        futures = [pool.submit(work, claim()) for _ in range(workers - 1)]
+        futures = []
         try:
+            for _ in range(workers - 1):
+                futures.append(pool.submit(work, claim()))
             work(claim())
         finally:
-            for f in futures:
-                f.result()
+            stop[0] = True  # (the queue is empty unless the caller was interrupted)
+            _wait_all(futures)
+        for f in futures:
+            f.result()  # a worker's exception
+
+
+def _wait_all(futures) -> None:
+    """Wait until every future is done, even when interrupts arrive meanwhile (the first is raised after)."""
+    interrupt = None
+    while True:
+        try:
+            _wait(futures)
+            break
+        except BaseException as exc:  # a second KeyboardInterrupt: keep waiting for the workers
+            interrupt = interrupt or exc
+    if interrupt is not None:
+        raise interrupt
 
 
 def _pool() -> ThreadPoolExecutor:
