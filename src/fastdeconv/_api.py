@@ -8,19 +8,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import _calibrate, _cost
+from . import _calibrate, _cost, _registry
 from . import _geometry as geo
-from ._kernels.conv import correlate
-from ._kernels.gather import gather, gather_serial
-from ._kernels.gather_gemm import gather_gemm
-from ._kernels.pixel_gemm import gather_pixels, scatter_pixels
-from ._kernels.plane import gather_plane
-from ._kernels.scatter import scatter, scatter_serial, scatter_tiny
-from ._kernels.scatter_gemm import gather_cols, scatter_gemm
-from ._kernels.winograd import gather_winograd
 from ._kernels.zerofill import fill
 from ._threads import apply_num_threads
-from ._tiling import tile_for as _tile
 
 IntOrSeq = int | Sequence[int]
 Padding = int | str | Sequence[int] | Sequence[Sequence[int]]
@@ -145,50 +136,61 @@ _FAST: dict = {}
 _FAST_SIZE = 256
 
 
+def decide_variant(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run=None) -> str:
+    """The variant ``plan`` runs in this process: the one place where it is fixed (``_Prepared``, hence every
+    path that runs a plan: functional calls, operators).
+
+    ``ranked`` is the model's ranking (cheapest first); ``run(variant)`` runs one call of a variant on the
+    caller's arrays (None: cannot measure now). A recorded measurement decides; else, when the model cannot
+    tell its best candidates apart and ``run`` is given, they are measured once; else the model's pick.
+    """
+    names = _calibrate.candidates(plan, ranked)
+    record = _calibrate.deciding_record(plan, names)
+    if record is not None:
+        return record["variant"]
+    if names and run is not None:
+        return _calibrate.measure(plan, names, run)["variant"]
+    return ranked[0][0]
+
+
 class _Prepared:
     """Everything a call needs that depends only on the plan: shapes, variant, geometry, task tiles.
 
     Nothing here depends on the current thread count (the tiles are cut for numba's pool size and only
     split the work), so a prepared call is valid in every Python thread and after ``set_num_threads``.
+    ``kept`` is an operator's store of packed weights (``ConvTranspose``): its variants' weight-only work is
+    done once and read from there; without it (a one-off call) each call packs what it needs.
     """
 
-    __slots__ = ("plan", "dtype", "out_shape", "x5_shape", "w5_shape", "y5_shape", "zero_bias", "groups",
-                 "bias_only", "stride", "dilation", "start", "tile", "variant", "kernel", "serial", "pending", "lock")
+    __slots__ = ("plan", "dtype", "out_shape", "x5_shape", "w5_shape", "y5_shape", "zero_bias", "bias_only",
+                 "ranked", "variant", "record", "kernel", "args", "serial", "pending", "lock", "kept", "packed")
 
-    def __init__(self, plan: geo.Plan):
+    def __init__(self, plan: geo.Plan, kept=None):
         self.plan = plan
-        choice = _cost.choose(plan)
+        self.kept = kept
+        choice = _cost.choose(plan, kept is not None)
+        self.ranked = choice.estimates or ((choice.variant, 0.0),)
         self.dtype = plan.dtype
         self.out_shape = plan.out_shape
         self.x5_shape = (plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes)
         self.w5_shape = (plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes)
         self.y5_shape = (plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes)
         self.zero_bias = np.zeros(plan.c_out, plan.dtype)
-        self.groups = plan.groups
         self.bias_only = plan.c_in < plan.groups or plan.c_out < plan.groups  # no channel in a group
-        self.stride, self.dilation, self.start = plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start")
-        self.tile = _tile(plan) if plan.batch * plan.c_out else np.ones(3, np.int64)  # empty: never launched
         self.lock = threading.Lock()
         # a measured choice (this process or an earlier one) replaces the model's; an ambiguous ranking is
-        # measured on the first call (see _calibrate)
-        self.pending = _calibrate.candidates(plan, choice.estimates)
-        record = _calibrate.deciding_record(plan, self.pending)
-        if record is not None:
+        # measured on the first call (see _calibrate), with the model's pick meanwhile
+        self.pending = _calibrate.candidates(plan, self.ranked)
+        if self.pending and _calibrate.deciding_record(plan, self.pending) is not None:
             self.pending = []
-            self._use(record["variant"])
-        else:
-            self._use(choice.variant)
+        self._use(choice.variant if self.pending else decide_variant(plan, self.ranked))
 
     def _use(self, variant: str) -> None:
         self.variant = variant
-        self.serial = serial = _cost.runs_serially(self.plan, variant)
-        if variant == "scatter-direct":
-            tiny = self.plan.macs < _cost.TINY_WORK  # (the same bits as scatter_serial)
-            self.kernel = scatter if not serial else scatter_tiny if tiny else scatter_serial
-        elif variant == "gather-direct":
-            self.kernel = gather_serial if serial else gather
-        else:
-            self.kernel = None
+        self.record = record = _registry.get(variant)
+        self.serial = record.serial(self.plan)
+        self.kernel, self.args = record.direct(self.plan) if record.direct is not None else (None, ())
+        self.packed = None  # (an operator's pack of this variant, fetched on the first call)
 
     def run(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, y: np.ndarray) -> None:
         """Write every element of ``y`` (C-contiguous, the plan's shape and dtype)."""
@@ -209,8 +211,22 @@ class _Prepared:
             self._calibrate(x5, w5, b, y5)
         self._execute(x5, w5, b, y5)
 
+    def run_kept(self, x: np.ndarray, w5: np.ndarray, b: np.ndarray, y: np.ndarray) -> None:
+        """``run`` for an operator: ``w5`` and ``b`` are its weight and bias vector, already canonical (the
+        plan's dtype, 5-D, C-contiguous, writeable)."""
+        if y.size == 0:
+            return
+        flags = x.flags
+        if not (x.dtype is self.dtype and flags.c_contiguous and flags.writeable):
+            x = _contiguous(x, self.dtype)
+        x5 = x.reshape(self.x5_shape)
+        y5 = y.reshape(self.y5_shape)
+        if self.pending:
+            self._calibrate(x5, w5, b, y5)
+        self._execute(x5, w5, b, y5)
+
     def _calibrate(self, x5, w5, b, y5) -> None:
-        """Measure the ambiguous candidates once (other threads wait), then keep the fastest."""
+        """Fix the variant on the first call (other threads wait): measure the ambiguous candidates once."""
         with self.lock:
             if not self.pending:
                 return
@@ -219,33 +235,26 @@ class _Prepared:
                 self._use(variant)
                 self._execute(x5, w5, b, y5)
 
-            record = _calibrate.measure(self.plan, self.pending, run)
-            self._use(record["variant"])
+            self._use(decide_variant(self.plan, self.ranked, run))
             self.pending = []
+            if self.kept is not None:
+                self.kept._prune()  # the packs of the candidates that lost
 
     def _execute(self, x5, w5, b, y5) -> None:
         if self.kernel is not None and not self.bias_only:  # the direct kernels first: tiny calls are hot
-            self.kernel(x5, w5, b, y5, self.groups, self.stride, self.dilation, self.start, self.tile)
+            self.kernel(x5, w5, b, y5, *self.args)
             return
-        plan, variant = self.plan, self.variant
         if self.bias_only:  # no channel in a group: only the bias
             y5[...] = b.reshape((1, -1, 1, 1, 1))
-        elif variant == "scatter-gemm":
-            scatter_gemm(plan, x5, w5, b, y5)
-        elif variant == "gather-gemm":
-            gather_gemm(plan, x5, w5, b, y5)
-        elif variant == "gather-gemm-cols":
-            gather_cols(plan, x5, w5, b, y5)
-        elif variant == "scatter-gemm-rows":
-            scatter_pixels(plan, x5, w5, b, y5)
-        elif variant == "gather-gemm-rows":
-            gather_pixels(plan, x5, w5, b, y5)
-        elif variant == "gather-winograd":
-            gather_winograd(plan, x5, w5, b, y5)
-        elif variant == "gather-plane":
-            gather_plane(plan, x5, w5, b, y5, self.serial)
+            return
+        record, plan = self.record, self.plan
+        if self.kept is None:
+            packed = record.packed_for_call(plan, w5)
         else:
-            _zerofill(plan, x5, w5, b, y5)
+            packed = self.packed
+            if packed is None:
+                packed = self.packed = self.kept._packed(record, plan, w5)
+        record.run(plan, x5, packed, b, y5)
 
 
 @lru_cache(maxsize=512)
@@ -379,19 +388,3 @@ def _output_array(plan: geo.Plan, out: np.ndarray | None, inputs) -> np.ndarray:
     if out.flags.c_contiguous and not overlaps:
         return out
     return np.empty(plan.out_shape, plan.dtype)
-
-
-def _zerofill(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray, y5: np.ndarray) -> None:
-    """Seed 000's route: zero-fill + pad into a buffer, then a dense correlation with the flipped kernel."""
-    spans = [a.span for a in plan.axes]
-    z_shape = (plan.batch, plan.c_in) + tuple(a.size_out + s - 1 for a, s in zip(plan.axes, spans))
-    geo.check_memory(z_shape, plan.dtype, "the zero-fill buffer")
-    z = np.empty(z_shape, plan.dtype)
-    fill(x5, z, plan.arrays("stride"), np.array([s - 1 - a.start for a, s in zip(plan.axes, spans)], np.int64))
-    g, c_in_g, c_out_g = plan.groups, plan.c_in // plan.groups, plan.c_out // plan.groups
-    kernel = w5.shape[2:]
-    # (C_in, C_out_g, k) -> (C_out, C_in_g, k), flipped: the correlation weights of seed 000
-    wc = w5.reshape((g, c_in_g, c_out_g) + kernel).swapaxes(1, 2).reshape((plan.c_out, c_in_g) + kernel)
-    wc = np.ascontiguousarray(wc[:, :, ::-1, ::-1, ::-1])
-    ones = np.ones(3, np.int64)
-    correlate(z, wc, b, y5, g, ones, plan.arrays("dilation"), _tile(plan))

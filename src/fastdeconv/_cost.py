@@ -41,60 +41,52 @@ from math import prod as _prod
 
 import numpy as np
 
-from . import _calibrate
+from . import _calibrate, _registry
 from . import _geometry as geo
 from ._kernels import gather_gemm as _gg
 from ._kernels import pixel_gemm as _pg
 from ._kernels import plane as _pl
 from ._kernels import scatter_gemm as _sg
 from ._kernels import winograd as _wg
+from ._model import (  # the fitted constants, under the names the formulas below use
+    BANDWIDTH,
+    COL2IM_ELEMENT,
+    COL2IM_PLANE_TAP,
+    COL2IM_WIDE_ELEMENT,
+    DIRECT_CHANNEL_BLOCK,
+    DIRECT_RATE,
+    DIRECT_ROW_HALF,
+    GATHER_DIRECT_LONG,
+    GATHER_DIRECT_SHORT,
+    GATHER_LONG_ROW,
+    GEMM_HALF,
+    GEMM_PEAK,
+    IM2COL_ELEMENT,
+    IM2COL_ROW,
+    LAUNCH_GEMM,
+    LAUNCH_PARALLEL,
+    LAUNCH_SERIAL,
+    PHASE_RELAYOUT_ELEMENT,
+    PHASE_STORE_ELEMENT,
+    PIXEL_GEMM_COLUMNS,
+    PIXEL_GEMM_GAIN_MAX,
+    PIXEL_GEMM_GAIN_MIN,
+    PLANE_FILL,
+    PLANE_PASS,
+    PLANE_PHASE,
+    PLANE_STORE,
+    PLANE_TAP,
+    PLANE_TAP_BLOCK,
+    PLANE_WEIGHT,
+    ROWS_STEP_CHANNEL_MAJOR,
+    ROWS_STEP_PIXELS_MAJOR,
+    SERIAL_WORK,
+)
 from ._threads import max_threads
 
-VARIANTS = ("scatter-direct", "scatter-gemm", "scatter-gemm-rows", "gather-direct", "gather-gemm", "gather-gemm-rows",
-            "gather-gemm-cols", "gather-winograd", "gather-plane")
-FORM_OF = {"scatter-direct": "scatter", "scatter-gemm": "scatter", "scatter-gemm-rows": "scatter",
-           "gather-direct": "gather", "gather-gemm": "gather", "gather-gemm-rows": "gather",
-           "gather-gemm-cols": "gather", "gather-winograd": "gather", "gather-plane": "gather", "zerofill": "zerofill"}
+VARIANTS = _registry.names()  # the nine optimized variants, in registry order
+FORM_OF = _registry.FORM_OF
 
-# ------------------------------------------------------------------ calibrated constants (fp32, one core)
-# Fitted to single-thread CPU times of every variant on the ten shared workloads (process_time, so that the
-# other load on the shared machine does not distort them); ``threads`` cores divide the parallel parts.
-GEMM_PEAK = 100e9          # FLOP/s of one core in a large sgemm (OpenBLAS; measured 94-98 GFLOP/s)
-GEMM_HALF = (24, 48, 32)   # GEMM side (M, N, K) at which BLAS reaches half its peak along that side
-DIRECT_RATE = 14e9         # multiply-adds/s of the direct kernels on long rows with full channel blocks
-DIRECT_ROW_HALF = 40       # input row length at which the direct kernels reach half DIRECT_RATE
-DIRECT_CHANNEL_BLOCK = 4   # output channels the direct kernels update per input load
-# direct gather relative to direct scatter: faster on long strided rows (its phase-major rows stay dense),
-# slower on short ones (measured 0.72-0.92x for rows >= 250, 1.2-1.6x for rows <= 64)
-GATHER_DIRECT_LONG, GATHER_DIRECT_SHORT, GATHER_LONG_ROW = 0.8, 1.3, 128
-BANDWIDTH = 13e9           # bytes/s of one core streaming (26 GB/s for two)
-COL2IM_ELEMENT = 0.9e-9    # s per column element added into the output (strided read-modify-write)
-COL2IM_WIDE_ELEMENT = 0.3e-9  # ... from a pixels-major GEMM, one run per pixel (wide strides: iSTFT-like, 0.27)
-COL2IM_PLANE_TAP = 25e-9   # s per (channel, depth, tap, chunk) set-up in col2im
-IM2COL_ELEMENT = 0.25e-9   # s per element copied into an im2col block
-IM2COL_ROW = 12e-9         # s per row segment copied into an im2col block
-STORE_ELEMENT = 1.0e-9     # s per output element stored from a phase block (strided)
-RELAYOUT_ELEMENT = 2.0e-9  # s per weight element re-laid out for the phase GEMMs
-# pixels-major GEMM (X^T @ W, ``*-gemm-rows``) relative to the channel-major one at the same sides: faster when
-# the (C_out_g * K) side is 48 or more (measured 1.2x on dcgan_out), slower when it is short (0.88x at 27)
-PIXEL_GEMM_GAIN_MAX, PIXEL_GEMM_GAIN_MIN, PIXEL_GEMM_COLUMNS = 1.2, 0.85, 40
-# the second step of the row-block GEMM variants: (s per cols element, s per output element) by form and cols
-# layout (pixels-major: strided reads of cols; channel-major: contiguous reads), both adding into output rows
-ROWS_STEP_PIXELS_MAJOR = {"scatter": (0.7e-9, 1.0e-9), "gather": (0.93e-9, 3.0e-9)}
-ROWS_STEP_CHANNEL_MAJOR = {"scatter": (0.5e-9, 1.0e-9), "gather": (1.5e-9, 3.0e-9)}
-PLANE_TAP = 0.03e-9        # gather-plane: s per (element, tap) of a run (vectorized multiply-add from L1)
-PLANE_PASS = 0.1e-9        # gather-plane: s per element and pass (load and store of the phase buffer)
-PLANE_TAP_BLOCK = 0.03e-9  # gather-plane: s per (element, term) of a pass over a block of output channels
-PLANE_WEIGHT = 1e-9        # gather-plane: s per entry of a task's weight table
-PLANE_STORE = 0.25e-9      # gather-plane: s per output element interleaved into the output
-PLANE_FILL = 0.3e-9        # gather-plane: s per input element copied into the padded rows
-PLANE_PHASE = 50e-9        # gather-plane: s per (channel, row block, phase) run set-up and store call
-LAUNCH_PARALLEL = 20e-6    # waking numba's pool (passive OpenMP wait) for one parallel kernel
-LAUNCH_SERIAL = 1e-6       # one serial numba call
-LAUNCH_GEMM = 8e-6         # one BLAS call
-SERIAL_WORK = 2e5          # multiply-adds below which a serial direct kernel beats a parallel launch
-TINY_WORK = 2000           # ... and below which walking the definition beats setting up buffered runs (seed 000's
-                           # 648: 1.5 us against 2.6; at 5184 they are even)
 
 
 @dataclass(frozen=True)
@@ -238,7 +230,7 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
         table = _gg.phase_table(plan)
         rows, cb = _gg.chunks(plan)
         c_blocks = -(-cout_g // cb)
-        total = w_elems * RELAYOUT_ELEMENT
+        total = w_elems * PHASE_RELAYOUT_ELEMENT
         n_chunks = 0
         for _phase, m_shape, counts, _taps, _bases in table:
             n_t = int(counts[0] * counts[1] * counts[2])
@@ -251,7 +243,7 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
             chunks = g * c_blocks * -(-m_rows // rows)
             total += g * _gemm_time(2.0 * phase_macs / g, cb, min(rows, m_rows) * m_w, cin_g * n_t, 1, scale)
             total += c_blocks * plan.c_in * n_t * (width * IM2COL_ELEMENT + m_rows * IM2COL_ROW)
-            total += plan.c_out * width * STORE_ELEMENT + chunks * LAUNCH_GEMM
+            total += plan.c_out * width * PHASE_STORE_ELEMENT + chunks * LAUNCH_GEMM
             n_chunks += chunks
         out["gather-gemm"] = total / max(1, min(threads, n_chunks)) + LAUNCH_PARALLEL
 
@@ -273,7 +265,7 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
         gemm_macs = pixels * cin_g * width  # all groups (tasks run per group)
         gemm = _gemm_time(2.0 * gemm_macs, width, max(1, max_pixels), cin_g, 1, scale) / gain
         cols_elems = pixels * width
-        fixed = (w_elems * RELAYOUT_ELEMENT if major else 0.0) + len(task_list) * LAUNCH_GEMM
+        fixed = (w_elems * PHASE_RELAYOUT_ELEMENT if major else 0.0) + len(task_list) * LAUNCH_GEMM
         constants = ROWS_STEP_PIXELS_MAJOR if major else ROWS_STEP_CHANNEL_MAJOR
         for form, (element, store) in constants.items():
             step = cols_elems * element + y_elems * store
@@ -281,16 +273,26 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
     return out
 
 
-def scratch_elements(plan: geo.Plan, variant: str) -> int:
-    """Scratch (elements, all workers) one call of ``variant`` allocates; the direct kernels' is negligible."""
-    module = {"scatter-gemm": _sg, "gather-gemm-cols": _sg, "gather-gemm": _gg, "scatter-gemm-rows": _pg,
-              "gather-gemm-rows": _pg, "gather-winograd": _wg, "gather-plane": _pl}.get(variant)
-    return 0 if module is None else module.scratch_elements(plan)
+@lru_cache(maxsize=512)
+def estimates(plan: geo.Plan, threads: int) -> dict[str, float]:
+    """:func:`estimate`, cached per (plan, threads): the registry's ``cost`` of each variant reads it."""
+    return estimate(plan, threads)
+
+
+def scratch_elements(plan: geo.Plan, variant: str, kept: bool = False) -> int:
+    """Scratch (elements, all workers) one call of ``variant`` allocates; the direct kernels' is negligible.
+    ``kept``: with the weight-only work done once (an operator's packed weights are not per-call scratch)."""
+    return _registry.get(variant).scratch_elements(plan, kept)
+
+
+def choose(plan: geo.Plan, kept: bool = False) -> Choice:
+    """The :class:`Choice` for a plan (cached; independent of the current thread count). ``kept``: for an
+    operator, whose weight-only work (``Variant.pack``) is done once: its cost and memory are not per call."""
+    return _choose(plan, kept)
 
 
 @lru_cache(maxsize=512)
-def choose(plan: geo.Plan) -> Choice:
-    """The :class:`Choice` for a plan (cached; independent of the current thread count)."""
+def _choose(plan: geo.Plan, kept: bool) -> Choice:
     flops = 2 * plan.macs
     if plan.method == "zerofill":
         return Choice("zerofill", "zerofill", (), flops, max_threads(), False,
@@ -298,11 +300,16 @@ def choose(plan: geo.Plan) -> Choice:
     # the ranking uses the pool size, not the current count: the variant (and so every bit of the result) must
     # not change with set_num_threads; only whether a direct kernel runs serially does (same terms, same order)
     pool = max_threads()
-    costs = estimate(plan, pool)
+    costs = {}
+    for v in _registry.VARIANTS.values():
+        if v.form != "zerofill" and v.applies(plan):
+            cost = v.estimate(plan, pool, kept)
+            if cost is not None:
+                costs[v.name] = cost
     # the memory rule: no variant whose scratch exceeds one output's size (the direct kernels have none)
     output = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
     candidates = {v: c for v, c in costs.items() if (plan.method == "auto" or FORM_OF[v] == plan.method)
-                  and scratch_elements(plan, v) <= output}
+                  and scratch_elements(plan, v, kept) <= output}
     if plan.variant in costs:  # fixed by the caller (the Dask twin's blocks run the whole call's variant, which
         # applies to them: the memory rule is the whole call's, checked there)
         candidates = {plan.variant: costs[plan.variant]}
@@ -314,17 +321,9 @@ def choose(plan: geo.Plan) -> Choice:
         why = f"{variant} is estimated {second / best:.2f}x faster than {runner_up}"
     else:
         why = f"{variant} is the only candidate"
-    if variant == "gather-winograd":
-        why += " (Winograd F(2, r) on the output phases: fewer multiplications, channel contraction on BLAS)"
-    elif variant == "gather-gemm-cols":
-        why += " (channel contraction on BLAS, then per-output sums of the terms: the gather twin of scatter-gemm)"
-    elif variant.endswith("gemm-rows"):
-        why += " (BLAS GEMM per block of output rows: few output channels x taps)"
-    elif variant.endswith("gemm"):
-        why += " (channel contraction on BLAS)"
-    elif variant == "gather-plane":
-        why += (" (one input channel or few output channels per group: long vectorized runs over a padded copy "
-                "of the input rows)")
+    reason = _registry.get(variant).reason
+    if reason:
+        why += f" ({reason})"
     elif serial:
         why += " (tiny problem: runs in the calling thread)"
     scope = "" if plan.method == "auto" else f" among the {plan.method} variants"
@@ -393,7 +392,7 @@ def current(plan: geo.Plan) -> Choice:
 
 def runs_serially(plan: geo.Plan, variant: str) -> bool:
     """Whether ``variant`` runs in the calling thread: a direct kernel on a tiny problem."""
-    return (variant.endswith("direct") or variant == "gather-plane") and plan.macs < SERIAL_WORK
+    return _registry.get(variant).serial(plan)
 
 
 def _shape(shape, name: str) -> tuple[int, ...]:

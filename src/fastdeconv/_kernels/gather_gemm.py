@@ -166,8 +166,38 @@ def scratch_elements(plan: geo.Plan) -> int:
     return max_threads() * (cin_g * cb * t_max + (cin_g * t_max + cb) * rows * m_w)
 
 
-def gather_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
-    """Transposed convolution, gather form by output phases with BLAS, into ``y5`` (overwritten)."""
+class PhaseWeights(tuple):
+    """Every phase's weights, ``(g, C_out_g, C_in_g * T)`` per phase (empty where no tap reaches the phase):
+    what ``phase_weights`` makes chunk by chunk, made once (an operator keeps it)."""
+
+    @property
+    def nbytes(self) -> int:
+        return sum(m.nbytes for m in self)
+
+
+def pack(plan: geo.Plan, w5: np.ndarray) -> PhaseWeights:
+    """The phase weights of every (phase, group): the weight's own size in all."""
+    g = plan.groups
+    cin_g, cout_g = plan.c_in // g, plan.c_out // g
+    mats = []
+    for _phase, _m_shape, counts, taps, _bases in phase_table(plan):
+        n_t = int(counts[0] * counts[1] * counts[2])
+        m = np.empty((g, cout_g, cin_g * n_t), plan.dtype)
+        if n_t:
+            for gi in range(g):
+                phase_weights(w5, gi * cin_g, cin_g, 0, cout_g, taps, counts, m[gi])
+        mats.append(m)
+    return PhaseWeights(mats)
+
+
+def gather_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray | PhaseWeights, bias: np.ndarray,
+                y5: np.ndarray) -> None:
+    """Transposed convolution, gather form by output phases with BLAS, into ``y5`` (overwritten).
+
+    ``w5`` is the weight itself (a one-off call: each chunk re-lays out its phase weights, within the memory
+    rule) or its ``pack`` (an operator: each chunk reads its block of the kept phase weights). The GEMMs get the
+    same matrices either way."""
+    kept = isinstance(w5, PhaseWeights)
     g = plan.groups
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     table = phase_table(plan)
@@ -193,15 +223,17 @@ def gather_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray
                   for gi in range(g) for c0 in range(0, cout_g, cb_max) for row0 in range(0, total, rows_per_chunk)]
 
     def work(part):
-        wp_buf = np.empty(cin_g * cb_max * t_max, plan.dtype)
+        wp_buf = np.empty(0 if kept else cin_g * cb_max * t_max, plan.dtype)
         col_buf = np.empty(cin_g * t_max * rows_per_chunk * m_w_max, plan.dtype)
         tmp_buf = np.empty(cb_max * rows_per_chunk * m_w_max, plan.dtype)
         ready = None
         for index, gi, c0, cb, row0, n_rows, identity in part:
             phase, m_shape, counts, taps, bases = table[index]
             n_t = int(counts[0] * counts[1] * counts[2])
-            wp = wp_buf[:cb * cin_g * n_t].reshape(cb, cin_g * n_t)
-            if ready != (index, gi, c0):
+            if kept:
+                wp = w5[index][gi, c0:c0 + cb]
+            elif ready != (index, gi, c0):
+                wp = wp_buf[:cb * cin_g * n_t].reshape(cb, cin_g * n_t)
                 phase_weights(w5, gi * cin_g, cin_g, c0, cb, taps, counts, wp)
                 ready = (index, gi, c0)
             width = n_rows * int(m_shape[2])

@@ -262,7 +262,17 @@ def scratch_elements(plan: geo.Plan) -> int:
     return max_threads() * tasks(plan)[1] * (plan.c_out // plan.groups) * k + relayout
 
 
-def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
+def pack(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
+    """The weight as the GEMMs read it, (C_in, C_out_g * K): pixels-major, tap-major with channel-minor columns
+    (one tap's channels contiguous: a copy), else the weight's own layout (a view)."""
+    cout_g = plan.c_out // plan.groups
+    k = _prod(a.kernel for a in plan.axes)
+    if pixels_major(plan):
+        return np.ascontiguousarray(w5.reshape(plan.c_in, cout_g, k).transpose(0, 2, 1)).reshape(plan.c_in, k * cout_g)
+    return w5.reshape(plan.c_in, cout_g * k)  # read in place
+
+
+def _run(form: str, plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
     g = plan.groups
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     k = _prod(a.kernel for a in plan.axes)
@@ -270,11 +280,6 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
     in_shape, kern, stride, taps = geometry_arrays(plan)
     size_d, size_w = x5.shape[2], x5.shape[4]
     major = pixels_major(plan)
-    if major:
-        # tap-major, channel-minor columns: one tap's channels are contiguous
-        w2 = np.ascontiguousarray(w5.reshape(plan.c_in, cout_g, k).transpose(0, 2, 1)).reshape(plan.c_in, k * cout_g)
-    else:
-        w2 = w5.reshape(plan.c_in, cout_g * k)  # read in place
     gather = gather_rows if major else gather_rows_cm
 
     def work(part):
@@ -304,9 +309,19 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
 
 def scatter_pixels(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
     """Scatter form, pixels-major GEMM then footprint adds, into ``y5`` (overwritten)."""
-    _run("scatter", plan, x5, w5, bias, y5)
+    _run("scatter", plan, x5, pack(plan, w5), bias, y5)
 
 
 def gather_pixels(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
     """Gather form, pixels-major GEMM then per-output sums, into ``y5`` (overwritten)."""
-    _run("gather", plan, x5, w5, bias, y5)
+    _run("gather", plan, x5, pack(plan, w5), bias, y5)
+
+
+def scatter_pixels_packed(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
+    """:func:`scatter_pixels` on the weight's ``pack``."""
+    _run("scatter", plan, x5, w2, bias, y5)
+
+
+def gather_pixels_packed(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
+    """:func:`gather_pixels` on the weight's ``pack``."""
+    _run("gather", plan, x5, w2, bias, y5)

@@ -32,6 +32,7 @@ import numpy as np
 from numba import njit
 
 from .. import _geometry as geo
+from .. import _model as M
 from .._runtime import run_parallel
 from .._threads import max_threads
 from ..config import NJIT_FLAGS
@@ -46,11 +47,7 @@ _MIN_GEMM_COLUMNS = 256
 # measured slower than ``col2im``, at 10 and 32 of 4x4 1.6-3x faster), and the most elements of its plane buffer
 MINOR_SAMPLES = 8
 MINOR_PLANE = 1 << 16
-# The chunk choice's estimate: GEMM efficiency credited to a chunk cut into slabs (relative to whole samples),
-# one core's GEMM rate (FLOP/s), seconds per (chunk, slab) of calls from the worker's loop (GEMM and col2im)
-SLAB_DISCOUNT = 0.85
-CHUNK_GEMM_RATE = 100e9
-CHUNK_CALL = 20e-6
+# (the chunk choice's estimate reads ``_model``: GEMM_PEAK, GEMM_HALF, SLAB_DISCOUNT, CHUNK_CALL)
 
 
 # Strides along the last axis from which col2im adds a row's taps input pixel by input pixel (contiguous output,
@@ -449,10 +446,11 @@ def chunks(plan: geo.Plan) -> tuple[int, int, int] | None:
             # GEMMs instead of 9-row ones (11 -> 5 ms).
             n, slab = found
             m_side, n_side = cb * k, n * per_slab * slab
-            eff = m_side / (m_side + 24) * n_side / (n_side + 48) * (1.0 if slab == size else SLAB_DISCOUNT)
+            eff = (m_side / (m_side + M.GEMM_HALF[0]) * n_side / (n_side + M.GEMM_HALF[1])
+                   * (1.0 if slab == size else M.SLAB_DISCOUNT))
             count = g * -(-plan.batch // n) * -(-cout_g // cb)
             calls = count * -(-size // slab) if size else count
-            seconds = (2.0 * macs / (CHUNK_GEMM_RATE * eff) + calls * CHUNK_CALL) / min(count, max_threads())
+            seconds = (2.0 * macs / (M.GEMM_PEAK * eff) + calls * M.CHUNK_CALL) / min(count, max_threads())
             key = (-round(seconds, 6), -count)
             if best is None or key > best[0]:
                 best = (key, n, cb, slab)

@@ -40,6 +40,7 @@ import numpy as np
 from numba import njit
 
 from .. import _geometry as geo
+from .. import _model as M
 from .._runtime import run_parallel
 from .._threads import max_threads
 from ..config import NJIT_FLAGS
@@ -571,6 +572,8 @@ def _tiles_per_row(lay: Layout) -> int:
 # Share of the output's size the shared transformed weights may take; the rest of the one-output memory rule is
 # left to the workers' chunks.
 SHARED_FRACTION = 0.75
+# Most elements an operator's kept transformed weights may take, relative to the weight (``_choice(kept=True)``)
+KEPT_FACTOR = 3
 
 
 def _shared_elements(plan: geo.Plan, lay: Layout) -> int:
@@ -605,34 +608,14 @@ def _worker_scratch(lay: Layout, cin_g: int, nb: int, nth: int, cb: int) -> int:
     return packed + tiles * cin_g + cin_g * cb + lay.points * cb * tiles + cb * lay.row + PACK_CHANNELS * lay.padded[2]
 
 
-# Calibrated on the 2-core AVX-512 development machine (fp32, one core; fp64 arithmetic at half the rate).
-GEMM_RATE = 100e9        # FLOP/s of the (tiles x C_in_g) @ (C_in_g x C_out block) GEMMs at full efficiency
-# OpenBLAS sgemm on one core through numba's np.dot: products with M * N * K <= 2^19 run a no-packing kernel at
-# 105-116 GFLOP/s whatever their shape (even 8 x 256 x 256); larger ones pack, and thin sides cost: 34 / 53 / 67 /
-# 77 / 86 / 92 / 95 GFLOP/s at M = 8 / 16 / 32 / 64 / 128 / 256 / 1024 tiles (N = 256, K = 256-512); 73 / 82 / 86 /
-# 94 at N = 16 / 32 / 64 / 128 (M = 256); K alike. GEMM_HALF: (tiles, C_out block, C_in_g) at which the packing
-# kernel reaches half its rate along that side.
-GEMM_HALF = (18, 6, 6)
-SMALL_GEMM, SMALL_GEMM_GAIN = 1 << 19, 1.1
-U_ELEMENT = 0.35e-9      # s per transformed-weight element (per point, per chunk; measured 0.36 on DCGAN 16x16)
-V_ELEMENT = 0.07e-9      # s per transformed-input element (channels-last vector adds)
-PACK_ELEMENT = 0.6e-9    # s per input element packed channels-last
-STORE_ELEMENT = 1.6e-9   # s per output element of the inverse transform (sums + strided store)
-# A chunk whose packed rows, V and M blocks outgrow the core's L2 cache streams them from L3 in the transforms
-# and the inverse: measured on DCGAN's 16x16 -> 32x32 block, 18.7 ms with 370 KB chunks, 24 ms with 1.4 MB,
-# 27.6 ms with 5.4 MB (shared weights, same GEMMs); sr_x2 12.6 ms with 0.6 MB, 18 ms with 7 MB.
-L2_BYTES = 1 << 20
-SPILL = 2.0              # factor on the transforms' per-element costs once a chunk exceeds L2_BYTES
-RELAYOUT_ELEMENT = 0.8e-9  # s per weight element re-laid out
-POINT_CALL = 1e-6        # s per point: BLAS call set-up from numba
-TASK_CALL = 20e-6        # s per chunk: the numba call from the worker's Python loop
-TILE_POINT = 3e-9        # s per (tile, point): loop and call overhead of the transforms and small GEMMs
-SHARED_ELEMENT = 0.8e-9  # s per shared transformed-weight element, made in the calling thread (0.6-0.8 measured)
+# The estimate's fitted constants are ``_model.WINOGRAD_*`` (and ``GEMM_PEAK``).
 
 
-def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int, shared: bool) -> float:
+def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int, shared: bool,
+          kept: bool = False) -> float:
     """Estimated seconds of one call with chunks of ``nb`` samples x ``nth`` tile rows x ``cb`` channels, the
-    transformed weights ``shared`` or made per chunk."""
+    transformed weights ``shared`` or made per chunk; ``kept``: the weight-only work (the shared transform or
+    the relayout) was done once, by an operator."""
     g = plan.groups
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     n_phase = len(lay.phases)
@@ -642,24 +625,29 @@ def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int,
     h_blocks = -(-lay.tile_rows // nth)
     tasks = g * -(-plan.batch // nb) * h_blocks * -(-cout_g // cb)
     c_blocks = -(-cout_g // cb)
-    eff = SMALL_GEMM_GAIN
-    if tiles * cb * cin_g > SMALL_GEMM:
+    eff = M.WINOGRAD_SMALL_GEMM_GAIN
+    if tiles * cb * cin_g > M.WINOGRAD_SMALL_GEMM:
         eff = 1.0
-        for side, half in zip((tiles, cb, cin_g), GEMM_HALF):
+        for side, half in zip((tiles, cb, cin_g), M.WINOGRAD_GEMM_HALF):
             eff *= side / (side + half)
-    gemm = 2.0 * lay.points * n_phase * cin_g * cout_g * total_tiles / (GEMM_RATE * scale * eff)
-    u_work = 0.0 if shared else tasks * n_phase * lay.points * cin_g * cb * U_ELEMENT
-    spill = SPILL if _worker_scratch(lay, cin_g, nb, nth, cb) * plan.dtype.itemsize > L2_BYTES else 1.0
-    v_work = c_blocks * n_phase * lay.points * cin_g * total_tiles * V_ELEMENT * spill
+    gemm = 2.0 * lay.points * n_phase * cin_g * cout_g * total_tiles / (M.GEMM_PEAK * scale * eff)
+    u_work = 0.0 if shared else tasks * n_phase * lay.points * cin_g * cb * M.WINOGRAD_U_ELEMENT
+    big = _worker_scratch(lay, cin_g, nb, nth, cb) * plan.dtype.itemsize > M.WINOGRAD_L2_BYTES
+    spill = M.WINOGRAD_SPILL if big else 1.0
+    v_work = c_blocks * n_phase * lay.points * cin_g * total_tiles * M.WINOGRAD_V_ELEMENT * spill
     halo = 1 + lay.halo * (h_blocks - 1) / max(1, plan.axes[1].size_in)
-    pack = c_blocks * plan.batch * plan.c_in * _prod(a.size_in for a in plan.axes) * halo * PACK_ELEMENT * spill
-    store = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes) * STORE_ELEMENT * spill
-    calls = tasks * (n_phase * lay.points * POINT_CALL + TASK_CALL) + total_tiles * n_phase * lay.points * TILE_POINT
+    pack = (c_blocks * plan.batch * plan.c_in * _prod(a.size_in for a in plan.axes) * halo
+            * M.WINOGRAD_PACK_ELEMENT * spill)
+    store = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes) * M.WINOGRAD_STORE_ELEMENT * spill
+    calls = (tasks * (n_phase * lay.points * M.WINOGRAD_POINT_CALL + M.WINOGRAD_TASK_CALL)
+             + total_tiles * n_phase * lay.points * M.WINOGRAD_TILE_POINT)
     balance = -(-tasks // workers) * workers / tasks
     parallel = (gemm + u_work + v_work + pack + store + calls) * balance / min(workers, tasks)
+    if kept:
+        return parallel
     if shared:  # made before the workers start, in the calling thread
-        return parallel + _shared_elements(plan, lay) * SHARED_ELEMENT
-    return parallel + weight_elements(plan) * RELAYOUT_ELEMENT / min(workers, tasks)
+        return parallel + _shared_elements(plan, lay) * M.WINOGRAD_SHARED_ELEMENT
+    return parallel + weight_elements(plan) * M.WINOGRAD_RELAYOUT_ELEMENT / min(workers, tasks)
 
 
 def chunks(plan: geo.Plan) -> tuple[int, int, int] | None:
@@ -669,7 +657,7 @@ def chunks(plan: geo.Plan) -> tuple[int, int, int] | None:
 
 
 @lru_cache(maxsize=256)
-def _choice(plan: geo.Plan) -> tuple[int, int, int, bool] | None:
+def _choice(plan: geo.Plan, kept: bool = False) -> tuple[int, int, int, bool] | None:
     """(samples, tile rows, output channels) per chunk and whether the transformed weights are shared, or None
     when no chunk fits the memory rule.
 
@@ -677,6 +665,10 @@ def _choice(plan: geo.Plan) -> tuple[int, int, int, bool] | None:
     stays within one output's size; among the chunks that fit, the one with the least estimated time. A chunk
     of one sample may take part of its tile rows (large single images). Depends on the shapes and numba's pool
     size only.
+
+    ``kept``: the weight-only work is done once and kept by an operator (``pack_kept``), so it holds nothing
+    per call: the workers' scratch alone keeps the rule, and the shared transformed weights may take up to
+    ``KEPT_FACTOR`` times the weight's size.
     """
     lay = layout(plan)
     if lay is None or plan.batch == 0:
@@ -685,8 +677,12 @@ def _choice(plan: geo.Plan) -> tuple[int, int, int, bool] | None:
     workers = max_threads()
     out_size = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
     best = None
-    for shared in (False, True) if _shared_elements(plan, lay) <= SHARED_FRACTION * out_size else (False,):
-        held = _held(plan, shared)
+    if kept:
+        fits = _shared_elements(plan, lay) <= KEPT_FACTOR * weight_elements(plan)
+    else:
+        fits = _shared_elements(plan, lay) <= SHARED_FRACTION * out_size
+    for shared in (False, True) if fits else (False,):
+        held = 0 if kept else _held(plan, shared)
         if held > out_size:
             continue
         budget = out_size - held
@@ -695,7 +691,7 @@ def _choice(plan: geo.Plan) -> tuple[int, int, int, bool] | None:
             while True:
                 tasks = plan.groups * -(-plan.batch // nb) * -(-lay.tile_rows // nth) * -(-cout_g // cb)
                 if min(workers, tasks) * _worker_scratch(lay, cin_g, nb, nth, cb) <= budget:
-                    cost = _cost(plan, lay, nb, nth, cb, workers, shared)
+                    cost = _cost(plan, lay, nb, nth, cb, workers, shared, kept)
                     if best is None or cost < best[0]:
                         best = (cost, nb, nth, cb, shared)
                 if cb == 1:
@@ -755,28 +751,101 @@ def _arguments(plan: geo.Plan, nb_max: int, nth_max: int, cb_max: int) -> tuple:
             np.array(lay.r, np.int64))
 
 
-def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
-    """Transposed convolution, gather form with Winograd F(2, r) on the output phases, into ``y5``."""
+class Weights(NamedTuple):
+    """The weight as ``run`` reads it: every (weight phase, point)'s transformed weights in blocks of ``cb``
+    output channels (``shared``), or the tap-major relayout ``wt`` the chunks transform from."""
+
+    shared: bool
+    cb: int
+    kept: bool       # made once for an operator (its chunks: ``kept_choice``) or for one call (``_choice``)
+    u_all: np.ndarray
+    wt: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return self.u_all.nbytes + self.wt.nbytes
+
+
+def kept_choice(plan: geo.Plan) -> tuple[int, int, int, bool] | None:
+    """The chunks of a call with the weight packed once (an operator): a one-off call's whenever one fits the
+    memory rule (so that both give the same bits), else those with kept weights (``_choice(kept=True)``)."""
+    return _choice(plan) or _choice(plan, kept=True)
+
+
+def kept_estimate(plan: geo.Plan, threads: int) -> float | None:
+    """Estimated seconds of a call whose weight-only work was done once (an operator)."""
+    found = kept_choice(plan)
+    if found is None:
+        return None
+    nb, nth, cb, shared = found
+    return _cost(plan, layout(plan), nb, nth, cb, threads, shared, kept=True)
+
+
+def kept_scratch(plan: geo.Plan) -> int:
+    """Scratch (elements, all workers) of a call whose weight-only work was done once."""
+    found = kept_choice(plan)
+    if found is None:
+        return 0
+    return max_threads() * _worker_scratch(layout(plan), plan.c_in // plan.groups, *found[:3])
+
+
+def pack_key(plan: geo.Plan) -> tuple:
+    """Plans of one operator whose kept weights are the same: the layout (the weight's geometry, fixed by the
+    operator) and, for shared transformed weights, their channel blocks."""
+    found = kept_choice(plan)
+    if found is None:
+        return ()
+    lay = layout(plan)  # (its tile sizes pick the transform: they depend on the output's size)
+    return (tuple(int(m) for m in lay.msize), lay.r) + ((True, found[2]) if found[3] else (False,))
+
+
+def _weights(plan: geo.Plan, w5: np.ndarray, found, kept: bool) -> Weights:
     lay = layout(plan)
-    nb_max, nth_max, cb_max = chunks(plan)
-    tasks, tables, u_coefs, v_terms, v_counts, a_terms, r_arr = _arguments(plan, nb_max, nth_max, cb_max)
-    cin_g, cout_g = plan.c_in // plan.groups, plan.c_out // plan.groups
+    _nb, _nth, cb_max, shared = found
+    u_coefs, r_arr = _arguments(plan, *found[:3])[2], np.array(lay.r, np.int64)
+    cout_g = plan.c_out // plan.groups
     dtype = plan.dtype
     taps = lay.wtaps
-    if shares_weights(plan):
+    if shared:
         u_all = np.empty(_shared_elements(plan, lay), dtype)
         # in the calling thread: one more launch of the workers costs more than it saves (dilated 3x3 layer:
         # 0.04 ms serial, 0.17 ms on two workers; DCGAN 8x8 -> 16x16: 0.93 serial, 1.18 on two)
         transform_weights(w5, taps, r_arr, u_coefs, plan.groups, cb_max, 0, plan.c_in,
                           np.empty(_prod(lay.r) * TRANSFORM_ROWS * cout_g, dtype), u_all)
-        wt = np.empty((1, 1, 0, 0), dtype)  # run_task reads u_all
-    else:
-        u_all = np.empty(0, dtype)
-        wt = np.empty((len(taps), _prod(lay.r), plan.c_in, cout_g), dtype)
-        step = -(-plan.c_in // max_threads())
-        run_parallel(lambda part: [relayout(w5, taps, r_arr, lo, min(lo + step, plan.c_in), wt) for lo in part],
-                     list(range(0, plan.c_in, step)))
+        return Weights(True, cb_max, kept, u_all, np.empty((1, 1, 0, 0), dtype))  # run_task reads u_all
+    wt = np.empty((len(taps), _prod(lay.r), plan.c_in, cout_g), dtype)
+    step = -(-plan.c_in // max_threads())
+    run_parallel(lambda part: [relayout(w5, taps, r_arr, lo, min(lo + step, plan.c_in), wt) for lo in part],
+                 list(range(0, plan.c_in, step)))
+    return Weights(False, cb_max, kept, np.empty(0, dtype), wt)
 
+
+def pack_call(plan: geo.Plan, w5: np.ndarray) -> Weights:
+    """The weight-only work of one call (its chunks: ``chunks(plan)``)."""
+    return _weights(plan, w5, _choice(plan), False)
+
+
+def pack_kept(plan: geo.Plan, w5: np.ndarray) -> Weights:
+    """The weight-only work an operator does once (its chunks: ``kept_choice(plan)``)."""
+    return _weights(plan, w5, kept_choice(plan), True)
+
+
+def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
+    """Transposed convolution, gather form with Winograd F(2, r) on the output phases, into ``y5``."""
+    run(plan, x5, pack_call(plan, w5), bias, y5)
+
+
+def run(plan: geo.Plan, x5: np.ndarray, weights: Weights, bias: np.ndarray, y5: np.ndarray) -> None:
+    """``gather_winograd`` on weights packed by ``pack_call`` or ``pack_kept`` (whose chunks it runs)."""
+    lay = layout(plan)
+    found = kept_choice(plan) if weights.kept else _choice(plan)
+    nb_max, nth_max, cb_max, shared = found
+    if shared != weights.shared or (shared and cb_max != weights.cb):
+        raise ValueError("gather-winograd: the packed weights were made for other chunks")  # (a bug, not user's)
+    tasks, tables, u_coefs, v_terms, v_counts, a_terms, r_arr = _arguments(plan, nb_max, nth_max, cb_max)
+    cin_g = plan.c_in // plan.groups
+    dtype = plan.dtype
+    u_all, wt = weights.u_all, weights.wt
     depth, rows, cols = lay.padded[0], nth_max * int(lay.step[1]) + lay.halo, lay.padded[2]
     tiles_max = nb_max * nth_max * _tiles_per_row(lay)
 

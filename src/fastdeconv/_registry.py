@@ -1,0 +1,252 @@
+"""The variant registry: one record per kernel variant (the nine optimized ones and ``zerofill``).
+
+Everything that needs to know the variants reads them from here: the cost model (``_cost``: which apply, their
+estimates, the memory rule, the reason ``plan`` prints), the dispatcher (``_api._Prepared``), the operator
+(``_operator.ConvTranspose``: the weight packed once per variant), the calibration, and the tests that force a
+variant. Adding a variant is one record below plus its kernel module.
+
+A record's functions take a :class:`~fastdeconv._geometry.Plan`:
+
+``applies(plan)``
+    whether the variant can run the plan at all (the memory rule is checked separately, from ``scratch``);
+``cost(plan, threads)``
+    estimated seconds of one call on ``threads`` threads (None: does not apply);
+``scratch(plan)``
+    elements one call allocates beside the output (all workers; what ``call_pack`` makes per call included);
+``pack(plan, w5)``
+    the weight-only work of the variant, done once and kept by an operator: the weight (C_in, C_out_g, kd, kh, kw)
+    in the plan's dtype, C-contiguous, is turned into whatever ``run`` reads (itself, a relayout, transformed
+    weights);
+``call_pack(plan, w5)``
+    the same for a one-off ``conv_transpose`` call (defaults to ``pack``; a variant may instead hand ``run`` the
+    weight itself and re-lay it out chunk by chunk, when a whole relayout per call would break the memory rule);
+``run(plan, x5, packed, bias, y5)``
+    writes every element of ``y5`` from the canonical 5-D input, the packed weight and the bias vector;
+``serial(plan)``
+    whether the variant runs in the calling thread (tiny problems);
+``kernels()``
+    the numba dispatchers it calls (warm-up, readiness checks).
+
+``pack_key(plan)`` says which plans of one weight share a pack (beside the dtype and the weight's geometry);
+``kept_cost`` / ``kept_scratch`` are the cost and scratch when the weight was packed once (an operator), for the
+variants where that differs. ``exact`` says whether the variant gives the definition's finite/Inf/NaN pattern
+on any input (it multiplies no padding zero and no transform mixes the terms).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from . import _geometry as geo
+from ._kernels import gather as _gd
+from ._kernels import gather_gemm as _gg
+from ._kernels import pixel_gemm as _pg
+from ._kernels import plane as _pl
+from ._kernels import scatter as _sd
+from ._kernels import scatter_gemm as _sg
+from ._kernels import winograd as _wg
+from ._kernels import zerofill as _zf
+from ._kernels.conv import correlate
+from ._tiling import tile_for
+
+
+def _same(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
+    """The pack of the variants that read the weight as it is (in the plan's dtype, C-contiguous)."""
+    return w5
+
+
+def _no_key(plan: geo.Plan) -> Hashable:
+    return ()
+
+
+def _none(plan: geo.Plan) -> int:
+    return 0
+
+
+def _never(plan: geo.Plan) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One kernel variant (see the module docstring for what each function does)."""
+
+    name: str
+    form: str  # "scatter" | "gather" | "zerofill"
+    applies: Callable[[geo.Plan], bool]
+    cost: Callable[[geo.Plan, int], float | None]
+    scratch: Callable[[geo.Plan], int]
+    pack: Callable[[geo.Plan, np.ndarray], object]
+    run: Callable[..., None]
+    serial: Callable[[geo.Plan], bool]
+    reason: str  # why it is fast, in a few words ("" for none): the parenthesis of ``plan``'s reason
+    kernels: Callable[[], tuple]
+    exact: bool
+    call_pack: Callable[[geo.Plan, np.ndarray], object] | None = None
+    pack_key: Callable[[geo.Plan], Hashable] = _no_key
+    kept_cost: Callable[[geo.Plan, int], float | None] | None = None
+    kept_scratch: Callable[[geo.Plan], int] | None = None
+    # the direct kernels' fast path: ``(kernel, args)`` called as ``kernel(x5, w5, bias, y5, *args)``
+    direct: Callable[[geo.Plan], tuple] | None = None
+
+    def packed_for_call(self, plan: geo.Plan, w5: np.ndarray) -> object:
+        """What a one-off call hands ``run``."""
+        return (self.call_pack or self.pack)(plan, w5)
+
+    def estimate(self, plan: geo.Plan, threads: int, kept: bool = False) -> float | None:
+        return (self.kept_cost if kept and self.kept_cost is not None else self.cost)(plan, threads)
+
+    def scratch_elements(self, plan: geo.Plan, kept: bool = False) -> int:
+        return (self.kept_scratch if kept and self.kept_scratch is not None else self.scratch)(plan)
+
+
+# --------------------------------------------------------------------------- the records' functions
+
+
+def _estimated(name: str) -> Callable[[geo.Plan, int], float | None]:
+    """The variant's estimate from the cost model's table (``_cost.estimate``: its formulas share terms)."""
+
+    def cost(plan: geo.Plan, threads: int) -> float | None:
+        from . import _cost  # (``_cost`` reads this registry)
+
+        return _cost.estimates(plan, threads).get(name)
+
+    return cost
+
+
+def _runs_serially(plan: geo.Plan) -> bool:
+    """A direct kernel (or gather-plane) on a tiny problem: waking the pool costs more than the work."""
+    from . import _model
+
+    return plan.macs < _model.SERIAL_WORK
+
+
+@lru_cache(maxsize=512)
+def direct_call(plan: geo.Plan, form: str) -> tuple:
+    """(numba kernel, its geometry arguments) of a direct variant for ``plan``: the serial kernel on tiny
+    problems (below ``TINY_WORK`` scatter walks the definition: the same bits as ``scatter_serial``)."""
+    from . import _model
+
+    serial = _runs_serially(plan)
+    if form == "scatter":
+        kernel = (_sd.scatter if not serial else _sd.scatter_tiny if plan.macs < _model.TINY_WORK
+                  else _sd.scatter_serial)
+    else:
+        kernel = _gd.gather_serial if serial else _gd.gather
+    tile = tile_for(plan) if plan.batch * plan.c_out else np.ones(3, np.int64)  # empty: never launched
+    return kernel, (plan.groups, plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start"), tile)
+
+
+def _direct_run(form: str):
+    def run(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
+        kernel, args = direct_call(plan, form)
+        kernel(x5, w5, bias, y5, *args)
+
+    return run
+
+
+def _gemm_applies(plan: geo.Plan) -> bool:
+    return bool(plan.c_in // plan.groups and plan.c_out // plan.groups and plan.batch)
+
+
+def _plane_run(plan, x5, w5, bias, y5) -> None:
+    _pl.gather_plane(plan, x5, w5, bias, y5, _runs_serially(plan))
+
+
+def _zerofill_run(plan: geo.Plan, x5: np.ndarray, wc: np.ndarray, b: np.ndarray, y5: np.ndarray) -> None:
+    """Seed 000's route: zero-fill + pad into a buffer, then a dense correlation with the flipped kernel."""
+    spans = [a.span for a in plan.axes]
+    z_shape = (plan.batch, plan.c_in) + tuple(a.size_out + s - 1 for a, s in zip(plan.axes, spans))
+    geo.check_memory(z_shape, plan.dtype, "the zero-fill buffer")
+    z = np.empty(z_shape, plan.dtype)
+    _zf.fill(x5, z, plan.arrays("stride"), np.array([s - 1 - a.start for a, s in zip(plan.axes, spans)], np.int64))
+    ones = np.ones(3, np.int64)
+    correlate(z, wc, b, y5, plan.groups, ones, plan.arrays("dilation"), tile_for(plan))
+
+
+def _zerofill_pack(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
+    """(C_in, C_out_g, k) -> (C_out, C_in_g, k), flipped: the correlation weights of seed 000."""
+    g, c_in_g, c_out_g = plan.groups, plan.c_in // plan.groups, plan.c_out // plan.groups
+    kernel = w5.shape[2:]
+    wc = w5.reshape((g, c_in_g, c_out_g) + kernel).swapaxes(1, 2).reshape((plan.c_out, c_in_g) + kernel)
+    return np.ascontiguousarray(wc[:, :, ::-1, ::-1, ::-1])
+
+
+def _kept_winograd(plan: geo.Plan, threads: int) -> float | None:
+    from . import _model
+
+    seconds = _wg.kept_estimate(plan, threads)
+    return None if seconds is None else seconds + _model.LAUNCH_PARALLEL
+
+
+def _kernels_of(*functions) -> Callable[[], tuple]:
+    return lambda: functions
+
+
+_ROWS_REASON = "BLAS GEMM per block of output rows: few output channels x taps"
+
+_VARIANT_LIST = (
+    Variant("scatter-direct", "scatter", lambda plan: True, _estimated("scatter-direct"), _none, _same,
+            _direct_run("scatter"), _runs_serially, "",
+            _kernels_of(_sd.scatter, _sd.scatter_serial, _sd.scatter_tiny), exact=True,
+            direct=lambda plan: direct_call(plan, "scatter")),
+    Variant("scatter-gemm", "scatter", _gemm_applies, _estimated("scatter-gemm"), _sg.scratch_elements, _same,
+            _sg.scatter_gemm, _never, "channel contraction on BLAS",
+            _kernels_of(_sg.col2im, _sg.col2im_minor, _sg.pack_minor, _sg.pack_channels), exact=True),
+    Variant("scatter-gemm-rows", "scatter", _gemm_applies, _estimated("scatter-gemm-rows"), _pg.scratch_elements,
+            _pg.pack, _pg.scatter_pixels_packed, _never, _ROWS_REASON,
+            _kernels_of(_pg.scatter_rows), exact=True),
+    Variant("gather-direct", "gather", lambda plan: True, _estimated("gather-direct"), _none, _same,
+            _direct_run("gather"), _runs_serially, "", _kernels_of(_gd.gather, _gd.gather_serial), exact=True,
+            direct=lambda plan: direct_call(plan, "gather")),
+    Variant("gather-gemm", "gather", _gemm_applies, _estimated("gather-gemm"), _gg.scratch_elements, _gg.pack,
+            _gg.gather_gemm, _never, "channel contraction on BLAS",
+            _kernels_of(_gg.phase_weights, _gg.im2col, _gg.phase_store), exact=False, call_pack=_same),
+    Variant("gather-gemm-rows", "gather", _gemm_applies, _estimated("gather-gemm-rows"), _pg.scratch_elements,
+            _pg.pack, _pg.gather_pixels_packed, _never, _ROWS_REASON,
+            _kernels_of(_pg.gather_rows, _pg.gather_rows_cm), exact=True),
+    Variant("gather-gemm-cols", "gather", _gemm_applies, _estimated("gather-gemm-cols"), _sg.scratch_elements,
+            _same, _sg.gather_cols, _never, "channel contraction on BLAS, then per-output sums of the terms: the "
+            "gather twin of scatter-gemm", _kernels_of(_sg.gather_phases, _sg.pack_minor, _sg.pack_channels),
+            exact=True),
+    Variant("gather-winograd", "gather", lambda plan: _wg.layout(plan) is not None, _estimated("gather-winograd"),
+            _wg.scratch_elements, _wg.pack_kept, _wg.run, _never,
+            "Winograd F(2, r) on the output phases: fewer multiplications, channel contraction on BLAS",
+            _kernels_of(_wg.relayout, _wg.transform_weights, _wg.run_task), exact=False, call_pack=_wg.pack_call,
+            pack_key=_wg.pack_key, kept_cost=_kept_winograd,
+            kept_scratch=_wg.kept_scratch),
+    Variant("gather-plane", "gather", _pl.applies, _estimated("gather-plane"), _pl.scratch_elements, _same,
+            _plane_run, _runs_serially, "one input channel or few output channels per group: long vectorized runs "
+            "over a padded copy of the input rows", _kernels_of(_pl.plane, _pl.plane_serial), exact=False),
+    Variant("zerofill", "zerofill", lambda plan: True, lambda plan, threads: None, _none, _zerofill_pack,
+            _zerofill_run, _never, "", _kernels_of(_zf.fill, correlate), exact=False),
+)
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in _VARIANT_LIST}
+FORM_OF: dict[str, str] = {v.name: v.form for v in _VARIANT_LIST}
+
+
+def names(form: str | None = None, *, zerofill: bool = False) -> tuple[str, ...]:
+    """The variant names in registry order: all optimized ones, or those of one ``form`` (``zerofill=True``
+    includes the zero-fill baseline)."""
+    return tuple(v.name for v in _VARIANT_LIST
+                 if (form is None or v.form == form) and (zerofill or v.form != "zerofill" or form == "zerofill"))
+
+
+def get(name: str) -> Variant:
+    """The record of ``name`` (ValueError naming the known ones otherwise)."""
+    try:
+        return VARIANTS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}") from None
+
+
+def forced(name: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
+    """Run variant ``name`` on canonical arrays as a one-off call does (``call_pack`` then ``run``), whatever the
+    cost model would pick (tests; the caller checks that it applies)."""
+    v = get(name)
+    v.run(plan, x5, v.packed_for_call(plan, w5), bias, y5)
