@@ -1,0 +1,283 @@
+"""``fastdeconv.ConvTranspose``: a transposed convolution you keep (the weight packed once, plans kept per shape)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import _cost
+from . import _geometry as geo
+from ._api import IntOrSeq, Padding, _as_array, _output_array, _Prepared
+from ._threads import apply_num_threads
+
+_SHAPES_SIZE = 256  # plans kept per operator (input shape, dtype, output_size); the oldest half is dropped beyond
+
+
+class ConvTranspose:
+    """A transposed convolution with a fixed weight: ``op(x)`` equals ``conv_transpose(x, weight, ...)``.
+
+    What depends only on the weight is done once and kept by the operator: its conversion to the computing
+    dtype, and per kernel variant the relayouts and transformed weights the variant reads (``gather-gemm``'s
+    per-phase weights, the tap-major weight of the row-block GEMMs, Winograd's transformed weights). With the
+    transformed weights kept, Winograd is also a candidate on weight-heavy layers where a one-off call's memory
+    rule (per-call scratch <= one output) forbids it. The plan of each input shape (and dtype, and
+    ``output_size``) is made on its first call and kept. Any number of threads may call one operator at once.
+
+    Parameters
+    ----------
+    weight : array_like
+        Kernel of shape (C_in, C_out // groups, *kernel) (the PyTorch/ONNX layout, not flipped); copied, so later
+        changes of the caller's array do not reach the operator.
+    bias : array_like, optional
+        Shape (C_out,); copied.
+    stride, padding, output_padding, groups, dilation
+        The geometry, exactly as for :func:`fastdeconv.conv_transpose` (validated here, and against each input
+        shape on its first call).
+    method : {"auto", "scatter", "gather", "zerofill"}
+        As for :func:`fastdeconv.conv_transpose`.
+
+    Attributes
+    ----------
+    weight : numpy.ndarray
+        The operator's copy of the weight (read-only).
+    bias : numpy.ndarray or None
+        The operator's copy of the bias (read-only).
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a weight, bias or geometry that ``conv_transpose`` would refuse, with the same messages.
+
+    Notes
+    -----
+    ``op(x)`` gives the same bits as ``conv_transpose(x, weight, bias, ...)`` whenever both run the same variant
+    (:meth:`plan` says which runs; an operator may run Winograd where a one-off call cannot). ``pickle`` and
+    ``copy`` keep the weight, bias and geometry; the copy packs again on its first calls.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdeconv as fd
+    >>> op = fd.ConvTranspose(np.ones((1, 1, 2, 2)), stride=2)
+    >>> op(np.ones((1, 1, 2, 2)))[0, 0]
+    array([[1., 1., 1., 1.],
+           [1., 1., 1., 1.],
+           [1., 1., 1., 1.],
+           [1., 1., 1., 1.]])
+    """
+
+    def __init__(self, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0,
+                 output_padding: IntOrSeq = 0, groups: int = 1, dilation: IntOrSeq = 1, *, method: str = "auto"):
+        w = _as_array(weight, "weight")
+        geo.check_numeric(w.dtype, "weight")
+        if not 3 <= w.ndim <= 2 + geo.MAX_RANK:
+            raise ValueError(f"weight must be (C_in, C_out // groups, *kernel) with 1 to 3 kernel axes; "
+                             f"got weight.ndim = {w.ndim}")
+        b = None if bias is None else _as_array(bias, "bias")
+        if b is not None:
+            geo.check_numeric(b.dtype, "bias")
+        _validate(w, b, stride, padding, output_padding, groups, dilation, method)
+        # private copies (C order); the kernels read writeable arrays (numba compiles read-only ones
+        # separately), the public attributes are read-only views of them
+        self._w = np.array(w, order="C", copy=True)
+        self._b = None if b is None else np.array(b, order="C", copy=True)
+        self._geometry = (stride, padding, output_padding, groups, dilation, method)
+        self._lock = threading.Lock()
+        self._shapes: dict = {}   # (x shape, x dtype, output_size) -> (_Prepared, w5, bias vector)
+        self._weights: dict = {}  # dtype -> (w5, bias vector): the weight and bias in the computing dtype
+        self._packs: dict = {}    # (variant, dtype, tap geometry, variant's key) -> its packed weight
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def weight(self) -> np.ndarray:
+        view = self._w.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        if self._b is None:
+            return None
+        view = self._b.view()
+        view.flags.writeable = False
+        return view
+
+    def __call__(self, x, out: np.ndarray | None = None, output_size: Sequence[int] | None = None) -> np.ndarray:
+        """Apply the operator to ``x``.
+
+        Parameters
+        ----------
+        x : array_like
+            Input of shape (N, C_in, *spatial) or unbatched (C_in, *spatial).
+        out : numpy.ndarray, optional
+            Array of exactly the result's shape and dtype to write into; it is returned.
+        output_size : sequence of int, optional
+            Wanted spatial output size (picks the output padding), as for :func:`fastdeconv.conv_transpose`.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, C_out, *out_spatial) or (C_out, *out_spatial); float32 when x and the weight are both float32,
+            float64 otherwise.
+        """
+        if type(x) is np.ndarray and output_size is None:
+            entry = self._shapes.get((x.shape, x.dtype, None))
+            if entry is None:
+                entry = self._entry(x.shape, x.dtype, None)
+        else:
+            x = _as_array(x, "x")
+            geo.check_numeric(x.dtype, "x")
+            entry = self._entry(x.shape, x.dtype, output_size)
+        prepared, w5, b = entry
+        apply_num_threads()
+        y = np.empty(prepared.out_shape, prepared.dtype) if out is None else _output_array(prepared.plan, out, (x,))
+        prepared.run_kept(x, w5, b, y)
+        if out is not None and y is not out:
+            out[...] = y
+            return out
+        return y
+
+    def plan(self, x_shape, *, dtype=None, output_size: Sequence[int] | None = None) -> _cost.Choice:
+        """The :class:`~fastdeconv.Choice` a call of this operator on inputs of ``x_shape`` runs.
+
+        Parameters
+        ----------
+        x_shape : sequence of int
+            Input shape (N, C_in, *spatial) or unbatched (C_in, *spatial).
+        dtype : numpy dtype, optional
+            The input's dtype (default: the weight's).
+        output_size : sequence of int, optional
+            As for a call.
+
+        Returns
+        -------
+        Choice
+            As :func:`fastdeconv.plan` gives it, for this operator (whose weight-only work is done once: the
+            estimates leave it out); its reason also states the bytes the operator keeps.
+        """
+        shape = _cost._shape(x_shape, "x_shape")
+        dt = self._w.dtype if dtype is None else np.dtype(dtype)
+        prepared = self._entry(shape, dt, output_size)[0]
+        choice = _cost.choose(prepared.plan, kept=True)
+        variant = prepared.variant
+        reason = choice.reason
+        if variant != choice.variant:
+            reason = f"measured fastest on this machine; the model alone would pick {choice.variant}"
+        reason += f"; the operator keeps {_fmt_bytes(self.state_bytes)} of weights and packed weights"
+        return dataclasses.replace(choice, method=_cost.FORM_OF[variant], variant=variant,
+                                   serial=_cost.runs_serially(prepared.plan, variant), reason=reason)
+
+    @property
+    def state_bytes(self) -> int:
+        """Bytes the operator holds: its weight and bias (in every computing dtype) and the packed weights."""
+        with self._lock:
+            total = self._w.nbytes + (0 if self._b is None else self._b.nbytes)
+            for w5, b in self._weights.values():
+                total += (0 if np.may_share_memory(w5, self._w) else w5.nbytes) + b.nbytes
+            total += sum(_pack_bytes(p, self._weights) for p in self._packs.values())
+        return total
+
+    def __repr__(self) -> str:
+        stride, padding, output_padding, groups, dilation, method = self._geometry
+        return (f"ConvTranspose(weight={self._w.shape} {self._w.dtype}, bias={'None' if self._b is None else 'yes'}, "
+                f"stride={stride!r}, padding={padding!r}, output_padding={output_padding!r}, groups={groups!r}, "
+                f"dilation={dilation!r}, method={method!r}; {len(self._shapes)} input shapes planned, "
+                f"{_fmt_bytes(self.state_bytes)} kept)")
+
+    # ------------------------------------------------------------------ pickle / copy
+
+    def __getstate__(self) -> dict:
+        return {"weight": self._w, "bias": self._b, "geometry": self._geometry}
+
+    def __setstate__(self, state: dict) -> None:
+        stride, padding, output_padding, groups, dilation, method = state["geometry"]
+        self.__init__(state["weight"], state["bias"], stride, padding, output_padding, groups, dilation,
+                      method=method)
+
+    # ------------------------------------------------------------------ internals
+
+    def _entry(self, x_shape, x_dtype, output_size):
+        """The kept (prepared call, weight, bias) of an input shape and dtype: made (and validated) once."""
+        sizes = None if output_size is None else geo._output_size_spatial(output_size, self._w.ndim - 2)
+        key = (tuple(x_shape), np.dtype(x_dtype), sizes)
+        entry = self._shapes.get(key)
+        if entry is not None:
+            return entry
+        stride, padding, output_padding, groups, dilation, method = self._geometry
+        plan = geo.make_plan(key[0], self._w.shape, key[1], self._w.dtype, stride, padding, output_padding, groups,
+                             dilation, sizes, method, None if self._b is None else self._b.shape,
+                             None if self._b is None else self._b.dtype)
+        with self._lock:
+            entry = self._shapes.get(key)
+            if entry is None:
+                w5, b = self._in_dtype(plan)
+                entry = (_Prepared(plan, kept=self), w5, b)
+                if len(self._shapes) >= _SHAPES_SIZE:
+                    for old in list(self._shapes)[:_SHAPES_SIZE // 2]:
+                        del self._shapes[old]
+                self._shapes[key] = entry
+        return entry
+
+    def _in_dtype(self, plan: geo.Plan):
+        """The weight (5-D) and bias vector in the plan's dtype, converted once (call with the lock held)."""
+        pair = self._weights.get(plan.dtype)
+        if pair is None:
+            w5_shape = (plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes)
+            w5 = self._w.reshape(w5_shape) if self._w.dtype == plan.dtype else \
+                np.ascontiguousarray(self._w, plan.dtype).reshape(w5_shape)
+            b = np.zeros(plan.c_out, plan.dtype) if self._b is None else np.array(self._b, plan.dtype, copy=True)
+            pair = self._weights[plan.dtype] = (w5, b)
+        return pair
+
+    def _packed(self, record, plan: geo.Plan, w5: np.ndarray):
+        """Variant ``record``'s packed weight for ``plan`` (made once, under the lock; later calls only read it)."""
+        key = (record.name, plan.dtype, tuple((a.kernel, a.stride, a.dilation, a.start) for a in plan.axes),
+               record.pack_key(plan))
+        packed = self._packs.get(key)
+        if packed is None:
+            with self._lock:
+                packed = self._packs.get(key)
+                if packed is None:
+                    packed = self._packs[key] = record.pack(plan, w5)
+        return packed
+
+    def _prune(self) -> None:
+        """Drop the packs of variants no kept plan runs (the candidates a calibration measured and dropped)."""
+        with self._lock:
+            used = {entry[0].variant for entry in self._shapes.values()}
+            for key in [k for k in self._packs if k[0] not in used]:
+                del self._packs[key]
+
+
+def _validate(w: np.ndarray, b: np.ndarray | None, stride, padding, output_padding, groups, dilation,
+              method) -> None:
+    """The rules of ``conv_transpose`` that do not depend on the input: checked on a probe input large enough
+    for any padding (each input shape is checked again, fully, on its first call)."""
+    rank = w.ndim - 2
+    strides = geo.per_axis(stride, rank, "stride", minimum=1)
+    pads = geo.normalize_padding(padding, rank)
+    pairs = ((0, 0),) * rank if isinstance(pads, str) else pads
+    probe = tuple(-(-(before + after) // s) + 2 for (before, after), s in zip(pairs, strides))
+    geo.make_plan((1, w.shape[0]) + probe, w.shape, w.dtype, w.dtype, stride, padding, output_padding, groups,
+                  dilation, None, method, None if b is None else b.shape, None if b is None else b.dtype,
+                  limit_memory=False)
+
+
+def _pack_bytes(packed, weights: dict) -> int:
+    """Bytes a pack adds: nothing when it is the computing-dtype weight itself (or a view of it)."""
+    if isinstance(packed, np.ndarray):
+        if any(np.may_share_memory(packed, w5) for w5, _ in weights.values()):
+            return 0
+        return packed.nbytes
+    return int(getattr(packed, "nbytes", 0))
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"

@@ -1,0 +1,228 @@
+"""fastdeconv.ConvTranspose: the operator against the functional call and the reference; every registry variant
+forced through both paths; threads, pickle/copy, the weight copy, out=, output_size=, validation."""
+
+import copy
+import dataclasses
+import pickle
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from conftest import tolerance
+from reference import conv_transpose_ref
+
+import fastdeconv as fd
+from fastdeconv import _api, _cost, _registry
+from fastdeconv import _geometry as geo
+
+# (x shape, weight shape, geometry): every registry variant applies to the first (small, 4x4 stride 2, few
+# output channels: gather-plane too)
+ALL_VARIANTS = ((2, 4, 6, 7), (4, 3, 4, 4), {"stride": 2, "padding": 1})
+GEOMETRIES = [
+    ALL_VARIANTS,
+    ((3, 6, 11), (6, 2, 5), {"stride": 3, "padding": ((2, 1),), "dilation": 2, "output_padding": 1}),
+    ((1, 4, 3, 4, 5), (4, 3, 2, 3, 2), {"stride": (1, 2, 2), "padding": 1, "groups": 2}),
+    ((8, 5, 5), (8, 4, 3, 3), {"stride": 2, "padding": "same"}),  # unbatched
+    ((2, 32, 6, 6), (32, 24, 4, 4), {"stride": 2, "padding": 1}),  # channel-rich: BLAS variants
+]
+
+
+def _arrays(x_shape, w_shape, groups, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[1] * groups).astype(dtype)
+    return x, w, b
+
+
+def _forced(variant, x, w, b, kw):
+    """(one-off call, operator call) of ``variant`` forced on the same plan: ``call_pack`` then ``run``, and the
+    operator's kept pack then ``run``."""
+    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, kw.get("stride", 1), kw.get("padding", 0),
+                         kw.get("output_padding", 0), kw.get("groups", 1), kw.get("dilation", 1), None,
+                         "zerofill" if variant == "zerofill" else "auto")
+    plan = dataclasses.replace(plan, variant=variant)
+    functional = np.full(plan.out_shape, np.nan, plan.dtype)
+    prepared = _api._Prepared(plan)
+    assert prepared.variant == variant
+    prepared.run(x, w, b, functional)
+    op = fd.ConvTranspose(w, b, **kw)
+    w5, bv = op._in_dtype(plan)
+    kept = np.full(plan.out_shape, np.nan, plan.dtype)
+    prepared = _api._Prepared(plan, kept=op)
+    assert prepared.variant == variant
+    prepared.run_kept(x, w5, bv, kept)
+    prepared.run_kept(x, w5, bv, kept)  # the second call reads the kept pack
+    return functional, kept, op
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("variant", _registry.names(zerofill=True))
+def test_every_variant_forced_matches_reference_through_both_paths(variant, dtype):
+    x_shape, w_shape, kw = ALL_VARIANTS
+    x, w, b = _arrays(x_shape, w_shape, 1, dtype)
+    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, kw["stride"], kw["padding"])
+    assert _registry.get(variant).applies(plan)
+    assert variant == "zerofill" or variant in _cost.estimate(plan, 2)  # a one-off call can run it too
+    functional, kept, op = _forced(variant, x, w, b, kw)
+    np.testing.assert_allclose(functional, conv_transpose_ref(x, w, b, **kw), err_msg=variant, **tolerance(dtype))
+    assert np.array_equal(kept, functional), f"{variant}: operator and one-off call differ"
+
+
+def test_registry_records():
+    names = _registry.names()
+    assert len(names) == 9 and "zerofill" not in names and _registry.names(zerofill=True)[-1] == "zerofill"
+    assert set(_registry.names("scatter")) | set(_registry.names("gather")) == set(names)
+    assert _cost.VARIANTS == names and all(_cost.FORM_OF[n] == _registry.get(n).form for n in names)
+    for v in _registry.VARIANTS.values():
+        assert v.kernels() and all(hasattr(k, "signatures") for k in v.kernels()), v.name  # numba dispatchers
+    with pytest.raises(ValueError, match="unknown variant"):
+        _registry.get("scatter-fft")
+
+
+@pytest.mark.parametrize("geometry", range(len(GEOMETRIES)))
+def test_operator_equals_conv_transpose(geometry):
+    x_shape, w_shape, kw = GEOMETRIES[geometry]
+    x, w, b = _arrays(x_shape, w_shape, kw.get("groups", 1), np.float32, seed=geometry)
+    op = fd.ConvTranspose(w, b, **kw)
+    y = op(x)
+    expected = fd.conv_transpose(x, w, b, **kw)
+    assert y.dtype == expected.dtype and y.shape == expected.shape
+    if op.plan(x.shape).variant == fd.plan(x.shape, w.shape, **kw).variant:
+        assert np.array_equal(y, expected)
+    np.testing.assert_allclose(y, conv_transpose_ref(x, w, b, **kw), **tolerance(np.float32))
+    assert np.array_equal(op(x), y)  # kept plan and packs: the same bits again
+    # float64 input: the weight converted once more, kept beside the float32 one
+    y64 = op(x.astype(np.float64))
+    assert y64.dtype == np.float64
+    np.testing.assert_allclose(y64, conv_transpose_ref(x, w, b, **kw), **tolerance(np.float64))
+
+
+def test_winograd_is_a_candidate_on_weight_heavy_layers_through_the_operator():
+    """The weight (64 x 32 x 4 x 4) is 4x the output: a one-off call's memory rule forbids Winograd, whose
+    transformed weights an operator keeps."""
+    x = np.random.default_rng(1).standard_normal((4, 64, 4, 4)).astype(np.float32)
+    w = np.random.default_rng(2).standard_normal((64, 32, 4, 4)).astype(np.float32)
+    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, 2, 1)
+    assert "gather-winograd" not in dict(_cost.choose(plan).estimates)
+    assert "gather-winograd" in dict(_cost.choose(plan, kept=True).estimates)
+    assert _cost.scratch_elements(plan, "gather-winograd", kept=True) <= np.prod(plan.out_shape)
+    op = fd.ConvTranspose(w, stride=2, padding=1)
+    prepared = _api._Prepared(dataclasses.replace(plan, variant="gather-winograd"), kept=op)
+    w5, bv = op._in_dtype(plan)
+    y = np.empty(plan.out_shape, np.float32)
+    prepared.run_kept(x, w5, bv, y)
+    np.testing.assert_allclose(y, conv_transpose_ref(x, w, None, stride=2, padding=1), **tolerance(np.float32))
+    assert op.state_bytes > 2 * w.nbytes  # the weight and its transformed weights (36 / 16 of it)
+
+
+def test_concurrent_calls_from_eight_threads():
+    jobs = []
+    for i, (x_shape, w_shape, kw) in enumerate(GEOMETRIES):
+        x, w, b = _arrays(x_shape, w_shape, kw.get("groups", 1), np.float32, seed=10 + i)
+        op = fd.ConvTranspose(w, b, **kw)
+        # the expected result from a fresh operator's first call (the one under test is first called racing)
+        jobs.append((op, x, fd.ConvTranspose(w, b, **kw)(x)))
+    barrier = threading.Barrier(8)
+
+    def run(job):
+        op, x, expected = job
+        try:
+            barrier.wait(timeout=10)
+        except threading.BrokenBarrierError:
+            pass
+        return all(np.array_equal(op(x), expected) for _ in range(3))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(run, jobs * 4))
+    assert all(len(op._shapes) == 1 for op, _, _ in jobs)  # one plan per shape, however many threads raced
+
+
+@pytest.mark.parametrize("clone", [lambda op: pickle.loads(pickle.dumps(op)), copy.copy, copy.deepcopy])
+def test_pickle_and_copy_round_trip(clone):
+    x_shape, w_shape, kw = GEOMETRIES[4]
+    x, w, b = _arrays(x_shape, w_shape, 1, np.float32, seed=3)
+    op = fd.ConvTranspose(w, b, **kw)
+    y = op(x)
+    other = clone(op)
+    assert other is not op and not other._packs and not other._shapes  # packs rebuilt lazily
+    assert np.array_equal(other(x), y)
+    assert np.array_equal(other.weight, op.weight) and not np.may_share_memory(other.weight, op.weight)
+    assert repr(other).startswith("ConvTranspose(weight=(32, 24, 4, 4) float32")
+
+
+def test_weight_is_copied_and_read_only():
+    x, w, b = _arrays((1, 4, 5, 6), (4, 3, 4, 4), 1, np.float64, seed=4)
+    op = fd.ConvTranspose(w, b, stride=2)
+    expected = fd.conv_transpose(x, w, b, stride=2)
+    w[...] = 0
+    b[...] = 0
+    assert np.array_equal(op(x), expected)
+    assert not op.weight.flags.writeable and not op.bias.flags.writeable
+    with pytest.raises(ValueError):
+        op.weight[0, 0, 0, 0] = 1.0
+    assert np.array_equal(op(x), expected)
+
+
+def test_out_and_output_size():
+    x, w, b = _arrays((2, 4, 5, 6), (4, 3, 3, 3), 1, np.float32, seed=5)
+    op = fd.ConvTranspose(w, b, stride=2, padding=1)
+    expected = op(x)
+    out = np.full_like(expected, np.nan)
+    assert op(x, out=out) is out and np.array_equal(out, expected)
+    strided = np.full(expected.shape[:-1] + (2 * expected.shape[-1],), np.nan, np.float32)[..., ::2]
+    assert op(x, out=strided) is strided and np.array_equal(strided, expected)
+    with pytest.raises(ValueError, match="out must have the result's shape"):
+        op(x, out=np.empty((1, 2), np.float32))
+    with pytest.raises(TypeError, match="out must have the result's dtype"):
+        op(x, out=np.empty(expected.shape, np.float64))
+    big = op(x, output_size=(10, 12))
+    assert big.shape == (2, 3, 10, 12)
+    assert np.array_equal(big, fd.conv_transpose(x, w, b, stride=2, padding=1, output_size=(10, 12)))
+    assert np.array_equal(op(x, output_size=[2, 3, 10, 12]), big)  # a whole output shape, as conv_transpose
+    with pytest.raises(ValueError, match="output_size"):
+        op(x, output_size=(30, 30))
+    assert np.array_equal(op(x.tolist()), fd.conv_transpose(x.tolist(), w, b, stride=2, padding=1))  # array-likes
+
+
+def test_plan_and_repr_state_the_kept_bytes():
+    x, w, b = _arrays((2, 32, 6, 6), (32, 24, 4, 4), 1, np.float32, seed=6)
+    op = fd.ConvTranspose(w, b, stride=2, padding=1)
+    before = op.state_bytes
+    assert before == w.nbytes + b.nbytes
+    op(x)
+    choice = op.plan(x.shape)
+    assert isinstance(choice, fd.Choice) and choice.variant == op._shapes[(x.shape, x.dtype, None)][0].variant
+    assert "the operator keeps" in choice.reason
+    assert "kept" in repr(op) and op.state_bytes >= before
+
+
+@pytest.mark.parametrize("args, kwargs, exc, words", [
+    ((np.ones((2, 3), np.float32),), {}, ValueError, "weight"),
+    ((np.ones((2, 3, 2, 2), np.complex64),), {}, TypeError, "weight"),
+    (("abc",), {}, TypeError, "weight"),
+    ((np.ones((2, 3, 2, 2)),), {"stride": 0}, ValueError, "stride"),
+    ((np.ones((2, 3, 2, 2)),), {"stride": 1.5}, TypeError, "stride"),
+    ((np.ones((2, 3, 2, 2)),), {"padding": "full"}, ValueError, "padding"),
+    ((np.ones((2, 3, 2, 2)),), {"output_padding": 1}, ValueError, "output_padding"),
+    ((np.ones((2, 3, 2, 2)),), {"groups": 3}, ValueError, "groups"),
+    ((np.ones((2, 3, 2, 2)),), {"method": "fft"}, ValueError, "method"),
+    ((np.ones((2, 3, 2, 2)), np.ones(4)), {}, ValueError, "bias"),
+    ((np.ones((2, 3, 2, 2)), np.ones(3, np.complex128)), {}, TypeError, "bias"),
+])
+def test_construction_validates(args, kwargs, exc, words):
+    with pytest.raises(exc, match=words):
+        fd.ConvTranspose(*args, **kwargs)
+
+
+def test_call_validates():
+    op = fd.ConvTranspose(np.ones((2, 3, 2, 2), np.float32), stride=2)
+    with pytest.raises(ValueError, match="input channels"):
+        op(np.ones((1, 4, 3, 3), np.float32))
+    with pytest.raises(TypeError, match="x must be real"):
+        op(np.ones((1, 2, 3, 3), np.complex64))
+    with pytest.raises(TypeError, match="output_size"):
+        op(np.ones((1, 2, 3, 3), np.float32), output_size=6)
+    with pytest.raises(ValueError, match="x"):
+        op(np.ones((2, 3), np.float32))
