@@ -1,6 +1,7 @@
 """asv benchmarks of fastdeconv.conv_transpose on the project's workloads (``benchmarks/workloads.json``).
 
 - ``TimeConvTranspose.time_conv_transpose``: every method x workload (float32, PyTorch geometry).
+- ``TimeOperator.time_operator``: a kept ``fastdeconv.ConvTranspose`` on every workload, fresh output or ``out=``.
 - ``PeakMem.peakmem_conv_transpose``: the process's peak RSS around one call (inputs included).
 - ``ExtraMemory.track_extra_memory``: (peak RSS - baseline - output) / output bytes in a fresh process
   (``memory_probe.py``); the target is <= 1 for scatter, gather and auto.
@@ -99,6 +100,28 @@ class TimeConvTranspose(_EveryMethodAndWorkload):
 
     def time_conv_transpose(self, name, method):
         fd.conv_transpose(self.x, self.weight, **self.kw)
+
+
+class TimeOperator:
+    """Seconds per call of a kept ``fastdeconv.ConvTranspose`` (weight packed once, plan kept), beside
+    ``TimeConvTranspose``'s functional call; ``out=`` into a preallocated array too."""
+
+    params = (NAMES, ["auto"], [False, True])
+    param_names = ["workload", "method", "out"]
+    timeout = 300
+
+    def setup(self, name, method, out):
+        w = WORKLOADS[name]
+        self.x, weight = arrays(w)
+        kw = kwargs(w, method)
+        kw.pop("method")
+        self.op = fd.ConvTranspose(weight, method=method, **kw)
+        self.y = self.op(self.x)  # packs the weight, plans (and calibrates) this shape
+        self.op(self.x, out=self.y)
+        self.out = self.y if out else None
+
+    def time_operator(self, name, method, out):
+        self.op(self.x, out=self.out)
 
 
 class PeakMem(_EveryMethodAndWorkload):

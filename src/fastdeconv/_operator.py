@@ -133,7 +133,16 @@ class ConvTranspose:
             entry = self._entry(x.shape, x.dtype, output_size)
         prepared, w5, b = entry
         apply_num_threads()
-        y = np.empty(prepared.out_shape, prepared.dtype) if out is None else _output_array(prepared.plan, out, (x,))
+        if out is None:
+            y = np.empty(prepared.out_shape, prepared.dtype)
+        else:
+            flags = out.flags if type(out) is np.ndarray else None
+            if (flags is not None and flags.c_contiguous and flags.writeable and out.shape == prepared.out_shape
+                    and out.dtype == prepared.dtype
+                    and (flags.owndata and out is not x and x.flags.owndata or not np.may_share_memory(out, x))):
+                y = out  # the common case, checked cheaply (two arrays owning their data never overlap)
+            else:
+                y = _output_array(prepared.plan, out, (x,))
         prepared.run_kept(x, w5, b, y)
         if out is not None and y is not out:
             out[...] = y
