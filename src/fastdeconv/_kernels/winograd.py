@@ -642,6 +642,11 @@ def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int,
     calls = (tasks * (n_phase * lay.points * M.WINOGRAD_POINT_CALL + M.WINOGRAD_TASK_CALL)
              + total_tiles * n_phase * lay.points * M.WINOGRAD_TILE_POINT)
     balance = -(-tasks // workers) * workers / tasks
+    if kept and shared and _shared_elements(plan, lay) * plan.dtype.itemsize > M.WINOGRAD_L2_BYTES:
+        # kept transformed weights may be many times the caches (an operator keeps up to KEPT_FACTOR x the
+        # weight): every chunk streams its channel block of them from memory (dcgan_l1, 19 MB of them: one sample
+        # per chunk 24 ms, 32 samples 12.4)
+        u_work = tasks * n_phase * lay.points * cin_g * cb * plan.dtype.itemsize / M.BANDWIDTH
     parallel = (gemm + u_work + v_work + pack + store + calls) * balance / min(workers, tasks)
     if kept:
         return parallel
