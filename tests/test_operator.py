@@ -3,6 +3,7 @@ forced through both paths; threads, pickle/copy, the weight copy, out=, output_s
 
 import copy
 import dataclasses
+import json
 import pickle
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -226,3 +227,31 @@ def test_call_validates():
         op(np.ones((1, 2, 3, 3), np.float32), output_size=6)
     with pytest.raises(ValueError, match="x"):
         op(np.ones((2, 3), np.float32))
+
+
+def test_operator_measures_a_pick_only_it_can_run(monkeypatch, tmp_path):
+    """Winograd with kept weights, where a one-off call cannot run it, is measured against the one-off call's
+    pick on the operator's first call, and the decision is recorded apart from the one-off call's."""
+    from fastdeconv import _calibrate
+
+    monkeypatch.setenv("FASTDECONV_CALIBRATE", "1")
+    monkeypatch.setenv("FASTDECONV_CACHE_DIR", str(tmp_path))
+    _calibrate.forget()
+    try:
+        x = np.random.default_rng(1).standard_normal((4, 64, 4, 4)).astype(np.float32)
+        w = np.random.default_rng(2).standard_normal((64, 64, 4, 4)).astype(np.float32)
+        plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, 2, 1)
+        ranked = _cost.choose(plan, kept=True).estimates
+        assert ranked[0][0] == "gather-winograd"  # the model's pick for the operator, not a one-off call's
+        names = _api._to_measure(plan, ranked, kept=True)
+        assert names[0] == _cost.choose(plan).variant and "gather-winograd" in names
+        op = fd.ConvTranspose(w, stride=2, padding=1)
+        y = op(x)
+        np.testing.assert_allclose(y, conv_transpose_ref(x, w, None, stride=2, padding=1), **tolerance(np.float32))
+        variant = op.plan(x.shape).variant
+        assert variant in names and np.array_equal(op(x), y)
+        records = json.loads((tmp_path / "calibration.json").read_text())
+        assert [k for k in records if "+kept" in k] and records[next(iter(records))]["variant"] == variant
+        assert not op._packs or {k[0] for k in op._packs} == {variant}  # the loser's pack is dropped
+    finally:
+        _calibrate.forget()

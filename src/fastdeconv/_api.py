@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 from functools import lru_cache
@@ -136,21 +137,46 @@ _FAST: dict = {}
 _FAST_SIZE = 256
 
 
-def decide_variant(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run=None) -> str:
+def decide_variant(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run=None, kept: bool = False) -> str:
     """The variant ``plan`` runs in this process: the one place where it is fixed (``_Prepared``, hence every
     path that runs a plan: functional calls, operators).
 
     ``ranked`` is the model's ranking (cheapest first); ``run(variant)`` runs one call of a variant on the
-    caller's arrays (None: cannot measure now). A recorded measurement decides; else, when the model cannot
-    tell its best candidates apart and ``run`` is given, they are measured once; else the model's pick.
+    caller's arrays (None: cannot measure now); ``kept``: for an operator (see :func:`_to_measure`). A recorded
+    measurement decides; else, when the model cannot tell its best candidates apart and ``run`` is given, they
+    are measured once; else the model's pick.
     """
-    names = _calibrate.candidates(plan, ranked)
-    record = _calibrate.deciding_record(plan, names)
+    names = _to_measure(plan, ranked, kept)
+    key_plan = _decision_plan(plan, kept)
+    record = _calibrate.deciding_record(key_plan, names)
     if record is not None:
         return record["variant"]
     if names and run is not None:
-        return _calibrate.measure(plan, names, run)["variant"]
+        return _calibrate.measure(key_plan, names, run)["variant"]
     return ranked[0][0]
+
+
+def _decision_plan(plan: geo.Plan, kept: bool) -> geo.Plan:
+    """The plan a decision is recorded under: an operator ranks other candidates (its packed weights are not
+    per-call work), so its decisions are kept apart from a one-off call's (``method`` is part of the key)."""
+    return dataclasses.replace(plan, method=f"{plan.method}+kept") if kept else plan
+
+
+def _to_measure(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], kept: bool) -> list[str]:
+    """The candidates a first call measures (empty: the model's pick stands).
+
+    An operator whose model pick only it can run (Winograd with kept transformed weights, where a one-off
+    call's memory rule forbids it) measures it against a one-off call's pick, which stays unless the operator's
+    pick is measurably faster: the kept estimates were fitted on few layers (and on dcgan-like weight-heavy
+    layers the model overrates scatter-gemm's cost), and an operator's calls repay one measurement.
+    """
+    names = _calibrate.candidates(plan, ranked)
+    if kept and len(ranked) > 1 and _calibrate.enabled() and plan.variant is None:
+        pick, one_off = ranked[0][0], _cost.choose(plan)
+        if pick not in dict(one_off.estimates) and one_off.variant in dict(ranked):
+            # (measure's first name is the one that stays on a tie)
+            names = [one_off.variant] + [name for name in (names or [pick]) if name != one_off.variant]
+    return names
 
 
 class _Prepared:
@@ -180,10 +206,11 @@ class _Prepared:
         self.lock = threading.Lock()
         # a measured choice (this process or an earlier one) replaces the model's; an ambiguous ranking is
         # measured on the first call (see _calibrate), with the model's pick meanwhile
-        self.pending = _calibrate.candidates(plan, self.ranked)
-        if self.pending and _calibrate.deciding_record(plan, self.pending) is not None:
+        self.pending = _to_measure(plan, self.ranked, kept is not None)
+        if self.pending and _calibrate.deciding_record(_decision_plan(plan, kept is not None),
+                                                       self.pending) is not None:
             self.pending = []
-        self._use(choice.variant if self.pending else decide_variant(plan, self.ranked))
+        self._use(choice.variant if self.pending else decide_variant(plan, self.ranked, None, kept is not None))
 
     def _use(self, variant: str) -> None:
         self.variant = variant
@@ -235,7 +262,7 @@ class _Prepared:
                 self._use(variant)
                 self._execute(x5, w5, b, y5)
 
-            self._use(decide_variant(self.plan, self.ranked, run))
+            self._use(decide_variant(self.plan, self.ranked, run, self.kept is not None))
             self.pending = []
             if self.kept is not None:
                 self.kept._prune()  # the packs of the candidates that lost
