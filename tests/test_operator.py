@@ -243,7 +243,8 @@ def test_operator_measures_a_pick_only_it_can_run(monkeypatch, tmp_path):
         plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, 2, 1)
         ranked = _cost.choose(plan, kept=True).estimates
         assert ranked[0][0] == "gather-winograd"  # the model's pick for the operator, not a one-off call's
-        names = _api._to_measure(plan, ranked, kept=True)
+        assert _api.operator_pick(plan)
+        names = _api._to_measure(plan, ranked, own=True)
         assert names[0] == _cost.choose(plan).variant and "gather-winograd" in names
         op = fd.ConvTranspose(w, stride=2, padding=1)
         y = op(x)

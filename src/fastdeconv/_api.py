@@ -137,17 +137,19 @@ _FAST: dict = {}
 _FAST_SIZE = 256
 
 
-def decide_variant(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run=None, kept: bool = False) -> str:
+def decide_variant(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run=None, own: bool = False) -> str:
     """The variant ``plan`` runs in this process: the one place where it is fixed (``_Prepared``, hence every
     path that runs a plan: functional calls, operators).
 
     ``ranked`` is the model's ranking (cheapest first); ``run(variant)`` runs one call of a variant on the
-    caller's arrays (None: cannot measure now); ``kept``: for an operator (see :func:`_to_measure`). A recorded
-    measurement decides; else, when the model cannot tell its best candidates apart and ``run`` is given, they
-    are measured once; else the model's pick.
+    caller's arrays (None: cannot measure now). A recorded measurement decides; else, when the model cannot
+    tell its best candidates apart and ``run`` is given, they are measured once; else the model's pick.
+    ``own``: an operator whose model pick only an operator can run (:func:`operator_pick`); it decides apart
+    from one-off calls (see :func:`_to_measure`). Every other operator decides exactly as a one-off call of
+    the plan (same ranking, same record): both run the same variant and give the same bits.
     """
-    names = _to_measure(plan, ranked, kept)
-    key_plan = _decision_plan(plan, kept)
+    names = _to_measure(plan, ranked, own)
+    key_plan = _decision_plan(plan, own)
     record = _calibrate.deciding_record(key_plan, names)
     if record is not None:
         return record["variant"]
@@ -156,26 +158,30 @@ def decide_variant(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run=No
     return ranked[0][0]
 
 
-def _decision_plan(plan: geo.Plan, kept: bool) -> geo.Plan:
-    """The plan a decision is recorded under: an operator ranks other candidates (its packed weights are not
-    per-call work), so its decisions are kept apart from a one-off call's (``method`` is part of the key)."""
-    return dataclasses.replace(plan, method=f"{plan.method}+kept") if kept else plan
+def operator_pick(plan: geo.Plan) -> bool:
+    """Whether an operator's model pick (its packed weights not counted per call) is a variant a one-off call of
+    ``plan`` cannot run (Winograd with kept transformed weights, where the call's memory rule forbids it)."""
+    pick = _cost.choose(plan, kept=True).variant
+    return pick not in dict(_cost.choose(plan).estimates)
 
 
-def _to_measure(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], kept: bool) -> list[str]:
+def _decision_plan(plan: geo.Plan, own: bool) -> geo.Plan:
+    """The plan a decision is recorded under (``method`` is part of the key): an operator's own apart."""
+    return dataclasses.replace(plan, method=f"{plan.method}+kept") if own else plan
+
+
+def _to_measure(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], own: bool) -> list[str]:
     """The candidates a first call measures (empty: the model's pick stands).
 
-    An operator whose model pick only it can run (Winograd with kept transformed weights, where a one-off
-    call's memory rule forbids it) measures it against a one-off call's pick, which stays unless the operator's
-    pick is measurably faster: the kept estimates were fitted on few layers (and on dcgan-like weight-heavy
-    layers the model overrates scatter-gemm's cost), and an operator's calls repay one measurement.
+    An operator's own pick (``own``) is measured against a one-off call's pick, which stays unless the
+    operator's is measurably faster: the kept estimates were fitted on few layers (and on weight-heavy layers
+    the model overrates scatter-gemm's cost), and an operator's calls repay one measurement.
     """
     names = _calibrate.candidates(plan, ranked)
-    if kept and len(ranked) > 1 and _calibrate.enabled() and plan.variant is None:
-        pick, one_off = ranked[0][0], _cost.choose(plan)
-        if pick not in dict(one_off.estimates) and one_off.variant in dict(ranked):
-            # (measure's first name is the one that stays on a tie)
-            names = [one_off.variant] + [name for name in (names or [pick]) if name != one_off.variant]
+    if own and len(ranked) > 1 and _calibrate.enabled() and plan.variant is None:
+        one_off = _cost.choose(plan).variant
+        if one_off in dict(ranked):  # (measure's first name is the one that stays on a tie)
+            names = [one_off] + [name for name in (names or [ranked[0][0]]) if name != one_off]
     return names
 
 
@@ -189,12 +195,16 @@ class _Prepared:
     """
 
     __slots__ = ("plan", "dtype", "out_shape", "x5_shape", "w5_shape", "y5_shape", "zero_bias", "bias_only",
-                 "ranked", "variant", "record", "kernel", "args", "serial", "pending", "lock", "kept", "packed")
+                 "ranked", "variant", "record", "kernel", "args", "serial", "pending", "lock", "kept", "own",
+                 "packed")
 
     def __init__(self, plan: geo.Plan, kept=None):
         self.plan = plan
         self.kept = kept
-        choice = _cost.choose(plan, kept is not None)
+        # an operator ranks with its packed weights not counted per call only when that changes its pick to a
+        # variant a one-off call cannot run; otherwise it decides as a one-off call does (the same variant)
+        self.own = own = kept is not None and operator_pick(plan)
+        choice = _cost.choose(plan, own)
         self.ranked = choice.estimates or ((choice.variant, 0.0),)
         self.dtype = plan.dtype
         self.out_shape = plan.out_shape
@@ -206,11 +216,10 @@ class _Prepared:
         self.lock = threading.Lock()
         # a measured choice (this process or an earlier one) replaces the model's; an ambiguous ranking is
         # measured on the first call (see _calibrate), with the model's pick meanwhile
-        self.pending = _to_measure(plan, self.ranked, kept is not None)
-        if self.pending and _calibrate.deciding_record(_decision_plan(plan, kept is not None),
-                                                       self.pending) is not None:
+        self.pending = _to_measure(plan, self.ranked, own)
+        if self.pending and _calibrate.deciding_record(_decision_plan(plan, own), self.pending) is not None:
             self.pending = []
-        self._use(choice.variant if self.pending else decide_variant(plan, self.ranked, None, kept is not None))
+        self._use(choice.variant if self.pending else decide_variant(plan, self.ranked, None, own))
 
     def _use(self, variant: str) -> None:
         self.variant = variant
@@ -262,7 +271,7 @@ class _Prepared:
                 self._use(variant)
                 self._execute(x5, w5, b, y5)
 
-            self._use(decide_variant(self.plan, self.ranked, run, self.kept is not None))
+            self._use(decide_variant(self.plan, self.ranked, run, self.own))
             self.pending = []
             if self.kept is not None:
                 self.kept._prune()  # the packs of the candidates that lost

@@ -170,7 +170,7 @@ class ConvTranspose:
         shape = _cost._shape(x_shape, "x_shape")
         dt = self._w.dtype if dtype is None else np.dtype(dtype)
         prepared = self._entry(shape, dt, output_size)[0]
-        choice = _cost.choose(prepared.plan, kept=True)
+        choice = _cost.choose(prepared.plan, kept=prepared.own)
         variant = prepared.variant
         reason = choice.reason
         if variant != choice.variant:
