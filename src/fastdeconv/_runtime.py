@@ -13,7 +13,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as _wait
 from contextlib import contextmanager
-from functools import lru_cache
 
 from ._threads import get_num_threads, max_threads
 
@@ -94,25 +93,33 @@ def _pool() -> ThreadPoolExecutor:
         return _executor[0]
 
 
-@lru_cache(maxsize=1)
-def blas_controllers() -> tuple:
-    """threadpoolctl's controllers of every loaded BLAS (empty without threadpoolctl)."""
+_controllers: list[tuple] = []
+
+
+def blas_controllers(refresh: bool = False) -> tuple:
+    """threadpoolctl's controllers of every loaded BLAS (empty without threadpoolctl): found once, again with
+    ``refresh`` (libraries loaded since, e.g. another package's BLAS)."""
+    if _controllers and not refresh:
+        return _controllers[0]
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # optional: numba threads are still set
-        return ()
-    try:  # the BLAS numba's np.dot calls into (scipy's): loaded, so that it is controlled too
-        import scipy.linalg.cython_blas  # noqa: F401
-    except ImportError:  # pragma: no cover - scipy is a dependency
-        pass
-    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+        found = ()
+    else:
+        try:  # the BLAS numba's np.dot calls into (scipy's): loaded, so that it is controlled too
+            import scipy.linalg.cython_blas  # noqa: F401
+        except ImportError:  # pragma: no cover - scipy is a dependency
+            pass
+        found = tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+    _controllers[:] = [found]
+    return found
 
 
 def limit_blas(n: int) -> None:
     """Let every loaded BLAS use ``n`` threads (``set_num_threads``). While parallel calls run with
     single-threaded BLAS, ``n`` becomes what they restore when the last of them ends."""
-    controllers = blas_controllers()
     with _lock:
+        controllers = blas_controllers(refresh=True)
         if _blas_users:
             _blas_saved[:] = [n] * len(controllers)
             return
@@ -124,9 +131,9 @@ def limit_blas(n: int) -> None:
 def single_threaded_blas():
     """BLAS on one thread while any fastdeconv call needs it (reference-counted across Python threads)."""
     global _blas_users
-    controllers = blas_controllers()
     with _lock:
         if _blas_users == 0:
+            controllers = blas_controllers()
             _blas_saved[:] = [c.get_num_threads() for c in controllers]
             for c in controllers:
                 c.set_num_threads(1)
@@ -136,6 +143,6 @@ def single_threaded_blas():
     finally:
         with _lock:
             _blas_users -= 1
-            if _blas_users == 0:
-                for c, n in zip(controllers, _blas_saved):
+            if _blas_users == 0:  # (the controllers now: a set_num_threads meanwhile may have found more)
+                for c, n in zip(blas_controllers(), _blas_saved):
                     c.set_num_threads(n)
