@@ -505,3 +505,21 @@ def test_double_interrupt_stops_every_worker_before_returning():
     interrupted, still_writing, wrong = map(int, proc.stdout.split()[-3:])
     assert interrupted >= 1  # the signals did land in calls
     assert still_writing == 0 and wrong == 0
+
+
+def test_set_num_threads_during_a_parallel_call_is_what_blas_gets_back():
+    """BLAS thread control is written once (``_runtime``): a set_num_threads while a parallel call holds BLAS
+    single-threaded becomes the count restored when the call ends (it used to be undone by the restore)."""
+    from fastdeconv import _runtime
+
+    try:
+        with _runtime.single_threaded_blas():
+            fd.set_num_threads(1)
+            inside = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+            assert inside and all(n == 1 for n in inside)
+        after = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        assert after and all(n == 1 for n in after)
+    finally:
+        fd.set_num_threads(max_threads())
+    restored = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    assert all(n == max_threads() for n in restored)
