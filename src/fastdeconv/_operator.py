@@ -135,19 +135,21 @@ class ConvTranspose:
         apply_num_threads()
         if out is None:
             y = np.empty(prepared.out_shape, prepared.dtype)
-        else:
-            flags = out.flags if type(out) is np.ndarray else None
-            if (flags is not None and flags.c_contiguous and flags.writeable and out.shape == prepared.out_shape
-                    and out.dtype == prepared.dtype
+            prepared.run_kept(x, w5, b, y)
+            return y
+        if type(out) is np.ndarray:
+            flags = out.flags
+            # the common case, checked cheaply (two arrays owning their data never overlap)
+            if (flags.c_contiguous and flags.writeable and out.dtype is prepared.dtype
+                    and out.shape == prepared.out_shape
                     and (flags.owndata and out is not x and x.flags.owndata or not np.may_share_memory(out, x))):
-                y = out  # the common case, checked cheaply (two arrays owning their data never overlap)
-            else:
-                y = _output_array(prepared.plan, out, (x,))
+                prepared.run_kept(x, w5, b, out)
+                return out
+        y = _output_array(prepared.plan, out, (x,))
         prepared.run_kept(x, w5, b, y)
-        if out is not None and y is not out:
+        if y is not out:
             out[...] = y
-            return out
-        return y
+        return out
 
     def plan(self, x_shape, *, dtype=None, output_size: Sequence[int] | None = None) -> _cost.Choice:
         """The :class:`~fastdeconv.Choice` a call of this operator on inputs of ``x_shape`` runs.
