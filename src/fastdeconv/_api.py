@@ -161,6 +161,8 @@ def decide_variant(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run=No
 def operator_pick(plan: geo.Plan) -> bool:
     """Whether an operator's model pick (its packed weights not counted per call) is a variant a one-off call of
     ``plan`` cannot run (Winograd with kept transformed weights, where the call's memory rule forbids it)."""
+    if plan.method == "zerofill":  # (no ranking: the baseline was asked for)
+        return False
     pick = _cost.choose(plan, kept=True).variant
     return pick not in dict(_cost.choose(plan).estimates)
 
