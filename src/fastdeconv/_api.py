@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 
-from . import _calibrate, _cost
+from . import _calibrate, _compiled, _cost
 from . import _geometry as geo
 from ._kernels.conv import correlate
 from ._kernels.gather import gather, gather_serial
@@ -153,7 +152,7 @@ class _Prepared:
     """
 
     __slots__ = ("plan", "dtype", "out_shape", "x5_shape", "w5_shape", "y5_shape", "zero_bias", "groups",
-                 "bias_only", "stride", "dilation", "start", "tile", "variant", "kernel", "serial", "pending", "lock")
+                 "bias_only", "stride", "dilation", "start", "tile", "variant", "kernel", "serial", "ranked", "decided")
 
     def __init__(self, plan: geo.Plan):
         self.plan = plan
@@ -168,16 +167,11 @@ class _Prepared:
         self.bias_only = plan.c_in < plan.groups or plan.c_out < plan.groups  # no channel in a group
         self.stride, self.dilation, self.start = plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start")
         self.tile = _tile(plan) if plan.batch * plan.c_out else np.ones(3, np.int64)  # empty: never launched
-        self.lock = threading.Lock()
-        # a measured choice (this process or an earlier one) replaces the model's; an ambiguous ranking is
-        # measured on the first call (see _calibrate)
-        self.pending = _calibrate.candidates(plan, choice.estimates)
-        record = _calibrate.deciding_record(plan, self.pending)
-        if record is not None:
-            self.pending = []
-            self._use(record["variant"])
-        else:
-            self._use(choice.variant)
+        # the variant is decided on the first call (_calibrate.decide: one decision per key and process, maybe
+        # measured on the caller's arrays); until then, what a call would run now
+        self.ranked = choice.estimates
+        self.decided = False
+        self._use(_calibrate.current(plan, self.ranked)[0] if self.ranked else choice.variant)
 
     def _use(self, variant: str) -> None:
         self.variant = variant
@@ -205,23 +199,29 @@ class _Prepared:
         w5 = weight.reshape(self.w5_shape)
         b = self.zero_bias if bias is None else _contiguous(bias, dtype)
         y5 = y.reshape(self.y5_shape)
-        if self.pending:
-            self._calibrate(x5, w5, b, y5)
+        if not self.decided:
+            self._decide(x5, w5, b, y5)
         self._execute(x5, w5, b, y5)
 
-    def _calibrate(self, x5, w5, b, y5) -> None:
-        """Measure the ambiguous candidates once (other threads wait), then keep the fastest."""
-        with self.lock:
-            if not self.pending:
-                return
+    def _decide(self, x5, w5, b, y5) -> None:
+        """Ask the process-wide decision (the first caller of a key may time candidates on these arrays, on
+        prepared copies of this object, never on this one, which other threads may be running)."""
+        probes: dict[str, _Prepared] = {}
 
-            def run(variant):
-                self._use(variant)
-                self._execute(x5, w5, b, y5)
+        def run(variant: str) -> None:
+            probe = probes.get(variant)
+            if probe is None:
+                probe = probes[variant] = _Prepared(self.plan)
+                probe._use(variant)
+            probe._execute(x5, w5, b, y5)
 
-            record = _calibrate.measure(self.plan, self.pending, run)
-            self._use(record["variant"])
-            self.pending = []
+        def ready(variant: str) -> bool:
+            return _compiled.variant_ready(variant, self.dtype)
+
+        variant = _calibrate.decide(self.plan, self.ranked, run, ready) if self.ranked else self.variant
+        if variant != self.variant:
+            self._use(variant)
+        self.decided = True
 
     def _execute(self, x5, w5, b, y5) -> None:
         if self.kernel is not None and not self.bias_only:  # the direct kernels first: tiny calls are hot

@@ -99,30 +99,29 @@ def merge_records(path: str | os.PathLike, new: Mapping, valid: Valid, keep_exis
     if not isinstance(new, Mapping):
         raise TypeError(f"new must be a mapping of records, got {type(new).__name__}")
     fresh = {k: v for k, v in new.items() if isinstance(k, str) and _check(valid, k, v)}
-    with _write_lock:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            return _in_memory(path, fresh, valid, keep_existing, exc)
-        try:
-            if not stat.S_ISREG(os.fstat(lock_fd).st_mode):
-                return _in_memory(path, fresh, valid, keep_existing, OSError(f"{path}.lock is not a regular file"))
-            if not _lock(lock_fd):
-                return _in_memory(path, fresh, valid, keep_existing,
-                                  OSError(f"{path}.lock stayed locked for {LOCK_TIMEOUT:g} s"))
-            disk, clean = _read(path, valid)
-            merged = _merge(disk, fresh, keep_existing)
-            if clean and merged == disk:
-                return merged  # nothing to add: leave the file alone
-            try:
-                _write(path, merged)
-            except (OSError, TypeError, ValueError) as exc:  # (TypeError/ValueError: a record JSON cannot hold)
-                _warn(path, f"fastdeconv: could not write the cache file {path} ({exc}); its records are kept "
-                            "in memory for this process")
-            return merged
-        finally:
-            os.close(lock_fd)  # (closing releases the lock)
+    return _update(path, valid, lambda disk: _merge(disk, fresh, keep_existing))
+
+
+def remove_records(path: str | os.PathLike, valid: Valid, keys=None) -> dict:
+    """Remove ``keys`` (every record when None) from the cache file ``path``, under its lock.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The cache file.
+    valid : callable
+        ``valid(key, value) -> bool`` for the records that stay.
+    keys : iterable of str, optional
+        The keys to remove; None removes all.
+
+    Returns
+    -------
+    dict
+        What is recorded now (in memory only when the directory cannot be written, with one warning).
+    """
+    drop = None if keys is None else set(keys)
+    return _update(Path(path), valid, lambda disk: {} if drop is None else
+                   {k: v for k, v in disk.items() if k not in drop})
 
 
 # ------------------------------------------------------------------------------------------------ internals
@@ -135,6 +134,33 @@ def _check(valid: Valid, key, value) -> bool:
         return False
 
 
+def _update(path: Path, valid: Valid, change) -> dict:
+    """Under the file lock: read the disk, ``change`` it, write it back if it changed (see merge_records)."""
+    with _write_lock:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            return _in_memory(path, valid, change, exc)
+        try:
+            if not stat.S_ISREG(os.fstat(lock_fd).st_mode):
+                return _in_memory(path, valid, change, OSError(f"{path}.lock is not a regular file"))
+            if not _lock(lock_fd):
+                return _in_memory(path, valid, change, OSError(f"{path}.lock stayed locked for {LOCK_TIMEOUT:g} s"))
+            disk, clean = _read(path, valid)
+            changed = change(disk)
+            if clean and changed == disk:
+                return changed  # nothing new: leave the file alone
+            try:
+                _write(path, changed)
+            except (OSError, TypeError, ValueError) as exc:  # (TypeError/ValueError: a record JSON cannot hold)
+                _warn(path, f"fastdeconv: could not write the cache file {path} ({exc}); its records are kept "
+                            "in memory for this process")
+            return changed
+        finally:
+            os.close(lock_fd)  # (closing releases the lock)
+
+
 def _merge(disk: dict, fresh: dict, keep_existing: bool) -> dict:
     merged = dict(disk)
     for k, v in fresh.items():
@@ -143,11 +169,11 @@ def _merge(disk: dict, fresh: dict, keep_existing: bool) -> dict:
     return merged
 
 
-def _in_memory(path: Path, fresh: dict, valid: Valid, keep_existing: bool, exc: OSError) -> dict:
+def _in_memory(path: Path, valid: Valid, change, exc: OSError) -> dict:
     _warn(path, f"fastdeconv: cannot write the cache file {path} ({exc}); its records are kept in memory for "
                 "this process")
     disk, _ = _read(path, valid)
-    return _merge(disk, fresh, keep_existing)
+    return change(disk)
 
 
 def _lock(fd: int) -> bool:
