@@ -276,25 +276,31 @@ def measure(plan: geo.Plan, names: list[str], run: Callable[[str], None]) -> dic
     kept variant is the model's pick unless the fastest median wins a majority of the rounds and beats the
     model's median by ``TIE``. Nothing is stored here.
     """
-    model = names[0]
     order = names[1:] + names[:1]
     times: dict[str, list[float]] = {name: [] for name in names}
-    wins = dict.fromkeys(names, 0)
     total, done = ROUNDS, 0
     while done < total:
         shift = done % len(order)
-        this = {}
         for name in order[shift:] + order[:shift]:
-            this[name] = _block(run, name)
-            times[name].append(this[name])
-        best = min(this.values())
-        leaders = [name for name, sec in this.items() if sec == best]
+            times[name].append(_block(run, name))
+        if done == 0:
+            total = rounds(min(ts[0] for ts in times.values()))
+        done += 1
+    return verdict(names, times)
+
+
+def verdict(names: list[str], times: dict[str, list[float]]) -> dict:
+    """The record of a measurement: ``times[name][i]`` is ``name``'s time in round ``i``; ``names[0]`` is the
+    model's pick. A round's fastest candidate wins it (equal times: nobody); a challenger is kept only when it
+    has the fastest median, wins a majority of the rounds and beats the model's median by ``TIE``."""
+    model, total = names[0], len(times[names[0]])
+    wins = dict.fromkeys(names, 0)
+    for i in range(total):
+        best = min(times[name][i] for name in names)
+        leaders = [name for name in names if times[name][i] == best]
         if len(leaders) == 1:
             wins[leaders[0]] += 1
-        if done == 0:
-            total = rounds(best)
-        done += 1
-    medians = {name: statistics.median(ts) for name, ts in times.items()}
+    medians = {name: statistics.median(times[name]) for name in names}
     fastest = min(names, key=lambda name: medians[name])  # (equal medians: the earlier in the model's ranking)
     kept = fastest
     if fastest != model and not (2 * wins[fastest] > total and medians[model] > TIE * medians[fastest]):
