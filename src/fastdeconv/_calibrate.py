@@ -57,9 +57,9 @@ from ._threads import max_threads
 AMBIGUOUS = 1.6      # candidates estimated within this factor of the best are measured
 MAX_CANDIDATES = 4
 MIN_SECONDS = 2e-4   # best estimate below this: trust the model
-BUDGET = 0.3         # seconds the whole measurement may take (estimated): the slowest candidates are dropped
+BUDGET = 0.4         # seconds the whole measurement may take (estimated): the slowest candidates are dropped
 ROUNDS = 5           # interleaved rounds, each candidate once per round (a block of runs, see measure)
-LONG_ROUNDS = 3      # ... for calls of LONG_CALL or more, whose blocks are one run
+LONG_ROUNDS = 3      # ... for calls of LONG_CALL or more, whose blocks are one run after the first round
 LONG_CALL = 0.025    # seconds: a machine's noise is a small part of such a call
 BLOCK_TIME = 0.005   # seconds a short call's block runs after its first run
 MAX_RUNS = 25        # ... but at most this many runs
@@ -126,7 +126,7 @@ def candidates(plan: geo.Plan, ranked: tuple[tuple[str, float], ...]) -> list[st
 
     def cost(entries):  # estimated measuring time (see measure): per round and candidate, a block
         if best >= LONG_CALL:
-            return LONG_ROUNDS * sum(sec for _, sec in entries)
+            return (LONG_ROUNDS + 1) * sum(sec for _, sec in entries)  # (the first round: blocks of two)
         return ROUNDS * sum(sec + max(sec, BLOCK_TIME) for _, sec in entries)
 
     while len(close) > 2 and cost(close) > BUDGET:
@@ -270,11 +270,10 @@ def measure(plan: geo.Plan, names: list[str], run: Callable[[str], None]) -> dic
     drift of the machine's speed hits all of them alike. Per round a candidate runs a block and keeps its
     fastest run: at least two runs and until ``BLOCK_TIME`` after the first (the first absorbs what the
     previous candidate left running: numba's OpenMP threads spin for a few milliseconds after a parallel region
-    when another library made them active, a BLAS pool likewise); a run of ``LONG_CALL`` or more is a block
-    alone (those milliseconds are a small part of it), and when the first round's fastest candidate took that
-    long there are ``LONG_ROUNDS`` rounds. The round's fastest candidate wins it (equal times: nobody). The
-    kept variant is the model's pick unless the fastest median wins a majority of the rounds and beats the
-    model's median by ``TIE``. Nothing is stored here.
+    when another library made them active, a BLAS pool likewise; in the first round it also loads the kernel);
+    after the first round a run of ``LONG_CALL`` or more is a block alone (those milliseconds are a small part
+    of it), and when the first round's fastest candidate took that long there are ``LONG_ROUNDS`` rounds. The
+    verdict is :func:`verdict`'s. Nothing is stored here.
     """
     order = names[1:] + names[:1]
     times: dict[str, list[float]] = {name: [] for name in names}
@@ -282,7 +281,7 @@ def measure(plan: geo.Plan, names: list[str], run: Callable[[str], None]) -> dic
     while done < total:
         shift = done % len(order)
         for name in order[shift:] + order[:shift]:
-            times[name].append(_block(run, name))
+            times[name].append(_block(run, name, first=done == 0))
         if done == 0:
             total = rounds(min(ts[0] for ts in times.values()))
         done += 1
@@ -308,7 +307,7 @@ def verdict(names: list[str], times: dict[str, list[float]]) -> dict:
     return {"variant": kept, "seconds": medians, "wins": wins, "rounds": total, "model": model}
 
 
-def _block(run, name: str) -> float:
+def _block(run, name: str, first: bool) -> float:
     """The fastest of a block of runs of ``name`` (see measure)."""
     fastest, counted, runs = math.inf, 0.0, 0
     while runs < 2 or (counted < BLOCK_TIME and runs < MAX_RUNS):
@@ -318,8 +317,8 @@ def _block(run, name: str) -> float:
         fastest = min(fastest, elapsed)
         counted += elapsed if runs else 0.0
         runs += 1
-        if elapsed >= LONG_CALL:
-            break  # a long call: one run is the block
+        if elapsed >= LONG_CALL and not first:
+            break  # a long call: one run is the block (but the first round's first run may load the kernel)
     return max(fastest, 1e-9)  # (a clock that did not move still gives a positive time)
 
 
