@@ -384,6 +384,9 @@ def current(plan: geo.Plan) -> Choice:
         return choice
     measured = ", ".join(f"{name}={_fmt_time(sec)}" for name, sec in sorted(record["seconds"].items(),
                                                                             key=lambda kv: kv[1]))
+    if variant == choice.variant:  # a tie, or the model's pick measured fastest
+        return dataclasses.replace(choice, reason=f"{choice.reason}; measured on this machine ({measured}), "
+                                                  "no other candidate consistently faster")
     return dataclasses.replace(choice, method=FORM_OF[variant], variant=variant,
                                serial=runs_serially(plan, variant),
                                reason=f"measured fastest on this machine ({measured}); the model alone would "
