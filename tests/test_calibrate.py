@@ -477,3 +477,22 @@ def test_cli_calibrate(calibrating, monkeypatch, capsys, tmp_path_factory):
     with pytest.raises(SystemExit) as exc:
         cli(["calibrate", "--show", "--clear"])
     assert exc.value.code == 2
+
+
+def test_compiled_probe_reads_numbas_disk_cache(tmp_path):
+    """A kernel compiled by another process into numba's cache is ready here without compiling it."""
+    (tmp_path / "h2_probe_mod.py").write_text("from numba import njit\n\n\n@njit(cache=True)\n"
+                                              "def triple(a):\n    return a * 3\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    subprocess.run([sys.executable, "-c", "import numpy as np, h2_probe_mod as m; m.triple(np.ones(2, np.float64))"],
+                   env=env, check=True, timeout=120)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import h2_probe_mod as m
+
+        assert m.triple.signatures == []  # nothing compiled in this process
+        assert _compiled.ready([m.triple], np.float64) and not _compiled.ready([m.triple], np.float32)
+        assert m.triple.signatures == []  # the probe compiled nothing
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("h2_probe_mod", None)
