@@ -178,3 +178,20 @@ def test_directory_that_cannot_be_created_keeps_records_in_memory(tmp_path):
     merged, caught = _within(_store.merge_records, path, {"a": {"n": 1}}, _valid)
     assert merged == {"a": {"n": 1}} and len(caught) == 1 and str(path) in caught[0]
     assert _within(_store.read_records, path, _valid) == ({}, [])  # (already warned about this path)
+
+
+def test_a_lock_that_stays_taken_keeps_records_in_memory(tmp_path, monkeypatch):
+    import fcntl
+
+    path = tmp_path / "c.json"
+    monkeypatch.setattr(_store, "LOCK_TIMEOUT", 0.2)
+    holder = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # (another open file description: conflicts even within this process)
+    try:
+        merged, caught = _within(_store.merge_records, path, {"a": {"n": 1}}, _valid)
+        assert merged == {"a": {"n": 1}} and len(caught) == 1 and "locked" in caught[0]
+        assert not path.exists()
+    finally:
+        os.close(holder)
+    assert _store.merge_records(path, {"b": {"n": 2}}, _valid) == {"b": {"n": 2}}  # free again: written
+    assert _store.read_records(path, _valid) == {"b": {"n": 2}}
