@@ -445,6 +445,8 @@ def test_public_calibration_api(calibrating, monkeypatch, tmp_path_factory):
     assert cal.remeasure((1, 4, 3, 3), (4, 2, 3, 3), stride=2, padding=1) is None  # tiny: nothing to measure
     with pytest.raises(ValueError):
         cal.remeasure((1, 4, 3, 3), (5, 2, 3, 3))
+    with pytest.raises(TypeError, match="dtype must be"):
+        cal.remeasure((1, 4, 3, 3), (4, 2, 3, 3), dtype="not a dtype")
 
 
 def test_remeasure_replaces_the_record(calibrating, monkeypatch):

@@ -120,7 +120,11 @@ def remeasure(x_shape: Sequence[int], w_shape: Sequence[int], *, stride=1, paddi
 
     x_shape = _cost._shape(x_shape, "x_shape")
     w_shape = _cost._shape(w_shape, "w_shape")
-    dt = np.dtype(np.float32) if np.dtype(dtype) == np.float32 else np.dtype(np.float64)
+    try:
+        requested = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be a NumPy dtype (e.g. numpy.float32), got {dtype!r}") from None
+    dt = np.dtype(np.float32) if requested == np.float32 else np.dtype(np.float64)
     plan = geo.make_plan(x_shape, w_shape, dt, dt, stride, padding, output_padding, groups, dilation, output_size,
                          method)
     names = _calibrate.candidates(plan, _cost.choose(plan).estimates)
