@@ -1,9 +1,14 @@
-"""The one-time measured calibration of ambiguous choices (``_calibrate``)."""
+"""The measured choice (``_calibrate``): one decision per key and process, shared safely through the disk."""
 
 import dataclasses
-import itertools
 import json
+import os
+import subprocess
+import sys
+import threading
 import time
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,24 +16,34 @@ from conftest import tolerance
 from reference import conv_transpose_ref
 
 import fastdeconv as fd
-from fastdeconv import _api, _calibrate, _cost
+from fastdeconv import _api, _calibrate, _compiled, _cost
 from fastdeconv import _geometry as geo
+from fastdeconv.__main__ import main as cli
 
 # a small 2x up-convolution (21 -> 40 channels): the model rates several variants within 1.6x of each other
 X_SHAPE, W_SHAPE, GEOMETRY = (1, 21, 32, 32), (21, 40, 3, 3), {"stride": 2, "padding": 1}
+TIMEOUT = 60.0
+
+
+def _reset():
+    _calibrate.forget()
+    _api._prepared.cache_clear()
+    _api._FAST.clear()
 
 
 @pytest.fixture
 def calibrating(monkeypatch, tmp_path):
     monkeypatch.setenv("FASTDECONV_CALIBRATE", "1")
     monkeypatch.setenv("FASTDECONV_CACHE_DIR", str(tmp_path))
-    _calibrate.forget()
-    _api._prepared.cache_clear()
-    _api._FAST.clear()
+    _reset()
     yield tmp_path
-    _calibrate.forget()
-    _api._prepared.cache_clear()
-    _api._FAST.clear()
+    _reset()
+
+
+@pytest.fixture
+def all_ready(monkeypatch):
+    """Every candidate counts as compiled (the tests that measure on purpose compile them)."""
+    monkeypatch.setattr(_compiled, "variant_ready", lambda variant, dtype: True)
 
 
 def _plan():
@@ -36,27 +51,53 @@ def _plan():
                          GEOMETRY["padding"], 0, 1, 1)
 
 
+def _names():
+    return _calibrate.candidates(_plan(), _cost.choose(_plan()).estimates)
+
+
 def _inputs():
     rng = np.random.default_rng(0)
     return rng.standard_normal(X_SHAPE).astype(np.float32), rng.standard_normal(W_SHAPE).astype(np.float32)
 
 
+def _within(fn, *args):
+    """``fn(*args)`` in a daemon thread; fail instead of hanging the suite."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(TIMEOUT)
+    assert not thread.is_alive(), f"no answer within {TIMEOUT} s"
+    if "error" in box:
+        raise AssertionError(f"raised {box['error']!r}")
+    return box["value"]
+
+
+def _fake_clock(monkeypatch, pace):
+    """perf_counter advanced only by the fake runs: ``pace(variant)`` seconds each."""
+    clock = [0.0]
+    monkeypatch.setattr(_calibrate.time, "perf_counter", lambda: clock[0])
+    return lambda v: clock.__setitem__(0, clock[0] + pace(v))
+
+
 def test_the_example_is_ambiguous(calibrating):
-    assert len(_calibrate.candidates(_plan(), _cost.choose(_plan()).estimates)) >= 2
+    assert len(_names()) >= 2
 
 
-def test_first_call_measures_keeps_the_fastest_and_stores_it(calibrating, monkeypatch):
-    names = _calibrate.candidates(_plan(), _cost.choose(_plan()).estimates)
+def test_first_call_measures_keeps_the_fastest_and_stores_it(calibrating, monkeypatch, all_ready):
+    names = _names()
     slowest_first = {name: 1.0 + i for i, name in enumerate(reversed(names))}  # the model's last is "fastest"
-    timings = {}
 
     def fake_measure(plan, candidates, run):
         for name in candidates:
             run(name)  # every candidate really runs (and writes the whole output)
-        timings.update({name: slowest_first[name] for name in candidates})
-        record = {"variant": min(timings, key=timings.get), "seconds": timings}
-        _calibrate._store(_calibrate.key(plan), record)
-        return record
+        return {"variant": names[-1], "seconds": {n: slowest_first[n] for n in candidates}, "model": names[0]}
 
     monkeypatch.setattr(_calibrate, "measure", fake_measure)
     x, w = _inputs()
@@ -71,37 +112,44 @@ def test_first_call_measures_keeps_the_fastest_and_stores_it(calibrating, monkey
     assert choice.variant == names[-1] and "measured fastest" in choice.reason
     stored = json.loads((calibrating / "calibration.json").read_text())
     assert stored[_calibrate.key(_plan())]["variant"] == names[-1]
-    _calibrate.forget()
-    _api._prepared.cache_clear()
-    _api._FAST.clear()
-    assert _api._prepared(_plan()).variant == names[-1] and not _api._prepared(_plan()).pending
+    _reset()
+    assert _api._prepared(_plan()).variant == names[-1] and not _api._prepared(_plan()).decided
+    assert _calibrate.decide(_plan(), _cost.choose(_plan()).estimates, run=lambda v: pytest.fail("ran")) == names[-1]
 
 
-def test_real_measurement_runs_every_candidate(calibrating):
+def test_real_measurement_runs_every_candidate(calibrating, all_ready):
     x, w = _inputs()
     y = fd.conv_transpose(x, w, **GEOMETRY)
     np.testing.assert_allclose(y, conv_transpose_ref(x, w, **GEOMETRY), **tolerance(np.float32))
     record = _calibrate.recorded(_plan())
-    names = _calibrate.candidates(_plan(), _cost.choose(_plan()).estimates)
+    names = _names()
     seconds = record["seconds"]
-    assert set(seconds) == set(names)
+    assert set(seconds) == set(names) and record["model"] == names[0]
+    assert record["rounds"] in (_calibrate.ROUNDS, _calibrate.LONG_ROUNDS)
+    assert sum(record["wins"].values()) <= record["rounds"]
     fastest = min(seconds, key=seconds.get)  # or, within a measured tie, the model's first choice
-    assert record["variant"] == fastest or (record["variant"] == names[0]
-                                            and seconds[names[0]] <= _calibrate.TIE * seconds[fastest])
+    assert record["variant"] == fastest or (record["variant"] == names[0] and (
+        seconds[names[0]] <= _calibrate.TIE * seconds[fastest] or 2 * record["wins"][fastest] <= record["rounds"]))
     assert all(sec > 0 for sec in record["seconds"].values())
+    assert _api._prepared(_plan()).variant == record["variant"]
 
 
 def test_disabled_and_corrupt_cache(calibrating, monkeypatch):
     (calibrating / "calibration.json").write_text("{not json")
     _calibrate.forget()
-    assert _calibrate.recorded(_plan()) is None  # a corrupt file is ignored, then replaced on the next store
-    key = _calibrate.key(_plan())
-    for bad in ({"variant": "scatter-gemm", "seconds": [1]}, {"variant": "nope", "seconds": {"scatter-gemm": 1.0}},
-                {"variant": "scatter-gemm", "seconds": {"scatter-gemm": -1}}, ["scatter-gemm"]):
-        (calibrating / "calibration.json").write_text(json.dumps({key: bad}))
-        _calibrate.forget()
-        assert _calibrate.recorded(_plan()) is None, bad
-        assert fd.plan(X_SHAPE, W_SHAPE, **GEOMETRY).variant == _cost.choose(_plan()).variant
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert _calibrate.recorded(_plan()) is None  # a corrupt file is ignored, then replaced on the next store
+        key = _calibrate.key(_plan())
+        for bad in ({"variant": "scatter-gemm", "seconds": [1]}, {"variant": "nope", "seconds": {"scatter-gemm": 1.0}},
+                    {"variant": "scatter-gemm", "seconds": {"scatter-gemm": -1}}, ["scatter-gemm"],
+                    {"variant": ["x"], "seconds": {"x": 1.0}}, {"variant": "scatter-gemm", "seconds": {"scatter-gemm":
+                                                                                                      float("inf")}},
+                    {"variant": "scatter-gemm", "seconds": {"scatter-gemm": True}}):
+            (calibrating / "calibration.json").write_text(json.dumps({key: bad}))
+            _reset()
+            assert _calibrate.recorded(_plan()) is None, bad
+            assert fd.plan(X_SHAPE, W_SHAPE, **GEOMETRY).variant == _cost.choose(_plan()).variant
     monkeypatch.setenv("FASTDECONV_CALIBRATE", "0")
     assert _calibrate.candidates(_plan(), _cost.choose(_plan()).estimates) == []
     x, w = _inputs()
@@ -115,67 +163,338 @@ def test_tiny_and_fixed_plans_are_not_measured(calibrating):
     fixed = geo.make_plan(X_SHAPE, W_SHAPE, np.dtype(np.float32), np.dtype(np.float32), 2, 1, 0, 1, 1)
     fixed = dataclasses.replace(fixed, variant="scatter-gemm")
     assert _calibrate.candidates(fixed, _cost.choose(fixed).estimates) == []
+    assert _calibrate.decide(fixed, _cost.choose(fixed).estimates, run=lambda v: pytest.fail("ran")) == "scatter-gemm"
 
 
 def test_budget_drops_the_slowest_candidates_first(calibrating):
     plan = _plan()
-    b = _calibrate.BUDGET / (2 * _calibrate.REPEATS)  # measuring time of candidates whose estimates sum to b
+    b = _calibrate.BUDGET / (2 * _calibrate.ROUNDS)  # measuring time of candidates whose estimates sum to b
     ranked = (("scatter-direct", 0.3 * b), ("gather-direct", 0.4 * b), ("scatter-gemm", 0.45 * b))
     assert _calibrate.candidates(plan, ranked) == ["scatter-direct", "gather-direct"]  # 1.15 b: the third goes
     assert _calibrate.candidates(plan, ranked[:2]) == ["scatter-direct", "gather-direct"]  # 0.7 b fits
     over = (("scatter-direct", 0.3 * _calibrate.BUDGET), ("gather-direct", 0.35 * _calibrate.BUDGET))
-    assert _calibrate.candidates(plan, over) == []  # the two best alone would take too long (even run twice)
+    assert _calibrate.candidates(plan, over) == []  # the two best alone would take too long
 
 
-def test_long_calls_get_one_timed_run(calibrating):
-    """From LONG_CALL on, one block per candidate (its warm-up run, then one more right after it, so that no
-    candidate is timed only right after another): layers of ~50 ms still fit the budget."""
+def test_long_calls_get_fewer_rounds_of_one_run(calibrating):
+    """From LONG_CALL on: LONG_ROUNDS rounds, a block is one run after the first round; the order rotates, the
+    model's pick last in the first round; layers of ~50 ms still fit the budget."""
     plan = _plan()
     long = _calibrate.LONG_CALL
-    assert _calibrate.repeats(long) == 1 and _calibrate.repeats(0.5 * long) == _calibrate.REPEATS
-    half = _calibrate.BUDGET / 2
+    assert _calibrate.rounds(long) == _calibrate.LONG_ROUNDS and _calibrate.rounds(0.5 * long) == _calibrate.ROUNDS
+    half = _calibrate.BUDGET / (_calibrate.LONG_ROUNDS + 1)
     ranked = (("scatter-gemm", 0.45 * half), ("gather-gemm", 0.5 * half))
     assert _calibrate.candidates(plan, ranked) == ["scatter-gemm", "gather-gemm"]
     calls = []
-    _calibrate.measure(plan, ["scatter-gemm", "gather-gemm"], lambda v: (calls.append(v), time.sleep(long)))
-    assert calls == ["gather-gemm"] * 2 + ["scatter-gemm"] * 2  # one pass of blocks, the model's choice last
+    record = _calibrate.measure(plan, ["scatter-gemm", "gather-gemm"], lambda v: (calls.append(v), time.sleep(long)))
+    g, s = "gather-gemm", "scatter-gemm"  # blocks of two in the first round (its first run loads the kernel)
+    assert calls == [g, g, s, s] + [s, g] + [g, s]
+    assert record["rounds"] == _calibrate.LONG_ROUNDS
 
 
-def test_short_calls_run_in_blocks_two_passes_in_turn(calibrating):
-    """Short calls: per candidate a block of runs lasting BLOCK_TIME after its first, then a second pass in
-    reverse order."""
+def test_short_calls_run_in_blocks_in_rotating_rounds(calibrating, monkeypatch):
+    """Short calls: ROUNDS rounds, each candidate once per round (a block of runs lasting BLOCK_TIME after its
+    first), the order rotated by one per round."""
     calls = []
-    pace = 0.25 * _calibrate.BLOCK_TIME
-    _calibrate.measure(_plan(), ["scatter-gemm", "gather-gemm"], lambda v: (calls.append(v), time.sleep(pace)))
-    blocks = [(name, sum(1 for _ in group)) for name, group in itertools.groupby(calls)]
-    # passes B A (the model's choice A last), then A B: the two middle blocks run back to back
-    assert [name for name, _ in blocks] == ["gather-gemm", "scatter-gemm", "gather-gemm"]
-    assert all(n >= 5 for _, n in blocks)  # 1 + BLOCK_TIME / pace, at least
+    monkeypatch.setattr(_calibrate, "BLOCK_TIME", 4.0)  # (exact binary fractions: no rounding in the sums)
+    monkeypatch.setattr(_calibrate, "LONG_CALL", 100.0)
+    tick = _fake_clock(monkeypatch, lambda v: 1.0)
+    names = ["scatter-gemm", "gather-gemm", "gather-gemm-cols"]
+    record = _calibrate.measure(_plan(), names, lambda v: (calls.append(v), tick(v)))
+    per_block = 1 + 4  # the first run, then runs until BLOCK_TIME
+    blocks = [calls[i] for i in range(0, len(calls), per_block)]
+    assert len(calls) == per_block * len(names) * _calibrate.ROUNDS
+    assert all(calls[i:i + per_block] == [calls[i]] * per_block for i in range(0, len(calls), per_block))
+    order = names[1:] + names[:1]
+    assert blocks == [v for r in range(_calibrate.ROUNDS) for v in order[r % 3:] + order[:r % 3]]
+    assert record["variant"] == "scatter-gemm" and record["wins"] == dict.fromkeys(names, 0)  # all equal: a tie
 
 
 @pytest.mark.parametrize("slower, kept", [(1.02, "scatter-gemm"), (1.5, "gather-gemm")])
 def test_a_measured_tie_keeps_the_models_choice(calibrating, monkeypatch, slower, kept):
     """The model's first candidate stays unless another one measured more than TIE faster."""
     pace = {"scatter-gemm": 1e-3 * slower, "gather-gemm": 1e-3}
-    clock = [0.0]
-
-    def tick():
-        return clock[0]
-
-    monkeypatch.setattr(_calibrate.time, "perf_counter", tick)
-    record = _calibrate.measure(_plan(), ["scatter-gemm", "gather-gemm"],
-                                lambda v: clock.__setitem__(0, clock[0] + pace[v]))
+    tick = _fake_clock(monkeypatch, pace.get)
+    record = _calibrate.measure(_plan(), ["scatter-gemm", "gather-gemm"], tick)
     assert record["variant"] == kept
     assert record["seconds"] == pytest.approx(pace)
+    assert record["wins"] == {"scatter-gemm": 0, "gather-gemm": _calibrate.ROUNDS}
+
+
+def test_a_faster_median_without_a_majority_of_rounds_is_a_tie():
+    names = ["scatter-gemm", "gather-gemm"]
+    # the challenger's median is 3x better, but it wins only one round in five: noise, the model's pick stays
+    times = {"scatter-gemm": [0.5, 0.5, 3.0, 3.0, 3.0], "gather-gemm": [1.0, 1.0, 1.0, 10.0, 10.0]}
+    record = _calibrate.verdict(names, times)
+    assert record["variant"] == "scatter-gemm" and record["wins"] == {"scatter-gemm": 4, "gather-gemm": 1}
+    assert record["seconds"] == {"scatter-gemm": 3.0, "gather-gemm": 1.0}
+    # a majority and a clear margin: the challenger
+    times = {"scatter-gemm": [2.0, 2.0, 2.0, 0.5, 0.5], "gather-gemm": [1.0, 1.0, 1.0, 1.0, 1.0]}
+    assert _calibrate.verdict(names, times)["variant"] == "gather-gemm"
+    # a majority but within TIE: the model's pick
+    times = {"scatter-gemm": [1.04] * 5, "gather-gemm": [1.0] * 5}
+    assert _calibrate.verdict(names, times)["variant"] == "scatter-gemm"
 
 
 def test_a_record_of_a_non_candidate_decides_nothing(calibrating):
     """plan() reports, and a call runs, a recorded variant only when it is among the plan's current candidates."""
     choice = _cost.choose(_plan())
-    names = _calibrate.candidates(_plan(), choice.estimates)
+    names = _names()
     outsider = next(v for v, _ in choice.estimates if v not in names)
     _calibrate._store(_calibrate.key(_plan()), {"variant": outsider, "seconds": {outsider: 1e-6, names[0]: 1.0}})
-    _calibrate.forget()
+    _reset()
     assert _calibrate.deciding_record(_plan(), names) is None
     assert fd.plan(X_SHAPE, W_SHAPE, **GEOMETRY).variant == choice.variant
-    assert _api._prepared(_plan()).variant == choice.variant and _api._prepared(_plan()).pending == names
+    assert _api._prepared(_plan()).variant == choice.variant and not _api._prepared(_plan()).decided
+
+
+def test_racing_threads_make_one_calibration_and_get_one_result(calibrating, monkeypatch, all_ready):
+    """8 threads make the first call at once (hot path and general path): one measurement, one variant, one
+    result bit for bit."""
+    names = _names()
+    real, calls = _calibrate.measure, []
+
+    def counting(plan, candidates, run):
+        calls.append(threading.get_ident())
+        time.sleep(0.05)  # (the others arrive while it measures)
+        record = real(plan, candidates, run)
+        return dict(record, variant=names[-1])  # not the model's pick: a second decider would differ
+
+    monkeypatch.setattr(_calibrate, "measure", counting)
+    x, w = _inputs()
+    barrier, results = threading.Barrier(8), [None] * 8
+
+    def call(i):
+        barrier.wait()
+        stride = 2 if i % 2 else [2, 2]  # the hot path and the general path
+        results[i] = fd.conv_transpose(x, w, stride=stride, padding=1)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert not any(t.is_alive() for t in threads)
+    assert len(calls) == 1
+    assert all(np.array_equal(r, results[0]) for r in results)
+    assert _calibrate.decisions()[_calibrate.key(_plan())][0] == names[-1]
+    assert _api._prepared(_plan()).variant == names[-1]
+    np.testing.assert_allclose(results[0], conv_transpose_ref(x, w, **GEOMETRY), **tolerance(np.float32))
+
+
+def test_a_failed_measurement_hands_over(calibrating):
+    """A decider whose run raises decides nothing: the next caller decides."""
+    ranked = _cost.choose(_plan()).estimates
+
+    def boom(variant):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        _calibrate.decide(_plan(), ranked, run=boom)
+    assert _calibrate.decisions() == {}
+    assert _calibrate.decide(_plan(), ranked) == ranked[0][0]
+
+
+def test_readiness_skips_an_uncompiled_candidate(calibrating, monkeypatch):
+    names = _names()
+    ran = []
+    tick = _fake_clock(monkeypatch, lambda v: 1e-3 if v == names[0] else 1e-4)
+    variant = _calibrate.decide(_plan(), _cost.choose(_plan()).estimates, run=lambda v: (ran.append(v), tick(v)),
+                                ready=lambda v: v != names[1])
+    assert names[1] not in ran and names[0] in ran
+    record = _calibrate.decisions()[_calibrate.key(_plan())][1]
+    assert names[1] in record["skipped"] and variant == record["variant"]
+    assert not (calibrating / "calibration.json").exists()  # a partial measurement decides this process only
+    # with only the model's pick ready: nothing is measured, the model's pick is kept
+    _reset()
+    ran.clear()
+    assert _calibrate.decide(_plan(), _cost.choose(_plan()).estimates, run=lambda v: ran.append(v),
+                             ready=lambda v: v == names[0]) == names[0]
+    assert ran == []
+
+
+def test_compiled_probe():
+    from numba import njit
+
+    @njit(cache=False)
+    def twice(a):
+        return a * 2
+
+    assert not _compiled.ready([twice], np.float32)
+    twice(np.ones(2, np.float32))
+    assert _compiled.ready([twice], np.float32) and not _compiled.ready([twice], np.float64)
+    assert not _compiled.ready([len], np.float32) and not _compiled.ready(None, np.float32)
+    assert _compiled.groups_ready([(len, twice)], np.float32)
+    assert _compiled.variant_ready("nope", np.float32) is False
+
+
+def test_run_none_fixes_the_models_pick(calibrating):
+    ranked = _cost.choose(_plan()).estimates
+    assert _calibrate.decide(_plan(), ranked, run=None) == ranked[0][0]
+    assert _calibrate.decide(_plan(), ranked, run=lambda v: pytest.fail("measured after a fixed pick")) == ranked[0][0]
+    assert not (calibrating / "calibration.json").exists()  # in memory only
+
+
+def test_dask_first_then_in_memory_is_bitwise_equal(calibrating, monkeypatch, all_ready):
+    da = pytest.importorskip("dask.array")
+    import fastdeconv.dask as fdd
+
+    monkeypatch.setattr(_calibrate, "measure", lambda *a: pytest.fail("the in-memory call measured after Dask"))
+    x, w = _inputs()
+    lazy = fdd.conv_transpose(da.from_array(x, chunks=x.shape), w, **GEOMETRY)
+    plans = [task[3] for task in dict(lazy.__dask_graph__()).values()
+             if isinstance(task, tuple) and len(task) > 3 and isinstance(task[3], geo.Plan)]
+    first = lazy.compute(scheduler="synchronous")
+    assert np.array_equal(first, fd.conv_transpose(x, w, **GEOMETRY))
+    assert plans and {p.variant for p in plans} == {_api._prepared(_plan()).variant}
+
+
+CHILD = """
+import sys, time
+import numpy as np
+from fastdeconv import _calibrate
+from fastdeconv import _geometry as geo
+me = int(sys.argv[1])
+ranked = (("scatter-gemm", 1e-3), ("gather-gemm", 1.1e-3))
+def plan(cin):
+    return geo.make_plan((1, cin, 8, 8), (cin, 4, 3, 3), np.dtype(np.float32), np.dtype(np.float32), 2, 1, 0, 1, 1)
+def run(v):  # every process finds "its" variant clearly faster
+    time.sleep(2e-4 if v == ranked[me % 2][0] else 1e-3)
+for j in range(5):
+    _calibrate.decide(plan(100 + 10 * me + j), ranked, run)
+print(_calibrate.decide(plan(7), ranked, run))
+"""
+
+
+def test_spawned_processes_share_the_cache(calibrating):
+    """4 processes deciding 5 plans each and one plan together: no record lost, one decision for the shared plan."""
+    env = dict(os.environ, PYTHONPATH=str(Path(fd.__file__).parent.parent), FASTDECONV_CALIBRATE="1",
+               FASTDECONV_CACHE_DIR=str(calibrating))
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(i)], env=env, stdout=subprocess.PIPE, text=True)
+             for i in range(4)]
+    try:
+        outputs = [p.communicate(timeout=180)[0].strip() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0] * 4
+    records = json.loads((calibrating / "calibration.json").read_text())
+    assert len(records) == 21 and all(_calibrate.valid_record(k, r) for k, r in records.items())
+    shared = next(r for k, r in records.items() if "cin=7|" in k)
+    assert set(outputs) == {shared["variant"]}  # the first recorded decision won in every process
+
+
+@pytest.mark.parametrize("case", ["wrong schema", "deep nesting", "fifo", "directory", "binary", "huge"])
+def test_corrupt_cache_never_raises_or_hangs(calibrating, monkeypatch, case):
+    path = calibrating / "calibration.json"
+    key = _calibrate.key(_plan())
+    if case == "wrong schema":
+        path.write_text(json.dumps({key: {"variant": ["x"], "seconds": {"x": 1.0}}}))
+    elif case == "deep nesting":
+        path.write_text("[" * 100_000 + "]" * 100_000)
+    elif case == "fifo":
+        os.mkfifo(path)
+    elif case == "directory":
+        path.mkdir()
+    elif case == "binary":
+        path.write_bytes(os.urandom(4096))
+    else:
+        path.write_text(json.dumps({key: {"variant": "scatter-gemm", "seconds": {"scatter-gemm": 1.0}},
+                                    "pad": "x" * (1 << 21)}))
+    ranked = _cost.choose(_plan()).estimates
+    names = _names()
+    tick = _fake_clock(monkeypatch, lambda v: 1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert _within(_calibrate.current, _plan(), ranked) == (ranked[0][0], None)
+        assert _within(_calibrate.decide, _plan(), ranked, tick) in names
+        assert _within(lambda: fd.plan(X_SHAPE, W_SHAPE, **GEOMETRY)).variant in names
+    if case != "directory":  # the bad file was replaced by a good one
+        assert _calibrate.recorded(_plan())["variant"] in names
+
+
+def test_public_calibration_api(calibrating, monkeypatch, tmp_path_factory):
+    import fastdeconv.calibration as cal
+
+    assert fd.calibration is cal and cal.show() == {} and cal.cache_file() == calibrating / "calibration.json"
+    ranked = _cost.choose(_plan()).estimates
+    tick = _fake_clock(monkeypatch, lambda v: 1e-3)
+    _calibrate.decide(_plan(), ranked, tick)
+    shown = cal.show()
+    assert list(shown) == [_calibrate.key(_plan())] and shown[_calibrate.key(_plan())]["variant"] == ranked[0][0]
+    out = tmp_path_factory.mktemp("export") / "wisdom.json"
+    assert cal.export(out) == 1
+    cal.clear()
+    assert cal.show() == {} and _calibrate.decisions() == {}
+    assert cal.import_(out) == 1 and cal.show() == shown
+    assert cal.import_(out) == 0  # already recorded
+    bad = out.parent / "bad.json"
+    bad.write_text("[1]")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="not a calibration file"):
+            cal.import_(bad)
+    with pytest.raises(FileNotFoundError):
+        cal.import_(out.parent / "missing.json")
+    with pytest.raises(TypeError, match="path must be"):
+        cal.export(3)
+    monkeypatch.undo()
+    monkeypatch.setenv("FASTDECONV_CALIBRATE", "1")
+    monkeypatch.setenv("FASTDECONV_CACHE_DIR", str(calibrating))
+    assert cal.remeasure((1, 4, 3, 3), (4, 2, 3, 3), stride=2, padding=1) is None  # tiny: nothing to measure
+    with pytest.raises(ValueError):
+        cal.remeasure((1, 4, 3, 3), (5, 2, 3, 3))
+    with pytest.raises(TypeError, match="dtype must be"):
+        cal.remeasure((1, 4, 3, 3), (4, 2, 3, 3), dtype="not a dtype")
+
+
+def test_remeasure_replaces_the_record(calibrating, monkeypatch):
+    import fastdeconv.calibration as cal
+
+    names = _names()
+    _calibrate._store(_calibrate.key(_plan()), {"variant": names[-1], "seconds": {n: 1.0 for n in names}})
+    record = cal.remeasure(X_SHAPE, W_SHAPE, **GEOMETRY)
+    assert set(record["seconds"]) == set(names)
+    assert _calibrate.recorded(_plan()) == record
+
+
+def test_cli_calibrate(calibrating, monkeypatch, capsys, tmp_path_factory):
+    ranked = _cost.choose(_plan()).estimates
+    tick = _fake_clock(monkeypatch, lambda v: 1e-3)
+    _calibrate.decide(_plan(), ranked, tick)
+    assert cli(["calibrate"]) == 0 and cli(["calibrate", "--show"]) == 0
+    out = capsys.readouterr().out
+    assert "1 recorded choice(s)" in out and _calibrate.key(_plan()) in out
+    wisdom = tmp_path_factory.mktemp("cli") / "w.json"
+    assert cli(["calibrate", "--export", str(wisdom)]) == 0 and len(json.loads(wisdom.read_text())) == 1
+    assert cli(["calibrate", "--clear"]) == 0 and not json.loads((calibrating / "calibration.json").read_text())
+    assert cli(["calibrate", "--import", str(wisdom)]) == 0
+    assert "imported 1 new record(s)" in capsys.readouterr().out
+    for argv, flag in ((["calibrate", "--import", str(wisdom.parent / "nope.json")], "--import"),
+                       (["calibrate", "--export", str(wisdom.parent / "no" / "dir.json")], "--export")):
+        with pytest.raises(SystemExit) as exc:
+            cli(argv)
+        assert exc.value.code == 2 and flag in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli(["calibrate", "--show", "--clear"])
+    assert exc.value.code == 2
+
+
+def test_compiled_probe_reads_numbas_disk_cache(tmp_path):
+    """A kernel compiled by another process into numba's cache is ready here without compiling it."""
+    (tmp_path / "h2_probe_mod.py").write_text("from numba import njit\n\n\n@njit(cache=True)\n"
+                                              "def triple(a):\n    return a * 3\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    subprocess.run([sys.executable, "-c", "import numpy as np, h2_probe_mod as m; m.triple(np.ones(2, np.float64))"],
+                   env=env, check=True, timeout=120)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import h2_probe_mod as m
+
+        assert m.triple.signatures == []  # nothing compiled in this process
+        assert _compiled.ready([m.triple], np.float64) and not _compiled.ready([m.triple], np.float32)
+        assert m.triple.signatures == []  # the probe compiled nothing
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("h2_probe_mod", None)

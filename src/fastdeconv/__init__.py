@@ -17,7 +17,7 @@ __all__ = ["conv_transpose", "zero_fill", "conv", "conv_matrix", "conv_transpose
 _HOME = {"conv_transpose": "_api", "zero_fill": "_api", "plan": "_cost", "Choice": "_cost", "conv": "_forward",
          "get_num_threads": "_threads", "set_num_threads": "_threads", "bilinear_kernel": "filters",
          "upsample_bilinear": "filters", "conv_transpose_backward": "grad", "conv_matrix": "matrix", "compat": None,
-         "ConvTranspose": "_operator"}
+         "ConvTranspose": "_operator", "calibration": None}
 
 
 def __getattr__(name: str):

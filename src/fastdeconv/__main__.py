@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory roof in GB/s (default %(default)s: streaming copy)")
     p.add_argument("--no-check", action="store_true", help="skip the float64 reference check")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_calibrate(sub)
     return parser
 
 
@@ -103,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "calibrate":
+        return _calibrate_command(args, parser._subparsers._group_actions[0].choices["calibrate"])
     if args.command != "compare":
         parser.print_help()
         return 2
@@ -136,6 +139,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmp.plot(result, args.plot)
         print(f"chart written to {args.plot}")
     return 0 if result["ok"] else 1
+
+
+def _add_calibrate(sub) -> None:
+    """The ``calibrate`` subcommand: inspect, clear, export or import the measured choices."""
+    p = sub.add_parser(
+        "calibrate", help="show, clear, export or import the measured choices (the calibration cache)",
+        description="The measured choices of method='auto' (see fastdeconv.calibration), kept in calibration.json "
+                    "in $FASTDECONV_CACHE_DIR (default ~/.cache/fastdeconv). Without an option: --show.")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--show", action="store_true", help="print every recorded choice (the default)")
+    group.add_argument("--clear", action="store_true", help="delete every recorded choice")
+    group.add_argument("--export", metavar="FILE", help="write the recorded choices to FILE (JSON)")
+    group.add_argument("--import", dest="import_", metavar="FILE",
+                       help="merge the choices of FILE (written by --export) into the cache")
+
+
+def _calibrate_command(args, parser: argparse.ArgumentParser) -> int:
+    from . import calibration as cal
+
+    if args.clear:
+        cal.clear()
+        print(f"cleared {cal.cache_file()}")
+    elif args.export is not None:
+        try:
+            count = cal.export(args.export)
+        except OSError as exc:
+            parser.error(f"--export: cannot write {args.export!r}: {exc.strerror or exc}")
+        print(f"exported {count} record(s) to {args.export}")
+    elif args.import_ is not None:
+        try:
+            count = cal.import_(args.import_)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--import: {exc}")
+        print(f"imported {count} new record(s) into {cal.cache_file()}")
+    else:
+        records = cal.show()
+        print(f"{len(records)} recorded choice(s) in {cal.cache_file()}")
+        for k, record in records.items():
+            times = ", ".join(f"{name} {sec * 1e3:.3g} ms" for name, sec in sorted(record["seconds"].items(),
+                                                                                   key=lambda kv: kv[1]))
+            wins = record.get("wins")
+            rounds = f"; rounds won {', '.join(f'{n} {w}' for n, w in wins.items())} of {record.get('rounds')}" \
+                if wins else ""
+            print(f"{k}\n    {record['variant']} (model: {record.get('model', '?')}): {times}{rounds}")
+    return 0
 
 
 def _select(args) -> list:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 
-from . import _calibrate, _cost, _registry
+from . import _calibrate, _compiled, _cost, _registry
 from . import _geometry as geo
 from ._kernels.zerofill import fill
 from ._threads import apply_num_threads
@@ -137,25 +136,26 @@ _FAST: dict = {}
 _FAST_SIZE = 256
 
 
-def decide_variant(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run=None, own: bool = False) -> str:
+def decide_variant(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run=None, own: bool = False,
+                   ready=None) -> str:
     """The variant ``plan`` runs in this process: the one place where it is fixed (``_Prepared``, hence every
-    path that runs a plan: functional calls, operators).
+    path that runs a plan: functional calls, operators, Dask blocks).
 
     ``ranked`` is the model's ranking (cheapest first); ``run(variant)`` runs one call of a variant on the
-    caller's arrays (None: cannot measure now). A recorded measurement decides; else, when the model cannot
-    tell its best candidates apart and ``run`` is given, they are measured once; else the model's pick.
+    caller's arrays (None: cannot measure now); ``ready(variant)`` says whether its kernels load without
+    compiling. The decision itself is :func:`_calibrate.decide` (one per key and process, single-flight).
     ``own``: an operator whose model pick only an operator can run (:func:`operator_pick`); it decides apart
-    from one-off calls (see :func:`_to_measure`). Every other operator decides exactly as a one-off call of
-    the plan (same ranking, same record): both run the same variant and give the same bits.
+    from one-off calls (see :func:`_ranking`). Every other operator decides exactly as a one-off call of the
+    plan (same ranking, same record): both run the same variant and give the same bits.
     """
-    names = _to_measure(plan, ranked, own)
-    key_plan = _decision_plan(plan, own)
-    record = _calibrate.deciding_record(key_plan, names)
-    if record is not None:
-        return record["variant"]
-    if names and run is not None:
-        return _calibrate.measure(key_plan, names, run)["variant"]
-    return ranked[0][0]
+    key_plan, ranking = _ranking(plan, ranked, own)
+    return _calibrate.decide(key_plan, ranking, run, ready)
+
+
+def current_variant(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], own: bool = False) -> str:
+    """What a call of ``plan`` would run now, without deciding (the decision is made on the first call)."""
+    key_plan, ranking = _ranking(plan, ranked, own)
+    return _calibrate.current(key_plan, ranking)[0]
 
 
 def operator_pick(plan: geo.Plan) -> bool:
@@ -167,24 +167,21 @@ def operator_pick(plan: geo.Plan) -> bool:
     return pick not in dict(_cost.choose(plan).estimates)
 
 
-def _decision_plan(plan: geo.Plan, own: bool) -> geo.Plan:
-    """The plan a decision is recorded under (``method`` is part of the key): an operator's own apart."""
-    return dataclasses.replace(plan, method=f"{plan.method}+kept") if own else plan
+def _ranking(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], own: bool):
+    """The plan a decision is recorded under (``method`` is part of the key) and the ranking it decides from.
 
-
-def _to_measure(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], own: bool) -> list[str]:
-    """The candidates a first call measures (empty: the model's pick stands).
-
-    An operator's own pick (``own``) is measured against a one-off call's pick, which stays unless the
-    operator's is measurably faster: the kept estimates were fitted on few layers (and on weight-heavy layers
-    the model overrates scatter-gemm's cost), and an operator's calls repay one measurement.
+    An operator's own decision (``own``) is recorded apart, and its ranking puts a one-off call's pick first:
+    that pick stays unless the operator's is measurably faster (the kept estimates were fitted on few layers,
+    and on weight-heavy layers the model overrates scatter-gemm's cost; an operator's calls repay one
+    measurement).
     """
-    names = _calibrate.candidates(plan, ranked)
-    if own and len(ranked) > 1 and _calibrate.enabled() and plan.variant is None:
-        one_off = _cost.choose(plan).variant
-        if one_off in dict(ranked):  # (measure's first name is the one that stays on a tie)
-            names = [one_off] + [name for name in (names or [ranked[0][0]]) if name != one_off]
-    return names
+    if not own:
+        return plan, ranked
+    one_off = _cost.choose(plan).variant
+    estimates = dict(ranked)
+    if one_off in estimates:
+        ranked = ((one_off, estimates[one_off]),) + tuple(r for r in ranked if r[0] != one_off)
+    return dataclasses.replace(plan, method=f"{plan.method}+kept"), ranked
 
 
 class _Prepared:
@@ -197,7 +194,7 @@ class _Prepared:
     """
 
     __slots__ = ("plan", "dtype", "out_shape", "x5_shape", "w5_shape", "y5_shape", "zero_bias", "bias_only",
-                 "ranked", "variant", "record", "kernel", "args", "serial", "pending", "lock", "kept", "own",
+                 "ranked", "variant", "record", "kernel", "args", "serial", "decided", "kept", "own",
                  "packed")
 
     def __init__(self, plan: geo.Plan, kept=None):
@@ -215,13 +212,10 @@ class _Prepared:
         self.y5_shape = (plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes)
         self.zero_bias = np.zeros(plan.c_out, plan.dtype)
         self.bias_only = plan.c_in < plan.groups or plan.c_out < plan.groups  # no channel in a group
-        self.lock = threading.Lock()
-        # a measured choice (this process or an earlier one) replaces the model's; an ambiguous ranking is
-        # measured on the first call (see _calibrate), with the model's pick meanwhile
-        self.pending = _to_measure(plan, self.ranked, own)
-        if self.pending and _calibrate.deciding_record(_decision_plan(plan, own), self.pending) is not None:
-            self.pending = []
-        self._use(choice.variant if self.pending else decide_variant(plan, self.ranked, None, own))
+        # the variant is decided on the first call (``_decide``: one decision per key and process, maybe
+        # measured on the caller's arrays); until then, what a call would run now
+        self.decided = False
+        self._use(current_variant(plan, self.ranked, own))
 
     def _use(self, variant: str) -> None:
         self.variant = variant
@@ -245,8 +239,8 @@ class _Prepared:
         w5 = weight.reshape(self.w5_shape)
         b = self.zero_bias if bias is None else _contiguous(bias, dtype)
         y5 = y.reshape(self.y5_shape)
-        if self.pending:
-            self._calibrate(x5, w5, b, y5)
+        if not self.decided:
+            self._decide(x5, w5, b, y5)
         self._execute(x5, w5, b, y5)
 
     def run_kept(self, x: np.ndarray, w5: np.ndarray, b: np.ndarray, y: np.ndarray) -> None:
@@ -259,24 +253,31 @@ class _Prepared:
             x = _contiguous(x, self.dtype)
         x5 = x.reshape(self.x5_shape)
         y5 = y.reshape(self.y5_shape)
-        if self.pending:
-            self._calibrate(x5, w5, b, y5)
+        if not self.decided:
+            self._decide(x5, w5, b, y5)
         self._execute(x5, w5, b, y5)
 
-    def _calibrate(self, x5, w5, b, y5) -> None:
-        """Fix the variant on the first call (other threads wait): measure the ambiguous candidates once."""
-        with self.lock:
-            if not self.pending:
-                return
+    def _decide(self, x5, w5, b, y5) -> None:
+        """Ask the process-wide decision (the first caller of a key may time candidates on these arrays, on
+        prepared copies of this object, never on this one, which other threads may be running)."""
+        probes: dict[str, _Prepared] = {}
 
-            def run(variant):
-                self._use(variant)
-                self._execute(x5, w5, b, y5)
+        def run(variant: str) -> None:
+            probe = probes.get(variant)
+            if probe is None:
+                probe = probes[variant] = _Prepared(self.plan, self.kept)
+                probe._use(variant)
+            probe._execute(x5, w5, b, y5)
 
-            self._use(decide_variant(self.plan, self.ranked, run, self.own))
-            self.pending = []
-            if self.kept is not None:
-                self.kept._prune()  # the packs of the candidates that lost
+        def ready(variant: str) -> bool:
+            return _compiled.variant_ready(variant, self.dtype)
+
+        variant = decide_variant(self.plan, self.ranked, run, self.own, ready)
+        if variant != self.variant:
+            self._use(variant)
+        self.decided = True
+        if self.kept is not None and probes:
+            self.kept._prune()  # the packs of the candidates that lost
 
     def _execute(self, x5, w5, b, y5) -> None:
         if self.kernel is not None and not self.bias_only:  # the direct kernels first: tiny calls are hot

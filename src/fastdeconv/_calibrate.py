@@ -1,50 +1,79 @@
-"""One-time measured calibration: when the cost model cannot tell its best candidates apart, time them once.
+"""The variant a plan runs in this process: the cost model's pick, or a consistent measurement of the close ones.
 
 The cost model (``_cost.py``) ranks the variants from the geometry. Its constants were fitted on a few dozen
 layers, so on an unseen shape two variants it rates within a factor of ``AMBIGUOUS`` of each other may in fact
-differ by 2x. For such a plan, the first ``conv_transpose`` call times each ambiguous candidate on the caller's
-own arrays (in blocks of runs, the best of them), keeps the fastest, and records it:
+differ by 2x. For such a plan the first call times the close candidates on the caller's own arrays and keeps
+the fastest -- when the measurement is consistent.
 
-* in memory, so every later call of the plan runs the same variant (results stay bitwise identical from call
-  to call and across thread counts: the choice is made once, never per call);
-* on disk (``$FASTDECONV_CACHE_DIR/calibration.json``, default ``~/.cache/fastdeconv``), keyed by the geometry,
-  dtype, numba's pool size and this machine's CPU, so later processes skip the measurement.
+One decision per key (geometry, dtype, method, numba's pool size, CPU) and process, made by :func:`decide`:
 
-Calls estimated at ``LONG_CALL`` or more get one block each (a warm-up run and one more, both timed: the first
-can only be slower); a machine's noise is a smaller part of them, and it lets the budget reach layers of ~50 ms.
-Plans whose best estimate is below ``MIN_SECONDS`` (the model's ranking is about per-call overheads there, and
-a measurement would cost more than it could save), plans whose two best candidates alone would take more than
-``BUDGET`` seconds to measure (further candidates are dropped, slowest estimate first, until the rest fit),
-and plans whose variant the caller fixed are not measured. ``FASTDECONV_CALIBRATE=0`` turns measuring off (the
-model alone decides; the disk records are then ignored too). :func:`fastdeconv.plan` reports a recorded
-measurement when there is one.
+* single-flight: the first caller decides; concurrent callers of the same key wait for that decision; every
+  later caller, through any path (hot, general, Dask, compat, an operator), gets the same variant, so results
+  are bitwise the same whatever thread made the call and in whatever order;
+* across processes (``$FASTDECONV_CACHE_DIR/calibration.json``, default ``~/.cache/fastdeconv``; written
+  through ``_store``: locked, merged, atomically replaced, read defensively): the first recorded decision
+  wins, a process that finds a record adopts it, and a process that measured merges its record without
+  overwriting one another process wrote meanwhile, then adopts whatever the file holds;
+* a caller that cannot measure (``run=None``, e.g. the Dask twin, which never holds the whole array) with
+  nothing recorded fixes the model's pick for the process (in memory only): an in-memory call made later runs
+  that variant too.
+
+Noise: candidates are timed in ``ROUNDS`` interleaved rounds (each candidate once per round, in rotating order,
+the model's pick last in the first round so that whatever another library left running slows a challenger);
+per round a candidate runs a block (a first run that absorbs what the previous candidate left behind -- numba's
+or BLAS's threads spinning after a parallel region -- then runs until ``BLOCK_TIME``) and keeps its fastest run.
+A challenger replaces the model's pick only when it wins a majority of the rounds *and* its median beats the
+model's median by ``TIE``; anything less is a tie, and a tie keeps the model's pick. The record holds the
+medians and the rounds won.
+
+Readiness: compiling a kernel takes seconds and timing it milliseconds, so a candidate whose kernels are not
+compiled in this process nor in numba's on-disk cache (``ready(variant)`` false) is not measured; the model's
+pick always runs. A measurement that skipped a candidate decides this process only (it is not recorded, so a
+later process with a warm numba cache measures them all).
+
+Not measured: plans whose best estimate is below ``MIN_SECONDS`` (the model's ranking is about per-call
+overheads there), plans whose two best candidates alone would take more than ``BUDGET`` seconds to measure
+(further candidates are dropped, slowest estimate first, until the rest fit), and plans whose variant the
+caller fixed. ``FASTDECONV_CALIBRATE=0`` turns measuring off (the model alone decides; the disk records are
+then ignored too). :func:`fastdeconv.plan` reports the decision (:func:`current`); the public inspection,
+re-measurement, export and import are in :mod:`fastdeconv.calibration`.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import platform
-import tempfile
+import statistics
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from . import _geometry as geo
+from . import _store as _files
 from ._threads import max_threads
 
 AMBIGUOUS = 1.6      # candidates estimated within this factor of the best are measured
 MAX_CANDIDATES = 4
 MIN_SECONDS = 2e-4   # best estimate below this: trust the model
-BUDGET = 0.2         # seconds the whole measurement may take (estimated): the slowest candidates are dropped
-REPEATS = 2          # passes over the candidates, each a block of runs per candidate (see measure)
-LONG_CALL = 0.025    # ... but one pass when the best estimate is this long (seconds)
-BLOCK_TIME = 0.01    # seconds a block runs after its first run (spinning threads left by others stop)
+BUDGET = 0.4         # seconds the whole measurement may take (estimated): the slowest candidates are dropped
+ROUNDS = 5           # interleaved rounds, each candidate once per round (a block of runs, see measure)
+LONG_ROUNDS = 3      # ... for calls of LONG_CALL or more, whose blocks are one run after the first round
+LONG_CALL = 0.025    # seconds: a machine's noise is a small part of such a call
+BLOCK_TIME = 0.005   # seconds a short call's block runs after its first run
 MAX_RUNS = 25        # ... but at most this many runs
-TIE = 1.05           # the model's first choice is kept unless another candidate measured this much faster
+TIE = 1.05           # a challenger must beat the model's pick's median by this factor (and win most rounds)
+FILE_NAME = "calibration.json"
+MAX_KEY = 512        # characters: a longer key is not one of ours
+
+Decision = tuple[str, "dict | None"]
 
 _lock = threading.Lock()
-_records: dict[str, dict] | None = None
+_decided: dict[str, Decision] = {}           # key -> (variant, record or None: the model's pick)
+_deciding: dict[str, threading.Event] = {}   # key -> set when its decider is done (decided or failed)
+_owner: dict[str, int] = {}                  # key -> thread deciding it
+measurements = 0                             # measurements made by this process (tests count them)
 
 
 def enabled() -> bool:
@@ -52,8 +81,14 @@ def enabled() -> bool:
 
 
 def cache_file() -> Path:
-    root = os.environ.get("FASTDECONV_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "fastdeconv")
-    return Path(root) / "calibration.json"
+    return _files.cache_dir() / FILE_NAME
+
+
+def variant_names() -> frozenset[str]:
+    """The variant names a record may hold (the registry's)."""
+    from . import _registry
+
+    return frozenset(_registry.VARIANTS)
 
 
 def key(plan: geo.Plan) -> str:
@@ -63,15 +98,36 @@ def key(plan: geo.Plan) -> str:
             f"cout={plan.c_out}|g={plan.groups}|{axes}")
 
 
+def valid_record(k, record) -> bool:
+    """A well-formed record: known variant names, finite positive times, the kept variant among the measured."""
+    names = variant_names()
+    if not (isinstance(k, str) and len(k) <= MAX_KEY and isinstance(record, dict)):
+        return False
+    seconds = record.get("seconds")
+    if not (isinstance(seconds, dict) and seconds and record.get("variant") in seconds
+            and isinstance(record["variant"], str)):
+        return False
+    if not all(isinstance(n, str) and n in names and _positive(t) for n, t in seconds.items()):
+        return False
+    wins, rounds = record.get("wins", {}), record.get("rounds", 1)
+    if not (type(rounds) is int and 1 <= rounds <= 1000 and isinstance(wins, dict)):
+        return False
+    if not all(n in seconds and type(w) is int and 0 <= w <= rounds for n, w in wins.items()):
+        return False
+    return record.get("model", record["variant"]) in seconds
+
+
 def candidates(plan: geo.Plan, ranked: tuple[tuple[str, float], ...]) -> list[str]:
-    """The variants worth measuring for ``plan`` (empty: the model's first choice stands)."""
+    """The variants worth measuring for ``plan``, the model's pick first (empty: the model's pick stands)."""
     if not enabled() or plan.variant is not None or len(ranked) < 2:
         return []
     best = ranked[0][1]  # (every ranked variant keeps the memory rule: ``_cost.choose`` ranks no other)
     close = [(name, sec) for name, sec in ranked[:MAX_CANDIDATES] if sec <= AMBIGUOUS * best]
 
-    def cost(entries):  # estimated measuring time (see measure): per pass and candidate, a block
-        return repeats(best) * sum(sec + max(sec, BLOCK_TIME) for _, sec in entries)
+    def cost(entries):  # estimated measuring time (see measure): per round and candidate, a block
+        if best >= LONG_CALL:
+            return (LONG_ROUNDS + 1) * sum(sec for _, sec in entries)  # (the first round: blocks of two)
+        return ROUNDS * sum(sec + max(sec, BLOCK_TIME) for _, sec in entries)
 
     while len(close) > 2 and cost(close) > BUDGET:
         close.pop()  # the slowest estimate first
@@ -80,118 +136,240 @@ def candidates(plan: geo.Plan, ranked: tuple[tuple[str, float], ...]) -> list[st
     return [name for name, _ in close]
 
 
-def repeats(seconds: float) -> int:
-    """Passes over the candidates (a block of runs each), for calls of about ``seconds``."""
-    return 1 if seconds >= LONG_CALL else REPEATS
+def rounds(seconds: float) -> int:
+    """Interleaved rounds for calls of about ``seconds``."""
+    return LONG_ROUNDS if seconds >= LONG_CALL else ROUNDS
 
 
-def deciding_record(plan: geo.Plan, names: list[str]) -> dict | None:
-    """The stored measurement that decides ``plan`` instead of the model, if any: one whose variant is among
-    ``names``, the plan's current candidates (a record of other candidates, e.g. from another budget, is
-    ignored)."""
-    record = recorded(plan) if names else None
-    return record if record is not None and record["variant"] in names else None
+def decide(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run: Callable[[str], None] | None = None,
+           ready: Callable[[str], bool] | None = None) -> str:
+    """THE variant for ``plan`` in this process (see the module docstring).
+
+    Parameters
+    ----------
+    plan : Plan
+        The call's plan.
+    ranked : tuple of (str, float)
+        The model's ranking, cheapest first (``_cost.choose(plan).estimates``).
+    run : callable, optional
+        ``run(variant)`` runs one call of ``variant`` on the caller's arrays; None: cannot measure now.
+    ready : callable, optional
+        ``ready(variant)``: its kernels load without compiling; None: all are ready.
+
+    Returns
+    -------
+    str
+    """
+    if not ranked:
+        if plan.method == "zerofill":
+            return "zerofill"
+        raise ValueError("ranked must hold at least one (variant, seconds) pair")
+    model = ranked[0][0]
+    if not enabled() or plan.variant is not None or len(ranked) < 2:
+        return model  # nothing to decide: the model's pick is a function of the plan
+    k = key(plan)
+    hit = _decided.get(k)
+    if hit is not None:
+        return hit[0]
+    me = threading.get_ident()
+    while True:
+        with _lock:
+            hit = _decided.get(k)
+            if hit is not None:
+                return hit[0]
+            event = _deciding.get(k)
+            if event is None:
+                event = _deciding[k] = threading.Event()
+                _owner[k] = me
+                break
+            if _owner.get(k) == me:  # re-entered from this thread's own measurement run
+                return model
+        event.wait()  # another thread decides; if it failed (its run raised), the next loop takes over
+    try:
+        decision = _decide(plan, ranked, k, run, ready)
+        with _lock:
+            _decided[k] = decision
+        return decision[0]
+    finally:
+        with _lock:
+            _deciding.pop(k, None)
+            _owner.pop(k, None)
+        event.set()
+
+
+def current(plan: geo.Plan, ranked: tuple[tuple[str, float], ...]) -> Decision:
+    """What a call of ``plan`` would run now, without deciding: ``(variant, record or None)``.
+
+    The decision of this process if made, else a deciding record on disk, else the model's pick (None).
+    """
+    if not ranked:
+        if plan.method == "zerofill":
+            return "zerofill", None
+        raise ValueError("ranked must hold at least one (variant, seconds) pair")
+    model = ranked[0][0]
+    if not enabled() or plan.variant is not None or len(ranked) < 2:
+        return model, None
+    k = key(plan)
+    hit = _decided.get(k)
+    if hit is not None:
+        return hit
+    names = candidates(plan, ranked)
+    record = _files.read_records(cache_file(), valid_record).get(k) if names else None
+    if record is not None and _decides(record, names):
+        return record["variant"], record
+    return model, None
+
+
+def _decide(plan, ranked, k, run, ready) -> Decision:
+    global measurements
+    model = ranked[0][0]
+    names = candidates(plan, ranked)
+    if not names:
+        return model, None
+    path = cache_file()
+    record = _files.read_records(path, valid_record).get(k)
+    if record is not None and _decides(record, names):
+        return record["variant"], record  # another process decided first: adopt it
+    if run is None:
+        return model, None
+    measured = [n for n in names if n == model or _ready(ready, n)]
+    if len(measured) < 2:
+        return model, None
+    record = measure(plan, measured, run)
+    measurements += 1
+    if len(measured) < len(names):  # a partial measurement decides this process only
+        record["skipped"] = [n for n in names if n not in measured]
+        return record["variant"], record
+    merged = _files.merge_records(path, {k: record}, valid_record, keep_existing=True)
+    adopted = merged.get(k)
+    if adopted is not None and _decides(adopted, names):
+        record = adopted  # the first recorded decision wins (possibly another process's, made meanwhile)
+    return record["variant"], record
+
+
+def _decides(record: dict, names: list[str]) -> bool:
+    """A record decides a plan only when it keeps one of the plan's current candidates (a record of another
+    budget, model or version keeps a variant this plan may not even allow)."""
+    return record["variant"] in names
+
+
+def _ready(ready, name: str) -> bool:
+    if ready is None:
+        return True
+    try:
+        return bool(ready(name))
+    except Exception:  # a probe that fails answers "not ready": only a measurement is skipped
+        return False
+
+
+def measure(plan: geo.Plan, names: list[str], run: Callable[[str], None]) -> dict:
+    """Time ``run(variant)`` for each of ``names`` (the model's pick first) and return the record.
+
+    ``{"variant": kept, "seconds": {name: median}, "wins": {name: rounds won}, "rounds": n, "model": names[0]}``.
+    Rounds: each candidate once, in an order rotated by one per round (the model's pick last in the first), so a
+    drift of the machine's speed hits all of them alike. Per round a candidate runs a block and keeps its
+    fastest run: at least two runs and until ``BLOCK_TIME`` after the first (the first absorbs what the
+    previous candidate left running: numba's OpenMP threads spin for a few milliseconds after a parallel region
+    when another library made them active, a BLAS pool likewise; in the first round it also loads the kernel);
+    after the first round a run of ``LONG_CALL`` or more is a block alone (those milliseconds are a small part
+    of it), and when the first round's fastest candidate took that long there are ``LONG_ROUNDS`` rounds. The
+    verdict is :func:`verdict`'s. Nothing is stored here.
+    """
+    order = names[1:] + names[:1]
+    times: dict[str, list[float]] = {name: [] for name in names}
+    total, done = ROUNDS, 0
+    while done < total:
+        shift = done % len(order)
+        for name in order[shift:] + order[:shift]:
+            times[name].append(_block(run, name, first=done == 0))
+        if done == 0:
+            total = rounds(min(ts[0] for ts in times.values()))
+        done += 1
+    return verdict(names, times)
+
+
+def verdict(names: list[str], times: dict[str, list[float]]) -> dict:
+    """The record of a measurement: ``times[name][i]`` is ``name``'s time in round ``i``; ``names[0]`` is the
+    model's pick. A round's fastest candidate wins it (equal times: nobody); a challenger is kept only when it
+    has the fastest median, wins a majority of the rounds and beats the model's median by ``TIE``."""
+    model, total = names[0], len(times[names[0]])
+    wins = dict.fromkeys(names, 0)
+    for i in range(total):
+        best = min(times[name][i] for name in names)
+        leaders = [name for name in names if times[name][i] == best]
+        if len(leaders) == 1:
+            wins[leaders[0]] += 1
+    medians = {name: statistics.median(times[name]) for name in names}
+    fastest = min(names, key=lambda name: medians[name])  # (equal medians: the earlier in the model's ranking)
+    kept = fastest
+    if fastest != model and not (2 * wins[fastest] > total and medians[model] > TIE * medians[fastest]):
+        kept = model  # within the noise, or not consistent: a tie keeps the model's pick
+    return {"variant": kept, "seconds": medians, "wins": wins, "rounds": total, "model": model}
+
+
+def _block(run, name: str, first: bool) -> float:
+    """The fastest of a block of runs of ``name`` (see measure)."""
+    fastest, counted, runs = math.inf, 0.0, 0
+    while runs < 2 or (counted < BLOCK_TIME and runs < MAX_RUNS):
+        t0 = time.perf_counter()
+        run(name)
+        elapsed = time.perf_counter() - t0
+        fastest = min(fastest, elapsed)
+        counted += elapsed if runs else 0.0
+        runs += 1
+        if elapsed >= LONG_CALL and not first:
+            break  # a long call: one run is the block (but the first round's first run may load the kernel)
+    return max(fastest, 1e-9)  # (a clock that did not move still gives a positive time)
 
 
 def recorded(plan: geo.Plan) -> dict | None:
-    """The stored measurement of ``plan`` on this machine, if any (and calibration is enabled)."""
+    """The valid record of ``plan`` on disk (or None; None too when calibration is disabled)."""
     if not enabled():
         return None
-    return _load().get(key(plan))
+    return _files.read_records(cache_file(), valid_record).get(key(plan))
 
 
-def measure(plan: geo.Plan, names: list[str], run) -> dict:
-    """Time ``run(variant)`` for each candidate, store and return ``{"variant": fastest, "seconds": {...}}``.
-
-    Each candidate runs in blocks: one run that loads its kernels (first block) and absorbs what the previous
-    candidate left behind, then runs until they add up to ``BLOCK_TIME``; all are timed and each candidate
-    keeps its fastest run. The first pass runs the model's choice (``names[0]``) last, so that whatever another
-    library left spinning before this first call slows a challenger, which must then win by more than ``TIE``
-    (in one peers.py run onnxruntime's pool made unet_up's calibration keep ``gather-gemm-cols``, 28 ms,
-    over the model's ``scatter-gemm``, 25). Short calls get ``REPEATS`` passes over the candidates, the second in
-    reverse order (so a drift of the machine's speed hits them alike), calls from ``LONG_CALL`` on one pass. A
-    candidate is never timed only right after another: a numba kernel's OpenMP threads spin for some
-    milliseconds after a parallel region when another library loaded OpenMP before fastdeconv could make it
-    passive (torch does), and a BLAS-backed candidate run right after a numba one measured 5-8 ms instead of
-    2.6; another library's pool can still spin after its last call too (onnxruntime's, ~50 ms, once made a
-    3 ms candidate measure 7 ms when the whole measurement took 5 ms). ``names[0]`` (the model's choice) stays
-    unless another candidate ran more than ``TIE`` times faster: a closer "win" is the machine's noise.
-    """
-    seconds: dict[str, float] = {}
-    passes, done = 1, 0
-    order = names[1:] + names[:1]  # the model's choice last: what another library left running hits a challenger
-    while done < passes:
-        for name in (order if done % 2 == 0 else order[::-1]):
-            counted, runs = 0.0, 0
-            while runs < 2 or (counted < BLOCK_TIME and runs < MAX_RUNS):
-                t0 = time.perf_counter()
-                run(name)
-                elapsed = time.perf_counter() - t0
-                seconds[name] = min(seconds.get(name, elapsed), elapsed)
-                counted += elapsed if runs else 0.0
-                runs += 1
-        if done == 0:
-            passes = repeats(min(seconds.values()))
-        done += 1
-    fastest = min(seconds, key=seconds.get)
-    if seconds[names[0]] <= TIE * seconds[fastest]:  # within the noise: the model's first choice stands
-        fastest = names[0]
-    record = {"variant": fastest, "seconds": seconds}
-    _store(key(plan), record)
-    return record
-
-
-def _cpu() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name} x{os.cpu_count()}"
-
-
-def _load() -> dict[str, dict]:
-    global _records
-    with _lock:
-        if _records is None:
-            try:
-                data = json.loads(cache_file().read_text())
-                _records = {k: v for k, v in data.items() if _valid(v)}
-            except (OSError, ValueError, AttributeError):
-                _records = {}
-        return _records
-
-
-def _valid(record) -> bool:
-    """A well-formed record: a variant name among its measured ones, each with a positive time."""
-    if not isinstance(record, dict) or not isinstance(record.get("seconds"), dict):
-        return False
-    times = record["seconds"]
-    return (record.get("variant") in times and all(isinstance(k, str) for k in times)
-            and all(isinstance(v, (int, float)) and v > 0 for v in times.values()))
-
-
-def _store(k: str, record: dict) -> None:
-    records = _load()
-    with _lock:
-        records[k] = record
-        path = cache_file()
-        try:  # atomic replace; a read-only or missing home only loses the disk copy
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".calibration-", suffix=".json")
-            with os.fdopen(fd, "w") as f:
-                json.dump(records, f, indent=0, sort_keys=True)
-            os.replace(tmp, path)
-        except OSError:
-            pass
+def deciding_record(plan: geo.Plan, names: list[str]) -> dict | None:
+    """The record on disk that decides ``plan`` (one that keeps one of ``names``, its current candidates)."""
+    record = recorded(plan) if names else None
+    return record if record is not None and _decides(record, names) else None
 
 
 def forget() -> None:
-    """Drop the in-memory records (the disk file is re-read on next use). For tests."""
-    global _records
+    """Drop this process's decisions (the disk is read again on the next decision). For tests and ``clear``."""
     with _lock:
-        _records = None
+        _decided.clear()
+
+
+def decisions() -> dict[str, Decision]:
+    """A copy of this process's decisions, by key."""
+    with _lock:
+        return dict(_decided)
+
+
+def _store(k: str, record: dict, replace: bool = True) -> dict:
+    """Write ``record`` under ``k`` on disk (replacing any record when ``replace``); return what is recorded."""
+    return _files.merge_records(cache_file(), {k: record}, valid_record, keep_existing=not replace)
+
+
+def _positive(t) -> bool:
+    return isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0
+
+
+def _cpu() -> str:
+    global _CPU
+    if _CPU is None:
+        name = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("model name"):
+                        name = line.split(":", 1)[1].strip()
+                        break
+        except OSError:
+            pass
+        _CPU = f"{name} x{os.cpu_count()}"
+    return _CPU
+
+
+_CPU: str | None = None

@@ -379,12 +379,14 @@ def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int
 def current(plan: geo.Plan) -> Choice:
     """The :class:`Choice` a call of ``plan`` runs now: the model's, or the measured one recorded for it."""
     choice = choose(plan)
-    record = _calibrate.deciding_record(plan, _calibrate.candidates(plan, choice.estimates))
+    variant, record = _calibrate.current(plan, choice.estimates) if choice.estimates else (choice.variant, None)
     if record is None:
         return choice
-    variant = record["variant"]
     measured = ", ".join(f"{name}={_fmt_time(sec)}" for name, sec in sorted(record["seconds"].items(),
                                                                             key=lambda kv: kv[1]))
+    if variant == choice.variant:  # a tie, or the model's pick measured fastest
+        return dataclasses.replace(choice, reason=f"{choice.reason}; measured on this machine ({measured}), "
+                                                  "no other candidate consistently faster")
     return dataclasses.replace(choice, method=FORM_OF[variant], variant=variant,
                                serial=runs_serially(plan, variant),
                                reason=f"measured fastest on this machine ({measured}); the model alone would "

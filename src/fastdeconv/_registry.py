@@ -25,7 +25,9 @@ A record's functions take a :class:`~fastdeconv._geometry.Plan`:
 ``serial(plan)``
     whether the variant runs in the calling thread (tiny problems);
 ``kernels()``
-    the numba dispatchers it calls (warm-up, readiness checks).
+    the numba entry points its Python driver calls (their callees compile and load with them); a tuple inside
+    holds alternatives, one of which runs depending on the geometry (readiness: ``_compiled.groups_ready``;
+    warm-up: :func:`dispatchers`).
 
 ``pack_key(plan)`` says which plans of one weight share a pack (beside the dtype and the weight's geometry);
 ``kept_cost`` / ``kept_scratch`` are the cost and scratch when the weight was packed once (an operator), for the
@@ -192,42 +194,58 @@ _ROWS_REASON = "BLAS GEMM per block of output rows: few output channels x taps"
 _VARIANT_LIST = (
     Variant("scatter-direct", "scatter", lambda plan: True, _estimated("scatter-direct"), _none, _same,
             _direct_run("scatter"), _runs_serially, "",
-            _kernels_of(_sd.scatter, _sd.scatter_serial, _sd.scatter_tiny), exact=True,
+            _kernels_of((_sd.scatter, _sd.scatter_serial, _sd.scatter_tiny)), exact=True,
             direct=lambda plan: direct_call(plan, "scatter")),
     Variant("scatter-gemm", "scatter", _gemm_applies, _estimated("scatter-gemm"), _sg.scratch_elements, _same,
             _sg.scatter_gemm, _never, "channel contraction on BLAS",
-            _kernels_of(_sg.col2im, _sg.col2im_minor, _sg.pack_minor, _sg.pack_channels), exact=True),
+            _kernels_of((_sg.col2im, _sg.col2im_minor)), exact=True),
     Variant("scatter-gemm-rows", "scatter", _gemm_applies, _estimated("scatter-gemm-rows"), _pg.scratch_elements,
             _pg.pack, _pg.scatter_pixels_packed, _never, _ROWS_REASON,
             _kernels_of(_pg.scatter_rows), exact=True),
     Variant("gather-direct", "gather", lambda plan: True, _estimated("gather-direct"), _none, _same,
-            _direct_run("gather"), _runs_serially, "", _kernels_of(_gd.gather, _gd.gather_serial), exact=True,
+            _direct_run("gather"), _runs_serially, "", _kernels_of((_gd.gather, _gd.gather_serial)), exact=True,
             direct=lambda plan: direct_call(plan, "gather")),
     Variant("gather-gemm", "gather", _gemm_applies, _estimated("gather-gemm"), _gg.scratch_elements, _gg.pack,
             _gg.gather_gemm, _never, "channel contraction on BLAS",
             _kernels_of(_gg.phase_weights, _gg.im2col, _gg.phase_store), exact=False, call_pack=_same),
     Variant("gather-gemm-rows", "gather", _gemm_applies, _estimated("gather-gemm-rows"), _pg.scratch_elements,
             _pg.pack, _pg.gather_pixels_packed, _never, _ROWS_REASON,
-            _kernels_of(_pg.gather_rows, _pg.gather_rows_cm), exact=True),
+            _kernels_of((_pg.gather_rows, _pg.gather_rows_cm)), exact=True),
     Variant("gather-gemm-cols", "gather", _gemm_applies, _estimated("gather-gemm-cols"), _sg.scratch_elements,
             _same, _sg.gather_cols, _never, "channel contraction on BLAS, then per-output sums of the terms: the "
-            "gather twin of scatter-gemm", _kernels_of(_sg.gather_phases, _sg.pack_minor, _sg.pack_channels),
+            "gather twin of scatter-gemm", _kernels_of(_sg.gather_phases),
             exact=True),
     Variant("gather-winograd", "gather", lambda plan: _wg.layout(plan) is not None, _estimated("gather-winograd"),
             _wg.scratch_elements, _wg.pack_kept, _wg.run, _never,
             "Winograd F(2, r) on the output phases: fewer multiplications, channel contraction on BLAS",
-            _kernels_of(_wg.relayout, _wg.transform_weights, _wg.run_task), exact=False, call_pack=_wg.pack_call,
+            _kernels_of(_wg.run_task, (_wg.transform_weights, _wg.relayout)), exact=False, call_pack=_wg.pack_call,
             pack_key=_wg.pack_key, kept_cost=_kept_winograd,
             kept_scratch=_wg.kept_scratch),
     Variant("gather-plane", "gather", _pl.applies, _estimated("gather-plane"), _pl.scratch_elements, _same,
             _plane_run, _runs_serially, "one input channel or few output channels per group: long vectorized runs "
-            "over a padded copy of the input rows", _kernels_of(_pl.plane, _pl.plane_serial), exact=False),
+            "over a padded copy of the input rows", _kernels_of((_pl.plane, _pl.plane_serial)), exact=False),
     Variant("zerofill", "zerofill", lambda plan: True, lambda plan, threads: None, _none, _zerofill_pack,
             _zerofill_run, _never, "", _kernels_of(_zf.fill, correlate), exact=False),
 )
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in _VARIANT_LIST}
 FORM_OF: dict[str, str] = {v.name: v.form for v in _VARIANT_LIST}
+
+
+def dispatchers(name: str | None = None) -> tuple:
+    """Every numba entry point of variant ``name`` (of all variants when None), alternatives included, each once."""
+    found: dict[int, object] = {}
+
+    def walk(items):
+        for item in items:
+            if isinstance(item, tuple):
+                walk(item)
+            else:
+                found.setdefault(id(item), item)
+
+    for v in (_VARIANT_LIST if name is None else (get(name),)):
+        walk(v.kernels())
+    return tuple(found.values())
 
 
 def names(form: str | None = None, *, zerofill: bool = False) -> tuple[str, ...]:

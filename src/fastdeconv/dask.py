@@ -37,7 +37,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
 
 from . import _cost
 from . import _geometry as geo
-from ._api import execute
+from ._api import decide_variant, execute
 from ._kernels._index import reaching_range
 
 __all__ = ["conv_transpose"]
@@ -128,8 +128,10 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
     xb = x if batched else x[None]
     if len(xb.chunks[1]) > 1:
         xb = xb.rechunk({1: -1})
-    choice = _cost.current(plan)  # every block runs the whole array's variant: the same terms in the same order
-    plan = dataclasses.replace(plan, method=choice.method, variant=choice.variant)
+    # every block runs the whole array's variant (the same terms in the same order), decided as the in-memory
+    # call decides it: without a measurement, this fixes the model's pick for the process
+    variant = decide_variant(plan, _cost.choose(plan).estimates)
+    plan = dataclasses.replace(plan, method=_cost.FORM_OF[variant], variant=variant)
     rank, lead = plan.rank, geo.MAX_RANK - plan.rank
     axes = plan.axes[lead:]
     w = w.astype(plan.dtype).rechunk(-1)
