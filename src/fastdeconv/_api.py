@@ -10,6 +10,7 @@ import numpy as np
 
 from . import _calibrate, _cost
 from . import _geometry as geo
+from ._kernels import scan as _scan
 from ._kernels.conv import correlate
 from ._kernels.gather import gather, gather_serial
 from ._kernels.gather_gemm import gather_gemm
@@ -205,6 +206,9 @@ class _Prepared:
         w5 = weight.reshape(self.w5_shape)
         b = self.zero_bias if bias is None else _contiguous(bias, dtype)
         y5 = y.reshape(self.y5_shape)
+        if not _scan.safe(self.variant, self.plan, x5, w5):  # values this variant would turn into a wrong Inf/NaN
+            _prepared(_scan.exact_plan(self.plan))._execute(x5, w5, b, y5)
+            return
         if self.pending:
             self._calibrate(x5, w5, b, y5)
         self._execute(x5, w5, b, y5)

@@ -261,9 +261,9 @@ def gather_phases(cols, y, bias, n0, c0, n, cb, box, kernel, stride, phases, fir
         for j in range(n):
             sample = ((n0 + j) * y.shape[1] + co) * vol
             col0 = j * pix - w0
-            for pd in range(s_d):
-                for ph in range(s_h):
-                    for pw in range(s_w):
+            for pd in range(min(s_d, y.shape[2])):  # the phases with outputs (``phase_table``)
+                for ph in range(min(s_h, o_h)):
+                    for pw in range(min(s_w, o_w)):
                         m_w = phases[2, pw, 0]
                         m_lo, m_hi = 0, m_w
                         if not first:  # only the outputs this slab's inputs reach
@@ -663,12 +663,12 @@ def geometry_arrays(plan: geo.Plan) -> tuple[np.ndarray, ...]:
 @lru_cache(maxsize=256)
 def phase_table(plan: geo.Plan) -> np.ndarray:
     """``table[axis, r] = (outputs, taps, then (tap, base) per tap in tap order)`` of output phase ``r`` of each
-    axis: ``plane.axis_table``'s rows, the three axes in one array, for ``gather_phases``."""
-    s_max, k_max = max(a.stride for a in plan.axes), max(a.kernel for a in plan.axes)
-    table = np.zeros((3, s_max, 2 + 2 * k_max), np.int64)
-    for axis, a in enumerate(plan.axes):
-        rows = axis_table(a)[0]
-        table[axis, :rows.shape[0], :rows.shape[1]] = rows
+    axis: ``plane.axis_table``'s rows (the ``min(stride, size_out)`` phases with outputs), the three axes in one
+    array, for ``gather_phases``."""
+    rows = [axis_table(a)[0] for a in plan.axes]
+    table = np.zeros((3, max(t.shape[0] for t in rows), max(t.shape[1] for t in rows)), np.int64)
+    for axis, t in enumerate(rows):
+        table[axis, :t.shape[0], :t.shape[1]] = t
     return table
 
 

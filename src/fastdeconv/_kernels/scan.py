@@ -1,0 +1,98 @@
+"""One cheap pass over an array: its largest magnitude, or infinity when it holds a NaN or an infinity.
+
+The variants that multiply values the definition does not have (Winograd's transforms add inputs before
+multiplying; the im2col / padded-row variants multiply padding zeros by weights) give the definition's result
+only on bounded, finite values; ``_api`` runs this scan first and routes other inputs to an exact variant.
+
+The scan reads the float's bits as an unsigned integer with the sign bit cleared: finite magnitudes order like
+their bit patterns, and every infinity or NaN lies above the largest finite one. An integer max reduction
+vectorizes (a floating-point max with NaN semantics does not without fast-math, which stays off); large arrays
+are split over numba's pool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import lru_cache
+
+import numpy as np
+from numba import njit, prange
+
+from ..config import NJIT_FLAGS, PARALLEL_FLAGS
+
+# Elements from which the scan runs on numba's pool (waking it costs ~20 us, about what a core scans in that time)
+PARALLEL_ELEMENTS = 1 << 18
+_CHUNKS = 64
+
+
+@njit(**NJIT_FLAGS)
+def _max_bits(bits, lo, hi, mask):
+    """Largest ``bits[i] & mask`` over ``[lo, hi)``."""
+    m = bits.dtype.type(0)
+    for i in range(lo, hi):
+        v = bits[i] & mask
+        m = v if v > m else m
+    return m
+
+
+@njit(**PARALLEL_FLAGS)
+def _max_bits_parallel(bits, mask):
+    n = bits.shape[0]
+    part = np.zeros(_CHUNKS, bits.dtype)
+    for c in prange(_CHUNKS):
+        part[c] = _max_bits(bits, c * n // _CHUNKS, (c + 1) * n // _CHUNKS, mask)
+    return part.max()
+
+
+_MASK = {4: (np.uint32, np.uint32(0x7FFFFFFF), np.uint32(0x7F800000)),
+         8: (np.uint64, np.uint64(0x7FFFFFFFFFFFFFFF), np.uint64(0x7FF0000000000000))}
+
+
+def max_abs(a: np.ndarray) -> float:
+    """``max(|a|)`` of a C-contiguous float32/float64 array, ``inf`` when it holds a NaN or an infinity (0 when
+    empty)."""
+    utype, mask, inf_bits = _MASK[a.dtype.itemsize]
+    bits = a.reshape(-1).view(utype)
+    if bits.shape[0] >= PARALLEL_ELEMENTS:
+        m = _max_bits_parallel(bits, mask)
+    else:
+        m = _max_bits(bits, 0, bits.shape[0], mask)
+    if m >= inf_bits:
+        return float("inf")
+    return float(np.array(m, utype).view(a.dtype))
+
+
+def kernels() -> tuple:
+    """The numba dispatchers of the scan (warmup, readiness)."""
+    return (_max_bits, _max_bits_parallel)
+
+
+# Variants that multiply values the definition does not have, each with its ``safe(plan, x5, w5)`` test: Winograd's
+# transforms (sums of inputs, of weights), and the zeros of gather-gemm's im2col blocks and gather-plane's padded
+# rows (0 * inf and 0 * NaN are NaN). Every other variant multiplies exactly the definition's terms.
+GUARDED = ("gather-winograd", "gather-gemm", "gather-plane")
+
+
+def safe(variant: str, plan, x5: np.ndarray, w5: np.ndarray) -> bool:
+    """Whether ``variant`` gives the definition's finite/Inf/NaN pattern (and a finite result wherever the
+    definition's terms and sums are finite) on these canonical arrays; True at once for the exact variants."""
+    if variant not in GUARDED:
+        return True
+    if variant == "gather-winograd":
+        from .winograd import safe as check
+    elif variant == "gather-gemm":
+        from .gather_gemm import safe as check
+    else:
+        from .plane import safe as check
+    return check(plan, x5, w5)
+
+
+@lru_cache(maxsize=256)
+def exact_plan(plan):
+    """The plan with the cheapest exact variant of the gather form fixed (``plan.variant``): what runs a call
+    whose values a guarded variant could turn into a wrong Inf or NaN (``safe``)."""
+    from .. import _cost
+
+    gather = dataclasses.replace(plan, method="gather", variant=None)
+    name = next(v for v, _ in _cost.choose(gather).estimates if v not in GUARDED)
+    return dataclasses.replace(gather, variant=name)
