@@ -198,10 +198,10 @@ class _Prepared:
         dtype = self.dtype
         flags = x.flags
         if not (x.dtype is dtype and flags.c_contiguous and flags.writeable):
-            x = _contiguous(x, dtype)
+            x = _contiguous(x, dtype, "x")
         flags = weight.flags
         if not (weight.dtype is dtype and flags.c_contiguous and flags.writeable):
-            weight = _contiguous(weight, dtype)
+            weight = _contiguous(weight, dtype, "weight")
         x5 = x.reshape(self.x5_shape)
         w5 = weight.reshape(self.w5_shape)
         b = self.zero_bias if bias is None else _contiguous(bias, dtype)
@@ -305,7 +305,7 @@ def zero_fill(x, stride: IntOrSeq, padding: IntOrSeq | Sequence[Sequence[int]] =
     if any(i < 1 for i in spatial):
         raise ValueError(f"x spatial sizes must be >= 1, got {spatial}")
     out_spatial = tuple((i - 1) * s + 1 + b + a for i, s, (b, a) in zip(spatial, stride, pads))
-    dtype = np.dtype(np.float32) if x.dtype == np.float32 else np.dtype(np.float64)
+    dtype = np.dtype(np.float32) if geo.is_float32(x.dtype) else np.dtype(np.float64)
     shape = x.shape[:x.ndim - rank] + out_spatial
     geo.check_memory(shape, dtype, "the zero-filled array")
     z = np.empty(shape, dtype)
@@ -336,16 +336,32 @@ def _pad3(values, fill_value: int) -> np.ndarray:
 
 
 def _as_array(a, name: str) -> np.ndarray:
-    if isinstance(a, np.ndarray):
+    """``a`` as a plain ndarray: subclasses (``np.matrix``) become their data; masked arrays, tensors that
+    require grad and objects that are no array are refused with a TypeError naming the argument."""
+    if type(a) is np.ndarray:
         return a
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(f"{name} must not be a masked array (its masked entries have no defined value): pass "
+                        f"{name}.filled(value)")
+    if getattr(a, "requires_grad", False) is True:  # torch: np.asarray would raise torch's RuntimeError
+        raise TypeError(f"{name} is a tensor that requires grad: pass {name}.detach().numpy() (fastdeconv does not "
+                        f"track gradients; fastdeconv.grad has the backward functions)")
     try:
-        return np.asarray(a)
-    except (ValueError, TypeError) as exc:
+        arr = np.asarray(a)
+    except (ValueError, TypeError, RuntimeError) as exc:
         raise TypeError(f"{name} must be array-like: {exc}") from None
+    if type(arr) is not np.ndarray:  # np.asarray keeps no subclass, but a custom __array__ may return one
+        arr = arr.view(np.ndarray)
+    return arr
 
 
-def _contiguous(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """C-contiguous, writeable-typed array of ``dtype`` (a copy only when needed; inputs are never written)."""
+def _contiguous(a: np.ndarray, dtype: np.dtype, name: str = "an input") -> np.ndarray:
+    """C-contiguous, writeable-typed array of ``dtype`` (a copy only when needed; inputs are never written).
+
+    A copy that could never be allocated (e.g. of a broadcast view ``np.broadcast_to(v, (1, 1, 2**33))``, whose
+    data is one element) is refused with the ValueError of every oversized buffer, before allocating."""
+    if not (a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable):
+        geo.check_memory(a.shape, dtype, f"a contiguous {np.dtype(dtype).name} copy of {name}")
     a = np.ascontiguousarray(a, dtype=dtype)
     if not a.flags.writeable:  # numba compiles read-only arrays separately: copy instead
         a = a.copy()
@@ -375,12 +391,12 @@ def _output_array(plan: geo.Plan, out: np.ndarray | None, inputs) -> np.ndarray:
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != plan.out_shape:
         raise ValueError(f"out must have the result's shape {plan.out_shape}, got {out.shape}")
-    if out.dtype != plan.dtype:
+    if out.dtype.newbyteorder("=") != plan.dtype:  # byte order is not precision: '>f4' takes a float32 result
         raise TypeError(f"out must have the result's dtype {plan.dtype}, got {out.dtype}")
     if not out.flags.writeable:
         raise ValueError("out must be writeable")
     overlaps = any(a is not None and np.may_share_memory(out, a) for a in inputs)
-    if out.flags.c_contiguous and not overlaps:
+    if out.flags.c_contiguous and not overlaps and out.dtype == plan.dtype:
         return out
     return np.empty(plan.out_shape, plan.dtype)
 

@@ -206,11 +206,16 @@ def check_numeric(dtype: np.dtype, name: str) -> None:
         raise TypeError(f"{name} must be numeric (bool, int or float), got dtype {dtype}")
 
 
+def is_float32(dtype: np.dtype) -> bool:
+    """A 4-byte float in either byte order (byte order is not precision: '>f4' computes as float32)."""
+    return dtype.kind == "f" and dtype.itemsize == 4
+
+
 def result_dtype(x_dtype: np.dtype, w_dtype: np.dtype) -> np.dtype:
-    """float32 when x and weight are both float32, otherwise float64."""
+    """float32 when x and weight are both float32 (any byte order), otherwise float64 (native byte order)."""
     check_numeric(x_dtype, "x")
     check_numeric(w_dtype, "weight")
-    if x_dtype == np.float32 and w_dtype == np.float32:
+    if is_float32(x_dtype) and is_float32(w_dtype):
         return np.dtype(np.float32)
     return np.dtype(np.float64)
 
