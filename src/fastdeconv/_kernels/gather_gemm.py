@@ -25,7 +25,7 @@ from numba import njit
 from .. import _geometry as geo
 from .._threads import max_threads
 from ..config import NJIT_FLAGS
-from .scan import max_abs
+from .scan import finite
 from .scatter_gemm import run_parallel
 
 # Target GEMM width (columns) per chunk: wide enough for BLAS, small enough to stay in cache.
@@ -145,7 +145,7 @@ def safe(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray) -> bool:
     """Whether the im2col blocks' padding zeros (terms the definition does not have) cannot turn into NaN: the
     weights are finite (0 * inf and 0 * NaN are NaN). Otherwise the call runs an exact variant
     (``scan.exact_plan``)."""
-    return max_abs(w5) < np.inf
+    return finite(w5)
 
 
 @lru_cache(maxsize=256)

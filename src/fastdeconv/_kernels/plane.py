@@ -35,7 +35,7 @@ from .._threads import max_threads
 from ..config import NJIT_FLAGS, PARALLEL_FLAGS
 from ._blocks import MAX_CHUNKS, store_block
 from ._index import unravel
-from .scan import max_abs
+from .scan import finite
 
 # Elements of scratch per worker (the padded input rows plus one block of phase rows): 128 KiB in float32 with
 # one input channel per group; with several, whose padded rows stay in L2 while every phase reads them,
@@ -82,7 +82,7 @@ def applies(plan: geo.Plan) -> bool:
 def safe(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray) -> bool:
     """Whether the padded rows' zeros (terms the definition does not have) cannot turn into NaN: the weights are
     finite (0 * inf and 0 * NaN are NaN). Otherwise the call runs an exact variant (``scan.exact_plan``)."""
-    return max_abs(w5) < np.inf
+    return finite(w5)
 
 
 def axis_table(axis: geo.Axis) -> tuple[np.ndarray, int, int]:

@@ -16,12 +16,13 @@ import dataclasses
 from functools import lru_cache
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uintp
 
 from ..config import NJIT_FLAGS, PARALLEL_FLAGS
 
-# Elements from which the scan runs on numba's pool (waking it costs ~20 us, about what a core scans in that time)
-PARALLEL_ELEMENTS = 1 << 18
+# Elements from which the scan runs on numba's pool: one core streams ~25 GB/s through it, near the memory
+# bandwidth, so only arrays far beyond the caches gain from a second one
+PARALLEL_ELEMENTS = 1 << 22
 _CHUNKS = 64
 
 
@@ -29,7 +30,7 @@ _CHUNKS = 64
 def _max_bits(bits, lo, hi, mask):
     """Largest ``bits[i] & mask`` over ``[lo, hi)``."""
     m = bits.dtype.type(0)
-    for i in range(lo, hi):
+    for i in range(uintp(lo), uintp(hi)):  # unsigned: no negative-index wrap-around, so LLVM vectorizes
         v = bits[i] & mask
         m = v if v > m else m
     return m
@@ -48,18 +49,27 @@ _MASK = {4: (np.uint32, np.uint32(0x7FFFFFFF), np.uint32(0x7F800000)),
          8: (np.uint64, np.uint64(0x7FFFFFFFFFFFFFFF), np.uint64(0x7FF0000000000000))}
 
 
-def max_abs(a: np.ndarray) -> float:
-    """``max(|a|)`` of a C-contiguous float32/float64 array, ``inf`` when it holds a NaN or an infinity (0 when
-    empty)."""
+def _max_bits_of(a: np.ndarray):
     utype, mask, inf_bits = _MASK[a.dtype.itemsize]
     bits = a.reshape(-1).view(utype)
     if bits.shape[0] >= PARALLEL_ELEMENTS:
-        m = _max_bits_parallel(bits, mask)
-    else:
-        m = _max_bits(bits, 0, bits.shape[0], mask)
+        return _max_bits_parallel(bits, mask), inf_bits, utype
+    return _max_bits(bits, 0, bits.shape[0], mask), inf_bits, utype
+
+
+def max_abs(a: np.ndarray) -> float:
+    """``max(|a|)`` of a C-contiguous float32/float64 array, ``inf`` when it holds a NaN or an infinity (0 when
+    empty)."""
+    m, inf_bits, utype = _max_bits_of(a)
     if m >= inf_bits:
         return float("inf")
     return float(np.array(m, utype).view(a.dtype))
+
+
+def finite(a: np.ndarray) -> bool:
+    """Whether every value of a C-contiguous float32/float64 array is finite."""
+    m, inf_bits, _ = _max_bits_of(a)
+    return bool(m < inf_bits)
 
 
 def kernels() -> tuple:
@@ -78,13 +88,14 @@ def safe(variant: str, plan, x5: np.ndarray, w5: np.ndarray) -> bool:
     definition's terms and sums are finite) on these canonical arrays; True at once for the exact variants."""
     if variant not in GUARDED:
         return True
-    if variant == "gather-winograd":
-        from .winograd import safe as check
-    elif variant == "gather-gemm":
-        from .gather_gemm import safe as check
-    else:
-        from .plane import safe as check
-    return check(plan, x5, w5)
+    if not _CHECKS:
+        from . import gather_gemm, plane, winograd
+
+        _CHECKS.update({"gather-winograd": winograd.safe, "gather-gemm": gather_gemm.safe, "gather-plane": plane.safe})
+    return _CHECKS[variant](plan, x5, w5)
+
+
+_CHECKS: dict = {}  # variant -> its safe(plan, x5, w5) (filled on first use: those modules import this one)
 
 
 @lru_cache(maxsize=256)
