@@ -675,12 +675,23 @@ def phase_table(plan: geo.Plan) -> np.ndarray:
 @lru_cache(maxsize=256)
 def exactly_once(plan: geo.Plan) -> bool:
     """Whether every output element receives exactly one term (e.g. kernel == stride, no output padding: U-Net
-    up-convolutions), so that ``col2im`` can write each element once."""
-    taps = geometry_arrays(plan)[3]
-    for axis, a in enumerate(plan.axes):
-        hits = np.zeros(a.size_out, np.int64)
-        for offset, lo, hi in taps[axis, :a.kernel]:
-            hits[offset + lo * a.stride:offset + hi * a.stride:a.stride] += 1  # the outputs tap k reaches
-        if not np.all(hits == 1):
+    up-convolutions), so that ``col2im`` can write each element once.
+
+    Per axis: every phase with outputs has taps, and in each phase the inputs of its taps, ``m + base`` in
+    ``[0, size_in)``, tile its outputs ``m < count`` without gap or overlap (from the taps alone: no array of
+    the output's length)."""
+    for a in plan.axes:
+        phases = a.tap_phases()
+        if len(phases) != a.phase_count:  # some phase with outputs gets no term
             return False
+        for _r, count, _taps, bases in phases:
+            spans = sorted((max(0, -b), min(count, a.size_in - b)) for b in bases)
+            spans = [(lo, hi) for lo, hi in spans if hi > lo]
+            reached = 0
+            for lo, hi in spans:
+                if lo != reached:  # a gap (lo > reached) or an overlap (lo < reached)
+                    return False
+                reached = hi
+            if reached != count:
+                return False
     return True
