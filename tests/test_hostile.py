@@ -129,6 +129,12 @@ def test_big_endian_float32_gives_native_float32():
     assert fd.conv_transpose(x.astype(">f8"), w.astype(">f4")).dtype == np.float64
     assert fd.plan(x.shape, w.shape, dtype=">f4").variant == fd.plan(x.shape, w.shape, dtype=np.float32).variant
     assert fd.zero_fill(x.astype(">f4"), 2).dtype == np.float32
+    # the other public functions follow the same rule
+    xb, wb = x.astype(">f4"), w.astype(">f4")
+    assert fd.conv(xb, wb.swapaxes(0, 1)).dtype == np.float32
+    assert fd.upsample_bilinear(xb[:, :, None], 2).dtype == np.float32
+    assert {g.dtype for g in fd.conv_transpose_backward(expected.astype(">f4"), xb, wb, stride=2, padding=1)} == \
+        {np.dtype(np.float32)}
     with pytest.raises(TypeError, match="out must have the result's dtype float32"):
         fd.conv_transpose(x.astype(">f4"), w, stride=2, padding=1, out=np.empty(expected.shape, ">f8"))
 
