@@ -311,7 +311,7 @@ def zero_fill(x, stride: IntOrSeq, padding: IntOrSeq | Sequence[Sequence[int]] =
     z = np.empty(shape, dtype)
     if z.size:
         lead = (1,) * (geo.MAX_RANK - rank)
-        x5 = _contiguous(x, dtype).reshape((-1, 1) + lead + spatial)
+        x5 = _contiguous(x, dtype, "x").reshape((-1, 1) + lead + spatial)
         fill(x5, z.reshape((-1, 1) + lead + out_spatial), _pad3(stride, 1), _pad3([b for b, _ in pads], 0))
     return z
 
