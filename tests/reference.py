@@ -1,8 +1,9 @@
 """The slow, obviously correct definition of transposed convolution, in float64 NumPy.
 
 Independent of fastdeconv: its own argument handling, the scatter definition taken literally, one tap at a
-time (``full[k * dilation + stride * i] += x[i] * w[k]``), then the crop / zero extension. Every kernel and
-adapter is tested against it.
+time (``full[k * dilation + stride * i] += x[i] * w[k]``), read through the crop / zero extension (only the
+output window is built, and no product outside the definition's terms is formed, so the finite/Inf/NaN
+pattern is the definition's). Every kernel and adapter is tested against it.
 """
 
 import itertools
@@ -20,25 +21,42 @@ def _pairs(padding, rank):
     return tuple((int(p), int(p)) if np.ndim(p) == 0 else (int(p[0]), int(p[1])) for p in padding)
 
 
-def full_output(x, w, stride, groups, dilation):
-    """The uncropped scatter output (N, C_out, *full) of batched float64 x (N, C_in, *in)."""
+def cropped_output(x, w, stride, groups, dilation, starts, sizes):
+    """The output window ``full[..., start:start + size]`` (zeros outside ``full``) of the uncropped scatter output
+    of batched float64 x (N, C_in, *in), built tap by tap: tap ``t`` adds ``x[i] * w[t]`` (summed over input
+    channels) at ``i * stride + t * dilation - start`` for the inputs ``i`` that land inside the window. Only the
+    definition's terms are ever multiplied, and nothing of the size of the uncropped output is allocated (so
+    huge strides and dilations with a small window stay cheap)."""
     rank = w.ndim - 2
     n, c_in = x.shape[:2]
     c_out_g = w.shape[1]
     c_in_g = c_in // groups
     kernel = w.shape[2:]
-    full = tuple((i - 1) * s + (k - 1) * d + 1 for i, k, s, d in zip(x.shape[2:], kernel, stride, dilation))
-    y = np.zeros((n, c_out_g * groups) + full)
+    y = np.zeros((n, c_out_g * groups) + tuple(sizes))
     for g in range(groups):
         xg = x[:, g * c_in_g:(g + 1) * c_in_g]
         wg = w[g * c_in_g:(g + 1) * c_in_g]
         for tap in itertools.product(*(range(k) for k in kernel)):
-            contrib = np.einsum("ni...,io->no...", xg, wg[(slice(None), slice(None)) + tap])
-            where = tuple(slice(t * d, t * d + (i - 1) * s + 1, s)
-                          for t, d, s, i in zip(tap, dilation, stride, x.shape[2:]))
-            y[(slice(None), slice(g * c_out_g, (g + 1) * c_out_g)) + where] += contrib
+            src, dst = [slice(None)] * 2, [slice(None), slice(g * c_out_g, (g + 1) * c_out_g)]
+            for t, d, s, i, st, sz in zip(tap, dilation, stride, x.shape[2:], starts, sizes):
+                offset = t * d - st  # input i lands on output i * s + offset
+                lo = max(0, -(offset // s))  # first i with i * s + offset >= 0
+                hi = min(i, (sz - 1 - offset) // s + 1) if sz - 1 - offset >= 0 else 0  # last one < size, plus 1
+                if hi <= lo:
+                    break
+                src.append(slice(lo, hi))
+                dst.append(slice(lo * s + offset, (hi - 1) * s + offset + 1, s))
+            else:
+                contrib = np.einsum("ni...,io->no...", xg[tuple(src)], wg[(slice(None), slice(None)) + tap])
+                y[tuple(dst)] += contrib
     assert y.ndim == rank + 2
     return y
+
+
+def full_output(x, w, stride, groups, dilation):
+    """The uncropped scatter output (N, C_out, *full) of batched float64 x (N, C_in, *in)."""
+    fulls = tuple((i - 1) * s + (k - 1) * d + 1 for i, k, s, d in zip(x.shape[2:], w.shape[2:], stride, dilation))
+    return cropped_output(x, w, stride, groups, dilation, (0,) * len(fulls), fulls)
 
 
 def crop(full, starts, sizes):
@@ -68,8 +86,7 @@ def conv_transpose_ref(x, w, bias=None, stride=1, padding=0, output_padding=0, g
         x = x[None]
     stride, dilation = _tuple(stride, rank), _tuple(dilation, rank)
     op = _tuple(output_padding, rank)
-    full = full_output(x, w, stride, groups, dilation)
-    fulls = full.shape[2:]
+    fulls = tuple((i - 1) * s + (k - 1) * d + 1 for i, k, s, d in zip(x.shape[2:], w.shape[2:], stride, dilation))
     if isinstance(padding, str) and padding.lower() == "same":
         sizes = [i * s for i, s in zip(x.shape[2:], stride)]
         starts = [max(0, f - o) // 2 for f, o in zip(fulls, sizes)]
@@ -80,7 +97,7 @@ def conv_transpose_ref(x, w, bias=None, stride=1, padding=0, output_padding=0, g
             sizes = list(output_size)[-rank:]
         else:
             sizes = [f - b - a + o for f, (b, a), o in zip(fulls, pairs, op)]
-    y = crop(full, starts, sizes)
+    y = cropped_output(x, w, stride, groups, dilation, starts, sizes)
     if bias is not None:
         y += np.asarray(bias, dtype=np.float64).reshape((1, -1) + (1,) * rank)
     return y[0] if unbatched else y

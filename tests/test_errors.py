@@ -11,6 +11,7 @@ from conftest import METHODS
 from reference import conv_transpose_ref
 
 import fastdeconv as fd
+from fastdeconv import _geometry as geo
 from fastdeconv import compat
 
 X = np.ones((1, 2, 3, 3))  # core / ONNX: (N, C_in, H, W)
@@ -18,6 +19,7 @@ W = np.ones((2, 1, 2, 2))  # (C_in, C_out // groups, kH, kW)
 XT = np.ones((1, 3, 4, 2))  # TF NHWC
 FT = np.ones((3, 3, 1, 2))  # TF [kH, kW, C_out // groups, C_in]
 HUGE = [114078056, 179835296]
+BEYOND_MEMORY = geo._physical_memory() // 4 + 1  # float32 elements
 
 
 def _ct(x=X, weight=W, **kw):
@@ -54,6 +56,42 @@ def _check(call, exc, match):
 ])
 def test_core_x_and_weight(call, exc, match):
     _check(call, exc, match)
+
+
+def _masked(a):
+    return np.ma.masked_array(a, mask=np.zeros(np.shape(a), bool))
+
+
+def _requires_grad(a):
+    torch = pytest.importorskip("torch")
+    return torch.tensor(a).requires_grad_(True)
+
+
+@pytest.mark.parametrize("name", ["x", "weight", "bias"])
+@pytest.mark.parametrize("make, match", [
+    (_masked, "must not be a masked array"),
+    (_requires_grad, r"is a tensor that requires grad: pass .*\.detach\(\)\.numpy\(\)"),
+])
+def test_core_array_objects(name, make, match):
+    """ndarray subclasses (np.matrix) are taken as their data and any byte order as its precision
+    (tests/test_hostile.py); masked arrays and tensors that require grad are refused, naming the argument."""
+    args = dict(x=X, weight=W, bias=np.ones(1))
+    args[name] = make(args[name])
+    _check(lambda: fd.conv_transpose(**args), TypeError, f"{name} {match}")
+
+
+@pytest.mark.parametrize("call, match", [
+    (_ct(stride=2**63), "stride must fit in a 64-bit signed integer"),
+    (_ct(dilation=(2**63, 1)), "dilation must fit in a 64-bit signed integer"),
+    (_ct(padding=((0, 2**64), (0, 0))), "padding must fit in a 64-bit signed integer"),
+    (_ct(output_padding=-(2**63) - 1), "output_padding must fit in a 64-bit signed integer"),
+    (_ct(groups=2**63), "groups must fit in a 64-bit signed integer"),
+    (_ct(output_size=(2**63, 4)), "output_size must fit in a 64-bit signed integer"),
+    (lambda: fd.plan((1, 2, 2**63, 3), W.shape), "x_shape must fit in a 64-bit signed integer"),
+    (_ct(stride=2**62, padding=((0, 2**63 - 1), (0, 0))), "stride and dilation are too large on spatial axis 0"),
+])
+def test_core_geometry_ints_fit_int64(call, match):
+    _check(call, ValueError, match)
 
 
 @pytest.mark.parametrize("call, exc, match", [
@@ -143,6 +181,9 @@ def test_core_out(out, exc, match):
     (_tf(x=np.ones((1, 1, 1, 2)), shape=HUGE, strides=HUGE), "the output of shape"),
     (_onnx(output_shape=HUGE), "output_shape .* is not reachable"),
     (_onnx(strides=HUGE), "the output of shape"),
+    # a broadcast view of one element is a real array to copy: refused like every other oversized buffer
+    (_ct(x=np.broadcast_to(np.float32(1), (1, 1, BEYOND_MEMORY)), weight=np.ones((1, 1, 1), np.float32),
+         padding=((0, BEYOND_MEMORY - 4),)), "a contiguous float32 copy of x of shape"),
 ])
 def test_too_large_outputs_are_refused_by_shape_rules(call, match):
     _check(call, ValueError, match)
@@ -179,6 +220,22 @@ def test_nan_and_inf_propagate_as_in_the_reference(method):
     x32 = x.astype(np.float32)
     y = compat.onnx_conv_transpose(x32, w, strides=[2, 2], pads=[1, 1, 1, 1])
     np.testing.assert_allclose(y, conv_transpose_ref(x32, w, stride=2, padding=1), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["x", "weight", "bias"])
+def test_dask_blocks_have_their_declared_shapes(name):
+    """fastdeconv.dask: a computed block whose real shape contradicts its Dask array's declared one is refused
+    (ValueError naming the argument), never reshaped or broadcast."""
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    import fastdeconv.dask as fdd
+
+    declared = dict(x=(1, 2, 6), weight=(2, 3, 2), bias=(3,))
+    real = dict(declared, **{name: dict(x=(1, 6, 2), weight=(3, 2, 2), bias=(1, 3))[name]})
+    args = {k: da.from_delayed(dask.delayed(np.ones)(real[k]), shape=declared[k], dtype=np.float64) for k in real}
+    y = fdd.conv_transpose(args["x"], args["weight"], args["bias"], stride=2)
+    _check(lambda: y.compute(scheduler="synchronous"), ValueError, f"a block of {name} has shape")
 
 
 def test_zerofill_multiplies_inserted_zeros_by_the_weights():

@@ -231,17 +231,17 @@ class _Prepared:
         dtype = self.dtype
         flags = x.flags
         if not (x.dtype is dtype and flags.c_contiguous and flags.writeable):
-            x = _contiguous(x, dtype)
+            x = _contiguous(x, dtype, "x")
         flags = weight.flags
         if not (weight.dtype is dtype and flags.c_contiguous and flags.writeable):
-            weight = _contiguous(weight, dtype)
+            weight = _contiguous(weight, dtype, "weight")
         x5 = x.reshape(self.x5_shape)
         w5 = weight.reshape(self.w5_shape)
         b = self.zero_bias if bias is None else _contiguous(bias, dtype)
         y5 = y.reshape(self.y5_shape)
         if not self.decided:
             self._decide(x5, w5, b, y5)
-        self._execute(x5, w5, b, y5)
+        self._checked(x5, w5, b, y5)
 
     def run_kept(self, x: np.ndarray, w5: np.ndarray, b: np.ndarray, y: np.ndarray) -> None:
         """``run`` for an operator: ``w5`` and ``b`` are its weight and bias vector, already canonical (the
@@ -255,7 +255,7 @@ class _Prepared:
         y5 = y.reshape(self.y5_shape)
         if not self.decided:
             self._decide(x5, w5, b, y5)
-        self._execute(x5, w5, b, y5)
+        self._checked(x5, w5, b, y5)
 
     def _decide(self, x5, w5, b, y5) -> None:
         """Ask the process-wide decision (the first caller of a key may time candidates on these arrays, on
@@ -279,6 +279,15 @@ class _Prepared:
         if self.kept is not None and probes:
             self.kept._prune()  # the packs of the candidates that lost
 
+    def _checked(self, x5, w5, b, y5) -> None:
+        """``_execute``, unless the variant's value check (``Variant.check``) finds values it would turn into a
+        wrong Inf or NaN: those run the cheapest exact variant of the gather form instead."""
+        check = self.record.check
+        if check is not None and not check(self.plan, x5, w5):
+            _prepared(exact_plan(self.plan))._execute(x5, w5, b, y5)
+        else:
+            self._execute(x5, w5, b, y5)
+
     def _execute(self, x5, w5, b, y5) -> None:
         if self.kernel is not None and not self.bias_only:  # the direct kernels first: tiny calls are hot
             self.kernel(x5, w5, b, y5, *self.args)
@@ -299,6 +308,15 @@ class _Prepared:
 @lru_cache(maxsize=512)
 def _prepared(plan: geo.Plan) -> _Prepared:
     return _Prepared(plan)
+
+
+@lru_cache(maxsize=256)
+def exact_plan(plan: geo.Plan) -> geo.Plan:
+    """The plan with the cheapest exact variant of the gather form fixed: what runs a call whose values a
+    checked variant could turn into a wrong Inf or NaN."""
+    gather = dataclasses.replace(plan, method="gather", variant=None)
+    name = next(v for v, _ in _cost.choose(gather).estimates if _registry.get(v).exact)
+    return dataclasses.replace(gather, variant=name)
 
 
 def _prepare_call(x, weight, bias, stride, padding, output_padding, groups, dilation, method) -> _Prepared:
@@ -349,13 +367,13 @@ def zero_fill(x, stride: IntOrSeq, padding: IntOrSeq | Sequence[Sequence[int]] =
     if any(i < 1 for i in spatial):
         raise ValueError(f"x spatial sizes must be >= 1, got {spatial}")
     out_spatial = tuple((i - 1) * s + 1 + b + a for i, s, (b, a) in zip(spatial, stride, pads))
-    dtype = np.dtype(np.float32) if x.dtype == np.float32 else np.dtype(np.float64)
+    dtype = np.dtype(np.float32) if geo.is_float32(x.dtype) else np.dtype(np.float64)
     shape = x.shape[:x.ndim - rank] + out_spatial
     geo.check_memory(shape, dtype, "the zero-filled array")
     z = np.empty(shape, dtype)
     if z.size:
         lead = (1,) * (geo.MAX_RANK - rank)
-        x5 = _contiguous(x, dtype).reshape((-1, 1) + lead + spatial)
+        x5 = _contiguous(x, dtype, "x").reshape((-1, 1) + lead + spatial)
         fill(x5, z.reshape((-1, 1) + lead + out_spatial), _pad3(stride, 1), _pad3([b for b, _ in pads], 0))
     return z
 
@@ -380,16 +398,32 @@ def _pad3(values, fill_value: int) -> np.ndarray:
 
 
 def _as_array(a, name: str) -> np.ndarray:
-    if isinstance(a, np.ndarray):
+    """``a`` as a plain ndarray: subclasses (``np.matrix``) become their data; masked arrays, tensors that
+    require grad and objects that are no array are refused with a TypeError naming the argument."""
+    if type(a) is np.ndarray:
         return a
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(f"{name} must not be a masked array (its masked entries have no defined value): pass "
+                        f"{name}.filled(value)")
+    if getattr(a, "requires_grad", False) is True:  # torch: np.asarray would raise torch's RuntimeError
+        raise TypeError(f"{name} is a tensor that requires grad: pass {name}.detach().numpy() (fastdeconv does not "
+                        f"track gradients; fastdeconv.grad has the backward functions)")
     try:
-        return np.asarray(a)
-    except (ValueError, TypeError) as exc:
+        arr = np.asarray(a)
+    except (ValueError, TypeError, RuntimeError) as exc:
         raise TypeError(f"{name} must be array-like: {exc}") from None
+    if type(arr) is not np.ndarray:  # np.asarray keeps no subclass, but a custom __array__ may return one
+        arr = arr.view(np.ndarray)
+    return arr
 
 
-def _contiguous(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """C-contiguous, writeable-typed array of ``dtype`` (a copy only when needed; inputs are never written)."""
+def _contiguous(a: np.ndarray, dtype: np.dtype, name: str = "an input") -> np.ndarray:
+    """C-contiguous, writeable-typed array of ``dtype`` (a copy only when needed; inputs are never written).
+
+    A copy that could never be allocated (e.g. of a broadcast view ``np.broadcast_to(v, (1, 1, 2**33))``, whose
+    data is one element) is refused with the ValueError of every oversized buffer, before allocating."""
+    if not (a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable):
+        geo.check_memory(a.shape, dtype, f"a contiguous {np.dtype(dtype).name} copy of {name}")
     a = np.ascontiguousarray(a, dtype=dtype)
     if not a.flags.writeable:  # numba compiles read-only arrays separately: copy instead
         a = a.copy()
@@ -419,11 +453,11 @@ def _output_array(plan: geo.Plan, out: np.ndarray | None, inputs) -> np.ndarray:
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != plan.out_shape:
         raise ValueError(f"out must have the result's shape {plan.out_shape}, got {out.shape}")
-    if out.dtype != plan.dtype:
+    if out.dtype.newbyteorder("=") != plan.dtype:  # byte order is not precision: '>f4' takes a float32 result
         raise TypeError(f"out must have the result's dtype {plan.dtype}, got {out.dtype}")
     if not out.flags.writeable:
         raise ValueError("out must be writeable")
     overlaps = any(a is not None and np.may_share_memory(out, a) for a in inputs)
-    if out.flags.c_contiguous and not overlaps:
+    if out.flags.c_contiguous and not overlaps and out.dtype == plan.dtype:
         return out
     return np.empty(plan.out_shape, plan.dtype)

@@ -194,7 +194,7 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
         halo = (block + int(lay.geometry[1]) + 1) / block
         tasks = _pl.task_count(plan)
         passes = -(-cout_g // cb)  # per task and phase
-        phases = tasks * passes * _prod(a.stride for a in plan.axes[1:])
+        phases = tasks * passes * _prod(t.shape[0] for t in lay.tables[1:])  # phases with outputs
         if cb == 1:
             terms = computed * (taps * PLANE_TAP + -(-taps // 4) * PLANE_PASS)
         else:  # the last block of channels may compute zero-weight extras
@@ -246,6 +246,8 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
             total += c_blocks * plan.c_in * n_t * (width * IM2COL_ELEMENT + m_rows * IM2COL_ROW)
             total += plan.c_out * width * PHASE_STORE_ELEMENT + chunks * LAUNCH_GEMM
             n_chunks += chunks
+        if _gg.bias_phases(plan):  # the bias stored first into every output (some phases have no tap)
+            total += y_elems * PHASE_STORE_ELEMENT
         out["gather-gemm"] = total / max(1, min(threads, n_chunks)) + LAUNCH_PARALLEL
 
         # gather-winograd: F(2, r) on the output (sub-)phases (kernel % stride == 0); its own model

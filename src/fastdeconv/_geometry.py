@@ -24,6 +24,10 @@ import numpy as np
 
 METHODS = ("auto", "scatter", "gather", "zerofill")
 MAX_RANK = 3
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Largest uncropped output length per axis: the kernels' int64 index arithmetic (``i * stride + k * dilation -
+# start`` and its inverse) then never overflows, whatever the crop.
+MAX_FULL_SIZE = 2**62
 
 
 @dataclass(frozen=True)
@@ -47,16 +51,26 @@ class Axis:
         """Effective kernel extent ``(kernel - 1) * dilation + 1``."""
         return (self.kernel - 1) * self.dilation + 1
 
-    def phases(self) -> list[tuple[int, int, list[int], list[int]]]:
-        """The sub-pixel decomposition: per output phase ``r < stride``, (r, outputs ``o = r + stride * m``,
-        the taps reaching them, each tap's source ``base`` for m = 0, in tap order). Tap ``k`` reaches phase
-        ``r`` when ``(r + start - k * dilation) % stride == 0`` and reads input ``base + m``."""
-        out = []
-        for r in range(self.stride):
-            count = -(-(self.size_out - r) // self.stride) if r < self.size_out else 0
-            taps = [k for k in range(self.kernel) if (r + self.start - k * self.dilation) % self.stride == 0]
-            out.append((r, count, taps, [(r + self.start - k * self.dilation) // self.stride for k in taps]))
-        return out
+    @property
+    def phase_count(self) -> int:
+        """Output phases ``r < stride`` that have outputs: ``min(stride, size_out)`` (never one per stride step)."""
+        return min(self.stride, self.size_out)
+
+    def tap_phases(self) -> list[tuple[int, int, list[int], list[int]]]:
+        """The sub-pixel decomposition, compactly: per output phase ``r`` that has outputs *and* taps, in phase
+        order, (r, outputs ``o = r + stride * m``, the taps reaching them, each tap's source ``base`` for m = 0,
+        in tap order). Tap ``k`` reaches phase ``r = (k * dilation - start) mod stride`` only and reads input
+        ``base + m``; the other ``phase_count - len(tap_phases())`` phases with outputs get only the bias.
+        At most ``kernel`` entries, built from the taps alone: the time never depends on the stride or the
+        dilation values."""
+        by_phase: dict[int, list[int]] = {}
+        for k in range(self.kernel):
+            r = (k * self.dilation - self.start) % self.stride
+            if r < self.size_out:
+                by_phase.setdefault(r, []).append(k)
+        return [(r, -(-(self.size_out - r) // self.stride), ks,
+                 [(r + self.start - k * self.dilation) // self.stride for k in ks])
+                for r, ks in sorted(by_phase.items())]
 
 
 @dataclass(frozen=True)
@@ -115,13 +129,17 @@ def ceil_div(a: int, b: int) -> int:
 
 
 def as_int(value, name: str) -> int:
-    """An integer argument (Python or NumPy int; bool and float are refused)."""
+    """An integer argument (Python or NumPy int; bool and float are refused) that fits in int64 (the kernels'
+    index type)."""
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an int, not bool")
     try:
-        return operator.index(value)
+        v = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an int or a sequence of ints, got {value!r}") from None
+    if not INT64_MIN <= v <= INT64_MAX:
+        raise ValueError(f"{name} must fit in a 64-bit signed integer ([-2**63, 2**63 - 1]), got {v}")
+    return v
 
 
 def is_scalar(value) -> bool:
@@ -188,11 +206,16 @@ def check_numeric(dtype: np.dtype, name: str) -> None:
         raise TypeError(f"{name} must be numeric (bool, int or float), got dtype {dtype}")
 
 
+def is_float32(dtype: np.dtype) -> bool:
+    """A 4-byte float in either byte order (byte order is not precision: '>f4' computes as float32)."""
+    return dtype.kind == "f" and dtype.itemsize == 4
+
+
 def result_dtype(x_dtype: np.dtype, w_dtype: np.dtype) -> np.dtype:
-    """float32 when x and weight are both float32, otherwise float64."""
+    """float32 when x and weight are both float32 (any byte order), otherwise float64 (native byte order)."""
     check_numeric(x_dtype, "x")
     check_numeric(w_dtype, "weight")
-    if x_dtype == np.float32 and w_dtype == np.float32:
+    if is_float32(x_dtype) and is_float32(w_dtype):
         return np.dtype(np.float32)
     return np.dtype(np.float64)
 
@@ -305,6 +328,11 @@ def _make_plan(x_shape, w_shape, x_dtype, w_dtype, stride, padding, output_paddi
     pads = normalize_padding(padding, rank)
 
     fulls = [full_size(i, k, s, d) for i, k, s, d in zip(spatial_in, kernel, stride, dilation)]
+    for axis, f in enumerate(fulls):
+        if f > MAX_FULL_SIZE:
+            raise ValueError(f"stride and dilation are too large on spatial axis {axis}: the uncropped output "
+                             f"(in - 1) * stride + (kernel - 1) * dilation + 1 = {f} exceeds 2**62 (stride={stride}, "
+                             f"dilation={dilation}, input {spatial_in}, kernel {kernel})")
     for op, s, d in zip(output_padding, stride, dilation):
         if op >= max(s, d):
             raise ValueError(f"output_padding must be smaller than max(stride, dilation) on every axis; "

@@ -32,7 +32,9 @@ A record's functions take a :class:`~fastdeconv._geometry.Plan`:
 ``pack_key(plan)`` says which plans of one weight share a pack (beside the dtype and the weight's geometry);
 ``kept_cost`` / ``kept_scratch`` are the cost and scratch when the weight was packed once (an operator), for the
 variants where that differs. ``exact`` says whether the variant gives the definition's finite/Inf/NaN pattern
-on any input (it multiplies no padding zero and no transform mixes the terms).
+on any input (it multiplies no padding zero and no transform mixes the terms); ``check(plan, x5, w5)`` of a
+variant that is not exact says whether the call's values give that pattern anyway (otherwise ``_api`` runs the
+cheapest exact gather variant); the zero-fill baseline is neither exact nor checked.
 """
 
 from __future__ import annotations
@@ -94,6 +96,9 @@ class Variant:
     kept_scratch: Callable[[geo.Plan], int] | None = None
     # the direct kernels' fast path: ``(kernel, args)`` called as ``kernel(x5, w5, bias, y5, *args)``
     direct: Callable[[geo.Plan], tuple] | None = None
+    # a variant that is not exact: ``check(plan, x5, w5)`` says whether these values give the definition's
+    # finite/Inf/NaN pattern anyway (else the call runs an exact variant: ``_api.exact_plan``)
+    check: Callable[[geo.Plan, np.ndarray, np.ndarray], bool] | None = None
 
     def packed_for_call(self, plan: geo.Plan, w5: np.ndarray) -> object:
         """What a one-off call hands ``run``."""
@@ -207,7 +212,8 @@ _VARIANT_LIST = (
             direct=lambda plan: direct_call(plan, "gather")),
     Variant("gather-gemm", "gather", _gemm_applies, _estimated("gather-gemm"), _gg.scratch_elements, _gg.pack,
             _gg.gather_gemm, _never, "channel contraction on BLAS",
-            _kernels_of(_gg.phase_weights, _gg.im2col, _gg.phase_store), exact=False, call_pack=_same),
+            _kernels_of(_gg.phase_weights, _gg.im2col, _gg.phase_store), exact=False, call_pack=_same,
+            check=_gg.safe),
     Variant("gather-gemm-rows", "gather", _gemm_applies, _estimated("gather-gemm-rows"), _pg.scratch_elements,
             _pg.pack, _pg.gather_pixels_packed, _never, _ROWS_REASON,
             _kernels_of((_pg.gather_rows, _pg.gather_rows_cm)), exact=True),
@@ -220,10 +226,11 @@ _VARIANT_LIST = (
             "Winograd F(2, r) on the output phases: fewer multiplications, channel contraction on BLAS",
             _kernels_of(_wg.run_task, (_wg.transform_weights, _wg.relayout)), exact=False, call_pack=_wg.pack_call,
             pack_key=_wg.pack_key, kept_cost=_kept_winograd,
-            kept_scratch=_wg.kept_scratch),
+            kept_scratch=_wg.kept_scratch, check=_wg.safe),
     Variant("gather-plane", "gather", _pl.applies, _estimated("gather-plane"), _pl.scratch_elements, _same,
             _plane_run, _runs_serially, "one input channel or few output channels per group: long vectorized runs "
-            "over a padded copy of the input rows", _kernels_of((_pl.plane, _pl.plane_serial)), exact=False),
+            "over a padded copy of the input rows", _kernels_of((_pl.plane, _pl.plane_serial)), exact=False,
+            check=_pl.safe),
     Variant("zerofill", "zerofill", lambda plan: True, lambda plan, threads: None, _none, _zerofill_pack,
             _zerofill_run, _never, "", _kernels_of(_zf.fill, correlate), exact=False),
 )

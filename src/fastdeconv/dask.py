@@ -215,7 +215,8 @@ def _window(axis: geo.Axis, o_lo: int, o_hi: int) -> tuple[int, int, int, int]:
 
 
 def _pieces(x_name: str, nb: int, in_bounds: list[list[int]], wins) -> tuple[list, list]:
-    """Keys of the input blocks a window overlaps and, for each, (window slices, block slices)."""
+    """Keys of the input blocks a window overlaps and, for each, (window slices, block slices, the block's
+    declared spatial shape)."""
     per_axis = []
     for bnd, (lo, hi, _, _) in zip(in_bounds, wins):
         first = bisect_right(bnd, lo) - 1
@@ -224,12 +225,12 @@ def _pieces(x_name: str, nb: int, in_bounds: list[list[int]], wins) -> tuple[lis
         for j in range(first, last + 1):
             a, z = max(lo, bnd[j]), min(hi, bnd[j + 1])
             if z > a:
-                entries.append((j, slice(a - lo, z - lo), slice(a - bnd[j], z - bnd[j])))
+                entries.append((j, slice(a - lo, z - lo), slice(a - bnd[j], z - bnd[j]), bnd[j + 1] - bnd[j]))
         per_axis.append(entries)
     keys, copies = [], []
     for combo in product(*per_axis):
         keys.append((x_name, nb, 0) + tuple(e[0] for e in combo))
-        copies.append((tuple(e[1] for e in combo), tuple(e[2] for e in combo)))
+        copies.append((tuple(e[1] for e in combo), tuple(e[2] for e in combo), tuple(e[3] for e in combo)))
     return keys, copies
 
 
@@ -245,12 +246,29 @@ def _check_block_memory(plan: geo.Plan, batch_chunks, out_bounds, windows) -> No
 # --------------------------------------------------------------------------- the task
 
 
+def _check_block(block, declared: tuple[int, ...], name: str) -> None:
+    """Refuse a computed block that is not an array of its declared shape, naming the argument."""
+    shape = getattr(block, "shape", None)
+    if shape is None or tuple(shape) != tuple(declared):
+        raise ValueError(f"a block of {name} has shape {None if shape is None else tuple(shape)}, but the Dask "
+                         f"array of {name} declares {tuple(declared)} for it (check the shape/chunks given where "
+                         f"{name} was built, e.g. dask.array.from_delayed(..., shape=...))")
+
+
 def _compute_block(blocks: list[np.ndarray], copies, plan: geo.Plan, weight: np.ndarray,
                    bias: np.ndarray | None) -> np.ndarray:
     """One output block: gather the input window from its blocks, then run the core on the shifted plan."""
     lead = geo.MAX_RANK - plan.rank
     window = np.empty((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes[lead:]), plan.dtype)
-    for block, (dst, src) in zip(blocks, copies):
+    # a block whose real shape contradicts the shape its Dask array declares (a wrong ``shape`` given to
+    # ``from_delayed``, a misbehaving ``map_blocks``) would be reshaped or broadcast into a wrong result: refuse it
+    for block, (_, _, spatial) in zip(blocks, copies):
+        _check_block(block, (plan.batch, plan.c_in) + spatial, "x")
+    _check_block(weight, (plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes[lead:]),
+                 "weight")
+    if bias is not None:
+        _check_block(bias, (plan.c_out,), "bias")
+    for block, (dst, src, _) in zip(blocks, copies):
         window[(Ellipsis,) + dst] = block[(Ellipsis,) + src]
     y = np.empty(plan.out_shape, plan.dtype)
     execute(plan, window, weight, bias, y)

@@ -127,7 +127,7 @@ def upsample_bilinear(x, factor: int | Sequence[int]) -> np.ndarray:
     if x.ndim not in (3, 4):
         raise ValueError(f"x must be images (N, C, H, W) or (C, H, W), got x.ndim = {x.ndim}")
     factors = tuple(_factor(f) for f in geo.per_axis(factor, 2, "factor"))
-    dtype = np.dtype(np.float32) if x.dtype == np.float32 else np.dtype(np.float64)
+    dtype = np.dtype(np.float32) if geo.is_float32(x.dtype) else np.dtype(np.float64)
     channels = x.shape[-3]
     sizes = tuple(kernel_size(f) for f in factors)
     shape = x.shape[:-2] + tuple(n * f for n, f in zip(x.shape[-2:], factors))

@@ -76,7 +76,7 @@ def conv_transpose_backward(grad_output, x, weight, stride: IntOrSeq = 1, paddin
     if grad_output.shape != plan.out_shape:
         raise ValueError(f"grad_output must have the shape of conv_transpose's output {plan.out_shape} for this "
                          f"x, weight and geometry; got {grad_output.shape}")
-    dtype = plan.dtype if grad_output.dtype == np.float32 else np.dtype(np.float64)
+    dtype = plan.dtype if geo.is_float32(grad_output.dtype) else np.dtype(np.float64)
     for shape, name in ((x.shape, "grad_x"), (weight.shape, "grad_weight")):
         geo.check_memory(shape, dtype, name)
 

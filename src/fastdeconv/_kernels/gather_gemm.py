@@ -26,6 +26,7 @@ from .. import _geometry as geo
 from .._runtime import run_parallel
 from .._threads import max_threads
 from ..config import NJIT_FLAGS
+from .scan import finite
 
 # Target GEMM width (columns) per chunk: wide enough for BLAS, small enough to stay in cache.
 _CHUNK_ELEMENTS = 1 << 21
@@ -115,9 +116,11 @@ def phase_store(tmp, y, bias, c0, cb, phase, m_shape, stride, row0, n_rows):
 
 @lru_cache(maxsize=256)
 def phase_table(plan: geo.Plan) -> list[tuple[np.ndarray, ...]]:
-    """Per phase: (phase (3,), M (3,), tap counts (3,), taps (3, T_max), bases (3, T_max)), int64."""
-    per_axis = [a.phases() for a in plan.axes]
-    t_max = max(1, max(len(e[2]) for entries in per_axis for e in entries))
+    """Per phase with outputs and taps on every axis: (phase (3,), M (3,), tap counts (3,), taps (3, T_max),
+    bases (3, T_max)), int64. At most ``kernel`` phases per axis have a tap (``Axis.tap_phases``), so the table
+    never grows with the stride or dilation values; the other phases get only the bias (``bias_phases``)."""
+    per_axis = [a.tap_phases() for a in plan.axes]
+    t_max = max(1, max((len(e[2]) for entries in per_axis for e in entries), default=1))
     table = []
     for ed in per_axis[0]:
         for eh in per_axis[1]:
@@ -133,6 +136,18 @@ def phase_table(plan: geo.Plan) -> list[tuple[np.ndarray, ...]]:
     return table
 
 
+def bias_phases(plan: geo.Plan) -> bool:
+    """Whether some output element lies in a phase no tap reaches on some axis (it gets only the bias)."""
+    return any(len(a.tap_phases()) < a.phase_count for a in plan.axes)
+
+
+def safe(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray) -> bool:
+    """Whether the im2col blocks' padding zeros (terms the definition does not have) cannot turn into NaN: the
+    weights are finite (0 * inf and 0 * NaN are NaN). Otherwise the call runs an exact variant
+    (``_api.exact_plan``)."""
+    return finite(w5)
+
+
 @lru_cache(maxsize=256)
 def chunks(plan: geo.Plan) -> tuple[int, int]:
     """(phase output rows, output channels) per GEMM chunk: all workers' scratch within one output's size.
@@ -144,15 +159,15 @@ def chunks(plan: geo.Plan) -> tuple[int, int]:
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     table = phase_table(plan)
     out_size = max(1, plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes))
-    t_max = max(int(np.prod(e[2])) for e in table)
-    m_w = max(1, max(int(e[1][2]) for e in table))
+    t_max = max((int(np.prod(e[2])) for e in table), default=1)
+    m_w = max(1, max((int(e[1][2]) for e in table), default=1))
     budget = out_size // max_threads()  # every worker has its own scratch
     cb = max(cout_g, 1)
     while cb > 1 and cin_g * cb * t_max > budget // 2:
         cb = -(-cb // 2)
     per_row = (cin_g * t_max + cb) * m_w
     target = min(max(_CHUNK_ELEMENTS, per_row), max(budget - cin_g * cb * t_max, per_row))
-    total_rows = max(int(plan.batch * e[1][0] * e[1][1]) for e in table)
+    total_rows = max((int(plan.batch * e[1][0] * e[1][1]) for e in table), default=1)
     return int(max(1, min(total_rows, target // per_row))), cb
 
 
@@ -160,8 +175,8 @@ def scratch_elements(plan: geo.Plan) -> int:
     """Largest scratch (elements) one call allocates (all workers together)."""
     cin_g = plan.c_in // plan.groups
     table = phase_table(plan)
-    t_max = max(int(np.prod(e[2])) for e in table)
-    m_w = max(int(e[1][2]) for e in table)
+    t_max = max((int(np.prod(e[2])) for e in table), default=1)
+    m_w = max((int(e[1][2]) for e in table), default=1)
     rows, cb = chunks(plan)
     return max_threads() * (cin_g * cb * t_max + (cin_g * t_max + cb) * rows * m_w)
 
@@ -203,15 +218,17 @@ def gather_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray | PhaseWeights, b
     table = phase_table(plan)
     rows_per_chunk, cb_max = chunks(plan)
     stride = np.array([a.stride for a in plan.axes], np.int64)
-    t_max = max(int(np.prod(e[2])) for e in table)
-    m_w_max = max(int(e[1][2]) for e in table)
+    t_max = max((int(np.prod(e[2])) for e in table), default=1)
+    m_w_max = max((int(e[1][2]) for e in table), default=1)
+    if bias_phases(plan):  # phases no tap reaches: the bias, then the phases with taps overwrite theirs
+        y5[...] = bias.reshape((1, -1, 1, 1, 1))
     x_pix = x5.shape[2] * x5.shape[3] * x5.shape[4]
     tasks = []
     for index, (phase, m_shape, counts, _taps, bases) in enumerate(table):
         if not m_shape.all():
             continue
         n_t = int(counts[0] * counts[1] * counts[2])
-        if n_t == 0 or cin_g == 0:  # no tap reaches this phase: bias only
+        if cin_g == 0:  # no input channel in a group: bias only
             sl = tuple(slice(int(r), None, int(s)) for r, s in zip(phase, stride))
             y5[(slice(None), slice(None)) + sl] = bias.reshape((1, -1, 1, 1, 1))
             continue

@@ -35,6 +35,7 @@ from .._threads import max_threads
 from ..config import NJIT_FLAGS, PARALLEL_FLAGS
 from ._blocks import MAX_CHUNKS, store_block
 from ._index import unravel
+from .scan import finite
 
 # Elements of scratch per worker (the padded input rows plus one block of phase rows): 128 KiB in float32 with
 # one input channel per group; with several, whose padded rows stay in L2 while every phase reads them,
@@ -46,6 +47,9 @@ CHANNELS_BUFFER_ELEMENTS = 131072
 CHANNEL_BLOCK = 3
 # Most output channels per group with several input channels (beyond it BLAS's channel contraction wins)
 MAX_CHANNELS_OUT = 32
+# Phases with outputs beyond the kernel size, and source spread beyond twice (input + kernel), up to which the
+# variant applies (see ``applies``)
+PHASE_SLACK = 64
 
 
 class Layout(NamedTuple):
@@ -59,21 +63,42 @@ class Layout(NamedTuple):
 
 def applies(plan: geo.Plan) -> bool:
     """Whether this variant runs the plan: one input channel per group (depthwise, single-channel images), or
-    several with few output channels per group (RGB output layers, class maps)."""
+    several with few output channels per group (RGB output layers, class maps); and on every axis at most
+    ``kernel + PHASE_SLACK`` phases with outputs and taps' sources spread over at most twice (input + kernel)
+    + ``PHASE_SLACK`` inputs (its tables, buffers and loops grow with both: a stride far above the kernel leaves
+    bias-only phases, a huge dilation padded rows of zeros)."""
     if plan.groups == 0 or plan.c_out < plan.groups or plan.c_in < plan.groups:
         return False
-    return plan.c_in == plan.groups or plan.c_out // plan.groups <= MAX_CHANNELS_OUT
+    if not (plan.c_in == plan.groups or plan.c_out // plan.groups <= MAX_CHANNELS_OUT):
+        return False
+    for a in plan.axes:
+        bases = [b for _, _, _, bs in a.tap_phases() for b in bs]
+        if a.phase_count > a.kernel + PHASE_SLACK or \
+                max(bases, default=0) - min(bases, default=0) > 2 * (a.size_in + a.kernel) + PHASE_SLACK:
+            return False
+    return True
+
+
+def safe(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray) -> bool:
+    """Whether the padded rows' zeros (terms the definition does not have) cannot turn into NaN: the weights are
+    finite (0 * inf and 0 * NaN are NaN). Otherwise the call runs an exact variant (``_api.exact_plan``)."""
+    return finite(w5)
 
 
 def axis_table(axis: geo.Axis) -> tuple[np.ndarray, int, int]:
-    """One axis's phases as an int64 table (row per phase: count, number of taps, then (tap, base) pairs), with
-    the lowest base and the spread of the bases (0 when no phase has a tap)."""
-    phases = axis.phases()
-    table = np.zeros((axis.stride, 2 + 2 * axis.kernel), dtype=np.int64)
-    bases = [b for _, count, _, bs in phases if count for b in bs]
+    """One axis's phases with outputs as an int64 table (row per phase ``r < phase_count``: count, number of
+    taps, then (tap, base) pairs), with the lowest base and the spread of the bases (0 when no phase has a tap).
+
+    Only the ``min(stride, size_out)`` phases with outputs have a row: when the stride exceeds the output, every
+    phase has one output (``m = 0``), so the kernels may take the row count for the stride (``o = r``)."""
+    phases = axis.tap_phases()
+    rows = axis.phase_count
+    table = np.zeros((rows, 2 + 2 * axis.kernel), dtype=np.int64)
+    table[:, 0] = -(-(axis.size_out - np.arange(rows, dtype=np.int64)) // axis.stride)
+    bases = [b for _, _, _, bs in phases for b in bs]
     lo = min(bases, default=0)
-    for r, count, taps, bs in phases:
-        table[r, 0], table[r, 1] = count, len(taps)
+    for r, _count, taps, bs in phases:
+        table[r, 1] = len(taps)
         for u, (k, b) in enumerate(zip(taps, bs)):
             table[r, 2 + 2 * u], table[r, 3 + 2 * u] = k, b
     return table, lo, max(bases, default=0) - lo
@@ -87,7 +112,7 @@ def layout(plan: geo.Plan) -> Layout:
     depth_taps = int(t_d[:, 1].max())
     rows = int(t_h[0, 0])  # phase 0 has the most outputs
     pitch = int(t_w[0, 0]) + span_w
-    s_w = plan.axes[2].stride
+    s_w = t_w.shape[0]  # column phases with outputs (the stride, or the output width when it is smaller)
     cb = 1 if cout_g == 1 else CHANNEL_BLOCK
     target = BUFFER_ELEMENTS if cin_g == 1 else CHANNELS_BUFFER_ELEMENTS
     # block of phase rows per task: its padded input rows of every input channel (one extra: a run's tail reads

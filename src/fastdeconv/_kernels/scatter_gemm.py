@@ -256,9 +256,9 @@ def gather_phases(cols, y, bias, n0, c0, n, cb, box, kernel, stride, phases, fir
         for j in range(n):
             sample = ((n0 + j) * y.shape[1] + co) * vol
             col0 = j * pix - w0
-            for pd in range(s_d):
-                for ph in range(s_h):
-                    for pw in range(s_w):
+            for pd in range(min(s_d, y.shape[2])):  # the phases with outputs (``phase_table``)
+                for ph in range(min(s_h, o_h)):
+                    for pw in range(min(s_w, o_w)):
                         m_w = phases[2, pw, 0]
                         m_lo, m_hi = 0, m_w
                         if not first:  # only the outputs this slab's inputs reach
@@ -574,24 +574,35 @@ def geometry_arrays(plan: geo.Plan) -> tuple[np.ndarray, ...]:
 @lru_cache(maxsize=256)
 def phase_table(plan: geo.Plan) -> np.ndarray:
     """``table[axis, r] = (outputs, taps, then (tap, base) per tap in tap order)`` of output phase ``r`` of each
-    axis: ``plane.axis_table``'s rows, the three axes in one array, for ``gather_phases``."""
-    s_max, k_max = max(a.stride for a in plan.axes), max(a.kernel for a in plan.axes)
-    table = np.zeros((3, s_max, 2 + 2 * k_max), np.int64)
-    for axis, a in enumerate(plan.axes):
-        rows = axis_table(a)[0]
-        table[axis, :rows.shape[0], :rows.shape[1]] = rows
+    axis: ``plane.axis_table``'s rows (the ``min(stride, size_out)`` phases with outputs), the three axes in one
+    array, for ``gather_phases``."""
+    rows = [axis_table(a)[0] for a in plan.axes]
+    table = np.zeros((3, max(t.shape[0] for t in rows), max(t.shape[1] for t in rows)), np.int64)
+    for axis, t in enumerate(rows):
+        table[axis, :t.shape[0], :t.shape[1]] = t
     return table
 
 
 @lru_cache(maxsize=256)
 def exactly_once(plan: geo.Plan) -> bool:
     """Whether every output element receives exactly one term (e.g. kernel == stride, no output padding: U-Net
-    up-convolutions), so that ``col2im`` can write each element once."""
-    taps = geometry_arrays(plan)[3]
-    for axis, a in enumerate(plan.axes):
-        hits = np.zeros(a.size_out, np.int64)
-        for offset, lo, hi in taps[axis, :a.kernel]:
-            hits[offset + lo * a.stride:offset + hi * a.stride:a.stride] += 1  # the outputs tap k reaches
-        if not np.all(hits == 1):
+    up-convolutions), so that ``col2im`` can write each element once.
+
+    Per axis: every phase with outputs has taps, and in each phase the inputs of its taps, ``m + base`` in
+    ``[0, size_in)``, tile its outputs ``m < count`` without gap or overlap (from the taps alone: no array of
+    the output's length)."""
+    for a in plan.axes:
+        phases = a.tap_phases()
+        if len(phases) != a.phase_count:  # some phase with outputs gets no term
             return False
+        for _r, count, _taps, bases in phases:
+            spans = sorted((max(0, -b), min(count, a.size_in - b)) for b in bases)
+            spans = [(lo, hi) for lo, hi in spans if hi > lo]
+            reached = 0
+            for lo, hi in spans:
+                if lo != reached:  # a gap (lo > reached) or an overlap (lo < reached)
+                    return False
+                reached = hi
+            if reached != count:
+                return False
     return True

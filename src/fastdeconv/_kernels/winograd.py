@@ -45,6 +45,7 @@ from .._runtime import run_parallel
 from .._threads import max_threads
 from ..config import NJIT_FLAGS
 from ._index import at
+from .scan import max_abs
 
 # F(M, r) in correlation form, y_i = sum_u d[i + u] g[u]:  y = AT @ ((G @ g) * (BT @ d)), from Toom-Cook on
 # the interpolation points below (plus infinity): F(2, 2) has only 0 and +-1, F(2, 3) adds 1/2. (F(4, 2) on
@@ -457,10 +458,14 @@ class Layout(NamedTuple):
 
 
 def _axis_phases(a: geo.Axis):
-    """Per output phase of an axis: (phase, outputs, first source, taps in source order), and the spacing of
-    the sources (the sub-kernel's dilation), or None when the phases differ in tap count or spacing."""
+    """Per output phase of an axis that has outputs: (phase, outputs, first source, taps in source order), and
+    the spacing of the sources (the sub-kernel's dilation), or None when the phases differ in tap count or
+    spacing (a phase with outputs but no tap among them: it has 0)."""
+    phases = a.tap_phases()
+    if len(phases) != a.phase_count:  # some phase with outputs has no tap (at most ``kernel`` have one)
+        return None
     entries, counts, spacings = [], set(), set()
-    for ph, mcount, ks, bases in a.phases():
+    for ph, mcount, ks, bases in phases:
         order = sorted(range(len(ks)), key=lambda i: bases[i])
         srcs = [bases[i] for i in order]
         spacing = srcs[1] - srcs[0] if len(srcs) > 1 else 1
@@ -469,10 +474,16 @@ def _axis_phases(a: geo.Axis):
         counts.add(len(ks))
         if len(ks) > 1:
             spacings.add(spacing)
-        entries.append((ph, mcount, srcs[0] if ks else 0, [ks[i] for i in order]))
+        entries.append((ph, mcount, srcs[0], [ks[i] for i in order]))
     if len(counts) != 1 or len(spacings) > 1:
         return None
     return entries, (spacings.pop() if spacings else 1)
+
+
+# The packed input of an axis may exceed its input by this many elements beyond twice (input + kernel): a
+# sub-kernel whose sources lie farther apart (huge dilations) reads mostly zeros, and its buffers would grow with
+# the dilation value rather than with the sizes.
+PADDED_SLACK = 64
 
 
 @lru_cache(maxsize=256)
@@ -495,8 +506,8 @@ def layout(plan: geo.Plan) -> Layout | None:
         # sub-phases: (output offset, outputs, first source, output phase)
         subs = []
         for ph, mcount, base, _ks in entries:
-            for rho in range(delta):
-                subs.append((ph + a.stride * rho, -(-(mcount - rho) // delta) if rho < mcount else 0, base + rho, ph))
+            for rho in range(min(delta, mcount)):  # the sub-phases with outputs
+                subs.append((ph + a.stride * rho, -(-(mcount - rho) // delta), base + rho, ph))
         per_axis.append((entries, subs))
         rs.append(len(entries[0][3]))
         deltas.append(delta)
@@ -515,6 +526,9 @@ def layout(plan: geo.Plan) -> Layout | None:
                 lo = min(lo, base)
                 hi = max(hi, (-(-mcount // msize[axis]) - 1) * step[axis] + base + deltas[axis] * (alpha[axis] - 1) + 1)
         offset[axis], padded[axis] = -lo, hi - lo
+        a = plan.axes[axis]
+        if padded[axis] > 2 * (a.size_in + a.kernel) + PADDED_SLACK:
+            return None
     grid = [(a, b, c) for a in range(alpha[0]) for b in range(alpha[1]) for c in range(alpha[2])]
     n_wph = [len(per_axis[axis][0]) for axis in range(3)]
     wtaps = np.full((n_wph[0] * n_wph[1] * n_wph[2], 3, max(rs)), -1, np.int64)
@@ -754,6 +768,33 @@ def _arguments(plan: geo.Plan, nb_max: int, nth_max: int, cb_max: int) -> tuple:
             v_counts[p, xi] = len(t)
     return (tasks, tables, lay.u_coefs.astype(plan.dtype), v_terms, v_counts, lay.a_terms.astype(plan.dtype),
             np.array(lay.r, np.int64))
+
+
+@lru_cache(maxsize=256)
+def _gains(plan: geo.Plan) -> tuple[float, float, float]:
+    """Largest factor by which the input transform (B^T), the weight transform (G) and the inverse (A^T) can
+    grow a magnitude: per axis the largest absolute row sum of the matrix, multiplied over the axes."""
+    lay = layout(plan)
+    gains = [1.0, 1.0, 1.0]
+    for m, r in zip(lay.msize, lay.r):
+        for i, mat in enumerate(matrices(int(m), int(r))):
+            gains[i] *= float(np.abs(mat).sum(axis=1).max())
+    return gains[0], gains[1], gains[2]
+
+
+def safe(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray) -> bool:
+    """Whether Winograd's transforms give the definition's finite result on these values: every value finite,
+    and no transformed value, product or sum able to exceed half the dtype's largest (the bound multiplies the
+    largest magnitudes by the transforms' gains and the input channels summed per product). Otherwise (an
+    infinity would meet its own negation in ``B^T d``, a NaN weight would reach taps outside the input through
+    the transformed weights, or 3e38 + 3e38 would overflow where the definition stays finite) the call runs an
+    exact variant of the gather form instead (``_api.exact_plan``). One pass over x and the weight
+    (``scan.max_abs``)."""
+    limit = float(np.finfo(plan.dtype).max) / 2
+    g_x, g_w, g_y = _gains(plan)
+    v = g_x * max_abs(x5)
+    u = g_w * max_abs(w5)
+    return v <= limit and u <= limit and g_y * (plan.c_in // plan.groups) * v * u <= limit
 
 
 class Weights(NamedTuple):
