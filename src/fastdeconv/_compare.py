@@ -30,8 +30,17 @@ METHODS = ("scatter", "gather", "zerofill", "auto")
 PEERS = ("torch", "ort", "tf", "jax")
 QUICK_WORKLOAD = "seed000_tiny"
 QUICK_PEERS = ("torch", "ort", "jax")  # tensorflow alone takes ~5 s to import
-DEFAULT_PEAK_GFLOPS = 410.0  # fp32 GEMM, 2 threads, this project's 2-core AVX-512 machine
-DEFAULT_STREAM_GBS = 26.0  # streaming copy bandwidth of the same machine
+PEERS_INSTALL = "pip install torch==2.13.0 onnxruntime onnx jax"
+# ``--quick``: the tiny worked example plus three real layers, small enough that the whole command (numba
+# compiling each variant they use, from an empty cache, and zerofill's extra work) stays within seconds
+QUICK_LAYERS = (
+    {"name": "dcgan_block", "N": 4, "C_in": 64, "C_out": 32, "spatial": [16, 16], "kernel": 4, "stride": 2,
+     "padding": 1, "about": "a DCGAN generator block (64 -> 32 channels, 16x16 -> 32x32), batch 4"},
+    {"name": "fcn_bilinear", "N": 1, "C_in": 21, "C_out": 21, "spatial": [16, 16], "kernel": 16, "stride": 8,
+     "padding": 4, "groups": 21, "about": "FCN-8s bilinear 8x upsampling of 21 class maps (depthwise)"},
+    {"name": "image_1ch", "N": 1, "C_in": 1, "C_out": 1, "spatial": [512, 512], "kernel": 4, "stride": 2,
+     "padding": 1, "about": "a single-channel 512x512 image, 2x upsampling"},
+)
 RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 
 _GEOMETRY_KEYS = ("kernel", "stride", "padding", "output_padding", "dilation")
@@ -171,6 +180,18 @@ def builtin_workloads() -> dict[str, Workload]:
     """
     text = importlib.resources.files("fastdeconv").joinpath("workloads.json").read_text(encoding="utf-8")
     return {d["name"]: Workload.from_dict(d) for d in json.loads(text)["workloads"]}
+
+
+def quick_workloads() -> dict[str, Workload]:
+    """The workloads of ``compare --quick``: ``seed000_tiny`` and the small real layers of ``QUICK_LAYERS``.
+
+    Returns
+    -------
+    dict of str to Workload
+    """
+    quick = {QUICK_WORKLOAD: builtin_workloads()[QUICK_WORKLOAD]}
+    quick.update((d["name"], Workload.from_dict(d)) for d in QUICK_LAYERS)
+    return quick
 
 
 def parse_shape(spec: str) -> Workload:
@@ -521,10 +542,30 @@ class Options:
     threads: int | None = None
     budget: float = 1.0  # seconds of timing per engine and workload
     rounds: int = 5
-    peak_gflops: float = DEFAULT_PEAK_GFLOPS
-    stream_gbs: float = DEFAULT_STREAM_GBS
+    peak_gflops: float | None = None  # None: this machine's, measured once (``_roofline``)
+    stream_gbs: float | None = None
     check: bool = True
     progress: bool = True
+    roof_source: str = ""  # where the roofs came from (filled in by ``compare``)
+
+
+def _with_roofline(opts: Options, threads: int) -> Options:
+    """``opts`` with both roofs filled in: the given ones, else this machine's (measured once, then cached)."""
+    from dataclasses import replace
+
+    from ._roofline import cpu_name, roofline
+
+    peak, stream = opts.peak_gflops, opts.stream_gbs
+    if peak is None or stream is None:
+        roof = roofline(threads)
+        how = "measured now" if roof["source"] == "measured" else "measured earlier, cached"
+        source = f"{roof['cpu']} (roofline {how}"
+        peak = roof["peak_gflops"] if peak is None else peak
+        stream = roof["stream_gbs"] if stream is None else stream
+        source += ", partly overridden)" if opts.peak_gflops or opts.stream_gbs else ")"
+    else:
+        source = f"{cpu_name()} (roofline given)"
+    return replace(opts, peak_gflops=float(peak), stream_gbs=float(stream), roof_source=source)
 
 
 def roofline_seconds(wl: Workload, peak_gflops: float, stream_gbs: float) -> float:
@@ -558,6 +599,7 @@ def compare(workloads: Sequence[Workload], opts: Options, write: Callable[[str],
     if bad:
         raise ValueError(f"peers must be among {', '.join(PEERS)}; got {', '.join(bad)}")
     threads = set_threads(opts.threads)
+    opts = _with_roofline(opts, threads)
     makers = {f"fd:{m}": _fastdeconv(m) for m in opts.methods}
     peer_makers, skipped = load_peers(opts.peers, threads)
     makers.update(peer_makers)
@@ -566,11 +608,14 @@ def compare(workloads: Sequence[Workload], opts: Options, write: Callable[[str],
     out = write or progress.write
     for name, why in skipped.items():
         out(f"# peer {name} skipped ({why})")
+    if any(why.startswith(("ModuleNotFoundError", "ImportError")) for why in skipped.values()):
+        out(f"# to time the other engines too: {PEERS_INSTALL}")
     load = _load_average()
     if load is not None and load > 0.5 * (os.cpu_count() or 1):
         out(f"# load average {load:.1f} on {os.cpu_count()} cores: other work is running, timings are noisy")
-    out(f"# {threads} thread(s); roofline = max(flops / {opts.peak_gflops:g} GFLOP/s, bytes / {opts.stream_gbs:g} "
-        f"GB/s); speedup = fastest peer time / engine time; err = max|y - ref| / max|ref| vs float64 NumPy")
+    out(f"# {threads} thread(s) on {opts.roof_source}; roofline = max(flops / {opts.peak_gflops:g} GFLOP/s, "
+        f"bytes / {opts.stream_gbs:g} GB/s); speedup = fastest peer time / engine time; "
+        f"err = max|y - ref| / max|ref| vs float64 NumPy")
     out(_header())
     results = []
     try:
@@ -664,6 +709,12 @@ def _load_average() -> float | None:
         return None
 
 
+def _cpu() -> str:
+    from ._roofline import cpu_name
+
+    return cpu_name()
+
+
 def _machine(threads: int, opts: Options) -> dict:
     import numba
 
@@ -673,7 +724,8 @@ def _machine(threads: int, opts: Options) -> dict:
             versions[mod] = getattr(sys.modules[mod], "__version__", "?")
     return {"threads": threads, "cpu_count": os.cpu_count(), "machine": platform.machine(),
             "load_average_at_end": _load_average(),
-            "peak_gflops": opts.peak_gflops, "stream_gbs": opts.stream_gbs, "versions": versions,
+            "peak_gflops": opts.peak_gflops, "stream_gbs": opts.stream_gbs, "roofline_source": opts.roof_source,
+            "cpu": _cpu(), "versions": versions,
             "budget_seconds": opts.budget, "rounds": opts.rounds}
 
 
