@@ -43,13 +43,22 @@ print(json.dumps({"import": t1 - t0, "first_call": t3 - t2, "second_call": t4 - 
 """
 
 
+def _cached_kernels(numba_cache: str) -> set[str]:
+    return {os.path.join(d, f) for d, _, files in os.walk(numba_cache) for f in files if f.endswith(".nbc")}
+
+
 def _run_child(name: str, numba_cache: str, calib_cache: str) -> dict:
+    """One fresh interpreter's first call; ``compiled`` lists the kernels it had to compile (new cache files)."""
     env = {**os.environ, "NUMBA_CACHE_DIR": numba_cache, "FASTDECONV_CACHE_DIR": calib_cache}
+    before = _cached_kernels(numba_cache)
     proc = subprocess.run([sys.executable, "-c", _CHILD, name], capture_output=True, text=True, env=env,
                           timeout=1800)
     if proc.returncode:
-        raise RuntimeError(f"{name}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+        raise RuntimeError(f"{name}: {last}")
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    row["compiled"] = sorted(os.path.basename(p).split("-")[0] for p in _cached_kernels(numba_cache) - before)
+    return row
 
 
 def main(argv=None) -> int:
@@ -87,7 +96,8 @@ def main(argv=None) -> int:
                 row = _run_child(name, numba_cache, tempfile.mkdtemp(dir=tmp))
                 result["rows"].setdefault(name, {})["warm"] = row
                 print(f"warm  {name:<16} first call {row['first_call']:7.2f} s  ({row['variant']}; import "
-                      f"{row['import']:.2f} s, second call {row['second_call'] * 1e3:.1f} ms)", flush=True)
+                      f"{row['import']:.2f} s, second call {row['second_call'] * 1e3:.1f} ms; compiled: "
+                      f"{', '.join(row['compiled']) or 'nothing'})", flush=True)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(result, fh, indent=1)

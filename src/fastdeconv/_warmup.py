@@ -27,7 +27,8 @@ GEOMETRIES: tuple[tuple[tuple[int, ...], tuple[int, ...], dict], ...] = (
     ((1, 4, 3, 3), (4, 2, 3, 3), {"stride": 2, "padding": 1, "output_padding": 1}),  # tiny: walks the definition
     ((2, 8, 8, 8), (8, 8, 3, 3), {"stride": 1, "padding": 1}),  # serial direct kernels, 3x3 stride 1
     ((2, 32, 8, 8), (32, 16, 4, 4), {"stride": 2, "padding": 1}),  # DCGAN-like: GEMM and Winograd variants
-    ((8, 32, 4, 4), (32, 16, 4, 4), {"stride": 2, "padding": 1}),  # many small samples: sample-minor blocks
+    ((8, 32, 4, 4), (32, 16, 4, 4), {"stride": 2, "padding": 1}),  # small samples, one per chunk
+    ((64, 16, 4, 4), (16, 8, 4, 4), {"stride": 2, "padding": 1}),  # DCGAN batch: blocks of 8 samples (minor)
     ((2, 16, 16, 16), (16, 3, 4, 4), {"stride": 2, "padding": 1}),  # RGB output: plane and row-block variants
     ((1, 8, 32, 32), (8, 1, 4, 4), {"stride": 2, "padding": 1, "groups": 8}),  # depthwise / bilinear
     ((1, 1, 96, 96), (1, 1, 4, 4), {"stride": 2, "padding": 1}),  # single-channel image, parallel
@@ -90,8 +91,10 @@ def run_task(name: str, dtype: str) -> tuple[str, str, float, int, list[str]]:
         try:
             if name == "conv":  # the forward convolution (the adjoint: same weight array, output -> input)
                 y = fd.conv_transpose(x, w, **kw)
-                fd.conv(y, w, stride=kw.get("stride", 1), padding=kw.get("padding", 0),
-                        dilation=kw.get("dilation", 1), groups=kw.get("groups", 1))
+                geometry = {"stride": kw.get("stride", 1), "padding": kw.get("padding", 0),
+                            "dilation": kw.get("dilation", 1), "groups": kw.get("groups", 1)}
+                fd.conv(y, w, **geometry)
+                fd.conv_matrix(w, y.shape[2:], **geometry)
             elif name == "backward":
                 y = fd.conv_transpose(x, w, **kw)
                 fd.conv_transpose_backward(y, x, w, **kw)
