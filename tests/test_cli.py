@@ -300,3 +300,40 @@ def test_a_wrong_result_is_reported_and_exits_1(monkeypatch, capsys):
     assert main(["compare", "--quick", "--workload", cmp.QUICK_WORKLOAD, "--peers", "none", "--methods", "gather"]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "MISMATCH in seed000_tiny/fd:gather" in out
+
+
+def test_warmup_lists_every_variant_and_each_applies_somewhere():
+    import numpy as np
+
+    from fastdeconv import _cost, _warmup
+    from fastdeconv import _geometry as geo
+
+    units = _warmup.tasks(["float32"])
+    assert {name for name, _ in units} == set(_cost.VARIANTS) | set(_warmup.EXTRAS)
+    assert {dtype for _, dtype in _warmup.tasks()} == {"float32", "float64"}
+    for variant in _cost.VARIANTS:
+        modes = set()
+        for x_shape, w_shape, kw in _warmup.GEOMETRIES:
+            plan = geo.make_plan(x_shape, w_shape, np.float32, np.float32, kw.get("stride", 1),
+                                 kw.get("padding", 0), kw.get("output_padding", 0), kw.get("groups", 1),
+                                 kw.get("dilation", 1), None, _cost.FORM_OF[variant])
+            if variant in _cost.estimate(plan, 1):
+                modes.add(_cost.runs_serially(plan, variant))
+        assert modes, f"no representative layer makes {variant} applicable"
+        if variant.endswith("direct") or variant == "gather-plane":
+            assert modes == {True, False}, f"{variant}: both its serial and its parallel kernel must be compiled"
+
+
+def test_warmup_command_runs_its_units(monkeypatch, capsys):
+    from fastdeconv import _warmup
+
+    monkeypatch.setattr(_warmup, "tasks", lambda dtypes: [("gather-direct", d) for d in dtypes])
+    assert main(["warmup", "--dtypes", "float32", "--jobs", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "warmup: 1 kernel set(s) (float32) compiled" in out and "FAILED" not in out
+    name, dtype, seconds, ran, errors = _warmup.run_task("gather-direct", "float32")
+    assert (name, dtype, errors) == ("gather-direct", "float32", []) and ran >= 2 and seconds > 0
+    with pytest.raises(ValueError, match="dtypes"):
+        _warmup.warmup(["float16"])
+    with pytest.raises(ValueError, match="jobs"):
+        _warmup.warmup(["float32"], jobs=0)

@@ -28,7 +28,7 @@ GEOMETRIES: tuple[tuple[tuple[int, ...], tuple[int, ...], dict], ...] = (
     ((2, 8, 8, 8), (8, 8, 3, 3), {"stride": 1, "padding": 1}),  # serial direct kernels, 3x3 stride 1
     ((2, 32, 8, 8), (32, 16, 4, 4), {"stride": 2, "padding": 1}),  # DCGAN-like: GEMM and Winograd variants
     ((8, 32, 4, 4), (32, 16, 4, 4), {"stride": 2, "padding": 1}),  # small samples, one per chunk
-    ((64, 16, 4, 4), (16, 8, 4, 4), {"stride": 2, "padding": 1}),  # DCGAN batch: blocks of 8 samples (minor)
+    ((64, 8, 4, 4), (8, 16, 4, 4), {"stride": 2, "padding": 1}),  # DCGAN batch: sample-minor blocks of samples
     ((2, 16, 16, 16), (16, 3, 4, 4), {"stride": 2, "padding": 1}),  # RGB output: plane and row-block variants
     ((1, 8, 32, 32), (8, 1, 4, 4), {"stride": 2, "padding": 1, "groups": 8}),  # depthwise / bilinear
     ((1, 1, 96, 96), (1, 1, 4, 4), {"stride": 2, "padding": 1}),  # single-channel image, parallel
@@ -198,7 +198,7 @@ def warmup(dtypes: Sequence[str] = DTYPES, jobs: int | None = None, progress: bo
     errors = [e for unit in done for e in unit[4]]
     for error in errors:
         write(f"warmup: FAILED {error}")
-    write(f"warmup: {len(units)} kernel sets ({', '.join(dtypes)}) compiled into numba's cache in {seconds:.1f} s "
+    write(f"warmup: {len(units)} kernel set(s) ({', '.join(dtypes)}) compiled into numba's cache in {seconds:.1f} s "
           f"with {jobs} process(es)" + (f"; {len(errors)} failure(s)" if errors else ""))
     return {"seconds": seconds, "jobs": jobs, "errors": errors,
             "units": [{"name": n, "dtype": d, "seconds": s, "layers": r} for n, d, s, r, _ in done]}
