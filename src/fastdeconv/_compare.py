@@ -42,6 +42,10 @@ QUICK_LAYERS = (
      "padding": 1, "about": "a single-channel 512x512 image, 2x upsampling"},
 )
 RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+_PRECOMPILE_BYTES = 64 << 20  # workloads run ahead in the compiling workers only below this size
+# relative numba compile time of each variant's kernels (the pool starts with the heaviest)
+_COMPILE_WEIGHT = {"gather-plane": 4, "gather-winograd": 3, "scatter-gemm": 3, "gather-gemm-cols": 3,
+                   "scatter-gemm-rows": 2, "gather-gemm-rows": 2, "gather-gemm": 2}
 
 _GEOMETRY_KEYS = ("kernel", "stride", "padding", "output_padding", "dilation")
 # --shape keys: short form -> workloads.json field
@@ -456,6 +460,80 @@ def auto_choice(wl: Workload) -> str | None:
         return None
 
 
+# --------------------------------------------------------------------------- compiling ahead
+
+
+def variants_needed(wl: Workload, methods: Sequence[str]) -> list[str]:
+    """The variants a comparison of ``wl`` will run: each form's pick, and for ``auto`` also the candidates its
+    first call may time (the one-time calibration)."""
+    from . import _cost
+
+    needed = []
+    for method in methods:
+        plan = geo.make_plan(wl.x_shape, wl.w_shape, np.float32, np.float32, wl.stride, wl.padding,
+                             wl.output_padding, wl.groups, wl.dilation, None, method)
+        choice = _cost.choose(plan)
+        needed.append(choice.variant)
+        if method == "auto":
+            try:
+                from . import _calibrate
+
+                needed += list(_calibrate.candidates(plan, choice.estimates))
+            except Exception:  # only a hint of what to compile ahead: the call itself stays correct
+                pass
+    return list(dict.fromkeys(needed))
+
+
+def _compile_variant(variant: str, specs: list[str]) -> None:
+    """Worker: run ``variant`` once on each workload (by ``--shape`` spec), so that numba compiles and caches
+    exactly the kernels the comparison will load."""
+    from ._warmup import _forced
+
+    for spec in specs:
+        wl = parse_shape(spec)
+        x, w = make_inputs(wl)
+        _forced(variant, x, w, wl.kwargs())
+
+
+def start_compiling(workloads: Sequence[Workload], methods: Sequence[str], jobs: int | None = None):
+    """Compile the variants the comparison needs in worker processes (numba compiles on one core; this uses
+    all of them), writing numba's on-disk cache; returns the pool's futures (empty when not worth it).
+
+    Nothing is timed in the workers; when the cache is already warm they only load it.
+    """
+    jobs = jobs or os.cpu_count() or 1
+    by_variant: dict[str, list[str]] = {}
+    for wl in sorted(workloads, key=lambda w: w.nbytes()):
+        for variant in variants_needed(wl, methods):
+            specs = by_variant.setdefault(variant, [])
+            if variant != "zerofill" or not specs:  # its kernels do not depend on the shape: the smallest one
+                specs.append(wl.describe() + f",name={wl.name}")
+    if jobs < 2 or len(by_variant) < 2:
+        return None, []
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ._warmup import _worker_init
+
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(by_variant)), initializer=_worker_init,
+                               mp_context=multiprocessing.get_context("spawn"))
+    # the variants with the most kernels first, so that the workers finish together
+    order = sorted(by_variant, key=lambda v: -_COMPILE_WEIGHT.get(v, 1))
+    return pool, [pool.submit(_compile_variant, v, by_variant[v]) for v in order]
+
+
+def finish_compiling(pool, futures) -> None:
+    """Wait for :func:`start_compiling`'s workers (a failure there is not fatal: the call compiles itself)."""
+    if pool is None:
+        return
+    for future in futures:
+        try:
+            future.result()
+        except Exception:
+            pass
+    pool.shutdown()
+
+
 # --------------------------------------------------------------------------- timing
 
 
@@ -547,6 +625,7 @@ class Options:
     check: bool = True
     progress: bool = True
     roof_source: str = ""  # where the roofs came from (filled in by ``compare``)
+    precompile: bool = True  # compile the needed kernels in worker processes first (all cores)
 
 
 def _with_roofline(opts: Options, threads: int) -> Options:
@@ -599,9 +678,16 @@ def compare(workloads: Sequence[Workload], opts: Options, write: Callable[[str],
     if bad:
         raise ValueError(f"peers must be among {', '.join(PEERS)}; got {', '.join(bad)}")
     threads = set_threads(opts.threads)
-    opts = _with_roofline(opts, threads)
-    makers = {f"fd:{m}": _fastdeconv(m) for m in opts.methods}
-    peer_makers, skipped = load_peers(opts.peers, threads)
+    opts = _with_roofline(opts, threads)  # first: measuring it needs the cores to itself
+    # numba compiles the kernels the comparison needs on every core while the peers load (only workloads small
+    # enough to run in a worker)
+    small = [wl for wl in workloads if wl.nbytes() < _PRECOMPILE_BYTES]
+    pool, futures = start_compiling(small, opts.methods) if opts.precompile else (None, [])
+    try:
+        makers = {f"fd:{m}": _fastdeconv(m) for m in opts.methods}
+        peer_makers, skipped = load_peers(opts.peers, threads)
+    finally:
+        finish_compiling(pool, futures)
     makers.update(peer_makers)
     engines = list(makers)
     progress = _Progress(len(workloads) * len(engines), opts.progress and len(workloads) * len(engines) > 1)
