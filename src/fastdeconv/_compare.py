@@ -43,9 +43,12 @@ QUICK_LAYERS = (
 )
 RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 _PRECOMPILE_BYTES = 64 << 20  # workloads run ahead in the compiling workers only below this size
-# relative numba compile time of each variant's kernels (the pool starts with the heaviest)
-_COMPILE_WEIGHT = {"gather-plane": 4, "gather-winograd": 3, "scatter-gemm": 3, "gather-gemm-cols": 3,
-                   "scatter-gemm-rows": 2, "gather-gemm-rows": 2, "gather-gemm": 2}
+# relative numba compile time (seconds on one core, roughly) of each variant's kernels: the pool starts with
+# the heaviest, so that the workers finish together (the direct variants have a tiny, a serial and a parallel
+# kernel each)
+_COMPILE_WEIGHT = {"scatter-direct": 7, "gather-plane": 6, "gather-direct": 5, "gather-winograd": 4.5,
+                   "gather-gemm-cols": 3, "scatter-gemm-rows": 3, "gather-gemm-rows": 3, "gather-gemm": 3,
+                   "zerofill": 2.5, "scatter-gemm": 2}
 
 _GEOMETRY_KEYS = ("kernel", "stride", "padding", "output_padding", "dilation")
 # --shape keys: short form -> workloads.json field
