@@ -51,3 +51,11 @@ def test_headline_table_is_the_generated_one():
     perf = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
     assert perf == doc.performance_doc(data, first_call), (
         "docs/performance.md is not the generated one: run python benchmarks/make_performance_doc.py")
+
+
+def test_docs_stay_inside_the_repository():
+    for path in sorted((ROOT / "docs").glob("*.md")) + [ROOT / "CHANGELOG.md"]:
+        text = path.read_text(encoding="utf-8")
+        assert "../" not in text and "/work/" not in text, f"{path.name} refers outside the repository"
+        for target in re.findall(r"\]\(((?!https?:)[^)#]+)", text):
+            assert (path.parent / target).exists(), f"{path.name} links to missing {target}"
