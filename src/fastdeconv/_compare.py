@@ -640,7 +640,8 @@ def _with_roofline(opts: Options, threads: int) -> Options:
     peak, stream = opts.peak_gflops, opts.stream_gbs
     if peak is None or stream is None:
         roof = roofline(threads)
-        how = "measured now" if roof["source"] == "measured" else "measured earlier, cached"
+        how = "measured earlier, cached" if roof["source"] == "cached" else roof["source"].replace("measured",
+                                                                                                "measured now", 1)
         source = f"{roof['cpu']} (roofline {how}"
         peak = roof["peak_gflops"] if peak is None else peak
         stream = roof["stream_gbs"] if stream is None else stream

@@ -131,7 +131,9 @@ def roofline(threads: int | None = None, refresh: bool = False) -> dict:
     dict
         ``peak_gflops`` (best ``sgemm`` of 1024-square float32 matrices, GFLOP/s), ``stream_gbs`` (best
         multi-threaded copy of 32 MiB, bytes read + written, GB/s), ``cpu`` (model and core count),
-        ``threads``, and ``source``: ``"measured"`` in this call, else ``"cached"``.
+        ``threads``, and ``source``: ``"measured"`` in this call, else ``"cached"``. A measurement taken while
+        the load average is above half the cores is kept in this process only (``source`` says so), so that
+        a later, quieter process measures again instead of inheriting roofs that read low.
 
     Raises
     ------
@@ -154,8 +156,20 @@ def roofline(threads: int | None = None, refresh: bool = False) -> dict:
                 _memo[key] = {"peak_gflops": float(record["peak_gflops"]), "stream_gbs": float(record["stream_gbs"]),
                               "cpu": cpu, "threads": threads}
                 return dict(_memo[key], source="cached")
+        quiet = _quiet()
         value = {"peak_gflops": round(measure_peak_gflops(threads), 1),
                  "stream_gbs": round(measure_stream_gbs(threads), 1), "cpu": cpu, "threads": threads}
         _memo[key] = value
+        if not quiet:  # other work was running: the roofs may read low; keep them for this process only
+            return dict(value, source="measured (other work was running: not cached)")
         merge_records(cache_dir() / FILE_NAME, {key: value}, _valid, keep_existing=not refresh)
         return dict(value, source="measured")
+
+
+def _quiet() -> bool:
+    """Whether the machine looks idle enough to record a measurement for later processes (load average below
+    half the cores; True where the load average is not available)."""
+    try:
+        return os.getloadavg()[0] < 0.5 * (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return True
