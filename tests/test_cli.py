@@ -347,3 +347,15 @@ def test_warmup_command_runs_its_units(monkeypatch, capsys):
         _warmup.warmup(["float16"])
     with pytest.raises(ValueError, match="jobs"):
         _warmup.warmup(["float32"], jobs=0)
+
+
+def test_compare_compiles_ahead_exactly_the_variants_it_runs():
+    import fastdeconv as fd
+
+    wl = cmp.quick_workloads()["image_1ch"]
+    needed = cmp.variants_needed(wl, ["scatter", "gather", "zerofill", "auto"])
+    for method in ("scatter", "gather"):
+        assert fd.plan(wl.x_shape, wl.w_shape, method=method, **wl.kwargs()).variant in needed
+    assert "zerofill" in needed and len(needed) == len(set(needed))
+    pool, futures = cmp.start_compiling([wl], ["gather"], jobs=2)  # one variant: nothing to spread
+    assert pool is None and futures == []

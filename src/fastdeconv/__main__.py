@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        budget=args.budget or (0.05 if args.quick else 1.0),
                        rounds=args.rounds or (3 if args.quick else 5),
                        peak_gflops=args.peak_gflops, stream_gbs=args.stream_gbs, check=not args.no_check,
-                       progress=not args.no_progress and sys.stderr.isatty())
+                       progress=not args.no_progress and sys.stderr.isatty(), precompile=True)
     if args.threads is not None:
         from ._threads import max_threads
 

@@ -628,7 +628,9 @@ class Options:
     check: bool = True
     progress: bool = True
     roof_source: str = ""  # where the roofs came from (filled in by ``compare``)
-    precompile: bool = True  # compile the needed kernels in worker processes first (all cores)
+    # compile the needed kernels in worker processes first (all cores). Off by default: spawned workers import
+    # the caller's ``__main__``, which must then be guarded by ``if __name__ == "__main__"`` (the CLI's is)
+    precompile: bool = False
 
 
 def _with_roofline(opts: Options, threads: int) -> Options:
