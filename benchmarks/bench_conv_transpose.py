@@ -6,7 +6,8 @@
 - ``ExtraMemory.track_extra_memory``: (peak RSS - baseline - output) / output bytes in a fresh process
   (``memory_probe.py``); the target is <= 1 for scatter, gather and auto.
 - ``FirstCall.track_import_and_first_call``: seconds for ``import fastdeconv`` + the first call in a fresh
-  interpreter with a warm numba cache; ``ColdCompile.track_cold_first_call``: the same with an empty cache.
+  interpreter with a warm numba cache (``bench_first_use.py`` has the cold and after-warmup first calls of
+  every built-in workload, and this machine's roofline).
 - ``timeraw_import``: ``import fastdeconv`` alone, in a fresh interpreter.
 
 zerofill multiplies ``stride**rank`` times as many terms (the inserted zeros) as the direct definition; on
@@ -15,11 +16,8 @@ the channel-heavy layers that is 17 GFLOP a call, tens of seconds, so those comb
 """
 
 import json
-import os
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -178,19 +176,6 @@ class FirstCall:
 
     def track_import_and_first_call(self, method):
         return sum(first_call(method))
-
-
-class ColdCompile:
-    """The first call of ``method="auto"`` with an empty numba cache: compile time of the signatures used."""
-
-    timeout = 900
-    unit = "seconds"
-
-    def track_cold_first_call(self):
-        with tempfile.TemporaryDirectory() as cache:
-            t0 = time.perf_counter()
-            first_call("auto", env={**os.environ, "NUMBA_CACHE_DIR": cache})
-            return time.perf_counter() - t0
 
 
 def timeraw_import():

@@ -15,7 +15,7 @@ from fastdeconv.__main__ import main
 
 def test_quick_prints_a_table_and_writes_json(tmp_path, capsys):
     path = tmp_path / "out.json"
-    assert main(["compare", "--quick", "--peers", "none", "--json", str(path)]) == 0
+    assert main(["compare", "--quick", "--workload", cmp.QUICK_WORKLOAD, "--peers", "none", "--json", str(path)]) == 0
     text = capsys.readouterr().out
     rows = [line for line in text.splitlines() if line.startswith(cmp.QUICK_WORKLOAD)]
     assert [r.split()[1] for r in rows] == [f"fd:{m}" for m in cmp.METHODS]
@@ -105,6 +105,8 @@ def test_builtin_workloads_and_roofline():
     assert cmp.roofline_seconds(l1, 410, 26) == pytest.approx(l1.flops / 410e9)
     big = wls["big_1ch"]
     assert cmp.roofline_seconds(big, 410, 26) == pytest.approx(big.nbytes() / 26e9)
+    quick = cmp.quick_workloads()
+    assert list(quick)[0] == cmp.QUICK_WORKLOAD and len(quick) == 1 + len(cmp.QUICK_LAYERS)
 
 
 def test_max_rel_error_and_measure():
@@ -129,12 +131,141 @@ def test_max_rel_error_and_measure():
     (["compare", "--threads", "999"], "NUMBA_NUM_THREADS"),
     (["compare", "--budget", "x"], "not a float"),
     (["compare", "--bogus"], "unrecognized"),
+    (["compare", "--budget", "inf"], "--budget: must be finite"),
+    (["compare", "--budget", "nan"], "--budget: must be > 0"),
+    (["compare", "--peak-gflops", "inf"], "--peak-gflops: must be finite"),
+    (["compare", "--workload", ""], "--workload: empty name"),
+    (["compare", "--workload", " , "], "--workload: empty name"),
+    (["compare", "--methods", "", "--peers", "none"], "nothing to run"),
+    (["compare", "--methods", "none", "--peers", ""], "nothing to run"),
+    (["compare", "--shape", "cin=4,in=8,p=9"], "--shape"),
+    (["compare", "--json", "/nonexistent-dir-fd/out.json"], "--json /nonexistent-dir-fd/out.json: directory"),
+    (["compare", "--json", "/proc/fd-out.json"], "pseudo-filesystem"),
+    (["compare", "--json", "/proc/self/status"], "pseudo-filesystem"),
+    (["compare", "--json", "/dev/null"], "pseudo-filesystem"),
+    (["warmup", "--dtypes", "float16"], "--dtypes"),
+    (["warmup", "--dtypes", ""], "--dtypes"),
+    (["warmup", "--jobs", "0"], "--jobs"),
 ])
 def test_bad_flags_exit_2_with_a_message(argv, words, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
-    assert words in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert words in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def _bad_output(argv, words, capsys, monkeypatch):
+    """The path is refused before anything runs (compare must not be reached)."""
+    monkeypatch.setattr(cmp, "compare", lambda *a, **k: pytest.fail("compare ran before the path was checked"))
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_output_paths_are_checked_before_running(tmp_path, capsys, monkeypatch):
+    _bad_output(["compare", "--quick", "--json", str(tmp_path)], "--json", capsys, monkeypatch)
+    _bad_output(["compare", "--quick", "--json", str(tmp_path / "missing" / "a.json")], "does not exist", capsys,
+                monkeypatch)
+    (tmp_path / "file").write_text("x")
+    _bad_output(["compare", "--quick", "--json", str(tmp_path / "file" / "a.json")], "not a directory", capsys,
+                monkeypatch)
+    assert (tmp_path / "file").read_text() == "x"
+    existing = tmp_path / "old.json"
+    existing.write_text("keep")
+    monkeypatch.setattr(cmp, "compare", lambda *a, **k: {"ok": True, "results": []})
+    assert main(["compare", "--quick", "--json", str(existing)]) == 0  # a regular file is overwritten
+    assert json.loads(existing.read_text())["ok"] is True
+    assert not (tmp_path / "probe.json").exists()
+
+
+def test_plot_path_and_extension_are_checked_before_running(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    _bad_output(["compare", "--quick", "--plot", str(tmp_path / "c.xyz")], "unknown image extension '.xyz'", capsys,
+                monkeypatch)
+    _bad_output(["compare", "--quick", "--plot", str(tmp_path / "chart")], "no image extension", capsys, monkeypatch)
+    _bad_output(["compare", "--quick", "--plot", str(tmp_path)], "--plot", capsys, monkeypatch)
+    _bad_output(["compare", "--quick", "--plot", "/proc/c.png"], "pseudo-filesystem", capsys, monkeypatch)
+    same = str(tmp_path / "c.png")
+    _bad_output(["compare", "--quick", "--plot", same, "--json", same], "same file", capsys, monkeypatch)
+    assert not (tmp_path / "c.png").exists()  # the check leaves no file behind
+
+
+def test_roofline_is_measured_cached_and_overridable(tmp_path, monkeypatch, capsys):
+    from fastdeconv import _roofline
+
+    monkeypatch.setenv("FASTDECONV_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_roofline, "_memo", {})
+    monkeypatch.setattr(_roofline, "_quiet", lambda: True)
+    calls = []
+    monkeypatch.setattr(_roofline, "measure_peak_gflops", lambda t: calls.append(t) or 123.4)
+    monkeypatch.setattr(_roofline, "measure_stream_gbs", lambda t: 45.6)
+    first = _roofline.roofline(1)
+    assert (first["peak_gflops"], first["stream_gbs"], first["threads"]) == (123.4, 45.6, 1)
+    assert first["source"] == "measured"
+    monkeypatch.setattr(_roofline, "_memo", {})  # a new process: read back from the file
+    again = _roofline.roofline(1)
+    assert again["source"] == "cached" and again["peak_gflops"] == 123.4 and calls == [1]
+    key = f"{_roofline.cpu_name()}|threads=1"
+    assert json.loads((tmp_path / "roofline.json").read_text())[key]["stream_gbs"] == 45.6
+    # hostile content is dropped and measured again
+    (tmp_path / "roofline.json").write_text(json.dumps({f"{_roofline.cpu_name()}|threads=1": {
+        "peak_gflops": -1, "stream_gbs": "x", "threads": 1}}))
+    monkeypatch.setattr(_roofline, "_memo", {})
+    with pytest.warns(RuntimeWarning, match="invalid record"):
+        assert _roofline.roofline(1)["source"] == "measured" and calls == [1, 1]
+    # measured while other work runs: used, but not recorded for later processes
+    monkeypatch.setattr(_roofline, "_quiet", lambda: False)
+    monkeypatch.setattr(_roofline, "measure_peak_gflops", lambda t: 50.0)
+    busy = _roofline.roofline(1, refresh=True)
+    assert busy["source"].startswith("measured (other work") and busy["peak_gflops"] == 50.0
+    assert _roofline.roofline(1)["peak_gflops"] == 50.0  # this process keeps it
+    monkeypatch.setattr(_roofline, "_memo", {})  # a later process reads the quiet measurement
+    assert _roofline.roofline(1)["peak_gflops"] == 123.4
+    with pytest.raises(ValueError, match="threads"):
+        _roofline.roofline(0)
+    with pytest.raises(TypeError, match="threads"):
+        _roofline.roofline(1.5)
+    # compare prints the measured roofs, and the flags override them
+    monkeypatch.setattr(_roofline, "_memo", {})
+    path = tmp_path / "r.json"
+    assert main(["compare", "--quick", "--workload", cmp.QUICK_WORKLOAD, "--peers", "none", "--methods", "gather",
+                 "--threads", "1", "--stream-gbs", "7.5", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "flops / 123.4 GFLOP/s, bytes / 7.5 GB/s" in out and "410" not in out
+    machine = json.loads(path.read_text())["machine"]
+    assert (machine["peak_gflops"], machine["stream_gbs"]) == (123.4, 7.5)
+
+
+def test_roofline_measures_something_plausible():
+    from fastdeconv import _roofline
+
+    assert 0.5 < _roofline.measure_peak_gflops(1, seconds=0.05) < 1e5
+    assert 0.1 < _roofline.measure_stream_gbs(1, seconds=0.05) < 1e4
+
+
+def test_quick_selects_the_tiny_layer_and_three_real_ones():
+    from fastdeconv.__main__ import _select, build_parser
+
+    args = build_parser().parse_args(["compare", "--quick"])
+    names = [w.name for w in _select(args)]
+    assert names == [cmp.QUICK_WORKLOAD, "dcgan_block", "fcn_bilinear", "image_1ch"]
+    args = build_parser().parse_args(["compare", "--quick", "--workload", "image_1ch,dcgan_l1"])
+    assert [w.name for w in _select(args)] == ["image_1ch", "dcgan_l1"]
+    assert [w.name for w in _select(build_parser().parse_args(["compare"]))] == list(cmp.builtin_workloads())
+
+
+def test_missing_peers_say_how_to_install_them(monkeypatch):
+    lines = []
+    monkeypatch.setitem(cmp._PEER_FACTORIES, "torch", lambda threads: __import__("no_such_module_fd"))
+    wl = cmp.quick_workloads()[cmp.QUICK_WORKLOAD]
+    cmp.compare([wl], cmp.Options(methods=["gather"], peers=["torch"], budget=0.01, rounds=1, progress=False,
+                                  peak_gflops=100.0, stream_gbs=10.0), write=lines.append)
+    assert any("peer torch skipped" in line for line in lines)
+    assert any(cmp.PEERS_INSTALL in line for line in lines)
 
 
 def test_help_documents_the_shape_syntax(capsys):
@@ -147,13 +278,14 @@ def test_help_documents_the_shape_syntax(capsys):
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     path = tmp_path / "c.png"
-    assert main(["compare", "--quick", "--peers", "none", "--methods", "gather,auto", "--plot", str(path)]) == 0
+    assert main(["compare", "--quick", "--workload", cmp.QUICK_WORKLOAD, "--peers", "none", "--methods", "gather,auto",
+                 "--plot", str(path)]) == 0
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_module_entry_point_runs():
-    proc = subprocess.run([sys.executable, "-m", "fastdeconv", "compare", "--quick", "--peers", "none",
-                           "--methods", "gather"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "fastdeconv", "compare", "--quick", "--workload", cmp.QUICK_WORKLOAD,
+                           "--peers", "none", "--methods", "gather"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "fd:gather" in proc.stdout and "agree with the reference" in proc.stdout
 
@@ -164,8 +296,8 @@ def test_threads_flag_sets_fastdeconv_threads(tmp_path):
 
     path = tmp_path / "t.json"
     try:
-        assert main(["compare", "--quick", "--peers", "none", "--methods", "auto", "--threads", "1",
-                     "--json", str(path)]) == 0
+        assert main(["compare", "--quick", "--workload", cmp.QUICK_WORKLOAD, "--peers", "none", "--methods", "auto",
+                     "--threads", "1", "--json", str(path)]) == 0
         assert fd.get_num_threads() == 1
     finally:
         fd.set_num_threads(_threads.max_threads())
@@ -175,6 +307,55 @@ def test_threads_flag_sets_fastdeconv_threads(tmp_path):
 def test_a_wrong_result_is_reported_and_exits_1(monkeypatch, capsys):
     true_reference = cmp.reference
     monkeypatch.setattr(cmp, "reference", lambda x, w, wl: true_reference(x, w, wl) * 1.01)
-    assert main(["compare", "--quick", "--peers", "none", "--methods", "gather"]) == 1
+    assert main(["compare", "--quick", "--workload", cmp.QUICK_WORKLOAD, "--peers", "none", "--methods", "gather"]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "MISMATCH in seed000_tiny/fd:gather" in out
+
+
+def test_warmup_lists_every_variant_and_each_applies_somewhere():
+    import numpy as np
+
+    from fastdeconv import _cost, _warmup
+    from fastdeconv import _geometry as geo
+
+    units = _warmup.tasks(["float32"])
+    assert {name for name, _ in units} == set(_cost.VARIANTS) | set(_warmup.EXTRAS)
+    assert {dtype for _, dtype in _warmup.tasks()} == {"float32", "float64"}
+    for variant in _cost.VARIANTS:
+        modes = set()
+        for x_shape, w_shape, kw in _warmup.GEOMETRIES:
+            plan = geo.make_plan(x_shape, w_shape, np.float32, np.float32, kw.get("stride", 1),
+                                 kw.get("padding", 0), kw.get("output_padding", 0), kw.get("groups", 1),
+                                 kw.get("dilation", 1), None, _cost.FORM_OF[variant])
+            if variant in _cost.estimate(plan, 1):
+                modes.add(_cost.runs_serially(plan, variant))
+        assert modes, f"no representative layer makes {variant} applicable"
+        if variant.endswith("direct") or variant == "gather-plane":
+            assert modes == {True, False}, f"{variant}: both its serial and its parallel kernel must be compiled"
+
+
+def test_warmup_command_runs_its_units(monkeypatch, capsys):
+    from fastdeconv import _warmup
+
+    monkeypatch.setattr(_warmup, "tasks", lambda dtypes: [("gather-direct", d) for d in dtypes])
+    assert main(["warmup", "--dtypes", "float32", "--jobs", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "warmup: 1 kernel set(s) (float32) compiled" in out and "FAILED" not in out
+    name, dtype, seconds, ran, errors = _warmup.run_task("gather-direct", "float32")
+    assert (name, dtype, errors) == ("gather-direct", "float32", []) and ran >= 2 and seconds > 0
+    with pytest.raises(ValueError, match="dtypes"):
+        _warmup.warmup(["float16"])
+    with pytest.raises(ValueError, match="jobs"):
+        _warmup.warmup(["float32"], jobs=0)
+
+
+def test_compare_compiles_ahead_exactly_the_variants_it_runs():
+    import fastdeconv as fd
+
+    wl = cmp.quick_workloads()["image_1ch"]
+    needed = cmp.variants_needed(wl, ["scatter", "gather", "zerofill", "auto"])
+    for method in ("scatter", "gather"):
+        assert fd.plan(wl.x_shape, wl.w_shape, method=method, **wl.kwargs()).variant in needed
+    assert "zerofill" in needed and len(needed) == len(set(needed))
+    pool, futures = cmp.start_compiling([wl], ["gather"], jobs=2)  # one variant: nothing to spread
+    assert pool is None and futures == []

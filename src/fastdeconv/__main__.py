@@ -1,11 +1,18 @@
-"""Command line: ``python -m fastdeconv compare ...`` (also installed as the ``fastdeconv`` script)."""
+"""Command line: ``python -m fastdeconv compare|warmup ...`` (also installed as the ``fastdeconv`` script).
+
+A user error (a bad flag value, an output path that cannot be written) ends the command with exit status 2
+and one line on stderr naming the flag, before anything runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import _compare as cmp
 
@@ -26,18 +33,44 @@ def _positive(kind: type):
     def parse(text: str):
         try:
             value = kind(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be finite, got {text}")
         return value
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (no usage block) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _dtypes(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if t not in ("float32", "float64")]
+    if not items or bad:
+        raise argparse.ArgumentTypeError(f"choose float32 and/or float64 (comma-separated), got {text!r}")
+    return list(dict.fromkeys(items))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m fastdeconv``."""
-    parser = argparse.ArgumentParser(prog="fastdeconv", description="fastdeconv command line tools.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = _Parser(prog="fastdeconv", description="fastdeconv command line tools.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    w = sub.add_parser(
+        "warmup", help="compile every kernel into numba's on-disk cache (once after installing)",
+        description="Compile every kernel fastdeconv can run into numba's on-disk cache, on all cores, so that "
+                    "the first call of any layer in a later process loads compiled code instead of compiling.")
+    w.add_argument("--dtypes", type=_dtypes, default=["float32", "float64"],
+                   help="comma-separated dtypes to compile for (default: float32,float64)")
+    w.add_argument("--jobs", type=_positive(int), default=None, metavar="N",
+                   help="worker processes (default: the number of CPU cores)")
+    w.add_argument("--no-progress", action="store_true", help="no progress bar")
     p = sub.add_parser(
         "compare", formatter_class=argparse.RawDescriptionHelpFormatter,
         help="time scatter / gather / zerofill / auto against other engines and a reference",
@@ -64,19 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive(int), default=None, metavar="N",
                    help="threads for fastdeconv (numba), BLAS and every peer (default: numba's current count)")
     p.add_argument("--plot", metavar="PNG", help="save a bar chart of %% of roofline (needs matplotlib: "
-                   "pip install fastdeconv[plot])")
+                   "pip install fastdeconv[plot]; the extension picks the format: .png, .svg, .pdf, ...)")
     p.add_argument("--json", metavar="FILE", help="write every number to a JSON file")
+    quick = ", ".join([cmp.QUICK_WORKLOAD] + [d["name"] for d in cmp.QUICK_LAYERS])
     p.add_argument("--quick", action="store_true",
-                   help=f"one small workload ({cmp.QUICK_WORKLOAD} unless --workload/--shape), few repetitions: "
-                        "a few seconds")
+                   help=f"small workloads ({quick} unless --workload/--shape), few repetitions: seconds")
     p.add_argument("--budget", type=_positive(float), default=None, metavar="SECONDS",
                    help="timing seconds per engine and workload (default 1.0; 0.05 with --quick)")
     p.add_argument("--rounds", type=_positive(int), default=None,
                    help="interleaved timing rounds; the median is reported (default 5; 3 with --quick)")
-    p.add_argument("--peak-gflops", type=_positive(float), default=cmp.DEFAULT_PEAK_GFLOPS,
-                   help="compute roof in GFLOP/s (default %(default)s: fp32 GEMM, 2 threads, AVX-512)")
-    p.add_argument("--stream-gbs", type=_positive(float), default=cmp.DEFAULT_STREAM_GBS,
-                   help="memory roof in GB/s (default %(default)s: streaming copy)")
+    p.add_argument("--peak-gflops", type=_positive(float), default=None,
+                   help="compute roof in GFLOP/s (default: this machine's fp32 GEMM peak at the thread count in "
+                        "use, measured once and cached)")
+    p.add_argument("--stream-gbs", type=_positive(float), default=None,
+                   help="memory roof in GB/s (default: this machine's streaming copy bandwidth, measured once "
+                        "and cached)")
     p.add_argument("--no-check", action="store_true", help="skip the float64 reference check")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_calibrate(sub)
@@ -106,6 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "calibrate":
         return _calibrate_command(args, parser._subparsers._group_actions[0].choices["calibrate"])
+    if args.command == "warmup":
+        from ._warmup import warmup
+
+        done = warmup(args.dtypes, jobs=args.jobs, progress=not args.no_progress and sys.stderr.isatty())
+        return 1 if done["errors"] else 0
     if args.command != "compare":
         parser.print_help()
         return 2
@@ -114,17 +154,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         workloads = _select(args)
     except (ValueError, TypeError) as exc:
         compare_parser.error(str(exc))
+    peers = args.peers if args.peers is not None else list(cmp.QUICK_PEERS if args.quick else cmp.PEERS)
+    if not args.methods and not peers:
+        compare_parser.error("--methods and --peers select nothing to run: name at least one method or peer")
     if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             compare_parser.error("--plot needs matplotlib: pip install 'fastdeconv[plot]'")
-    peers = args.peers if args.peers is not None else list(cmp.QUICK_PEERS if args.quick else cmp.PEERS)
+        problem = _plot_format_problem(args.plot)
+        if problem:
+            compare_parser.error(f"--plot {args.plot}: {problem}")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        problem = path and _output_path_problem(path)
+        if problem:
+            compare_parser.error(f"{flag} {path}: {problem}")
+    if args.json and args.plot and Path(args.json).resolve() == Path(args.plot).resolve():
+        compare_parser.error("--json and --plot name the same file")
     opts = cmp.Options(methods=args.methods, peers=peers, threads=args.threads,
                        budget=args.budget or (0.05 if args.quick else 1.0),
                        rounds=args.rounds or (3 if args.quick else 5),
                        peak_gflops=args.peak_gflops, stream_gbs=args.stream_gbs, check=not args.no_check,
-                       progress=not args.no_progress and sys.stderr.isatty())
+                       progress=not args.no_progress and sys.stderr.isatty(), precompile=True)
     if args.threads is not None:
         from ._threads import max_threads
 
@@ -186,18 +237,78 @@ def _calibrate_command(args, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+_PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
+
+
+def _output_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot receive an output file (checked before the run, so no result is lost), or None."""
+    target = Path(path)
+    if not path or target.name in ("", ".", ".."):
+        return "is not a file name"
+    parent = target.parent if str(target.parent) else Path(".")
+    resolved = Path(os.path.realpath(target))
+    if any(str(resolved) == d or str(resolved).startswith(d + "/") for d in _PSEUDO_FILESYSTEMS):
+        return "is on a system pseudo-filesystem (/proc, /sys, /dev); choose a regular file"
+    if not parent.exists():
+        return f"directory {str(parent)!r} does not exist"
+    if not parent.is_dir():
+        return f"{str(parent)!r} is not a directory"
+    if target.is_dir():
+        return "is a directory; give a file name"
+    if target.exists() and not target.is_file():
+        return "exists and is not a regular file"
+    existed = target.exists()
+    try:
+        with open(target, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        return f"cannot be written ({exc.strerror or type(exc).__name__})"
+    if not existed:
+        try:
+            target.unlink()
+        except OSError:
+            pass
+    return None
+
+
+def _plot_format_problem(path: str) -> str | None:
+    """An image extension matplotlib cannot write, or None."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    formats = sorted(Figure().canvas.get_supported_filetypes())
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix in formats:
+        return None
+    what = f"unknown image extension {'.' + suffix!r}" if suffix else "has no image extension"
+    return f"{what}; use one of {', '.join('.' + f for f in formats)}"
+
+
 def _select(args) -> list:
     builtin = cmp.builtin_workloads()
-    names = [n for item in args.workload for n in item.split(",") if n]
-    unknown = [n for n in names if n not in builtin]
+    known = {**builtin, **cmp.quick_workloads()}
+    names = []
+    for item in args.workload:
+        parts = [n.strip() for n in item.split(",") if n.strip()]
+        if not parts:
+            raise ValueError(f"--workload: empty name {item!r}; built-in: {', '.join(builtin)}")
+        names += parts
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown workload {', '.join(unknown)}; built-in: {', '.join(builtin)}")
-    chosen = [builtin[n] for n in dict.fromkeys(names)]
-    chosen += [cmp.parse_shape(s) for s in args.shape]
+        raise ValueError(f"--workload: unknown workload {', '.join(unknown)}; built-in: {', '.join(builtin)}; "
+                         f"with --quick also: {', '.join(n for n in known if n not in builtin)}")
+    chosen = [known[n] for n in dict.fromkeys(names)]
+    for spec in args.shape:
+        try:
+            chosen.append(cmp.parse_shape(spec))
+        except ValueError as exc:
+            raise ValueError(f"--shape {spec!r}: {exc}") from None
     if args.all:
         chosen = list(builtin.values()) + [w for w in chosen if w.name not in builtin]
     if not chosen:
-        chosen = [builtin[cmp.QUICK_WORKLOAD]] if args.quick else list(builtin.values())
+        chosen = list(cmp.quick_workloads().values()) if args.quick else list(builtin.values())
     return chosen
 
 

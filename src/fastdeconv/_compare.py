@@ -30,9 +30,25 @@ METHODS = ("scatter", "gather", "zerofill", "auto")
 PEERS = ("torch", "ort", "tf", "jax")
 QUICK_WORKLOAD = "seed000_tiny"
 QUICK_PEERS = ("torch", "ort", "jax")  # tensorflow alone takes ~5 s to import
-DEFAULT_PEAK_GFLOPS = 410.0  # fp32 GEMM, 2 threads, this project's 2-core AVX-512 machine
-DEFAULT_STREAM_GBS = 26.0  # streaming copy bandwidth of the same machine
+PEERS_INSTALL = "pip install torch==2.13.0 onnxruntime onnx jax"
+# ``--quick``: the tiny worked example plus three real layers, small enough that the whole command (numba
+# compiling each variant they use, from an empty cache, and zerofill's extra work) stays within seconds
+QUICK_LAYERS = (
+    {"name": "dcgan_block", "N": 4, "C_in": 64, "C_out": 32, "spatial": [16, 16], "kernel": 4, "stride": 2,
+     "padding": 1, "about": "a DCGAN generator block (64 -> 32 channels, 16x16 -> 32x32), batch 4"},
+    {"name": "fcn_bilinear", "N": 1, "C_in": 21, "C_out": 21, "spatial": [16, 16], "kernel": 16, "stride": 8,
+     "padding": 4, "groups": 21, "about": "FCN-8s bilinear 8x upsampling of 21 class maps (depthwise)"},
+    {"name": "image_1ch", "N": 1, "C_in": 1, "C_out": 1, "spatial": [512, 512], "kernel": 4, "stride": 2,
+     "padding": 1, "about": "a single-channel 512x512 image, 2x upsampling"},
+)
 RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+_PRECOMPILE_BYTES = 64 << 20  # workloads run ahead in the compiling workers only below this size
+# relative numba compile time (seconds on one core, roughly) of each variant's kernels: the pool starts with
+# the heaviest, so that the workers finish together (the direct variants have a tiny, a serial and a parallel
+# kernel each)
+_COMPILE_WEIGHT = {"scatter-direct": 7, "gather-plane": 6, "gather-direct": 5, "gather-winograd": 4.5,
+                   "gather-gemm-cols": 3, "scatter-gemm-rows": 3, "gather-gemm-rows": 3, "gather-gemm": 3,
+                   "zerofill": 2.5, "scatter-gemm": 2}
 
 _GEOMETRY_KEYS = ("kernel", "stride", "padding", "output_padding", "dilation")
 # --shape keys: short form -> workloads.json field
@@ -171,6 +187,18 @@ def builtin_workloads() -> dict[str, Workload]:
     """
     text = importlib.resources.files("fastdeconv").joinpath("workloads.json").read_text(encoding="utf-8")
     return {d["name"]: Workload.from_dict(d) for d in json.loads(text)["workloads"]}
+
+
+def quick_workloads() -> dict[str, Workload]:
+    """The workloads of ``compare --quick``: ``seed000_tiny`` and the small real layers of ``QUICK_LAYERS``.
+
+    Returns
+    -------
+    dict of str to Workload
+    """
+    quick = {QUICK_WORKLOAD: builtin_workloads()[QUICK_WORKLOAD]}
+    quick.update((d["name"], Workload.from_dict(d)) for d in QUICK_LAYERS)
+    return quick
 
 
 def parse_shape(spec: str) -> Workload:
@@ -435,6 +463,80 @@ def auto_choice(wl: Workload) -> str | None:
         return None
 
 
+# --------------------------------------------------------------------------- compiling ahead
+
+
+def variants_needed(wl: Workload, methods: Sequence[str]) -> list[str]:
+    """The variants a comparison of ``wl`` will run: each form's pick, and for ``auto`` also the candidates its
+    first call may time (the one-time calibration)."""
+    from . import _cost
+
+    needed = []
+    for method in methods:
+        plan = geo.make_plan(wl.x_shape, wl.w_shape, np.float32, np.float32, wl.stride, wl.padding,
+                             wl.output_padding, wl.groups, wl.dilation, None, method)
+        choice = _cost.choose(plan)
+        needed.append(choice.variant)
+        if method == "auto":
+            try:
+                from . import _calibrate
+
+                needed += list(_calibrate.candidates(plan, choice.estimates))
+            except Exception:  # only a hint of what to compile ahead: the call itself stays correct
+                pass
+    return list(dict.fromkeys(needed))
+
+
+def _compile_variant(variant: str, specs: list[str]) -> None:
+    """Worker: run ``variant`` once on each workload (by ``--shape`` spec), so that numba compiles and caches
+    exactly the kernels the comparison will load."""
+    from ._warmup import _forced
+
+    for spec in specs:
+        wl = parse_shape(spec)
+        x, w = make_inputs(wl)
+        _forced(variant, x, w, wl.kwargs())
+
+
+def start_compiling(workloads: Sequence[Workload], methods: Sequence[str], jobs: int | None = None):
+    """Compile the variants the comparison needs in worker processes (numba compiles on one core; this uses
+    all of them), writing numba's on-disk cache; returns the pool's futures (empty when not worth it).
+
+    Nothing is timed in the workers; when the cache is already warm they only load it.
+    """
+    jobs = jobs or os.cpu_count() or 1
+    by_variant: dict[str, list[str]] = {}
+    for wl in sorted(workloads, key=lambda w: w.nbytes()):
+        for variant in variants_needed(wl, methods):
+            specs = by_variant.setdefault(variant, [])
+            if variant != "zerofill" or not specs:  # its kernels do not depend on the shape: the smallest one
+                specs.append(wl.describe() + f",name={wl.name}")
+    if jobs < 2 or len(by_variant) < 2:
+        return None, []
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ._warmup import _worker_init
+
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(by_variant)), initializer=_worker_init,
+                               mp_context=multiprocessing.get_context("spawn"))
+    # the variants with the most kernels first, so that the workers finish together
+    order = sorted(by_variant, key=lambda v: -_COMPILE_WEIGHT.get(v, 1))
+    return pool, [pool.submit(_compile_variant, v, by_variant[v]) for v in order]
+
+
+def finish_compiling(pool, futures) -> None:
+    """Wait for :func:`start_compiling`'s workers (a failure there is not fatal: the call compiles itself)."""
+    if pool is None:
+        return
+    for future in futures:
+        try:
+            future.result()
+        except Exception:
+            pass
+    pool.shutdown()
+
+
 # --------------------------------------------------------------------------- timing
 
 
@@ -521,10 +623,34 @@ class Options:
     threads: int | None = None
     budget: float = 1.0  # seconds of timing per engine and workload
     rounds: int = 5
-    peak_gflops: float = DEFAULT_PEAK_GFLOPS
-    stream_gbs: float = DEFAULT_STREAM_GBS
+    peak_gflops: float | None = None  # None: this machine's, measured once (``_roofline``)
+    stream_gbs: float | None = None
     check: bool = True
     progress: bool = True
+    roof_source: str = ""  # where the roofs came from (filled in by ``compare``)
+    # compile the needed kernels in worker processes first (all cores). Off by default: spawned workers import
+    # the caller's ``__main__``, which must then be guarded by ``if __name__ == "__main__"`` (the CLI's is)
+    precompile: bool = False
+
+
+def _with_roofline(opts: Options, threads: int) -> Options:
+    """``opts`` with both roofs filled in: the given ones, else this machine's (measured once, then cached)."""
+    from dataclasses import replace
+
+    from ._roofline import cpu_name, roofline
+
+    peak, stream = opts.peak_gflops, opts.stream_gbs
+    if peak is None or stream is None:
+        roof = roofline(threads)
+        how = "measured earlier, cached" if roof["source"] == "cached" else roof["source"].replace("measured",
+                                                                                                "measured now", 1)
+        source = f"{roof['cpu']} (roofline {how}"
+        peak = roof["peak_gflops"] if peak is None else peak
+        stream = roof["stream_gbs"] if stream is None else stream
+        source += ", partly overridden)" if opts.peak_gflops or opts.stream_gbs else ")"
+    else:
+        source = f"{cpu_name()} (roofline given)"
+    return replace(opts, peak_gflops=float(peak), stream_gbs=float(stream), roof_source=source)
 
 
 def roofline_seconds(wl: Workload, peak_gflops: float, stream_gbs: float) -> float:
@@ -558,19 +684,30 @@ def compare(workloads: Sequence[Workload], opts: Options, write: Callable[[str],
     if bad:
         raise ValueError(f"peers must be among {', '.join(PEERS)}; got {', '.join(bad)}")
     threads = set_threads(opts.threads)
-    makers = {f"fd:{m}": _fastdeconv(m) for m in opts.methods}
-    peer_makers, skipped = load_peers(opts.peers, threads)
+    opts = _with_roofline(opts, threads)  # first: measuring it needs the cores to itself
+    # numba compiles the kernels the comparison needs on every core while the peers load (only workloads small
+    # enough to run in a worker)
+    small = [wl for wl in workloads if wl.nbytes() < _PRECOMPILE_BYTES]
+    pool, futures = start_compiling(small, opts.methods) if opts.precompile else (None, [])
+    try:
+        makers = {f"fd:{m}": _fastdeconv(m) for m in opts.methods}
+        peer_makers, skipped = load_peers(opts.peers, threads)
+    finally:
+        finish_compiling(pool, futures)
     makers.update(peer_makers)
     engines = list(makers)
     progress = _Progress(len(workloads) * len(engines), opts.progress and len(workloads) * len(engines) > 1)
     out = write or progress.write
     for name, why in skipped.items():
         out(f"# peer {name} skipped ({why})")
+    if any(why.startswith(("ModuleNotFoundError", "ImportError")) for why in skipped.values()):
+        out(f"# to time the other engines too: {PEERS_INSTALL}")
     load = _load_average()
     if load is not None and load > 0.5 * (os.cpu_count() or 1):
         out(f"# load average {load:.1f} on {os.cpu_count()} cores: other work is running, timings are noisy")
-    out(f"# {threads} thread(s); roofline = max(flops / {opts.peak_gflops:g} GFLOP/s, bytes / {opts.stream_gbs:g} "
-        f"GB/s); speedup = fastest peer time / engine time; err = max|y - ref| / max|ref| vs float64 NumPy")
+    out(f"# {threads} thread(s) on {opts.roof_source}; roofline = max(flops / {opts.peak_gflops:g} GFLOP/s, "
+        f"bytes / {opts.stream_gbs:g} GB/s); speedup = fastest peer time / engine time; "
+        f"err = max|y - ref| / max|ref| vs float64 NumPy")
     out(_header())
     results = []
     try:
@@ -664,6 +801,12 @@ def _load_average() -> float | None:
         return None
 
 
+def _cpu() -> str:
+    from ._roofline import cpu_name
+
+    return cpu_name()
+
+
 def _machine(threads: int, opts: Options) -> dict:
     import numba
 
@@ -673,7 +816,8 @@ def _machine(threads: int, opts: Options) -> dict:
             versions[mod] = getattr(sys.modules[mod], "__version__", "?")
     return {"threads": threads, "cpu_count": os.cpu_count(), "machine": platform.machine(),
             "load_average_at_end": _load_average(),
-            "peak_gflops": opts.peak_gflops, "stream_gbs": opts.stream_gbs, "versions": versions,
+            "peak_gflops": opts.peak_gflops, "stream_gbs": opts.stream_gbs, "roofline_source": opts.roof_source,
+            "cpu": _cpu(), "versions": versions,
             "budget_seconds": opts.budget, "rounds": opts.rounds}
 
 

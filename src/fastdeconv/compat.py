@@ -1,4 +1,4 @@
-"""Framework conventions on top of :func:`fastdeconv.conv_transpose`: TensorFlow, ONNX and seed 000's weights.
+"""Framework conventions on top of :func:`fastdeconv.conv_transpose`: TensorFlow, ONNX, zero-fill weights.
 
 Every framework computes the same scatter, with the kernel *not* flipped, along each spatial axis::
 
@@ -522,14 +522,15 @@ def _onnx_ints(value, length: int, name: str, default: int, minimum: int) -> tup
     return geo.per_axis(value, length, name, minimum=minimum)
 
 
-# --------------------------------------------------------------------------------------------- seed 000
+# ----------------------------------------------------------------------- zero-fill-then-correlate weights
 
 
 def from_correlation_weights(w) -> np.ndarray:
     """Zero-fill-then-correlate weights [C_out, C_in, *kernel] -> the conv_transpose layout (C_in, C_out, *kernel).
 
-    Seed 000 computes a transposed convolution by inserting ``stride - 1`` zeros between input elements,
-    padding, and cross-correlating with ``w`` (as a forward convolution does). That equals
+    The zero-fill-then-correlate convention (weights [out, in, *k]) computes a transposed convolution by
+    inserting ``stride - 1`` zeros between input elements, padding, and cross-correlating with ``w`` (as a
+    forward convolution does). That equals
     ``conv_transpose`` with these weights: the spatial axes flipped and the channel axes swapped.
     ``correlate(zero_fill(x, s, K - 1 - p), w) == conv_transpose(x, from_correlation_weights(w), stride=s,
     padding=p)`` (ungrouped weights).

@@ -1,11 +1,11 @@
-"""Bilinear upsampling as a transposed convolution (seed 003, the FCN initialisation).
+"""Bilinear upsampling as a transposed convolution (the FCN initialisation of learned upsampling layers).
 
-A factor-``f`` upsampling kernel has size ``K = 2 f - f % 2`` and the values of seed 003's
+A factor-``f`` upsampling kernel has size ``K = 2 f - f % 2`` and the values of the FCN reference code's
 ``upsample_filt(K)``: ``(1 - |i - c| / F) * (1 - |j - c| / F)`` with ``F = (K + 1) // 2`` and
 ``c = F - 1`` (odd K) or ``F - 0.5`` (even K). Run with stride f and padding ``(K - f) // 2`` it is
 bilinear interpolation at pixel centres (``align_corners=False``), away from the border.
 
-Seed 003 builds a dense (K, K, C, C) weight with the kernel on the channel diagonal; here every channel gets
+The FCN code builds a dense (K, K, C, C) weight with the kernel on the channel diagonal; here every channel gets
 its own copy and the transposed convolution is depthwise (groups = channels), which skips the C - 1 zero
 weights of every output channel.
 """
@@ -21,7 +21,7 @@ from ._api import _as_array, conv_transpose
 
 
 def kernel_size(factor: int) -> int:
-    """Seed 003's ``get_kernel_size``: ``2 * factor - factor % 2``."""
+    """The FCN code's ``get_kernel_size``: ``2 * factor - factor % 2``."""
     return 2 * factor - factor % 2
 
 
@@ -41,7 +41,7 @@ def _factor(value, name: str = "factor") -> int:
 
 
 def bilinear_kernel(factor: int, channels: int = 1, dtype=np.float32) -> np.ndarray:
-    """Depthwise bilinear upsampling weight, one (K, K) copy of seed 003's ``upsample_filt(K)`` per channel.
+    """Depthwise bilinear upsampling weight, one (K, K) copy of the FCN ``upsample_filt(K)`` per channel.
 
     Parameters
     ----------

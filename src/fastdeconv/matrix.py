@@ -1,4 +1,4 @@
-"""The forward convolution as a sparse matrix C, and the transposed convolution as its transpose (seed 002).
+"""The forward convolution as a sparse matrix C, and the transposed convolution as its transpose.
 
 For one sample, ``conv(x) == C @ x.ravel()`` and ``conv_transpose(y) == C.T @ y.ravel()`` with the same
 ``weight`` array and geometry: the transposed convolution is the adjoint of the convolution, which is why
@@ -32,7 +32,7 @@ def conv_matrix(weight, input_shape: Sequence[int], stride: IntOrSeq = 1, paddin
     (channel, *spatial). ``fastdeconv.conv(x, weight, ...) == (C @ x.ravel()).reshape(C_out, *out_spatial)``
     for x of shape (C_in, *input_shape), and ``fastdeconv.conv_transpose(y, weight, ...,
     output_size=input_shape) == (C.T @ y.ravel()).reshape(C_in, *input_shape)``. Every in-bounds tap is a
-    stored entry (also when its weight is 0): seed 002's 4x4 input and 3x3 kernel give a 4x16 C with 9
+    stored entry (also when its weight is 0): a 4x4 input and a 3x3 kernel give a 4x16 C with 9
     entries a row. For a batch, ``C @ x.reshape(N, -1).T``.
 
     Parameters

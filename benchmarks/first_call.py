@@ -1,0 +1,108 @@
+"""First-call time of every built-in workload in a fresh process: cold (empty numba cache) and after warmup.
+
+    python benchmarks/first_call.py                       # warmup, then the warm table (a few minutes)
+    python benchmarks/first_call.py --cold --json fc.json # also each workload from an empty numba cache
+
+Each row runs a new interpreter that imports fastdeconv and makes one ``conv_transpose(method="auto")`` call
+of the workload (float32, the built-in ``workloads.json``) with an empty calibration cache, so the first call
+includes whatever a user's first call pays: loading (or compiling) the kernels, and the one-time calibration
+when the model's candidates are close. ``--cold`` gives each workload its own empty ``NUMBA_CACHE_DIR``;
+the warm rows share one directory filled by ``python -m fastdeconv warmup`` (timed too). This is a benchmark
+script, not a test: the numbers depend on the machine and on what else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+_CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np
+import fastdeconv as fd
+from fastdeconv import _compare
+wl = _compare.builtin_workloads()[sys.argv[1]]
+t1 = time.perf_counter()
+rng = np.random.default_rng(0)
+x = rng.standard_normal(wl.x_shape, dtype=np.float32)
+w = rng.standard_normal(wl.w_shape, dtype=np.float32)
+t2 = time.perf_counter()
+fd.conv_transpose(x, w, **wl.kwargs())
+t3 = time.perf_counter()
+fd.conv_transpose(x, w, **wl.kwargs())
+t4 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "first_call": t3 - t2, "second_call": t4 - t3,
+                  "variant": fd.plan(wl.x_shape, wl.w_shape, **wl.kwargs()).variant}))
+"""
+
+
+def _cached_kernels(numba_cache: str) -> set[str]:
+    return {os.path.join(d, f) for d, _, files in os.walk(numba_cache) for f in files if f.endswith(".nbc")}
+
+
+def _run_child(name: str, numba_cache: str, calib_cache: str) -> dict:
+    """One fresh interpreter's first call; ``compiled`` lists the kernels it had to compile (new cache files)."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": numba_cache, "FASTDECONV_CACHE_DIR": calib_cache}
+    before = _cached_kernels(numba_cache)
+    proc = subprocess.run([sys.executable, "-c", _CHILD, name], capture_output=True, text=True, env=env,
+                          timeout=1800)
+    if proc.returncode:
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+        raise RuntimeError(f"{name}: {last}")
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    row["compiled"] = sorted(os.path.basename(p).split("-")[0] for p in _cached_kernels(numba_cache) - before)
+    return row
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cold", action="store_true", help="also time each workload from an empty numba cache")
+    parser.add_argument("--no-warm", action="store_true", help="skip warmup and the warm table")
+    parser.add_argument("--workload", nargs="+", default=None, help="built-in workloads (default: all)")
+    parser.add_argument("--json", help="write the table to this JSON file")
+    args = parser.parse_args(argv)
+
+    from fastdeconv import _compare
+
+    names = args.workload or list(_compare.builtin_workloads())
+    result = {"host": {"cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
+                       "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
+              "command": "python benchmarks/first_call.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "rows": {}}
+    with tempfile.TemporaryDirectory(prefix="fd-first-call-") as tmp:
+        if args.cold:
+            for name in names:
+                numba_cache = tempfile.mkdtemp(dir=tmp)
+                row = _run_child(name, numba_cache, tempfile.mkdtemp(dir=tmp))
+                result["rows"].setdefault(name, {})["cold"] = row
+                print(f"cold  {name:<16} first call {row['first_call']:7.2f} s  ({row['variant']}; import "
+                      f"{row['import']:.2f} s, second call {row['second_call'] * 1e3:.1f} ms)", flush=True)
+        if not args.no_warm:
+            numba_cache = tempfile.mkdtemp(dir=tmp)
+            env = {**os.environ, "NUMBA_CACHE_DIR": numba_cache}
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "fastdeconv", "warmup", "--no-progress"], env=env, check=True,
+                           timeout=3600)
+            result["warmup_seconds"] = time.perf_counter() - t0
+            print(f"warmup (float32, float64): {result['warmup_seconds']:.1f} s", flush=True)
+            for name in names:
+                row = _run_child(name, numba_cache, tempfile.mkdtemp(dir=tmp))
+                result["rows"].setdefault(name, {})["warm"] = row
+                print(f"warm  {name:<16} first call {row['first_call']:7.2f} s  ({row['variant']}; import "
+                      f"{row['import']:.2f} s, second call {row['second_call'] * 1e3:.1f} ms; compiled: "
+                      f"{', '.join(row['compiled']) or 'nothing'})", flush=True)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
