@@ -1,4 +1,4 @@
-"""The input contract: one test per row of README's "Arguments and errors" table (core and compat).
+"""The input contract: one test per row of the table in docs/errors.md (core, Dask and compat).
 
 Every invalid call raises ValueError or TypeError whose message names the argument (checked with ``match``),
 before anything large is allocated; sizes beyond the machine's memory are refused by the shape rules with a
@@ -240,7 +240,7 @@ def test_dask_blocks_have_their_declared_shapes(name):
 
 def test_zerofill_multiplies_inserted_zeros_by_the_weights():
     """zerofill is the textbook route: it really multiplies the inserted zeros (0 * inf = nan, IEEE 754), where
-    scatter and gather, like the reference, never touch them. Documented in README's table of forms."""
+    scatter and gather, like the reference, never touch them. Documented in docs/errors.md."""
     x, w = np.ones((1, 1, 3, 3)), np.ones((1, 1, 3, 3))
     w[0, 0, 0, 1] = np.inf
     ref_nan = np.isnan(conv_transpose_ref(x, w, stride=2, padding=1))
