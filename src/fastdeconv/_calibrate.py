@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import statistics
 import threading
 import time
@@ -94,7 +93,7 @@ def variant_names() -> frozenset[str]:
 def key(plan: geo.Plan) -> str:
     """The record key: everything the measured ranking depends on (geometry, dtype, method, pool, CPU)."""
     axes = ";".join(f"{a.size_in},{a.kernel},{a.stride},{a.dilation},{a.start},{a.size_out}" for a in plan.axes)
-    return (f"{_cpu()}|threads={max_threads()}|{plan.dtype}|{plan.method}|n={plan.batch}|cin={plan.c_in}|"
+    return (f"{_files.cpu_name()}|threads={max_threads()}|{plan.dtype}|{plan.method}|n={plan.batch}|cin={plan.c_in}|"
             f"cout={plan.c_out}|g={plan.groups}|{axes}")
 
 
@@ -356,20 +355,3 @@ def _positive(t) -> bool:
     return isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0
 
 
-def _cpu() -> str:
-    global _CPU
-    if _CPU is None:
-        name = platform.processor() or platform.machine()
-        try:
-            with open("/proc/cpuinfo") as f:
-                for line in f:
-                    if line.startswith("model name"):
-                        name = line.split(":", 1)[1].strip()
-                        break
-        except OSError:
-            pass
-        _CPU = f"{name} x{os.cpu_count()}"
-    return _CPU
-
-
-_CPU: str | None = None

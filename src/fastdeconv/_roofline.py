@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from ._store import cpu_name
 
 FILE_NAME = "roofline.json"
 _GEMM_SIDE = 1024  # 2.1 GFLOP a call: long enough to reach the BLAS peak, short enough to repeat
@@ -27,20 +28,6 @@ _GEMM_SECONDS = 0.35  # measuring time of each roof (plus one warm-up call each)
 _COPY_SECONDS = 0.2
 _lock = threading.Lock()
 _memo: dict[str, dict] = {}
-
-
-def cpu_name() -> str:
-    """The CPU model and core count, the part of the cache key that says which machine measured it."""
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name} x{os.cpu_count()}"
 
 
 def _valid(key, value) -> bool:

@@ -19,8 +19,10 @@ that stays taken) leaves the merged records in memory, with one warning.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
+import platform
 import stat
 import tempfile
 import threading
@@ -37,6 +39,21 @@ Valid = Callable[[str, object], bool]
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
 _write_lock = threading.Lock()  # fcntl locks are per process: threads of one process take this one first
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The CPU model and core count: the part of a cache key that says which machine measured a record."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name} x{os.cpu_count()}"
 
 
 def cache_dir() -> Path:
@@ -152,7 +169,7 @@ def _update(path: Path, valid: Valid, change) -> dict:
             if clean and changed == disk:
                 return changed  # nothing new: leave the file alone
             try:
-                _write(path, changed)
+                write_json(path, changed)
             except (OSError, TypeError, ValueError) as exc:  # (TypeError/ValueError: a record JSON cannot hold)
                 _warn(path, f"fastdeconv: could not write the cache file {path} ({exc}); its records are kept "
                             "in memory for this process")
@@ -239,7 +256,9 @@ def _read(path: Path, valid: Valid) -> tuple[dict, bool]:
     return records, True
 
 
-def _write(path: Path, records: dict) -> None:
+def write_json(path: Path, records: dict) -> None:
+    """Write ``records`` to ``path`` atomically (a temporary file in the same directory, fsynced, then
+    ``os.replace``): a reader sees the old file or the new one, never a part."""
     text = json.dumps(records, indent=1, sort_keys=True, allow_nan=False)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
     try:
