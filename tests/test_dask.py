@@ -284,13 +284,60 @@ def test_distributed_local_cluster(rng):
     b = rng.standard_normal(3).astype(np.float32)
     kw = dict(stride=2, padding=((1, 2), (1, 1)), output_padding=(1, 0))
     expected = fd.conv_transpose(x, w, b, **kw)
+
+    def count_unpickles():  # (a nested function: cloudpickle ships it by value to the worker processes)
+        from fastdeconv._operator import ConvTranspose
+
+        setstate = ConvTranspose.__setstate__
+
+        def counting(self, state):
+            ConvTranspose._unpickled = getattr(ConvTranspose, "_unpickled", 0) + 1
+            setstate(self, state)
+
+        ConvTranspose.__setstate__ = counting
+
+    def unpickles():
+        from fastdeconv._operator import ConvTranspose
+
+        return getattr(ConvTranspose, "_unpickled", 0)
+
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", processes=True,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
-        y = fdd.conv_transpose(_dask(x, (1, 2, (3, 1, 9, 7), (5, 5, 8))), w, b, **kw)
-        got = client.compute(y).result()
+        client.run(count_unpickles)
+        y = fdd.conv_transpose(_dask(x, (1, 2, (3, 1, 9, 7), (5, 5, 8))), w, b, **kw).persist()
+        distributed.wait(y)
+        holders = {worker for workers in client.who_has(y).values() for worker in workers}
+        got = y.compute()
         n_workers = len(client.scheduler_info()["workers"])
+        counts = client.run(unpickles)
     assert n_workers == 2
     np.testing.assert_array_equal(got, expected)
+    # the call's one operator is made by one worker and shipped once to each other worker that runs blocks (24
+    # blocks: shipped per task it would be unpickled about once per block)
+    assert y.npartitions == 24 and all(n <= 1 for n in counts.values())
+    assert sum(counts.values()) == 1 if len(holders) == 2 else sum(counts.values()) <= 1
+
+
+def test_one_operator_for_the_whole_call(rng):
+    """The graph holds one operator task, the only one that reads the weight and bias; every block runs through it."""
+    import dask
+
+    from fastdeconv._operator import ConvTranspose
+
+    x = rng.standard_normal((2, 8, 9, 7)).astype(np.float32)
+    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    y = fdd.conv_transpose(_dask(x, (1, 8, 4, 3)), w, b, stride=2, padding=1)
+    graph = dict(y.__dask_graph__())
+    ops = [k for k, task in graph.items() if isinstance(task, tuple) and task and task[0] is fdd._operator]
+    blocks = [task for task in graph.values() if isinstance(task, tuple) and task and task[0] is fdd._compute_block]
+    assert len(ops) == 1 and len(blocks) == 2 * 3 * 3
+    w_key, b_key = graph[ops[0]][1:3]
+    assert {task[4] for task in blocks} == {ops[0]}
+    assert not any(w_key in task or b_key in task for task in blocks)
+    op = dask.get(graph, ops[0])
+    assert isinstance(op, ConvTranspose) and np.array_equal(op.weight, w) and np.array_equal(op.bias, b)
+    np.testing.assert_array_equal(y.compute(scheduler="threads"), fd.conv_transpose(x, w, b, stride=2, padding=1))
 
 
 def test_example_runs_tiny(tmp_path):
