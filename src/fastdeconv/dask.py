@@ -3,7 +3,10 @@
 Every output block is computed independently from the window of input elements that reach it (its input
 block plus a halo of about ``dilation * (kernel - 1) / stride`` elements per side), by the same numba kernels
 as the in-memory call, run on a :class:`~fastdeconv._geometry.Plan` whose per-axis ``start`` and ``size_out``
-are shifted so that it computes exactly that block. Along one spatial axis the one index map is::
+are shifted so that it computes exactly that block. The blocks run through one
+:class:`~fastdeconv.ConvTranspose` made for the whole call (one key of the graph, which every block task
+depends on): the weight is converted and packed once per process, and the distributed scheduler ships the
+operator once per worker, not once per task. Along one spatial axis the one index map is::
 
     out_index = in_index * stride + tap * dilation - start
 
@@ -64,8 +67,8 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         the batch and spatial axes in any sizes (chunks smaller than the kernel footprint included). The
         channel axis is rechunked to one block when it is split. Chunk sizes must be known.
     weight : array_like or dask.array.Array
-        Kernel of shape (C_in, C_out // groups, *kernel) (PyTorch/ONNX layout, not flipped); sent to every
-        task as one block.
+        Kernel of shape (C_in, C_out // groups, *kernel) (PyTorch/ONNX layout, not flipped); rechunked to one
+        block, from which one operator is made for all the blocks.
     bias : array_like or dask.array.Array, optional
         Shape (C_out,).
     stride, output_padding, dilation : int or sequence of int
