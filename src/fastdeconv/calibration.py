@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -169,18 +168,7 @@ def export(path: str | os.PathLike) -> int:
     """
     path = _path(path)
     records = {k: r for k, r in show().items() if "skipped" not in r}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(records, fh, indent=1, sort_keys=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    _store._write(path, records)  # (the cache file's own atomic replace: a temporary file, fsync, rename)
     return len(records)
 
 
