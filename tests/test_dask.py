@@ -1,5 +1,6 @@
 """fastdeconv.dask.conv_transpose: bitwise equal to the in-memory call for any chunking and geometry."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -388,3 +389,34 @@ def test_blocks_run_a_recorded_calibration_too(monkeypatch, tmp_path):
         _calibrate.forget()
         _api._prepared.cache_clear()
         _api._FAST.clear()
+
+
+def test_blocks_run_the_whole_arrays_variant_through_the_operator(rng):
+    """A block runs the variant fixed in its plan, also where a one-off call of the block could not (Winograd
+    with its transformed weights kept by the operator, which a small block's memory rule forbids a one-off call)."""
+    import dask
+    from reference import conv_transpose_ref
+
+    from fastdeconv import _cost
+
+    x = rng.standard_normal((2, 64, 4, 4)).astype(np.float32)
+    w = rng.standard_normal((64, 32, 4, 4)).astype(np.float32)
+    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, 2, 1)
+    assert "gather-winograd" not in dict(_cost.choose(plan).estimates)  # (the one-off memory rule)
+    forced = dataclasses.replace(plan, method="gather", variant="gather-winograd")
+    op = fd.ConvTranspose(w, stride=2, padding=1)
+    y = np.empty(forced.out_shape, np.float32)
+    op._run_plan(forced, x, y)
+    assert {entry[0].variant for entry in op._shapes.values()} == {"gather-winograd"}
+    np.testing.assert_allclose(y, conv_transpose_ref(x, w, stride=2, padding=1), **tolerance(np.float32))
+
+    # a whole call: every block's prepared plan in the graph's one operator runs the whole array's variant
+    lazy = fdd.conv_transpose(_dask(x, (1, 64, 2, 3)), w, stride=2, padding=1)
+    graph = dict(lazy.__dask_graph__())
+    op_key = next(k for k, task in graph.items() if isinstance(task, tuple) and task and task[0] is fdd._operator)
+    keys = [k for k, task in graph.items() if isinstance(task, tuple) and task and task[0] is fdd._compute_block]
+    op, *blocks = dask.get(graph, [op_key] + keys)
+    whole = {task[3].variant for task in graph.values() if isinstance(task, tuple) and task and
+             task[0] is fdd._compute_block}
+    assert len(whole) == 1 and {entry[0].variant for entry in op._shapes.values()} == whole
+    assert len(op._shapes) >= 2 and all(b.shape[:2] == (1, 32) for b in blocks)
