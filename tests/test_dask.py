@@ -1,5 +1,6 @@
 """fastdeconv.dask.conv_transpose: bitwise equal to the in-memory call for any chunking and geometry."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -284,13 +285,60 @@ def test_distributed_local_cluster(rng):
     b = rng.standard_normal(3).astype(np.float32)
     kw = dict(stride=2, padding=((1, 2), (1, 1)), output_padding=(1, 0))
     expected = fd.conv_transpose(x, w, b, **kw)
+
+    def count_unpickles():  # (a nested function: cloudpickle ships it by value to the worker processes)
+        from fastdeconv._operator import ConvTranspose
+
+        setstate = ConvTranspose.__setstate__
+
+        def counting(self, state):
+            ConvTranspose._unpickled = getattr(ConvTranspose, "_unpickled", 0) + 1
+            setstate(self, state)
+
+        ConvTranspose.__setstate__ = counting
+
+    def unpickles():
+        from fastdeconv._operator import ConvTranspose
+
+        return getattr(ConvTranspose, "_unpickled", 0)
+
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", processes=True,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
-        y = fdd.conv_transpose(_dask(x, (1, 2, (3, 1, 9, 7), (5, 5, 8))), w, b, **kw)
-        got = client.compute(y).result()
+        client.run(count_unpickles)
+        y = fdd.conv_transpose(_dask(x, (1, 2, (3, 1, 9, 7), (5, 5, 8))), w, b, **kw).persist()
+        distributed.wait(y)
+        holders = {worker for workers in client.who_has(y).values() for worker in workers}
+        got = y.compute()
         n_workers = len(client.scheduler_info()["workers"])
+        counts = client.run(unpickles)
     assert n_workers == 2
     np.testing.assert_array_equal(got, expected)
+    # the call's one operator is made by one worker and shipped once to each other worker that runs blocks (24
+    # blocks: shipped per task it would be unpickled about once per block)
+    assert y.npartitions == 24 and all(n <= 1 for n in counts.values())
+    assert sum(counts.values()) == 1 if len(holders) == 2 else sum(counts.values()) <= 1
+
+
+def test_one_operator_for_the_whole_call(rng):
+    """The graph holds one operator task, the only one that reads the weight and bias; every block runs through it."""
+    import dask
+
+    from fastdeconv._operator import ConvTranspose
+
+    x = rng.standard_normal((2, 8, 9, 7)).astype(np.float32)
+    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    y = fdd.conv_transpose(_dask(x, (1, 8, 4, 3)), w, b, stride=2, padding=1)
+    graph = dict(y.__dask_graph__())
+    ops = [k for k, task in graph.items() if isinstance(task, tuple) and task and task[0] is fdd._operator]
+    blocks = [task for task in graph.values() if isinstance(task, tuple) and task and task[0] is fdd._compute_block]
+    assert len(ops) == 1 and len(blocks) == 2 * 3 * 3
+    w_key, b_key = graph[ops[0]][1:3]
+    assert {task[4] for task in blocks} == {ops[0]}
+    assert not any(w_key in task or b_key in task for task in blocks)
+    op = dask.get(graph, ops[0])
+    assert isinstance(op, ConvTranspose) and np.array_equal(op.weight, w) and np.array_equal(op.bias, b)
+    np.testing.assert_array_equal(y.compute(scheduler="threads"), fd.conv_transpose(x, w, b, stride=2, padding=1))
 
 
 def test_example_runs_tiny(tmp_path):
@@ -341,3 +389,34 @@ def test_blocks_run_a_recorded_calibration_too(monkeypatch, tmp_path):
         _calibrate.forget()
         _api._prepared.cache_clear()
         _api._FAST.clear()
+
+
+def test_blocks_run_the_whole_arrays_variant_through_the_operator(rng):
+    """A block runs the variant fixed in its plan, also where a one-off call of the block could not (Winograd
+    with its transformed weights kept by the operator, which a small block's memory rule forbids a one-off call)."""
+    import dask
+    from reference import conv_transpose_ref
+
+    from fastdeconv import _cost
+
+    x = rng.standard_normal((2, 64, 4, 4)).astype(np.float32)
+    w = rng.standard_normal((64, 32, 4, 4)).astype(np.float32)
+    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, 2, 1)
+    assert "gather-winograd" not in dict(_cost.choose(plan).estimates)  # (the one-off memory rule)
+    forced = dataclasses.replace(plan, method="gather", variant="gather-winograd")
+    op = fd.ConvTranspose(w, stride=2, padding=1)
+    y = np.empty(forced.out_shape, np.float32)
+    op._run_plan(forced, x, y)
+    assert {entry[0].variant for entry in op._shapes.values()} == {"gather-winograd"}
+    np.testing.assert_allclose(y, conv_transpose_ref(x, w, stride=2, padding=1), **tolerance(np.float32))
+
+    # a whole call: every block's prepared plan in the graph's one operator runs the whole array's variant
+    lazy = fdd.conv_transpose(_dask(x, (1, 64, 2, 3)), w, stride=2, padding=1)
+    graph = dict(lazy.__dask_graph__())
+    op_key = next(k for k, task in graph.items() if isinstance(task, tuple) and task and task[0] is fdd._operator)
+    keys = [k for k, task in graph.items() if isinstance(task, tuple) and task and task[0] is fdd._compute_block]
+    op, *blocks = dask.get(graph, [op_key] + keys)
+    whole = {task[3].variant for task in graph.values() if isinstance(task, tuple) and task and
+             task[0] is fdd._compute_block}
+    assert len(whole) == 1 and {entry[0].variant for entry in op._shapes.values()} == whole
+    assert len(op._shapes) >= 2 and all(b.shape[:2] == (1, 32) for b in blocks)

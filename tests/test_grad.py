@@ -1,5 +1,9 @@
 """fastdeconv.conv_transpose_backward against finite differences, the adjoint identities and torch autograd."""
 
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -162,3 +166,77 @@ def test_bad_arguments():
         fd.conv_transpose_backward(np.ones((1, 3, 6)), x, w, groups=4)
     with pytest.raises(ValueError, match="output_padding must be smaller"):
         fd.conv_transpose_backward(np.ones((1, 3, 7)), x, w, output_padding=1)
+
+
+# --------------------------------------------------------------------------- huge stride / dilation (issue 18)
+
+HUGE_GEOMETRY_SCRIPT = textwrap.dedent("""
+    import resource, sys
+    limit = int(sys.argv[1])
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    sys.path[:0] = sys.argv[2:4]
+    import numpy as np
+    import fastdeconv as fd
+    from reference import conv_transpose_ref
+
+    CASES = [  # tiny outputs: only the stride / dilation / padding values are huge
+        ((1, 1, 1), (1, 1, 2), dict(dilation=2**36, padding=((0, 2**36 - 3),))),  # issue 18's case
+        ((1, 1, 1), (1, 1, 3), dict(dilation=2**36, padding=((0, 2**37 - 3),))),
+        ((1, 1, 1), (1, 1, 3), dict(dilation=2**36, padding=((2**36, 2**36 - 3),))),
+        ((1, 1, 1), (1, 1, 3), dict(dilation=2**36, padding=((2**37 - 3, 0),))),
+        ((1, 1, 1), (1, 1, 3), dict(stride=2**62)),
+        ((2, 3, 2), (3, 4, 3), dict(stride=2**40, dilation=7, padding=((0, 2**40 - 5),))),
+        ((1, 2, 3), (2, 2, 3), dict(stride=3, dilation=2**40, padding=((2**40, 2**40 - 3),))),
+        ((1, 2, 2, 1), (2, 1, 2, 3), dict(stride=(2**40, 1), dilation=(1, 2**36), groups=2,
+                                          padding=((0, 2**40 - 3), (2**36, 2**36 - 4)))),
+    ]
+
+    for xs, ws, kw in CASES:
+        rng = np.random.default_rng(0)
+        x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+        y = conv_transpose_ref(x, w, **kw)
+        assert y.size <= 256, y.shape
+        gy = rng.standard_normal(y.shape)
+        gx, gw, gb = fd.conv_transpose_backward(gy, x, w, **kw)
+        # y is linear in x and in w: each gradient element is <gy, y(basis vector)>
+        basis = lambda shape, j: np.eye(1, int(np.prod(shape)), j).reshape(shape)
+        ex = [np.vdot(gy, conv_transpose_ref(basis(xs, j), w, **kw)) for j in range(x.size)]
+        ew = [np.vdot(gy, conv_transpose_ref(x, basis(ws, j), **kw)) for j in range(w.size)]
+        assert np.allclose(gx.ravel(), ex, rtol=1e-10, atol=1e-12), (kw, gx.ravel(), ex)
+        assert np.allclose(gw.ravel(), ew, rtol=1e-10, atol=1e-12), (kw, gw.ravel(), ew)
+        assert np.allclose(gb, gy.sum(axis=tuple(i for i in range(gy.ndim) if i != 1)))
+    print("ok")
+""")
+
+
+def test_backward_does_not_grow_with_stride_or_dilation_values():
+    """grad_x is a forward convolution whose padded input would span the dilated kernel (256 GiB for the first
+    case): it gathers its columns from x instead, within the sizes of x, the kernel and the output."""
+    tests = Path(__file__).parent
+    args = [str(6 * 2**30), str(tests.parent / "src"), str(tests)]
+    done = subprocess.run([sys.executable, "-c", HUGE_GEOMETRY_SCRIPT] + args, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sparse_forward_conv_matches_the_padded_one(dtype):
+    """The gathered-columns form (used when the padded input would be mostly zeros) gives the padded form's
+    result, with groups, a batch, bias, stride, dilation and asymmetric padding."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 4, 7, 6)).astype(dtype)
+    w = rng.standard_normal((6, 2, 3, 2)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    kw = dict(stride=(2, 3), dilation=(3, 5), padding=((4, 1), (0, 6)), groups=2)
+    with mock.patch.object(_forward, "_SPARSE_RATIO", 10**9):
+        dense = fd.conv(x, w, b, **kw)
+    with mock.patch.object(_forward, "_SPARSE_RATIO", 0):
+        sparse = fd.conv(x, w, b, **kw)
+    np.testing.assert_allclose(sparse, dense, **tolerance(np.dtype(dtype)))
+    wt = rng.standard_normal((4, 3, 3, 2)).astype(dtype)
+    kw = dict(stride=(2, 3), dilation=(2, 1), padding=((1, 2), (0, 1)), output_padding=(1, 0))
+    gy = rng.standard_normal(conv_transpose_ref(x, wt, **kw).shape).astype(dtype)
+    with mock.patch.object(_forward, "_SPARSE_RATIO", 0):
+        sparse_grads = fd.conv_transpose_backward(gy, x, wt, **kw)
+    for got, expected in zip(sparse_grads, fd.conv_transpose_backward(gy, x, wt, **kw)):
+        np.testing.assert_allclose(got, expected, **tolerance(np.dtype(dtype)))

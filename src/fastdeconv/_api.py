@@ -48,8 +48,9 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         output padding and must lie in ``[minimal, minimal + max(stride, dilation) - 1]`` per axis.
     method : {"auto", "scatter", "gather", "zerofill"}
         Data-flow form: ``scatter`` (each input element adds its footprint), ``gather`` (each output element
-        sums its sources; zeros are never visited), ``zerofill`` (seed 000: dilate with zeros, pad, dense
-        correlation with the flipped kernel, crop), or ``auto`` (the form the cost model expects fastest).
+        sums its sources; zeros are never visited), ``zerofill`` (the textbook zero-fill-then-correlate
+        route: dilate with zeros, pad, dense correlation with the flipped kernel, crop), or ``auto`` (the form
+        the cost model expects fastest).
     out : numpy.ndarray, optional
         Array of exactly the result's shape and dtype to write into; it is returned.
 
@@ -333,7 +334,7 @@ def zero_fill(x, stride: IntOrSeq, padding: IntOrSeq | Sequence[Sequence[int]] =
 
     Each spatial axis of length ``i`` becomes ``(i - 1) * stride + 1 + pad_before + pad_after``. The
     leading axes are untouched: x is (C, L), (C, H, W), (N, C, H, W) or (N, C, D, H, W) -- with an int
-    ``stride`` a 3-D x is read as (C, H, W) (seed 000); pass ``stride`` per axis, e.g. ``(2,)``, to mean a
+    ``stride`` a 3-D x is read as one image (C, H, W); pass ``stride`` per axis, e.g. ``(2,)``, to mean a
     batched 1-D (N, C, L).
 
     Parameters

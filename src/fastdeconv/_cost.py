@@ -27,8 +27,8 @@ Nine optimized variants implement the two data-flow forms:
     ``C_out_g * K`` is short (RGB output layers).
 
 Each estimate is arithmetic time at a calibrated rate plus bytes moved at a calibrated bandwidth plus a
-per-launch overhead. The constants (``_model``) were measured on the 2-core AVX-512 development machine (fp32;
-fp64 runs at half the arithmetic rate); only their ratios matter for the choice. The variants themselves are
+per-launch overhead. The constants (``_model``) are fitted to single-thread times on a 2-core AVX-512 machine
+(fp32; fp64 runs at half the arithmetic rate); only their ratios matter for the choice. The variants themselves are
 records of ``_registry``. ``method="auto"`` takes the cheapest
 variant; ``method="scatter"``/``"gather"`` take the cheaper variant of that form.
 """

@@ -207,6 +207,9 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
         return False
     # the padded input the correlation reads: exactly the extent the outputs reach (zeros beyond x)
     needed = tuple((a.size_out - 1) * a.stride + a.span for a in plan.axes)
+    if _sparse(plan, needed):
+        _conv_sparse(plan, x5, w5, None if bias is None else b, y5)
+        return False
     if any(a.start for a in plan.axes) or any(n > a.size_in for n, a in zip(needed, plan.axes)):
         shape = (plan.batch, plan.c_in) + needed
         geo.check_memory(shape, dtype, "the padded input")
@@ -220,6 +223,63 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
         return dual is not None
     correlate(xp, w5, b, y5, plan.groups, plan.arrays("stride"), plan.arrays("dilation"), tile_for(plan))
     return False
+
+
+# A padded input more than this many times larger than x and the gathered columns together is mostly zeros that
+# no product needs: the call gathers the columns from x instead (``_conv_sparse``).
+_SPARSE_RATIO = 8
+
+
+def _sparse(plan: ConvPlan, needed: tuple[int, ...]) -> bool:
+    """Whether the padded input (``needed`` per axis) would be mostly padding: a stride, dilation or padding
+    large against the sizes (the adjoint of a transposed convolution with a huge dilation and crop)."""
+    taps_outputs = _prod(a.kernel * a.size_out for a in plan.axes)
+    return _prod(needed) > _SPARSE_RATIO * (_prod(a.size_in for a in plan.axes) + taps_outputs)
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= int(v)
+    return out
+
+
+def _reads(axis: geo.Axis) -> np.ndarray:
+    """(kernel, size_out) indices into the axis of x, ``o * stride + k * dilation - start``, with ``size_in`` (a
+    zero appended to x) where that falls outside x. Python ints per tap: no product can overflow."""
+    idx = np.full((axis.kernel, axis.size_out), axis.size_in, np.int64)
+    s, d, start, n = axis.stride, axis.dilation, axis.start, axis.size_in
+    for k in range(axis.kernel):
+        offset = k * d - start  # reads o * s + offset, inside x for o in [lo, hi]
+        lo = max(0, -(offset // s))
+        hi = min(axis.size_out - 1, (n - 1 - offset) // s)
+        if lo <= hi:
+            idx[k, lo:hi + 1] = np.arange(hi - lo + 1, dtype=np.int64) * s + (lo * s + offset)
+    return idx
+
+
+def _conv_sparse(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarray) -> None:
+    """Forward convolution without the padded input: the columns (C_in * taps, outputs) are gathered straight from
+    x (one appended zero standing for every read outside it), then one matrix product per group. Time and
+    memory are bounded by the sizes of x, the kernel and the output, whatever the stride, dilation and padding."""
+    g, c_in_g, c_out_g = plan.groups, plan.c_in // plan.groups, plan.c_out // plan.groups
+    dtype = plan.dtype
+    reads = [_reads(a) for a in plan.axes]
+    taps = _prod(a.kernel for a in plan.axes)
+    outputs = _prod(a.size_out for a in plan.axes)
+    geo.check_memory((plan.batch, plan.c_in, taps, outputs), dtype, "the gathered columns")
+    xz = np.zeros((plan.batch, plan.c_in) + tuple(a.size_in + 1 for a in plan.axes), dtype)
+    xz[:, :, :-1, :-1, :-1] = x5
+    rd, rh, rw = reads
+    cols = xz[:, :, rd[:, None, None, :, None, None], rh[None, :, None, None, :, None],
+              rw[None, None, :, None, None, :]].reshape(plan.batch, plan.c_in * taps, outputs)
+    wm = w5.reshape(plan.c_out, c_in_g * taps)
+    ym = y5.reshape(plan.batch, plan.c_out, outputs)
+    for gi in range(g):
+        chans = slice(gi * c_out_g, (gi + 1) * c_out_g)
+        np.matmul(wm[chans], cols[:, gi * c_in_g * taps:(gi + 1) * c_in_g * taps], out=ym[:, chans])
+    if b is not None:
+        y5 += b.reshape((1, -1, 1, 1, 1))
 
 
 # Column buffer of the GEMM form: at most this many elements (the output rows are taken in blocks).

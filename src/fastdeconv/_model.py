@@ -5,30 +5,28 @@
 targets) stays in the kernels. Only their ratios matter for the choice.
 """
 
-# Fitted to single-thread CPU times of every variant on the ten shared workloads (process_time, so that the
-# other load on the shared machine does not distort them), on the 2-core AVX-512 development machine (fp32, one
-# core; fp64 arithmetic runs at half the rate); ``threads`` cores divide the parallel parts.
-# Fitted to single-thread CPU times of every variant on the ten shared workloads (process_time, so that the
-# other load on the shared machine does not distort them); ``threads`` cores divide the parallel parts.
-GEMM_PEAK = 100e9          # FLOP/s of one core in a large sgemm (OpenBLAS; measured 94-98 GFLOP/s): every GEMM
-                           # estimate's rate (scatter-gemm's chunk choice and gather-winograd's too)
+# Fitted to single-thread CPU times (process time, so that other load on the machine does not distort them) of
+# every variant on the built-in workloads, on a 2-core AVX-512 machine (fp32, one core; fp64 arithmetic runs at
+# half the rate); ``threads`` cores divide the parallel parts.
+GEMM_PEAK = 100e9          # FLOP/s of one core in a large sgemm (OpenBLAS, rounded up): every GEMM estimate's
+                           # rate (scatter-gemm's chunk choice and gather-winograd's too)
 GEMM_HALF = (24, 48, 32)   # GEMM side (M, N, K) at which BLAS reaches half its peak along that side
 DIRECT_RATE = 14e9         # multiply-adds/s of the direct kernels on long rows with full channel blocks
 DIRECT_ROW_HALF = 40       # input row length at which the direct kernels reach half DIRECT_RATE
 DIRECT_CHANNEL_BLOCK = 4   # output channels the direct kernels update per input load
-# direct gather relative to direct scatter: faster on long strided rows (its phase-major rows stay dense),
-# slower on short ones (measured 0.72-0.92x for rows >= 250, 1.2-1.6x for rows <= 64)
+# direct gather's time relative to direct scatter's: lower on long strided rows (its phase-major rows stay dense),
+# higher on short ones (where its per-phase set-up is not amortized)
 GATHER_DIRECT_LONG, GATHER_DIRECT_SHORT, GATHER_LONG_ROW = 0.8, 1.3, 128
 BANDWIDTH = 13e9           # bytes/s of one core streaming (26 GB/s for two)
 COL2IM_ELEMENT = 0.9e-9    # s per column element added into the output (strided read-modify-write)
-COL2IM_WIDE_ELEMENT = 0.3e-9  # ... from a pixels-major GEMM, one run per pixel (wide strides: iSTFT-like, 0.27)
+COL2IM_WIDE_ELEMENT = 0.3e-9  # ... from a pixels-major GEMM, one run per pixel (wide strides: iSTFT-like)
 COL2IM_PLANE_TAP = 25e-9   # s per (channel, depth, tap, chunk) set-up in col2im
 IM2COL_ELEMENT = 0.25e-9   # s per element copied into an im2col block
 IM2COL_ROW = 12e-9         # s per row segment copied into an im2col block
 PHASE_STORE_ELEMENT = 1.0e-9     # gather-gemm: s per output element stored from a phase block (strided)
 PHASE_RELAYOUT_ELEMENT = 2.0e-9  # gather-gemm, *-gemm-rows: s per weight element re-laid out (phase / tap-major)
 # pixels-major GEMM (X^T @ W, ``*-gemm-rows``) relative to the channel-major one at the same sides: faster when
-# the (C_out_g * K) side is 48 or more (measured 1.2x on dcgan_out), slower when it is short (0.88x at 27)
+# the (C_out_g * K) side is long enough for BLAS's register blocking (about 48 or more), slower when it is short
 PIXEL_GEMM_GAIN_MAX, PIXEL_GEMM_GAIN_MIN, PIXEL_GEMM_COLUMNS = 1.2, 0.85, 40
 # the second step of the row-block GEMM variants: (s per cols element, s per output element) by form and cols
 # layout (pixels-major: strided reads of cols; channel-major: contiguous reads), both adding into output rows
@@ -45,8 +43,8 @@ LAUNCH_PARALLEL = 20e-6    # waking numba's pool (passive OpenMP wait) for one p
 LAUNCH_SERIAL = 1e-6       # one serial numba call
 LAUNCH_GEMM = 8e-6         # one BLAS call
 SERIAL_WORK = 2e5          # multiply-adds below which a serial direct kernel beats a parallel launch
-TINY_WORK = 2000           # ... and below which walking the definition beats setting up buffered runs (seed 000's
-                           # 648: 1.5 us against 2.6; at 5184 they are even)
+TINY_WORK = 2000           # ... and below which walking the definition beats setting up buffered runs (the
+                           # fixed set-up dominates a few hundred multiply-adds; the two are even near 5000)
 
 # scatter-gemm's chunk choice (``_kernels/scatter_gemm.chunks``): GEMM efficiency credited to a chunk cut into slabs
 # (relative to whole samples), seconds per (chunk, slab) of calls from the worker's loop (GEMM and col2im)
@@ -54,23 +52,21 @@ SLAB_DISCOUNT = 0.85
 CHUNK_CALL = 20e-6
 
 # gather-winograd (``_kernels/winograd``). OpenBLAS sgemm on one core through numba's np.dot: products with
-# M * N * K <= 2^19 run a no-packing kernel at 105-116 GFLOP/s whatever their shape (even 8 x 256 x 256); larger
-# ones pack, and thin sides cost: 34 / 53 / 67 / 77 / 86 / 92 / 95 GFLOP/s at M = 8 / 16 / 32 / 64 / 128 / 256 /
-# 1024 tiles (N = 256, K = 256-512); 73 / 82 / 86 / 94 at N = 16 / 32 / 64 / 128 (M = 256); K alike.
+# M * N * K <= WINOGRAD_SMALL_GEMM run a no-packing kernel at full rate (or a little above) whatever their shape;
+# larger ones pack, and then a thin side (few tiles, a small C_out block or few input channels) lowers the rate.
 # WINOGRAD_GEMM_HALF: (tiles, C_out block, C_in_g) at which the packing kernel reaches half its rate along that side.
 WINOGRAD_GEMM_HALF = (18, 6, 6)
 WINOGRAD_SMALL_GEMM, WINOGRAD_SMALL_GEMM_GAIN = 1 << 19, 1.1
-WINOGRAD_U_ELEMENT = 0.35e-9   # s per transformed-weight element (per point, per chunk; measured 0.36 on DCGAN 16x16)
+WINOGRAD_U_ELEMENT = 0.35e-9   # s per transformed-weight element (per point, per chunk)
 WINOGRAD_V_ELEMENT = 0.07e-9   # s per transformed-input element (channels-last vector adds)
 WINOGRAD_PACK_ELEMENT = 0.6e-9  # s per input element packed channels-last
 WINOGRAD_STORE_ELEMENT = 1.6e-9  # s per output element of the inverse transform (sums + strided store)
 # A chunk whose packed rows, V and M blocks outgrow the core's L2 cache streams them from L3 in the transforms
-# and the inverse: measured on DCGAN's 16x16 -> 32x32 block, 18.7 ms with 370 KB chunks, 24 ms with 1.4 MB,
-# 27.6 ms with 5.4 MB (shared weights, same GEMMs); sr_x2 12.6 ms with 0.6 MB, 18 ms with 7 MB.
+# and the inverse (the same GEMMs, up to 1.5x the time of the whole call): the chunk choice keeps chunks in L2.
 WINOGRAD_L2_BYTES = 1 << 20
 WINOGRAD_SPILL = 2.0           # factor on the transforms' per-element costs once a chunk exceeds WINOGRAD_L2_BYTES
 WINOGRAD_RELAYOUT_ELEMENT = 0.8e-9  # s per weight element re-laid out (tap-major, per point)
 WINOGRAD_POINT_CALL = 1e-6     # s per point: BLAS call set-up from numba
 WINOGRAD_TASK_CALL = 20e-6     # s per chunk: the numba call from the worker's Python loop
 WINOGRAD_TILE_POINT = 3e-9     # s per (tile, point): loop and call overhead of the transforms and small GEMMs
-WINOGRAD_SHARED_ELEMENT = 0.8e-9  # s per shared transformed-weight element, made in the calling thread (0.6-0.8)
+WINOGRAD_SHARED_ELEMENT = 0.8e-9  # s per shared transformed-weight element, made in the calling thread

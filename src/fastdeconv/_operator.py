@@ -221,6 +221,10 @@ class ConvTranspose:
         plan = geo.make_plan(key[0], self._w.shape, key[1], self._w.dtype, stride, padding, output_padding, groups,
                              dilation, sizes, method, None if self._b is None else self._b.shape,
                              None if self._b is None else self._b.dtype)
+        return self._keep(key, plan)
+
+    def _keep(self, key, plan: geo.Plan):
+        """Prepare ``plan`` under ``key`` once (the first thread to get the lock makes it, the others read it)."""
         with self._lock:
             entry = self._shapes.get(key)
             if entry is None:
@@ -231,6 +235,18 @@ class ConvTranspose:
                         del self._shapes[old]
                 self._shapes[key] = entry
         return entry
+
+    def _run_plan(self, plan: geo.Plan, x: np.ndarray, y: np.ndarray) -> None:
+        """Run a plan made and validated by the caller for this operator's weight and bias, with the operator's
+        converted and packed weights: ``fastdeconv.dask``'s blocks, whose shifted plans (``start``, ``size_out``)
+        no input shape of the operator's own geometry gives, and whose variant the caller fixed
+        (``plan.variant``: the whole array's). ``x`` and ``y`` are C-contiguous of the plan's shapes and dtype."""
+        entry = self._shapes.get(plan)
+        if entry is None:
+            entry = self._keep(plan, plan)
+        prepared, w5, b = entry
+        apply_num_threads()
+        prepared.run_kept(x, w5, b, y)
 
     def _in_dtype(self, plan: geo.Plan):
         """The weight (5-D) and bias vector in the plan's dtype, converted once (call with the lock held)."""

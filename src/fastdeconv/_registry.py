@@ -165,7 +165,8 @@ def _plane_run(plan, x5, w5, bias, y5) -> None:
 
 
 def _zerofill_run(plan: geo.Plan, x5: np.ndarray, wc: np.ndarray, b: np.ndarray, y5: np.ndarray) -> None:
-    """Seed 000's route: zero-fill + pad into a buffer, then a dense correlation with the flipped kernel."""
+    """The zero-fill-then-correlate route: zero-fill + pad into a buffer, then a dense correlation with the flipped
+    kernel."""
     spans = [a.span for a in plan.axes]
     z_shape = (plan.batch, plan.c_in) + tuple(a.size_out + s - 1 for a, s in zip(plan.axes, spans))
     geo.check_memory(z_shape, plan.dtype, "the zero-fill buffer")
@@ -176,7 +177,7 @@ def _zerofill_run(plan: geo.Plan, x5: np.ndarray, wc: np.ndarray, b: np.ndarray,
 
 
 def _zerofill_pack(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
-    """(C_in, C_out_g, k) -> (C_out, C_in_g, k), flipped: the correlation weights of seed 000."""
+    """(C_in, C_out_g, k) -> (C_out, C_in_g, k), flipped: the weights of the zero-fill-then-correlate route."""
     g, c_in_g, c_out_g = plan.groups, plan.c_in // plan.groups, plan.c_out // plan.groups
     kernel = w5.shape[2:]
     wc = w5.reshape((g, c_in_g, c_out_g) + kernel).swapaxes(1, 2).reshape((plan.c_out, c_in_g) + kernel)

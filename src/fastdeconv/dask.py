@@ -3,7 +3,10 @@
 Every output block is computed independently from the window of input elements that reach it (its input
 block plus a halo of about ``dilation * (kernel - 1) / stride`` elements per side), by the same numba kernels
 as the in-memory call, run on a :class:`~fastdeconv._geometry.Plan` whose per-axis ``start`` and ``size_out``
-are shifted so that it computes exactly that block. Along one spatial axis the one index map is::
+are shifted so that it computes exactly that block. The blocks run through one
+:class:`~fastdeconv.ConvTranspose` made for the whole call (one key of the graph, which every block task
+depends on): the weight is converted and packed once per process, and the distributed scheduler ships the
+operator once per worker, not once per task. Along one spatial axis the one index map is::
 
     out_index = in_index * stride + tap * dilation - start
 
@@ -37,8 +40,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
 
 from . import _cost
 from . import _geometry as geo
-from ._api import decide_variant, execute
+from ._api import decide_variant
 from ._kernels._index import reaching_range
+from ._operator import ConvTranspose
 
 __all__ = ["conv_transpose"]
 
@@ -63,8 +67,8 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         the batch and spatial axes in any sizes (chunks smaller than the kernel footprint included). The
         channel axis is rechunked to one block when it is split. Chunk sizes must be known.
     weight : array_like or dask.array.Array
-        Kernel of shape (C_in, C_out // groups, *kernel) (PyTorch/ONNX layout, not flipped); sent to every
-        task as one block.
+        Kernel of shape (C_in, C_out // groups, *kernel) (PyTorch/ONNX layout, not flipped); rechunked to one
+        block, from which one operator is made for all the blocks.
     bias : array_like or dask.array.Array, optional
         Shape (C_out,).
     stride, output_padding, dilation : int or sequence of int
@@ -134,8 +138,8 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
     plan = dataclasses.replace(plan, method=_cost.FORM_OF[variant], variant=variant)
     rank, lead = plan.rank, geo.MAX_RANK - plan.rank
     axes = plan.axes[lead:]
-    w = w.astype(plan.dtype).rechunk(-1)
-    b = None if b is None else b.astype(plan.dtype).rechunk(-1)
+    w = w.rechunk(-1)
+    b = None if b is None else b.rechunk(-1)
 
     in_bounds = [_bounds(c) for c in xb.chunks[2:]]
     out_bounds = [_output_bounds(bnd, a) for bnd, a in zip(in_bounds, axes)]
@@ -145,7 +149,13 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
     name = "conv_transpose-" + tokenize(xb.name, w.name, None if b is None else b.name, plan, xb.chunks)
     w_key = (w.name,) + (0,) * w.ndim
     b_key = None if b is None else (b.name, 0)
-    dsk = {}
+    # one operator for the whole call, one key of the graph that every block task depends on: the weight is
+    # converted and packed once per process that runs blocks (not once per block), and the distributed scheduler
+    # ships it (weight, bias and geometry: ``ConvTranspose.__getstate__``) once per worker, not once per task
+    op_key = ("conv_transpose-operator-" + tokenize(w.name, None if b is None else b.name, stride, padding,
+                                                    output_padding, groups, dilation, method), 0)
+    dsk = {op_key: (_operator, w_key, b_key, (stride, padding, output_padding, groups, dilation, method), w.shape,
+                    None if b is None else b.shape)}
     for nb, n_size in enumerate(xb.chunks[0]):
         for idx in product(*(range(len(ws)) for ws in windows)):
             wins = [windows[ax][j] for ax, j in enumerate(idx)]
@@ -155,7 +165,7 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
                                for a, (lo, hi, o_lo, o_hi) in zip(axes, wins))
             block_plan = dataclasses.replace(plan, batch=n_size, batched=True,
                                              axes=plan.axes[:lead] + block_axes)
-            dsk[(name, nb, 0) + idx] = (_compute_block, keys, copies, block_plan, w_key, b_key)
+            dsk[(name, nb, 0) + idx] = (_compute_block, keys, copies, block_plan, op_key)
     dependencies = [xb, w] + ([] if b is None else [b])
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=dependencies)
     chunks = (xb.chunks[0], (plan.c_out,)) + tuple(tuple(np.diff(ob).tolist()) for ob in out_bounds)
@@ -247,7 +257,9 @@ def _check_block_memory(plan: geo.Plan, batch_chunks, out_bounds, windows) -> No
 
 
 def _check_block(block, declared: tuple[int, ...], name: str) -> None:
-    """Refuse a computed block that is not an array of its declared shape, naming the argument."""
+    """Refuse a computed block that is not an array of its declared shape, naming the argument: a block whose real
+    shape contradicts the one its Dask array declares (a wrong ``shape`` given to ``from_delayed``, a misbehaving
+    ``map_blocks``) would otherwise be reshaped or broadcast into a wrong result."""
     shape = getattr(block, "shape", None)
     if shape is None or tuple(shape) != tuple(declared):
         raise ValueError(f"a block of {name} has shape {None if shape is None else tuple(shape)}, but the Dask "
@@ -255,21 +267,25 @@ def _check_block(block, declared: tuple[int, ...], name: str) -> None:
                          f"{name} was built, e.g. dask.array.from_delayed(..., shape=...))")
 
 
-def _compute_block(blocks: list[np.ndarray], copies, plan: geo.Plan, weight: np.ndarray,
-                   bias: np.ndarray | None) -> np.ndarray:
-    """One output block: gather the input window from its blocks, then run the core on the shifted plan."""
+def _operator(weight, bias, geometry: tuple, w_shape: tuple[int, ...], b_shape: tuple[int, ...] | None
+              ) -> ConvTranspose:
+    """The call's operator, made from the computed weight and bias blocks (their shapes checked first)."""
+    _check_block(weight, w_shape, "weight")
+    if bias is not None:
+        _check_block(bias, b_shape, "bias")
+    stride, padding, output_padding, groups, dilation, method = geometry
+    return ConvTranspose(weight, bias, stride, padding, output_padding, groups, dilation, method=method)
+
+
+def _compute_block(blocks: list[np.ndarray], copies, plan: geo.Plan, op: ConvTranspose) -> np.ndarray:
+    """One output block: gather the input window from its blocks, then run the call's operator on the shifted
+    plan (whose variant is the whole array's)."""
     lead = geo.MAX_RANK - plan.rank
     window = np.empty((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes[lead:]), plan.dtype)
-    # a block whose real shape contradicts the shape its Dask array declares (a wrong ``shape`` given to
-    # ``from_delayed``, a misbehaving ``map_blocks``) would be reshaped or broadcast into a wrong result: refuse it
     for block, (_, _, spatial) in zip(blocks, copies):
         _check_block(block, (plan.batch, plan.c_in) + spatial, "x")
-    _check_block(weight, (plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes[lead:]),
-                 "weight")
-    if bias is not None:
-        _check_block(bias, (plan.c_out,), "bias")
     for block, (dst, src, _) in zip(blocks, copies):
         window[(Ellipsis,) + dst] = block[(Ellipsis,) + src]
     y = np.empty(plan.out_shape, plan.dtype)
-    execute(plan, window, weight, bias, y)
+    op._run_plan(plan, window, y)
     return y
