@@ -356,6 +356,7 @@ def transform_weights(w, taps, r, u_coefs, groups, cb_max, ci_lo, ci_hi, tmp, u_
     n_pt, n_tap = u_coefs.shape[0], u_coefs.shape[1]
     per_point = c_in * cout_g
     wf, tf, uf = w.reshape(-1), tmp.reshape(-1), u_all.reshape(-1)
+    zero = np.int64(0)  # (a literal 0 would make numba compile ``weight_point`` again, for ``Literal[int](0)``)
     ci_b = ci_lo
     while ci_b < ci_hi:
         gi = ci_b // cin_g
@@ -378,7 +379,7 @@ def transform_weights(w, taps, r, u_coefs, groups, cb_max, ci_lo, ci_hi, tmp, u_
                 for c0 in range(0, cout_g, cb_max):
                     cb = min(cb_max, cout_g - c0)
                     dst = (p * n_pt + xi) * per_point + c0 * c_in + (gi * cin_g + row0) * cb
-                    weight_point(taps_rows, 0, u_coefs[xi], 0, c0, uf[dst:dst + rows * cb].reshape((rows, cb)))
+                    weight_point(taps_rows, zero, u_coefs[xi], zero, c0, uf[dst:dst + rows * cb].reshape((rows, cb)))
         ci_b += rows
 
 
@@ -403,7 +404,7 @@ def run_task(x, wt, bias, y, gi, cin_g, n0, nb, th0, nth, c0, cb, repack, tables
     cout_g = y.shape[1] // (c_in // cin_g)  # (not wt.shape[3]: with shared weights wt is an empty stand-in)
     per_point = c_in * cout_g
     u_mat = u_buf[:cin_g * cb].reshape((cin_g, cb))
-    local = np.ones(3, np.int64)
+    local = np.empty(3, np.int64)  # (set per phase below)
     for p in range(tables.shape[0]):
         if tables[p, 1, 0] == 0 or tables[p, 1, 1] == 0 or tables[p, 1, 2] == 0:
             continue
