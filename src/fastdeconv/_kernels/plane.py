@@ -40,11 +40,13 @@ from .scan import finite
 
 # Elements of scratch per worker (the padded input rows plus one block of phase rows): 128 KiB in float32 with
 # one input channel per group; with several, whose padded rows stay in L2 while every phase reads them,
-# 512 KiB (measured against 256 KiB: seed003_img 6.7 -> 3.7 ms, its row blocks 1 -> 5 rows; dcgan_out 4.2 -> 3.4)
+# 512 KiB: with wide rows of many channels a smaller buffer leaves a single row per block, and every block
+# re-reads the halo rows its taps need.
 BUFFER_ELEMENTS = 32768
 CHANNELS_BUFFER_ELEMENTS = 131072
 # Output channels one pass over the padded rows updates (each input element loaded once for all of them): three
-# reached 42 GMAC/s on one core here against 24.5 for one, two 35-43 and four 38-41.
+# share each load among several channels, while their accumulators and weights stay in vector registers (of one
+# to four channels, three ran fastest).
 CHANNEL_BLOCK = 3
 # Most output channels per group with several input channels (beyond it BLAS's channel contraction wins)
 MAX_CHANNELS_OUT = 32

@@ -49,8 +49,8 @@ from .scan import max_abs
 
 # F(M, r) in correlation form, y_i = sum_u d[i + u] g[u]:  y = AT @ ((G @ g) * (BT @ d)), from Toom-Cook on
 # the interpolation points below (plus infinity): F(2, 2) has only 0 and +-1, F(2, 3) adds 1/2. (F(4, 2) on
-# points 0, +-1, 2 was measured too: no faster on the DCGAN and super-resolution layers, whose transforms grow
-# denser, and 10x the rounding error, ~5e-6 relative in float32; so M = 2.)
+# points 0, +-1, 2 is no faster on the DCGAN and super-resolution layers, whose transforms grow denser, and
+# has 10x the rounding error, ~5e-6 relative in float32; so M = 2.)
 POINTS = {(1, 1): (), (2, 2): (0, -1), (2, 3): (0, 1, -1)}
 TILES = {1: (1,), 2: (2,), 3: (2,)}  # candidate M per sub-kernel length r
 PACK_CHANNELS = 16  # channels ``pack`` transposes at a time (one 64-byte vector of float32)
@@ -155,7 +155,7 @@ def pack(x, n0, nb, ci0, offset, r0, xp, tile):
     its halo) of every depth plane. Per input row, 16 channels at a time: their rows are copied into ``tile``
     (16 x W, contiguous copies), then written out transposed, one 16-channel vector per column (a 64-byte
     store). Reading the channels straight from the input (planes a page apart, one cache set) thrashes the L1
-    cache; the earlier 64 x 64 blocked transpose took 1.4-3.4 ns per element, this one 0.9-1.6.
+    cache, and so does a 64 x 64 blocked transpose of the planes.
     """
     size_d, size_h, size_w = x.shape[2], x.shape[3], x.shape[4]
     depth, rows, cols, cin = xp.shape[1], xp.shape[2], xp.shape[3], xp.shape[4]
@@ -603,7 +603,7 @@ def shares_weights(plan: geo.Plan) -> bool:
     output's size; the cost model weighs making them against the per-chunk transforms they save (``_choice``).
     Chunks can be
     small enough for their M blocks and packed rows to stay in the core's L2 cache without transforming the
-    weights again per chunk (DCGAN's 16x16 -> 32x32 block: 24 -> 19 ms; a dilated layer: 1.8 -> 1.3 ms).
+    weights again per chunk (DCGAN's 16x16 -> 32x32 block, dilated 3x3 layers).
     Weight-heavy layers (DCGAN's first block: ``36 * C_in * C_out`` is 4.5x its output) transform per chunk."""
     found = _choice(plan)
     return found is not None and found[3]
@@ -659,8 +659,8 @@ def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int,
     balance = -(-tasks // workers) * workers / tasks
     if kept and shared and _shared_elements(plan, lay) * plan.dtype.itemsize > M.WINOGRAD_L2_BYTES:
         # kept transformed weights may be many times the caches (an operator keeps up to KEPT_FACTOR x the
-        # weight): every chunk streams its channel block of them from memory (dcgan_l1, 19 MB of them: one sample
-        # per chunk 24 ms, 32 samples 12.4)
+        # weight): every chunk streams its channel block of them from memory (DCGAN's first block: 19 MB of
+        # them), which favours chunks of many samples
         u_work = tasks * n_phase * lay.points * cin_g * cb * plan.dtype.itemsize / M.BANDWIDTH
     parallel = (gemm + u_work + v_work + pack + store + calls) * balance / min(workers, tasks)
     if kept:
@@ -855,8 +855,8 @@ def _weights(plan: geo.Plan, w5: np.ndarray, found, kept: bool) -> Weights:
     taps = lay.wtaps
     if shared:
         u_all = np.empty(_shared_elements(plan, lay), dtype)
-        # in the calling thread: one more launch of the workers costs more than it saves (dilated 3x3 layer:
-        # 0.04 ms serial, 0.17 ms on two workers; DCGAN 8x8 -> 16x16: 0.93 serial, 1.18 on two)
+        # in the calling thread: it is a single pass over the weight, shorter than one more launch of the
+        # workers costs
         transform_weights(w5, taps, r_arr, u_coefs, plan.groups, cb_max, 0, plan.c_in,
                           np.empty(_prod(lay.r) * TRANSFORM_ROWS * cout_g, dtype), u_all)
         return Weights(True, cb_max, kept, u_all, np.empty((1, 1, 0, 0), dtype))  # run_task reads u_all
