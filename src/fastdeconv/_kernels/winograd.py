@@ -93,7 +93,10 @@ def _tile_size(r: int, mcounts: list[int]) -> int:
 
 
 # --------------------------------------------------------------------------- kernels (serial, nogil)
-# The kernels index flat views with unsigned offsets (``_index.at``): see there.
+# The kernels index flat views with unsigned offsets (``_index.at``): see there. ``pack``, ``input_point`` and
+# ``inverse`` have a single caller, ``run_task``, and are inlined into it (``inline="always"``): a separate
+# function would be compiled on its own and then once more as part of ``run_task``. ``weight_point`` has two
+# callers and stays a function (inlined it would be typed and compiled in each).
 
 
 @njit(**NJIT_FLAGS)
