@@ -205,6 +205,7 @@ def input_point(xp, nb, terms, step, ntiles, vt):
     pf, vf = xp.reshape(-1), vt.reshape(-1)
     col_step = step[2] * cin
     n_terms = terms.shape[0]
+    nz = vt.dtype.type(-0.0)  # the first term's pass starts from -0.0: -0.0 + v is v, bit for bit
     for j in range(nb):
         for a_d in range(t_d):
             for a in range(t_h):
@@ -216,15 +217,13 @@ def input_point(xp, nb, terms, step, ntiles, vt):
                     s0 = (((plane + int(terms[k, 1])) * rows + a * step[1] + int(terms[k, 2])) * cols
                           + int(terms[k, 3])) * cin
                     c0 = terms[k, 0]
+                    first = k == 0
                     if take == 1:
                         for b in range(t_w):
                             d, o = row + b * cin, s0 + b * col_step
-                            if k == 0:
-                                for ci in range(cin):
-                                    vf[at(d + ci)] = c0 * pf[at(o + ci)]
-                            else:
-                                for ci in range(cin):
-                                    vf[at(d + ci)] += c0 * pf[at(o + ci)]
+                            for ci in range(cin):
+                                acc = nz if first else vf[at(d + ci)]
+                                vf[at(d + ci)] = acc + c0 * pf[at(o + ci)]
                         k += 1
                         continue
                     s1 = (((plane + int(terms[k + 1, 1])) * rows + a * step[1] + int(terms[k + 1, 2])) * cols
@@ -233,12 +232,9 @@ def input_point(xp, nb, terms, step, ntiles, vt):
                     if take == 2:
                         for b in range(t_w):
                             d, o = row + b * cin, s0 + b * col_step
-                            if k == 0:
-                                for ci in range(cin):
-                                    vf[at(d + ci)] = c0 * pf[at(o + ci)] + c1 * pf[at(o + s1 + ci)]
-                            else:
-                                for ci in range(cin):
-                                    vf[at(d + ci)] = (vf[at(d + ci)] + c0 * pf[at(o + ci)]) + c1 * pf[at(o + s1 + ci)]
+                            for ci in range(cin):
+                                acc = nz if first else vf[at(d + ci)]
+                                vf[at(d + ci)] = (acc + c0 * pf[at(o + ci)]) + c1 * pf[at(o + s1 + ci)]
                         k += 2
                         continue
                     s2 = (((plane + int(terms[k + 2, 1])) * rows + a * step[1] + int(terms[k + 2, 2])) * cols
@@ -248,14 +244,10 @@ def input_point(xp, nb, terms, step, ntiles, vt):
                     c2, c3 = terms[k + 2, 0], terms[k + 3, 0]
                     for b in range(t_w):
                         d, o = row + b * cin, s0 + b * col_step
-                        if k == 0:
-                            for ci in range(cin):
-                                vf[at(d + ci)] = ((c0 * pf[at(o + ci)] + c1 * pf[at(o + s1 + ci)])
-                                                  + c2 * pf[at(o + s2 + ci)]) + c3 * pf[at(o + s3 + ci)]
-                        else:
-                            for ci in range(cin):
-                                vf[at(d + ci)] = (((vf[at(d + ci)] + c0 * pf[at(o + ci)]) + c1 * pf[at(o + s1 + ci)])
-                                                  + c2 * pf[at(o + s2 + ci)]) + c3 * pf[at(o + s3 + ci)]
+                        for ci in range(cin):
+                            acc = nz if first else vf[at(d + ci)]
+                            vf[at(d + ci)] = (((acc + c0 * pf[at(o + ci)]) + c1 * pf[at(o + s1 + ci)])
+                                              + c2 * pf[at(o + s2 + ci)]) + c3 * pf[at(o + s3 + ci)]
                     k += 4
 
 
@@ -277,6 +269,7 @@ def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mco
     volume = y.shape[2] * o_h * o_w
     run = min(mcount[2], t_w * m_w)
     mf, yf, bf = m_blocks.reshape(-1), y.reshape(-1), buf.reshape(-1)
+    nz = buf.dtype.type(-0.0)  # the first term's pass starts from -0.0: -0.0 + v is v, bit for bit
     for j in range(nb):
         sample = ((n0 + j) * y.shape[1] + c0) * volume
         for a_d in range(t_d):
@@ -309,31 +302,22 @@ def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mco
                                 if take == 4:
                                     c_2, s_2 = terms[i, k + 2, 0], (int(terms[i, k + 2, 1]) * n_t + t0) * cb
                                     c_3, s_3 = terms[i, k + 3, 0], (int(terms[i, k + 3, 1]) * n_t + t0) * cb
+                                first = k == 0
                                 for b in range(count):
                                     dst, o = (b * m_w + i_w) * cb, b * cb
                                     if take == 1:
-                                        if k == 0:
-                                            for c in range(cb):
-                                                bf[at(dst + c)] = c_0 * mf[at(s_0 + o + c)]
-                                        else:
-                                            for c in range(cb):
-                                                bf[at(dst + c)] += c_0 * mf[at(s_0 + o + c)]
-                                    elif take == 2:
-                                        if k == 0:
-                                            for c in range(cb):
-                                                bf[at(dst + c)] = c_0 * mf[at(s_0 + o + c)] + c_1 * mf[at(s_1 + o + c)]
-                                        else:
-                                            for c in range(cb):
-                                                bf[at(dst + c)] = (bf[at(dst + c)] + c_0 * mf[at(s_0 + o + c)]) \
-                                                    + c_1 * mf[at(s_1 + o + c)]
-                                    elif k == 0:
                                         for c in range(cb):
-                                            bf[at(dst + c)] = ((c_0 * mf[at(s_0 + o + c)] + c_1 * mf[at(s_1 + o + c)])
-                                                               + c_2 * mf[at(s_2 + o + c)]) + c_3 * mf[at(s_3 + o + c)]
+                                            acc = nz if first else bf[at(dst + c)]
+                                            bf[at(dst + c)] = acc + c_0 * mf[at(s_0 + o + c)]
+                                    elif take == 2:
+                                        for c in range(cb):
+                                            acc = nz if first else bf[at(dst + c)]
+                                            bf[at(dst + c)] = (acc + c_0 * mf[at(s_0 + o + c)]) \
+                                                + c_1 * mf[at(s_1 + o + c)]
                                     else:
                                         for c in range(cb):
-                                            acc = (bf[at(dst + c)] + c_0 * mf[at(s_0 + o + c)]) \
-                                                + c_1 * mf[at(s_1 + o + c)]
+                                            acc = nz if first else bf[at(dst + c)]
+                                            acc = (acc + c_0 * mf[at(s_0 + o + c)]) + c_1 * mf[at(s_1 + o + c)]
                                             bf[at(dst + c)] = (acc + c_2 * mf[at(s_2 + o + c)]) \
                                                 + c_3 * mf[at(s_3 + o + c)]
                                 k += take
