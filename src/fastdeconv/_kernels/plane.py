@@ -139,7 +139,7 @@ def layout(plan: geo.Plan) -> Layout:
 
 
 def scratch_elements(plan: geo.Plan) -> int:
-    """Scratch elements one call holds at most (each of numba's threads runs one chunk of tasks at a time)."""
+    """Scratch elements one call holds at most (each worker runs one chunk of tasks at a time)."""
     return layout(plan).scratch * min(max_threads(), task_count(plan))
 
 
