@@ -230,7 +230,7 @@ _VARIANT_LIST = (
             kept_scratch=_wg.kept_scratch, check=_wg.safe),
     Variant("gather-plane", "gather", _pl.applies, _estimated("gather-plane"), _pl.scratch_elements, _same,
             _plane_run, _runs_serially, "one input channel or few output channels per group: long vectorized runs "
-            "over a padded copy of the input rows", _kernels_of((_pl.plane, _pl.plane_serial)), exact=False,
+            "over a padded copy of the input rows", _kernels_of(_pl.plane_tasks), exact=False,
             check=_pl.safe),
     Variant("zerofill", "zerofill", lambda plan: True, lambda plan, threads: None, _none, _zerofill_pack,
             _zerofill_run, _never, "", _kernels_of(_zf.fill, correlate), exact=False),

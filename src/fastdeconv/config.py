@@ -12,7 +12,7 @@ NJIT_FLAGS = {"cache": NUMBA_CACHE, "nogil": True, "error_model": "numpy"}
 PARALLEL_FLAGS = {**NJIT_FLAGS, "parallel": True}
 
 # The GEMM variants alternate BLAS calls and numba kernels on the same cores. OpenMP's default spin-wait after
-# a parallel region (numba's "omp" threading layer) steals those cores from the BLAS threads (measured: a 0.1 ms
-# copy kernel took 8 ms next to OpenBLAS on a busy 2-core machine). Read by libgomp when numba first launches
-# its pool; a value set by the user wins.
+# a parallel region (numba's "omp" threading layer) steals those cores from the BLAS threads, so that a short
+# kernel next to OpenBLAS can take many times its own time on a busy machine. Read by libgomp when numba first
+# launches its pool; a value set by the user wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -5,10 +5,10 @@ Pixels-major orientation (``pixels_major``: when ``C_out_g * K >= PIXELS_MAJOR_C
 holding its products with every (tap, output channel) pair, the input read as a transposed view (no copy)
 and the weight re-laid out tap-major. With a short ``C_out_g * K`` side (RGB output layers: 3 x 16 = 48) this
 keeps BLAS's long side on the pixels, where the channel-major orientation (``W^T @ X``) gives it a 48-row
-output: measured 1.2x faster GEMMs on dcgan_out. Below the threshold (seed003_img: 3 x 9 = 27 columns) the
-channel-major ``cols[c * K + t, pixels] = W^T @ X`` (weight read in place) is faster overall (1.4x), and its
-rows are contiguous for the second step. Every product is a term of the definition: no zero of the
-stride-dilated input is multiplied.
+output, too short a side for its blocking. Below the threshold (an RGB 3x3 layer: 3 x 9 = 27 columns) the
+channel-major ``cols[c * K + t, pixels] = W^T @ X`` (weight read in place) is faster overall: the pixels-major
+GEMM gains little there, and channel-major rows are contiguous for the second step. Every product is a term
+of the definition: no zero of the stride-dilated input is multiplied.
 
 The second step is where the forms differ:
 
@@ -40,8 +40,8 @@ from ._index import at, source_between
 from .scatter_gemm import geometry_arrays
 
 # Target ``cols`` block (elements) per task, pixels-major: a quarter of one core's L2, so the rows the GEMM
-# writes are still in cache when the scatter/gather step reads them; channel-major blocks (contiguous rows,
-# streamed) measured best 4x larger (seed003_img: 8.6 ms vs 9.2 ms single-threaded).
+# writes are still in cache when the scatter/gather step reads them; channel-major blocks are 4x larger: their
+# rows are contiguous and read as streams, so fewer, longer GEMMs win over staying in L2.
 _CHUNK_ELEMENTS = 1 << 16
 _CHANNEL_MAJOR_FACTOR = 4
 # Shortest (C_out_g * K) side at which the pixels-major orientation is the faster GEMM
@@ -94,8 +94,8 @@ def scatter_rows(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kernel,
     of the flat index differ. Per output row (bias first), for each (tap depth, tap row) reaching it and each
     channel and tap column, every input pixel of the source row adds its term at ``i_w * stride + offset``.
     For every output element the terms arrive in (tap depth, tap row, tap column) order, whatever the row
-    blocks or the layout. (Measured 5% faster overall than accumulating a channels-last row buffer and
-    storing it channels-first.)
+    blocks or the layout. (Adding straight into the output row beats accumulating a channels-last row
+    buffer and storing it channels-first: one pass over the row instead of two.)
     """
     o_d, o_h, o_w = y.shape[2], y.shape[3], y.shape[4]
     size_w = in_shape[2]
@@ -248,8 +248,9 @@ def tasks(plan: geo.Plan) -> tuple[tuple[tuple[int, int, int, int, int, int, int
 def pixels_major(plan: geo.Plan) -> bool:
     """Whether the GEMM runs pixels-major (``X^T @ W``): when the (C_out_g * K) side is long enough for BLAS.
 
-    Measured on the development machine: pixels-major 1.2x faster GEMMs at 48 columns (dcgan_out), channel-major
-    (``W^T @ X`` into ``cols[c * K + t, pixels]``) 1.4x faster overall at 27 (seed003_img).
+    Pixels-major keeps BLAS's long side on the pixels once that side (an RGB 4x4 layer: 48 columns) is long
+    enough to block well; below ``PIXELS_MAJOR_COLUMNS`` (an RGB 3x3 layer: 27) channel-major (``W^T @ X`` into
+    ``cols[c * K + t, pixels]``, contiguous rows for the second step) is faster overall.
     """
     return (plan.c_out // plan.groups) * _prod(a.kernel for a in plan.axes) >= PIXELS_MAJOR_COLUMNS
 

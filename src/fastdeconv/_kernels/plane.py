@@ -28,28 +28,36 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange, uintp
+from numba import njit, uintp
 
 from .. import _geometry as geo
-from .._threads import max_threads
-from ..config import NJIT_FLAGS, PARALLEL_FLAGS
-from ._blocks import MAX_CHUNKS, store_block
+from .._runtime import run_parallel
+from .._threads import get_num_threads, max_threads
+from ..config import NJIT_FLAGS
+from ._blocks import store_block
 from ._index import unravel
 from .scan import finite
 
 # Elements of scratch per worker (the padded input rows plus one block of phase rows): 128 KiB in float32 with
 # one input channel per group; with several, whose padded rows stay in L2 while every phase reads them,
-# 512 KiB (measured against 256 KiB: seed003_img 6.7 -> 3.7 ms, its row blocks 1 -> 5 rows; dcgan_out 4.2 -> 3.4)
+# 512 KiB: with wide rows of many channels a smaller buffer leaves a single row per block, and every block
+# re-reads the halo rows its taps need.
 BUFFER_ELEMENTS = 32768
 CHANNELS_BUFFER_ELEMENTS = 131072
 # Output channels one pass over the padded rows updates (each input element loaded once for all of them): three
-# reached 42 GMAC/s on one core here against 24.5 for one, two 35-43 and four 38-41.
+# share each load among several channels, while their accumulators and weights stay in vector registers (of one
+# to four channels, three ran fastest).
 CHANNEL_BLOCK = 3
 # Most output channels per group with several input channels (beyond it BLAS's channel contraction wins)
 MAX_CHANNELS_OUT = 32
 # Phases with outputs beyond the kernel size, and source spread beyond twice (input + kernel), up to which the
 # variant applies (see ``applies``)
 PHASE_SLACK = 64
+# Chunks of tasks per worker thread: workers claim them one at a time (a worker slowed down by another process
+# takes fewer), and each is one kernel call that allocates its scratch once (a few microseconds from Python);
+# a chunk has at least CHUNK_WORK multiply-adds, so that small calls are not mostly that overhead.
+CHUNKS_PER_THREAD = 4
+CHUNK_WORK = 1_000_000
 
 
 class Layout(NamedTuple):
@@ -131,7 +139,7 @@ def layout(plan: geo.Plan) -> Layout:
 
 
 def scratch_elements(plan: geo.Plan) -> int:
-    """Scratch elements one call holds at most (each of numba's threads runs one chunk of tasks at a time)."""
+    """Scratch elements one call holds at most (each worker runs one chunk of tasks at a time)."""
     return layout(plan).scratch * min(max_threads(), task_count(plan))
 
 
@@ -165,7 +173,11 @@ def _fill_rows(xpad, dst, xf, src_row, first_row, n_rows, size_h, size_w, lo_w, 
 @njit(**NJIT_FLAGS)
 def _correlate(buf, dst, xpad, taps, weights, n_taps, n):
     """``buf[dst + q] = sum_t weights[t] * xpad[taps[t] + q]`` for ``q < n``, the taps in table order (four per
-    pass over ``buf``)."""
+    pass over ``buf``).
+
+    The caller's tap count starts as ``np.int64(0)``: from a literal ``0`` numba's type inference, which resolves
+    a call once per type its arguments take while it iterates, would compile this helper (and ``_correlate3``)
+    a second time for ``Literal[int](0)``."""
     d, cnt = uintp(dst), uintp(n)
     if n_taps == 0:
         for q in range(cnt):
@@ -240,8 +252,23 @@ def _correlate3(buf, dst, cstride, xpad, taps, weights, n_taps, n):
 
 
 @njit(**NJIT_FLAGS)
-def _plane_tasks(task_lo, task_hi, x, w, bias, y, groups, t_d, t_h, t_w, geometry):
-    """Tasks ``[task_lo, task_hi)`` (sample, group, output depth, block of phase rows), scratch allocated once."""
+def plane_tasks(task_lo, task_hi, x, w, bias, y, groups, t_d, t_h, t_w, geometry):
+    """Transposed convolution, gather form, tasks ``[task_lo, task_hi)`` of ``task_count`` (sample, group, output
+    depth, block of phase rows) into ``y``; scratch allocated once per call.
+
+    Parameters
+    ----------
+    task_lo, task_hi : int
+        The range of tasks to run.
+    x, w, bias, y : numpy.ndarray
+        Canonical C-contiguous x (N, C_in, D, H, W), weight (C_in, C_out // groups, kD, kH, kW), bias (C_out,)
+        and output y (N, C_out, oD, oH, oW), one float dtype (``applies``).
+    groups : int
+        Channel groups.
+    t_d, t_h, t_w, geometry : numpy.ndarray
+        ``layout(plan)``: the per-axis phase tables and (lo_h, span_h, lo_w, pitch, block, blocks, channels per
+        pass).
+    """
     size_d, size_h, size_w = x.shape[2], x.shape[3], x.shape[4]
     cin_g = x.shape[1] // groups
     c_out_g, k_d, k_h, k_w = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
@@ -289,7 +316,7 @@ def _plane_tasks(task_lo, task_hi, x, w, bias, y, groups, t_d, t_h, t_w, geometr
                 for pw in range(s_w):
                     if t_w[pw, 0] == 0:  # no output in this column phase (its bases may lie outside the pad)
                         continue
-                    n_taps = 0
+                    n_taps = np.int64(0)  # (not a literal 0: see ``_correlate``)
                     for ci in range(cin_g):
                         w_ci = ((g * cin_g + ci) * c_out_g + c0) * k_vol  # w[g * cin_g + ci, c0]
                         for t in range(n_dt):
@@ -311,38 +338,26 @@ def _plane_tasks(task_lo, task_hi, x, w, bias, y, groups, t_d, t_h, t_w, geometr
                             o_w, s_w, bias, co)
 
 
-@njit(**PARALLEL_FLAGS)
-def plane(x, w, bias, y, groups, t_d, t_h, t_w, geometry):
-    """Transposed convolution for one-input-channel groups, gather form, into ``y``, on numba's thread pool.
-
-    Parameters
-    ----------
-    x, w, bias, y : numpy.ndarray
-        Canonical C-contiguous x (N, C_in, D, H, W), weight (C_in, C_out // groups, kD, kH, kW), bias (C_out,)
-        and output y (N, C_out, oD, oH, oW), one float dtype (``applies``).
-    groups : int
-        Channel groups.
-    t_d, t_h, t_w, geometry : numpy.ndarray
-        ``layout(plan)``: the per-axis phase tables and (lo_h, span_h, lo_w, pitch, block, blocks, channels per
-        pass).
-    """
-    n_tasks = x.shape[0] * groups * y.shape[2] * geometry[5]
-    n_chunks = min(n_tasks, MAX_CHUNKS)  # scratch is allocated once per chunk
-    for chunk in prange(n_chunks):
-        lo, hi = chunk * n_tasks // n_chunks, (chunk + 1) * n_tasks // n_chunks
-        _plane_tasks(lo, hi, x, w, bias, y, groups, t_d, t_h, t_w, geometry)
-
-
-@njit(**NJIT_FLAGS)
-def plane_serial(x, w, bias, y, groups, t_d, t_h, t_w, geometry):
-    """``plane`` in the calling thread (same tasks, same bits): wins on tiny problems."""
-    n_tasks = x.shape[0] * groups * y.shape[2] * geometry[5]
-    _plane_tasks(0, n_tasks, x, w, bias, y, groups, t_d, t_h, t_w, geometry)
-
-
 def gather_plane(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray,
                  serial: bool = False) -> None:
-    """Run the plan (``applies(plan)``) into ``y5``; ``serial`` keeps it in the calling thread."""
+    """Run the plan (``applies(plan)``) into ``y5``; ``serial`` keeps it in the calling thread.
+
+    The tasks run in contiguous chunks on the package's worker pool (``run_parallel``), each chunk one call of
+    the serial, GIL-free ``plane_tasks``: a single compiled kernel serves the serial and the parallel paths (a
+    ``parallel=True`` wrapper would be a second compilation of the whole body, the costlier one).
+    """
     lay = layout(plan)
-    kernel = plane_serial if serial else plane
-    kernel(x5, w5, bias, y5, plan.groups, *lay.tables, lay.geometry)
+    args = (x5, w5, bias, y5, plan.groups, *lay.tables, lay.geometry)
+    n_tasks = task_count(plan)
+    threads = get_num_threads()
+    if serial or threads == 1 or n_tasks <= 1:
+        plane_tasks(0, n_tasks, *args)
+        return
+    n_chunks = min(n_tasks, CHUNKS_PER_THREAD * threads, max(threads, plan.macs // CHUNK_WORK))
+    bounds = [(c * n_tasks // n_chunks, (c + 1) * n_tasks // n_chunks) for c in range(n_chunks)]
+
+    def work(part):
+        for lo, hi in part:
+            plane_tasks(lo, hi, *args)
+
+    run_parallel(work, bounds)

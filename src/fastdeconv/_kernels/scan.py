@@ -7,20 +7,22 @@ only on bounded, finite values; ``_api`` runs this scan first and routes other i
 The scan reads the float's bits as an unsigned integer with the sign bit cleared: finite magnitudes order like
 their bit patterns, and every infinity or NaN lies above the largest finite one. An integer max reduction
 vectorizes (a floating-point max with NaN semantics does not without fast-math, which stays off); large arrays
-are split over numba's pool.
+are split over the worker pool (``_runtime.run_parallel``).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange, uintp
+from numba import njit, uintp
 
-from ..config import NJIT_FLAGS, PARALLEL_FLAGS
+from .._runtime import run_parallel
+from .._threads import get_num_threads
+from ..config import NJIT_FLAGS
 
-# Elements from which the scan runs on numba's pool: one core streams ~25 GB/s through it, near the memory
+# Elements from which the scan runs on the worker pool: one core streams ~25 GB/s through it, near the memory
 # bandwidth, so only arrays far beyond the caches gain from a second one
 PARALLEL_ELEMENTS = 1 << 22
-_CHUNKS = 64
+_CHUNKS = 4
 
 
 @njit(**NJIT_FLAGS)
@@ -33,15 +35,6 @@ def _max_bits(bits, lo, hi, mask):
     return m
 
 
-@njit(**PARALLEL_FLAGS)
-def _max_bits_parallel(bits, mask):
-    n = bits.shape[0]
-    part = np.zeros(_CHUNKS, bits.dtype)
-    for c in prange(_CHUNKS):
-        part[c] = _max_bits(bits, c * n // _CHUNKS, (c + 1) * n // _CHUNKS, mask)
-    return part.max()
-
-
 _MASK = {4: (np.uint32, np.uint32(0x7FFFFFFF), np.uint32(0x7F800000)),
          8: (np.uint64, np.uint64(0x7FFFFFFFFFFFFFFF), np.uint64(0x7FF0000000000000))}
 
@@ -49,9 +42,21 @@ _MASK = {4: (np.uint32, np.uint32(0x7FFFFFFF), np.uint32(0x7F800000)),
 def _max_bits_of(a: np.ndarray):
     utype, mask, inf_bits = _MASK[a.dtype.itemsize]
     bits = a.reshape(-1).view(utype)
-    if bits.shape[0] >= PARALLEL_ELEMENTS:
-        return _max_bits_parallel(bits, mask), inf_bits, utype
-    return _max_bits(bits, 0, bits.shape[0], mask), inf_bits, utype
+    n = bits.shape[0]
+    threads = get_num_threads()
+    if n < PARALLEL_ELEMENTS or threads == 1:
+        return _max_bits(bits, 0, n, mask), inf_bits, utype
+    # slices of the array on the worker pool, each one call of the serial, GIL-free kernel (a ``parallel=True``
+    # twin would be a second, costlier compilation); the largest of their maxima is the same whatever the split
+    parts = [(c * n // _CHUNKS, (c + 1) * n // _CHUNKS) for c in range(_CHUNKS)]
+    found = []
+
+    def work(part):
+        for lo, hi in part:
+            found.append(_max_bits(bits, lo, hi, mask))  # (list.append is atomic under the GIL)
+
+    run_parallel(work, parts)
+    return max(found), inf_bits, utype
 
 
 def max_abs(a: np.ndarray) -> float:
@@ -71,4 +76,4 @@ def finite(a: np.ndarray) -> bool:
 
 def kernels() -> tuple:
     """The numba dispatchers of the scan (warmup, readiness)."""
-    return (_max_bits, _max_bits_parallel)
+    return (_max_bits,)

@@ -43,8 +43,8 @@ from .plane import axis_table
 # between the GEMM that writes it and the col2im that reads it.
 _CHUNK_ELEMENTS = 1 << 21
 _MIN_GEMM_COLUMNS = 256
-# Sample blocks from which ``col2im_minor`` runs (its vectors are as long as the block: at 4 samples of 8x8 it
-# measured slower than ``col2im``, at 10 and 32 of 4x4 1.6-3x faster), and the most elements of its plane buffer
+# Sample blocks from which ``col2im_minor`` runs (its vectors are as long as the block: shorter ones do not pay
+# for its plane buffer, longer ones beat ``col2im`` on small planes), and the most elements of its plane buffer
 MINOR_SAMPLES = 8
 MINOR_PLANE = 1 << 16
 # (the chunk choice's estimate reads ``_model``: GEMM_PEAK, GEMM_HALF, SLAB_DISCOUNT, CHUNK_CALL)
@@ -85,8 +85,7 @@ def _add_wide(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0, tap_step, pixel
 
 
 # Shortest input row (within a slab) from which ``_add_grouped`` runs: its per-row edge loops cost more than the
-# interleaving saves on short rows (col2im single-threaded, 4x4 stride-2 layers: 8 pixels 0.7 -> 1.4 ms,
-# 32 pixels 0.44 -> 0.68; 64 pixels 1.85 -> 1.51, 128 and 256 faster still)
+# interleaving saves on shorter rows, and less on longer ones
 GROUPED_ROW = 64
 
 
@@ -443,7 +442,7 @@ def chunks(plan: geo.Plan) -> tuple[int, int, int] | None:
             # discounted: their adds into the output come slab after slab), one call per chunk and slab, the
             # chunks shared by the workers (a sample's slabs run in turn). A sample's slabs with many channels
             # can beat whole samples one channel at a time: a 3x3 stride-1 layer of 32 channels gets 144-row
-            # GEMMs instead of 9-row ones (11 -> 5 ms).
+            # GEMMs instead of 9-row ones.
             n, slab = found
             m_side, n_side = cb * k, n * per_slab * slab
             eff = (m_side / (m_side + M.GEMM_HALF[0]) * n_side / (n_side + M.GEMM_HALF[1])

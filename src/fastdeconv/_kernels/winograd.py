@@ -49,8 +49,8 @@ from .scan import max_abs
 
 # F(M, r) in correlation form, y_i = sum_u d[i + u] g[u]:  y = AT @ ((G @ g) * (BT @ d)), from Toom-Cook on
 # the interpolation points below (plus infinity): F(2, 2) has only 0 and +-1, F(2, 3) adds 1/2. (F(4, 2) on
-# points 0, +-1, 2 was measured too: no faster on the DCGAN and super-resolution layers, whose transforms grow
-# denser, and 10x the rounding error, ~5e-6 relative in float32; so M = 2.)
+# points 0, +-1, 2 is no faster on the DCGAN and super-resolution layers, whose transforms grow denser, and
+# has 10x the rounding error, ~5e-6 relative in float32; so M = 2.)
 POINTS = {(1, 1): (), (2, 2): (0, -1), (2, 3): (0, 1, -1)}
 TILES = {1: (1,), 2: (2,), 3: (2,)}  # candidate M per sub-kernel length r
 PACK_CHANNELS = 16  # channels ``pack`` transposes at a time (one 64-byte vector of float32)
@@ -93,7 +93,10 @@ def _tile_size(r: int, mcounts: list[int]) -> int:
 
 
 # --------------------------------------------------------------------------- kernels (serial, nogil)
-# The kernels index flat views with unsigned offsets (``_index.at``): see there.
+# The kernels index flat views with unsigned offsets (``_index.at``): see there. ``pack``, ``input_point`` and
+# ``inverse`` have a single caller, ``run_task``, and are inlined into it (``inline="always"``): a separate
+# function would be compiled on its own and then once more as part of ``run_task``. ``weight_point`` has two
+# callers and stays a function (inlined it would be typed and compiled in each).
 
 
 @njit(**NJIT_FLAGS)
@@ -146,7 +149,7 @@ def weight_point(wt, p, coefs, ci0, c0, u_mat):
         uf[:] = 0
 
 
-@njit(**NJIT_FLAGS)
+@njit(inline="always", **NJIT_FLAGS)
 def pack(x, n0, nb, ci0, offset, r0, xp, tile):
     """``xp[j, offset[0] + i_d, offset[1] + i_h - r0, offset[2] + i_w, ci] = x[n0 + j, ci0 + ci, i_d, i_h, i_w]``.
 
@@ -155,7 +158,7 @@ def pack(x, n0, nb, ci0, offset, r0, xp, tile):
     its halo) of every depth plane. Per input row, 16 channels at a time: their rows are copied into ``tile``
     (16 x W, contiguous copies), then written out transposed, one 16-channel vector per column (a 64-byte
     store). Reading the channels straight from the input (planes a page apart, one cache set) thrashes the L1
-    cache; the earlier 64 x 64 blocked transpose took 1.4-3.4 ns per element, this one 0.9-1.6.
+    cache, and so does a 64 x 64 blocked transpose of the planes.
     """
     size_d, size_h, size_w = x.shape[2], x.shape[3], x.shape[4]
     depth, rows, cols, cin = xp.shape[1], xp.shape[2], xp.shape[3], xp.shape[4]
@@ -188,7 +191,7 @@ def pack(x, n0, nb, ci0, offset, r0, xp, tile):
                                 pf[at(dst + c)] = tf[at(c * size_w + i_w)]
 
 
-@njit(**NJIT_FLAGS)
+@njit(inline="always", **NJIT_FLAGS)
 def input_point(xp, nb, terms, step, ntiles, vt):
     """``vt[t, ci] = sum over terms of c * xp[j, t_d * step_d + v_d, t_h * step_h + v_h, t_w * step_w + v_w, ci]``.
 
@@ -202,6 +205,7 @@ def input_point(xp, nb, terms, step, ntiles, vt):
     pf, vf = xp.reshape(-1), vt.reshape(-1)
     col_step = step[2] * cin
     n_terms = terms.shape[0]
+    nz = vt.dtype.type(-0.0)  # the first term's pass starts from -0.0: -0.0 + v is v, bit for bit
     for j in range(nb):
         for a_d in range(t_d):
             for a in range(t_h):
@@ -213,15 +217,13 @@ def input_point(xp, nb, terms, step, ntiles, vt):
                     s0 = (((plane + int(terms[k, 1])) * rows + a * step[1] + int(terms[k, 2])) * cols
                           + int(terms[k, 3])) * cin
                     c0 = terms[k, 0]
+                    first = k == 0
                     if take == 1:
                         for b in range(t_w):
                             d, o = row + b * cin, s0 + b * col_step
-                            if k == 0:
-                                for ci in range(cin):
-                                    vf[at(d + ci)] = c0 * pf[at(o + ci)]
-                            else:
-                                for ci in range(cin):
-                                    vf[at(d + ci)] += c0 * pf[at(o + ci)]
+                            for ci in range(cin):
+                                acc = nz if first else vf[at(d + ci)]
+                                vf[at(d + ci)] = acc + c0 * pf[at(o + ci)]
                         k += 1
                         continue
                     s1 = (((plane + int(terms[k + 1, 1])) * rows + a * step[1] + int(terms[k + 1, 2])) * cols
@@ -230,12 +232,9 @@ def input_point(xp, nb, terms, step, ntiles, vt):
                     if take == 2:
                         for b in range(t_w):
                             d, o = row + b * cin, s0 + b * col_step
-                            if k == 0:
-                                for ci in range(cin):
-                                    vf[at(d + ci)] = c0 * pf[at(o + ci)] + c1 * pf[at(o + s1 + ci)]
-                            else:
-                                for ci in range(cin):
-                                    vf[at(d + ci)] = (vf[at(d + ci)] + c0 * pf[at(o + ci)]) + c1 * pf[at(o + s1 + ci)]
+                            for ci in range(cin):
+                                acc = nz if first else vf[at(d + ci)]
+                                vf[at(d + ci)] = (acc + c0 * pf[at(o + ci)]) + c1 * pf[at(o + s1 + ci)]
                         k += 2
                         continue
                     s2 = (((plane + int(terms[k + 2, 1])) * rows + a * step[1] + int(terms[k + 2, 2])) * cols
@@ -245,18 +244,14 @@ def input_point(xp, nb, terms, step, ntiles, vt):
                     c2, c3 = terms[k + 2, 0], terms[k + 3, 0]
                     for b in range(t_w):
                         d, o = row + b * cin, s0 + b * col_step
-                        if k == 0:
-                            for ci in range(cin):
-                                vf[at(d + ci)] = ((c0 * pf[at(o + ci)] + c1 * pf[at(o + s1 + ci)])
-                                                  + c2 * pf[at(o + s2 + ci)]) + c3 * pf[at(o + s3 + ci)]
-                        else:
-                            for ci in range(cin):
-                                vf[at(d + ci)] = (((vf[at(d + ci)] + c0 * pf[at(o + ci)]) + c1 * pf[at(o + s1 + ci)])
-                                                  + c2 * pf[at(o + s2 + ci)]) + c3 * pf[at(o + s3 + ci)]
+                        for ci in range(cin):
+                            acc = nz if first else vf[at(d + ci)]
+                            vf[at(d + ci)] = (((acc + c0 * pf[at(o + ci)]) + c1 * pf[at(o + s1 + ci)])
+                                              + c2 * pf[at(o + s2 + ci)]) + c3 * pf[at(o + s3 + ci)]
                     k += 4
 
 
-@njit(**NJIT_FLAGS)
+@njit(inline="always", **NJIT_FLAGS)
 def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mcount, ntiles, th0):
     """``y[n0 + j, c0 + c, phase + stride * m] = sum_xi A[i, xi] * m_blocks[xi, t, c] + bias``, ``m = t * M + i``.
 
@@ -274,6 +269,7 @@ def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mco
     volume = y.shape[2] * o_h * o_w
     run = min(mcount[2], t_w * m_w)
     mf, yf, bf = m_blocks.reshape(-1), y.reshape(-1), buf.reshape(-1)
+    nz = buf.dtype.type(-0.0)  # the first term's pass starts from -0.0: -0.0 + v is v, bit for bit
     for j in range(nb):
         sample = ((n0 + j) * y.shape[1] + c0) * volume
         for a_d in range(t_d):
@@ -306,31 +302,22 @@ def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mco
                                 if take == 4:
                                     c_2, s_2 = terms[i, k + 2, 0], (int(terms[i, k + 2, 1]) * n_t + t0) * cb
                                     c_3, s_3 = terms[i, k + 3, 0], (int(terms[i, k + 3, 1]) * n_t + t0) * cb
+                                first = k == 0
                                 for b in range(count):
                                     dst, o = (b * m_w + i_w) * cb, b * cb
                                     if take == 1:
-                                        if k == 0:
-                                            for c in range(cb):
-                                                bf[at(dst + c)] = c_0 * mf[at(s_0 + o + c)]
-                                        else:
-                                            for c in range(cb):
-                                                bf[at(dst + c)] += c_0 * mf[at(s_0 + o + c)]
-                                    elif take == 2:
-                                        if k == 0:
-                                            for c in range(cb):
-                                                bf[at(dst + c)] = c_0 * mf[at(s_0 + o + c)] + c_1 * mf[at(s_1 + o + c)]
-                                        else:
-                                            for c in range(cb):
-                                                bf[at(dst + c)] = (bf[at(dst + c)] + c_0 * mf[at(s_0 + o + c)]) \
-                                                    + c_1 * mf[at(s_1 + o + c)]
-                                    elif k == 0:
                                         for c in range(cb):
-                                            bf[at(dst + c)] = ((c_0 * mf[at(s_0 + o + c)] + c_1 * mf[at(s_1 + o + c)])
-                                                               + c_2 * mf[at(s_2 + o + c)]) + c_3 * mf[at(s_3 + o + c)]
+                                            acc = nz if first else bf[at(dst + c)]
+                                            bf[at(dst + c)] = acc + c_0 * mf[at(s_0 + o + c)]
+                                    elif take == 2:
+                                        for c in range(cb):
+                                            acc = nz if first else bf[at(dst + c)]
+                                            bf[at(dst + c)] = (acc + c_0 * mf[at(s_0 + o + c)]) \
+                                                + c_1 * mf[at(s_1 + o + c)]
                                     else:
                                         for c in range(cb):
-                                            acc = (bf[at(dst + c)] + c_0 * mf[at(s_0 + o + c)]) \
-                                                + c_1 * mf[at(s_1 + o + c)]
+                                            acc = nz if first else bf[at(dst + c)]
+                                            acc = (acc + c_0 * mf[at(s_0 + o + c)]) + c_1 * mf[at(s_1 + o + c)]
                                             bf[at(dst + c)] = (acc + c_2 * mf[at(s_2 + o + c)]) \
                                                 + c_3 * mf[at(s_3 + o + c)]
                                 k += take
@@ -356,6 +343,7 @@ def transform_weights(w, taps, r, u_coefs, groups, cb_max, ci_lo, ci_hi, tmp, u_
     n_pt, n_tap = u_coefs.shape[0], u_coefs.shape[1]
     per_point = c_in * cout_g
     wf, tf, uf = w.reshape(-1), tmp.reshape(-1), u_all.reshape(-1)
+    zero = np.int64(0)  # (a literal 0 would make numba compile ``weight_point`` again, for ``Literal[int](0)``)
     ci_b = ci_lo
     while ci_b < ci_hi:
         gi = ci_b // cin_g
@@ -378,7 +366,7 @@ def transform_weights(w, taps, r, u_coefs, groups, cb_max, ci_lo, ci_hi, tmp, u_
                 for c0 in range(0, cout_g, cb_max):
                     cb = min(cb_max, cout_g - c0)
                     dst = (p * n_pt + xi) * per_point + c0 * c_in + (gi * cin_g + row0) * cb
-                    weight_point(taps_rows, 0, u_coefs[xi], 0, c0, uf[dst:dst + rows * cb].reshape((rows, cb)))
+                    weight_point(taps_rows, zero, u_coefs[xi], zero, c0, uf[dst:dst + rows * cb].reshape((rows, cb)))
         ci_b += rows
 
 
@@ -403,7 +391,7 @@ def run_task(x, wt, bias, y, gi, cin_g, n0, nb, th0, nth, c0, cb, repack, tables
     cout_g = y.shape[1] // (c_in // cin_g)  # (not wt.shape[3]: with shared weights wt is an empty stand-in)
     per_point = c_in * cout_g
     u_mat = u_buf[:cin_g * cb].reshape((cin_g, cb))
-    local = np.ones(3, np.int64)
+    local = np.empty(3, np.int64)  # (set per phase below)
     for p in range(tables.shape[0]):
         if tables[p, 1, 0] == 0 or tables[p, 1, 1] == 0 or tables[p, 1, 2] == 0:
             continue
@@ -602,7 +590,7 @@ def shares_weights(plan: geo.Plan) -> bool:
     output's size; the cost model weighs making them against the per-chunk transforms they save (``_choice``).
     Chunks can be
     small enough for their M blocks and packed rows to stay in the core's L2 cache without transforming the
-    weights again per chunk (DCGAN's 16x16 -> 32x32 block: 24 -> 19 ms; a dilated layer: 1.8 -> 1.3 ms).
+    weights again per chunk (DCGAN's 16x16 -> 32x32 block, dilated 3x3 layers).
     Weight-heavy layers (DCGAN's first block: ``36 * C_in * C_out`` is 4.5x its output) transform per chunk."""
     found = _choice(plan)
     return found is not None and found[3]
@@ -658,8 +646,8 @@ def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int,
     balance = -(-tasks // workers) * workers / tasks
     if kept and shared and _shared_elements(plan, lay) * plan.dtype.itemsize > M.WINOGRAD_L2_BYTES:
         # kept transformed weights may be many times the caches (an operator keeps up to KEPT_FACTOR x the
-        # weight): every chunk streams its channel block of them from memory (dcgan_l1, 19 MB of them: one sample
-        # per chunk 24 ms, 32 samples 12.4)
+        # weight): every chunk streams its channel block of them from memory (DCGAN's first block: 19 MB of
+        # them), which favours chunks of many samples
         u_work = tasks * n_phase * lay.points * cin_g * cb * plan.dtype.itemsize / M.BANDWIDTH
     parallel = (gemm + u_work + v_work + pack + store + calls) * balance / min(workers, tasks)
     if kept:
@@ -854,8 +842,8 @@ def _weights(plan: geo.Plan, w5: np.ndarray, found, kept: bool) -> Weights:
     taps = lay.wtaps
     if shared:
         u_all = np.empty(_shared_elements(plan, lay), dtype)
-        # in the calling thread: one more launch of the workers costs more than it saves (dilated 3x3 layer:
-        # 0.04 ms serial, 0.17 ms on two workers; DCGAN 8x8 -> 16x16: 0.93 serial, 1.18 on two)
+        # in the calling thread: it is a single pass over the weight, shorter than one more launch of the
+        # workers costs
         transform_weights(w5, taps, r_arr, u_coefs, plan.groups, cb_max, 0, plan.c_in,
                           np.empty(_prod(lay.r) * TRANSFORM_ROWS * cout_g, dtype), u_all)
         return Weights(True, cb_max, kept, u_all, np.empty((1, 1, 0, 0), dtype))  # run_task reads u_all

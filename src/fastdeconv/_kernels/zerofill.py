@@ -1,4 +1,5 @@
-"""Zero-fill form (seed 000's textbook route): dilate the input with zeros, pad, correlate densely, crop.
+"""Zero-fill form (the zero-fill-then-correlate convention, the textbook route): dilate the input with zeros,
+pad, correlate densely, crop.
 
 ``fill`` writes ``x[i]`` to ``z[i * stride + pad_before]`` and zeros elsewhere (``pad_before`` may be
 negative, which crops). Transposed convolution is then a dense stride-1 cross-correlation of ``z``
