@@ -66,6 +66,7 @@ from ._model import (  # the fitted constants, under the names the formulas belo
     IM2COL_ROW,
     LAUNCH_GEMM,
     LAUNCH_PARALLEL,
+    LAUNCH_POOL,
     LAUNCH_SERIAL,
     PHASE_RELAYOUT_ELEMENT,
     PHASE_STORE_ELEMENT,
@@ -75,6 +76,7 @@ from ._model import (  # the fitted constants, under the names the formulas belo
     PLANE_FILL,
     PLANE_PASS,
     PLANE_PHASE,
+    PLANE_SERIAL_WORK,
     PLANE_STORE,
     PLANE_TAP,
     PLANE_TAP_BLOCK,
@@ -201,8 +203,10 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
             terms = computed * passes * cb / cout_g * taps * PLANE_TAP_BLOCK
         work = (terms + y_elems * PLANE_STORE + x_elems * halo * PLANE_FILL) * (1.0 if item == 4 else 1.5) \
             + phases * PLANE_PHASE + tasks * passes * cb * cin_g * k * PLANE_WEIGHT
-        parallel = work / max(1, min(threads, tasks)) + LAUNCH_PARALLEL
-        out["gather-plane"] = min(work + LAUNCH_SERIAL, parallel) if macs < SERIAL_WORK else parallel
+        if macs < PLANE_SERIAL_WORK:  # in the calling thread (``_registry``: the same rule)
+            out["gather-plane"] = work + LAUNCH_SERIAL
+        else:  # chunks on the worker pool
+            out["gather-plane"] = work / max(1, min(threads, tasks)) + LAUNCH_POOL
 
     if cin_g and cout_g and plan.batch:
         # scatter-gemm: GEMM (cout_g*K, n*P, cin_g) per chunk and slab, pack, cols written then read by col2im

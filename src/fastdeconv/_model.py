@@ -43,6 +43,9 @@ LAUNCH_PARALLEL = 20e-6    # waking numba's pool (passive OpenMP wait) for one p
 LAUNCH_SERIAL = 1e-6       # one serial numba call
 LAUNCH_GEMM = 8e-6         # one BLAS call
 SERIAL_WORK = 2e5          # multiply-adds below which a serial direct kernel beats a parallel launch
+LAUNCH_POOL = 80e-6        # handing chunks to the Python worker pool (run_parallel: thread wake-ups, GIL hand-off)
+PLANE_SERIAL_WORK = 2e6    # multiply-adds below which gather-plane runs in the calling thread: there its work
+                           # on two threads plus the pool's hand-off takes longer than the work on one
 TINY_WORK = 2000           # ... and below which walking the definition beats setting up buffered runs (the
                            # fixed set-up dominates a few hundred multiply-adds; the two are even near 5000)
 

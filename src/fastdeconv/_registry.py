@@ -126,10 +126,17 @@ def _estimated(name: str) -> Callable[[geo.Plan, int], float | None]:
 
 
 def _runs_serially(plan: geo.Plan) -> bool:
-    """A direct kernel (or gather-plane) on a tiny problem: waking the pool costs more than the work."""
+    """A direct kernel on a tiny problem: waking numba's pool costs more than the work."""
     from . import _model
 
     return plan.macs < _model.SERIAL_WORK
+
+
+def _plane_serially(plan: geo.Plan) -> bool:
+    """gather-plane on a small problem: handing chunks to the worker pool costs more than it saves."""
+    from . import _model
+
+    return plan.macs < _model.PLANE_SERIAL_WORK
 
 
 @lru_cache(maxsize=512)
@@ -161,7 +168,7 @@ def _gemm_applies(plan: geo.Plan) -> bool:
 
 
 def _plane_run(plan, x5, w5, bias, y5) -> None:
-    _pl.gather_plane(plan, x5, w5, bias, y5, _runs_serially(plan))
+    _pl.gather_plane(plan, x5, w5, bias, y5, _plane_serially(plan))
 
 
 def _zerofill_run(plan: geo.Plan, x5: np.ndarray, wc: np.ndarray, b: np.ndarray, y5: np.ndarray) -> None:
@@ -229,7 +236,7 @@ _VARIANT_LIST = (
             pack_key=_wg.pack_key, kept_cost=_kept_winograd,
             kept_scratch=_wg.kept_scratch, check=_wg.safe),
     Variant("gather-plane", "gather", _pl.applies, _estimated("gather-plane"), _pl.scratch_elements, _same,
-            _plane_run, _runs_serially, "one input channel or few output channels per group: long vectorized runs "
+            _plane_run, _plane_serially, "one input channel or few output channels per group: long vectorized runs "
             "over a padded copy of the input rows", _kernels_of(_pl.plane_tasks), exact=False,
             check=_pl.safe),
     Variant("zerofill", "zerofill", lambda plan: True, lambda plan, threads: None, _none, _zerofill_pack,
