@@ -239,7 +239,7 @@ def test_operator_measures_a_pick_only_it_can_run(monkeypatch, tmp_path):
     monkeypatch.setenv("FASTDECONV_CACHE_DIR", str(tmp_path))
     _calibrate.forget()
     try:
-        x = np.random.default_rng(1).standard_normal((4, 64, 4, 4)).astype(np.float32)
+        x = np.random.default_rng(1).standard_normal((4, 64, 8, 8)).astype(np.float32)
         w = np.random.default_rng(2).standard_normal((64, 64, 4, 4)).astype(np.float32)
         plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, 2, 1)
         ranked = _cost.choose(plan, kept=True).estimates

@@ -8,8 +8,13 @@ targets) stays in the kernels. Only their ratios matter for the choice.
 # Fitted to single-thread CPU times (process time, so that other load on the machine does not distort them) of
 # every variant on the built-in workloads, on a 2-core AVX-512 machine (fp32, one core; fp64 arithmetic runs at
 # half the rate); ``threads`` cores divide the parallel parts.
-GEMM_PEAK = 100e9          # FLOP/s of one core in a large sgemm (OpenBLAS, rounded up): every GEMM estimate's
-                           # rate (scatter-gemm's chunk choice and gather-winograd's too)
+GEMM_PEAK = 180e9          # FLOP/s of one core in the BLAS GEMMs of the GEMM variants (OpenBLAS's AVX-512 sgemm on
+                           # the Intel host; at 100e9 every GEMM variant was rated ~2x too slow there, so none was
+                           # ever measured against Winograd or gather-plane)
+WINOGRAD_GEMM_RATE = 100e9  # FLOP/s of gather-winograd's small (tiles x C_in) @ (C_in x C_out block) GEMMs at full
+                            # efficiency (called from numba per transform point: they never reach GEMM_PEAK)
+CHUNK_GEMM_RATE = 100e9    # the GEMM rate scatter-gemm's chunk choice compares its chunkings with (against
+                           # CHUNK_CALL); fixed, so that the chunks, hence the bits, stay as they are
 GEMM_HALF = (24, 48, 32)   # GEMM side (M, N, K) at which BLAS reaches half its peak along that side
 DIRECT_RATE = 14e9         # multiply-adds/s of the direct kernels on long rows with full channel blocks
 DIRECT_ROW_HALF = 40       # input row length at which the direct kernels reach half DIRECT_RATE

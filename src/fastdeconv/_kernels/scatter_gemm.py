@@ -47,7 +47,7 @@ _MIN_GEMM_COLUMNS = 256
 # for its plane buffer, longer ones beat ``col2im`` on small planes), and the most elements of its plane buffer
 MINOR_SAMPLES = 8
 MINOR_PLANE = 1 << 16
-# (the chunk choice's estimate reads ``_model``: GEMM_PEAK, GEMM_HALF, SLAB_DISCOUNT, CHUNK_CALL)
+# (the chunk choice's estimate reads ``_model``: CHUNK_GEMM_RATE, GEMM_HALF, SLAB_DISCOUNT, CHUNK_CALL)
 
 
 # Strides along the last axis from which col2im adds a row's taps input pixel by input pixel (contiguous output,
@@ -449,7 +449,7 @@ def chunks(plan: geo.Plan) -> tuple[int, int, int] | None:
                    * (1.0 if slab == size else M.SLAB_DISCOUNT))
             count = g * -(-plan.batch // n) * -(-cout_g // cb)
             calls = count * -(-size // slab) if size else count
-            seconds = (2.0 * macs / (M.GEMM_PEAK * eff) + calls * M.CHUNK_CALL) / min(count, max_threads())
+            seconds = (2.0 * macs / (M.CHUNK_GEMM_RATE * eff) + calls * M.CHUNK_CALL) / min(count, max_threads())
             key = (-round(seconds, 6), -count)
             if best is None or key > best[0]:
                 best = (key, n, cb, slab)

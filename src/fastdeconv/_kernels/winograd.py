@@ -610,7 +610,7 @@ def _worker_scratch(lay: Layout, cin_g: int, nb: int, nth: int, cb: int) -> int:
     return packed + tiles * cin_g + cin_g * cb + lay.points * cb * tiles + cb * lay.row + PACK_CHANNELS * lay.padded[2]
 
 
-# The estimate's fitted constants are ``_model.WINOGRAD_*`` (and ``GEMM_PEAK``).
+# The estimate's fitted constants are ``_model.WINOGRAD_*``.
 
 
 def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int, shared: bool,
@@ -632,7 +632,7 @@ def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int,
         eff = 1.0
         for side, half in zip((tiles, cb, cin_g), M.WINOGRAD_GEMM_HALF):
             eff *= side / (side + half)
-    gemm = 2.0 * lay.points * n_phase * cin_g * cout_g * total_tiles / (M.GEMM_PEAK * scale * eff)
+    gemm = 2.0 * lay.points * n_phase * cin_g * cout_g * total_tiles / (M.WINOGRAD_GEMM_RATE * scale * eff)
     u_work = 0.0 if shared else tasks * n_phase * lay.points * cin_g * cb * M.WINOGRAD_U_ELEMENT
     big = _worker_scratch(lay, cin_g, nb, nth, cb) * plan.dtype.itemsize > M.WINOGRAD_L2_BYTES
     spill = M.WINOGRAD_SPILL if big else 1.0
