@@ -1,5 +1,7 @@
 import os
 import tempfile
+import threading
+import warnings
 
 # The tests check the cost model's own choices and must not depend on earlier runs: measured calibration is
 # off by default here (tests/test_calibrate.py turns it on) and any record goes to a fresh directory.
@@ -26,3 +28,27 @@ def rng():
 
 def tolerance(dtype):
     return {"rtol": 1e-4, "atol": 1e-4} if np.dtype(dtype) == np.float32 else {"rtol": 1e-10, "atol": 1e-10}
+
+
+def within(timeout, fn, *args):
+    """``fn(*args)`` in a daemon thread, failing instead of hanging the suite when it takes over ``timeout``
+    seconds; returns (value, messages of the warnings it raised). An exception it raises is a failure too."""
+    box = {}
+
+    def target():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                box["value"] = fn(*args)
+            except BaseException as exc:  # reported below
+                box["error"] = exc
+        box["warnings"] = [str(w.message) for w in caught]
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    name = getattr(fn, "__name__", repr(fn))
+    assert not thread.is_alive(), f"{name} did not return within {timeout} s"
+    if "error" in box:
+        raise AssertionError(f"{name} raised {box['error']!r}")
+    return box["value"], box["warnings"]

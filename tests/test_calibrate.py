@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tolerance
+from conftest import tolerance, within
 from reference import conv_transpose_ref
 
 import fastdeconv as fd
@@ -61,22 +61,8 @@ def _inputs():
 
 
 def _within(fn, *args):
-    """``fn(*args)`` in a daemon thread; fail instead of hanging the suite."""
-    box = {}
-
-    def target():
-        try:
-            box["value"] = fn(*args)
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(TIMEOUT)
-    assert not thread.is_alive(), f"no answer within {TIMEOUT} s"
-    if "error" in box:
-        raise AssertionError(f"raised {box['error']!r}")
-    return box["value"]
+    """``fn(*args)``; fail instead of hanging the suite."""
+    return within(TIMEOUT, fn, *args)[0]
 
 
 def _fake_clock(monkeypatch, pace):

@@ -5,10 +5,10 @@ import os
 import subprocess
 import sys
 import threading
-import warnings
 from pathlib import Path
 
 import pytest
+from conftest import within
 
 import fastdeconv
 from fastdeconv import _store
@@ -21,25 +21,8 @@ def _valid(key, value):
 
 
 def _within(fn, *args):
-    """Run ``fn(*args)`` in a daemon thread; fail (instead of hanging the suite) if it takes over TIMEOUT."""
-    box = {}
-
-    def target():
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                box["value"] = fn(*args)
-            except BaseException as exc:  # reported below: an exception is a failure too
-                box["error"] = exc
-        box["warnings"] = [str(w.message) for w in caught]
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(TIMEOUT)
-    assert not thread.is_alive(), f"{fn.__name__} did not return within {TIMEOUT} s"
-    if "error" in box:
-        raise AssertionError(f"{fn.__name__} raised {box['error']!r}")
-    return box["value"], box["warnings"]
+    """``fn(*args)`` and its warnings; fail (instead of hanging the suite) if it takes over TIMEOUT."""
+    return within(TIMEOUT, fn, *args)
 
 
 def test_cache_dir(monkeypatch, tmp_path):
