@@ -258,6 +258,13 @@ class _Prepared:
             self._decide(x5, w5, b, y5)
         self._checked(x5, w5, b, y5)
 
+    def probe(self, variant: str) -> _Prepared:
+        """A copy of this prepared call that runs ``variant`` (a measurement times candidates on copies, never on
+        an object other threads may be running)."""
+        probe = _Prepared(self.plan, self.kept)
+        probe._use(variant)
+        return probe
+
     def _decide(self, x5, w5, b, y5) -> None:
         """Ask the process-wide decision (the first caller of a key may time candidates on these arrays, on
         prepared copies of this object, never on this one, which other threads may be running)."""
@@ -266,8 +273,7 @@ class _Prepared:
         def run(variant: str) -> None:
             probe = probes.get(variant)
             if probe is None:
-                probe = probes[variant] = _Prepared(self.plan, self.kept)
-                probe._use(variant)
+                probe = probes[variant] = self.probe(variant)
             probe._execute(x5, w5, b, y5)
 
         def ready(variant: str) -> bool:

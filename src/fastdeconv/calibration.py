@@ -138,8 +138,7 @@ def remeasure(x_shape: Sequence[int], w_shape: Sequence[int], *, stride=1, paddi
     y5 = np.empty(prepared.y5_shape, dt)
     probes = {}
     for name in names:  # compile (or load) every candidate before timing any
-        probes[name] = _api._Prepared(plan)
-        probes[name]._use(name)
+        probes[name] = prepared.probe(name)
         probes[name]._execute(x5, w5, prepared.zero_bias, y5)
     record = _calibrate.measure(plan, names, lambda name: probes[name]._execute(x5, w5, prepared.zero_bias, y5))
     _calibrate._store(_calibrate.key(plan), record, replace=True)
