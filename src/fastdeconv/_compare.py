@@ -801,14 +801,10 @@ def _load_average() -> float | None:
         return None
 
 
-def _cpu() -> str:
-    from ._roofline import cpu_name
-
-    return cpu_name()
-
-
 def _machine(threads: int, opts: Options) -> dict:
     import numba
+
+    from ._store import cpu_name
 
     versions = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__}
     for mod in ("torch", "onnxruntime", "tensorflow", "jax"):
@@ -817,7 +813,7 @@ def _machine(threads: int, opts: Options) -> dict:
     return {"threads": threads, "cpu_count": os.cpu_count(), "machine": platform.machine(),
             "load_average_at_end": _load_average(),
             "peak_gflops": opts.peak_gflops, "stream_gbs": opts.stream_gbs, "roofline_source": opts.roof_source,
-            "cpu": _cpu(), "versions": versions,
+            "cpu": cpu_name(), "versions": versions,
             "budget_seconds": opts.budget, "rounds": opts.rounds}
 
 
