@@ -149,7 +149,7 @@ def weight_point(wt, p, coefs, ci0, c0, u_mat):
         uf[:] = 0
 
 
-@njit(inline="always", **NJIT_FLAGS)
+@njit(**NJIT_FLAGS)
 def pack(x, n0, nb, ci0, offset, r0, xp, tile):
     """``xp[j, offset[0] + i_d, offset[1] + i_h - r0, offset[2] + i_w, ci] = x[n0 + j, ci0 + ci, i_d, i_h, i_w]``.
 
@@ -191,7 +191,7 @@ def pack(x, n0, nb, ci0, offset, r0, xp, tile):
                                 pf[at(dst + c)] = tf[at(c * size_w + i_w)]
 
 
-@njit(inline="always", **NJIT_FLAGS)
+@njit(**NJIT_FLAGS)
 def input_point(xp, nb, terms, step, ntiles, vt):
     """``vt[t, ci] = sum over terms of c * xp[j, t_d * step_d + v_d, t_h * step_h + v_h, t_w * step_w + v_w, ci]``.
 
@@ -251,7 +251,7 @@ def input_point(xp, nb, terms, step, ntiles, vt):
                     k += 4
 
 
-@njit(inline="always", **NJIT_FLAGS)
+@njit(**NJIT_FLAGS)
 def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mcount, ntiles, th0):
     """``y[n0 + j, c0 + c, phase + stride * m] = sum_xi A[i, xi] * m_blocks[xi, t, c] + bias``, ``m = t * M + i``.
 
