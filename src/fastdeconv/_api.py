@@ -247,11 +247,15 @@ class _Prepared:
     def run_kept(self, x: np.ndarray, w5: np.ndarray, b: np.ndarray, y: np.ndarray) -> None:
         """``run`` for an operator: ``w5`` and ``b`` are its weight and bias vector, already canonical (the
         plan's dtype, 5-D, C-contiguous, writeable)."""
-        if y.size == 0:
-            return
         flags = x.flags
         if not (x.dtype is self.dtype and flags.c_contiguous and flags.writeable):
             x = _contiguous(x, self.dtype)
+        self.run_canonical(x, w5, b, y)
+
+    def run_canonical(self, x: np.ndarray, w5: np.ndarray, b: np.ndarray, y: np.ndarray) -> None:
+        """``run_kept`` on an ``x`` already canonical (the plan's dtype, C-contiguous, writeable)."""
+        if y.size == 0:
+            return
         x5 = x.reshape(self.x5_shape)
         y5 = y.reshape(self.y5_shape)
         if not self.decided:

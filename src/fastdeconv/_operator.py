@@ -13,6 +13,9 @@ from . import _geometry as geo
 from ._api import IntOrSeq, Padding, _as_array, _output_array, _Prepared
 from ._threads import apply_num_threads
 
+# ``ndarray.flags.num`` bits of a C-contiguous, writeable array that owns its data (NPY_ARRAY_C_CONTIGUOUS,
+# NPY_ARRAY_OWNDATA, NPY_ARRAY_WRITEABLE)
+_OWNED = 0x1 | 0x4 | 0x400
 _SHAPES_SIZE = 256  # plans kept per operator (input shape, dtype, output_size); the oldest half is dropped beyond
 
 
@@ -137,12 +140,16 @@ class ConvTranspose:
             y = np.empty(prepared.out_shape, prepared.dtype)
             prepared.run_kept(x, w5, b, y)
             return y
-        if type(out) is np.ndarray:
+        if type(out) is np.ndarray and out.dtype is prepared.dtype and out.shape == prepared.out_shape:
+            # the common case checked cheaply, so that a call into ``out`` costs no more than one allocating its
+            # result: both C-contiguous, writeable and owning their data (two such arrays never overlap), with
+            # three flags read at once (``flags.num``)
+            if (out.flags.num & _OWNED == _OWNED and x.flags.num & _OWNED == _OWNED and out is not x
+                    and x.dtype is prepared.dtype):
+                prepared.run_canonical(x, w5, b, out)
+                return out
             flags = out.flags
-            # the common case, checked cheaply (two arrays owning their data never overlap)
-            if (flags.c_contiguous and flags.writeable and out.dtype is prepared.dtype
-                    and out.shape == prepared.out_shape
-                    and (flags.owndata and out is not x and x.flags.owndata or not np.may_share_memory(out, x))):
+            if flags.c_contiguous and flags.writeable and not np.may_share_memory(out, x):
                 prepared.run_kept(x, w5, b, out)
                 return out
         y = _output_array(prepared.plan, out, (x,))
