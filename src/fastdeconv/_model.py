@@ -5,14 +5,66 @@
 targets) stays in the kernels. Only their ratios matter for the choice.
 """
 
+import os
+from pathlib import Path
+
+
+def _l2_bytes(default: int = 1 << 20) -> int:
+    """The L2 (per-core) cache size of this machine's first CPU, from Linux's sysfs; ``default`` elsewhere or when
+    unreadable. The chunk choices keep a worker's working set within it (the Zen 4 host has 1 MiB, the Intel
+    host 2 MiB)."""
+    try:
+        for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+            if (index / "level").read_text().strip() == "2" and (index / "type").read_text().strip() != "Instruction":
+                text = (index / "size").read_text().strip().upper()
+                scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+                size = int(text.rstrip("KM")) * scale
+                if 1 << 16 <= size <= 1 << 26:  # a plausible L2 (64 KiB to 64 MiB)
+                    return size
+    except (OSError, ValueError):
+        pass
+    return default
+
+
+def _cpu_info() -> tuple[str, set]:
+    """(vendor, feature flags) of the first CPU in Linux's /proc/cpuinfo; ("", empty set) elsewhere."""
+    vendor, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "vendor_id":
+                    vendor = value.strip()
+                elif key == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    return vendor, flags
+
+
+def _core_gemm_rate() -> float:
+    """fp32 FLOP/s of one core in OpenBLAS's sgemm, by kind of CPU: Intel cores with AVX-512 run two 512-bit FMA
+    pipes (the Intel host: 358-381 GFLOP/s on 2 cores), the others about 100 per core (the Zen 4 host, whose
+    AVX-512 is double-pumped 256-bit: 198 GFLOP/s on 2 cores; AVX2 cores). ``OPENBLAS_CORETYPE`` naming a kernel
+    without AVX-512 (which some machines set) caps it there too. Only the ratios to the other kernels' rates
+    matter; with a rate per kind of machine the GEMM variants' estimates stay within ~20% of their times on both
+    hosts."""
+    vendor, flags = _cpu_info()
+    forced = os.environ.get("OPENBLAS_CORETYPE", "").strip().lower()
+    avx512_kernel = not forced or forced in ("skylakex", "cooperlake", "sapphirerapids")
+    return 180e9 if vendor == "GenuineIntel" and "avx512f" in flags and avx512_kernel else 100e9
+
+
+L2_BYTES = _l2_bytes()
+
 # Fitted to single-thread CPU times (process time, so that other load on the machine does not distort them) of
 # every variant on the built-in workloads, on a 2-core AVX-512 machine (fp32, one core; fp64 arithmetic runs at
 # half the rate); ``threads`` cores divide the parallel parts.
-GEMM_PEAK = 180e9          # FLOP/s of one core in the BLAS GEMMs of the GEMM variants (OpenBLAS's AVX-512 sgemm on
-                           # the Intel host; at 100e9 every GEMM variant was rated ~2x too slow there, so none was
-                           # ever measured against Winograd or gather-plane)
-WINOGRAD_GEMM_RATE = 100e9  # FLOP/s of gather-winograd's small (tiles x C_in) @ (C_in x C_out block) GEMMs at full
-                            # efficiency (called from numba per transform point: they never reach GEMM_PEAK)
+GEMM_PEAK = _core_gemm_rate()  # FLOP/s of one core in the BLAS GEMMs of the GEMM variants
+WINOGRAD_GEMM_RATE = GEMM_PEAK  # ... and in gather-winograd's (tiles x C_in) @ (C_in x C_out block) GEMMs, called
+                                # from numba per transform point (their shapes lower it: WINOGRAD_GEMM_HALF)
 CHUNK_GEMM_RATE = 100e9    # the GEMM rate scatter-gemm's chunk choice compares its chunkings with (against
                            # CHUNK_CALL); fixed, so that the chunks, hence the bits, stay as they are
 GEMM_HALF = (24, 48, 32)   # GEMM side (M, N, K) at which BLAS reaches half its peak along that side
@@ -71,7 +123,7 @@ WINOGRAD_PACK_ELEMENT = 0.6e-9  # s per input element packed channels-last
 WINOGRAD_STORE_ELEMENT = 1.6e-9  # s per output element of the inverse transform (sums + strided store)
 # A chunk whose packed rows, V and M blocks outgrow the core's L2 cache streams them from L3 in the transforms
 # and the inverse (the same GEMMs, up to 1.5x the time of the whole call): the chunk choice keeps chunks in L2.
-WINOGRAD_L2_BYTES = 1 << 20
+WINOGRAD_L2_BYTES = L2_BYTES
 WINOGRAD_SPILL = 2.0           # factor on the transforms' per-element costs once a chunk exceeds WINOGRAD_L2_BYTES
 WINOGRAD_RELAYOUT_ELEMENT = 0.8e-9  # s per weight element re-laid out (tap-major, per point)
 WINOGRAD_POINT_CALL = 1e-6     # s per point: BLAS call set-up from numba

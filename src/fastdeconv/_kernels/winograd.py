@@ -644,10 +644,11 @@ def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int,
     calls = (tasks * (n_phase * lay.points * M.WINOGRAD_POINT_CALL + M.WINOGRAD_TASK_CALL)
              + total_tiles * n_phase * lay.points * M.WINOGRAD_TILE_POINT)
     balance = -(-tasks // workers) * workers / tasks
-    if kept and shared and _shared_elements(plan, lay) * plan.dtype.itemsize > M.WINOGRAD_L2_BYTES:
-        # kept transformed weights may be many times the caches (an operator keeps up to KEPT_FACTOR x the
-        # weight): every chunk streams its channel block of them from memory (DCGAN's first block: 19 MB of
-        # them), which favours chunks of many samples
+    if shared and _shared_elements(plan, lay) * plan.dtype.itemsize > M.WINOGRAD_L2_BYTES:
+        # shared transformed weights larger than the core's cache (a one-off call's up to 3/4 of the output, an
+        # operator's up to KEPT_FACTOR x the weight): every chunk streams its channel block of them from memory
+        # (DCGAN's first block: 19 MB of them; a 256 -> 128 block: 4.7 MB, read by each of 64 small chunks),
+        # which favours chunks of many samples
         u_work = tasks * n_phase * lay.points * cin_g * cb * plan.dtype.itemsize / M.BANDWIDTH
     parallel = (gemm + u_work + v_work + pack + store + calls) * balance / min(workers, tasks)
     if kept:
