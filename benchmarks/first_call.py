@@ -7,8 +7,10 @@ Each row runs a new interpreter that imports fastdeconv and makes one ``conv_tra
 of the workload (float32, the built-in ``workloads.json``) with an empty calibration cache, so the first call
 includes whatever a user's first call pays: loading (or compiling) the kernels, and the one-time calibration
 when the model's candidates are close. ``--cold`` gives each workload its own empty ``NUMBA_CACHE_DIR``;
-the warm rows share one directory filled by ``python -m fastdeconv warmup`` (timed too). This is a benchmark
-script, not a test: the numbers depend on the machine and on what else runs on it.
+the warm rows share one directory filled by ``python -m fastdeconv warmup`` (timed too). A cold row lists the
+kernels its call compiled with numba's compile time of each (``--detail``: also those compiled from inside
+another's compile, whose time is part of the outer one). This is a benchmark script, not a test: the numbers
+depend on the machine and on what else runs on it.
 """
 
 from __future__ import annotations
@@ -28,8 +30,20 @@ t0 = time.perf_counter()
 import numpy as np
 import fastdeconv as fd
 from fastdeconv import _compare
+from numba.core import event
 wl = _compare.builtin_workloads()[sys.argv[1]]
 t1 = time.perf_counter()
+compiles, stack = [], []  # (nesting depth, module.function, seconds) of every numba compile, in order
+
+class Listener(event.Listener):
+    def on_start(self, ev):
+        stack.append(time.perf_counter())
+    def on_end(self, ev):
+        func = getattr(ev.data.get("dispatcher"), "py_func", None)
+        name = f"{getattr(func, '__module__', '').rsplit('.', 1)[-1]}.{getattr(func, '__qualname__', '?')}"
+        compiles.append((len(stack) - 1, name, time.perf_counter() - stack.pop()))
+
+event.register("numba:compile", Listener())
 rng = np.random.default_rng(0)
 x = rng.standard_normal(wl.x_shape, dtype=np.float32)
 w = rng.standard_normal(wl.w_shape, dtype=np.float32)
@@ -38,7 +52,7 @@ fd.conv_transpose(x, w, **wl.kwargs())
 t3 = time.perf_counter()
 fd.conv_transpose(x, w, **wl.kwargs())
 t4 = time.perf_counter()
-print(json.dumps({"import": t1 - t0, "first_call": t3 - t2, "second_call": t4 - t3,
+print(json.dumps({"import": t1 - t0, "first_call": t3 - t2, "second_call": t4 - t3, "compiles": compiles,
                   "variant": fd.plan(wl.x_shape, wl.w_shape, **wl.kwargs()).variant}))
 """
 
@@ -66,6 +80,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cold", action="store_true", help="also time each workload from an empty numba cache")
     parser.add_argument("--no-warm", action="store_true", help="skip warmup and the warm table")
     parser.add_argument("--workload", nargs="+", default=None, help="built-in workloads (default: all)")
+    parser.add_argument("--detail", action="store_true",
+                        help="in the cold rows, list the kernels compiled inside other kernels' compiles too")
     parser.add_argument("--json", help="write the table to this JSON file")
     args = parser.parse_args(argv)
 
@@ -82,8 +98,11 @@ def main(argv=None) -> int:
                 numba_cache = tempfile.mkdtemp(dir=tmp)
                 row = _run_child(name, numba_cache, tempfile.mkdtemp(dir=tmp))
                 result["rows"].setdefault(name, {})["cold"] = row
+                listed = ", ".join(f"{'  ' * depth}{kernel} {seconds:.2f}" for depth, kernel, seconds
+                                   in row["compiles"] if depth == 0 or args.detail)
                 print(f"cold  {name:<16} first call {row['first_call']:7.2f} s  ({row['variant']}; import "
-                      f"{row['import']:.2f} s, second call {row['second_call'] * 1e3:.1f} ms)", flush=True)
+                      f"{row['import']:.2f} s, second call {row['second_call'] * 1e3:.1f} ms; compiled: "
+                      f"{listed})", flush=True)
         if not args.no_warm:
             numba_cache = tempfile.mkdtemp(dir=tmp)
             env = {**os.environ, "NUMBA_CACHE_DIR": numba_cache}

@@ -25,8 +25,8 @@ the weights are re-laid out per (output phase, tap) as contiguous (C_in, C_out_g
 weight) and each chunk makes the U of its points. Memory: each worker holds its packed input rows, one U, one V
 and the ``alpha^rank`` M blocks of its chunk. Chunks (sample block, block of tile rows, output-channel block) are
 chosen by the cost model (``_choice``: BLAS's rate by product size, the transforms slower once a chunk outgrows
-L2) among those for which all of it stays within one output's size; when nothing fits (weights larger than the
-output), the variant is not a candidate.
+L2, shared weights larger than L2 re-read by every chunk) among those for which all of it stays within one
+output's size; when nothing fits (weights larger than the output), the variant is not a candidate.
 """
 
 from __future__ import annotations
@@ -671,8 +671,8 @@ def _choice(plan: geo.Plan, kept: bool = False) -> tuple[int, int, int, bool] | 
 
     All workers' scratch plus what the call holds (the re-laid-out weight, or the shared transformed weights)
     stays within one output's size; among the chunks that fit, the one with the least estimated time. A chunk
-    of one sample may take part of its tile rows (large single images). Depends on the shapes and numba's pool
-    size only.
+    of one sample may take part of its tile rows (large single images). Depends on the shapes, numba's pool
+    size and the machine (``_model``'s L2 size and BLAS rate), never on the current thread count.
 
     ``kept``: the weight-only work is done once and kept by an operator (``pack_kept``), so it holds nothing
     per call: the workers' scratch alone keeps the rule, and the shared transformed weights may take up to
