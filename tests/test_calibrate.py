@@ -120,32 +120,6 @@ def test_real_measurement_runs_every_candidate(calibrating, all_ready):
     assert _api._prepared(_plan()).variant == record["variant"]
 
 
-@pytest.mark.parametrize("fresh_from", [0, 1 << 40])
-def test_large_outputs_are_measured_into_fresh_arrays(calibrating, monkeypatch, all_ready, fresh_from):
-    """From FRESH_OUTPUT_BYTES on, every measured run writes a new array (as a call that allocates an output that
-    large gets new pages every time); below it, the caller's output; the call's result is right either way."""
-    monkeypatch.setattr(_calibrate, "FRESH_OUTPUT_BYTES", fresh_from)
-    targets = []
-
-    def fake_measure(plan, candidates, run):
-        real = _api._Prepared._execute
-        monkeypatch.setattr(_api._Prepared, "_execute", lambda self, x5, w5, b, y5: (targets.append(y5),
-                                                                                       real(self, x5, w5, b, y5)))
-        for name in candidates:
-            run(name)
-        monkeypatch.setattr(_api._Prepared, "_execute", real)
-        return {"variant": candidates[0], "seconds": dict.fromkeys(candidates, 1.0), "model": candidates[0]}
-
-    monkeypatch.setattr(_calibrate, "measure", fake_measure)
-    x, w = _inputs()
-    out = np.empty(_plan().out_shape, np.float32)
-    y = fd.conv_transpose(x, w, **GEOMETRY, out=out)
-    np.testing.assert_allclose(y, conv_transpose_ref(x, w, **GEOMETRY), **tolerance(np.float32))
-    assert len(targets) == len(_names())
-    shared = [np.shares_memory(t, out) for t in targets]
-    assert shared == [fresh_from > 0] * len(targets)
-
-
 def test_disabled_and_corrupt_cache(calibrating, monkeypatch):
     (calibrating / "calibration.json").write_text("{not json")
     _calibrate.forget()

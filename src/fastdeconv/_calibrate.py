@@ -62,12 +62,6 @@ LONG_ROUNDS = 3      # ... for calls of LONG_CALL or more, whose blocks are one 
 LONG_CALL = 0.025    # seconds: a machine's noise is a small part of such a call
 BLOCK_TIME = 0.005   # seconds a short call's block runs after its first run
 MAX_RUNS = 25        # ... but at most this many runs
-# Outputs from this size on are timed writing into a new array per run: a call that allocates one this large gets
-# pages fresh from the OS every time (32 MiB is glibc's largest threshold for serving an allocation by mmap), and
-# their first-touch faults cost the variants differently (a 4096^2 image: gather-direct 5.8 ms and gather-plane
-# 6.7 into a reused array, 15.5 and 10.6 into fresh ones). Smaller fresh arrays reuse freed memory, as the
-# caller's output does. The measurement of such a layer holds one more output while it runs.
-FRESH_OUTPUT_BYTES = 32 << 20
 TIE = 1.05           # a challenger must beat the model's pick's median by this factor (and win most rounds)
 FILE_NAME = "calibration.json"
 MAX_KEY = 512        # characters: a longer key is not one of ours
