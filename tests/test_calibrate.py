@@ -484,3 +484,28 @@ def test_compiled_probe_reads_numbas_disk_cache(tmp_path):
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("h2_probe_mod", None)
+
+
+def test_compile_beside_compiles_in_a_child_into_the_cache(tmp_path):
+    """``_compiled.compile_beside`` compiles a kernel for the types of the given arguments in another process:
+    afterwards it is available here (from numba's cache) without having been compiled here; a kernel already
+    available starts no child."""
+    (tmp_path / "h3_beside_mod.py").write_text("from numba import njit\n\n\n@njit(cache=True)\n"
+                                               "def double(a):\n    return a * 2\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import h3_beside_mod as m
+        from numba import typeof
+
+        args = (np.ones(3, np.float32),)
+        signature = tuple(typeof(a) for a in args)
+        assert not _compiled.available(m.double, signature)
+        beside = _compiled.compile_beside(m.double, args)
+        assert beside._proc is not None  # a child was started
+        beside.wait()
+        assert m.double.signatures == [] and _compiled.available(m.double, signature)
+        assert _compiled.compile_beside(m.double, args)._proc is None  # available: nothing to do
+        assert np.array_equal(m.double(*args), np.full(3, 2, np.float32))
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("h3_beside_mod", None)

@@ -183,3 +183,13 @@ def test_bitwise_identical_across_thread_counts():
         assert np.array_equal(one, fd.conv_transpose(x, w, stride=2, padding=1))
     finally:
         fd.set_num_threads(_threads.max_threads())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_cold_compile_signature_is_the_calls(dtype):
+    """``_compile_cold`` compiles ``run_task`` ahead of the call for ``_run_task_signature``: it must be exactly
+    the signature the call uses (else the call would compile a second overload)."""
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 16, 16, 16)).astype(dtype), rng.standard_normal((16, 8, 4, 4)).astype(dtype)
+    _run(x, w, np.zeros(8, dtype), {"stride": 2, "padding": 1})
+    assert wg._run_task_signature(np.dtype(dtype)) in wg.run_task.overloads

@@ -6,6 +6,9 @@ overloads for that dtype is compiled in this process (``dispatcher.signatures``)
 (the dispatcher's cache index, keyed as numba keys it: signature, CPU and code hash), so that calling it only
 loads it. Anything unexpected (not a numba dispatcher, a numba version with other internals, an unreadable or
 foreign index file) answers "not ready": a wrong "no" only skips a measurement, a wrong "yes" would compile.
+
+``compile_beside`` compiles one kernel in a child interpreter into that cache, so that a cold first call can
+compile two large kernels on two cores (numba compiles one function at a time per process).
 """
 
 from __future__ import annotations
@@ -84,5 +87,101 @@ def variant_ready(variant: str, dtype) -> bool:
 
     try:
         return groups_ready(_registry.get(variant).kernels(), dtype)
+    except Exception:
+        return False
+
+
+# A child interpreter that compiles one kernel for one signature into numba's on-disk cache. The signature
+# travels pickled on stdin; the parent's sys.path goes along, so that the child imports the same fastdeconv.
+_CHILD = (
+    "import importlib, pickle, sys\n"
+    "module, name, signature = pickle.load(sys.stdin.buffer)\n"
+    "getattr(importlib.import_module(module), name).compile(signature)\n"
+)
+
+
+class Beside:
+    """A kernel compiling in a child process while this one works (see :func:`compile_beside`)."""
+
+    def __init__(self, proc):
+        self._proc = proc
+
+    def wait(self, timeout: float = 120.0) -> None:
+        """Wait for the child; the kernel then loads from numba's cache. A child that fails or takes longer than
+        ``timeout`` seconds (then killed) only means that the call compiles the kernel itself, as without one."""
+        import subprocess
+
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _end(proc)
+        except BaseException:  # (an interrupt while waiting: the child must not outlive the call)
+            _end(proc)
+            raise
+
+    def kill(self) -> None:
+        """Stop the child (the call is being abandoned)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            _end(proc)
+
+
+def _end(proc) -> None:
+    proc.kill()
+    proc.wait()
+
+
+def compile_beside(dispatcher, args: tuple) -> Beside:
+    """Start compiling ``dispatcher`` for the types of ``args`` in a child interpreter, so that this process can
+    compile another kernel meanwhile (numba compiles one function at a time per process, and a cold first call
+    of a variant with two large kernels would otherwise compile them one after the other on one core).
+
+    Does nothing (``wait`` returns at once) unless numba's disk cache is on, the machine has a second core, and
+    the kernel is neither compiled here nor cached for these types: the call then compiles or loads it as
+    usual. Only the compile moves: the kernel, its cache entry and its results are the ones a call would make.
+    """
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    from .config import NUMBA_CACHE
+
+    try:
+        if not NUMBA_CACHE or (os.cpu_count() or 1) < 2:
+            return Beside(None)
+        from numba import typeof
+
+        signature = tuple(typeof(a) for a in args)
+        if available(dispatcher, signature):
+            return Beside(None)
+        func = dispatcher.py_func
+        payload = pickle.dumps((func.__module__, func.__name__, signature))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=env)
+        proc.stdin.write(payload)
+        proc.stdin.close()
+        return Beside(proc)
+    except Exception:  # no child (none can start here, or numba internals differ): the call compiles as usual
+        return Beside(None)
+
+
+def available(dispatcher, signature: tuple) -> bool:
+    """Whether ``dispatcher`` runs for exactly ``signature`` (numba types) without compiling: compiled in this
+    process, or in numba's disk cache for this CPU and code. False on any failure to tell."""
+    try:
+        if signature in dispatcher.overloads:
+            return True
+        cache = getattr(dispatcher, "_cache", None)
+        load_index = getattr(getattr(cache, "_cache_file", None), "_load_index", None)
+        index_key = getattr(cache, "_index_key", None)
+        if load_index is None or index_key is None:
+            return False
+        key = index_key(signature, dispatcher.targetctx.codegen())
+        return any(k == key for k in load_index())
     except Exception:
         return False
