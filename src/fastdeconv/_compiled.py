@@ -106,7 +106,7 @@ class Beside:
     def __init__(self, proc):
         self._proc = proc
 
-    def wait(self, timeout: float = 120.0) -> None:
+    def wait(self, timeout: float = 60.0) -> None:
         """Wait for the child; the kernel then loads from numba's cache. A child that fails or takes longer than
         ``timeout`` seconds (then killed) only means that the call compiles the kernel itself, as without one."""
         import subprocess
@@ -151,8 +151,8 @@ def compile_beside(dispatcher, args: tuple) -> Beside:
     from .config import NUMBA_CACHE
 
     try:
-        if not NUMBA_CACHE or (os.cpu_count() or 1) < 2:
-            return Beside(None)
+        if not NUMBA_CACHE or (os.cpu_count() or 1) < 2 or not sys.executable or getattr(sys, "frozen", False):
+            return Beside(None)  # (a frozen or embedded interpreter's executable may not run ``-c``)
         from numba import typeof
 
         signature = tuple(typeof(a) for a in args)
