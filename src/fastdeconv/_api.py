@@ -248,8 +248,8 @@ class _Prepared:
         """``run`` for an operator: ``w5`` and ``b`` are its weight and bias vector, already canonical (the
         plan's dtype, 5-D, C-contiguous, writeable)."""
         flags = x.flags
-        if not (x.dtype is self.dtype and flags.c_contiguous and flags.writeable):
-            x = _contiguous(x, self.dtype)
+        if y.size and not (x.dtype is self.dtype and flags.c_contiguous and flags.writeable):
+            x = _contiguous(x, self.dtype)  # (not for an empty output: nothing reads x then)
         self.run_canonical(x, w5, b, y)
 
     def run_canonical(self, x: np.ndarray, w5: np.ndarray, b: np.ndarray, y: np.ndarray) -> None:
