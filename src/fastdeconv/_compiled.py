@@ -57,19 +57,24 @@ def _one_ready(dispatcher, want) -> bool:
         return False  # not a numba dispatcher
     if any(_matches(sig, want) for sig in signatures):
         return True
+    index, index_key = _cache_index(dispatcher)
+    for key in index:
+        if isinstance(key, tuple) and key and _matches(key[0], want) and index_key(key[0]) == key:
+            return True  # same signature, same CPU/target and same code: numba would load it
+    return False
+
+
+def _cache_index(dispatcher):
+    """(the keys of numba's disk cache index of ``dispatcher``, the key numba would look up for a signature on
+    this CPU and code); no keys when caching is off (cache=False or NUMBA_DISABLE_JIT), the index is missing,
+    from another numba version or stale (source changed), or numba's internals differ."""
     cache = getattr(dispatcher, "_cache", None)
     load_index = getattr(getattr(cache, "_cache_file", None), "_load_index", None)
     index_key = getattr(cache, "_index_key", None)
     if load_index is None or index_key is None:
-        return False  # caching off (cache=False or NUMBA_DISABLE_JIT), or other numba internals
-    index = load_index()  # {} when missing, from another numba version, or stale (source changed)
-    if not index:
-        return False
+        return (), None
     codegen = dispatcher.targetctx.codegen()
-    for key in index:
-        if isinstance(key, tuple) and key and _matches(key[0], want) and index_key(key[0], codegen) == key:
-            return True  # same signature, same CPU/target and same code: numba would load it
-    return False
+    return tuple(load_index()), lambda signature: index_key(signature, codegen)
 
 
 def _matches(sig, want) -> bool:
@@ -176,12 +181,7 @@ def available(dispatcher, signature: tuple) -> bool:
     try:
         if signature in dispatcher.overloads:
             return True
-        cache = getattr(dispatcher, "_cache", None)
-        load_index = getattr(getattr(cache, "_cache_file", None), "_load_index", None)
-        index_key = getattr(cache, "_index_key", None)
-        if load_index is None or index_key is None:
-            return False
-        key = index_key(signature, dispatcher.targetctx.codegen())
-        return any(k == key for k in load_index())
+        index, index_key = _cache_index(dispatcher)
+        return bool(index) and index_key(signature) in index
     except Exception:
         return False

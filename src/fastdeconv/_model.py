@@ -8,6 +8,8 @@ targets) stays in the kernels. Only their ratios matter for the choice.
 import os
 from pathlib import Path
 
+from ._store import cpu_info
+
 
 def _l2_bytes(default: int = 1 << 20) -> int:
     """The L2 (per-core) cache size of this machine's first CPU, from Linux's sysfs; ``default`` elsewhere or when
@@ -26,24 +28,6 @@ def _l2_bytes(default: int = 1 << 20) -> int:
     return default
 
 
-def _cpu_info() -> tuple[str, set]:
-    """(vendor, feature flags) of the first CPU in Linux's /proc/cpuinfo; ("", empty set) elsewhere."""
-    vendor, flags = "", set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "vendor_id":
-                    vendor = value.strip()
-                elif key == "flags":
-                    flags = set(value.split())
-                    break
-    except OSError:
-        pass
-    return vendor, flags
-
-
 def _core_gemm_rate() -> float:
     """fp32 FLOP/s of one core in OpenBLAS's sgemm, by kind of CPU: Intel cores with AVX-512 run two 512-bit FMA
     pipes (the Intel host: 358-381 GFLOP/s on 2 cores), the others about 100 per core (the Zen 4 host, whose
@@ -51,7 +35,8 @@ def _core_gemm_rate() -> float:
     without AVX-512 (which some machines set) caps it there too. Only the ratios to the other kernels' rates
     matter; with a rate per kind of machine the GEMM variants' estimates stay within ~20% of their times on both
     hosts."""
-    vendor, flags = _cpu_info()
+    info = cpu_info()
+    vendor, flags = info.get("vendor_id", ""), set(info.get("flags", "").split())
     forced = os.environ.get("OPENBLAS_CORETYPE", "").strip().lower()
     avx512_kernel = not forced or forced in ("skylakex", "cooperlake", "sapphirerapids")
     return 180e9 if vendor == "GenuineIntel" and "avx512f" in flags and avx512_kernel else 100e9

@@ -42,17 +42,26 @@ _write_lock = threading.Lock()  # fcntl locks are per process: threads of one pr
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_name() -> str:
-    """The CPU model and core count: the part of a cache key that says which machine measured a record."""
-    name = platform.processor() or platform.machine()
+@functools.cache
+def cpu_info() -> dict[str, str]:
+    """The fields of the first CPU in Linux's /proc/cpuinfo (``model name``, ``vendor_id``, ``flags``, ...);
+    empty elsewhere or when unreadable."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
+                if not line.strip():
+                    break  # the end of the first CPU's block
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    return fields
+
+
+def cpu_name() -> str:
+    """The CPU model and core count: the part of a cache key that says which machine measured a record."""
+    name = cpu_info().get("model name") or platform.processor() or platform.machine()
     return f"{name} x{os.cpu_count()}"
 
 
