@@ -859,6 +859,7 @@ def _weights(plan: geo.Plan, w5: np.ndarray, found, kept: bool) -> Weights:
     return Weights(False, cb_max, kept, np.empty(0, dtype), wt)
 
 
+@cache
 def _run_task_signature(dtype: np.dtype) -> tuple:
     """The numba types ``run`` calls ``run_task`` with (``tests/test_winograd.py`` checks them against a call)."""
     a = [types.Array(from_dtype(np.dtype(dtype)), ndim, "C") for ndim in range(6)]  # a[n]: n-D float array
@@ -872,16 +873,22 @@ def _compile_cold(first, args: tuple) -> None:
     types), compile ``first`` in a child process while this one compiles ``run_task``: on two cores the call
     then waits for the longer compile instead of both (DCGAN blocks: 0.8 s of 4.7). The kernels and their
     results are the same; the call itself runs them as always."""
-    signature = _run_task_signature(args[0].dtype)
-    if _compiled.available(run_task, signature):
+    dtype = args[0].dtype
+    if dtype in _RUN_TASK_READY:  # (the hot path: one set lookup; compiled once, a kernel stays compiled)
         return
-    beside = _compiled.compile_beside(first, args)
-    try:
-        run_task.compile(signature)
-    except BaseException:
-        beside.kill()
-        raise
-    beside.wait()
+    signature = _run_task_signature(dtype)
+    if not _compiled.available(run_task, signature):
+        beside = _compiled.compile_beside(first, args)
+        try:
+            run_task.compile(signature)
+        except BaseException:
+            beside.kill()
+            raise
+        beside.wait()
+    _RUN_TASK_READY.add(dtype)
+
+
+_RUN_TASK_READY: set = set()  # dtypes for which ``run_task`` is compiled or cached in this process
 
 
 def pack_call(plan: geo.Plan, w5: np.ndarray) -> Weights:
