@@ -140,3 +140,30 @@ def test_numba_num_threads_environment_is_obeyed():
     assert proc.returncode == 0, proc.stderr
     assert "refused n must be between 1 and NUMBA_NUM_THREADS = 1" in proc.stdout
     assert float(proc.stdout.split()[-1]) == 2 * 3 * 25 * 9
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+@pytest.mark.parametrize("refuse", [False, True])
+def test_worker_moved_off_the_callers_cpu_is_not_left_pinned(refuse, monkeypatch):
+    """A pool worker that woke on the caller's CPU moves off it, runs all its chunks, and keeps its affinity
+    mask; where the OS refuses the move, it runs where it is."""
+    from fastdeconv import _runtime
+
+    if refuse:
+        def refused(*args):
+            raise PermissionError("affinity refused")
+        monkeypatch.setattr(_runtime.os, "sched_setaffinity", refused)
+    result = {}
+
+    def worker():
+        before = os.sched_getaffinity(0)
+        done = []
+        _runtime._work_elsewhere(done.extend, iter(range(5)), _runtime.current_cpu())
+        result.update(done=done, before=before, after=os.sched_getaffinity(0))
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert result["done"] == list(range(5))
+    assert result["after"] == result["before"]
+    assert _runtime.current_cpu() in os.sched_getaffinity(0) or _runtime.current_cpu() == -1

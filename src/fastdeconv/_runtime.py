@@ -9,6 +9,8 @@ share one lock and one saved state, so neither undoes the other.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as _wait
@@ -61,15 +63,55 @@ def run_parallel(work, tasks: list) -> None:
     with single_threaded_blas():
         pool = _pool()
         futures = []
+        here = current_cpu()
         try:
             for _ in range(workers - 1):
-                futures.append(pool.submit(work, claim()))
+                futures.append(pool.submit(_work_elsewhere, work, claim(), here))
             work(claim())
         finally:
             stop[0] = True  # (the queue is empty unless the caller was interrupted)
             _wait_all(futures)
         for f in futures:
             f.result()  # a worker's exception
+
+
+def _libc_getcpu():
+    try:
+        f = ctypes.CDLL(None).sched_getcpu
+    except (OSError, AttributeError):  # not glibc/musl on Linux: no placement check
+        return None
+    f.restype, f.argtypes = ctypes.c_int, []
+    return f
+
+
+_getcpu = _libc_getcpu() if hasattr(os, "sched_setaffinity") else None
+
+
+def current_cpu() -> int:
+    """The CPU the calling thread runs on, or -1 where the OS does not say."""
+    return _getcpu() if _getcpu is not None else -1
+
+
+def _work_elsewhere(work, chunks, caller_cpu: int) -> None:
+    """A worker's share of :func:`run_parallel`, first moved off the caller's CPU if it woke up there.
+
+    Linux places a waking thread on an idle CPU only while it rates the cores as lightly loaded. Right after
+    another library's thread pool kept every core busy (torch, onnxruntime, TensorFlow, JAX) it often does not
+    look, and wakes the worker on the CPU of the thread that woke it, the caller, which is running its own share:
+    both then share one core and the call takes 1.5-2x as long, for tens of milliseconds until the load
+    balancer separates them. Narrowing this thread's affinity to the other CPUs migrates it at once; the mask
+    is restored straight away, so nothing stays pinned and a later wake-up finds this CPU as its previous one.
+    """
+    if caller_cpu >= 0 and current_cpu() == caller_cpu:
+        try:
+            allowed = os.sched_getaffinity(0)
+            others = allowed - {caller_cpu}
+            if others:
+                os.sched_setaffinity(0, others)
+                os.sched_setaffinity(0, allowed)
+        except OSError:  # a sandbox refusing the call: run where we are
+            pass
+    work(chunks)
 
 
 def _wait_all(futures) -> None:
