@@ -10,6 +10,7 @@ import numpy as np
 
 from . import _calibrate, _compiled, _cost, _registry
 from . import _geometry as geo
+from ._kernels.scan import max_abs
 from ._kernels.zerofill import fill
 from ._threads import apply_num_threads
 
@@ -294,7 +295,8 @@ class _Prepared:
         """``_execute``, unless the variant's value check (``Variant.check``) finds values it would turn into a
         wrong Inf or NaN: those run the cheapest exact variant of the gather form instead."""
         check = self.record.check
-        if check is not None and not check(self.plan, x5, w5):
+        if check is not None and not check(self.plan, x5, max_abs(w5) if self.kept is None else
+                                           self.kept._weight_max(w5)):
             _prepared(exact_plan(self.plan))._execute(x5, w5, b, y5)
         else:
             self._execute(x5, w5, b, y5)

@@ -11,6 +11,7 @@ import numpy as np
 from . import _cost
 from . import _geometry as geo
 from ._api import IntOrSeq, Padding, _as_array, _output_array, _Prepared
+from ._kernels.scan import max_abs
 from ._threads import apply_num_threads
 
 # ``ndarray.flags.num`` bits of a C-contiguous, writeable array that owns its data (NPY_ARRAY_C_CONTIGUOUS,
@@ -91,6 +92,7 @@ class ConvTranspose:
         self._shapes: dict = {}   # (x shape, x dtype, output_size) -> (_Prepared, w5, bias vector)
         self._weights: dict = {}  # dtype -> (w5, bias vector): the weight and bias in the computing dtype
         self._packs: dict = {}    # (variant, dtype, tap geometry, variant's key) -> its packed weight
+        self._max_abs: dict = {}  # dtype -> the converted weight's largest magnitude (inf: not all finite)
 
     # ------------------------------------------------------------------ public
 
@@ -277,6 +279,14 @@ class ConvTranspose:
                 if packed is None:
                     packed = self._packs[key] = record.pack(plan, w5)
         return packed
+
+    def _weight_max(self, w5: np.ndarray) -> float:
+        """``scan.max_abs`` of the weight ``w5`` this operator converted (``_in_dtype``): one scan per dtype, for
+        the value checks of the variants that are not exact (``Variant.check``)."""
+        found = self._max_abs.get(w5.dtype)
+        if found is None:
+            found = self._max_abs[w5.dtype] = max_abs(w5)  # (a race computes the same value twice)
+        return found
 
     def _prune(self) -> None:
         """Drop the packs of variants no kept plan runs (the candidates a calibration measured and dropped)."""

@@ -96,9 +96,10 @@ class Variant:
     kept_scratch: Callable[[geo.Plan], int] | None = None
     # the direct kernels' fast path: ``(kernel, args)`` called as ``kernel(x5, w5, bias, y5, *args)``
     direct: Callable[[geo.Plan], tuple] | None = None
-    # a variant that is not exact: ``check(plan, x5, w5)`` says whether these values give the definition's
-    # finite/Inf/NaN pattern anyway (else the call runs an exact variant: ``_api.exact_plan``)
-    check: Callable[[geo.Plan, np.ndarray, np.ndarray], bool] | None = None
+    # a variant that is not exact: ``check(plan, x5, w_max)`` says whether these values (``w_max``: the weight's
+    # ``scan.max_abs``) give the definition's finite/Inf/NaN pattern anyway (else the call runs an exact variant:
+    # ``_api.exact_plan``)
+    check: Callable[[geo.Plan, np.ndarray, float], bool] | None = None
 
     def packed_for_call(self, plan: geo.Plan, w5: np.ndarray) -> object:
         """What a one-off call hands ``run``."""

@@ -26,7 +26,6 @@ from .. import _geometry as geo
 from .._runtime import run_parallel
 from .._threads import max_threads
 from ..config import NJIT_FLAGS
-from .scan import finite
 
 # Target GEMM width (columns) per chunk: wide enough for BLAS, small enough to stay in cache.
 _CHUNK_ELEMENTS = 1 << 21
@@ -141,11 +140,11 @@ def bias_phases(plan: geo.Plan) -> bool:
     return any(len(a.tap_phases()) < a.phase_count for a in plan.axes)
 
 
-def safe(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray) -> bool:
+def safe(plan: geo.Plan, x5: np.ndarray, w_max: float) -> bool:
     """Whether the im2col blocks' padding zeros (terms the definition does not have) cannot turn into NaN: the
-    weights are finite (0 * inf and 0 * NaN are NaN). Otherwise the call runs an exact variant
-    (``_api.exact_plan``)."""
-    return finite(w5)
+    weights are finite (0 * inf and 0 * NaN are NaN; ``w_max`` is the weight's ``scan.max_abs``). Otherwise the
+    call runs an exact variant (``_api.exact_plan``)."""
+    return w_max < float("inf")
 
 
 @lru_cache(maxsize=256)

@@ -36,7 +36,6 @@ from .._threads import get_num_threads, max_threads
 from ..config import NJIT_FLAGS
 from ._blocks import store_block
 from ._index import unravel
-from .scan import finite
 
 # Elements of scratch per worker (the padded input rows plus one block of phase rows): 128 KiB in float32 with
 # one input channel per group; with several, whose padded rows stay in L2 while every phase reads them,
@@ -87,10 +86,11 @@ def applies(plan: geo.Plan) -> bool:
     return True
 
 
-def safe(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray) -> bool:
+def safe(plan: geo.Plan, x5: np.ndarray, w_max: float) -> bool:
     """Whether the padded rows' zeros (terms the definition does not have) cannot turn into NaN: the weights are
-    finite (0 * inf and 0 * NaN are NaN). Otherwise the call runs an exact variant (``_api.exact_plan``)."""
-    return finite(w5)
+    finite (0 * inf and 0 * NaN are NaN; ``w_max`` is the weight's ``scan.max_abs``). Otherwise the call runs an
+    exact variant (``_api.exact_plan``)."""
+    return w_max < float("inf")
 
 
 def axis_table(axis: geo.Axis) -> tuple[np.ndarray, int, int]:

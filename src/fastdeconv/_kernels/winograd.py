@@ -772,18 +772,18 @@ def _gains(plan: geo.Plan) -> tuple[float, float, float]:
     return gains[0], gains[1], gains[2]
 
 
-def safe(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray) -> bool:
+def safe(plan: geo.Plan, x5: np.ndarray, w_max: float) -> bool:
     """Whether Winograd's transforms give the definition's finite result on these values: every value finite,
     and no transformed value, product or sum able to exceed half the dtype's largest (the bound multiplies the
     largest magnitudes by the transforms' gains and the input channels summed per product). Otherwise (an
     infinity would meet its own negation in ``B^T d``, a NaN weight would reach taps outside the input through
     the transformed weights, or 3e38 + 3e38 would overflow where the definition stays finite) the call runs an
-    exact variant of the gather form instead (``_api.exact_plan``). One pass over x and the weight
-    (``scan.max_abs``)."""
+    exact variant of the gather form instead (``_api.exact_plan``). One pass over x (``scan.max_abs``); ``w_max``
+    is the weight's, which an operator finds once."""
     limit = float(np.finfo(plan.dtype).max) / 2
     g_x, g_w, g_y = _gains(plan)
     v = g_x * max_abs(x5)
-    u = g_w * max_abs(w5)
+    u = g_w * w_max
     return v <= limit and u <= limit and g_y * (plan.c_in // plan.groups) * v * u <= limit
 
 
