@@ -95,12 +95,12 @@ def current_cpu() -> int:
 def _work_elsewhere(work, chunks, caller_cpu: int) -> None:
     """A worker's share of :func:`run_parallel`, first moved off the caller's CPU if it woke up there.
 
-    Linux places a waking thread on an idle CPU only while it rates the cores as lightly loaded. Right after
-    another library's thread pool kept every core busy (torch, onnxruntime, TensorFlow, JAX) it often does not
-    look, and wakes the worker on the CPU of the thread that woke it, the caller, which is running its own share:
-    both then share one core and the call takes 1.5-2x as long, for tens of milliseconds until the load
-    balancer separates them. Narrowing this thread's affinity to the other CPUs migrates it at once; the mask
-    is restored straight away, so nothing stays pinned and a later wake-up finds this CPU as its previous one.
+    Right after another library's thread pool kept every core busy (torch, onnxruntime, TensorFlow, JAX),
+    Linux often wakes the worker on the CPU of the thread that woke it, the caller, which is running its own
+    share, although another CPU is idle: both then share one core and the call takes 1.5-2x as long, for tens
+    of milliseconds. Narrowing this thread's affinity to the other CPUs migrates it at once; the mask is
+    restored straight away, so nothing stays pinned and a later wake-up finds this CPU as its previous one.
+    The caller's thread is never touched.
     """
     if caller_cpu >= 0 and current_cpu() == caller_cpu:
         try:
