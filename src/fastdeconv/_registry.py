@@ -50,6 +50,7 @@ from ._kernels import gather as _gd
 from ._kernels import gather_gemm as _gg
 from ._kernels import pixel_gemm as _pg
 from ._kernels import plane as _pl
+from ._kernels import scan as _scan
 from ._kernels import scatter as _sd
 from ._kernels import scatter_gemm as _sg
 from ._kernels import winograd as _wg
@@ -222,7 +223,7 @@ _VARIANT_LIST = (
     Variant("gather-gemm", "gather", _gemm_applies, _estimated("gather-gemm"), _gg.scratch_elements, _gg.pack,
             _gg.gather_gemm, _never, "channel contraction on BLAS",
             _kernels_of(_gg.phase_weights, _gg.im2col, _gg.phase_store), exact=False, call_pack=_same,
-            check=_gg.safe),
+            check=_scan.finite_weights),
     Variant("gather-gemm-rows", "gather", _gemm_applies, _estimated("gather-gemm-rows"), _pg.scratch_elements,
             _pg.pack, _pg.gather_pixels_packed, _never, _ROWS_REASON,
             _kernels_of((_pg.gather_rows, _pg.gather_rows_cm)), exact=True),
@@ -239,7 +240,7 @@ _VARIANT_LIST = (
     Variant("gather-plane", "gather", _pl.applies, _estimated("gather-plane"), _pl.scratch_elements, _same,
             _plane_run, _plane_serially, "one input channel or few output channels per group: long vectorized runs "
             "over a padded copy of the input rows", _kernels_of(_pl.plane_tasks), exact=False,
-            check=_pl.safe),
+            check=_scan.finite_weights),
     Variant("zerofill", "zerofill", lambda plan: True, lambda plan, threads: None, _none, _zerofill_pack,
             _zerofill_run, _never, "", _kernels_of(_zf.fill, correlate), exact=False),
 )

@@ -41,7 +41,6 @@ _warned_lock = threading.Lock()
 _write_lock = threading.Lock()  # fcntl locks are per process: threads of one process take this one first
 
 
-@functools.lru_cache(maxsize=1)
 @functools.cache
 def cpu_info() -> dict[str, str]:
     """The fields of the first CPU in Linux's /proc/cpuinfo (``model name``, ``vendor_id``, ``flags``, ...);

@@ -140,13 +140,6 @@ def bias_phases(plan: geo.Plan) -> bool:
     return any(len(a.tap_phases()) < a.phase_count for a in plan.axes)
 
 
-def safe(plan: geo.Plan, x5: np.ndarray, w_max: float) -> bool:
-    """Whether the im2col blocks' padding zeros (terms the definition does not have) cannot turn into NaN: the
-    weights are finite (0 * inf and 0 * NaN are NaN; ``w_max`` is the weight's ``scan.max_abs``). Otherwise the
-    call runs an exact variant (``_api.exact_plan``)."""
-    return w_max < float("inf")
-
-
 @lru_cache(maxsize=256)
 def chunks(plan: geo.Plan) -> tuple[int, int]:
     """(phase output rows, output channels) per GEMM chunk: all workers' scratch within one output's size.

@@ -86,13 +86,6 @@ def applies(plan: geo.Plan) -> bool:
     return True
 
 
-def safe(plan: geo.Plan, x5: np.ndarray, w_max: float) -> bool:
-    """Whether the padded rows' zeros (terms the definition does not have) cannot turn into NaN: the weights are
-    finite (0 * inf and 0 * NaN are NaN; ``w_max`` is the weight's ``scan.max_abs``). Otherwise the call runs an
-    exact variant (``_api.exact_plan``)."""
-    return w_max < float("inf")
-
-
 def axis_table(axis: geo.Axis) -> tuple[np.ndarray, int, int]:
     """One axis's phases with outputs as an int64 table (row per phase ``r < phase_count``: count, number of
     taps, then (tap, base) pairs), with the lowest base and the spread of the bases (0 when no phase has a tap).

@@ -68,10 +68,12 @@ def max_abs(a: np.ndarray) -> float:
     return float(np.array(m, utype).view(a.dtype))
 
 
-def finite(a: np.ndarray) -> bool:
-    """Whether every value of a C-contiguous float32/float64 array is finite."""
-    m, inf_bits, _ = _max_bits_of(a)
-    return bool(m < inf_bits)
+def finite_weights(plan, x5: np.ndarray, w_max: float) -> bool:
+    """``Variant.check`` of the variants that multiply padding zeros by weights (terms the definition does not
+    have: ``gather-gemm``'s im2col blocks, ``gather-plane``'s padded rows): they give the definition's pattern
+    when the weights are finite (0 * inf and 0 * NaN are NaN; ``w_max`` is the weight's :func:`max_abs`).
+    Otherwise the call runs an exact variant (``_api.exact_plan``)."""
+    return w_max < float("inf")
 
 
 def kernels() -> tuple:
