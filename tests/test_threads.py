@@ -142,28 +142,60 @@ def test_numba_num_threads_environment_is_obeyed():
     assert float(proc.stdout.split()[-1]) == 2 * 3 * 25 * 9
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2
+                    or _threads.max_threads() < 2, reason="needs two CPUs and CPU affinity")
 @pytest.mark.parametrize("refuse", [False, True])
-def test_worker_moved_off_the_callers_cpu_is_not_left_pinned(refuse, monkeypatch):
-    """A pool worker that woke on the caller's CPU moves off it, runs all its chunks, and keeps its affinity
-    mask; where the OS refuses the move, it runs where it is."""
+def test_workers_kept_off_the_callers_cpu_during_a_call_only(refuse, monkeypatch):
+    """During a parallel call the pool's workers may not run on the caller's CPU; afterwards their affinity is
+    what it was, and where the OS refuses the change, the call still runs every chunk."""
     from fastdeconv import _runtime
 
+    fd.set_num_threads(2)
+    _runtime.run_parallel(lambda chunks: list(chunks), [0, 1])  # the pool's threads exist
     if refuse:
         def refused(*args):
             raise PermissionError("affinity refused")
         monkeypatch.setattr(_runtime.os, "sched_setaffinity", refused)
-    result = {}
+    seen, done = [], []
+    caller = []
+    barrier = threading.Barrier(2, timeout=30)
 
-    def worker():
-        before = os.sched_getaffinity(0)
-        done = []
-        _runtime._work_elsewhere(done.extend, iter(range(5)), _runtime.current_cpu())
-        result.update(done=done, before=before, after=os.sched_getaffinity(0))
+    def work(chunks):
+        mine = threading.get_native_id()
+        if mine != caller[0]:
+            seen.append((os.sched_getaffinity(0), _runtime.current_cpu()))
+        barrier.wait()  # both threads inside the call at once
+        done.extend(chunks)
 
-    t = threading.Thread(target=worker)
-    t.start()
-    t.join()
-    assert result["done"] == list(range(5))
-    assert result["after"] == result["before"]
-    assert _runtime.current_cpu() in os.sched_getaffinity(0) or _runtime.current_cpu() == -1
+    caller.append(threading.get_native_id())
+    here = _runtime.current_cpu()
+    try:
+        _runtime.run_parallel(work, list(range(6)))
+    finally:
+        fd.set_num_threads(_threads.max_threads())
+    assert sorted(done) == list(range(6))
+    assert len(seen) == 1
+    mask, cpu = seen[0]
+    if not refuse and here >= 0:
+        assert here not in mask and cpu != here
+    for tid, start_mask in _runtime._pool_masks.items():
+        assert os.sched_getaffinity(tid) == start_mask
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or _threads.max_threads() < 2, reason="needs fork and two threads")
+def test_parallel_call_in_a_forked_child():
+    """A child forked after parallel calls (multiprocessing's default start method on Linux) gets a pool of its
+    own: the parent's worker threads do not exist there, and waiting for them would hang."""
+    code = (
+        "import multiprocessing as mp, numpy as np, fastdeconv as fd\n"
+        "fd.set_num_threads(2)\n"
+        "x = np.ones((2, 64, 6, 6), np.float32); w = np.ones((64, 32, 4, 4), np.float32)\n"
+        "y = fd.conv_transpose(x, w, stride=2, method='scatter')\n"
+        "def child(q):\n"
+        "    q.put(bool((fd.conv_transpose(x, w, stride=2, method='scatter') == y).all()))\n"
+        "ctx = mp.get_context('fork'); q = ctx.Queue(); p = ctx.Process(target=child, args=(q,), daemon=True)\n"
+        "p.start(); print('child', q.get(timeout=60))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "child True" in proc.stdout

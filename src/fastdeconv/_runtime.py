@@ -63,14 +63,14 @@ def run_parallel(work, tasks: list) -> None:
     with single_threaded_blas():
         pool = _pool()
         futures = []
-        here = current_cpu()
-        try:
-            for _ in range(workers - 1):
-                futures.append(pool.submit(_work_elsewhere, work, claim(), here))
-            work(claim())
-        finally:
-            stop[0] = True  # (the queue is empty unless the caller was interrupted)
-            _wait_all(futures)
+        with _workers_off(current_cpu()):
+            try:
+                for _ in range(workers - 1):
+                    futures.append(pool.submit(work, claim()))
+                work(claim())
+            finally:
+                stop[0] = True  # (the queue is empty unless the caller was interrupted)
+                _wait_all(futures)
         for f in futures:
             f.result()  # a worker's exception
 
@@ -92,26 +92,52 @@ def current_cpu() -> int:
     return _getcpu() if _getcpu is not None else -1
 
 
-def _work_elsewhere(work, chunks, caller_cpu: int) -> None:
-    """A worker's share of :func:`run_parallel`, first moved off the caller's CPU if it woke up there.
+_pool_masks: dict[int, frozenset] = {}  # each pool thread's OS id: its CPU affinity when it started
+_affinity_lock = threading.Lock()
 
-    Right after another library's thread pool kept every core busy (torch, onnxruntime, TensorFlow, JAX),
-    Linux often wakes the worker on the CPU of the thread that woke it, the caller, which is running its own
-    share, although another CPU is idle: both then share one core and the call takes 1.5-2x as long, for tens
-    of milliseconds. Narrowing this thread's affinity to the other CPUs migrates it at once; the mask is
-    restored straight away, so nothing stays pinned and a later wake-up finds this CPU as its previous one.
-    The caller's thread is never touched.
+
+@contextmanager
+def _workers_off(cpu: int):
+    """Keep the pool's threads off ``cpu``, the caller's, for the length of a call; their masks are restored.
+
+    Right after another library's thread pool kept every core busy (torch, onnxruntime, TensorFlow, JAX), and
+    for tens of milliseconds after, Linux on a virtual machine may treat an idle CPU as unavailable and wake
+    a thread on the CPU of the thread that woke it. Every hand-off from the caller to a worker is such a
+    wake-up (the chunks handed out, then each time the caller lets go of the GIL), so the worker lands behind
+    the caller, which is running its own share, and waits there for up to a scheduler slice while the other
+    CPU idles: the call takes up to 2x as long. Narrowing the workers' affinity to the other CPUs for the
+    call (a worker queued on the caller's CPU moves at once) leaves the scheduler no such choice; the caller's
+    own thread is never touched, and nothing stays pinned between calls.
     """
-    if caller_cpu >= 0 and current_cpu() == caller_cpu:
-        try:
-            allowed = os.sched_getaffinity(0)
-            others = allowed - {caller_cpu}
-            if others:
-                os.sched_setaffinity(0, others)
-                os.sched_setaffinity(0, allowed)
-        except OSError:  # a sandbox refusing the call: run where we are
-            pass
-    work(chunks)
+    narrowed = []
+    if cpu >= 0:
+        with _affinity_lock:
+            for tid, mask in _pool_masks.items():
+                if cpu in mask and len(mask) > 1:
+                    try:
+                        os.sched_setaffinity(tid, mask - {cpu})
+                    except OSError:  # a sandbox refusing the call, or a thread that has ended
+                        continue
+                    narrowed.append((tid, mask))
+    try:
+        yield
+    finally:
+        if narrowed:
+            with _affinity_lock:
+                for tid, mask in narrowed:
+                    try:
+                        os.sched_setaffinity(tid, mask)
+                    except OSError:
+                        pass
+
+
+def _register_worker() -> None:
+    try:
+        mask = frozenset(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity control here: workers are never narrowed
+        return
+    with _affinity_lock:
+        _pool_masks[threading.get_native_id()] = mask
 
 
 def _wait_all(futures) -> None:
@@ -131,8 +157,22 @@ def _pool() -> ThreadPoolExecutor:
     with _lock:
         if not _executor:
             _executor.append(ThreadPoolExecutor(max_workers=max(1, max_threads() - 1),
-                                                thread_name_prefix="fastdeconv"))
+                                                thread_name_prefix="fastdeconv",
+                                                initializer=_register_worker))
         return _executor[0]
+
+
+def _forget_pool() -> None:
+    """In a forked child: the pool's threads (and any lock another thread held) stayed in the parent."""
+    global _lock, _affinity_lock, _blas_users
+    _lock, _affinity_lock = threading.Lock(), threading.Lock()
+    _executor.clear()
+    _pool_masks.clear()
+    _blas_users = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 _controllers: list[tuple] = []
