@@ -169,6 +169,7 @@ def test_workers_kept_off_the_callers_cpu_during_a_call_only(refuse, monkeypatch
 
     caller.append(threading.get_native_id())
     here = _runtime.current_cpu()
+    before = {tid: os.sched_getaffinity(tid) for tid in _runtime._pool_tids}
     try:
         _runtime.run_parallel(work, list(range(6)))
     finally:
@@ -178,8 +179,37 @@ def test_workers_kept_off_the_callers_cpu_during_a_call_only(refuse, monkeypatch
     mask, cpu = seen[0]
     if not refuse and here >= 0:
         assert here not in mask and cpu != here
-    for tid, start_mask in _runtime._pool_masks.items():
-        assert os.sched_getaffinity(tid) == start_mask
+    assert {tid: os.sched_getaffinity(tid) for tid in _runtime._pool_tids} == before
+    assert not _runtime._narrowed
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2
+                    or _threads.max_threads() < 2, reason="needs two CPUs and CPU affinity")
+def test_overlapping_calls_restore_the_workers_masks_once_the_last_ends():
+    """Calls from several Python threads overlap: the first narrows the pool's threads, the last to end restores
+    the masks they had before, whatever the order."""
+    from fastdeconv import _runtime
+
+    fd.set_num_threads(2)
+    try:
+        _runtime.run_parallel(lambda chunks: list(chunks), [0, 1])
+    finally:
+        fd.set_num_threads(_threads.max_threads())
+    tids = list(_runtime._pool_tids)
+    before = {tid: os.sched_getaffinity(tid) for tid in tids}
+    cpus = sorted(os.sched_getaffinity(0))
+    first = _runtime._workers_off(cpus[0])
+    second = _runtime._workers_off(cpus[1])
+    first.__enter__()
+    narrowed = {tid: os.sched_getaffinity(tid) for tid in tids}
+    assert all(cpus[0] not in m for m in narrowed.values())
+    second.__enter__()
+    assert {tid: os.sched_getaffinity(tid) for tid in tids} == narrowed
+    first.__exit__(None, None, None)  # the first call ends before the second
+    assert {tid: os.sched_getaffinity(tid) for tid in tids} == narrowed
+    second.__exit__(None, None, None)
+    assert {tid: os.sched_getaffinity(tid) for tid in tids} == before
+    assert not _runtime._narrowed
 
 
 @pytest.mark.skipif(not hasattr(os, "fork") or _threads.max_threads() < 2, reason="needs fork and two threads")

@@ -92,7 +92,8 @@ def current_cpu() -> int:
     return _getcpu() if _getcpu is not None else -1
 
 
-_pool_masks: dict[int, frozenset] = {}  # each pool thread's OS id: its CPU affinity when it started
+_pool_tids: list[int] = []  # the OS thread ids of the pool's threads
+_narrowed: dict[int, list] = {}  # a pool thread narrowed now: [its mask before, calls that narrowed it]
 _affinity_lock = threading.Lock()
 
 
@@ -107,37 +108,45 @@ def _workers_off(cpu: int):
     the caller, which is running its own share, and waits there for up to a scheduler slice while the other
     CPU idles: the call takes up to 2x as long. Narrowing the workers' affinity to the other CPUs for the
     call (a worker queued on the caller's CPU moves at once) leaves the scheduler no such choice; the caller's
-    own thread is never touched, and nothing stays pinned between calls.
+    own thread is never touched, and nothing stays pinned between calls. Concurrent calls share a narrowing:
+    the last of them to end restores the mask the thread had before the first.
     """
-    narrowed = []
+    mine = []
     if cpu >= 0:
         with _affinity_lock:
-            for tid, mask in _pool_masks.items():
-                if cpu in mask and len(mask) > 1:
-                    try:
-                        os.sched_setaffinity(tid, mask - {cpu})
-                    except OSError:  # a sandbox refusing the call, or a thread that has ended
+            for tid in _pool_tids:
+                if tid in _narrowed:
+                    _narrowed[tid][1] += 1
+                    mine.append(tid)
+                    continue
+                try:
+                    mask = os.sched_getaffinity(tid)
+                    if cpu not in mask or len(mask) < 2:
                         continue
-                    narrowed.append((tid, mask))
+                    os.sched_setaffinity(tid, mask - {cpu})
+                except OSError:  # a sandbox refusing the call, or a thread that has ended
+                    continue
+                _narrowed[tid] = [mask, 1]
+                mine.append(tid)
     try:
         yield
     finally:
-        if narrowed:
+        if mine:
             with _affinity_lock:
-                for tid, mask in narrowed:
-                    try:
-                        os.sched_setaffinity(tid, mask)
-                    except OSError:
-                        pass
+                for tid in mine:
+                    entry = _narrowed[tid]
+                    entry[1] -= 1
+                    if entry[1] == 0:
+                        del _narrowed[tid]
+                        try:
+                            os.sched_setaffinity(tid, entry[0])
+                        except OSError:
+                            pass
 
 
 def _register_worker() -> None:
-    try:
-        mask = frozenset(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # no affinity control here: workers are never narrowed
-        return
     with _affinity_lock:
-        _pool_masks[threading.get_native_id()] = mask
+        _pool_tids.append(threading.get_native_id())
 
 
 def _wait_all(futures) -> None:
@@ -167,7 +176,8 @@ def _forget_pool() -> None:
     global _lock, _affinity_lock, _blas_users
     _lock, _affinity_lock = threading.Lock(), threading.Lock()
     _executor.clear()
-    _pool_masks.clear()
+    _pool_tids.clear()
+    _narrowed.clear()
     _blas_users = 0
 
 
