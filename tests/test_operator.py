@@ -71,6 +71,25 @@ def test_every_variant_forced_matches_reference_through_both_paths(variant, dtyp
     assert np.array_equal(kept, functional), f"{variant}: operator and one-off call differ"
 
 
+@pytest.mark.parametrize("variant", ["scatter-gemm", "gather-gemm-cols"])
+@pytest.mark.parametrize("case", [
+    ((3, 8, 5, 6), (8, 6, 3, 3), {"stride": 2, "padding": 1, "groups": 2}),  # groups: one pack block each
+    ((1, 6, 5, 9), (6, 2, 8, 8), {"stride": 4, "padding": 2}),  # a wide stride: pixels-major GEMMs
+    ((9, 16, 2, 2), (16, 8, 4, 4), {"stride": 2, "padding": 1}),  # many small samples: sample-minor chunks
+    ((2, 8, 9, 7, 5), (8, 5, 3, 2, 3), {"stride": (2, 1, 3), "padding": (1, 0, 1)}),  # 3-D
+])
+def test_kept_transposed_weight_gives_the_one_off_bits(variant, case):
+    """``scatter-gemm`` and ``gather-gemm-cols`` through an operator read the weight transposed once per group
+    (``scatter_gemm.pack``), a one-off call the weight as it is: the same bits on every chunk orientation."""
+    x_shape, w_shape, kw = case
+    x, w, b = _arrays(x_shape, w_shape, kw.get("groups", 1), np.float32, seed=3)
+    functional, kept, op = _forced(variant, x, w, b, kw)
+    np.testing.assert_allclose(functional, conv_transpose_ref(x, w, b, **kw), **tolerance(np.float32))
+    assert np.array_equal(kept, functional)
+    packs = [p for key, p in op._packs.items() if key[0] == variant]
+    assert len(packs) == 1 and packs[0].ndim == 3 and packs[0].flags.c_contiguous
+
+
 def test_registry_records():
     names = _registry.names()
     assert len(names) == 9 and "zerofill" not in names and _registry.names(zerofill=True)[-1] == "zerofill"

@@ -465,8 +465,21 @@ def scratch_elements(plan: geo.Plan) -> int:
     return 0 if found is None else max_threads() * _scratch(plan, *found)
 
 
+def pack(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
+    """The weight an operator keeps for ``scatter-gemm`` and ``gather-gemm-cols``: per group, transposed to
+    (C_out_g x taps, C_in_g), C-contiguous, shape (groups, C_out_g x taps, C_in_g).
+
+    Each chunk's GEMM then reads one contiguous block of it instead of a strided slice of the weight: 6-12%
+    faster GEMMs on the chunk shapes of DCGAN's first block (OpenBLAS packs either into the same panels, so the
+    bits are those of a one-off call, which reads the weight as it is).
+    """
+    return np.ascontiguousarray(w5.reshape(plan.groups, plan.c_in // plan.groups, -1).transpose(0, 2, 1))
+
+
 def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
     """Transposed convolution, scatter form with a BLAS channel contraction, into ``y5`` (overwritten).
+
+    ``w5``: the weight (C_in, C_out_g, kd, kh, kw), or an operator's :func:`pack` of it.
 
     The chunks (group, sample block, channel block) are split among the workers; each runs pack, GEMM and
     col2im on its own chunks (slab by slab when a sample is cut) with single-threaded BLAS, so the threads
@@ -501,7 +514,11 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
     once = exactly_once(plan)
     gather = form == "gather"
     phases = phase_table(plan) if gather else None
-    w2 = w5.reshape(plan.c_in, cout_g * k)
+    if w5.ndim == 3:  # an operator's pack: row block (c0 * k, (c0 + cb) * k) of wt[gi] is contiguous
+        wt = w5
+    else:  # the weight as it is: the same blocks, strided (transposed views)
+        w2 = w5.reshape(plan.c_in, cout_g * k)
+        wt = [w2[gi * cin_g:(gi + 1) * cin_g].T for gi in range(g)]
     tasks = [(gi, n0, min(n_chunk, plan.batch - n0), c0, min(c_chunk, cout_g - c0))
              for gi in range(g) for n0 in range(0, plan.batch, n_chunk) for c0 in range(0, cout_g, c_chunk)]
     wide = {n: not gather and pixels_major(plan, n) for n in {task[2] for task in tasks}}
@@ -528,15 +545,15 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
                 if packed != (gi, n0):
                     (pack_minor if sample_minor else pack_channels)(x5, n0, n, gi * cin_g, cin_g, xm)
                     packed = (gi, n0)
-            wm = w2[gi * cin_g:(gi + 1) * cin_g, c0 * k:(c0 + cb) * k]
+            wm_t = wt[gi][c0 * k:(c0 + cb) * k]  # (cb * k, cin_g)
             for p0, p1, box in boxes:  # one slab (the whole input unless a sample is cut)
                 xs = xm if n > 1 else xm[:, p0:p1]
                 if by_pixel:  # a pixel's taps contiguous in ``cols`` (``_add_wide``)
                     cols = cols_buf[:cb * k * n * (p1 - p0)].reshape(n * (p1 - p0), cb * k)
-                    np.matmul(xs.T, wm, out=cols)
+                    np.matmul(xs.T, wm_t.T, out=cols)
                 else:
                     cols = cols_buf[:cb * k * n * (p1 - p0)].reshape(cb * k, n * (p1 - p0))
-                    np.matmul(wm.T, xs, out=cols)
+                    np.matmul(wm_t, xs, out=cols)
                 if gather:  # output-driven
                     gather_phases(cols, y5, bias, n0, gi * cout_g + c0, n, cb, box, kern, stride, phases, p0 == 0,
                                   acc)
