@@ -473,7 +473,12 @@ def pack(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
     faster GEMMs on the chunk shapes of DCGAN's first block (OpenBLAS packs either into the same panels, so the
     bits are those of a one-off call, which reads the weight as it is).
     """
-    return np.ascontiguousarray(w5.reshape(plan.groups, plan.c_in // plan.groups, -1).transpose(0, 2, 1))
+    return np.ascontiguousarray(_transposed(plan, w5))
+
+
+def _transposed(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
+    """The weight as (groups, C_out_g x taps, C_in_g): a view of the C-contiguous weight (strided rows)."""
+    return w5.reshape(plan.groups, plan.c_in // plan.groups, -1).transpose(0, 2, 1)
 
 
 def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
@@ -514,11 +519,8 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
     once = exactly_once(plan)
     gather = form == "gather"
     phases = phase_table(plan) if gather else None
-    if w5.ndim == 3:  # an operator's pack: row block (c0 * k, (c0 + cb) * k) of wt[gi] is contiguous
-        wt = w5
-    else:  # the weight as it is: the same blocks, strided (transposed views)
-        w2 = w5.reshape(plan.c_in, cout_g * k)
-        wt = [w2[gi * cin_g:(gi + 1) * cin_g].T for gi in range(g)]
+    # an operator's pack (its row blocks contiguous), or the weight as it is (the same blocks, strided)
+    wt = w5 if w5.ndim == 3 else _transposed(plan, w5)
     tasks = [(gi, n0, min(n_chunk, plan.batch - n0), c0, min(c_chunk, cout_g - c0))
              for gi in range(g) for n0 in range(0, plan.batch, n_chunk) for c0 in range(0, cout_g, c_chunk)]
     wide = {n: not gather and pixels_major(plan, n) for n in {task[2] for task in tasks}}
