@@ -81,6 +81,57 @@ def test_concurrent_calls_from_python_threads():
     assert all(all(o) for o in outcomes)
 
 
+def _blas_counts():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    return [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+
+
+def _in_other_thread(fn):
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn).result()
+
+
+def test_blas_single_threaded_inside_a_call_from_any_python_thread(restore_threads):
+    """A call's GEMMs run with one BLAS thread whichever Python thread makes it: threadpoolctl lets only the first
+    thread that set a process-wide BLAS pool set it again, so a call from a second thread ran its GEMMs on the
+    BLAS's own threads, whose split changes the bits on some BLAS kernels (OpenBLAS's Haswell one)."""
+    from fastdeconv import _runtime
+
+    fd.set_num_threads(_threads.max_threads())  # the main thread sets the BLAS pool first
+
+    def inside():
+        with _runtime.single_threaded_blas():
+            return _blas_counts()
+
+    assert all(n == 1 for n in inside())
+    assert all(n == 1 for n in _in_other_thread(inside))
+    assert all(n == _threads.max_threads() for n in _blas_counts())  # restored after
+
+
+def test_set_num_threads_from_another_python_thread_reaches_blas(restore_threads):
+    fd.set_num_threads(_threads.max_threads())
+    _in_other_thread(lambda: fd.set_num_threads(1))
+    assert all(n == 1 for n in _blas_counts())
+
+
+def test_concurrent_conv_and_backward_calls_from_python_threads():
+    """``conv`` and the gradients run their GEMMs on the worker pool too: same bits from any thread, at once."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 32, 9, 10)).astype(np.float32)
+    w = rng.standard_normal((32, 24, 3, 3)).astype(np.float32)
+    y = fd.conv_transpose(x, w, stride=2, padding=1)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    jobs = [lambda: (fd.conv(y, w, stride=2, padding=1),),
+            lambda: fd.conv_transpose_backward(gy, x, w, stride=2, padding=1)]
+    expected = [job() for job in jobs]
+
+    def same(i):
+        return all(np.array_equal(a, b) for a, b in zip(jobs[i % 2](), expected[i % 2]))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(same, range(16)))
+
+
 def test_setting_holds_in_other_python_threads(restore_threads):
     fd.set_num_threads(1)
     seen = {}

@@ -17,6 +17,7 @@ from . import _geometry as geo
 from ._api import _as_array, _contiguous
 from ._kernels.conv import correlate, im2col
 from ._kernels.zerofill import fill
+from ._runtime import run_parallel
 from ._tiling import tile_for
 
 IntOrSeq = int | Sequence[int]
@@ -275,15 +276,24 @@ def _conv_sparse(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray |
               rw[None, None, :, None, None, :]].reshape(plan.batch, plan.c_in * taps, outputs)
     wm = w5.reshape(plan.c_out, c_in_g * taps)
     ym = y5.reshape(plan.batch, plan.c_out, outputs)
-    for gi in range(g):
-        chans = slice(gi * c_out_g, (gi + 1) * c_out_g)
-        np.matmul(wm[chans], cols[:, gi * c_in_g * taps:(gi + 1) * c_in_g * taps], out=ym[:, chans])
+
+    def work(tasks):
+        for n, gi in tasks:
+            chans = slice(gi * c_out_g, (gi + 1) * c_out_g)
+            np.matmul(wm[chans], cols[n, gi * c_in_g * taps:(gi + 1) * c_in_g * taps], out=ym[n, chans])
+
+    run_parallel(work, [(n, gi) for n in range(plan.batch) for gi in range(g)])
     if b is not None:
         y5 += b.reshape((1, -1, 1, 1, 1))
 
 
-# Column buffer of the GEMM form: at most this many elements (the output rows are taken in blocks).
+# Column buffer of the GEMM form: at most this many elements per worker (the output rows are taken in blocks).
 _COL_ELEMENTS = 1 << 22
+# The GEMM form cuts a call into at least this many tasks where the layer allows (row blocks, channel blocks), so
+# that every thread has work; a property of the layer, never of the thread count, so that the bits stay.
+_MIN_TASKS = 8
+# The weight gradient's partial products (one per run of blocks): at most this many elements in all.
+_PARTIAL_ELEMENTS = 1 << 23
 
 
 def use_gemm(plan: ConvPlan) -> bool:
@@ -305,7 +315,10 @@ def _conv_gemm(plan: ConvPlan, xp: np.ndarray, w5: np.ndarray, b: np.ndarray | N
                dual5: np.ndarray | None = None, grad_weight: np.ndarray | None = None) -> None:
     """Forward convolution as im2col (numba) + one matrix product per block of output rows (BLAS).
 
-    With ``dual5``, also ``grad_weight += dual_block @ cols.T`` for every block (see :func:`run_conv`).
+    The blocks run on the worker pool (``run_parallel``), each worker with its own column buffer. With
+    ``dual5``, also ``grad_weight = sum over blocks of dual_block @ cols.T`` (see :func:`run_conv`): the blocks
+    are cut into a fixed number of runs of consecutive blocks, each run summed into its own partial product in
+    block order, and the partials added in run order, so the bits depend on the layer only.
     """
     g, c_in_g, c_out_g = plan.groups, plan.c_in // plan.groups, plan.c_out // plan.groups
     kernel, stride, dilation = plan.arrays("kernel"), plan.arrays("stride"), plan.arrays("dilation")
@@ -313,26 +326,42 @@ def _conv_gemm(plan: ConvPlan, xp: np.ndarray, w5: np.ndarray, b: np.ndarray | N
     out_d, out_h, out_w = (a.size_out for a in plan.axes)
     rows = out_d * out_h
     block = max(1, min(rows, _COL_ELEMENTS // max(1, taps * out_w)))
-    buf = np.empty(taps * block * out_w, plan.dtype)
+    block = min(block, -(-rows // min(rows, -(-_MIN_TASKS // (plan.batch * g)))))
     wm = w5.reshape(plan.c_out, taps)
-    gwm = None
+    items = [(n, gi, lo) for gi in range(g) for n in range(plan.batch) for lo in range(0, rows, block)]
+    if dual5 is None:
+        tasks = [(0, [item]) for item in items]
+    else:  # runs of consecutive blocks of one group, each with its partial product of the weight gradient
+        per_group = len(items) // g
+        runs = max(1, min(_MIN_TASKS, per_group, _PARTIAL_ELEMENTS // max(1, plan.c_out * taps)))
+        step = -(-per_group // runs)
+        tasks = list(enumerate(items[gi * per_group + lo:gi * per_group + min(per_group, lo + step)]
+                               for gi in range(g) for lo in range(0, per_group, step)))
+        partials = np.zeros((len(tasks), c_out_g, taps), plan.dtype)
+
+    def work(claimed):
+        buf = np.empty(taps * block * out_w, plan.dtype)
+        part = None if dual5 is None else np.empty((c_out_g, taps), plan.dtype)
+        for k, run in claimed:
+            for n, gi, lo in run:
+                hi = min(rows, lo + block)
+                chans = slice(gi * c_out_g, (gi + 1) * c_out_g)
+                cols = buf[:taps * (hi - lo) * out_w].reshape(taps, (hi - lo) * out_w)
+                im2col(xp, cols, n, gi * c_in_g, kernel, stride, dilation, lo, hi, out_h, out_w)
+                np.matmul(wm[chans], cols, out=y5[n].reshape(plan.c_out, rows * out_w)[chans, lo * out_w:hi * out_w])
+                if part is not None:
+                    dn = dual5[n].reshape(plan.c_out, rows * out_w)
+                    np.matmul(dn[chans, lo * out_w:hi * out_w], cols.T, out=part)
+                    partials[k] += part
+
+    run_parallel(work, tasks)
     if dual5 is not None:
         gwm = grad_weight.reshape(plan.c_out, taps)
-        gwm[...] = 0
-        part = np.empty((c_out_g, taps), plan.dtype)
-    for n in range(plan.batch):
-        yn = y5[n].reshape(plan.c_out, rows * out_w)
-        dn = None if dual5 is None else dual5[n].reshape(plan.c_out, rows * out_w)
+        per = len(tasks) // g  # runs per group, added in order
         for gi in range(g):
-            chans = slice(gi * c_out_g, (gi + 1) * c_out_g)
-            for lo in range(0, rows, block):
-                hi = min(rows, lo + block)
-                width = (hi - lo) * out_w
-                cols = buf[:taps * width].reshape(taps, width)
-                im2col(xp, cols, n, gi * c_in_g, kernel, stride, dilation, lo, hi, out_h, out_w)
-                np.matmul(wm[chans], cols, out=yn[chans, lo * out_w:hi * out_w])
-                if gwm is not None:
-                    np.matmul(dn[chans, lo * out_w:hi * out_w], cols.T, out=part)
-                    gwm[chans] += part
+            total = gwm[gi * c_out_g:(gi + 1) * c_out_g]
+            total[...] = partials[gi * per]
+            for k in range(gi * per + 1, (gi + 1) * per):
+                total += partials[k]
     if b is not None:
         y5 += b.reshape((1, -1, 1, 1, 1))

@@ -1,8 +1,10 @@
 """The parallel runtime of the BLAS-backed variants: a worker pool, chunk claiming, BLAS thread control.
 
 The GEMM variants (``scatter-gemm``, ``gather-gemm``, ``*-gemm-rows``, ``gather-gemm-cols``, ``gather-winograd``)
-cut a call into chunks and hand them to :func:`run_parallel`; each worker runs its chunks with single-threaded
-BLAS, so the threads meet once per call instead of at every GEMM. BLAS thread counts are set here only:
+cut a call into chunks and hand them to :func:`run_parallel`, and so does the GEMM form of ``conv`` and of the
+gradients; each worker runs its chunks with single-threaded BLAS, so the threads meet once per call instead of
+at every GEMM, and every GEMM fastdeconv runs has the same bits whatever else runs. BLAS thread counts are set
+here only:
 :func:`limit_blas` (``fastdeconv.set_num_threads``) and :func:`single_threaded_blas` (around a parallel call)
 share one lock and one saved state, so neither undoes the other.
 """
@@ -34,18 +36,19 @@ def run_parallel(work, tasks: list) -> None:
     inside them: the parallelism is across chunks, so the threads synchronise once per call instead of at
     every GEMM (on a busy machine every BLAS thread wake-up can cost a scheduler slice).
 
+    BLAS runs single-threaded here whatever the worker count, a single chunk included: a BLAS library may add
+    a product's terms in another order when it splits the product over its own threads (OpenBLAS's Haswell
+    kernel does), and its thread count is process-wide, so a GEMM that used it would give other bits when
+    another call holds it at one. One fixed configuration makes every GEMM's bits a function of its operands.
+
     An exception in the calling thread (a ``KeyboardInterrupt`` above all: signals reach the main thread only)
     stops the other workers at their next chunk, and this function returns (re-raising it) only once every
     worker of the call has stopped, however many more interrupts arrive meanwhile: afterwards nothing of this
     call writes into the output, so the next call into the same ``out=`` array is right.
     """
-    threads = get_num_threads()
-    workers = min(threads, len(tasks))
+    workers = min(get_num_threads(), len(tasks))
     if workers <= 1:
-        if threads == 1:  # one thread in use (set_num_threads(1), NUMBA_NUM_THREADS=1): BLAS too
-            with single_threaded_blas():
-                work(tasks)
-        else:  # a single chunk: BLAS may use its own threads
+        with single_threaded_blas():
             work(tasks)
         return
     queue = iter(tasks)
@@ -149,6 +152,10 @@ def _workers_off(cpu: int):
 def _register_worker() -> None:
     with _affinity_lock:
         _pool_tids.append(threading.get_native_id())
+    with _lock:  # the pool runs nothing but fastdeconv's chunks: a per-thread BLAS stays at one thread here
+        for c in blas_controllers():
+            if _per_thread(c):
+                _set_blas_threads(c, 1)
 
 
 def _wait_all(futures) -> None:
@@ -209,6 +216,22 @@ def blas_controllers(refresh: bool = False) -> tuple:
     return found
 
 
+def _per_thread(controller) -> bool:
+    """Whether this BLAS keeps its thread count per calling thread (an OpenMP build: each thread's own ICV)."""
+    return getattr(controller, "threading_layer", None) == "openmp"
+
+
+def _set_blas_threads(controller, n: int) -> None:
+    """Set a BLAS's thread count from whichever Python thread calls.
+
+    threadpoolctl lets only the first Python thread that set a process-wide pool (OpenBLAS on pthreads) set it
+    again, and silently ignores the others: a fastdeconv call from a second Python thread would then run its
+    GEMMs on the BLAS's own threads, with other bits. Its unguarded setter is used where it has one; the
+    callers here serialise every change under ``_lock``.
+    """
+    getattr(controller, "_real_set_num_threads", controller.set_num_threads)(n)
+
+
 def limit_blas(n: int) -> None:
     """Let every loaded BLAS use ``n`` threads (``set_num_threads``). While parallel calls run with
     single-threaded BLAS, ``n`` becomes what they restore when the last of them ends."""
@@ -216,27 +239,43 @@ def limit_blas(n: int) -> None:
         controllers = blas_controllers(refresh=True)
         if _blas_users:
             _blas_saved[:] = [n] * len(controllers)
+            for c in controllers:
+                if _per_thread(c):
+                    _set_blas_threads(c, n)
             return
         for c in controllers:
-            c.set_num_threads(n)
+            _set_blas_threads(c, n)
 
 
 @contextmanager
 def single_threaded_blas():
-    """BLAS on one thread while any fastdeconv call needs it (reference-counted across Python threads)."""
+    """BLAS on one thread while any fastdeconv call needs it, from any Python thread.
+
+    A process-wide BLAS pool is set to one thread when the first such call starts and restored when the last
+    ends (reference-counted under ``_lock``); a per-thread one (OpenMP) is set in the calling thread and
+    restored there, and the pool's workers keep theirs at one (``_register_worker``).
+    """
     global _blas_users
+    local = []
     with _lock:
+        controllers = blas_controllers()
         if _blas_users == 0:
-            controllers = blas_controllers()
             _blas_saved[:] = [c.get_num_threads() for c in controllers]
-            for c in controllers:
-                c.set_num_threads(1)
+        for c in controllers:
+            if _per_thread(c):
+                local.append((c, c.get_num_threads()))
+                _set_blas_threads(c, 1)
+            elif _blas_users == 0:
+                _set_blas_threads(c, 1)
         _blas_users += 1
     try:
         yield
     finally:
         with _lock:
             _blas_users -= 1
+            for c, n in local:
+                _set_blas_threads(c, n)
             if _blas_users == 0:  # (the controllers now: a set_num_threads meanwhile may have found more)
                 for c, n in zip(blas_controllers(), _blas_saved):
-                    c.set_num_threads(n)
+                    if not _per_thread(c):
+                        _set_blas_threads(c, n)
