@@ -15,6 +15,7 @@ from reference import conv_transpose_ref
 
 import fastdeconv as fd
 from fastdeconv import _geometry as geo
+from fastdeconv import _registry
 
 da = pytest.importorskip("dask.array")
 fdd = pytest.importorskip("fastdeconv.dask")
@@ -420,3 +421,64 @@ def test_blocks_run_the_whole_arrays_variant_through_the_operator(rng):
              task[0] is fdd._compute_block}
     assert len(whole) == 1 and {entry[0].variant for entry in op._shapes.values()} == whole
     assert len(op._shapes) >= 2 and all(b.shape[:2] == (1, 32) for b in blocks)
+
+
+# ---------------------------------------------------------------------------------------------- short last blocks
+
+# (x shape, chunks, weight shape, geometry): the last output block along some axis is shorter than the stride
+# (fewer output phases than the other blocks), all blocks running through the call's one operator
+SHORT_LAST = [
+    ((8, 4, 4, 9), (8, 4, 4, 8), (4, 64, 3, 3), dict(stride=2, padding=1)),  # issue 26: W blocks 16 + 1
+    ((2, 6, 10), (1, 6, (4, 5, 1)), (6, 4, 4), dict(stride=3, padding=((2, 1),), groups=2)),  # 12 + 15 + 1
+    ((1, 4, 3, 4, 5), (1, 4, (2, 1), (3, 1), (3, 2)), (4, 8, 2, 3, 3),
+     dict(stride=(2, 2, 3), padding=((0, 1), (1, 1), (2, 2)))),  # 4 + 1, 6 + 1, 9 + 2
+    ((2, 16, 5, 9), (1, 16, (3, 2), (8, 1)), (16, 32, 4, 4), dict(stride=2, padding=((1, 2), (2, 1)))),  # Winograd
+]
+
+
+@pytest.mark.parametrize("variant", [None, *_registry.names(zerofill=True)])
+@pytest.mark.parametrize("case", range(len(SHORT_LAST)))
+def test_last_block_shorter_than_the_stride(monkeypatch, case, variant):
+    """Every block through the call's one operator, with the synchronous and the threaded scheduler: the
+    reference's values (and the in-memory call's), both schedulers the same bits; every variant forced on the
+    whole call (``variant``; None: the cost model's pick) where it applies."""
+    x_shape, chunks, w_shape, kw = SHORT_LAST[case]
+    rng = np.random.default_rng(case)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[1] * kw.get("groups", 1)).astype(np.float32)
+    if variant is not None:
+        whole = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, **kw)
+        record = _registry.get(variant)
+        if variant != "zerofill" and not (record.applies(whole) and (record.estimate(whole, 2) is not None or
+                                                                     record.estimate(whole, 2, kept=True) is not None)):
+            pytest.skip(f"{variant} does not apply to the whole call")  # (with the operator's weights kept)
+        monkeypatch.setattr(fdd, "decide_variant", lambda plan, ranked: variant)
+    y = fdd.conv_transpose(_dask(x, chunks), w, b, **kw)
+    strides = geo.per_axis(kw["stride"], len(w_shape) - 2, "stride")
+    assert any(c[-1] < s for c, s in zip(y.chunks[2:], strides))  # (what the test is about)
+    expected = conv_transpose_ref(x, w, b, **kw)
+    got = {scheduler: y.compute(scheduler=scheduler) for scheduler in ("sync", "threads")}
+    for scheduler, result in got.items():
+        np.testing.assert_allclose(result, expected, err_msg=scheduler, **tolerance(np.float32))
+    assert np.array_equal(got["sync"], got["threads"])
+    if variant is None:
+        np.testing.assert_allclose(got["sync"], fd.conv_transpose(x, w, b, **kw), **tolerance(np.float32))
+    blocks = [task[3] for task in dict(y.__dask_graph__()).values()
+              if isinstance(task, tuple) and len(task) > 3 and isinstance(task[3], geo.Plan)]
+    assert variant is None or {p.variant for p in blocks} == {variant}
+
+
+def test_last_block_shorter_than_the_stride_on_a_local_cluster():
+    """The issue's chunking, one sample per block (16 blocks, 8 of them one column wide), on two worker processes:
+    the operator shipped to each runs every block right."""
+    distributed = pytest.importorskip("distributed")
+    x_shape, chunks, w_shape, kw = SHORT_LAST[0]
+    chunks = (1,) + chunks[1:]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=2, host="127.0.0.1", processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster):
+        got = fdd.conv_transpose(_dask(x, chunks), w, **kw).compute()
+    np.testing.assert_allclose(got, conv_transpose_ref(x, w, **kw), **tolerance(np.float32))

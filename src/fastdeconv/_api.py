@@ -196,8 +196,7 @@ class _Prepared:
     """
 
     __slots__ = ("plan", "dtype", "out_shape", "x5_shape", "w5_shape", "y5_shape", "zero_bias", "bias_only",
-                 "ranked", "variant", "record", "kernel", "args", "serial", "decided", "kept", "own",
-                 "packed")
+                 "ranked", "variant", "serial", "decided", "kept", "own", "dispatch")
 
     def __init__(self, plan: geo.Plan, kept=None):
         self.plan = plan
@@ -220,11 +219,15 @@ class _Prepared:
         self._use(current_variant(plan, self.ranked, own))
 
     def _use(self, variant: str) -> None:
+        record = _registry.get(variant)
+        kernel, args = record.direct(self.plan) if record.direct is not None else (None, ())
+        # what ``_checked`` and ``_execute`` read, swapped in one assignment: a thread running this object while
+        # another one switches it (two first calls deciding at once) reads one variant's record, kernel and pack,
+        # never a mix. The list holds an operator's pack of this variant, fetched on the first call (a late
+        # store lands in the old tuple, never beside another variant's record).
+        self.dispatch = (record, kernel, args, [None])
         self.variant = variant
-        self.record = record = _registry.get(variant)
         self.serial = record.serial(self.plan)
-        self.kernel, self.args = record.direct(self.plan) if record.direct is not None else (None, ())
-        self.packed = None  # (an operator's pack of this variant, fetched on the first call)
 
     def run(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, y: np.ndarray) -> None:
         """Write every element of ``y`` (C-contiguous, the plan's shape and dtype)."""
@@ -294,27 +297,29 @@ class _Prepared:
     def _checked(self, x5, w5, b, y5) -> None:
         """``_execute``, unless the variant's value check (``Variant.check``) finds values it would turn into a
         wrong Inf or NaN: those run the cheapest exact variant of the gather form instead."""
-        check = self.record.check
+        dispatch = self.dispatch
+        check = dispatch[0].check
         if check is not None and not check(self.plan, x5, max_abs(w5) if self.kept is None else
                                            self.kept._weight_max(w5)):
             _prepared(exact_plan(self.plan))._execute(x5, w5, b, y5)
         else:
-            self._execute(x5, w5, b, y5)
+            self._execute(x5, w5, b, y5, dispatch)
 
-    def _execute(self, x5, w5, b, y5) -> None:
-        if self.kernel is not None and not self.bias_only:  # the direct kernels first: tiny calls are hot
-            self.kernel(x5, w5, b, y5, *self.args)
+    def _execute(self, x5, w5, b, y5, dispatch=None) -> None:
+        record, kernel, args, kept_pack = self.dispatch if dispatch is None else dispatch
+        if kernel is not None and not self.bias_only:  # the direct kernels first: tiny calls are hot
+            kernel(x5, w5, b, y5, *args)
             return
         if self.bias_only:  # no channel in a group: only the bias
             y5[...] = b.reshape((1, -1, 1, 1, 1))
             return
-        record, plan = self.record, self.plan
+        plan = self.plan
         if self.kept is None:
             packed = record.packed_for_call(plan, w5)
         else:
-            packed = self.packed
+            packed = kept_pack[0]
             if packed is None:
-                packed = self.packed = self.kept._packed(record, plan, w5)
+                packed = kept_pack[0] = self.kept._packed(record, plan, w5)
         record.run(plan, x5, packed, b, y5)
 
 

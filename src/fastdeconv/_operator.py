@@ -91,7 +91,7 @@ class ConvTranspose:
         self._lock = threading.Lock()
         self._shapes: dict = {}   # (x shape, x dtype, output_size) -> (_Prepared, w5, bias vector)
         self._weights: dict = {}  # dtype -> (w5, bias vector): the weight and bias in the computing dtype
-        self._packs: dict = {}    # (variant, dtype, tap geometry, variant's key) -> its packed weight
+        self._packs: dict = {}    # (variant, dtype, the variant's pack_input) -> its packed weight
         self._max_abs: dict = {}  # dtype -> the converted weight's largest magnitude (inf: not all finite)
 
     # ------------------------------------------------------------------ public
@@ -269,15 +269,19 @@ class ConvTranspose:
         return pair
 
     def _packed(self, record, plan: geo.Plan, w5: np.ndarray):
-        """Variant ``record``'s packed weight for ``plan`` (made once, under the lock; later calls only read it)."""
-        key = (record.name, plan.dtype, tuple((a.kernel, a.stride, a.dilation, a.start) for a in plan.axes),
-               record.pack_key(plan))
+        """Variant ``record``'s packed weight for ``plan`` (made once, under the lock; later calls only read it).
+
+        The pack is made from ``record.pack_input(plan)`` and the weight in the plan's dtype (``w5``) alone, and
+        kept under exactly those (the variant, the dtype, the inputs): plans with equal inputs share it, and a
+        plan whose inputs differ (another input shape with fewer output phases, a Dask block) never reads it."""
+        inputs = record.pack_input(plan)
+        key = (record.name, plan.dtype, inputs)
         packed = self._packs.get(key)
         if packed is None:
             with self._lock:
                 packed = self._packs.get(key)
                 if packed is None:
-                    packed = self._packs[key] = record.pack(plan, w5)
+                    packed = self._packs[key] = record.pack(inputs, w5)
         return packed
 
     def _weight_max(self, w5: np.ndarray) -> float:

@@ -13,13 +13,19 @@ A record's functions take a :class:`~fastdeconv._geometry.Plan`:
     estimated seconds of one call on ``threads`` threads (None: does not apply);
 ``scratch(plan)``
     elements one call allocates beside the output (all workers; what ``call_pack`` makes per call included);
-``pack(plan, w5)``
+``pack(pack_input(plan), w5)``
     the weight-only work of the variant, done once and kept by an operator: the weight (C_in, C_out_g, kd, kh, kw)
     in the plan's dtype, C-contiguous, is turned into whatever ``run`` reads (itself, a relayout, transformed
     weights);
+``pack_input(plan)``
+    everything ``pack`` reads besides the weight, hashable: the plan reduced to what the pack depends on (by
+    default the weight's geometry alone: ``weight_plan``), or a variant's own spec. ``pack`` gets nothing else,
+    so an operator keys its kept packs by it (with the variant and dtype): plans with equal inputs share a pack,
+    and no plan can get a pack made for inputs it does not have (e.g. another set of output phases);
 ``call_pack(plan, w5)``
-    the same for a one-off ``conv_transpose`` call (defaults to ``pack``; a variant may instead hand ``run`` the
-    weight itself and re-lay it out chunk by chunk, when a whole relayout per call would break the memory rule);
+    the same for a one-off ``conv_transpose`` call (defaults to ``pack(pack_input(plan), w5)``; a variant may
+    instead hand ``run`` the weight itself and re-lay it out chunk by chunk, when a whole relayout per call would
+    break the memory rule);
 ``run(plan, x5, packed, bias, y5)``
     writes every element of ``y5`` from the canonical 5-D input, the packed weight and the bias vector;
 ``serial(plan)``
@@ -29,7 +35,6 @@ A record's functions take a :class:`~fastdeconv._geometry.Plan`:
     holds alternatives, one of which runs depending on the geometry (readiness: ``_compiled.groups_ready``;
     warm-up: :func:`dispatchers`).
 
-``pack_key(plan)`` says which plans of one weight share a pack (beside the dtype and the weight's geometry);
 ``kept_cost`` / ``kept_scratch`` are the cost and scratch when the weight was packed once (an operator), for the
 variants where that differs. ``exact`` says whether the variant gives the definition's finite/Inf/NaN pattern
 on any input (it multiplies no padding zero and no transform mixes the terms); ``check(plan, x5, w5)`` of a
@@ -40,7 +45,7 @@ cheapest exact gather variant); the zero-fill baseline is neither exact nor chec
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -64,8 +69,12 @@ def _same(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
     return w5
 
 
-def _no_key(plan: geo.Plan) -> Hashable:
-    return ()
+@lru_cache(maxsize=256)
+def weight_plan(plan: geo.Plan) -> geo.Plan:
+    """The plan reduced to the weight's geometry (channels, groups, kernel, dtype): the ``pack_input`` of the
+    variants whose pack depends on nothing else (no size, stride, dilation or crop)."""
+    axes = tuple(geo.Axis(1, a.kernel, 1, 1, 0, 1) for a in plan.axes)
+    return replace(plan, batch=1, batched=True, axes=axes, method="auto", variant=None)
 
 
 def _none(plan: geo.Plan) -> int:
@@ -85,14 +94,14 @@ class Variant:
     applies: Callable[[geo.Plan], bool]
     cost: Callable[[geo.Plan, int], float | None]
     scratch: Callable[[geo.Plan], int]
-    pack: Callable[[geo.Plan, np.ndarray], object]
+    pack: Callable[[Hashable, np.ndarray], object]  # (pack_input(plan), w5)
     run: Callable[..., None]
     serial: Callable[[geo.Plan], bool]
     reason: str  # why it is fast, in a few words ("" for none): the parenthesis of ``plan``'s reason
     kernels: Callable[[], tuple]
     exact: bool
     call_pack: Callable[[geo.Plan, np.ndarray], object] | None = None
-    pack_key: Callable[[geo.Plan], Hashable] = _no_key
+    pack_input: Callable[[geo.Plan], Hashable] = weight_plan
     kept_cost: Callable[[geo.Plan, int], float | None] | None = None
     kept_scratch: Callable[[geo.Plan], int] | None = None
     # the direct kernels' fast path: ``(kernel, args)`` called as ``kernel(x5, w5, bias, y5, *args)``
@@ -104,7 +113,9 @@ class Variant:
 
     def packed_for_call(self, plan: geo.Plan, w5: np.ndarray) -> object:
         """What a one-off call hands ``run``."""
-        return (self.call_pack or self.pack)(plan, w5)
+        if self.call_pack is not None:
+            return self.call_pack(plan, w5)
+        return self.pack(self.pack_input(plan), w5)
 
     def estimate(self, plan: geo.Plan, threads: int, kept: bool = False) -> float | None:
         return (self.kept_cost if kept and self.kept_cost is not None else self.cost)(plan, threads)
@@ -223,7 +234,7 @@ _VARIANT_LIST = (
     Variant("gather-gemm", "gather", _gemm_applies, _estimated("gather-gemm"), _gg.scratch_elements, _gg.pack,
             _gg.gather_gemm, _never, "channel contraction on BLAS",
             _kernels_of(_gg.phase_weights, _gg.im2col, _gg.phase_store), exact=False, call_pack=_same,
-            check=_scan.finite_weights),
+            pack_input=_gg.pack_input, check=_scan.finite_weights),
     Variant("gather-gemm-rows", "gather", _gemm_applies, _estimated("gather-gemm-rows"), _pg.scratch_elements,
             _pg.pack, _pg.gather_pixels_packed, _never, _ROWS_REASON,
             _kernels_of((_pg.gather_rows, _pg.gather_rows_cm)), exact=True),
@@ -235,7 +246,7 @@ _VARIANT_LIST = (
             _wg.scratch_elements, _wg.pack_kept, _wg.run, _never,
             "Winograd F(2, r) on the output phases: fewer multiplications, channel contraction on BLAS",
             _kernels_of(_wg.run_task, (_wg.transform_weights, _wg.relayout)), exact=False, call_pack=_wg.pack_call,
-            pack_key=_wg.pack_key, kept_cost=_kept_winograd,
+            pack_input=_wg.pack_input, kept_cost=_kept_winograd,
             kept_scratch=_wg.kept_scratch, check=_wg.safe),
     Variant("gather-plane", "gather", _pl.applies, _estimated("gather-plane"), _pl.scratch_elements, _same,
             _plane_run, _plane_serially, "one input channel or few output channels per group: long vectorized runs "

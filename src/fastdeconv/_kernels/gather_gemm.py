@@ -16,6 +16,7 @@ split their output channels. Chunks depend on shapes and numba's pool size only.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 from math import prod as _prod
 
@@ -175,15 +176,34 @@ def scratch_elements(plan: geo.Plan) -> int:
 
 class PhaseWeights(tuple):
     """Every phase's weights, ``(g, C_out_g, C_in_g * T)`` per phase (empty where no tap reaches the phase):
-    what ``phase_weights`` makes chunk by chunk, made once (an operator keeps it)."""
+    what ``phase_weights`` makes chunk by chunk, made once (an operator keeps it). ``source`` is the plan they
+    were made from (``pack_input``)."""
+
+    source: geo.Plan
 
     @property
     def nbytes(self) -> int:
         return sum(m.nbytes for m in self)
 
 
+@lru_cache(maxsize=256)
+def pack_input(plan: geo.Plan) -> geo.Plan:
+    """The plan reduced to what :func:`pack` reads, so that plans with equal reductions share one pack (an
+    operator's key) and no plan gets another's.
+
+    ``pack`` reads the tap lists of ``phase_table``: per axis, which output phases have outputs *and* taps and
+    which taps reach each. The phases with outputs are the ``min(stride, size_out)`` first (an output axis
+    shorter than the stride has fewer), and a tap's phase depends on ``start`` only modulo the stride (the
+    Dask twin's blocks, whose starts differ by multiples of it, share one pack). Sizes, batch and bases are
+    not read."""
+    axes = tuple(geo.Axis(1, a.kernel, a.stride, a.dilation, a.start % a.stride, min(a.stride, a.size_out))
+                 for a in plan.axes)
+    return dataclasses.replace(plan, batch=1, batched=True, axes=axes, method="auto", variant=None)
+
+
 def pack(plan: geo.Plan, w5: np.ndarray) -> PhaseWeights:
-    """The phase weights of every (phase, group): the weight's own size in all."""
+    """The phase weights of every (phase, group) of ``plan`` (an operator's: ``pack_input`` of its call's
+    plan): the weight's own size in all."""
     g = plan.groups
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     mats = []
@@ -194,7 +214,9 @@ def pack(plan: geo.Plan, w5: np.ndarray) -> PhaseWeights:
             for gi in range(g):
                 phase_weights(w5, gi * cin_g, cin_g, 0, cout_g, taps, counts, m[gi])
         mats.append(m)
-    return PhaseWeights(mats)
+    packed = PhaseWeights(mats)
+    packed.source = pack_input(plan)  # (the plan itself when it is one: the reduction keeps a reduced plan)
+    return packed
 
 
 def gather_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray | PhaseWeights, bias: np.ndarray,
@@ -205,6 +227,8 @@ def gather_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray | PhaseWeights, b
     rule) or its ``pack`` (an operator: each chunk reads its block of the kept phase weights). The GEMMs get the
     same matrices either way."""
     kept = isinstance(w5, PhaseWeights)
+    if kept and w5.source != pack_input(plan):  # (a bug, not the user's)
+        raise ValueError("gather-gemm: the phase weights were made for another plan's phases")
     g = plan.groups
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     table = phase_table(plan)

@@ -546,8 +546,7 @@ def layout(plan: geo.Plan) -> Layout | None:
                 wphase = (sd[3] * n_wph[1] + sh[3]) * n_wph[2] + sw[3]
                 phases.append(Phase(np.array([e[0] for e in subs], np.int64), mcount, -(-mcount // msize), wphase,
                                     tuple(v_terms)))
-    taps_grid = [(a, b, c) for a in range(rs[0]) for b in range(rs[1]) for c in range(rs[2])]
-    u_coefs = np.array([[product(1, point, u) for u in taps_grid] for point in grid])
+    u_coefs = weight_transform(tuple(int(m) for m in msize), tuple(rs))
     outs = [(a, b, c) for a in range(msize[0]) for b in range(msize[1]) for c in range(msize[2])]
     a_lists = [[(product(2, o, point), k) for k, point in enumerate(grid) if product(2, o, point) != 0] for o in outs]
     a_terms = np.zeros((len(outs), max(len(t) for t in a_lists), 2))
@@ -560,6 +559,21 @@ def layout(plan: geo.Plan) -> Layout | None:
     out_stride = np.array([a.stride * d for a, d in zip(plan.axes, deltas)], np.int64)
     return Layout(tuple(phases), wtaps, msize, step, out_stride, len(grid), tuple(rs), u_coefs, a_terms, tiles,
                   row, offset, tuple(padded), last_row + 1 - int(step[1]), tile_rows)
+
+
+@cache
+def weight_transform(msize: tuple[int, int, int], r: tuple[int, int, int]) -> np.ndarray:
+    """(points, taps) coefficients of the weight transform ``G`` over the three axes of F(M, r) (``Layout.u_coefs``):
+    a function of the tile sizes and tap counts alone, so that kept weights are made from their key
+    (``WeightSpec``)."""
+    mats = [matrices(m, rr) for m, rr in zip(msize, r)]
+    grid = [(a, b, c) for a in range(mats[0][0].shape[0]) for b in range(mats[1][0].shape[0])
+            for c in range(mats[2][0].shape[0])]
+    taps_grid = [(a, b, c) for a in range(r[0]) for b in range(r[1]) for c in range(r[2])]
+    coefs = np.array([[mats[0][1][point[0], u[0]] * mats[1][1][point[1], u[1]] * mats[2][1][point[2], u[2]]
+                       for u in taps_grid] for point in grid])
+    coefs.flags.writeable = False  # (shared by every layout of these sizes)
+    return coefs
 
 
 def weight_elements(plan: geo.Plan) -> int:
@@ -787,13 +801,27 @@ def safe(plan: geo.Plan, x5: np.ndarray, w_max: float) -> bool:
     return v <= limit and u <= limit and g_y * (plan.c_in // plan.groups) * v * u <= limit
 
 
-class Weights(NamedTuple):
-    """The weight as ``run`` reads it: every (weight phase, point)'s transformed weights in blocks of ``cb``
-    output channels (``shared``), or the tap-major relayout ``wt`` the chunks transform from."""
+class WeightSpec(NamedTuple):
+    """Everything the weights ``run`` reads are made from, besides the weight itself (``_weights``): a kept
+    pack's key (``pack_input``) and the one argument of the function that makes it, so that the two cannot
+    drift apart. Plans of one operator with equal specs share their kept weights."""
 
+    dtype: np.dtype
+    groups: int
+    wtaps: tuple        # ``Layout.wtaps`` as nested tuples: the weight phases (the output phases that have
+    #                     outputs: fewer where an output axis is shorter than the stride) and their taps
+    r: tuple[int, int, int]
+    msize: tuple[int, int, int]  # the tile sizes, which pick the transform (they depend on the output's size)
     shared: bool
-    cb: int
-    kept: bool       # made once for an operator (its chunks: ``kept_choice``) or for one call (``_choice``)
+    cb: int             # the channel block of shared weights (0: not shared)
+    kept: bool          # made once for an operator (its chunks: ``kept_choice``) or for one call (``_choice``)
+
+
+class Weights(NamedTuple):
+    """The weight as ``run`` reads it: every (weight phase, point)'s transformed weights in blocks of ``spec.cb``
+    output channels (``spec.shared``), or the tap-major relayout ``wt`` the chunks transform from."""
+
+    spec: WeightSpec  # what they were made from (``run`` checks it against its plan's)
     u_all: np.ndarray
     wt: np.ndarray
 
@@ -825,38 +853,53 @@ def kept_scratch(plan: geo.Plan) -> int:
     return max_threads() * _worker_scratch(layout(plan), plan.c_in // plan.groups, *found[:3])
 
 
-def pack_key(plan: geo.Plan) -> tuple:
-    """Plans of one operator whose kept weights are the same: the layout (the weight's geometry, fixed by the
-    operator) and, for shared transformed weights, their channel blocks."""
-    found = kept_choice(plan)
-    if found is None:
-        return ()
-    lay = layout(plan)  # (its tile sizes pick the transform: they depend on the output's size)
-    return (tuple(int(m) for m in lay.msize), lay.r) + ((True, found[2]) if found[3] else (False,))
+def _spec(plan: geo.Plan, kept: bool) -> WeightSpec:
+    """The spec of the weights a call of ``plan`` reads (from ``_choice``'s chunks as they are now: not cached
+    apart from them)."""
+    found = kept_choice(plan) if kept else _choice(plan)
+    if found is None:  # (the cost model never picks the variant then: a caller's bug)
+        raise ValueError("gather-winograd: no chunk of this plan fits the memory rule")
+    wtaps, r, msize = _layout_key(plan)
+    shared = bool(found[3])
+    # (the re-laid-out weight does not depend on the chunks' channel block: only shared weights are blocked)
+    return WeightSpec(plan.dtype, plan.groups, wtaps, r, msize, shared, int(found[2]) if shared else 0, kept)
 
 
-def _weights(plan: geo.Plan, w5: np.ndarray, found, kept: bool) -> Weights:
+@lru_cache(maxsize=256)
+def _layout_key(plan: geo.Plan) -> tuple[tuple, tuple[int, int, int], tuple[int, int, int]]:
+    """(wtaps, r, msize) of the plan's layout as tuples (what the weights are made from)."""
     lay = layout(plan)
-    _nb, _nth, cb_max, shared = found
-    u_coefs, r_arr = _arguments(plan, *found[:3])[2], np.array(lay.r, np.int64)
-    cout_g = plan.c_out // plan.groups
-    dtype = plan.dtype
-    taps = lay.wtaps
-    if shared:
-        u_all = np.empty(_shared_elements(plan, lay), dtype)
-        args = (w5, taps, r_arr, u_coefs, plan.groups, cb_max, 0, plan.c_in,
-                np.empty(_prod(lay.r) * TRANSFORM_ROWS * cout_g, dtype), u_all)
+    return (tuple(tuple(tuple(row) for row in phase) for phase in lay.wtaps.tolist()), lay.r,
+            tuple(int(m) for m in lay.msize))
+
+
+def pack_input(plan: geo.Plan) -> WeightSpec:
+    """The key of an operator's kept weights for ``plan`` (what ``pack_kept`` makes them from)."""
+    return _spec(plan, True)
+
+
+def _weights(spec: WeightSpec, w5: np.ndarray) -> Weights:
+    """The weights ``run`` reads, made from ``spec`` and the weight (C_in, C_out_g, kd, kh, kw) alone."""
+    dtype = spec.dtype
+    taps = np.array(spec.wtaps, np.int64)
+    r_arr = np.array(spec.r, np.int64)
+    u_coefs = weight_transform(spec.msize, spec.r).astype(dtype)
+    c_in, cout_g = w5.shape[0], w5.shape[1]
+    if spec.shared:
+        u_all = np.empty(len(taps) * u_coefs.shape[0] * c_in * cout_g, dtype)
+        args = (w5, taps, r_arr, u_coefs, spec.groups, spec.cb, 0, c_in,
+                np.empty(_prod(spec.r) * TRANSFORM_ROWS * cout_g, dtype), u_all)
         _compile_cold(transform_weights, args)
         # in the calling thread: it is a single pass over the weight, shorter than one more launch of the
         # workers costs
         transform_weights(*args)
-        return Weights(True, cb_max, kept, u_all, np.empty((1, 1, 0, 0), dtype))  # run_task reads u_all
-    wt = np.empty((len(taps), _prod(lay.r), plan.c_in, cout_g), dtype)
+        return Weights(spec, u_all, np.empty((1, 1, 0, 0), dtype))  # run_task reads u_all
+    wt = np.empty((len(taps), _prod(spec.r), c_in, cout_g), dtype)
     _compile_cold(relayout, (w5, taps, r_arr, 0, 0, wt))
-    step = -(-plan.c_in // max_threads())
-    run_parallel(lambda part: [relayout(w5, taps, r_arr, lo, min(lo + step, plan.c_in), wt) for lo in part],
-                 list(range(0, plan.c_in, step)))
-    return Weights(False, cb_max, kept, np.empty(0, dtype), wt)
+    step = -(-c_in // max_threads())
+    run_parallel(lambda part: [relayout(w5, taps, r_arr, lo, min(lo + step, c_in), wt) for lo in part],
+                 list(range(0, c_in, step)))
+    return Weights(spec, np.empty(0, dtype), wt)
 
 
 @cache
@@ -893,12 +936,13 @@ _RUN_TASK_READY: set = set()  # dtypes for which ``run_task`` is compiled or cac
 
 def pack_call(plan: geo.Plan, w5: np.ndarray) -> Weights:
     """The weight-only work of one call (its chunks: ``chunks(plan)``)."""
-    return _weights(plan, w5, _choice(plan), False)
+    return _weights(_spec(plan, False), w5)
 
 
-def pack_kept(plan: geo.Plan, w5: np.ndarray) -> Weights:
-    """The weight-only work an operator does once (its chunks: ``kept_choice(plan)``)."""
-    return _weights(plan, w5, kept_choice(plan), True)
+def pack_kept(spec: WeightSpec, w5: np.ndarray) -> Weights:
+    """The weight-only work an operator does once, for the plans whose ``pack_input`` is ``spec`` (their chunks:
+    ``kept_choice``)."""
+    return _weights(spec, w5)
 
 
 def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
@@ -909,10 +953,10 @@ def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
 def run(plan: geo.Plan, x5: np.ndarray, weights: Weights, bias: np.ndarray, y5: np.ndarray) -> None:
     """``gather_winograd`` on weights packed by ``pack_call`` or ``pack_kept`` (whose chunks it runs)."""
     lay = layout(plan)
-    found = kept_choice(plan) if weights.kept else _choice(plan)
+    if weights.spec != _spec(plan, weights.spec.kept):  # (a bug, not the user's)
+        raise ValueError("gather-winograd: the packed weights were made for another plan (phases, tiles or chunks)")
+    found = kept_choice(plan) if weights.spec.kept else _choice(plan)
     nb_max, nth_max, cb_max, shared = found
-    if shared != weights.shared or (shared and cb_max != weights.cb):
-        raise ValueError("gather-winograd: the packed weights were made for other chunks")  # (a bug, not user's)
     tasks, tables, u_coefs, v_terms, v_counts, a_terms, r_arr = _arguments(plan, nb_max, nth_max, cb_max)
     cin_g = plan.c_in // plan.groups
     dtype = plan.dtype
