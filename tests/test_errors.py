@@ -202,6 +202,33 @@ def test_zero_fill_arguments(call, exc, match):
     _check(call, exc, match)
 
 
+@pytest.mark.parametrize("make, shape, exc, match", [
+    ("conv_matrix", None, TypeError, "input_shape must be a sequence"),
+    ("linear_operator", None, TypeError, "input_shape must be a sequence"),
+    ("linear_operator", (3.0,), TypeError, "input_shape must be an int"),
+    ("linear_operator", (3, 3), ValueError, "input_shape must hold the 1 spatial"),
+    ("linear_operator", (0,), ValueError, "input_shape must be >= 1"),
+    ("linear_operator", (1,), ValueError, "output size must be >= 1"),
+    ("linear_operator", (BEYOND_MEMORY,), ValueError, "the input of one sample of shape .* would need"),
+])
+def test_input_shape_of_one_sample(make, shape, exc, match):
+    shape = 3 if shape is None else shape  # None: a bare int where a sequence belongs
+    weight = np.ones((1, 1, 2), np.float32)
+    kw = {"stride": BEYOND_MEMORY} if match.startswith("the input") else {}
+    _check(lambda: getattr(fd, make)(weight, shape, **kw), exc, match)
+
+
+@pytest.mark.parametrize("operand, method, exc, match", [
+    (np.ones(4), "matvec", ValueError, "dimension mismatch"),
+    (np.ones((3, 3)), "rmatmat", ValueError, "dimension mismatch"),
+    (np.array(["a"] * 3), "matvec", TypeError, "the operand must be numeric"),
+    (np.array([[None]] * 2), "rmatmat", TypeError, "the operand must be numeric"),
+])
+def test_linear_operator_operands(operand, method, exc, match):
+    op = fd.linear_operator(np.ones((1, 1, 2)), (3,))  # 2 x 3
+    _check(lambda: getattr(op, method)(operand), exc, match)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_nan_and_inf_propagate_as_in_the_reference(method):
     rng = np.random.default_rng(0)

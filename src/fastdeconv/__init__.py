@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 __all__ = ["conv_transpose", "zero_fill", "conv", "conv_matrix", "conv_transpose_backward", "bilinear_kernel",
-           "upsample_bilinear", "get_num_threads", "set_num_threads", "plan", "Choice", "ConvTranspose"]
+           "upsample_bilinear", "get_num_threads", "set_num_threads", "plan", "Choice", "ConvTranspose",
+           "linear_operator"]
 
 # public name -> the module that defines it (None: the name is the submodule itself)
 _HOME = {"conv_transpose": "_api", "zero_fill": "_api", "plan": "_cost", "Choice": "_cost", "conv": "_forward",
          "get_num_threads": "_threads", "set_num_threads": "_threads", "bilinear_kernel": "filters",
          "upsample_bilinear": "filters", "conv_transpose_backward": "grad", "conv_matrix": "matrix", "compat": None,
-         "ConvTranspose": "_operator", "calibration": None}
+         "ConvTranspose": "_operator", "calibration": None, "linear_operator": "linop"}
 
 
 def __getattr__(name: str):
@@ -43,4 +44,5 @@ if TYPE_CHECKING:  # what static analysers and IDEs see
     from ._threads import get_num_threads, set_num_threads
     from .filters import bilinear_kernel, upsample_bilinear
     from .grad import conv_transpose_backward
+    from .linop import linear_operator
     from .matrix import conv_matrix

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _geometry as geo
 from ._api import _as_array, _contiguous
-from ._forward import make_conv_plan
+from ._forward import ConvPlan, make_conv_plan
 from ._kernels.conv import matrix_entries
 
 if TYPE_CHECKING:  # scipy.sparse costs ~0.1 s to import: loaded on first use
@@ -22,6 +22,33 @@ if TYPE_CHECKING:  # scipy.sparse costs ~0.1 s to import: loaded on first use
 
 IntOrSeq = int | Sequence[int]
 Padding = int | str | Sequence[int] | Sequence[Sequence[int]]
+
+
+def sample_plan(weight, input_shape, stride, padding, dilation, groups, check_output: bool = False
+                ) -> tuple[np.ndarray, ConvPlan]:
+    """Validate the arguments of an operator on one sample of spatial shape ``input_shape`` (``conv_matrix``,
+    ``linear_operator``): ``weight`` as an array, and the forward convolution's plan for (C_in, *input_shape).
+
+    ``check_output`` also refuses a dense output of one sample that would not fit in memory.
+    """
+    weight = _as_array(weight, "weight")
+    geo.check_numeric(weight.dtype, "weight")
+    rank = len(weight.shape) - 2
+    if not 1 <= rank <= geo.MAX_RANK:
+        raise ValueError(f"weight must have shape (C_out, C_in // groups, *kernel) with 1 to 3 spatial axes; "
+                         f"got weight.ndim = {weight.ndim}")
+    if isinstance(input_shape, (str, bytes)) or np.ndim(input_shape) != 1:
+        raise TypeError(f"input_shape must be a sequence of {rank} ints (the spatial shape of one sample), "
+                        f"got {input_shape!r}")
+    if len(input_shape) != rank:
+        raise ValueError(f"input_shape must hold the {rank} spatial sizes of one sample (no batch or channel "
+                         f"axis), got {tuple(input_shape)!r}")
+    spatial = geo.per_axis(input_shape, rank, "input_shape", minimum=1)
+    groups = geo.as_int(groups, "groups")
+    c_in = weight.shape[1] * groups
+    plan = make_conv_plan((c_in,) + spatial, weight.shape, weight.dtype, weight.dtype, stride, padding, dilation,
+                          groups, check_output=check_output)
+    return weight, plan
 
 
 def conv_matrix(weight, input_shape: Sequence[int], stride: IntOrSeq = 1, padding: Padding = 0,
@@ -65,23 +92,8 @@ def conv_matrix(weight, input_shape: Sequence[int], stride: IntOrSeq = 1, paddin
     array([[1., 2., 0.],
            [0., 1., 2.]])
     """
-    weight = _as_array(weight, "weight")
-    geo.check_numeric(weight.dtype, "weight")
-    rank = len(weight.shape) - 2
-    if not 1 <= rank <= geo.MAX_RANK:
-        raise ValueError(f"weight must have shape (C_out, C_in // groups, *kernel) with 1 to 3 spatial axes; "
-                         f"got weight.ndim = {weight.ndim}")
-    if isinstance(input_shape, (str, bytes)) or np.ndim(input_shape) != 1:
-        raise TypeError(f"input_shape must be a sequence of {rank} ints (the spatial shape of one sample), "
-                        f"got {input_shape!r}")
-    if len(input_shape) != rank:
-        raise ValueError(f"input_shape must hold the {rank} spatial sizes of one sample (no batch or channel "
-                         f"axis), got {tuple(input_shape)!r}")
-    spatial = geo.per_axis(input_shape, rank, "input_shape", minimum=1)
-    groups = geo.as_int(groups, "groups")
-    c_in = weight.shape[1] * groups
-    plan = make_conv_plan((c_in,) + spatial, weight.shape, weight.dtype, weight.dtype, stride, padding, dilation,
-                          groups, check_output=False)
+    weight, plan = sample_plan(weight, input_shape, stride, padding, dilation, groups)
+    groups, c_in, spatial = plan.groups, plan.c_in, tuple(a.size_in for a in plan.axes)
     dtype = plan.dtype
     axes = plan.axes
     # in-bounds taps per output index, per axis: the row lengths are products of these
