@@ -13,6 +13,7 @@ from conftest import METHODS, tolerance
 from reference import conv_transpose_ref
 
 import fastdeconv as fd
+from fastdeconv import _geometry as geo
 from fastdeconv import _threads
 
 # (x shape, weight shape, geometry): 1-D, 2-D and 3-D, groups, dilation, asymmetric pads, big enough that the
@@ -229,3 +230,135 @@ def test_parallel_call_in_a_forked_child():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "child True" in proc.stdout
+
+
+# A forked child computes after each kernel ran in its parent: every variant forced (at a size that runs in
+# parallel), the forward convolution (direct and GEMM), the gradients, zero_fill and the zero-fill route.
+FORK_SCRIPT = r"""
+import dataclasses, multiprocessing as mp, sys
+import numpy as np
+import fastdeconv as fd
+from fastdeconv import _api, _cost, _registry, _geometry as geo
+
+fd.set_num_threads(2)
+rng = np.random.default_rng(0)
+x = rng.standard_normal((2, 8, 64, 64)).astype(np.float32)
+w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+xc = rng.standard_normal((2, 3, 200, 200)).astype(np.float32)
+wc = rng.standard_normal((3, 3, 3, 3)).astype(np.float32)
+xg = rng.standard_normal((2, 64, 16, 16)).astype(np.float32)
+wg = rng.standard_normal((32, 64, 3, 3)).astype(np.float32)
+plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, 1, 1, 0, 1, 1)
+variants = list(_cost.estimate(plan, 2))
+
+
+def job(name):
+    if name in variants:
+        forced = dataclasses.replace(plan, variant=name)
+        y = np.empty(forced.out_shape, np.float32)
+        _api.execute(forced, x, w, None, y)
+        return y
+    if name == "zerofill":
+        return fd.conv_transpose(xc, wc, stride=2, padding=1, method="zerofill")
+    if name == "conv":
+        return fd.conv(xc, wc, padding=1)
+    if name == "conv-gemm":
+        return fd.conv(xg, wg, padding=1)
+    if name == "backward":
+        return np.concatenate([a.ravel() for a in fd.conv_transpose_backward(
+            fd.conv_transpose(xc, wc, stride=2, padding=1), xc, wc, stride=2, padding=1)])
+    if name == "zero_fill":
+        return fd.zero_fill(xc, 2, 1)
+    raise ValueError(name)
+
+
+def child(name, parent):
+    return name, bool(np.array_equal(job(name), parent))
+
+
+if __name__ == "__main__":
+    names = variants + ["zerofill", "conv", "conv-gemm", "backward", "zero_fill"]
+    assert set(_registry.VARIANTS) <= set(names), names
+    ctx = mp.get_context("fork")
+    for name in names:
+        parent = job(name)  # the kernels of this job ran in the parent: now a child must compute
+        with ctx.Pool(1) as pool:
+            print(*pool.apply_async(child, (name, parent)).get(timeout=float(sys.argv[1])), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or _threads.max_threads() < 2, reason="needs fork and two threads")
+def test_forked_pool_computes_after_every_kernel_ran_in_the_parent(tmp_path):
+    """A fork-based multiprocessing.Pool after each variant, conv, the gradients and zero_fill ran in the parent:
+    its worker returns the parent's bits (before, the first parallel numba kernel in the parent left a child to
+    be terminated by numba's OpenMP layer at its first one, and the Pool waited forever)."""
+    script = tmp_path / "fork_after_kernels.py"
+    script.write_text(FORK_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), "120"], capture_output=True, text=True, timeout=900,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.split("\n")
+    assert "Terminating" not in proc.stderr
+    done = dict(line.split() for line in lines if line.strip())
+    assert len(done) >= 14 and set(done.values()) == {"True"}, proc.stdout
+
+
+@pytest.mark.skipif(_threads.max_threads() < 2, reason="needs two threads")
+def test_chunked_task_runs_give_the_serial_bits_from_concurrent_threads(monkeypatch, restore_threads):
+    """The kernels that split their tasks (direct forms, conv's correlation, the weight gradient, zero_fill) run
+    them in chunks on fastdeconv's pool, any number of Python threads at once: small thresholds force many
+    chunks on small layers, and every result equals the one-thread (all tasks in one call) bits."""
+    from fastdeconv._kernels import _tasks
+    from fastdeconv._kernels.gather import gather, gather_serial
+    from fastdeconv._kernels.scatter import scatter, scatter_serial
+    from fastdeconv._tiling import tile_for
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 6, 13, 17)).astype(np.float32)
+    w = rng.standard_normal((6, 5, 3, 4)).astype(np.float32)
+    wc = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)
+    kw = {"stride": (2, 3), "padding": ((1, 0), (2, 1)), "groups": 2}
+    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, kw["stride"], kw["padding"], 0, 2, 1)
+    x5, w5 = x.reshape(2, 6, 1, 13, 17), w.reshape(6, 5, 1, 3, 4)
+    bias = rng.standard_normal(10).astype(np.float32)
+    args = (plan.groups, plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start"), tile_for(plan))
+
+    def direct(kernel):
+        y = np.full((2, 10, 1) + plan.out_shape[2:], np.nan, np.float32)
+        kernel(x5, w5, bias, y, *args)
+        return y
+
+    jobs = {
+        "scatter": (lambda: direct(scatter), lambda: direct(scatter_serial)),
+        "gather": (lambda: direct(gather), lambda: direct(gather_serial)),
+        "conv": (lambda: fd.conv(x, wc, stride=(1, 2), padding=1, groups=2), None),
+        "backward": (lambda: fd.conv_transpose_backward(fd.conv_transpose(x, w, **kw), x, w, **kw)[1], None),
+        "zero_fill": (lambda: fd.zero_fill(x, (2, 3), 1), None),
+    }
+    fd.set_num_threads(1)
+    expected = {name: (serial or run)() for name, (run, serial) in jobs.items()}
+    fd.set_num_threads(2)
+    monkeypatch.setattr(_tasks, "SERIAL_WORK", 0)
+    monkeypatch.setattr(_tasks, "CHUNK_WORK", 1)
+    chunked, original = [], _tasks.run_parallel
+
+    def counted(work, tasks):
+        chunked.append(len(tasks))
+        original(work, tasks)
+
+    monkeypatch.setattr(_tasks, "run_parallel", counted)
+    barrier = threading.Barrier(4)
+
+    def run(name):
+        try:
+            barrier.wait(timeout=10)
+        except threading.BrokenBarrierError:
+            pass
+        return [np.array_equal(jobs[name][0](), expected[name]) for _ in range(3)]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = dict(zip(list(jobs) * 2, pool.map(run, list(jobs) * 2)))
+    assert all(all(o) for o in outcomes.values()), outcomes
+    assert len(chunked) >= 30 and min(chunked) >= 2  # every call went through the pool, in several chunks
+    assert not any(np.isnan(expected[name]).any() for name in ("scatter", "gather"))
+

@@ -182,7 +182,7 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
         rate = DIRECT_RATE * scale * row_eff * (0.3 + 0.7 * block_eff)
         work = (macs / rate + (x_elems + y_elems + w_elems) * item / BANDWIDTH) * slower
         serial = work + LAUNCH_SERIAL
-        parallel = work / threads + LAUNCH_PARALLEL
+        parallel = work / threads + LAUNCH_POOL  # chunks on the worker pool (``_kernels/_tasks.py``)
         out[f"{form}-direct"] = min(serial, parallel) if macs < SERIAL_WORK else parallel
 
     if _pl.applies(plan):
