@@ -1,5 +1,6 @@
 """Threads: set_num_threads / get_num_threads, NUMBA_NUM_THREADS, bitwise reproducibility, concurrent calls."""
 
+import math
 import os
 import subprocess
 import sys
@@ -362,3 +363,91 @@ def test_chunked_task_runs_give_the_serial_bits_from_concurrent_threads(monkeypa
     assert len(chunked) >= 30 and min(chunked) >= 2  # every call went through the pool, in several chunks
     assert not any(np.isnan(expected[name]).any() for name in ("scatter", "gather"))
 
+
+
+POOL_SIZE_SCRIPT = r"""
+import dataclasses, sys
+import numpy as np
+import fastdeconv as fd
+from fastdeconv import _api, _cost, _geometry as geo, _threads
+
+assert _threads.max_threads() == int(sys.argv[2])
+rng = np.random.default_rng(0)
+out = {}
+LAYERS = [((4, 128, 8, 8), (128, 64, 4, 4), 2, 1), ((1, 64, 32, 32), (64, 3, 4, 4), 2, 1),
+          ((2, 8, 64, 64), (8, 4, 3, 3), 1, 1), ((1, 16, 48, 48), (16, 1, 4, 4), 2, 1)]
+for i, (xs, ws, s, p) in enumerate(LAYERS):
+    groups = xs[1] if ws[1] == 1 else 1
+    for dt in (np.float32, np.float64):
+        x = rng.standard_normal(xs).astype(dt)
+        w = rng.standard_normal(ws).astype(dt)
+        plan = geo.make_plan(xs, ws, x.dtype, w.dtype, s, p, 0, groups, 1)
+        for v in _cost.estimate(plan, 1):
+            forced = dataclasses.replace(plan, variant=v)
+            y = np.empty(forced.out_shape, forced.dtype)
+            _api.execute(forced, x, w, None, y)
+            out[f"{i} {dt.__name__} {v}"] = y
+        out[f"{i} {dt.__name__} zerofill"] = fd.conv_transpose(x, w, stride=s, padding=p, groups=groups,
+                                                                method="zerofill")
+        g = np.linspace(-1, 1, int(np.prod(plan.out_shape)), dtype=dt).reshape(plan.out_shape)
+        gx, gw, _ = fd.conv_transpose_backward(g, x, w, stride=s, padding=p, groups=groups)
+        out[f"{i} {dt.__name__} backward"] = np.concatenate([gx.ravel(), gw.ravel()])
+        if groups == 1:
+            out[f"{i} {dt.__name__} conv"] = fd.conv(x, np.ascontiguousarray(w.swapaxes(0, 1)), padding=1)
+        out[f"{i} {dt.__name__} zero_fill"] = fd.zero_fill(x, s, p)
+np.savez(sys.argv[1], **out)
+"""
+
+# sums in an order fixed by the shapes alone: the same bits whatever numba's pool size
+POOL_EXACT = ("scatter-direct", "gather-direct", "gather-plane", "zerofill", "backward", "conv", "zero_fill")
+
+
+@pytest.mark.skipif(_threads.max_threads() < 2, reason="needs two threads")
+def test_numba_kernels_give_the_same_bits_under_every_pool_size(tmp_path):
+    """Processes started with NUMBA_NUM_THREADS=1 and 2 (an operator unpickled elsewhere, a Dask worker): the
+    numba-kernel variants, conv, the gradients and zero_fill agree bitwise; the BLAS-backed variants, whose
+    chunks follow the pool size, agree to rounding (what README and docs/variants.md promise)."""
+    script = tmp_path / "pool_size.py"
+    script.write_text(POOL_SIZE_SCRIPT)
+    results = {}
+    for n in (1, 2):
+        env = {**os.environ, "NUMBA_NUM_THREADS": str(n), "FASTDECONV_CALIBRATE": "0"}
+        proc = subprocess.run([sys.executable, str(script), str(tmp_path / f"pool{n}.npz"), str(n)], env=env,
+                              capture_output=True, text=True, timeout=900, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        results[n] = np.load(tmp_path / f"pool{n}.npz")
+    assert set(results[1].files) == set(results[2].files)
+    exact = [k for k in results[1].files if k.split()[-1] in POOL_EXACT]
+    assert {k.split()[-1] for k in exact} == set(POOL_EXACT)
+    for k in results[1].files:
+        a, b = results[1][k], results[2][k]
+        if k in exact:
+            assert a.dtype == b.dtype and np.array_equal(a, b), k
+        else:
+            np.testing.assert_allclose(b, a, err_msg=k, **tolerance(a.dtype))
+
+
+@pytest.mark.skipif(_threads.max_threads() < 2, reason="needs two threads")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_and_gradients_same_bits_for_every_thread_count(dtype, restore_threads):
+    """conv's and the gradients' GEMM path (channel-rich layers) runs single-threaded BLAS on products of fixed
+    shapes: set_num_threads does not change a bit (before, it ran BLAS on set_num_threads' thread count, and
+    OpenBLAS's multi-threaded kernels summed some products in another order)."""
+    rng = np.random.default_rng(1)
+    layers = [((4, 32, 20, 20), (48, 32, 3, 3), {"stride": 2, "padding": 1}),
+              ((2, 64, 16, 16), (32, 64, 3, 3), {"padding": 1}),
+              ((3, 32, 9, 11), (32, 16, 3, 3), {"stride": (1, 2), "padding": 1, "groups": 2}),
+              ((1, 4, 40, 40), (4, 4, 3, 3), {"padding": 1})]  # (direct kernels)
+    for xs, ws, kw in layers:
+        x, w = rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype)
+        results = []
+        for n in (1, _threads.max_threads(), 1):
+            fd.set_num_threads(n)
+            y = fd.conv(x, w, **kw)  # y is the transposed convolution's input, w its weight
+            shape = geo.make_plan(y.shape, w.shape, y.dtype, w.dtype, kw.get("stride", 1), kw["padding"], 0,
+                                  kw.get("groups", 1), 1).out_shape
+            g = np.linspace(-1, 1, math.prod(shape), dtype=dtype).reshape(shape)
+            results.append([y, *fd.conv_transpose_backward(g, y, w, **kw)])
+        for got in results[1:]:
+            for a, b in zip(results[0], got):
+                assert a.dtype == b.dtype and np.array_equal(a, b), (xs, ws, kw)

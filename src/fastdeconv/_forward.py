@@ -17,6 +17,7 @@ from . import _geometry as geo
 from ._api import _as_array, _contiguous
 from ._kernels.conv import correlate, im2col
 from ._kernels.zerofill import fill
+from ._runtime import run_parallel, single_threaded_blas
 from ._tiling import tile_for
 
 IntOrSeq = int | Sequence[int]
@@ -306,6 +307,12 @@ def _conv_gemm(plan: ConvPlan, xp: np.ndarray, w5: np.ndarray, b: np.ndarray | N
     """Forward convolution as im2col (numba) + one matrix product per block of output rows (BLAS).
 
     With ``dual5``, also ``grad_weight += dual_block @ cols.T`` for every block (see :func:`run_conv`).
+
+    Every product runs on single-threaded BLAS with a shape fixed by the plan (the blocks of rows): BLAS's
+    multi-threaded and single-threaded kernels do not always sum a dot product's terms in the same order, and
+    the result must not depend on ``set_num_threads``. The blocks of the convolution run on the worker pool
+    (each writes its own output rows); the weight gradient adds the blocks' products in their order, in the
+    calling thread.
     """
     g, c_in_g, c_out_g = plan.groups, plan.c_in // plan.groups, plan.c_out // plan.groups
     kernel, stride, dilation = plan.arrays("kernel"), plan.arrays("stride"), plan.arrays("dilation")
@@ -313,26 +320,33 @@ def _conv_gemm(plan: ConvPlan, xp: np.ndarray, w5: np.ndarray, b: np.ndarray | N
     out_d, out_h, out_w = (a.size_out for a in plan.axes)
     rows = out_d * out_h
     block = max(1, min(rows, _COL_ELEMENTS // max(1, taps * out_w)))
-    buf = np.empty(taps * block * out_w, plan.dtype)
     wm = w5.reshape(plan.c_out, taps)
-    gwm = None
-    if dual5 is not None:
-        gwm = grad_weight.reshape(plan.c_out, taps)
-        gwm[...] = 0
-        part = np.empty((c_out_g, taps), plan.dtype)
-    for n in range(plan.batch):
-        yn = y5[n].reshape(plan.c_out, rows * out_w)
-        dn = None if dual5 is None else dual5[n].reshape(plan.c_out, rows * out_w)
-        for gi in range(g):
+    blocks = [(n, gi, lo, min(rows, lo + block)) for n in range(plan.batch) for gi in range(g)
+              for lo in range(0, rows, block)]
+
+    def work(part):
+        buf = np.empty(taps * block * out_w, plan.dtype)
+        for n, gi, lo, hi in part:
+            cols = buf[:taps * (hi - lo) * out_w].reshape(taps, (hi - lo) * out_w)
+            im2col(xp, cols, n, gi * c_in_g, kernel, stride, dilation, lo, hi, out_h, out_w)
             chans = slice(gi * c_out_g, (gi + 1) * c_out_g)
-            for lo in range(0, rows, block):
-                hi = min(rows, lo + block)
-                width = (hi - lo) * out_w
-                cols = buf[:taps * width].reshape(taps, width)
-                im2col(xp, cols, n, gi * c_in_g, kernel, stride, dilation, lo, hi, out_h, out_w)
-                np.matmul(wm[chans], cols, out=yn[chans, lo * out_w:hi * out_w])
-                if gwm is not None:
-                    np.matmul(dn[chans, lo * out_w:hi * out_w], cols.T, out=part)
-                    gwm[chans] += part
+            np.matmul(wm[chans], cols, out=y5[n].reshape(plan.c_out, rows * out_w)[chans, lo * out_w:hi * out_w])
+            yield n, chans, lo, hi, cols
+
+    def convolve(part):
+        for _ in work(part):
+            pass
+
+    with single_threaded_blas():
+        if dual5 is None:
+            run_parallel(convolve, blocks)
+        else:
+            gwm = grad_weight.reshape(plan.c_out, taps)
+            gwm[...] = 0
+            part = np.empty((c_out_g, taps), plan.dtype)
+            for n, chans, lo, hi, cols in work(blocks):
+                dn = dual5[n].reshape(plan.c_out, rows * out_w)
+                np.matmul(dn[chans, lo * out_w:hi * out_w], cols.T, out=part)
+                gwm[chans] += part
     if b is not None:
         y5 += b.reshape((1, -1, 1, 1, 1))
