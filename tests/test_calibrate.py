@@ -509,3 +509,103 @@ def test_compile_beside_compiles_in_a_child_into_the_cache(tmp_path):
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("h3_beside_mod", None)
+
+
+def test_the_decision_table_is_bounded_oldest_out(calibrating, monkeypatch):
+    monkeypatch.setattr(_calibrate, "MAX_DECISIONS", 3)
+    ranked = _cost.choose(_plan()).estimates
+    plans = [dataclasses.replace(_plan(), batch=n) for n in range(1, 6)]
+    for plan in plans:
+        assert _calibrate.decide(plan, ranked, run=None) == ranked[0][0]
+    assert list(_calibrate.decisions()) == [_calibrate.key(p) for p in plans[-3:]]
+
+
+def _records(prefix: str, count: int) -> dict:
+    """``count`` valid calibration records (a layer fed many shapes), ~350 bytes each on disk."""
+    names = sorted(_calibrate.variant_names())[:3]
+    return {f"{_calibrate.key(_plan())}|{prefix}{i:05d}": {"variant": names[0], "seconds": dict.fromkeys(names, 1e-3),
+                                                          "wins": dict.fromkeys(names, 1), "rounds": 5,
+                                                          "model": names[0]}
+            for i in range(count)}
+
+
+def test_imports_past_the_cap_keep_the_newest_records(calibrating, tmp_path_factory):
+    """Files of 1,600 records imported one after the other (the issue's sequence): the cache stays readable and
+    keeps the newest records; before, it passed 1 MiB at the third import and the fourth replaced it with its own
+    1,600 records only."""
+    import fastdeconv.calibration as cal
+    from fastdeconv import _store
+
+    folder = tmp_path_factory.mktemp("imports")
+    counts = []
+    for b in range(4):
+        part = folder / f"part{b}.json"
+        part.write_text(json.dumps(_records(f"b{b}-", 1600)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing on the way is dropped unannounced
+            cal.import_(part)
+        size = cal.cache_file().stat().st_size
+        records = _store.read_records(cal.cache_file(), _calibrate.valid_record)
+        assert size <= _store.MAX_BYTES and set(_records(f"b{b}-", 1600)) <= set(records)
+        counts.append(len(records))
+    assert counts[0] == 1600 and min(counts[1:]) > 1600, counts
+    # an export of a full cache is a file import_ reads back
+    out = folder / "wisdom.json"
+    assert cal.export(out) == counts[-1] and out.stat().st_size <= _store.MAX_BYTES
+    cal.clear()
+    assert cal.import_(out) == counts[-1]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "link to fifo", "link to directory", "dangling link"])
+def test_export_refuses_anything_but_a_regular_file_or_a_new_name(calibrating, monkeypatch, capsys,
+                                                                   tmp_path_factory, kind):
+    import fastdeconv.calibration as cal
+
+    ranked = _cost.choose(_plan()).estimates
+    _calibrate.decide(_plan(), ranked, _fake_clock(monkeypatch, lambda v: 1e-3))
+    folder = tmp_path_factory.mktemp("special")
+    os.mkfifo(folder / "fifo")
+    (folder / "dir").mkdir()
+    target = {"fifo": None, "directory": None, "link to fifo": folder / "fifo", "link to directory": folder / "dir",
+              "dangling link": folder / "nowhere" / "x.json"}[kind]
+    path = folder / {"fifo": "fifo", "directory": "dir"}.get(kind, "link")
+    if target is not None:
+        path.symlink_to(target)
+    with pytest.raises(ValueError, match="path .* is"):
+        cal.export(path)
+    with pytest.raises(SystemExit) as exc:
+        cli(["calibrate", "--export", str(path)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--export" in err and len(err.strip().splitlines()) == 1, err
+    assert (folder / "fifo").is_fifo() and (folder / "dir").is_dir() and not (folder / "nowhere").exists()
+    assert path.is_symlink() == (target is not None)
+    link = folder / "to-regular"
+    link.symlink_to(folder / "regular.json")
+    (folder / "regular.json").write_text("{}")
+    assert cli(["calibrate", "--export", str(link)]) == 0  # through a link to a regular file: the link stays
+    assert link.is_symlink() and len(json.loads((folder / "regular.json").read_text())) == 1
+
+
+@pytest.mark.parametrize("content", ["[1]", "not json", "", '{"k": {"variant": "nope"}}'])
+def test_cli_import_of_a_bad_file_is_one_line_and_exit_2(calibrating, capsys, tmp_path_factory, content):
+    bad = tmp_path_factory.mktemp("bad") / "bad.json"
+    bad.write_text(content)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # (on the command line a warning is printed with its source line)
+        with pytest.raises(SystemExit) as exc:
+            cli(["calibrate", "--import", str(bad)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--import" in err and "not a calibration file" in err
+    assert len(err.strip().splitlines()) == 1 and "Warning" not in err, err
+    assert [str(w.message) for w in caught] == []
+
+
+def test_cli_import_via_a_subprocess_prints_one_line(calibrating, tmp_path_factory):
+    """The real command line: no RuntimeWarning with its source line before the error."""
+    bad = tmp_path_factory.mktemp("bad") / "bad.json"
+    bad.write_text("[1, 2]")
+    env = dict(os.environ, PYTHONPATH=str(Path(fd.__file__).parent.parent))
+    proc = subprocess.run([sys.executable, "-m", "fastdeconv", "calibrate", "--import", str(bad)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "not a calibration file" in proc.stderr and "Warning" not in proc.stderr

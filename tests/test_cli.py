@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -180,6 +181,22 @@ def test_output_paths_are_checked_before_running(tmp_path, capsys, monkeypatch):
     assert main(["compare", "--quick", "--json", str(existing)]) == 0  # a regular file is overwritten
     assert json.loads(existing.read_text())["ok"] is True
     assert not (tmp_path / "probe.json").exists()
+
+
+def test_output_paths_refuse_special_files_and_links_to_them(tmp_path, capsys, monkeypatch):
+    """--json (and --plot: the same check) writes only a regular file, a link to one, or a new name: never a FIFO, a
+    directory through a link, or a dangling link (whose target the check used to create, and whose link it removed)."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "to-fifo").symlink_to(tmp_path / "fifo")
+    (tmp_path / "to-dir").symlink_to(tmp_path / "dir")
+    (tmp_path / "dangling.json").symlink_to(tmp_path / "nowhere.json")
+    cases = {"fifo": "is a FIFO", "to-fifo": "symbolic link to a FIFO", "to-dir": "symbolic link to a directory",
+             "dangling.json": "dangling symbolic link"}
+    for name, words in cases.items():
+        _bad_output(["compare", "--quick", "--json", str(tmp_path / name)], words, capsys, monkeypatch)
+    assert (tmp_path / "fifo").is_fifo() and (tmp_path / "dangling.json").is_symlink()
+    assert not (tmp_path / "nowhere.json").exists()
 
 
 def test_plot_path_and_extension_are_checked_before_running(tmp_path, capsys, monkeypatch):

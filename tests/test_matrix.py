@@ -108,3 +108,30 @@ def test_bad_groups():
         fd.conv_matrix(np.ones((3, 1, 3)), (5,), groups=2)
     with pytest.raises(TypeError, match="groups"):
         fd.conv_matrix(np.ones((2, 1, 3)), (5,), groups="2")
+
+
+def test_huge_input_shape_is_refused_naming_it_before_any_temporary():
+    """A long input axis is refused with a ValueError naming input_shape, before anything as long as the axis
+    is built (before, a per-axis (outputs x taps) temporary raised MemoryError)."""
+    with pytest.raises(ValueError, match=r"input_shape \(68719476736,\).*too large for memory"):
+        fd.conv_matrix(np.ones((1, 1, 3)), (2**36,))
+    with pytest.raises(ValueError, match=r"input_shape \(1,\).*row offsets"):  # a padding of 2**40 empty rows
+        fd.conv_matrix(np.ones((1, 1, 1)), (1,), padding=2**40)
+    with pytest.raises(ValueError, match="input_shape"):
+        fd.conv_matrix(np.ones((2, 1, 2, 2), np.float32), (2**20, 2**20))
+
+
+@pytest.mark.parametrize("kw, size", [
+    (dict(stride=3, padding=((4, 0),), dilation=2), 11),
+    (dict(stride=2**40, padding=((0, 2**40),)), 3),  # two rows, one 2**40 past the input
+    (dict(dilation=2**40, padding=((2**40, 2**40),)), 3),  # taps far apart: each reaches one row at most
+    (dict(stride=1, padding=((7, 7),), dilation=3), 2),  # rows reached by no tap
+])
+def test_row_lengths_from_exact_tap_ranges(kw, size):
+    """The stored entries counted from each tap's range of rows (exact integers, no per-axis temporary) match
+    the rows built, and the matrix is still the operator."""
+    w = np.arange(1.0, 4.0).reshape(1, 1, 3)
+    c = fd.conv_matrix(w, (size,), **kw)
+    assert c.indptr[-1] == c.nnz == len(c.indices) == len(c.data)
+    eye = np.eye(size).reshape(size, 1, size)
+    np.testing.assert_array_equal(c.toarray(), fd.conv(eye, w, **kw).reshape(size, -1).T)

@@ -1,5 +1,6 @@
 """Threads: set_num_threads / get_num_threads, NUMBA_NUM_THREADS, bitwise reproducibility, concurrent calls."""
 
+import math
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from conftest import METHODS, tolerance
 from reference import conv_transpose_ref
 
 import fastdeconv as fd
+from fastdeconv import _geometry as geo
 from fastdeconv import _threads
 
 # (x shape, weight shape, geometry): 1-D, 2-D and 3-D, groups, dilation, asymmetric pads, big enough that the
@@ -280,3 +282,223 @@ def test_parallel_call_in_a_forked_child():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "child True" in proc.stdout
+
+
+# A forked child computes after each kernel ran in its parent: every variant forced (at a size that runs in
+# parallel), the forward convolution (direct and GEMM), the gradients, zero_fill and the zero-fill route.
+FORK_SCRIPT = r"""
+import dataclasses, multiprocessing as mp, sys
+import numpy as np
+import fastdeconv as fd
+from fastdeconv import _api, _cost, _registry, _geometry as geo
+
+fd.set_num_threads(2)
+rng = np.random.default_rng(0)
+x = rng.standard_normal((2, 8, 64, 64)).astype(np.float32)
+w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+xc = rng.standard_normal((2, 3, 200, 200)).astype(np.float32)
+wc = rng.standard_normal((3, 3, 3, 3)).astype(np.float32)
+xg = rng.standard_normal((2, 64, 16, 16)).astype(np.float32)
+wg = rng.standard_normal((32, 64, 3, 3)).astype(np.float32)
+plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, 1, 1, 0, 1, 1)
+variants = list(_cost.estimate(plan, 2))
+
+
+def job(name):
+    if name in variants:
+        forced = dataclasses.replace(plan, variant=name)
+        y = np.empty(forced.out_shape, np.float32)
+        _api.execute(forced, x, w, None, y)
+        return y
+    if name == "zerofill":
+        return fd.conv_transpose(xc, wc, stride=2, padding=1, method="zerofill")
+    if name == "conv":
+        return fd.conv(xc, wc, padding=1)
+    if name == "conv-gemm":
+        return fd.conv(xg, wg, padding=1)
+    if name == "backward":
+        return np.concatenate([a.ravel() for a in fd.conv_transpose_backward(
+            fd.conv_transpose(xc, wc, stride=2, padding=1), xc, wc, stride=2, padding=1)])
+    if name == "zero_fill":
+        return fd.zero_fill(xc, 2, 1)
+    raise ValueError(name)
+
+
+def child(name, parent):
+    return name, bool(np.array_equal(job(name), parent))
+
+
+if __name__ == "__main__":
+    names = variants + ["zerofill", "conv", "conv-gemm", "backward", "zero_fill"]
+    assert set(_registry.VARIANTS) <= set(names), names
+    ctx = mp.get_context("fork")
+    for name in names:
+        parent = job(name)  # the kernels of this job ran in the parent: now a child must compute
+        with ctx.Pool(1) as pool:
+            print(*pool.apply_async(child, (name, parent)).get(timeout=float(sys.argv[1])), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or _threads.max_threads() < 2, reason="needs fork and two threads")
+def test_forked_pool_computes_after_every_kernel_ran_in_the_parent(tmp_path):
+    """A fork-based multiprocessing.Pool after each variant, conv, the gradients and zero_fill ran in the parent:
+    its worker returns the parent's bits (before, the first parallel numba kernel in the parent left a child to
+    be terminated by numba's OpenMP layer at its first one, and the Pool waited forever)."""
+    script = tmp_path / "fork_after_kernels.py"
+    script.write_text(FORK_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), "120"], capture_output=True, text=True, timeout=900,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.split("\n")
+    assert "Terminating" not in proc.stderr
+    done = dict(line.split() for line in lines if line.strip())
+    assert len(done) >= 14 and set(done.values()) == {"True"}, proc.stdout
+
+
+@pytest.mark.skipif(_threads.max_threads() < 2, reason="needs two threads")
+def test_chunked_task_runs_give_the_serial_bits_from_concurrent_threads(monkeypatch, restore_threads):
+    """The kernels that split their tasks (direct forms, conv's correlation, the weight gradient, zero_fill) run
+    them in chunks on fastdeconv's pool, any number of Python threads at once: small thresholds force many
+    chunks on small layers, and every result equals the one-thread (all tasks in one call) bits."""
+    from fastdeconv._kernels import _tasks
+    from fastdeconv._kernels.gather import gather, gather_serial
+    from fastdeconv._kernels.scatter import scatter, scatter_serial
+    from fastdeconv._tiling import tile_for
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 6, 13, 17)).astype(np.float32)
+    w = rng.standard_normal((6, 5, 3, 4)).astype(np.float32)
+    wc = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)
+    kw = {"stride": (2, 3), "padding": ((1, 0), (2, 1)), "groups": 2}
+    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, kw["stride"], kw["padding"], 0, 2, 1)
+    x5, w5 = x.reshape(2, 6, 1, 13, 17), w.reshape(6, 5, 1, 3, 4)
+    bias = rng.standard_normal(10).astype(np.float32)
+    args = (plan.groups, plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start"), tile_for(plan))
+
+    def direct(kernel):
+        y = np.full((2, 10, 1) + plan.out_shape[2:], np.nan, np.float32)
+        kernel(x5, w5, bias, y, *args)
+        return y
+
+    jobs = {
+        "scatter": (lambda: direct(scatter), lambda: direct(scatter_serial)),
+        "gather": (lambda: direct(gather), lambda: direct(gather_serial)),
+        "conv": (lambda: fd.conv(x, wc, stride=(1, 2), padding=1, groups=2), None),
+        "backward": (lambda: fd.conv_transpose_backward(fd.conv_transpose(x, w, **kw), x, w, **kw)[1], None),
+        "zero_fill": (lambda: fd.zero_fill(x, (2, 3), 1), None),
+    }
+    fd.set_num_threads(1)
+    expected = {name: (serial or run)() for name, (run, serial) in jobs.items()}
+    fd.set_num_threads(2)
+    monkeypatch.setattr(_tasks, "SERIAL_WORK", 0)
+    monkeypatch.setattr(_tasks, "CHUNK_WORK", 1)
+    chunked, original = [], _tasks.run_parallel
+
+    def counted(work, tasks):
+        chunked.append(len(tasks))
+        original(work, tasks)
+
+    monkeypatch.setattr(_tasks, "run_parallel", counted)
+    barrier = threading.Barrier(4)
+
+    def run(name):
+        try:
+            barrier.wait(timeout=10)
+        except threading.BrokenBarrierError:
+            pass
+        return [np.array_equal(jobs[name][0](), expected[name]) for _ in range(3)]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = dict(zip(list(jobs) * 2, pool.map(run, list(jobs) * 2)))
+    assert all(all(o) for o in outcomes.values()), outcomes
+    assert len(chunked) >= 30 and min(chunked) >= 2  # every call went through the pool, in several chunks
+    assert not any(np.isnan(expected[name]).any() for name in ("scatter", "gather"))
+
+
+
+POOL_SIZE_SCRIPT = r"""
+import dataclasses, sys
+import numpy as np
+import fastdeconv as fd
+from fastdeconv import _api, _cost, _geometry as geo, _threads
+
+assert _threads.max_threads() == int(sys.argv[2])
+rng = np.random.default_rng(0)
+out = {}
+LAYERS = [((4, 128, 8, 8), (128, 64, 4, 4), 2, 1), ((1, 64, 32, 32), (64, 3, 4, 4), 2, 1),
+          ((2, 8, 64, 64), (8, 4, 3, 3), 1, 1), ((1, 16, 48, 48), (16, 1, 4, 4), 2, 1)]
+for i, (xs, ws, s, p) in enumerate(LAYERS):
+    groups = xs[1] if ws[1] == 1 else 1
+    for dt in (np.float32, np.float64):
+        x = rng.standard_normal(xs).astype(dt)
+        w = rng.standard_normal(ws).astype(dt)
+        plan = geo.make_plan(xs, ws, x.dtype, w.dtype, s, p, 0, groups, 1)
+        for v in _cost.estimate(plan, 1):
+            forced = dataclasses.replace(plan, variant=v)
+            y = np.empty(forced.out_shape, forced.dtype)
+            _api.execute(forced, x, w, None, y)
+            out[f"{i} {dt.__name__} {v}"] = y
+        out[f"{i} {dt.__name__} zerofill"] = fd.conv_transpose(x, w, stride=s, padding=p, groups=groups,
+                                                                method="zerofill")
+        g = np.linspace(-1, 1, int(np.prod(plan.out_shape)), dtype=dt).reshape(plan.out_shape)
+        gx, gw, _ = fd.conv_transpose_backward(g, x, w, stride=s, padding=p, groups=groups)
+        out[f"{i} {dt.__name__} backward"] = np.concatenate([gx.ravel(), gw.ravel()])
+        if groups == 1:
+            out[f"{i} {dt.__name__} conv"] = fd.conv(x, np.ascontiguousarray(w.swapaxes(0, 1)), padding=1)
+        out[f"{i} {dt.__name__} zero_fill"] = fd.zero_fill(x, s, p)
+np.savez(sys.argv[1], **out)
+"""
+
+# sums in an order fixed by the shapes alone: the same bits whatever numba's pool size
+POOL_EXACT = ("scatter-direct", "gather-direct", "gather-plane", "zerofill", "backward", "conv", "zero_fill")
+
+
+@pytest.mark.skipif(_threads.max_threads() < 2, reason="needs two threads")
+def test_numba_kernels_give_the_same_bits_under_every_pool_size(tmp_path):
+    """Processes started with NUMBA_NUM_THREADS=1 and 2 (an operator unpickled elsewhere, a Dask worker): the
+    numba-kernel variants, conv, the gradients and zero_fill agree bitwise; the BLAS-backed variants, whose
+    chunks follow the pool size, agree to rounding (what README and docs/variants.md promise)."""
+    script = tmp_path / "pool_size.py"
+    script.write_text(POOL_SIZE_SCRIPT)
+    results = {}
+    for n in (1, 2):
+        env = {**os.environ, "NUMBA_NUM_THREADS": str(n), "FASTDECONV_CALIBRATE": "0"}
+        proc = subprocess.run([sys.executable, str(script), str(tmp_path / f"pool{n}.npz"), str(n)], env=env,
+                              capture_output=True, text=True, timeout=900, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        results[n] = np.load(tmp_path / f"pool{n}.npz")
+    assert set(results[1].files) == set(results[2].files)
+    exact = [k for k in results[1].files if k.split()[-1] in POOL_EXACT]
+    assert {k.split()[-1] for k in exact} == set(POOL_EXACT)
+    for k in results[1].files:
+        a, b = results[1][k], results[2][k]
+        if k in exact:
+            assert a.dtype == b.dtype and np.array_equal(a, b), k
+        else:
+            np.testing.assert_allclose(b, a, err_msg=k, **tolerance(a.dtype))
+
+
+@pytest.mark.skipif(_threads.max_threads() < 2, reason="needs two threads")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_and_gradients_same_bits_for_every_thread_count(dtype, restore_threads):
+    """conv's and the gradients' GEMM path (channel-rich layers) runs single-threaded BLAS on products of fixed
+    shapes: set_num_threads does not change a bit (before, it ran BLAS on set_num_threads' thread count, and
+    OpenBLAS's multi-threaded kernels summed some products in another order)."""
+    rng = np.random.default_rng(1)
+    layers = [((4, 32, 20, 20), (48, 32, 3, 3), {"stride": 2, "padding": 1}),
+              ((2, 64, 16, 16), (32, 64, 3, 3), {"padding": 1}),
+              ((3, 32, 9, 11), (32, 16, 3, 3), {"stride": (1, 2), "padding": 1, "groups": 2}),
+              ((1, 4, 40, 40), (4, 4, 3, 3), {"padding": 1})]  # (direct kernels)
+    for xs, ws, kw in layers:
+        x, w = rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype)
+        results = []
+        for n in (1, _threads.max_threads(), 1):
+            fd.set_num_threads(n)
+            y = fd.conv(x, w, **kw)  # y is the transposed convolution's input, w its weight
+            shape = geo.make_plan(y.shape, w.shape, y.dtype, w.dtype, kw.get("stride", 1), kw["padding"], 0,
+                                  kw.get("groups", 1), 1).out_shape
+            g = np.linspace(-1, 1, math.prod(shape), dtype=dtype).reshape(shape)
+            results.append([y, *fd.conv_transpose_backward(g, y, w, **kw)])
+        for got in results[1:]:
+            for a, b in zip(results[0], got):
+                assert a.dtype == b.dtype and np.array_equal(a, b), (xs, ws, kw)

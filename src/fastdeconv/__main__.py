@@ -11,7 +11,9 @@ import json
 import math
 import os
 import sys
+import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import _compare as cmp
@@ -213,16 +215,23 @@ def _calibrate_command(args, parser: argparse.ArgumentParser) -> int:
         cal.clear()
         print(f"cleared {cal.cache_file()}")
     elif args.export is not None:
-        try:
-            count = cal.export(args.export)
-        except OSError as exc:
-            parser.error(f"--export: cannot write {args.export!r}: {exc.strerror or exc}")
+        problem = _output_path_problem(args.export)
+        if problem:
+            parser.error(f"--export {args.export}: {problem}")
+        with _one_line_warnings(parser):
+            try:
+                count = cal.export(args.export)
+            except OSError as exc:
+                parser.error(f"--export: cannot write {args.export!r}: {exc.strerror or exc}")
+            except ValueError as exc:
+                parser.error(f"--export: {exc}")
         print(f"exported {count} record(s) to {args.export}")
     elif args.import_ is not None:
-        try:
-            count = cal.import_(args.import_)
-        except (OSError, ValueError) as exc:
-            parser.error(f"--import: {exc}")
+        with _one_line_warnings(parser):
+            try:
+                count = cal.import_(args.import_)
+            except (OSError, ValueError) as exc:
+                parser.error(f"--import: {exc}")
         print(f"imported {count} new record(s) into {cal.cache_file()}")
     else:
         records = cal.show()
@@ -237,11 +246,28 @@ def _calibrate_command(args, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+@contextmanager
+def _one_line_warnings(parser: argparse.ArgumentParser):
+    """Warnings raised inside as one line each on stderr (no source line), printed only when the block succeeds:
+    a command that fails says one line, its error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        print(f"{parser.prog}: warning: {w.message}", file=sys.stderr)
+
+
 _PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 
 
 def _output_path_problem(path: str) -> str | None:
-    """Why ``path`` cannot receive an output file (checked before the run, so no result is lost), or None."""
+    """Why ``path`` cannot receive an output file (checked before the run, so no result is lost), or None.
+
+    Only a regular file, a symbolic link to one or a new name in an existing directory is written: never a
+    directory, FIFO, device or socket, a link to one, or a dangling link (``_store.output_problem``).
+    """
+    from ._store import output_problem
+
     target = Path(path)
     if not path or target.name in ("", ".", ".."):
         return "is not a file name"
@@ -249,6 +275,9 @@ def _output_path_problem(path: str) -> str | None:
     resolved = Path(os.path.realpath(target))
     if any(str(resolved) == d or str(resolved).startswith(d + "/") for d in _PSEUDO_FILESYSTEMS):
         return "is on a system pseudo-filesystem (/proc, /sys, /dev); choose a regular file"
+    problem = output_problem(target)
+    if problem:
+        return problem
     if not parent.exists():
         return f"directory {str(parent)!r} does not exist"
     if not parent.is_dir():

@@ -16,7 +16,10 @@ One decision per key (geometry, dtype, method, numba's pool size, CPU) and proce
   overwriting one another process wrote meanwhile, then adopts whatever the file holds;
 * a caller that cannot measure (``run=None``, e.g. the Dask twin, which never holds the whole array) with
   nothing recorded fixes the model's pick for the process (in memory only): an in-memory call made later runs
-  that variant too.
+  that variant too;
+* bounded: a process keeps its ``MAX_DECISIONS`` most recent decisions (and the cache file its newest records,
+  ``_store``). A layer whose decision was forgotten that long ago decides again on its next call, adopting the
+  disk's record when there is one; prepared calls and operators keep the variant they run meanwhile.
 
 Noise: candidates are timed in ``ROUNDS`` interleaved rounds (each candidate once per round, in rotating order,
 the model's pick last in the first round so that whatever another library left running slows a challenger);
@@ -65,6 +68,7 @@ MAX_RUNS = 25        # ... but at most this many runs
 TIE = 1.05           # a challenger must beat the model's pick's median by this factor (and win most rounds)
 FILE_NAME = "calibration.json"
 MAX_KEY = 512        # characters: a longer key is not one of ours
+MAX_DECISIONS = 4096  # decisions a process keeps (the oldest forgotten first)
 
 Decision = tuple[str, "dict | None"]
 
@@ -188,6 +192,8 @@ def decide(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run: Callable[
         decision = _decide(plan, ranked, k, run, ready)
         with _lock:
             _decided[k] = decision
+            while len(_decided) > MAX_DECISIONS:
+                del _decided[next(iter(_decided))]  # the oldest (dicts keep their insertion order)
         return decision[0]
     finally:
         with _lock:

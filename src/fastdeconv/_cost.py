@@ -110,7 +110,7 @@ class Choice:
         Floating-point operations of the definition (2 x multiply-adds; no zero is multiplied).
     threads : int
         Thread count the estimates are for: numba's pool size (``NUMBA_NUM_THREADS``). The choice never
-        depends on :func:`fastdeconv.set_num_threads`, so results are bitwise identical across thread counts.
+        depends on :func:`fastdeconv.set_num_threads`, so results are bitwise identical across its values.
     serial : bool
         Whether a direct variant runs in the calling thread (tiny problems: waking the pool costs more than
         the work); the serial kernel runs the same tasks in the same order, so the result is the same.
@@ -182,7 +182,7 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
         rate = DIRECT_RATE * scale * row_eff * (0.3 + 0.7 * block_eff)
         work = (macs / rate + (x_elems + y_elems + w_elems) * item / BANDWIDTH) * slower
         serial = work + LAUNCH_SERIAL
-        parallel = work / threads + LAUNCH_PARALLEL
+        parallel = work / threads + LAUNCH_POOL  # chunks on the worker pool (``_kernels/_tasks.py``)
         out[f"{form}-direct"] = min(serial, parallel) if macs < SERIAL_WORK else parallel
 
     if _pl.applies(plan):

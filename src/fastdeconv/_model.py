@@ -81,10 +81,11 @@ PLANE_WEIGHT = 1e-9        # gather-plane: s per entry of a task's weight table
 PLANE_STORE = 0.25e-9      # gather-plane: s per output element interleaved into the output
 PLANE_FILL = 0.3e-9        # gather-plane: s per input element copied into the padded rows
 PLANE_PHASE = 50e-9        # gather-plane: s per (channel, row block, phase) run set-up and store call
-LAUNCH_PARALLEL = 20e-6    # waking numba's pool (passive OpenMP wait) for one parallel kernel
+LAUNCH_PARALLEL = 20e-6    # the fixed cost of one parallel call in the BLAS-backed variants' estimates
 LAUNCH_SERIAL = 1e-6       # one serial numba call
 LAUNCH_GEMM = 8e-6         # one BLAS call
-SERIAL_WORK = 2e5          # multiply-adds below which a serial direct kernel beats a parallel launch
+SERIAL_WORK = 1.5e6        # multiply-adds below which a serial direct kernel (or the zero-fill copy, the
+                           # correlation, the weight gradient) beats handing chunks to the pool (LAUNCH_POOL)
 LAUNCH_POOL = 80e-6        # handing chunks to the Python worker pool (run_parallel: thread wake-ups, GIL hand-off)
 PLANE_SERIAL_WORK = 2e6    # multiply-adds below which gather-plane runs in the calling thread: there its work
                            # on two threads plus the pool's hand-off takes longer than the work on one

@@ -59,7 +59,9 @@ class ConvTranspose:
     -----
     ``op(x)`` gives the same bits as ``conv_transpose(x, weight, bias, ...)`` whenever both run the same variant
     (:meth:`plan` says which runs; an operator may run Winograd where a one-off call cannot). ``pickle`` and
-    ``copy`` keep the weight, bias and geometry; the copy packs again on its first calls.
+    ``copy`` keep the weight, bias and geometry; the copy packs again on its first calls. Unpickled in a process
+    with another ``NUMBA_NUM_THREADS``, a BLAS-backed variant cuts its GEMMs for that pool size and may differ in
+    the last bits (see ``docs/variants.md``); the numba kernels give the same bits.
 
     Examples
     --------

@@ -44,6 +44,7 @@ cheapest exact gather variant); the zero-fill baseline is neither exact nor chec
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -60,7 +61,8 @@ from ._kernels import scatter as _sd
 from ._kernels import scatter_gemm as _sg
 from ._kernels import winograd as _wg
 from ._kernels import zerofill as _zf
-from ._kernels.conv import correlate
+from ._kernels._blocks import CHANNEL_BLOCK
+from ._kernels.conv import correlate, correlate_tasks
 from ._tiling import tile_for
 
 
@@ -139,7 +141,7 @@ def _estimated(name: str) -> Callable[[geo.Plan, int], float | None]:
 
 
 def _runs_serially(plan: geo.Plan) -> bool:
-    """A direct kernel on a tiny problem: waking numba's pool costs more than the work."""
+    """A direct kernel on a small problem: handing chunks to the worker pool costs more than it saves."""
     from . import _model
 
     return plan.macs < _model.SERIAL_WORK
@@ -154,18 +156,21 @@ def _plane_serially(plan: geo.Plan) -> bool:
 
 @lru_cache(maxsize=512)
 def direct_call(plan: geo.Plan, form: str) -> tuple:
-    """(numba kernel, its geometry arguments) of a direct variant for ``plan``: the serial kernel on tiny
-    problems (below ``TINY_WORK`` scatter walks the definition: the same bits as ``scatter_serial``)."""
+    """(kernel, its arguments after x, w, bias, y) of a direct variant for ``plan``: on small problems the numba
+    kernel over all the tasks in the calling thread (below ``TINY_WORK`` scatter walks the definition: the same
+    bits as ``scatter_serial``), else the function that hands chunks of them to the worker pool."""
     from . import _model
 
-    serial = _runs_serially(plan)
-    if form == "scatter":
-        kernel = (_sd.scatter if not serial else _sd.scatter_tiny if plan.macs < _model.TINY_WORK
-                  else _sd.scatter_serial)
-    else:
-        kernel = _gd.gather_serial if serial else _gd.gather
     tile = tile_for(plan) if plan.batch * plan.c_out else np.ones(3, np.int64)  # empty: never launched
-    return kernel, (plan.groups, plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start"), tile)
+    args = (plan.groups, plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start"), tile)
+    if not _runs_serially(plan):
+        return (_sd.scatter if form == "scatter" else _gd.gather), args
+    if form == "scatter" and plan.macs < _model.TINY_WORK:
+        return _sd.scatter_tiny, args
+    # the task count of ``_blocks.task_count``: (sample, group x channel block, output tile)
+    blocks = -(-(plan.c_out // plan.groups) // CHANNEL_BLOCK)
+    n_tasks = plan.batch * plan.groups * blocks * math.prod(-(-a.size_out // int(t)) for a, t in zip(plan.axes, tile))
+    return (_sd.scatter_tasks if form == "scatter" else _gd.gather_tasks), args + (0, n_tasks)
 
 
 def _direct_run(form: str):
@@ -220,7 +225,7 @@ _ROWS_REASON = "BLAS GEMM per block of output rows: few output channels x taps"
 _VARIANT_LIST = (
     Variant("scatter-direct", "scatter", lambda plan: True, _estimated("scatter-direct"), _none, _same,
             _direct_run("scatter"), _runs_serially, "",
-            _kernels_of((_sd.scatter, _sd.scatter_serial, _sd.scatter_tiny)), exact=True,
+            _kernels_of((_sd.scatter_tasks, _sd.scatter_tiny)), exact=True,
             direct=lambda plan: direct_call(plan, "scatter")),
     Variant("scatter-gemm", "scatter", _gemm_applies, _estimated("scatter-gemm"), _sg.scratch_elements, _sg.pack,
             _sg.scatter_gemm, _never, "channel contraction on BLAS",
@@ -229,7 +234,7 @@ _VARIANT_LIST = (
             _pg.pack, _pg.scatter_pixels_packed, _never, _ROWS_REASON,
             _kernels_of(_pg.scatter_rows), exact=True),
     Variant("gather-direct", "gather", lambda plan: True, _estimated("gather-direct"), _none, _same,
-            _direct_run("gather"), _runs_serially, "", _kernels_of((_gd.gather, _gd.gather_serial)), exact=True,
+            _direct_run("gather"), _runs_serially, "", _kernels_of(_gd.gather_tasks), exact=True,
             direct=lambda plan: direct_call(plan, "gather")),
     Variant("gather-gemm", "gather", _gemm_applies, _estimated("gather-gemm"), _gg.scratch_elements, _gg.pack,
             _gg.gather_gemm, _never, "channel contraction on BLAS",
@@ -253,7 +258,7 @@ _VARIANT_LIST = (
             "over a padded copy of the input rows", _kernels_of(_pl.plane_tasks), exact=False,
             check=_scan.finite_weights),
     Variant("zerofill", "zerofill", lambda plan: True, lambda plan, threads: None, _none, _zerofill_pack,
-            _zerofill_run, _never, "", _kernels_of(_zf.fill, correlate), exact=False),
+            _zerofill_run, _never, "", _kernels_of(_zf.fill_planes, correlate_tasks), exact=False),
 )
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in _VARIANT_LIST}

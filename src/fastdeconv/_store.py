@@ -10,10 +10,17 @@ fastdeconv and other users' tools may write too, so everything read from it is u
 * whatever is wrong costs one warning per file and process, never an exception, a hang or a crash.
 
 Writes never lose another process's records: under an exclusive ``fcntl`` lock on a sibling ``<name>.lock``
-file, the file is re-read from disk, the new records are merged in, and the result replaces the file
-atomically (a temporary file in the same directory, then ``os.replace``), so a reader sees either the old or
-the new file, never a partial one. A directory that cannot be written (read-only home, a full disk, a lock
-that stays taken) leaves the merged records in memory, with one warning.
+file (opened with ``O_NOFOLLOW``: a symbolic link there, dangling or not, is refused, never followed), the file is
+re-read from disk, the new records are merged in, and the result replaces the file atomically (a temporary file
+in the same directory, then ``os.replace``), so a reader sees either the old or the new file, never a partial
+one. A directory that cannot be written (read-only home, a full disk, a lock that stays taken) leaves the merged
+records in memory, with one warning. Under the lock, temporary files of this cache file older than
+``STALE_TMP_SECONDS`` (left by a writer killed between creating and renaming its temporary file) are removed.
+
+The file stays under its read cap: records are kept in the order they were first recorded (the JSON object's
+order; a replaced record counts as new), and a write that would pass ``WRITE_BYTES`` drops the oldest records
+until it fits. A write that replaces a file it could not read (not JSON, too large, not a regular file, invalid
+records) says so with a warning every time, naming what is lost.
 """
 
 from __future__ import annotations
@@ -32,7 +39,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 MAX_BYTES = 1 << 20    # a cache file is a few kB; anything past this is not one of ours
+WRITE_BYTES = 3 * MAX_BYTES // 4  # a write keeps the newest records that fit in this (a margin below the cap)
 LOCK_TIMEOUT = 10.0    # seconds to wait for another process's write lock before keeping the records in memory
+STALE_TMP_SECONDS = 600.0  # a temporary file of a cache file this old, seen under the lock, is a killed writer's
 
 Valid = Callable[[str, object], bool]
 
@@ -96,12 +105,82 @@ def read_records(path: str | os.PathLike, valid: Valid) -> dict:
     return records
 
 
+def read_file(path: str | os.PathLike, valid: Valid) -> tuple[dict, str | None]:
+    """The valid records of ``path`` and what was wrong with it (None: nothing), without any warning.
+
+    For a file given explicitly (an import): the caller reports the problem. A missing file raises
+    ``FileNotFoundError``.
+    """
+    path = Path(path)
+    if not os.path.exists(path):  # (a dangling symbolic link included)
+        raise FileNotFoundError(f"path {str(path)!r} does not exist")
+    return _read(path, valid, warn=False)
+
+
+def output_problem(path: str | os.PathLike) -> str | None:
+    """Why a file fastdeconv writes on request (an export, a report) may not replace ``path``, or None.
+
+    Allowed: a regular file, a symbolic link to one, or a name that does not exist yet. Refused: a directory, a
+    FIFO, a device, a socket, a symbolic link to any of them, and a dangling symbolic link (writing there would
+    create its target, wherever it points).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The path to be written.
+
+    Returns
+    -------
+    str or None
+        The reason, phrased to follow the path (``f"{path} {reason}"``).
+    """
+    name = os.fspath(path)
+    try:
+        info = os.lstat(name)
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # a new name (a missing directory fails the write itself, with its own error)
+    except OSError as exc:
+        return f"cannot be inspected ({exc.strerror or exc})"
+    what = "is"
+    if stat.S_ISLNK(info.st_mode):
+        try:
+            info = os.stat(name)
+        except FileNotFoundError:
+            return "is a dangling symbolic link; give a regular file or a new file name"
+        except OSError as exc:
+            return f"is a symbolic link that cannot be followed ({exc.strerror or exc})"
+        what = "is a symbolic link to"
+    mode = info.st_mode
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else
+            "not a regular file")
+    return f"{what} {kind}; give a regular file or a new file name"
+
+
+def write_bounded(path: str | os.PathLike, records: dict) -> tuple[dict, int]:
+    """Write ``records`` (oldest first) to ``path`` atomically, without the oldest ones when they would exceed
+    ``WRITE_BYTES``, so that ``read_records`` reads the file back. No lock: for a file of the caller's own (an
+    export), not a shared cache file. A symbolic link at ``path`` is written through (the link stays).
+
+    Returns
+    -------
+    (dict, int)
+        The records written and how many of the oldest were left out.
+    """
+    kept, text, dropped = _bounded(records)
+    _write_text(Path(os.path.realpath(path)), text)
+    return kept, dropped
+
+
 def merge_records(path: str | os.PathLike, new: Mapping, valid: Valid, keep_existing: bool = True) -> dict:
     """Add ``new`` to the cache file ``path`` without losing any record another process wrote.
 
     Under an exclusive lock on ``<path>.lock`` the file is re-read, the valid records of ``new`` are added
-    (a key already on disk keeps its disk record when ``keep_existing``, else ``new`` replaces it) and the file
-    is replaced atomically. The directory is created if needed.
+    (a key already on disk keeps its disk record when ``keep_existing``, else ``new`` replaces it and counts as
+    new) and the file is replaced atomically, without its oldest records if it would exceed ``WRITE_BYTES``. The
+    directory is created if needed.
 
     Parameters
     ----------
@@ -117,8 +196,9 @@ def merge_records(path: str | os.PathLike, new: Mapping, valid: Valid, keep_exis
     Returns
     -------
     dict
-        What is recorded now: the disk's valid records merged with ``new``. When the directory cannot be
-        written, the same merge held in memory only (one warning per path and process).
+        What is recorded now: the disk's valid records merged with ``new``, oldest first (the oldest dropped when
+        they would not fit). When the directory cannot be written, the same merge held in memory only (one
+        warning per path and process).
     """
     path = Path(path)
     if not isinstance(new, Mapping):
@@ -159,28 +239,38 @@ def _check(valid: Valid, key, value) -> bool:
         return False
 
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
 def _update(path: Path, valid: Valid, change) -> dict:
     """Under the file lock: read the disk, ``change`` it, write it back if it changed (see merge_records)."""
     with _write_lock:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
+            lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC | _NOFOLLOW,
+                              0o644)
+        except OSError as exc:  # (ELOOP: the lock is a symbolic link)
             return _in_memory(path, valid, change, exc)
         try:
             if not stat.S_ISREG(os.fstat(lock_fd).st_mode):
                 return _in_memory(path, valid, change, OSError(f"{path}.lock is not a regular file"))
             if not _lock(lock_fd):
                 return _in_memory(path, valid, change, OSError(f"{path}.lock stayed locked for {LOCK_TIMEOUT:g} s"))
-            disk, clean = _read(path, valid)
+            _remove_stale_temporaries(path)
+            disk, problem = _read(path, valid)
             changed = change(disk)
-            if clean and changed == disk:
+            if problem is None and changed == disk:
                 return changed  # nothing new: leave the file alone
             try:
-                write_json(path, changed)
+                changed, text, _ = _bounded(changed)
+                _write_text(path, text)
             except (OSError, TypeError, ValueError) as exc:  # (TypeError/ValueError: a record JSON cannot hold)
                 _warn(path, f"fastdeconv: could not write the cache file {path} ({exc}); its records are kept "
                             "in memory for this process")
+                return changed
+            if problem is not None:  # every time: this write has just destroyed what it could not read
+                warnings.warn(f"fastdeconv: rewrote the cache file {path} without what it could not read ({problem})",
+                              RuntimeWarning, stacklevel=3)
             return changed
         finally:
             os.close(lock_fd)  # (closing releases the lock)
@@ -190,8 +280,56 @@ def _merge(disk: dict, fresh: dict, keep_existing: bool) -> dict:
     merged = dict(disk)
     for k, v in fresh.items():
         if not (keep_existing and k in merged):
+            merged.pop(k, None)  # a replaced record counts as new: it moves to the end (the newest)
             merged[k] = v
     return merged
+
+
+def _dumps(records: dict) -> str:
+    return json.dumps(records, indent=1, allow_nan=False)  # (no sort_keys: the order is the records' age)
+
+
+def _bounded(records: dict, limit: int | None = None) -> tuple[dict, str, int]:
+    """(the newest records whose JSON text fits ``limit`` bytes (``WRITE_BYTES``), that text, how many of the
+    oldest were dropped). ``records`` are oldest first."""
+    limit = WRITE_BYTES if limit is None else limit
+    text = _dumps(records)
+    if len(text.encode("utf-8")) <= limit:
+        return records, text, 0
+    keys = list(records)
+    room, keep = limit - 2, 0  # ("{" and "}" around the records)
+    for k in reversed(keys):  # newest first: each record's share of the text (its lines, one more indent)
+        size = len(_dumps({k: records[k]}).encode("utf-8")) + 2
+        if size > room:
+            break
+        room -= size
+        keep += 1
+    while True:
+        kept = {k: records[k] for k in keys[len(keys) - keep:]} if keep else {}
+        text = _dumps(kept)
+        if len(text.encode("utf-8")) <= limit or not kept:
+            return kept, text, len(keys) - keep
+        keep -= 1
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove this cache file's temporary files (``.<name>-*.tmp``) older than ``STALE_TMP_SECONDS``: under the
+    lock no writer of ours is between creating one and renaming it, so an old one was left by a killed write."""
+    prefix, now = f".{path.name}-", time.time()
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        tmp = path.parent / name
+        try:
+            info = os.lstat(tmp)
+            if stat.S_ISREG(info.st_mode) and now - info.st_mtime > STALE_TMP_SECONDS:
+                os.unlink(tmp)
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
 
 
 def _in_memory(path: Path, valid: Valid, change, exc: OSError) -> dict:
@@ -217,23 +355,31 @@ def _lock(fd: int) -> bool:
         delay = min(2 * delay, 0.05)
 
 
-def _read(path: Path, valid: Valid) -> tuple[dict, bool]:
-    """(valid records, whether the file was missing or entirely valid)."""
+def _read(path: Path, valid: Valid, warn: bool = True) -> tuple[dict, str | None]:
+    """(valid records, what was wrong with the file: None when it was missing or entirely valid). With ``warn``
+    the problem is also a warning (once per path and process)."""
+    records, problem = _parse(path, valid)
+    if problem is not None and warn:
+        if records:
+            _warn(path, f"fastdeconv: ignoring {problem} of the cache file {path}")
+        else:
+            _warn(path, f"fastdeconv: ignoring the cache file {path}: {problem}")
+    return records, problem
+
+
+def _parse(path: Path, valid: Valid) -> tuple[dict, str | None]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        return {}, True
+        return {}, None
     except OSError as exc:
-        _warn(path, f"fastdeconv: ignoring the cache file {path}: cannot open it ({exc})")
-        return {}, False
+        return {}, f"cannot open it ({exc})"
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            _warn(path, f"fastdeconv: ignoring the cache file {path}: not a regular file")
-            return {}, False
+            return {}, "not a regular file"
         if info.st_size > MAX_BYTES:
-            _warn(path, f"fastdeconv: ignoring the cache file {path}: {info.st_size} bytes, more than {MAX_BYTES}")
-            return {}, False
+            return {}, f"{info.st_size} bytes, more than {MAX_BYTES}"
         chunks, size = [], 0
         while size <= MAX_BYTES:  # (the file may grow after fstat: never read more than the cap)
             chunk = os.read(fd, MAX_BYTES + 1 - size)
@@ -242,32 +388,30 @@ def _read(path: Path, valid: Valid) -> tuple[dict, bool]:
             chunks.append(chunk)
             size += len(chunk)
     except OSError as exc:
-        _warn(path, f"fastdeconv: ignoring the cache file {path}: cannot read it ({exc})")
-        return {}, False
+        return {}, f"cannot read it ({exc})"
     finally:
         os.close(fd)
     if size > MAX_BYTES:
-        _warn(path, f"fastdeconv: ignoring the cache file {path}: more than {MAX_BYTES} bytes")
-        return {}, False
+        return {}, f"more than {MAX_BYTES} bytes"
     try:
         data = json.loads(b"".join(chunks).decode("utf-8"))
     except (ValueError, RecursionError, MemoryError) as exc:  # (UnicodeDecodeError is a ValueError)
-        _warn(path, f"fastdeconv: ignoring the cache file {path}: not valid JSON ({type(exc).__name__})")
-        return {}, False
+        return {}, f"not valid JSON ({type(exc).__name__})"
     if not isinstance(data, dict):
-        _warn(path, f"fastdeconv: ignoring the cache file {path}: not a JSON object")
-        return {}, False
+        return {}, "not a JSON object"
     records = {k: v for k, v in data.items() if _check(valid, k, v)}
     if len(records) < len(data):
-        _warn(path, f"fastdeconv: ignoring {len(data) - len(records)} invalid record(s) of the cache file {path}")
-        return records, False
-    return records, True
+        return records, f"{len(data) - len(records)} invalid record(s)"
+    return records, None
 
 
 def write_json(path: Path, records: dict) -> None:
     """Write ``records`` to ``path`` atomically (a temporary file in the same directory, fsynced, then
     ``os.replace``): a reader sees the old file or the new one, never a part."""
-    text = json.dumps(records, indent=1, sort_keys=True, allow_nan=False)
+    _write_text(path, _dumps(records))
+
+
+def _write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -20,9 +20,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 
 DTYPES = ("float32", "float64")
 
-# Tiny layers that together make every variant applicable, with both its serial and its parallel kernel where
-# it has two (the direct kernels walk the definition below TINY_WORK multiply-adds, run in the calling thread
-# below SERIAL_WORK, and in parallel above): (x shape, weight shape, keyword arguments).
+# Tiny layers that together make every variant applicable, with each of its kernels where it has several
+# (scatter-direct walks the definition below TINY_WORK multiply-adds with a kernel of its own; the serial and
+# the parallel paths of a kernel are one compiled kernel): (x shape, weight shape, keyword arguments).
 GEOMETRIES: tuple[tuple[tuple[int, ...], tuple[int, ...], dict], ...] = (
     ((1, 4, 3, 3), (4, 2, 3, 3), {"stride": 2, "padding": 1, "output_padding": 1}),  # tiny: walks the definition
     ((2, 8, 8, 8), (8, 8, 3, 3), {"stride": 1, "padding": 1}),  # serial direct kernels, 3x3 stride 1

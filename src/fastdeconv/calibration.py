@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -148,10 +149,13 @@ def remeasure(x_shape: Sequence[int], w_shape: Sequence[int], *, stride=1, paddi
 def export(path: str | os.PathLike) -> int:
     """Write the recorded decisions (:func:`show`'s, without this process's partial ones) to a JSON file.
 
+    At most what :func:`import_` reads back: when the records would exceed a calibration file's size (about
+    2,000 of them), the oldest are left out, with a warning.
+
     Parameters
     ----------
     path : str or os.PathLike
-        The file to write (replaced atomically).
+        The file to write (replaced atomically): a regular file, a symbolic link to one, or a new name.
 
     Returns
     -------
@@ -162,12 +166,23 @@ def export(path: str | os.PathLike) -> int:
     ------
     TypeError
         ``path`` is not a path.
+    ValueError
+        ``path`` is a directory, a FIFO, a device, a socket, a symbolic link to one of them, or a dangling
+        symbolic link (nothing is written).
     OSError
         The file cannot be written.
     """
     path = _path(path)
-    records = {k: r for k, r in show().items() if "skipped" not in r}
-    _store.write_json(path, records)
+    problem = _store.output_problem(path)
+    if problem is not None:
+        raise ValueError(f"path {str(path)!r} {problem}")
+    disk = _store.read_records(cache_file(), _calibrate.valid_record)  # oldest first
+    mine = {k: r for k, (_, r) in _calibrate.decisions().items()
+            if r is not None and "skipped" not in r and k not in disk}  # decided here, not on disk: newer
+    records, dropped = _store.write_bounded(path, json.loads(json.dumps({**disk, **mine})))
+    if dropped:
+        warnings.warn(f"fastdeconv: exported the {len(records)} newest records to {path}; the {dropped} oldest do "
+                      "not fit a calibration file", RuntimeWarning, stacklevel=2)
     return len(records)
 
 
@@ -176,7 +191,8 @@ def import_(path: str | os.PathLike) -> int:
 
     The file is read as the cache is (a regular file of at most 1 MiB, every record checked: known variant
     names, finite positive times); invalid records are skipped with one warning. A key already recorded keeps
-    its record (the first recorded decision wins).
+    its record (the first recorded decision wins); the cache keeps its newest records when they would not all
+    fit.
 
     Parameters
     ----------
@@ -198,11 +214,11 @@ def import_(path: str | os.PathLike) -> int:
         ``path`` is not a calibration file (not a regular file, too large, not a JSON object of records).
     """
     path = _path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"path {str(path)!r} does not exist")
-    records, clean = _store._read(path, _calibrate.valid_record)
-    if not records and not clean:
-        raise ValueError(f"path {str(path)!r} is not a calibration file: not a JSON object of valid records")
+    records, problem = _store.read_file(path, _calibrate.valid_record)
+    if problem is not None and not records:
+        raise ValueError(f"path {str(path)!r} is not a calibration file: {problem}")
+    if problem is not None:
+        warnings.warn(f"fastdeconv: skipped {problem} of {path}", RuntimeWarning, stacklevel=2)
     before = _store.read_records(cache_file(), _calibrate.valid_record)
     after = _store.merge_records(cache_file(), records, _calibrate.valid_record, keep_existing=True)
     return len(set(after) - set(before))

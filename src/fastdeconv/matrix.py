@@ -7,6 +7,7 @@ it is called "transposed".
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -96,19 +97,31 @@ def conv_matrix(weight, input_shape: Sequence[int], stride: IntOrSeq = 1, paddin
     groups, c_in, spatial = plan.groups, plan.c_in, tuple(a.size_in for a in plan.axes)
     dtype = plan.dtype
     axes = plan.axes
-    # in-bounds taps per output index, per axis: the row lengths are products of these
+    c_in_g = c_in // groups
+    n_rows = plan.c_out * math.prod(a.size_out for a in axes)
+    n_cols = c_in * math.prod(spatial)
+    # the sizes first, in exact integer arithmetic over the taps: nothing as long as an axis is built before the
+    # matrix is known to fit (in-bounds (output, tap) pairs per axis; the stored entries are their product)
+    pairs = [sum(hi - lo for lo, hi in (_reached(a, tap) for tap in range(a.kernel))) for a in axes]
+    nnz = plan.c_out * c_in_g * math.prod(pairs)
+    for shape, kind, what in (((nnz,), np.dtype([("value", dtype), ("column", np.int64)]),
+                               "the conv matrix's stored entries (a value and a column index each)"),
+                              ((2 * (n_rows + 1),), np.dtype(np.int64), "the conv matrix's row offsets")):
+        try:
+            geo.check_memory(shape, kind, what)
+        except ValueError as exc:
+            raise ValueError(f"input_shape {spatial}, weight shape {weight.shape} and this geometry give a "
+                             f"{n_rows} x {n_cols} conv matrix too large for memory: {exc}") from None
+
+    # in-bounds taps per output index, per axis (each tap reaches one run of outputs): the row lengths are
+    # products of these
     counts = []
     for a in axes:
-        idx = np.arange(a.size_out)[:, None] * a.stride + np.arange(a.kernel)[None, :] * a.dilation - a.start
-        counts.append(((idx >= 0) & (idx < a.size_in)).sum(axis=1))
-    c_in_g = c_in // groups
-    n_rows = plan.c_out * int(np.prod([a.size_out for a in axes]))
-    n_cols = c_in * int(np.prod(spatial))
-    nnz = plan.c_out * c_in_g * int(np.prod([int(c.sum()) for c in counts], dtype=object))
-    geo.check_memory((nnz,), np.dtype([("value", dtype), ("column", np.int64)]),
-                     "the conv matrix's stored entries (a value and a column index each)")
-    geo.check_memory((2 * (n_rows + 1),), np.int64, "the conv matrix's row offsets")
-
+        count = np.zeros(a.size_out, np.int64)
+        for tap in range(a.kernel):
+            lo, hi = _reached(a, tap)
+            count[lo:hi] += 1
+        counts.append(count)
     per_row = c_in_g * (counts[0][:, None, None] * counts[1][None, :, None] * counts[2][None, None, :])
     indptr = np.zeros(n_rows + 1, np.int64)
     np.cumsum(np.tile(per_row.ravel(), plan.c_out), out=indptr[1:])
@@ -123,3 +136,12 @@ def conv_matrix(weight, input_shape: Sequence[int], stride: IntOrSeq = 1, paddin
     matrix = scipy.sparse.csr_array((data, indices, indptr), shape=(n_rows, n_cols))
     matrix.has_sorted_indices = True
     return matrix
+
+
+def _reached(axis: geo.Axis, tap: int) -> tuple[int, int]:
+    """The output indices ``[lo, hi)`` (``lo == hi``: none) whose input ``o * stride + tap * dilation - start``
+    lies in ``[0, size_in)``, in Python ints: exact whatever the geometry's magnitude."""
+    offset = tap * axis.dilation - axis.start
+    lo = max(0, -(offset // axis.stride))  # ceil(-offset / stride)
+    hi = min(axis.size_out, -((offset - axis.size_in) // axis.stride))  # ceil((size_in - offset) / stride)
+    return lo, max(lo, hi)

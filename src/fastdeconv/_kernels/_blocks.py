@@ -24,9 +24,6 @@ from ._index import ceil_div, tile_counts
 
 # Output channels handled together: each input element is loaded once for all of them.
 CHANNEL_BLOCK = 4
-# The parallel kernels hand out at most this many contiguous runs of tasks (each allocates its scratch once);
-# a constant, not a multiple of the thread count, so that the kernels stay cacheable.
-MAX_CHUNKS = 32
 
 
 @njit(inline="always", **NJIT_FLAGS)

@@ -6,23 +6,34 @@ the forward convolution (``fastdeconv.conv``, on an input padded by ``zerofill.f
 writes the same operator as a sparse CSR matrix (``fastdeconv.conv_matrix``).
 """
 
-from numba import njit, prange
+import math
 
-from ..config import NJIT_FLAGS, PARALLEL_FLAGS
+from numba import njit
+
+from ..config import NJIT_FLAGS
 from ._index import split_task, tap_offset, tile_bounds, tile_counts, unravel
+from ._tasks import run_tasks
 
 
-@njit(**PARALLEL_FLAGS)
 def correlate(xp, w, bias, y, groups, stride, dilation, tile):
-    """Valid cross-correlation of ``xp`` with ``w`` into ``y`` (fully overwritten)."""
-    n_batch = xp.shape[0]
+    """Valid cross-correlation of ``xp`` with ``w`` into ``y`` (fully overwritten).
+
+    One task per (sample, output channel, output tile), in chunks on the worker pool unless the call is small
+    (``_tasks``).
+    """
+    n_tasks = y.shape[0] * y.shape[1] * math.prod(-(-int(n) // int(t)) for n, t in zip(y.shape[2:], tile))
+    run_tasks(correlate_tasks, n_tasks, y.size * w[0].size, (xp, w, bias, y, groups, stride, dilation, tile))
+
+
+@njit(**NJIT_FLAGS)
+def correlate_tasks(xp, w, bias, y, groups, stride, dilation, tile, task_lo, task_hi):
+    """``correlate``'s tasks ``[task_lo, task_hi)``, in the calling thread."""
     c_out, c_in_g, k_d, k_h, k_w = w.shape
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
     d_d, d_h, d_w = dilation[0], dilation[1], dilation[2]
     c_out_g = c_out // groups
     tiles = tile_counts(y.shape[2:], tile)
-    n_tasks = n_batch * c_out * tiles[0] * tiles[1] * tiles[2]
-    for task in prange(n_tasks):
+    for task in range(task_lo, task_hi):
         n, co, td, th, tw = split_task(task, c_out, tiles)
         ci0 = (co // c_out_g) * c_in_g
         od_lo, od_hi = tile_bounds(td, tile[0], y.shape[2])

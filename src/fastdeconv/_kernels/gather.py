@@ -11,18 +11,17 @@ of the block from one load of the input (``_blocks.accumulate``), then stored on
 Every output element adds its terms in the order (input channel, kd, kh, kw) starting from zero, then the
 bias: the result does not depend on the tiling or the thread count.
 
-``gather`` runs the tasks on numba's thread pool; ``gather_serial`` runs the same tasks in the calling
-thread and wins on tiny problems (below ~1e5 multiply-adds, such as a 3x3 input with a few channels), where
-waking the pool costs more than the work.
+``gather_tasks`` runs a range of the tasks in the calling thread: ``gather`` hands contiguous ranges to
+fastdeconv's worker pool (``_tasks``), ``gather_serial`` runs them all, which wins on small problems (below
+``_model.SERIAL_WORK`` multiply-adds), where handing out work costs more than it saves.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from ..config import NJIT_FLAGS, PARALLEL_FLAGS
+from ..config import NJIT_FLAGS
 from ._blocks import (
     CHANNEL_BLOCK,
-    MAX_CHUNKS,
     apply_runs,
     phase_count,
     split_channel_block,
@@ -31,6 +30,7 @@ from ._blocks import (
     zero,
 )
 from ._index import source_index, split_task, tap_offset, tile_bounds
+from ._tasks import run_tasks
 
 # Output elements of one block of rows (all channels of the block, 64 KiB in float32) and run-table entries per
 # block: a block is built with one call of each helper (numba reference-counts array arguments on every call).
@@ -41,9 +41,11 @@ RUN_BUDGET = 65536
 RUN_TABLE = 8192
 
 
-@njit(**NJIT_FLAGS)  # a real call: parfors array analysis fails on this body inlined
-def _gather_task(task_lo, task_hi, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile):
-    """Tasks ``[task_lo, task_hi)``, scratch allocated once. A task: channel block x output tile, row by row."""
+@njit(**NJIT_FLAGS)
+def gather_tasks(x, w, bias, y, groups, stride, dilation, start, tile, task_lo, task_hi):
+    """Tasks ``[task_lo, task_hi)`` of ``gather`` in the calling thread, scratch allocated once. A task: channel
+    block x output tile, row by row."""
+    _, tiles, n_cb = task_count(x, w, y, groups, tile)
     size_d, size_h, size_w = x.shape[2], x.shape[3], x.shape[4]
     c_in_g = x.shape[1] // groups
     c_out_g, k_d, k_h, k_w = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
@@ -137,9 +139,8 @@ def _gather_task(task_lo, task_hi, tiles, n_cb, x, w, bias, y, groups, stride, d
                             co0)
 
 
-@njit(**PARALLEL_FLAGS)
 def gather(x, w, bias, y, groups, stride, dilation, start, tile):
-    """Transposed convolution, gather form, into ``y`` (fully overwritten), on numba's thread pool.
+    """Transposed convolution, gather form, into ``y`` (fully overwritten), on the worker pool.
 
     Parameters
     ----------
@@ -153,15 +154,11 @@ def gather(x, w, bias, y, groups, stride, dilation, start, tile):
     tile : numpy.ndarray
         Output tile (3,) of one task (``_tiling.tile_for``); tasks are (sample, channel block, tile).
     """
-    n_tasks, tiles, n_cb = task_count(x, w, y, groups, tile)
-    n_chunks = min(n_tasks, MAX_CHUNKS)  # scratch is allocated once per chunk
-    for chunk in prange(n_chunks):
-        lo, hi = chunk * n_tasks // n_chunks, (chunk + 1) * n_tasks // n_chunks
-        _gather_task(lo, hi, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile)
+    n_tasks = task_count(x, w, y, groups, tile)[0]
+    work = x.size * w[0].size  # multiply-adds, counting the taps that fall outside y
+    run_tasks(gather_tasks, n_tasks, work, (x, w, bias, y, groups, stride, dilation, start, tile))
 
 
-@njit(**NJIT_FLAGS)
 def gather_serial(x, w, bias, y, groups, stride, dilation, start, tile):
-    """``gather`` in the calling thread (same tasks, same bits): wins below ~1e5 multiply-adds."""
-    n_tasks, tiles, n_cb = task_count(x, w, y, groups, tile)
-    _gather_task(0, n_tasks, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile)
+    """``gather`` in the calling thread (same tasks, same bits): wins below ``_model.SERIAL_WORK`` multiply-adds."""
+    gather_tasks(x, w, bias, y, groups, stride, dilation, start, tile, 0, task_count(x, w, y, groups, tile)[0])

@@ -6,7 +6,9 @@ each of the ``prod(stride)`` output phases is a dense correlation of the *undila
 ``Y_r (C_out_g, cols) = W_r (C_out_g, C_in_g * T_r) @ im2col_r (C_in_g * T_r, cols)``. No zero of the
 stride-dilated input is ever multiplied. ``phase_store`` writes the phase into its strided output positions
 with the bias. Every output element is written exactly once, from one GEMM dot product, by one thread: the
-result is bitwise identical for any thread count.
+result is bitwise identical for any current thread count (``set_num_threads``). Not for any pool size: the
+chunks below follow ``NUMBA_NUM_THREADS``, a chunk's GEMM has the chunk's shape, and OpenBLAS picks its kernels
+(so the order of a dot product's terms) by the sizes: the last bits may differ (~1e-6 relative in float32).
 
 GEMM columns are the phase's output rows (sample, md, mh) times its row length; chunks are (phase, group,
 output-channel block, block of rows), sized so the scratch (the block's phase weights, im2col block, phase

@@ -20,8 +20,10 @@ The second step is where the forms differ:
 
 Work is cut into tasks (group, sample, block of output rows); a task computes the GEMM for the input rows
 its output rows need (a halo row is recomputed, never shared) and writes only its own output rows, in an
-order fixed by the shapes alone: the result is bitwise identical for any thread count. The per-worker
-``cols`` block stays within one output's size divided among the workers.
+order fixed by the shapes and numba's pool size: the result is bitwise identical for any current thread count
+(``set_num_threads``). The per-worker ``cols`` block stays within one output's size divided among the workers
+(``NUMBA_NUM_THREADS`` of them), so the samples per GEMM, and with them OpenBLAS's kernels and the last bits,
+may differ under another pool size.
 """
 
 from __future__ import annotations

@@ -12,17 +12,17 @@ zeros of the dilated input.
 No two tasks write the same output element, and each element receives its terms in the order (input
 channel, i_d, kd, i_h, kh, kw) whatever the tiling: bitwise-identical results across thread counts.
 
-``scatter`` runs on numba's thread pool; ``scatter_serial`` runs the same tasks in the calling thread and
-wins on tiny problems (below ~1e5 multiply-adds), where waking the pool costs more than the work.
+``scatter_tasks`` runs a range of the tasks in the calling thread: ``scatter`` hands contiguous ranges to
+fastdeconv's worker pool (``_tasks``), ``scatter_serial`` runs them all, which wins on small problems (below
+``_model.SERIAL_WORK`` multiply-adds), where handing out work costs more than it saves.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from ..config import NJIT_FLAGS, PARALLEL_FLAGS
+from ..config import NJIT_FLAGS
 from ._blocks import (
     CHANNEL_BLOCK,
-    MAX_CHUNKS,
     apply_runs,
     phase_count,
     split_channel_block,
@@ -31,14 +31,17 @@ from ._blocks import (
     zero,
 )
 from ._index import input_range, reaching_range, split_task, tap_offset, tile_bounds
+from ._tasks import run_tasks
 
 # Elements of the per-task buffer (64 KiB in float32): the rows being filled stay in L2.
 BUFFER_ELEMENTS = 16384
 
 
-@njit(**NJIT_FLAGS)  # a real call: parfors array analysis fails on this body inlined
-def _scatter_task(task_lo, task_hi, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile):
-    """Tasks ``[task_lo, task_hi)``, scratch allocated once. A task: channel block x output tile, by row blocks."""
+@njit(**NJIT_FLAGS)
+def scatter_tasks(x, w, bias, y, groups, stride, dilation, start, tile, task_lo, task_hi):
+    """Tasks ``[task_lo, task_hi)`` of ``scatter`` in the calling thread, scratch allocated once. A task: channel
+    block x output tile, by row blocks."""
+    _, tiles, n_cb = task_count(x, w, y, groups, tile)
     size_d, size_h, size_w = x.shape[2], x.shape[3], x.shape[4]
     c_in_g = x.shape[1] // groups
     c_out_g, k_d, k_h, k_w = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
@@ -109,9 +112,8 @@ def _scatter_task(task_lo, task_hi, tiles, n_cb, x, w, bias, y, groups, stride, 
                             co0)
 
 
-@njit(**PARALLEL_FLAGS)
 def scatter(x, w, bias, y, groups, stride, dilation, start, tile):
-    """Transposed convolution, scatter form, into ``y`` (fully overwritten), on numba's thread pool.
+    """Transposed convolution, scatter form, into ``y`` (fully overwritten), on the worker pool.
 
     Parameters
     ----------
@@ -125,18 +127,14 @@ def scatter(x, w, bias, y, groups, stride, dilation, start, tile):
     tile : numpy.ndarray
         Output tile (3,) of one task (``_tiling.tile_for``); tasks are (sample, channel block, tile).
     """
-    n_tasks, tiles, n_cb = task_count(x, w, y, groups, tile)
-    n_chunks = min(n_tasks, MAX_CHUNKS)  # scratch is allocated once per chunk
-    for chunk in prange(n_chunks):
-        lo, hi = chunk * n_tasks // n_chunks, (chunk + 1) * n_tasks // n_chunks
-        _scatter_task(lo, hi, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile)
+    n_tasks = task_count(x, w, y, groups, tile)[0]
+    work = x.size * w[0].size  # multiply-adds, counting the taps that fall outside y
+    run_tasks(scatter_tasks, n_tasks, work, (x, w, bias, y, groups, stride, dilation, start, tile))
 
 
-@njit(**NJIT_FLAGS)
 def scatter_serial(x, w, bias, y, groups, stride, dilation, start, tile):
-    """``scatter`` in the calling thread (same tasks, same bits): wins below ~1e5 multiply-adds."""
-    n_tasks, tiles, n_cb = task_count(x, w, y, groups, tile)
-    _scatter_task(0, n_tasks, tiles, n_cb, x, w, bias, y, groups, stride, dilation, start, tile)
+    """``scatter`` in the calling thread (same tasks, same bits): wins below ``_model.SERIAL_WORK`` multiply-adds."""
+    scatter_tasks(x, w, bias, y, groups, stride, dilation, start, tile, 0, task_count(x, w, y, groups, tile)[0])
 
 
 @njit(**NJIT_FLAGS)

@@ -6,7 +6,9 @@ copy) and ``X`` the input as (C_in_g, pixels). Every product in that GEMM is a t
 zero of the stride-dilated input is ever multiplied. ``col2im`` then adds each column's footprint into the
 output, ``y[o] = bias + sum over taps reaching o``. It is partitioned by output row (sample, channel, row),
 so no two threads write the same element and every element sums its terms in the same tap order: the result
-is bitwise identical for any thread count.
+is bitwise identical for any current thread count (``set_num_threads``). The GEMM's own sums are OpenBLAS's,
+whose kernels depend on the product's sizes: the chunks follow numba's pool size (below), so a process with
+another ``NUMBA_NUM_THREADS`` may differ in the last bits.
 
 Work is chunked over (sample block, output-channel block) so the scratch (``cols`` plus the packed input) of
 all workers together stays within one output's size; a sample whose columns alone would not fit (or whose

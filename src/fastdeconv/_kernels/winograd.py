@@ -16,8 +16,11 @@ output as ``bias + sum_xi A^T[i, xi] M_xi``.
 
 The matrices hold only 0, +-1 and 1/2, so the rounding is that of a few extra additions (~1e-6 relative in
 float32; the tests hold it to the same tolerance as every other variant). Every output element is written
-once, by one thread, from the same sums in the same order whatever the thread count: results are bitwise
-identical across thread counts.
+once, by one thread, from the same sums in the same order whatever the current thread count: results are
+bitwise identical across calls and ``set_num_threads`` values. Not across numba's pool sizes: the chunks are
+sized for ``NUMBA_NUM_THREADS`` (``_choice``), so the GEMMs' tile and channel sides differ, and OpenBLAS, which
+picks its kernels by the sizes, may sum a product's terms in another order (the last bits; ~4e-7 relative
+measured in float32).
 
 Weights: either every (weight phase, point)'s U is made once per call, straight from the weight, and shared by
 the workers (``shares_weights``: when they take at most 3/4 of the output and the cost model finds it pays), or

@@ -7,19 +7,28 @@ negative, which crops). Transposed convolution is then a dense stride-1 cross-co
 (``conv.correlate``). It multiplies every inserted zero: stride**rank times the work of the other forms.
 """
 
-from numba import njit, prange
+from numba import njit
 
-from ..config import PARALLEL_FLAGS
+from ..config import NJIT_FLAGS
+from ._tasks import run_tasks
 
 
-@njit(**PARALLEL_FLAGS)
 def fill(x, z, stride, pad_before):
-    """Zero-fill and pad ``x`` (N, C, D, H, W) into ``z``: ``z[.., i * stride + pad_before] = x[.., i]``."""
-    n_batch, chans, size_d, size_h, size_w = x.shape
+    """Zero-fill and pad ``x`` (N, C, D, H, W) into ``z``: ``z[.., i * stride + pad_before] = x[.., i]``.
+
+    One task per (sample, channel) plane, in chunks on the worker pool unless ``z`` is small (``_tasks``).
+    """
+    run_tasks(fill_planes, x.shape[0] * x.shape[1], z.size, (x, z, stride, pad_before))
+
+
+@njit(**NJIT_FLAGS)
+def fill_planes(x, z, stride, pad_before, plane_lo, plane_hi):
+    """``fill`` of the planes ``[plane_lo, plane_hi)`` (flat (sample, channel) index), in the calling thread."""
+    chans, size_d, size_h, size_w = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
     z_d, z_h, z_w = z.shape[2], z.shape[3], z.shape[4]
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
     p_d, p_h, p_w = pad_before[0], pad_before[1], pad_before[2]
-    for plane in prange(n_batch * chans):
+    for plane in range(plane_lo, plane_hi):
         n = plane // chans
         c = plane - n * chans
         z[n, c] = 0
