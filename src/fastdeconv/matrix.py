@@ -110,7 +110,8 @@ def conv_matrix(weight, input_shape: Sequence[int], stride: IntOrSeq = 1, paddin
         try:
             geo.check_memory(shape, kind, what)
         except ValueError as exc:
-            raise ValueError(f"input_shape {spatial}, weight shape {weight.shape} and this geometry give a "
+            raise ValueError(f"input_shape {spatial[3 - (weight.ndim - 2):]}, weight shape {weight.shape} and this "
+                             f"geometry give a "
                              f"{n_rows} x {n_cols} conv matrix too large for memory: {exc}") from None
 
     # in-bounds taps per output index, per axis (each tap reaches one run of outputs): the row lengths are
