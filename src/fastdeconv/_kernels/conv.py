@@ -6,8 +6,9 @@ the forward convolution (``fastdeconv.conv``, on an input padded by ``zerofill.f
 writes the same operator as a sparse CSR matrix (``fastdeconv.conv_matrix``).
 """
 
-from numba import njit, prange
+from numba import prange
 
+from .._compiled import njit
 from ..config import NJIT_FLAGS, PARALLEL_FLAGS
 from ._index import split_task, tap_offset, tile_bounds, tile_counts, unravel
 

@@ -17,8 +17,9 @@ waking the pool costs more than the work.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from .._compiled import njit
 from ..config import NJIT_FLAGS, PARALLEL_FLAGS
 from ._blocks import (
     CHANNEL_BLOCK,

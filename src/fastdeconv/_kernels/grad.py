@@ -8,8 +8,9 @@ layers take the GEMM route instead (``_forward._conv_gemm``: one more matrix pro
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from .._compiled import njit
 from ..config import PARALLEL_FLAGS
 from ._index import input_range, tap_offset, unravel
 

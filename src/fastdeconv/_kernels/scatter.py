@@ -17,8 +17,9 @@ wins on tiny problems (below ~1e5 multiply-adds), where waking the pool costs mo
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from .._compiled import njit
 from ..config import NJIT_FLAGS, PARALLEL_FLAGS
 from ._blocks import (
     CHANNEL_BLOCK,

@@ -7,8 +7,9 @@ negative, which crops). Transposed convolution is then a dense stride-1 cross-co
 (``conv.correlate``). It multiplies every inserted zero: stride**rank times the work of the other forms.
 """
 
-from numba import njit, prange
+from numba import prange
 
+from .._compiled import njit
 from ..config import PARALLEL_FLAGS
 
 
