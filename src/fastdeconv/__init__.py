@@ -25,7 +25,10 @@ def __getattr__(name: str):
     home = _HOME.get(name, "")
     if home == "":
         raise AttributeError(f"module 'fastdeconv' has no attribute {name!r}")
-    module = importlib.import_module(f".{home or name}", __name__)
+    from ._interrupts import deferred
+
+    with deferred():  # an import cut by Ctrl-C would leave numba and llvmlite half-initialised (and a lock held)
+        module = importlib.import_module(f".{home or name}", __name__)
     value = module if home is None else getattr(module, name)
     globals()[name] = value
     return value

@@ -128,7 +128,8 @@ def _names() -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (0 ok, 1 a correctness failure, 2 bad arguments).
+    """Run the command line; return the exit status (0 ok, 1 a correctness failure, 2 bad arguments, 130
+    interrupted: Ctrl-C stops a command and its worker processes at once, the shell's status for SIGINT).
 
     Parameters
     ----------
@@ -139,6 +140,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
     """
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("fastdeconv: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "calibrate":

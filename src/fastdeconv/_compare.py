@@ -526,14 +526,18 @@ def start_compiling(workloads: Sequence[Workload], methods: Sequence[str], jobs:
 
 
 def finish_compiling(pool, futures) -> None:
-    """Wait for :func:`start_compiling`'s workers (a failure there is not fatal: the call compiles itself)."""
+    """Wait for :func:`start_compiling`'s workers (a failure there is not fatal: the call compiles itself); an
+    interrupt meanwhile stops them at once (``_interrupts.stop_workers``) and is raised."""
     if pool is None:
         return
-    for future in futures:
-        try:
-            future.result()
-        except Exception:
+    from . import _interrupts
+
+    try:
+        for _ in _interrupts.results_as_completed(futures):
             pass
+    except BaseException:
+        _interrupts.stop_workers(pool)
+        raise
     pool.shutdown()
 
 
@@ -692,8 +696,13 @@ def compare(workloads: Sequence[Workload], opts: Options, write: Callable[[str],
     try:
         makers = {f"fd:{m}": _fastdeconv(m) for m in opts.methods}
         peer_makers, skipped = load_peers(opts.peers, threads)
-    finally:
-        finish_compiling(pool, futures)
+    except BaseException:  # a Ctrl-C above all: the workers stop now, not after their compilations
+        if pool is not None:
+            from . import _interrupts
+
+            _interrupts.stop_workers(pool)
+        raise
+    finish_compiling(pool, futures)
     makers.update(peer_makers)
     engines = list(makers)
     progress = _Progress(len(workloads) * len(engines), opts.progress and len(workloads) * len(engines) > 1)

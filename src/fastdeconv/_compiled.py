@@ -9,13 +9,25 @@ foreign index file) answers "not ready": a wrong "no" only skips a measurement, 
 
 ``compile_beside`` compiles one kernel in a child interpreter into that cache, so that a cold first call can
 compile two large kernels on two cores (numba compiles one function at a time per process).
+
+Every kernel is made by this module's :func:`njit`, so that numba compiles (or loads from its cache) on a thread
+of its own, which no signal interrupts, while the thread that needs the kernel waits (``_interrupts``): numba's
+compiler and llvmlite take their locks in Python code, and a ``KeyboardInterrupt`` raised in there (a Ctrl-C
+reaches the main thread, wherever it is) leaves them held and a compilation half-made, so that the next
+compilation in another thread waits forever or fails ("no compiled object yet"). An interrupted caller returns
+at once; the compilation finishes behind it, and the kernel is then compiled for everyone.
 """
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
 from collections.abc import Iterable
 
 import numpy as np
+
+from . import _interrupts
 
 
 def ready(dispatchers: Iterable, dtype) -> bool:
@@ -37,7 +49,8 @@ def ready(dispatchers: Iterable, dtype) -> bool:
         from numba import from_dtype
 
         want = from_dtype(np.dtype(dtype))
-        return all(_one_ready(d, want) for d in dispatchers)
+        with _interrupts.deferred():  # (numba's cache key asks llvmlite for the CPU: its lock)
+            return all(_one_ready(d, want) for d in dispatchers)
     except Exception:  # never let a readiness probe fail a call: "not ready" only skips a measurement
         return False
 
@@ -98,8 +111,10 @@ def variant_ready(variant: str, dtype) -> bool:
 
 # A child interpreter that compiles one kernel for one signature into numba's on-disk cache. The signature
 # travels pickled on stdin; the parent's sys.path goes along, so that the child imports the same fastdeconv.
+# SIGINT gets Python's handler back: a child of a process that ignores it (a warm-up worker) would inherit that.
 _CHILD = (
-    "import importlib, pickle, sys\n"
+    "import importlib, pickle, signal, sys\n"
+    "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
     "module, name, signature = pickle.load(sys.stdin.buffer)\n"
     "getattr(importlib.import_module(module), name).compile(signature)\n"
 )
@@ -148,7 +163,6 @@ def compile_beside(dispatcher, args: tuple) -> Beside:
     the kernel is neither compiled here nor cached for these types: the call then compiles or loads it as
     usual. Only the compile moves: the kernel, its cache entry and its results are the ones a call would make.
     """
-    import os
     import pickle
     import subprocess
     import sys
@@ -181,7 +195,115 @@ def available(dispatcher, signature: tuple) -> bool:
     try:
         if signature in dispatcher.overloads:
             return True
-        index, index_key = _cache_index(dispatcher)
-        return bool(index) and index_key(signature) in index
+        with _interrupts.deferred():  # (numba's cache key asks llvmlite for the CPU: its lock)
+            index, index_key = _cache_index(dispatcher)
+            return bool(index) and index_key(signature) in index
     except Exception:
         return False
+
+
+# --------------------------------------------------------------------------- the compile thread
+
+
+def njit(*args, **kwargs):
+    """``numba.njit`` for fastdeconv's kernels: whenever a call needs the kernel compiled or loaded for its types,
+    that happens on the compile thread (see the module docstring); calls of a compiled kernel are unchanged."""
+    from numba import njit as numba_njit
+
+    if len(args) == 1 and not kwargs and callable(args[0]):  # @njit
+        return _on_compile_thread(numba_njit(args[0]))
+    decorate = numba_njit(*args, **kwargs)  # @njit(...)
+    return lambda func: _on_compile_thread(decorate(func))
+
+
+def _on_compile_thread(dispatcher):
+    """Route ``dispatcher``'s compilations to the compile thread: numba's dispatcher asks its own attribute
+    ``_compile_for_args`` for the overload of argument types it has not compiled yet; without that attribute
+    (another numba, ``NUMBA_DISABLE_JIT``) the dispatcher is left as it is."""
+    original = getattr(dispatcher, "_compile_for_args", None)
+    if original is None:
+        return dispatcher
+
+    def compile_for_args(*args, **kwargs):
+        return run_compiling(original, *args, **kwargs)
+
+    try:
+        dispatcher._compile_for_args = compile_for_args
+    except (AttributeError, TypeError):
+        pass
+    return dispatcher
+
+
+def compile_for(dispatcher, signature):
+    """``dispatcher.compile(signature)`` on the compile thread (the caller waits as for a call's compilation)."""
+    return run_compiling(dispatcher.compile, signature)
+
+
+class _Job:
+    __slots__ = ("call", "done", "value", "error")
+
+
+_jobs: queue.SimpleQueue = queue.SimpleQueue()
+_compiler: list[threading.Thread] = []  # the compile thread, once started
+_start_lock = threading.Lock()
+
+
+def run_compiling(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` (a numba compilation) on the compile thread, returning or raising what it does.
+
+    The caller waits (``_interrupts.wait_released``): an interrupt ends the main thread's wait at once, and a pool
+    worker's wait ends when its call is abandoned; the compilation goes on, one at a time, in call order (numba
+    compiles one function at a time per process anyway). Called on the compile thread itself (numba re-entering
+    ``_compile_for_args``), ``fn`` runs right there.
+    """
+    if _compiler and threading.get_ident() == _compiler[0].ident:
+        return fn(*args, **kwargs)
+    job = _Job()
+    job.call, job.value, job.error = (fn, args, kwargs), None, None
+    job.done = threading.Lock()
+    job.done.acquire()
+    if not _compiler:
+        _start()
+    _jobs.put(job)
+    _interrupts.wait_released(job.done)
+    if job.error is not None:
+        raise job.error
+    return job.value
+
+
+def _start() -> None:
+    with _interrupts.deferred():  # (Thread.start waits on a Python-level condition)
+        with _start_lock:
+            if not _compiler:
+                thread = threading.Thread(target=_serve, name="fastdeconv-compile", daemon=True)
+                thread.start()
+                _compiler.append(thread)
+
+
+def _serve() -> None:
+    """The compile thread: runs the queued compilations, one after the other, for as long as the process lives.
+
+    A daemon thread: an interrupted program exits without waiting for the compilation under way (numba writes its
+    cache files to a temporary name first, then renames them, so a cut-off compilation leaves no broken entry).
+    """
+    while True:
+        job = _jobs.get()
+        fn, args, kwargs = job.call
+        job.call = None
+        try:
+            job.value = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the waiting caller
+            job.error = exc
+        del fn, args, kwargs
+        job.done.release()
+
+
+def _forget_compiler() -> None:
+    """In a forked child: the compile thread (and its queue's waiters) stayed in the parent."""
+    global _jobs, _start_lock
+    _jobs, _start_lock = queue.SimpleQueue(), threading.Lock()
+    _compiler.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_compiler)

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as _wait
 from contextlib import contextmanager
 
+from . import _interrupts
 from ._threads import get_num_threads, max_threads
 
 _lock = threading.Lock()
@@ -42,9 +43,12 @@ def run_parallel(work, tasks: list) -> None:
     another call holds it at one. One fixed configuration makes every GEMM's bits a function of its operands.
 
     An exception in the calling thread (a ``KeyboardInterrupt`` above all: signals reach the main thread only)
-    stops the other workers at their next chunk, and this function returns (re-raising it) only once every
-    worker of the call has stopped, however many more interrupts arrive meanwhile: afterwards nothing of this
-    call writes into the output, so the next call into the same ``out=`` array is right.
+    stops the other workers at their next chunk (a worker still waiting for numba to compile a kernel stops
+    waiting: ``_interrupts``), and this function returns (re-raising it) only once every worker of the call has
+    stopped, however many more interrupts arrive meanwhile: afterwards nothing of this call writes into the
+    output, so the next call into the same ``out=`` array is right. The hand-out and that wait take locks in
+    Python code (``concurrent.futures``), so an interrupt meanwhile is deferred to their end rather than leaving
+    one held; only the caller's own chunks run interruptible.
     """
     workers = min(get_num_threads(), len(tasks))
     if workers <= 1:
@@ -54,6 +58,7 @@ def run_parallel(work, tasks: list) -> None:
     queue = iter(tasks)
     lock = threading.Lock()
     stop = [False]  # set when the calling thread leaves its own share (done, or interrupted)
+    abandoned = [False]  # set when it leaves with an exception: a worker waiting for a compilation gives up
 
     def claim():
         while True:
@@ -67,12 +72,16 @@ def run_parallel(work, tasks: list) -> None:
         pool = _pool()
         futures = []
         with _workers_off(current_cpu()):
+            completed = False
             try:
-                for _ in range(workers - 1):
-                    futures.append(pool.submit(work, claim()))
+                with _interrupts.deferred():
+                    for _ in range(workers - 1):
+                        futures.append(pool.submit(_interrupts.run_abandonable, abandoned, work, claim()))
                 work(claim())
+                completed = True
             finally:
                 stop[0] = True  # (the queue is empty unless the caller was interrupted)
+                abandoned[0] = not completed
                 _wait_all(futures)
         for f in futures:
             f.result()  # a worker's exception
@@ -159,16 +168,10 @@ def _register_worker() -> None:
 
 
 def _wait_all(futures) -> None:
-    """Wait until every future is done, even when interrupts arrive meanwhile (the first is raised after)."""
-    interrupt = None
-    while True:
-        try:
-            _wait(futures)
-            break
-        except BaseException as exc:  # a second KeyboardInterrupt: keep waiting for the workers
-            interrupt = interrupt or exc
-    if interrupt is not None:
-        raise interrupt
+    """Wait until every future is done, even when interrupts arrive meanwhile (deferred: raised after, unless
+    the call is already leaving with one). The workers stop at their next chunk, so the wait is short."""
+    with _interrupts.deferred():
+        _wait(futures)
 
 
 def _pool() -> ThreadPoolExecutor:

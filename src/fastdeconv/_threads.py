@@ -16,6 +16,7 @@ import numpy as np
 
 _lock = threading.Lock()
 _setting: int | None = None  # None: numba's default (NUMBA_NUM_THREADS) in every thread
+_launched = False  # numba's threading layer started (by _launch)
 _generation = 0  # bumped by every set_num_threads; each thread remembers the generation it applied
 _local = threading.local()
 
@@ -55,6 +56,8 @@ def set_num_threads(n: int) -> None:
     limit = max_threads()
     if not 1 <= n <= limit:
         raise ValueError(f"n must be between 1 and NUMBA_NUM_THREADS = {limit} (numba's thread pool size), got {n}")
+    if not _launched:
+        _launch()
     with _lock:
         _setting = n
         _generation += 1
@@ -72,7 +75,11 @@ def get_num_threads() -> int:
         The value given to :func:`set_num_threads`, or numba's current count for this thread when it was
         never called (``NUMBA_NUM_THREADS`` by default).
     """
-    return _setting if _setting is not None else int(numba.get_num_threads())
+    if _setting is not None:
+        return _setting
+    if not _launched:
+        _launch()
+    return int(numba.get_num_threads())
 
 
 def apply_num_threads() -> None:
@@ -82,8 +89,21 @@ def apply_num_threads() -> None:
     :func:`set_num_threads` (numba's own setting is per thread) uses the same count.
     """
     if _setting is not None and getattr(_local, "generation", -1) != _generation:
+        if not _launched:
+            _launch()
         numba.set_num_threads(_setting)
         _local.generation = _generation
+
+
+def _launch() -> None:
+    """Start numba's threading layer (its first thread query does), a Ctrl-C meanwhile deferred: it loads the
+    layer's library and registers its symbols with llvmlite, under llvmlite's lock (``_interrupts``)."""
+    global _launched
+    from ._interrupts import deferred
+
+    with deferred():
+        numba.get_num_threads()
+    _launched = True
 
 
 def _limit_blas(n: int) -> None:

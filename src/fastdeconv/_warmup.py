@@ -13,10 +13,13 @@ compile a disjoint set of them.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
+
+from . import _interrupts
 
 DTYPES = ("float32", "float64")
 
@@ -109,6 +112,9 @@ def run_task(name: str, dtype: str) -> tuple[str, str, float, int, list[str]]:
 
 def _worker_init() -> None:
     os.environ["FASTDECONV_CALIBRATE"] = "0"  # forced variants only: nothing to measure or record
+    # A Ctrl-C reaches every process of the terminal's group: the parent stops the workers, and a worker goes on
+    # compiling until then, rather than failing its unit and taking the next
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _Bar:
@@ -177,7 +183,7 @@ def warmup(dtypes: Sequence[str] = DTYPES, jobs: int | None = None, progress: bo
     done = []
     try:
         if jobs == 1:
-            _worker_init()
+            os.environ["FASTDECONV_CALIBRATE"] = "0"
             for unit in units:
                 done.append(run_task(*unit))
                 bar.step(f"{unit[0]} {unit[1]} {done[-1][2]:.1f} s")
@@ -186,11 +192,18 @@ def warmup(dtypes: Sequence[str] = DTYPES, jobs: int | None = None, progress: bo
 
             # spawn: a fresh interpreter per worker (numba's threading layer must not be forked)
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init) as pool:
+            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init)
+            try:
                 futures = [pool.submit(run_task, *unit) for unit in units]
-                for future in as_completed(futures):
-                    done.append(future.result())
+                for ok, result in _interrupts.results_as_completed(futures):
+                    if not ok:
+                        raise result
+                    done.append(result)
                     bar.step(f"{done[-1][0]} {done[-1][1]} {done[-1][2]:.1f} s")
+            except BaseException:  # a Ctrl-C above all: the workers stop now, not after every queued unit
+                _interrupts.stop_workers(pool)
+                raise
+            pool.shutdown()
     finally:
         bar.close()
     seconds = time.perf_counter() - t0

@@ -17,8 +17,9 @@ once per block of rows, never per run, and work on flat arrays with unsigned off
 numba emit a negative-index wraparound that blocks LLVM's vectorizer).
 """
 
-from numba import njit, uintp
+from numba import uintp
 
+from .._compiled import njit
 from ..config import NJIT_FLAGS
 from ._index import ceil_div, tile_counts
 

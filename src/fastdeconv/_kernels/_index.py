@@ -3,8 +3,9 @@
 One spatial axis maps input to output as ``out_index = in_index * stride + tap * dilation - start``.
 """
 
-from numba import njit, uintp
+from numba import uintp
 
+from .._compiled import njit
 from ..config import NJIT_FLAGS
 
 

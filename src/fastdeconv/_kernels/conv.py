@@ -8,8 +8,7 @@ writes the same operator as a sparse CSR matrix (``fastdeconv.conv_matrix``).
 
 import math
 
-from numba import njit
-
+from .._compiled import njit
 from ..config import NJIT_FLAGS
 from ._index import split_task, tap_offset, tile_bounds, tile_counts, unravel
 from ._tasks import run_tasks

@@ -17,8 +17,8 @@ fastdeconv's worker pool (``_tasks``), ``gather_serial`` runs them all, which wi
 """
 
 import numpy as np
-from numba import njit
 
+from .._compiled import njit
 from ..config import NJIT_FLAGS
 from ._blocks import (
     CHANNEL_BLOCK,

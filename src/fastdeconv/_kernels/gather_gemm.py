@@ -23,9 +23,9 @@ from functools import lru_cache
 from math import prod as _prod
 
 import numpy as np
-from numba import njit
 
 from .. import _geometry as geo
+from .._compiled import njit
 from .._runtime import run_parallel
 from .._threads import max_threads
 from ..config import NJIT_FLAGS

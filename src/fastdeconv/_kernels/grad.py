@@ -8,8 +8,8 @@ layers take the GEMM route instead (``_forward._conv_gemm``: one more matrix pro
 """
 
 import numpy as np
-from numba import njit
 
+from .._compiled import njit
 from ..config import NJIT_FLAGS
 from ._index import input_range, tap_offset, unravel
 from ._tasks import run_tasks

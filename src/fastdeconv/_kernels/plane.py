@@ -28,9 +28,10 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, uintp
+from numba import uintp
 
 from .. import _geometry as geo
+from .._compiled import njit
 from .._runtime import run_parallel
 from .._threads import get_num_threads, max_threads
 from ..config import NJIT_FLAGS

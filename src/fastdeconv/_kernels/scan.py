@@ -13,8 +13,9 @@ are split over the worker pool (``_runtime.run_parallel``).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, uintp
+from numba import uintp
 
+from .._compiled import njit
 from .._runtime import run_parallel
 from .._threads import get_num_threads
 from ..config import NJIT_FLAGS

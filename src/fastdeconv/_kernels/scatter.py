@@ -18,8 +18,8 @@ fastdeconv's worker pool (``_tasks``), ``scatter_serial`` runs them all, which w
 """
 
 import numpy as np
-from numba import njit
 
+from .._compiled import njit
 from ..config import NJIT_FLAGS
 from ._blocks import (
     CHANNEL_BLOCK,

@@ -40,11 +40,12 @@ from math import prod as _prod
 from typing import NamedTuple
 
 import numpy as np
-from numba import from_dtype, njit, types
+from numba import from_dtype, types
 
 from .. import _compiled
 from .. import _geometry as geo
 from .. import _model as M
+from .._compiled import njit
 from .._runtime import run_parallel
 from .._threads import max_threads
 from ..config import NJIT_FLAGS
@@ -926,7 +927,7 @@ def _compile_cold(first, args: tuple) -> None:
     if not _compiled.available(run_task, signature):
         beside = _compiled.compile_beside(first, args)
         try:
-            run_task.compile(signature)
+            _compiled.compile_for(run_task, signature)
         except BaseException:
             beside.kill()
             raise

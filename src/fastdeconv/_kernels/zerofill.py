@@ -7,8 +7,7 @@ negative, which crops). Transposed convolution is then a dense stride-1 cross-co
 (``conv.correlate``). It multiplies every inserted zero: stride**rank times the work of the other forms.
 """
 
-from numba import njit
-
+from .._compiled import njit
 from ..config import NJIT_FLAGS
 from ._tasks import run_tasks
 
