@@ -292,6 +292,9 @@ _COL_ELEMENTS = 1 << 22
 # The GEMM form cuts a call into at least this many tasks where the layer allows (row blocks, channel blocks), so
 # that every thread has work; a property of the layer, never of the thread count, so that the bits stay.
 _MIN_TASKS = 8
+# Columns (output pixels) of one matrix product at least, where the layer has them: samples with fewer output
+# pixels are put side by side in one block.
+_GEMM_COLUMNS = 256
 # The weight gradient's partial products (one per run of blocks): at most this many elements in all.
 _PARTIAL_ELEMENTS = 1 << 23
 
@@ -313,45 +316,72 @@ def use_gemm(plan: ConvPlan) -> bool:
 
 def _conv_gemm(plan: ConvPlan, xp: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarray,
                dual5: np.ndarray | None = None, grad_weight: np.ndarray | None = None) -> None:
-    """Forward convolution as im2col (numba) + one matrix product per block of output rows (BLAS).
+    """Forward convolution as im2col (numba) + one matrix product per block of columns (BLAS).
 
-    The blocks run on the worker pool (``run_parallel``), each worker with its own column buffer. With
-    ``dual5``, also ``grad_weight = sum over blocks of dual_block @ cols.T`` (see :func:`run_conv`): the blocks
-    are cut into a fixed number of runs of consecutive blocks, each run summed into its own partial product in
-    block order, and the partials added in run order, so the bits depend on the layer only.
+    A block is a run of output rows of one sample or, when a sample has fewer than ``_GEMM_COLUMNS`` output
+    pixels, a run of whole samples side by side: a matrix product with a few columns (a DCGAN layer's 4x4
+    output) runs BLAS at a fraction of its speed. The blocks run on the worker pool (``run_parallel``), each
+    worker with its own column buffer. With ``dual5``, also ``grad_weight = sum over blocks of dual_block @
+    cols.T`` (see :func:`run_conv`): the blocks are cut into a fixed number of runs of consecutive blocks, each
+    run summed into its own partial product in block order, and the partials added in run order, so the bits
+    depend on the layer only.
     """
     g, c_in_g, c_out_g = plan.groups, plan.c_in // plan.groups, plan.c_out // plan.groups
     kernel, stride, dilation = plan.arrays("kernel"), plan.arrays("stride"), plan.arrays("dilation")
     taps = c_in_g * int(np.prod(kernel))
     out_d, out_h, out_w = (a.size_out for a in plan.axes)
     rows = out_d * out_h
-    block = max(1, min(rows, _COL_ELEMENTS // max(1, taps * out_w)))
-    block = min(block, -(-rows // min(rows, -(-_MIN_TASKS // (plan.batch * g)))))
+    pixels = rows * out_w
+    tasks_per_group = -(-_MIN_TASKS // g)
+    if pixels < _GEMM_COLUMNS and plan.batch > 1:  # whole samples per block
+        per = max(1, min(_GEMM_COLUMNS // pixels, _COL_ELEMENTS // (taps * pixels)))
+        per = min(per, -(-plan.batch // min(plan.batch, tasks_per_group)))
+        block = rows
+        items = [(n, min(plan.batch, n + per), gi, 0, rows) for gi in range(g) for n in range(0, plan.batch, per)]
+    else:
+        per = 1
+        block = max(1, min(rows, _COL_ELEMENTS // max(1, taps * out_w)))
+        block = min(block, -(-rows // min(rows, -(-tasks_per_group // plan.batch))))
+        items = [(n, n + 1, gi, lo, min(rows, lo + block)) for gi in range(g) for n in range(plan.batch)
+                 for lo in range(0, rows, block)]
     wm = w5.reshape(plan.c_out, taps)
-    items = [(n, gi, lo) for gi in range(g) for n in range(plan.batch) for lo in range(0, rows, block)]
+    ym = y5.reshape(plan.batch, plan.c_out, pixels)
     if dual5 is None:
         tasks = [(0, [item]) for item in items]
     else:  # runs of consecutive blocks of one group, each with its partial product of the weight gradient
+        dm = dual5.reshape(plan.batch, plan.c_out, pixels)
         per_group = len(items) // g
         runs = max(1, min(_MIN_TASKS, per_group, _PARTIAL_ELEMENTS // max(1, plan.c_out * taps)))
         step = -(-per_group // runs)
         tasks = list(enumerate(items[gi * per_group + lo:gi * per_group + min(per_group, lo + step)]
                                for gi in range(g) for lo in range(0, per_group, step)))
         partials = np.zeros((len(tasks), c_out_g, taps), plan.dtype)
+    span = block * out_w  # columns per sample in a block
 
     def work(claimed):
-        buf = np.empty(taps * block * out_w, plan.dtype)
+        buf = np.empty(taps * per * span, plan.dtype)
+        res = np.empty(c_out_g * per * span, plan.dtype) if per > 1 else None
         part = None if dual5 is None else np.empty((c_out_g, taps), plan.dtype)
         for k, run in claimed:
-            for n, gi, lo in run:
-                hi = min(rows, lo + block)
+            for n_lo, n_hi, gi, lo, hi in run:
+                width = (n_hi - n_lo) * (hi - lo) * out_w
                 chans = slice(gi * c_out_g, (gi + 1) * c_out_g)
-                cols = buf[:taps * (hi - lo) * out_w].reshape(taps, (hi - lo) * out_w)
-                im2col(xp, cols, n, gi * c_in_g, kernel, stride, dilation, lo, hi, out_h, out_w)
-                np.matmul(wm[chans], cols, out=y5[n].reshape(plan.c_out, rows * out_w)[chans, lo * out_w:hi * out_w])
+                cols = buf[:taps * width].reshape(taps, width)
+                im2col(xp, cols, n_lo, n_hi, gi * c_in_g, kernel, stride, dilation, lo, hi, out_h, out_w)
+                if res is None:
+                    np.matmul(wm[chans], cols, out=ym[n_lo, chans, lo * out_w:hi * out_w])
+                else:  # the samples' outputs side by side, then each into its place
+                    out = res[:c_out_g * width].reshape(c_out_g, n_hi - n_lo, pixels)
+                    np.matmul(wm[chans], cols, out=out.reshape(c_out_g, width))
+                    ym[n_lo:n_hi, chans] = out.transpose(1, 0, 2)
                 if part is not None:
-                    dn = dual5[n].reshape(plan.c_out, rows * out_w)
-                    np.matmul(dn[chans, lo * out_w:hi * out_w], cols.T, out=part)
+                    if res is None:
+                        dual = dm[n_lo, chans, lo * out_w:hi * out_w]
+                    else:  # the dual's columns in the same order as the block's
+                        dual = res[:c_out_g * width].reshape(c_out_g, n_hi - n_lo, pixels)
+                        dual[...] = dm[n_lo:n_hi, chans].transpose(1, 0, 2)
+                        dual = dual.reshape(c_out_g, width)
+                    np.matmul(dual, cols.T, out=part)
                     partials[k] += part
 
     run_parallel(work, tasks)
