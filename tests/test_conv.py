@@ -263,3 +263,16 @@ def test_huge_output_refused_before_allocation():
     x = np.broadcast_to(np.ones(1), (1, 1, 2**40))  # a view: no memory behind it
     with pytest.raises(ValueError, match="the output .* would need"):
         fd.conv(x, np.ones((64, 1, 1)))
+
+
+@given(g=conv_geometries(), dtype=st.sampled_from([np.float32, np.float64]), columns=st.sampled_from([2, 64, 1 << 20]),
+       seed=st.integers(0, 2**16))
+def test_gemm_form_with_samples_side_by_side(g, dtype, columns, seed):
+    """Blocks of whole samples (one matrix product over several samples' columns, then scattered back),
+    forced on every geometry, with the padding written into the columns by im2col."""
+    rng = np.random.default_rng(seed)
+    x, w, bias = _make(g, 5, dtype, rng, True)
+    with mock.patch.object(_forward, "use_gemm", lambda plan: True), \
+            mock.patch.object(_forward, "_MIN_TASKS", 1), mock.patch.object(_forward, "_GEMM_COLUMNS", columns):
+        y = fd.conv(x, w, bias, **_kwargs(g))
+    np.testing.assert_allclose(y, conv_ref(x, w, bias, **_kwargs(g)), **tolerance(dtype))

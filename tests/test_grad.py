@@ -240,3 +240,21 @@ def test_sparse_forward_conv_matches_the_padded_one(dtype):
         sparse_grads = fd.conv_transpose_backward(gy, x, wt, **kw)
     for got, expected in zip(sparse_grads, fd.conv_transpose_backward(gy, x, wt, **kw)):
         np.testing.assert_allclose(got, expected, **tolerance(np.dtype(dtype)))
+
+
+@given(g=transposed_geometries(), dtype=st.sampled_from([np.float32, np.float64]),
+       columns=st.sampled_from([2, 1 << 20]), seed=st.integers(0, 2**16))
+def test_gemm_form_with_samples_side_by_side(g, dtype, columns, seed):
+    """grad_x and grad_weight from blocks of whole samples (the dual's columns gathered in the block's order)."""
+    rng = np.random.default_rng(seed)
+    x, w = _inputs(g, rng, 5, dtype)
+    kw = _geometry(g)
+    gy = rng.standard_normal(fd.conv_transpose(x, w, **kw).shape).astype(dtype)
+    with mock.patch.object(_forward, "use_gemm", lambda plan: False):
+        direct = fd.conv_transpose_backward(gy, x, w, **kw)
+    with mock.patch.object(_forward, "use_gemm", lambda plan: True), \
+            mock.patch.object(_forward, "_MIN_TASKS", 1), mock.patch.object(_forward, "_GEMM_COLUMNS", columns):
+        gemm = fd.conv_transpose_backward(gy, x, w, **kw)
+    for a, b in zip(gemm, direct):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(a, b, **tolerance(dtype))

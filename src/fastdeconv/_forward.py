@@ -2,8 +2,9 @@
 
 One spatial axis of the forward convolution reads ``x[out_index * stride + tap * dilation - start]`` -- the
 index map of :mod:`fastdeconv._geometry` with input and output swapped, so
-``<conv(x, w), y> == <x, conv_transpose(y, w)>`` for the same ``weight`` array and geometry. The padded input
-is written by the zero-fill kernel (stride 1) and then correlated densely (``_kernels.conv.correlate``).
+``<conv(x, w), y> == <x, conv_transpose(y, w)>`` for the same ``weight`` array and geometry. Channel-rich layers
+run im2col (the padding written as zeros into the columns) + BLAS; the others correlate a padded copy of the
+input densely (``_kernels.conv.correlate``), or gather columns straight from x when padding would dominate.
 """
 
 from __future__ import annotations
@@ -211,6 +212,10 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
     if _sparse(plan, needed):
         _conv_sparse(plan, x5, w5, None if bias is None else b, y5)
         return False
+    if use_gemm(plan):  # im2col reads x itself (the padding is written as zeros into the columns)
+        dual5 = None if dual is None else _contiguous(dual, dtype).reshape(y5.shape)
+        _conv_gemm(plan, x5, w5, None if bias is None else b, y5, dual5, grad_weight)
+        return dual is not None
     if any(a.start for a in plan.axes) or any(n > a.size_in for n, a in zip(needed, plan.axes)):
         shape = (plan.batch, plan.c_in) + needed
         geo.check_memory(shape, dtype, "the padded input")
@@ -218,10 +223,6 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
         fill(x5, xp, np.ones(3, np.int64), plan.arrays("start"))
     else:
         xp = x5
-    if use_gemm(plan):
-        dual5 = None if dual is None else _contiguous(dual, dtype).reshape(y5.shape)
-        _conv_gemm(plan, xp, w5, None if bias is None else b, y5, dual5, grad_weight)
-        return dual is not None
     correlate(xp, w5, b, y5, plan.groups, plan.arrays("stride"), plan.arrays("dilation"), tile_for(plan))
     return False
 
@@ -314,7 +315,7 @@ def use_gemm(plan: ConvPlan) -> bool:
             and plan.batch * plan.c_out * taps * outputs >= 1 << 20)
 
 
-def _conv_gemm(plan: ConvPlan, xp: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarray,
+def _conv_gemm(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarray,
                dual5: np.ndarray | None = None, grad_weight: np.ndarray | None = None) -> None:
     """Forward convolution as im2col (numba) + one matrix product per block of columns (BLAS).
 
@@ -328,14 +329,15 @@ def _conv_gemm(plan: ConvPlan, xp: np.ndarray, w5: np.ndarray, b: np.ndarray | N
     """
     g, c_in_g, c_out_g = plan.groups, plan.c_in // plan.groups, plan.c_out // plan.groups
     kernel, stride, dilation = plan.arrays("kernel"), plan.arrays("stride"), plan.arrays("dilation")
+    start = plan.arrays("start")
     taps = c_in_g * int(np.prod(kernel))
     out_d, out_h, out_w = (a.size_out for a in plan.axes)
     rows = out_d * out_h
     pixels = rows * out_w
     tasks_per_group = -(-_MIN_TASKS // g)
-    if pixels < _GEMM_COLUMNS and plan.batch > 1:  # whole samples per block
-        per = max(1, min(_GEMM_COLUMNS // pixels, _COL_ELEMENTS // (taps * pixels)))
-        per = min(per, -(-plan.batch // min(plan.batch, tasks_per_group)))
+    per = min(_GEMM_COLUMNS // pixels, _COL_ELEMENTS // (taps * pixels),
+              -(-plan.batch // min(plan.batch, tasks_per_group)))
+    if per > 1:  # whole samples per block
         block = rows
         items = [(n, min(plan.batch, n + per), gi, 0, rows) for gi in range(g) for n in range(0, plan.batch, per)]
     else:
@@ -367,7 +369,7 @@ def _conv_gemm(plan: ConvPlan, xp: np.ndarray, w5: np.ndarray, b: np.ndarray | N
                 width = (n_hi - n_lo) * (hi - lo) * out_w
                 chans = slice(gi * c_out_g, (gi + 1) * c_out_g)
                 cols = buf[:taps * width].reshape(taps, width)
-                im2col(xp, cols, n_lo, n_hi, gi * c_in_g, kernel, stride, dilation, lo, hi, out_h, out_w)
+                im2col(x5, cols, n_lo, n_hi, gi * c_in_g, kernel, stride, dilation, start, lo, hi, out_h, out_w)
                 if res is None:
                     np.matmul(wm[chans], cols, out=ym[n_lo, chans, lo * out_w:hi * out_w])
                 else:  # the samples' outputs side by side, then each into its place

@@ -9,7 +9,7 @@ writes the same operator as a sparse CSR matrix (``fastdeconv.conv_matrix``).
 from numba import njit, prange, uintp
 
 from ..config import NJIT_FLAGS, PARALLEL_FLAGS
-from ._index import split_task, tap_offset, tile_bounds, tile_counts, unravel
+from ._index import input_range, split_task, tap_offset, tile_bounds, tile_counts, unravel
 
 
 @njit(**PARALLEL_FLAGS)
@@ -87,41 +87,57 @@ def matrix_entries(w, in_shape, out_shape, groups, stride, dilation, start, indp
 
 
 @njit(**NJIT_FLAGS)
-def im2col(xp, col, n_lo, n_hi, ci0, kernel, stride, dilation, row_lo, row_hi, out_h, out_w):
+def im2col(x, col, n_lo, n_hi, ci0, kernel, stride, dilation, start, row_lo, row_hi, out_h, out_w):
     """Columns of one group of samples ``[n_lo, n_hi)`` for the output rows ``[row_lo, row_hi)`` (flattened (od, oh)).
 
-    ``col[((ci * kD + kd) * kH + kh) * kW + kw, (n - n_lo) * P + (r - row_lo) * oW + ow] = xp[n, ci0 + ci,
-    od * s_d + kd * d_d, oh * s_h + kh * d_h, ow * s_w + kw * d_w]`` with ``r = od * oH + oh`` and
+    ``col[((ci * kD + kd) * kH + kh) * kW + kw, (n - n_lo) * P + (r - row_lo) * oW + ow] = x[n, ci0 + ci,
+    od * s_d + kd * d_d - start_d, oh * s_h + kh * d_h - start_h, ow * s_w + kw * d_w - start_w]`` (zero where
+    that falls outside x: the padding is never materialised) with ``r = od * oH + oh`` and
     ``P = (row_hi - row_lo) * oW``: the forward convolution of these rows is then one matrix product
     ``w.reshape(C_out_g, -1) @ col`` (BLAS), whose columns are those samples' outputs one after the other.
-    ``xp`` is C-contiguous: the reads use flat offsets (no per-row views, the rows are often a few elements).
+    ``x`` is C-contiguous: the reads use flat offsets (no per-row views, the rows are often a few elements).
     Serial: a copy, bound by memory; the caller runs blocks of it in parallel.
     """
-    c_all, size_d, size_h, size_w = xp.shape[1], xp.shape[2], xp.shape[3], xp.shape[4]
-    xf = xp.reshape(-1)
+    c_all, size_d, size_h, size_w = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
+    xf = x.reshape(-1)
     k_d, k_h, k_w = kernel[0], kernel[1], kernel[2]
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
     d_d, d_h, d_w = dilation[0], dilation[1], dilation[2]
-    plane_h = size_w
     plane_d = size_h * size_w
     per_sample = (row_hi - row_lo) * out_w
+    zero = col.dtype.type(0)
     n_taps = col.shape[0]
     for t in range(n_taps):
         ci, kd, kh, kw = unravel(t, k_d, k_h, k_w)
         crow = col[t]
-        tap = kd * d_d * plane_d + kh * d_h * plane_h + kw * d_w
+        off_d = tap_offset(kd, d_d, start[0])
+        off_h = tap_offset(kh, d_h, start[1])
+        off_w = tap_offset(kw, d_w, start[2])
+        ow_lo, ow_hi = input_range(out_w, 0, size_w, s_w, off_w)  # ow with 0 <= ow * s_w + off_w < size_w
+        ow_hi = max(ow_lo, ow_hi)
         for n in range(n_lo, n_hi):
-            chan = (n * c_all + ci0 + ci) * size_d * plane_d + tap
+            chan = (n * c_all + ci0 + ci) * size_d * plane_d + ow_lo * s_w + off_w
             dst = (n - n_lo) * per_sample - row_lo * out_w
             for r in range(row_lo, row_hi):
                 od = r // out_h
                 oh = r - od * out_h
-                # unsigned offsets (all are >= 0): no negative-index wrap-around test in the inner loops
-                src = uintp(chan + od * s_d * plane_d + oh * s_h * plane_h)
-                base = uintp(dst + r * out_w)
+                i_d = od * s_d + off_d
+                i_h = oh * s_h + off_h
+                base = dst + r * out_w
+                if i_d < 0 or i_d >= size_d or i_h < 0 or i_h >= size_h:
+                    for ow in range(out_w):
+                        crow[base + ow] = zero
+                    continue
+                for ow in range(ow_lo):
+                    crow[base + ow] = zero
+                for ow in range(ow_hi, out_w):
+                    crow[base + ow] = zero
+                # unsigned offsets (all are >= 0 here): no negative-index wrap-around test in the inner loops
+                src = uintp(chan + i_d * plane_d + i_h * size_w)
+                b0 = uintp(base + ow_lo)
                 if s_w == 1:
-                    for ow in range(uintp(out_w)):
-                        crow[base + ow] = xf[src + ow]
+                    for m in range(uintp(ow_hi - ow_lo)):
+                        crow[b0 + m] = xf[src + m]
                 else:
-                    for ow in range(uintp(out_w)):
-                        crow[base + ow] = xf[src + ow * uintp(s_w)]
+                    for m in range(uintp(ow_hi - ow_lo)):
+                        crow[b0 + m] = xf[src + m * uintp(s_w)]
