@@ -14,39 +14,50 @@ from ._index import input_range, split_task, tap_offset, tile_bounds, tile_count
 
 @njit(**PARALLEL_FLAGS)
 def correlate(xp, w, bias, y, groups, stride, dilation, tile):
-    """Valid cross-correlation of ``xp`` with ``w`` into ``y`` (fully overwritten)."""
-    n_batch = xp.shape[0]
+    """Valid cross-correlation of ``xp`` with ``w`` into ``y`` (fully overwritten).
+
+    ``xp`` and ``y`` are C-contiguous: rows are addressed by flat unsigned offsets, so the inner loops (often a
+    few elements long) carry no per-row view and no negative-index wrap-around test, and the unit-stride one
+    vectorises. Each output row is the bias plus its terms in a fixed order (input channel, kD, kH, kW taps).
+    """
+    n_batch, c_all, size_d, size_h, size_w = xp.shape
     c_out, c_in_g, k_d, k_h, k_w = w.shape
+    out_d, out_h, out_w = y.shape[2], y.shape[3], y.shape[4]
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
     d_d, d_h, d_w = dilation[0], dilation[1], dilation[2]
     c_out_g = c_out // groups
+    xf = xp.reshape(-1)
+    yf = y.reshape(-1)
     tiles = tile_counts(y.shape[2:], tile)
     n_tasks = n_batch * c_out * tiles[0] * tiles[1] * tiles[2]
     for task in prange(n_tasks):
         n, co, td, th, tw = split_task(task, c_out, tiles)
         ci0 = (co // c_out_g) * c_in_g
-        od_lo, od_hi = tile_bounds(td, tile[0], y.shape[2])
-        oh_lo, oh_hi = tile_bounds(th, tile[1], y.shape[3])
-        ow_lo, ow_hi = tile_bounds(tw, tile[2], y.shape[4])
+        od_lo, od_hi = tile_bounds(td, tile[0], out_d)
+        oh_lo, oh_hi = tile_bounds(th, tile[1], out_h)
+        ow_lo, ow_hi = tile_bounds(tw, tile[2], out_w)
+        width = uintp(ow_hi - ow_lo)
         b = bias[co]
         for od in range(od_lo, od_hi):
             for oh in range(oh_lo, oh_hi):
-                yrow = y[n, co, od, oh]
-                for ow in range(ow_lo, ow_hi):
-                    yrow[ow] = b
+                yrow = uintp((((n * c_out + co) * out_d + od) * out_h + oh) * out_w + ow_lo)
+                for m in range(width):
+                    yf[yrow + m] = b
                 for ci in range(c_in_g):
                     for kd in range(k_d):
                         for kh in range(k_h):
-                            xrow = xp[n, ci0 + ci, od * s_d + kd * d_d, oh * s_h + kh * d_h]
+                            xrow = ((((n * c_all + ci0 + ci) * size_d + od * s_d + kd * d_d) * size_h
+                                     + oh * s_h + kh * d_h) * size_w + ow_lo * s_w)
                             for kw in range(k_w):
                                 wv = w[co, ci, kd, kh, kw]
-                                off = kw * d_w
+                                src = uintp(xrow + kw * d_w)
                                 if s_w == 1:  # unit stride: contiguous loads, the loop vectorises
-                                    for ow in range(ow_lo, ow_hi):
-                                        yrow[ow] += xrow[ow + off] * wv
+                                    for m in range(width):
+                                        yf[yrow + m] += xf[src + m] * wv
                                 else:
-                                    for ow in range(ow_lo, ow_hi):
-                                        yrow[ow] += xrow[ow * s_w + off] * wv
+                                    step = uintp(s_w)
+                                    for m in range(width):
+                                        yf[yrow + m] += xf[src + m * step] * wv
 
 
 @njit(**NJIT_FLAGS)
