@@ -7,9 +7,9 @@ For every workload of ``workloads.json`` and ``unseen_workloads.json`` (a transp
 - ``backward``: ``fastdeconv.conv_transpose_backward(gy, x, weight)`` against ``torch.autograd.grad`` of
   ``conv_transpose{1,2,3}d(x, weight, bias)`` with respect to x, weight and bias (the graph built once).
 
-The two sides run interleaved (fd, torch, fd, torch, ...) and the medians are printed with their ratio
-(torch / fd: above 1 means fastdeconv is faster). The machine may be shared: repeat and trust only
-differences that repeat.
+The two sides run in alternating blocks (fd x4, torch x4, fd x4, ...; the first call of a block is not
+counted) and the medians are printed with their ratio (torch / fd: above 1 means fastdeconv is faster).
+The machine may be shared: repeat and trust only differences that repeat.
 
 Usage: ``python benchmarks/conv_peers.py [--threads 2] [--only name ...] [--what conv backward] [--seconds 1]``
 """
@@ -50,17 +50,26 @@ def make(w, seed=0):
     return x, weight, gy
 
 
-def timed(fns, seconds, min_reps=5, max_reps=200):
-    """Median seconds of each function, run interleaved until ``seconds`` have passed (>= min_reps rounds)."""
+def timed(fns, seconds, min_rounds=3, max_rounds=100, block=3):
+    """Median seconds of each function, run in alternating blocks until ``seconds`` have passed.
+
+    Each round runs every function ``block + 1`` times in a row and keeps the last ``block``: the first call
+    after the other library's may find that library's threads still spinning on the cores (an OpenMP pool
+    waits busily for a while after its parallel region), which would charge it to the wrong side.
+    """
     times = [[] for _ in fns]
     for fn in fns:
         fn()  # warm-up (numba load, torch's first-call work)
     start = time.perf_counter()
-    while len(times[0]) < max_reps and (len(times[0]) < min_reps or time.perf_counter() - start < seconds):
+    rounds = 0
+    while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - start < seconds):
         for t, fn in zip(times, fns):
-            t0 = time.perf_counter()
-            fn()
-            t.append(time.perf_counter() - t0)
+            for i in range(block + 1):
+                t0 = time.perf_counter()
+                fn()
+                if i:
+                    t.append(time.perf_counter() - t0)
+        rounds += 1
     return [float(np.median(t)) for t in times]
 
 

@@ -258,3 +258,33 @@ def test_gemm_form_with_samples_side_by_side(g, dtype, columns, seed):
     for a, b in zip(gemm, direct):
         assert a.dtype == b.dtype == dtype
         np.testing.assert_allclose(a, b, **tolerance(dtype))
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kw", [
+    ((2, 4, 5, 6), (4, 3, 4, 4), dict(stride=2, padding=1)),
+    ((3, 4, 7), (4, 2, 5), dict(stride=3, padding=2, output_padding=1, groups=2, dilation=2)),
+    ((1, 2, 3, 4, 3), (2, 2, 2, 3, 2), dict(stride=(2, 1, 2), padding=(0, 1, 1))),
+    ((4, 8), (4, 1, 3), dict(stride=2, groups=4)),  # unbatched
+])
+def test_operator_backward_matches_torch_autograd(x_shape, w_shape, kw):
+    """ConvTranspose.backward(x, grad_y) == torch.autograd of conv_transpose with the operator's weight and bias."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[1] * kw.get(
+        "groups", 1))
+    op = fd.ConvTranspose(w, b, **kw)
+    y = op(x)
+    gy = rng.standard_normal(y.shape)
+    gx, gw, gb = op.backward(x, gy)
+    rank = len(w_shape) - 2
+    xt = torch.tensor(x, requires_grad=True)
+    wt, bt = torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True)
+    yt = (torch.nn.functional.conv_transpose1d, torch.nn.functional.conv_transpose2d,
+          torch.nn.functional.conv_transpose3d)[rank - 1](xt, wt, bt, **kw)
+    np.testing.assert_allclose(yt.detach().numpy(), y, rtol=1e-10, atol=1e-10)
+    tx, tw, tb = torch.autograd.grad(yt, (xt, wt, bt), torch.tensor(gy))
+    for ours, theirs in ((gx, tx), (gw, tw), (gb, tb)):
+        assert ours.shape == tuple(theirs.shape) and ours.dtype == np.float64
+        np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="grad_output"):
+        op.backward(x, gy[..., :-1])
