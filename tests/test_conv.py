@@ -296,8 +296,8 @@ def _through_winograd(x, w, bias, kw):
 
 @given(g=conv_geometries(), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
 def test_transposed_route_matches_reference(g, dtype, seed):
-    """conv as a stride-1 transposed convolution (flipped, channel-swapped weight; space-to-depth phases as
-    channels when a stride divides the kernel), forced on every geometry it applies to."""
+    """conv as a stride-1 transposed convolution (flipped, channel-swapped weight), forced on every geometry it
+    applies to."""
     rng = np.random.default_rng(seed)
     x, w, bias = _make(g, 2, dtype, rng, True)
     y, _ = _through_winograd(x, w, bias, _kwargs(g))
@@ -305,10 +305,10 @@ def test_transposed_route_matches_reference(g, dtype, seed):
 
 
 @pytest.mark.parametrize("x_shape, w_shape, kw", [
-    ((2, 6, 9, 8), (4, 3, 4, 4), dict(stride=2, padding=1, groups=2)),         # DCGAN-like, odd size
-    ((1, 3, 17, 16), (5, 3, 8, 4), dict(stride=(4, 2), padding=((2, 3), (1, 0)))),  # RGB, 4x and 2x
-    ((2, 4, 20), (6, 4, 3), dict(dilation=2, padding=((3, 1),))),              # 1-D, dilated, stride 1
-    ((1, 2, 6, 7, 5), (4, 2, 2, 2, 2), dict(stride=2)),                        # 3-D, kernel = stride
+    ((2, 6, 9, 8), (4, 3, 3, 3), dict(padding=1, groups=2)),
+    ((1, 3, 11, 10), (5, 3, 4, 2), dict(padding=((2, 1), (1, 0)), dilation=(1, 2))),
+    ((2, 4, 20), (6, 4, 3), dict(dilation=2, padding=((3, 1),))),
+    ((1, 2, 6, 7, 5), (4, 2, 2, 3, 2), dict(padding=(1, 0, 1))),
     ((1, 4, 8, 8), (4, 4, 3, 3), dict(padding="same")),
 ])
 def test_transposed_route_is_taken_and_right(x_shape, w_shape, kw):
@@ -322,12 +322,12 @@ def test_transposed_route_is_taken_and_right(x_shape, w_shape, kw):
 def test_transposed_route_is_bitwise_reproducible_across_thread_counts():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 16, 18, 18)).astype(np.float32)
-    w = rng.standard_normal((32, 16, 4, 4)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
     results = []
     try:
         for threads in (1, 2, 1, 2):
             fd.set_num_threads(threads)
-            y, taken = _through_winograd(x, w, None, dict(stride=2, padding=1))
+            y, taken = _through_winograd(x, w, None, dict(padding=1))
             assert taken
             results.append(y)
     finally:

@@ -288,3 +288,20 @@ def test_operator_backward_matches_torch_autograd(x_shape, w_shape, kw):
         np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-10, atol=1e-10)
     with pytest.raises(ValueError, match="grad_output"):
         op.backward(x, gy[..., :-1])
+
+
+@given(g=transposed_geometries(), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_backward_with_grad_x_on_the_transposed_route(g, dtype, seed):
+    """grad_x through conv's transposed-convolution route (forced wherever it applies), grad_weight then from
+    its own columns: both equal the direct kernels' gradients."""
+    rng = np.random.default_rng(seed)
+    x, w = _inputs(g, rng, 2, dtype)
+    kw = _geometry(g)
+    gy = rng.standard_normal(fd.conv_transpose(x, w, **kw).shape).astype(dtype)
+    with mock.patch.object(_forward, "use_gemm", lambda plan: False):
+        direct = fd.conv_transpose_backward(gy, x, w, **kw)
+    with mock.patch.object(_forward, "_winograd_pays", lambda plan, tplan: True):
+        routed = fd.conv_transpose_backward(gy, x, w, **kw)
+    for a, b in zip(routed, direct):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(a, b, **tolerance(dtype))

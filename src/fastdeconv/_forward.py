@@ -213,10 +213,13 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
     if _sparse(plan, needed):
         _conv_sparse(plan, x5, w5, None if bias is None else b, y5)
         return False
-    if dual is None and _conv_winograd(plan, x5, w5, None if bias is None else b, y5):
-        return False
+    dual5 = None if dual is None else _contiguous(dual, dtype).reshape(y5.shape)
+    if _conv_winograd(plan, x5, w5, None if bias is None else b, y5):
+        if dual5 is None:
+            return False
+        _conv_gemm(plan, x5, w5, None, None, dual5, grad_weight)  # the weight gradient alone, from its columns
+        return True
     if use_gemm(plan):  # im2col reads x itself (the padding is written as zeros into the columns)
-        dual5 = None if dual is None else _contiguous(dual, dtype).reshape(y5.shape)
         _conv_gemm(plan, x5, w5, None if bias is None else b, y5, dual5, grad_weight)
         return dual is not None
     if any(a.start for a in plan.axes) or any(n > a.size_in for n, a in zip(needed, plan.axes)):
@@ -230,44 +233,32 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
     return False
 
 
-def as_transposed(plan: ConvPlan) -> tuple[tuple, geo.Plan] | None:
-    """The forward convolution as a stride-1 transposed convolution, where that form does fewer products.
+def as_transposed(plan: ConvPlan) -> geo.Plan | None:
+    """The stride-1 forward convolution as a transposed convolution, where that form does fewer products.
 
-    A stride-1 correlation with pads ``(b, a)`` is the transposed convolution with the spatially flipped,
-    channel-swapped weight and pads ``((k - 1) * d - b, (k - 1) * d - a)``. With a stride ``s`` that divides the
-    kernel on every axis (no dilation), the space-to-depth input ``xs[n, (c, p), q] = x_padded[n, c, q * s + p]``
-    (phases ``p`` as channels) turns it into a stride-1 correlation with kernel ``k / s`` on ``C_in * s**rank``
-    channels. Returns ``((s, kk), plan)`` of that transposed convolution when the planner of
-    ``conv_transpose`` runs it with Winograd's minimal filtering (``gather-winograd``: 1.78x to 2.25x fewer
-    products than im2col + GEMM), else None. The decision is the planner's, a property of the layer.
+    A stride-1 correlation with pads ``(b, a)`` is the transposed convolution of the same input with the
+    spatially flipped, channel-swapped weight and pads ``((k - 1) * d - b, (k - 1) * d - a)``. Returns that
+    transposed convolution's plan when the planner of ``conv_transpose`` runs it with Winograd's minimal filtering
+    (``gather-winograd``: 2.25x fewer products than im2col + GEMM for 3x3 kernels), else None. The decision is
+    the planner's, a property of the layer. (Strided layers stay on im2col + GEMM: a space-to-depth copy
+    turns them into stride-1 ones too, but its cost ate the gain on the DCGAN layers.)
     """
     axes = plan.axes[geo.MAX_RANK - plan.rank:]
-    strides = tuple(a.stride for a in axes)
-    if any(st > 1 for st in strides):  # space-to-depth of the padded input, then a valid correlation
-        if any(a.dilation != 1 or a.kernel % a.stride for a in axes):
-            return None
-        kk = tuple(a.kernel // a.stride for a in axes)
-        pads = tuple((k - 1, k - 1) for k in kk)
-        spatial = tuple(a.size_out - 1 + k for a, k in zip(axes, kk))
-    else:  # on x itself: the pads of the transposed convolution are what the dilated kernel leaves
-        kk = tuple(a.kernel for a in axes)
-        pads = tuple(((a.kernel - 1) * a.dilation - a.start,
-                      (a.kernel - 1) * a.dilation - (a.size_out + (a.kernel - 1) * a.dilation - a.size_in - a.start))
-                     for a in axes)
-        spatial = tuple(a.size_in for a in axes)
-        if any(b < 0 or e < 0 for b, e in pads):  # (pads wider than the dilated kernel)
-            return None
-    c_in = plan.c_in * _prod(strides)
-    xs_shape = (plan.batch, c_in) + spatial
-    w_shape = (c_in, plan.c_out // plan.groups) + kk
+    if any(a.stride != 1 for a in axes):
+        return None
+    pads = tuple(((a.kernel - 1) * a.dilation - a.start,
+                  (a.kernel - 1) * a.dilation - (a.size_out + (a.kernel - 1) * a.dilation - a.size_in - a.start))
+                 for a in axes)
+    if any(b < 0 or e < 0 for b, e in pads):  # (pads wider than the dilated kernel)
+        return None
+    x_shape = (plan.batch, plan.c_in) + tuple(a.size_in for a in axes)
+    w_shape = (plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in axes)
     try:
-        tplan = geo.make_plan(xs_shape, w_shape, plan.dtype, plan.dtype, 1, pads, 0, plan.groups,
+        tplan = geo.make_plan(x_shape, w_shape, plan.dtype, plan.dtype, 1, pads, 0, plan.groups,
                               tuple(a.dilation for a in axes))
     except ValueError:
         return None
-    if not _winograd_pays(plan, tplan):
-        return None
-    return (strides, kk, xs_shape), tplan
+    return tplan if _winograd_pays(plan, tplan) else None
 
 
 def _winograd_pays(plan: ConvPlan, tplan: geo.Plan) -> bool:
@@ -281,34 +272,16 @@ def _winograd_pays(plan: ConvPlan, tplan: geo.Plan) -> bool:
 def _conv_winograd(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarray) -> bool:
     """Run the forward convolution through ``conv_transpose``'s Winograd form (see :func:`as_transposed`) when
     the planner picks it; returns whether it did."""
-    found = as_transposed(plan)
-    if found is None:
+    tplan = as_transposed(plan)
+    if tplan is None:
         return False
-    (strides, kk, xs_shape), tplan = found
-    rank, lead = plan.rank, geo.MAX_RANK - plan.rank
-    axes = plan.axes[lead:]
+    rank, axes = plan.rank, plan.axes[geo.MAX_RANK - plan.rank:]
     g, c_out_g, c_in_g = plan.groups, plan.c_out // plan.groups, plan.c_in // plan.groups
-    phases = _prod(strides)
-    xr = x5.reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in axes))
-    if phases == 1:  # the stride-1 correlation reads x itself
-        xs = xr
-    else:
-        ext = tuple((a.size_out - 1 + k) * a.stride for a, k in zip(axes, kk))
-        geo.check_memory((plan.batch, plan.c_in) + ext, plan.dtype, "the space-to-depth input")
-        padded = np.zeros((plan.batch, plan.c_in) + ext, plan.dtype)
-        src = tuple(slice(0, min(a.size_in, e - a.start)) for a, e in zip(axes, ext))
-        dst = tuple(slice(a.start, a.start + min(a.size_in, e - a.start)) for a, e in zip(axes, ext))
-        padded[(slice(None), slice(None)) + dst] = xr[(slice(None), slice(None)) + src]
-        split = (plan.batch, plan.c_in) + tuple(v for a, k in zip(axes, kk) for v in (a.size_out - 1 + k, a.stride))
-        order = (0, 1) + tuple(3 + 2 * i for i in range(rank)) + tuple(2 + 2 * i for i in range(rank))
-        xs = np.ascontiguousarray(padded.reshape(split).transpose(order)).reshape(xs_shape)
-    # weight (C_out, C_in_g, *k) -> phases as input channels, then channel-swapped and flipped per group
-    wsplit = (plan.c_out, c_in_g) + tuple(v for k, st in zip(kk, strides) for v in (k, st))
-    order = (0, 1) + tuple(3 + 2 * i for i in range(rank)) + tuple(2 + 2 * i for i in range(rank))
-    ws = w5.reshape((plan.c_out, c_in_g) + tuple(a.kernel for a in axes)).reshape(wsplit).transpose(order)
-    ws = ws.reshape((g, c_out_g, c_in_g * phases) + kk).swapaxes(1, 2)
+    xs = x5.reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in axes))
+    # weight (C_out, C_in_g, *k) -> (C_in, C_out_g, *k) per group, flipped along every spatial axis
+    ws = w5.reshape((g, c_out_g, c_in_g) + tuple(a.kernel for a in axes)).swapaxes(1, 2)
     wt = np.ascontiguousarray(ws[(Ellipsis,) + (slice(None, None, -1),) * rank]).reshape(
-        (g * c_in_g * phases, c_out_g) + kk)
+        (plan.c_in, c_out_g) + tuple(a.kernel for a in axes))
     execute(tplan, xs, wt, b, y5.reshape(tplan.out_shape))
     return True
 
@@ -401,7 +374,7 @@ def use_gemm(plan: ConvPlan) -> bool:
             and plan.batch * plan.c_out * taps * outputs >= 1 << 20)
 
 
-def _conv_gemm(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarray,
+def _conv_gemm(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarray | None,
                dual5: np.ndarray | None = None, grad_weight: np.ndarray | None = None) -> None:
     """Forward convolution as im2col (numba) + one matrix product per block of columns (BLAS).
 
@@ -411,7 +384,7 @@ def _conv_gemm(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | N
     worker with its own column buffer. With ``dual5``, also ``grad_weight = sum over blocks of dual_block @
     cols.T`` (see :func:`run_conv`): the blocks are cut into a fixed number of runs of consecutive blocks, each
     run summed into its own partial product in block order, and the partials added in run order, so the bits
-    depend on the layer only.
+    depend on the layer only. ``y5=None`` (with ``dual5``): the weight gradient alone.
     """
     g, c_in_g, c_out_g = plan.groups, plan.c_in // plan.groups, plan.c_out // plan.groups
     kernel, stride, dilation = plan.arrays("kernel"), plan.arrays("stride"), plan.arrays("dilation")
@@ -433,7 +406,7 @@ def _conv_gemm(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | N
         items = [(n, n + 1, gi, lo, min(rows, lo + block)) for gi in range(g) for n in range(plan.batch)
                  for lo in range(0, rows, block)]
     wm = w5.reshape(plan.c_out, taps)
-    ym = y5.reshape(plan.batch, plan.c_out, pixels)
+    ym = None if y5 is None else y5.reshape(plan.batch, plan.c_out, pixels)
     if dual5 is None:
         tasks = [(0, [item]) for item in items]
     else:  # runs of consecutive blocks of one group, each with its partial product of the weight gradient
@@ -456,9 +429,9 @@ def _conv_gemm(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | N
                 chans = slice(gi * c_out_g, (gi + 1) * c_out_g)
                 cols = buf[:taps * width].reshape(taps, width)
                 im2col(x5, cols, n_lo, n_hi, gi * c_in_g, kernel, stride, dilation, start, lo, hi, out_h, out_w)
-                if res is None:
+                if ym is not None and res is None:
                     np.matmul(wm[chans], cols, out=ym[n_lo, chans, lo * out_w:hi * out_w])
-                else:  # the samples' outputs side by side, then each into its place
+                elif ym is not None:  # the samples' outputs side by side, then each into its place
                     out = res[:c_out_g * width].reshape(c_out_g, n_hi - n_lo, pixels)
                     np.matmul(wm[chans], cols, out=out.reshape(c_out_g, width))
                     ym[n_lo:n_hi, chans] = out.transpose(1, 0, 2)
