@@ -333,3 +333,23 @@ def test_transposed_route_is_bitwise_reproducible_across_thread_counts():
     finally:
         fd.set_num_threads(_threads.max_threads())
     assert all(np.array_equal(r, results[0]) for r in results[1:])
+
+
+@pytest.mark.parametrize("kernel, stride", [(3, 2), (4, 2), (9, 2), (5, 3), (2, 4), (1, 3)])
+def test_phase_split_direct_form(kernel, stride):
+    """The direct form on phase-split rows (strides 2-4 along W), with phases of unequal tap counts: equal to
+    the reference, and an infinite input stays infinite (no padded zero tap multiplies it)."""
+    rng = np.random.default_rng(kernel * 10 + stride)
+    x = rng.standard_normal((2, 3, 7, 23))
+    w = rng.standard_normal((3, 1, 2, kernel))
+    plan = _forward.make_conv_plan(x.shape, w.shape, x.dtype, w.dtype, (1, stride), (0, 1), 1, 3)
+    assert _forward.plan_phases(plan) and not _forward.use_gemm(plan)
+    y = fd.conv(x, w, stride=(1, stride), padding=(0, 1), groups=3)
+    np.testing.assert_allclose(y, conv_ref(x, w, stride=(1, stride), padding=(0, 1), groups=3), rtol=1e-12,
+                               atol=1e-12)
+    x[0, 1, 3, 10] = np.inf
+    w = np.abs(w)
+    y = fd.conv(x, w, stride=(1, stride), padding=(0, 1), groups=3)
+    expected = conv_ref(x, w, stride=(1, stride), padding=(0, 1), groups=3)
+    np.testing.assert_array_equal(np.isposinf(y), np.isposinf(expected))
+    assert not np.isnan(y).any()

@@ -222,6 +222,9 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
     if use_gemm(plan):  # im2col reads x itself (the padding is written as zeros into the columns)
         _conv_gemm(plan, x5, w5, None if bias is None else b, y5, dual5, grad_weight)
         return dual is not None
+    if plan_phases(plan):
+        _conv_phases(plan, x5, w5, b, y5)
+        return False
     if any(a.start for a in plan.axes) or any(n > a.size_in for n, a in zip(needed, plan.axes)):
         shape = (plan.batch, plan.c_in) + needed
         geo.check_memory(shape, dtype, "the padded input")
@@ -284,6 +287,57 @@ def _conv_winograd(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray
         (plan.c_in, c_out_g) + tuple(a.kernel for a in axes))
     execute(tplan, xs, wt, b, y5.reshape(tplan.out_shape))
     return True
+
+
+def plan_phases(plan: ConvPlan) -> bool:
+    """Whether the direct form runs on phase-split rows (:func:`_conv_phases`): a stride of 2 to 4 along the
+    rows. With more phases the rows of each are short and the copy (one strided copy per phase) costs more
+    than the vectorised loop saves."""
+    return plan.rank <= 2 and 2 <= plan.axes[2].stride <= 4 and plan.axes[2].dilation == 1
+
+
+def _conv_phases(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray, y5: np.ndarray) -> None:
+    """The direct form with a stride along the rows (rank 1 or 2, no dilation along them): phase-split rows.
+
+    With stride ``s`` along W, tap ``kw = j * s + p`` reads the padded row at ``ow * s + kw``, i.e. element
+    ``ow + j`` of its phase ``p`` (every ``s``-th element from ``p``). The padded input is copied once with
+    its phases side by side on the unit D axis, ``xs[n, c, p, h, q] = x_padded[n, c, h, q * s + p]``, and the
+    weight re-laid out as ``ws[co, ci, p, kh, j] = w[co, ci, kh, j * s + p]``: the correlation is then one
+    with unit stride along the rows (contiguous loads, the inner loop vectorises) and the phases as D taps.
+    Phases with fewer taps (``kernel % s`` of them have one more) run as a second correlation added after the
+    first, so no product of a padded zero tap is ever formed (an infinite input stays infinite, not NaN).
+    """
+    ah, aw = plan.axes[1], plan.axes[2]
+    s, k = aw.stride, aw.kernel
+    kk = -(-k // s)  # taps of the first ``k % s`` phases (all phases when s divides k)
+    rows = (ah.size_out - 1) * ah.stride + ah.span
+    geo.check_memory((plan.batch, plan.c_in, min(s, k), rows, aw.size_out - 1 + kk), plan.dtype,
+                     "the phase-split input")
+    r_lo, r_hi = min(rows, ah.start), min(rows, ah.start + ah.size_in)  # padded rows that hold rows of x
+    stride, dilation = np.array([1, ah.stride, 1], np.int64), np.array([1, ah.dilation, 1], np.int64)
+    tile = tile_for(plan)
+    wz = np.zeros(w5.shape[:4] + (kk * s,), w5.dtype)  # the slices below never keep the added zeros
+    wz[..., :k] = w5
+    split = k % s or s  # phases [0, split) have kk taps, [split, s) kk - 1
+    for first, (p_lo, p_hi, taps) in enumerate(((0, split, kk), (split, s, kk - 1))):
+        if p_lo == p_hi or taps == 0:  # (s > k: phases no tap reads)
+            continue
+        xs = np.zeros((plan.batch, plan.c_in, p_hi - p_lo, rows, aw.size_out - 1 + taps), plan.dtype)
+        for p in range(p_lo, p_hi):
+            q_lo = max(0, -((p - aw.start) // s))  # first q with q * s + p - start >= 0
+            q_hi = min(xs.shape[4], -((p - aw.start - aw.size_in) // s))  # ... < size_in
+            if q_lo < q_hi and r_lo < r_hi:
+                i_lo = q_lo * s + p - aw.start
+                xs[:, :, p - p_lo, r_lo:r_hi, q_lo:q_hi] = x5[:, :, 0, r_lo - ah.start:r_hi - ah.start,
+                                                              i_lo:i_lo + (q_hi - q_lo - 1) * s + 1:s]
+        ws = np.ascontiguousarray(wz[:, :, 0, :, p_lo:p_lo + taps * s].reshape(
+            w5.shape[0], w5.shape[1], ah.kernel, taps, s)[..., :p_hi - p_lo].transpose(0, 1, 4, 2, 3))
+        if first == 0:
+            correlate(xs, ws, b, y5, plan.groups, stride, dilation, tile)
+        else:
+            part = np.empty_like(y5)
+            correlate(xs, ws, np.zeros_like(b), part, plan.groups, stride, dilation, tile)
+            y5 += part
 
 
 # A padded input more than this many times larger than x and the gathered columns together is mostly zeros that
