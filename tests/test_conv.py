@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from reference import conv_transpose_ref
 
 import fastdeconv as fd
-from fastdeconv import _forward
+from fastdeconv import _forward, _threads
 
 
 def conv_ref(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -263,3 +263,93 @@ def test_huge_output_refused_before_allocation():
     x = np.broadcast_to(np.ones(1), (1, 1, 2**40))  # a view: no memory behind it
     with pytest.raises(ValueError, match="the output .* would need"):
         fd.conv(x, np.ones((64, 1, 1)))
+
+
+@given(g=conv_geometries(), dtype=st.sampled_from([np.float32, np.float64]), columns=st.sampled_from([2, 64, 1 << 20]),
+       seed=st.integers(0, 2**16))
+def test_gemm_form_with_samples_side_by_side(g, dtype, columns, seed):
+    """Blocks of whole samples (one matrix product over several samples' columns, then scattered back),
+    forced on every geometry, with the padding written into the columns by im2col."""
+    rng = np.random.default_rng(seed)
+    x, w, bias = _make(g, 5, dtype, rng, True)
+    with mock.patch.object(_forward, "use_gemm", lambda plan: True), \
+            mock.patch.object(_forward, "_MIN_TASKS", 1), mock.patch.object(_forward, "_GEMM_COLUMNS", columns):
+        y = fd.conv(x, w, bias, **_kwargs(g))
+    np.testing.assert_allclose(y, conv_ref(x, w, bias, **_kwargs(g)), **tolerance(dtype))
+
+
+def _through_winograd(x, w, bias, kw):
+    """conv with the transposed-convolution route forced wherever it applies; also whether it was taken."""
+    calls = []
+    run = _forward._conv_winograd
+
+    def spy(*args):
+        done = run(*args)
+        calls.append(done)
+        return done
+
+    with mock.patch.object(_forward, "_winograd_pays", lambda plan, tplan: True), \
+            mock.patch.object(_forward, "_conv_winograd", spy):
+        y = fd.conv(x, w, bias, **kw)
+    return y, any(calls)
+
+
+@given(g=conv_geometries(), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_transposed_route_matches_reference(g, dtype, seed):
+    """conv as a stride-1 transposed convolution (flipped, channel-swapped weight), forced on every geometry it
+    applies to."""
+    rng = np.random.default_rng(seed)
+    x, w, bias = _make(g, 2, dtype, rng, True)
+    y, _ = _through_winograd(x, w, bias, _kwargs(g))
+    np.testing.assert_allclose(y, conv_ref(x, w, bias, **_kwargs(g)), **tolerance(dtype))
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kw", [
+    ((2, 6, 9, 8), (4, 3, 3, 3), dict(padding=1, groups=2)),
+    ((1, 3, 11, 10), (5, 3, 4, 2), dict(padding=((2, 1), (1, 0)), dilation=(1, 2))),
+    ((2, 4, 20), (6, 4, 3), dict(dilation=2, padding=((3, 1),))),
+    ((1, 2, 6, 7, 5), (4, 2, 2, 3, 2), dict(padding=(1, 0, 1))),
+    ((1, 4, 8, 8), (4, 4, 3, 3), dict(padding="same")),
+])
+def test_transposed_route_is_taken_and_right(x_shape, w_shape, kw):
+    rng = np.random.default_rng(3)
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    y, taken = _through_winograd(x, w, b, kw)
+    assert taken
+    np.testing.assert_allclose(y, conv_ref(x, w, b, **kw), rtol=1e-10, atol=1e-10)
+
+
+def test_transposed_route_is_bitwise_reproducible_across_thread_counts():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 16, 18, 18)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    results = []
+    try:
+        for threads in (1, 2, 1, 2):
+            fd.set_num_threads(threads)
+            y, taken = _through_winograd(x, w, None, dict(padding=1))
+            assert taken
+            results.append(y)
+    finally:
+        fd.set_num_threads(_threads.max_threads())
+    assert all(np.array_equal(r, results[0]) for r in results[1:])
+
+
+@pytest.mark.parametrize("kernel, stride", [(3, 2), (4, 2), (9, 2), (5, 3), (2, 4), (1, 3)])
+def test_phase_split_direct_form(kernel, stride):
+    """The direct form on phase-split rows (strides 2-4 along W), with phases of unequal tap counts: equal to
+    the reference, and an infinite input stays infinite (no padded zero tap multiplies it)."""
+    rng = np.random.default_rng(kernel * 10 + stride)
+    x = rng.standard_normal((2, 3, 7, 23))
+    w = rng.standard_normal((3, 1, 2, kernel))
+    plan = _forward.make_conv_plan(x.shape, w.shape, x.dtype, w.dtype, (1, stride), (0, 1), 1, 3)
+    assert _forward.plan_phases(plan) and not _forward.use_gemm(plan)
+    y = fd.conv(x, w, stride=(1, stride), padding=(0, 1), groups=3)
+    np.testing.assert_allclose(y, conv_ref(x, w, stride=(1, stride), padding=(0, 1), groups=3), rtol=1e-12,
+                               atol=1e-12)
+    x[0, 1, 3, 10] = np.inf
+    w = np.abs(w)
+    y = fd.conv(x, w, stride=(1, stride), padding=(0, 1), groups=3)
+    expected = conv_ref(x, w, stride=(1, stride), padding=(0, 1), groups=3)
+    np.testing.assert_array_equal(np.isposinf(y), np.isposinf(expected))
+    assert not np.isnan(y).any()

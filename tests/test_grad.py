@@ -240,3 +240,68 @@ def test_sparse_forward_conv_matches_the_padded_one(dtype):
         sparse_grads = fd.conv_transpose_backward(gy, x, wt, **kw)
     for got, expected in zip(sparse_grads, fd.conv_transpose_backward(gy, x, wt, **kw)):
         np.testing.assert_allclose(got, expected, **tolerance(np.dtype(dtype)))
+
+
+@given(g=transposed_geometries(), dtype=st.sampled_from([np.float32, np.float64]),
+       columns=st.sampled_from([2, 1 << 20]), seed=st.integers(0, 2**16))
+def test_gemm_form_with_samples_side_by_side(g, dtype, columns, seed):
+    """grad_x and grad_weight from blocks of whole samples (the dual's columns gathered in the block's order)."""
+    rng = np.random.default_rng(seed)
+    x, w = _inputs(g, rng, 5, dtype)
+    kw = _geometry(g)
+    gy = rng.standard_normal(fd.conv_transpose(x, w, **kw).shape).astype(dtype)
+    with mock.patch.object(_forward, "use_gemm", lambda plan: False):
+        direct = fd.conv_transpose_backward(gy, x, w, **kw)
+    with mock.patch.object(_forward, "use_gemm", lambda plan: True), \
+            mock.patch.object(_forward, "_MIN_TASKS", 1), mock.patch.object(_forward, "_GEMM_COLUMNS", columns):
+        gemm = fd.conv_transpose_backward(gy, x, w, **kw)
+    for a, b in zip(gemm, direct):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(a, b, **tolerance(dtype))
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kw", [
+    ((2, 4, 5, 6), (4, 3, 4, 4), dict(stride=2, padding=1)),
+    ((3, 4, 7), (4, 2, 5), dict(stride=3, padding=2, output_padding=1, groups=2, dilation=2)),
+    ((1, 2, 3, 4, 3), (2, 2, 2, 3, 2), dict(stride=(2, 1, 2), padding=(0, 1, 1))),
+    ((4, 8), (4, 1, 3), dict(stride=2, groups=4)),  # unbatched
+])
+def test_operator_backward_matches_torch_autograd(x_shape, w_shape, kw):
+    """ConvTranspose.backward(x, grad_y) == torch.autograd of conv_transpose with the operator's weight and bias."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[1] * kw.get(
+        "groups", 1))
+    op = fd.ConvTranspose(w, b, **kw)
+    y = op(x)
+    gy = rng.standard_normal(y.shape)
+    gx, gw, gb = op.backward(x, gy)
+    rank = len(w_shape) - 2
+    xt = torch.tensor(x, requires_grad=True)
+    wt, bt = torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True)
+    yt = (torch.nn.functional.conv_transpose1d, torch.nn.functional.conv_transpose2d,
+          torch.nn.functional.conv_transpose3d)[rank - 1](xt, wt, bt, **kw)
+    np.testing.assert_allclose(yt.detach().numpy(), y, rtol=1e-10, atol=1e-10)
+    tx, tw, tb = torch.autograd.grad(yt, (xt, wt, bt), torch.tensor(gy))
+    for ours, theirs in ((gx, tx), (gw, tw), (gb, tb)):
+        assert ours.shape == tuple(theirs.shape) and ours.dtype == np.float64
+        np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="grad_output"):
+        op.backward(x, gy[..., :-1])
+
+
+@given(g=transposed_geometries(), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_backward_with_grad_x_on_the_transposed_route(g, dtype, seed):
+    """grad_x through conv's transposed-convolution route (forced wherever it applies), grad_weight then from
+    its own columns: both equal the direct kernels' gradients."""
+    rng = np.random.default_rng(seed)
+    x, w = _inputs(g, rng, 2, dtype)
+    kw = _geometry(g)
+    gy = rng.standard_normal(fd.conv_transpose(x, w, **kw).shape).astype(dtype)
+    with mock.patch.object(_forward, "use_gemm", lambda plan: False):
+        direct = fd.conv_transpose_backward(gy, x, w, **kw)
+    with mock.patch.object(_forward, "_winograd_pays", lambda plan, tplan: True):
+        routed = fd.conv_transpose_backward(gy, x, w, **kw)
+    for a, b in zip(routed, direct):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(a, b, **tolerance(dtype))

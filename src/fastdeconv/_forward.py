@@ -2,8 +2,9 @@
 
 One spatial axis of the forward convolution reads ``x[out_index * stride + tap * dilation - start]`` -- the
 index map of :mod:`fastdeconv._geometry` with input and output swapped, so
-``<conv(x, w), y> == <x, conv_transpose(y, w)>`` for the same ``weight`` array and geometry. The padded input
-is written by the zero-fill kernel (stride 1) and then correlated densely (``_kernels.conv.correlate``).
+``<conv(x, w), y> == <x, conv_transpose(y, w)>`` for the same ``weight`` array and geometry. Channel-rich layers
+run im2col (the padding written as zeros into the columns) + BLAS; the others correlate a padded copy of the
+input densely (``_kernels.conv.correlate``), or gather columns straight from x when padding would dominate.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _cost
 from . import _geometry as geo
-from ._api import _as_array, _contiguous
+from ._api import _as_array, _contiguous, execute
 from ._kernels.conv import correlate, im2col
 from ._kernels.zerofill import fill
 from ._runtime import run_parallel
@@ -211,6 +213,18 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
     if _sparse(plan, needed):
         _conv_sparse(plan, x5, w5, None if bias is None else b, y5)
         return False
+    dual5 = None if dual is None else _contiguous(dual, dtype).reshape(y5.shape)
+    if _conv_winograd(plan, x5, w5, None if bias is None else b, y5):
+        if dual5 is None:
+            return False
+        _conv_gemm(plan, x5, w5, None, None, dual5, grad_weight)  # the weight gradient alone, from its columns
+        return True
+    if use_gemm(plan):  # im2col reads x itself (the padding is written as zeros into the columns)
+        _conv_gemm(plan, x5, w5, None if bias is None else b, y5, dual5, grad_weight)
+        return dual is not None
+    if plan_phases(plan):
+        _conv_phases(plan, x5, w5, b, y5)
+        return False
     if any(a.start for a in plan.axes) or any(n > a.size_in for n, a in zip(needed, plan.axes)):
         shape = (plan.batch, plan.c_in) + needed
         geo.check_memory(shape, dtype, "the padded input")
@@ -218,12 +232,112 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
         fill(x5, xp, np.ones(3, np.int64), plan.arrays("start"))
     else:
         xp = x5
-    if use_gemm(plan):
-        dual5 = None if dual is None else _contiguous(dual, dtype).reshape(y5.shape)
-        _conv_gemm(plan, xp, w5, None if bias is None else b, y5, dual5, grad_weight)
-        return dual is not None
     correlate(xp, w5, b, y5, plan.groups, plan.arrays("stride"), plan.arrays("dilation"), tile_for(plan))
     return False
+
+
+def as_transposed(plan: ConvPlan) -> geo.Plan | None:
+    """The stride-1 forward convolution as a transposed convolution, where that form does fewer products.
+
+    A stride-1 correlation with pads ``(b, a)`` is the transposed convolution of the same input with the
+    spatially flipped, channel-swapped weight and pads ``((k - 1) * d - b, (k - 1) * d - a)``. Returns that
+    transposed convolution's plan when the planner of ``conv_transpose`` runs it with Winograd's minimal filtering
+    (``gather-winograd``: 2.25x fewer products than im2col + GEMM for 3x3 kernels), else None. The decision is
+    the planner's, a property of the layer. (Strided layers stay on im2col + GEMM: a space-to-depth copy
+    turns them into stride-1 ones too, but its cost ate the gain on the DCGAN layers.)
+    """
+    axes = plan.axes[geo.MAX_RANK - plan.rank:]
+    if any(a.stride != 1 for a in axes):
+        return None
+    pads = tuple(((a.kernel - 1) * a.dilation - a.start,
+                  (a.kernel - 1) * a.dilation - (a.size_out + (a.kernel - 1) * a.dilation - a.size_in - a.start))
+                 for a in axes)
+    if any(b < 0 or e < 0 for b, e in pads):  # (pads wider than the dilated kernel)
+        return None
+    x_shape = (plan.batch, plan.c_in) + tuple(a.size_in for a in axes)
+    w_shape = (plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in axes)
+    try:
+        tplan = geo.make_plan(x_shape, w_shape, plan.dtype, plan.dtype, 1, pads, 0, plan.groups,
+                              tuple(a.dilation for a in axes))
+    except ValueError:
+        return None
+    return tplan if _winograd_pays(plan, tplan) else None
+
+
+def _winograd_pays(plan: ConvPlan, tplan: geo.Plan) -> bool:
+    """Whether ``conv_transpose``'s planner runs the equivalent transposed convolution with Winograd (channel-poor
+    layers are not asked: their transforms cost more than the products they save)."""
+    if plan.c_out // plan.groups < 4 or plan.c_in // plan.groups < 4:
+        return False
+    return _cost.choose(tplan).variant == "gather-winograd"
+
+
+def _conv_winograd(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarray) -> bool:
+    """Run the forward convolution through ``conv_transpose``'s Winograd form (see :func:`as_transposed`) when
+    the planner picks it; returns whether it did."""
+    tplan = as_transposed(plan)
+    if tplan is None:
+        return False
+    rank, axes = plan.rank, plan.axes[geo.MAX_RANK - plan.rank:]
+    g, c_out_g, c_in_g = plan.groups, plan.c_out // plan.groups, plan.c_in // plan.groups
+    xs = x5.reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in axes))
+    # weight (C_out, C_in_g, *k) -> (C_in, C_out_g, *k) per group, flipped along every spatial axis
+    ws = w5.reshape((g, c_out_g, c_in_g) + tuple(a.kernel for a in axes)).swapaxes(1, 2)
+    wt = np.ascontiguousarray(ws[(Ellipsis,) + (slice(None, None, -1),) * rank]).reshape(
+        (plan.c_in, c_out_g) + tuple(a.kernel for a in axes))
+    execute(tplan, xs, wt, b, y5.reshape(tplan.out_shape))
+    return True
+
+
+def plan_phases(plan: ConvPlan) -> bool:
+    """Whether the direct form runs on phase-split rows (:func:`_conv_phases`): a stride of 2 to 4 along the
+    rows. With more phases the rows of each are short and the copy (one strided copy per phase) costs more
+    than the vectorised loop saves."""
+    return plan.rank <= 2 and 2 <= plan.axes[2].stride <= 4 and plan.axes[2].dilation == 1
+
+
+def _conv_phases(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray, y5: np.ndarray) -> None:
+    """The direct form with a stride along the rows (rank 1 or 2, no dilation along them): phase-split rows.
+
+    With stride ``s`` along W, tap ``kw = j * s + p`` reads the padded row at ``ow * s + kw``, i.e. element
+    ``ow + j`` of its phase ``p`` (every ``s``-th element from ``p``). The padded input is copied once with
+    its phases side by side on the unit D axis, ``xs[n, c, p, h, q] = x_padded[n, c, h, q * s + p]``, and the
+    weight re-laid out as ``ws[co, ci, p, kh, j] = w[co, ci, kh, j * s + p]``: the correlation is then one
+    with unit stride along the rows (contiguous loads, the inner loop vectorises) and the phases as D taps.
+    Phases with fewer taps (``kernel % s`` of them have one more) run as a second correlation added after the
+    first, so no product of a padded zero tap is ever formed (an infinite input stays infinite, not NaN).
+    """
+    ah, aw = plan.axes[1], plan.axes[2]
+    s, k = aw.stride, aw.kernel
+    kk = -(-k // s)  # taps of the first ``k % s`` phases (all phases when s divides k)
+    rows = (ah.size_out - 1) * ah.stride + ah.span
+    geo.check_memory((plan.batch, plan.c_in, min(s, k), rows, aw.size_out - 1 + kk), plan.dtype,
+                     "the phase-split input")
+    r_lo, r_hi = min(rows, ah.start), min(rows, ah.start + ah.size_in)  # padded rows that hold rows of x
+    stride, dilation = np.array([1, ah.stride, 1], np.int64), np.array([1, ah.dilation, 1], np.int64)
+    tile = tile_for(plan)
+    wz = np.zeros(w5.shape[:4] + (kk * s,), w5.dtype)  # the slices below never keep the added zeros
+    wz[..., :k] = w5
+    split = k % s or s  # phases [0, split) have kk taps, [split, s) kk - 1
+    for first, (p_lo, p_hi, taps) in enumerate(((0, split, kk), (split, s, kk - 1))):
+        if p_lo == p_hi or taps == 0:  # (s > k: phases no tap reads)
+            continue
+        xs = np.zeros((plan.batch, plan.c_in, p_hi - p_lo, rows, aw.size_out - 1 + taps), plan.dtype)
+        for p in range(p_lo, p_hi):
+            q_lo = max(0, -((p - aw.start) // s))  # first q with q * s + p - start >= 0
+            q_hi = min(xs.shape[4], -((p - aw.start - aw.size_in) // s))  # ... < size_in
+            if q_lo < q_hi and r_lo < r_hi:
+                i_lo = q_lo * s + p - aw.start
+                xs[:, :, p - p_lo, r_lo:r_hi, q_lo:q_hi] = x5[:, :, 0, r_lo - ah.start:r_hi - ah.start,
+                                                              i_lo:i_lo + (q_hi - q_lo - 1) * s + 1:s]
+        ws = np.ascontiguousarray(wz[:, :, 0, :, p_lo:p_lo + taps * s].reshape(
+            w5.shape[0], w5.shape[1], ah.kernel, taps, s)[..., :p_hi - p_lo].transpose(0, 1, 4, 2, 3))
+        if first == 0:
+            correlate(xs, ws, b, y5, plan.groups, stride, dilation, tile)
+        else:
+            part = np.empty_like(y5)
+            correlate(xs, ws, np.zeros_like(b), part, plan.groups, stride, dilation, tile)
+            y5 += part
 
 
 # A padded input more than this many times larger than x and the gathered columns together is mostly zeros that
@@ -292,6 +406,9 @@ _COL_ELEMENTS = 1 << 22
 # The GEMM form cuts a call into at least this many tasks where the layer allows (row blocks, channel blocks), so
 # that every thread has work; a property of the layer, never of the thread count, so that the bits stay.
 _MIN_TASKS = 8
+# Columns (output pixels) of one matrix product at least, where the layer has them: samples with fewer output
+# pixels are put side by side in one block.
+_GEMM_COLUMNS = 256
 # The weight gradient's partial products (one per run of blocks): at most this many elements in all.
 _PARTIAL_ELEMENTS = 1 << 23
 
@@ -311,47 +428,75 @@ def use_gemm(plan: ConvPlan) -> bool:
             and plan.batch * plan.c_out * taps * outputs >= 1 << 20)
 
 
-def _conv_gemm(plan: ConvPlan, xp: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarray,
+def _conv_gemm(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarray | None,
                dual5: np.ndarray | None = None, grad_weight: np.ndarray | None = None) -> None:
-    """Forward convolution as im2col (numba) + one matrix product per block of output rows (BLAS).
+    """Forward convolution as im2col (numba) + one matrix product per block of columns (BLAS).
 
-    The blocks run on the worker pool (``run_parallel``), each worker with its own column buffer. With
-    ``dual5``, also ``grad_weight = sum over blocks of dual_block @ cols.T`` (see :func:`run_conv`): the blocks
-    are cut into a fixed number of runs of consecutive blocks, each run summed into its own partial product in
-    block order, and the partials added in run order, so the bits depend on the layer only.
+    A block is a run of output rows of one sample or, when a sample has fewer than ``_GEMM_COLUMNS`` output
+    pixels, a run of whole samples side by side: a matrix product with a few columns (a DCGAN layer's 4x4
+    output) runs BLAS at a fraction of its speed. The blocks run on the worker pool (``run_parallel``), each
+    worker with its own column buffer. With ``dual5``, also ``grad_weight = sum over blocks of dual_block @
+    cols.T`` (see :func:`run_conv`): the blocks are cut into a fixed number of runs of consecutive blocks, each
+    run summed into its own partial product in block order, and the partials added in run order, so the bits
+    depend on the layer only. ``y5=None`` (with ``dual5``): the weight gradient alone.
     """
     g, c_in_g, c_out_g = plan.groups, plan.c_in // plan.groups, plan.c_out // plan.groups
     kernel, stride, dilation = plan.arrays("kernel"), plan.arrays("stride"), plan.arrays("dilation")
+    start = plan.arrays("start")
     taps = c_in_g * int(np.prod(kernel))
     out_d, out_h, out_w = (a.size_out for a in plan.axes)
     rows = out_d * out_h
-    block = max(1, min(rows, _COL_ELEMENTS // max(1, taps * out_w)))
-    block = min(block, -(-rows // min(rows, -(-_MIN_TASKS // (plan.batch * g)))))
+    pixels = rows * out_w
+    tasks_per_group = -(-_MIN_TASKS // g)
+    per = min(_GEMM_COLUMNS // pixels, _COL_ELEMENTS // (taps * pixels),
+              -(-plan.batch // min(plan.batch, tasks_per_group)))
+    if per > 1:  # whole samples per block
+        block = rows
+        items = [(n, min(plan.batch, n + per), gi, 0, rows) for gi in range(g) for n in range(0, plan.batch, per)]
+    else:
+        per = 1
+        block = max(1, min(rows, _COL_ELEMENTS // max(1, taps * out_w)))
+        block = min(block, -(-rows // min(rows, -(-tasks_per_group // plan.batch))))
+        items = [(n, n + 1, gi, lo, min(rows, lo + block)) for gi in range(g) for n in range(plan.batch)
+                 for lo in range(0, rows, block)]
     wm = w5.reshape(plan.c_out, taps)
-    items = [(n, gi, lo) for gi in range(g) for n in range(plan.batch) for lo in range(0, rows, block)]
+    ym = None if y5 is None else y5.reshape(plan.batch, plan.c_out, pixels)
     if dual5 is None:
         tasks = [(0, [item]) for item in items]
     else:  # runs of consecutive blocks of one group, each with its partial product of the weight gradient
+        dm = dual5.reshape(plan.batch, plan.c_out, pixels)
         per_group = len(items) // g
         runs = max(1, min(_MIN_TASKS, per_group, _PARTIAL_ELEMENTS // max(1, plan.c_out * taps)))
         step = -(-per_group // runs)
         tasks = list(enumerate(items[gi * per_group + lo:gi * per_group + min(per_group, lo + step)]
                                for gi in range(g) for lo in range(0, per_group, step)))
         partials = np.zeros((len(tasks), c_out_g, taps), plan.dtype)
+    span = block * out_w  # columns per sample in a block
 
     def work(claimed):
-        buf = np.empty(taps * block * out_w, plan.dtype)
+        buf = np.empty(taps * per * span, plan.dtype)
+        res = np.empty(c_out_g * per * span, plan.dtype) if per > 1 else None
         part = None if dual5 is None else np.empty((c_out_g, taps), plan.dtype)
         for k, run in claimed:
-            for n, gi, lo in run:
-                hi = min(rows, lo + block)
+            for n_lo, n_hi, gi, lo, hi in run:
+                width = (n_hi - n_lo) * (hi - lo) * out_w
                 chans = slice(gi * c_out_g, (gi + 1) * c_out_g)
-                cols = buf[:taps * (hi - lo) * out_w].reshape(taps, (hi - lo) * out_w)
-                im2col(xp, cols, n, gi * c_in_g, kernel, stride, dilation, lo, hi, out_h, out_w)
-                np.matmul(wm[chans], cols, out=y5[n].reshape(plan.c_out, rows * out_w)[chans, lo * out_w:hi * out_w])
+                cols = buf[:taps * width].reshape(taps, width)
+                im2col(x5, cols, n_lo, n_hi, gi * c_in_g, kernel, stride, dilation, start, lo, hi, out_h, out_w)
+                if ym is not None and res is None:
+                    np.matmul(wm[chans], cols, out=ym[n_lo, chans, lo * out_w:hi * out_w])
+                elif ym is not None:  # the samples' outputs side by side, then each into its place
+                    out = res[:c_out_g * width].reshape(c_out_g, n_hi - n_lo, pixels)
+                    np.matmul(wm[chans], cols, out=out.reshape(c_out_g, width))
+                    ym[n_lo:n_hi, chans] = out.transpose(1, 0, 2)
                 if part is not None:
-                    dn = dual5[n].reshape(plan.c_out, rows * out_w)
-                    np.matmul(dn[chans, lo * out_w:hi * out_w], cols.T, out=part)
+                    if res is None:
+                        dual = dm[n_lo, chans, lo * out_w:hi * out_w]
+                    else:  # the dual's columns in the same order as the block's
+                        dual = res[:c_out_g * width].reshape(c_out_g, n_hi - n_lo, pixels)
+                        dual[...] = dm[n_lo:n_hi, chans].transpose(1, 0, 2)
+                        dual = dual.reshape(c_out_g, width)
+                    np.matmul(dual, cols.T, out=part)
                     partials[k] += part
 
     run_parallel(work, tasks)

@@ -13,6 +13,7 @@ from . import _geometry as geo
 from ._api import IntOrSeq, Padding, _as_array, _output_array, _Prepared
 from ._kernels.scan import max_abs
 from ._threads import apply_num_threads
+from .grad import conv_transpose_backward
 
 # ``ndarray.flags.num`` bits of a C-contiguous, writeable array that owns its data (NPY_ARRAY_C_CONTIGUOUS,
 # NPY_ARRAY_OWNDATA, NPY_ARRAY_WRITEABLE)
@@ -161,6 +162,38 @@ class ConvTranspose:
         if y is not out:
             out[...] = y
         return out
+
+    def backward(self, x, grad_output) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Gradients of ``op(x)`` with respect to x, the operator's weight and a bias, given ``grad_output``.
+
+        Equal to :func:`fastdeconv.conv_transpose_backward` with this operator's weight and geometry (what
+        ``torch.autograd`` computes for ``conv_transpose`` with the same arguments): grad_x is the forward
+        convolution of ``grad_output`` with the weight, grad_weight a correlation of x with ``grad_output`` summed
+        over the batch, grad_bias ``grad_output`` summed over the batch and the spatial axes.
+
+        Parameters
+        ----------
+        x : array_like
+            The forward input, (N, C_in, *spatial) or unbatched (C_in, *spatial).
+        grad_output : array_like
+            dL/dy, of exactly the shape ``op(x)`` returns (with the operator's ``output_padding``).
+
+        Returns
+        -------
+        grad_x : numpy.ndarray
+            Shape of x.
+        grad_weight : numpy.ndarray
+            Shape of :attr:`weight`.
+        grad_bias : numpy.ndarray
+            Shape (C_out,), whether or not the operator has a bias.
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :func:`fastdeconv.conv_transpose_backward` (grad_output not the shape of ``op(x)``, ...).
+        """
+        stride, padding, output_padding, groups, dilation, _ = self._geometry
+        return conv_transpose_backward(grad_output, x, self._w, stride, padding, output_padding, groups, dilation)
 
     def plan(self, x_shape, *, dtype=None, output_size: Sequence[int] | None = None) -> _cost.Choice:
         """The :class:`~fastdeconv.Choice` a call of this operator on inputs of ``x_shape`` runs.

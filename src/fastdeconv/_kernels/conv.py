@@ -8,9 +8,11 @@ writes the same operator as a sparse CSR matrix (``fastdeconv.conv_matrix``).
 
 import math
 
+from numba import uintp
+
 from .._compiled import njit
 from ..config import NJIT_FLAGS
-from ._index import split_task, tap_offset, tile_bounds, tile_counts, unravel
+from ._index import input_range, split_task, tap_offset, tile_bounds, tile_counts, unravel
 from ._tasks import run_tasks
 
 
@@ -18,7 +20,10 @@ def correlate(xp, w, bias, y, groups, stride, dilation, tile):
     """Valid cross-correlation of ``xp`` with ``w`` into ``y`` (fully overwritten).
 
     One task per (sample, output channel, output tile), in chunks on the worker pool unless the call is small
-    (``_tasks``).
+    (``_tasks``). ``xp`` and ``y`` are C-contiguous: rows are addressed by flat unsigned offsets, so the inner
+    loops (often a few elements long) carry no per-row view and no negative-index wrap-around test, and the
+    unit-stride one vectorises. Each output row is the bias plus its terms in a fixed order (input channel, kD,
+    kH, kW taps).
     """
     n_tasks = y.shape[0] * y.shape[1] * math.prod(-(-int(n) // int(t)) for n, t in zip(y.shape[2:], tile))
     run_tasks(correlate_tasks, n_tasks, y.size * w[0].size, (xp, w, bias, y, groups, stride, dilation, tile))
@@ -27,36 +32,43 @@ def correlate(xp, w, bias, y, groups, stride, dilation, tile):
 @njit(**NJIT_FLAGS)
 def correlate_tasks(xp, w, bias, y, groups, stride, dilation, tile, task_lo, task_hi):
     """``correlate``'s tasks ``[task_lo, task_hi)``, in the calling thread."""
+    n_batch, c_all, size_d, size_h, size_w = xp.shape
     c_out, c_in_g, k_d, k_h, k_w = w.shape
+    out_d, out_h, out_w = y.shape[2], y.shape[3], y.shape[4]
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
     d_d, d_h, d_w = dilation[0], dilation[1], dilation[2]
     c_out_g = c_out // groups
+    xf = xp.reshape(-1)
+    yf = y.reshape(-1)
     tiles = tile_counts(y.shape[2:], tile)
     for task in range(task_lo, task_hi):
         n, co, td, th, tw = split_task(task, c_out, tiles)
         ci0 = (co // c_out_g) * c_in_g
-        od_lo, od_hi = tile_bounds(td, tile[0], y.shape[2])
-        oh_lo, oh_hi = tile_bounds(th, tile[1], y.shape[3])
-        ow_lo, ow_hi = tile_bounds(tw, tile[2], y.shape[4])
+        od_lo, od_hi = tile_bounds(td, tile[0], out_d)
+        oh_lo, oh_hi = tile_bounds(th, tile[1], out_h)
+        ow_lo, ow_hi = tile_bounds(tw, tile[2], out_w)
+        width = uintp(ow_hi - ow_lo)
         b = bias[co]
         for od in range(od_lo, od_hi):
             for oh in range(oh_lo, oh_hi):
-                yrow = y[n, co, od, oh]
-                for ow in range(ow_lo, ow_hi):
-                    yrow[ow] = b
+                yrow = uintp((((n * c_out + co) * out_d + od) * out_h + oh) * out_w + ow_lo)
+                for m in range(width):
+                    yf[yrow + m] = b
                 for ci in range(c_in_g):
                     for kd in range(k_d):
                         for kh in range(k_h):
-                            xrow = xp[n, ci0 + ci, od * s_d + kd * d_d, oh * s_h + kh * d_h]
+                            xrow = ((((n * c_all + ci0 + ci) * size_d + od * s_d + kd * d_d) * size_h
+                                     + oh * s_h + kh * d_h) * size_w + ow_lo * s_w)
                             for kw in range(k_w):
                                 wv = w[co, ci, kd, kh, kw]
-                                off = kw * d_w
+                                src = uintp(xrow + kw * d_w)
                                 if s_w == 1:  # unit stride: contiguous loads, the loop vectorises
-                                    for ow in range(ow_lo, ow_hi):
-                                        yrow[ow] += xrow[ow + off] * wv
+                                    for m in range(width):
+                                        yf[yrow + m] += xf[src + m] * wv
                                 else:
-                                    for ow in range(ow_lo, ow_hi):
-                                        yrow[ow] += xrow[ow * s_w + off] * wv
+                                    step = uintp(s_w)
+                                    for m in range(width):
+                                        yf[yrow + m] += xf[src + m * step] * wv
 
 
 @njit(**NJIT_FLAGS)
@@ -97,30 +109,57 @@ def matrix_entries(w, in_shape, out_shape, groups, stride, dilation, start, indp
 
 
 @njit(**NJIT_FLAGS)
-def im2col(xp, col, n, ci0, kernel, stride, dilation, row_lo, row_hi, out_h, out_w):
-    """Columns of one group of sample ``n`` for the output rows ``[row_lo, row_hi)`` (flattened (od, oh)).
+def im2col(x, col, n_lo, n_hi, ci0, kernel, stride, dilation, start, row_lo, row_hi, out_h, out_w):
+    """Columns of one group of samples ``[n_lo, n_hi)`` for the output rows ``[row_lo, row_hi)`` (flattened (od, oh)).
 
-    ``col[((ci * kD + kd) * kH + kh) * kW + kw, (r - row_lo) * oW + ow] = xp[n, ci0 + ci, od * s_d + kd * d_d,
-    oh * s_h + kh * d_h, ow * s_w + kw * d_w]`` with ``r = od * oH + oh``: the forward convolution of these rows is
-    then one matrix product ``w.reshape(C_out_g, -1) @ col`` (BLAS). Serial: a copy, bound by memory, and the
-    BLAS threads that run next would otherwise compete with numba's.
+    ``col[((ci * kD + kd) * kH + kh) * kW + kw, (n - n_lo) * P + (r - row_lo) * oW + ow] = x[n, ci0 + ci,
+    od * s_d + kd * d_d - start_d, oh * s_h + kh * d_h - start_h, ow * s_w + kw * d_w - start_w]`` (zero where
+    that falls outside x: the padding is never materialised) with ``r = od * oH + oh`` and
+    ``P = (row_hi - row_lo) * oW``: the forward convolution of these rows is then one matrix product
+    ``w.reshape(C_out_g, -1) @ col`` (BLAS), whose columns are those samples' outputs one after the other.
+    ``x`` is C-contiguous: the reads use flat offsets (no per-row views, the rows are often a few elements).
+    Serial: a copy, bound by memory; the caller runs blocks of it in parallel.
     """
+    c_all, size_d, size_h, size_w = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
+    xf = x.reshape(-1)
     k_d, k_h, k_w = kernel[0], kernel[1], kernel[2]
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
     d_d, d_h, d_w = dilation[0], dilation[1], dilation[2]
+    plane_d = size_h * size_w
+    per_sample = (row_hi - row_lo) * out_w
+    zero = col.dtype.type(0)
     n_taps = col.shape[0]
     for t in range(n_taps):
         ci, kd, kh, kw = unravel(t, k_d, k_h, k_w)
-        off_w = kw * d_w
         crow = col[t]
-        for r in range(row_lo, row_hi):
-            od = r // out_h
-            oh = r - od * out_h
-            xrow = xp[n, ci0 + ci, od * s_d + kd * d_d, oh * s_h + kh * d_h]
-            base = (r - row_lo) * out_w
-            if s_w == 1:
-                for ow in range(out_w):
-                    crow[base + ow] = xrow[ow + off_w]
-            else:
-                for ow in range(out_w):
-                    crow[base + ow] = xrow[ow * s_w + off_w]
+        off_d = tap_offset(kd, d_d, start[0])
+        off_h = tap_offset(kh, d_h, start[1])
+        off_w = tap_offset(kw, d_w, start[2])
+        ow_lo, ow_hi = input_range(out_w, 0, size_w, s_w, off_w)  # ow with 0 <= ow * s_w + off_w < size_w
+        ow_hi = max(ow_lo, ow_hi)
+        for n in range(n_lo, n_hi):
+            chan = (n * c_all + ci0 + ci) * size_d * plane_d + ow_lo * s_w + off_w
+            dst = (n - n_lo) * per_sample - row_lo * out_w
+            for r in range(row_lo, row_hi):
+                od = r // out_h
+                oh = r - od * out_h
+                i_d = od * s_d + off_d
+                i_h = oh * s_h + off_h
+                base = dst + r * out_w
+                if i_d < 0 or i_d >= size_d or i_h < 0 or i_h >= size_h:
+                    for ow in range(out_w):
+                        crow[base + ow] = zero
+                    continue
+                for ow in range(ow_lo):
+                    crow[base + ow] = zero
+                for ow in range(ow_hi, out_w):
+                    crow[base + ow] = zero
+                # unsigned offsets (all are >= 0 here): no negative-index wrap-around test in the inner loops
+                src = uintp(chan + i_d * plane_d + i_h * size_w)
+                b0 = uintp(base + ow_lo)
+                if s_w == 1:
+                    for m in range(uintp(ow_hi - ow_lo)):
+                        crow[b0 + m] = xf[src + m]
+                else:
+                    for m in range(uintp(ow_hi - ow_lo)):
+                        crow[b0 + m] = xf[src + m * uintp(s_w)]
