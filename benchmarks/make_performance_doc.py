@@ -123,7 +123,8 @@ def performance_doc(result: dict, first_call: dict | None) -> str:
            "`benchmarks/results/first_call.json`; do not edit by hand.", "", "## Host", "",
            f"- CPU: {m.get('cpu', '?')} ({m['cpu_count']} cores, {m['machine']}); {m['threads']} thread(s) for every "
            "engine.",
-           f"- Roofline (measured by `fastdeconv._roofline` on this host): {m['peak_gflops']:g} GFLOP/s fp32 GEMM, "
+           "- Roofline (measured by `fastdeconv.tools.roofline` on this host): "
+           f"{m['peak_gflops']:g} GFLOP/s fp32 GEMM, "
            f"{m['stream_gbs']:g} GB/s streaming copy; `% roof` = roofline time / measured time.",
            "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
            f"- Timing: median per-call time over {m['rounds']} interleaved rounds, {m['budget_seconds']:g} s per "

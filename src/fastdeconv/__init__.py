@@ -7,7 +7,8 @@ The public names load on first use (PEP 562): importing numba is most of fastdec
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers read the name the same way)
 
 __version__ = "0.1.0"
 __all__ = ["conv_transpose", "zero_fill", "conv", "conv_matrix", "conv_transpose_backward", "bilinear_kernel",

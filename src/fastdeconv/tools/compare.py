@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import _geometry as geo
+from .. import _geometry as geo
 
 METHODS = ("scatter", "gather", "zerofill", "auto")
 PEERS = ("torch", "ort", "tf", "jax")
@@ -324,7 +324,7 @@ def set_threads(n: int | None) -> int:
 
     ``None`` keeps fastdeconv's current count and gives the peers the same.
     """
-    from . import _threads
+    from .. import _threads
 
     if n is not None:
         _threads.set_num_threads(n)
@@ -437,7 +437,7 @@ def load_peers(names: Iterable[str], threads: int) -> tuple[dict, dict[str, str]
 
 
 def _fastdeconv(method: str):
-    from ._api import conv_transpose
+    from .._api import conv_transpose
 
     def make(x, w, wl):
         kw = wl.kwargs()
@@ -456,7 +456,7 @@ def auto_choice(wl: Workload) -> str | None:
                 value = chosen.get(attr) if isinstance(chosen, dict) else getattr(chosen, attr, None)
                 if isinstance(value, str):
                     return value
-        from ._api import choose_method
+        from .._api import choose_method
 
         return choose_method(wl.plan)
     except Exception:  # purely informative: never let it break a comparison
@@ -469,7 +469,7 @@ def auto_choice(wl: Workload) -> str | None:
 def variants_needed(wl: Workload, methods: Sequence[str]) -> list[str]:
     """The variants a comparison of ``wl`` will run: each form's pick, and for ``auto`` also the candidates its
     first call may time (the one-time calibration)."""
-    from . import _cost
+    from .. import _cost
 
     needed = []
     for method in methods:
@@ -479,7 +479,7 @@ def variants_needed(wl: Workload, methods: Sequence[str]) -> list[str]:
         needed.append(choice.variant)
         if method == "auto":
             try:
-                from . import _calibrate
+                from .. import _calibrate
 
                 needed += list(_calibrate.candidates(plan, choice.estimates))
             except Exception:  # only a hint of what to compile ahead: the call itself stays correct
@@ -490,7 +490,7 @@ def variants_needed(wl: Workload, methods: Sequence[str]) -> list[str]:
 def _compile_variant(variant: str, specs: list[str]) -> None:
     """Worker: run ``variant`` once on each workload (by ``--shape`` spec), so that numba compiles and caches
     exactly the kernels the comparison will load."""
-    from ._warmup import _forced
+    from .warmup import _forced
 
     for spec in specs:
         wl = parse_shape(spec)
@@ -516,7 +516,7 @@ def start_compiling(workloads: Sequence[Workload], methods: Sequence[str], jobs:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from ._warmup import _worker_init
+    from .warmup import _worker_init
 
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(by_variant)), initializer=_worker_init,
                                mp_context=multiprocessing.get_context("spawn"))
@@ -530,7 +530,7 @@ def finish_compiling(pool, futures) -> None:
     interrupt meanwhile stops them at once (``_interrupts.stop_workers``) and is raised."""
     if pool is None:
         return
-    from . import _interrupts
+    from .. import _interrupts
 
     try:
         for _ in _interrupts.results_as_completed(futures):
@@ -641,7 +641,7 @@ def _with_roofline(opts: Options, threads: int) -> Options:
     """``opts`` with both roofs filled in: the given ones, else this machine's (measured once, then cached)."""
     from dataclasses import replace
 
-    from ._roofline import cpu_name, roofline
+    from .roofline import cpu_name, roofline
 
     peak, stream = opts.peak_gflops, opts.stream_gbs
     if peak is None or stream is None:
@@ -698,7 +698,7 @@ def compare(workloads: Sequence[Workload], opts: Options, write: Callable[[str],
         peer_makers, skipped = load_peers(opts.peers, threads)
     except BaseException:  # a Ctrl-C above all: the workers stop now, not after their compilations
         if pool is not None:
-            from . import _interrupts
+            from .. import _interrupts
 
             _interrupts.stop_workers(pool)
         raise
@@ -813,7 +813,7 @@ def _load_average() -> float | None:
 def _machine(threads: int, opts: Options) -> dict:
     import numba
 
-    from ._store import cpu_name
+    from .._store import cpu_name
 
     versions = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__}
     for mod in ("torch", "onnxruntime", "tensorflow", "jax"):
