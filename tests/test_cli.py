@@ -96,6 +96,17 @@ def test_compare_reference_matches_the_test_reference(spec):
     np.testing.assert_allclose(cmp.reference(x, w, wl), expected, rtol=1e-12, atol=1e-12)
 
 
+def test_compare_and_the_tests_share_one_reference():
+    import reference
+
+    from fastdeconv.tools import reference as shared
+
+    assert reference.conv_transpose_ref is shared.conv_transpose_ref is cmp.conv_transpose_ref
+    wl = cmp.parse_shape("cin=2,cout=3,in=4x5,k=3,s=2,p=1,op=1")
+    x, w = cmp.make_inputs(wl, seed=1)
+    assert np.array_equal(cmp.reference(x, w, wl), shared.conv_transpose_ref(x, w, **wl.kwargs()))
+
+
 def test_builtin_workloads_and_roofline():
     wls = cmp.builtin_workloads()
     assert cmp.QUICK_WORKLOAD in wls and len(wls) >= 10

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .. import _geometry as geo
+from .reference import conv_transpose_ref
 
 METHODS = ("scatter", "gather", "zerofill", "auto")
 PEERS = ("torch", "ort", "tf", "jax")
@@ -262,11 +263,8 @@ def make_inputs(wl: Workload, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def reference(x: np.ndarray, weight: np.ndarray, wl: Workload) -> np.ndarray:
-    """Transposed convolution straight from the definition, in float64 NumPy, independent of the kernels.
-
-    For every group and every kernel tap ``t``: ``full[..., i * stride + t * dilation] += x[..., i] @
-    weight[:, :, t]`` (one ``tensordot`` over the input channels per tap), then crop ``padding`` from the
-    start and keep ``out`` elements per axis (``output_padding`` zeros past the end of ``full``).
+    """Transposed convolution straight from the definition, in float64 NumPy, independent of the kernels: the
+    tests' reference (:func:`fastdeconv.tools.reference.conv_transpose_ref`) with the workload's geometry.
 
     Parameters
     ----------
@@ -282,28 +280,8 @@ def reference(x: np.ndarray, weight: np.ndarray, wl: Workload) -> np.ndarray:
     numpy.ndarray
         float64 (N, C_out, *out_spatial).
     """
-    x = np.asarray(x, np.float64)
-    weight = np.asarray(weight, np.float64)
-    g, c_in_g, c_out_g = wl.groups, wl.c_in // wl.groups, wl.c_out // wl.groups
-    full = tuple((i - 1) * s + (k - 1) * d + 1 for i, k, s, d in zip(wl.spatial, wl.kernel, wl.stride, wl.dilation))
-    geo.check_memory((wl.n, wl.c_out) + full, np.float64, "the reference's full output")
-    y_full = np.zeros((wl.n, wl.c_out) + full)
-    for gi in range(g):
-        xg = x[:, gi * c_in_g:(gi + 1) * c_in_g]
-        for tap in np.ndindex(*wl.kernel):
-            wt = weight[(slice(gi * c_in_g, (gi + 1) * c_in_g), slice(None)) + tap]  # (C_in_g, C_out_g)
-            contrib = np.moveaxis(np.tensordot(xg, wt, axes=([1], [0])), -1, 1)  # (N, C_out_g, *spatial)
-            where = tuple(slice(t * d, t * d + (i - 1) * s + 1, s)
-                          for t, d, s, i in zip(tap, wl.dilation, wl.stride, wl.spatial))
-            y_full[(slice(None), slice(gi * c_out_g, (gi + 1) * c_out_g)) + where] += contrib
-    y = np.zeros(wl.out_shape)
-    src, dst = [slice(None)] * 2, [slice(None)] * 2
-    for f, p, o in zip(full, wl.padding, wl.out_shape[2:]):
-        hi = min(p + o, f)
-        src.append(slice(p, hi))
-        dst.append(slice(0, max(hi - p, 0)))
-    y[tuple(dst)] = y_full[tuple(src)]
-    return y
+    geo.check_memory(wl.out_shape, np.float64, "the reference's output")
+    return conv_transpose_ref(x, weight, **wl.kwargs())
 
 
 def max_rel_error(y: np.ndarray, ref: np.ndarray) -> float:
