@@ -448,21 +448,6 @@ def _contiguous(a: np.ndarray, dtype: np.dtype, name: str = "an input") -> np.nd
     return a
 
 
-def _canonical_input(x: np.ndarray, plan: geo.Plan) -> np.ndarray:
-    return _contiguous(x, plan.dtype).reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
-
-
-def _canonical_weight(weight: np.ndarray, plan: geo.Plan) -> np.ndarray:
-    shape = (plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes)
-    return _contiguous(weight, plan.dtype).reshape(shape)
-
-
-def _bias_vector(bias: np.ndarray | None, plan: geo.Plan) -> np.ndarray:
-    if bias is None:
-        return np.zeros(plan.c_out, plan.dtype)
-    return _contiguous(bias, plan.dtype)
-
-
 def _output_array(plan: geo.Plan, out: np.ndarray | None, inputs) -> np.ndarray:
     """The array the kernel writes: ``out`` itself when it is usable directly, else a fresh one."""
     if out is None:

@@ -42,11 +42,6 @@ class Axis:
     size_out: int
 
     @property
-    def full_size(self) -> int:
-        """Length of the uncropped scatter output."""
-        return full_size(self.size_in, self.kernel, self.stride, self.dilation)
-
-    @property
     def span(self) -> int:
         """Effective kernel extent ``(kernel - 1) * dilation + 1``."""
         return (self.kernel - 1) * self.dilation + 1
@@ -68,7 +63,7 @@ class Axis:
             r = (k * self.dilation - self.start) % self.stride
             if r < self.size_out:
                 by_phase.setdefault(r, []).append(k)
-        return [(r, -(-(self.size_out - r) // self.stride), ks,
+        return [(r, ceil_div(self.size_out - r, self.stride), ks,
                  [(r + self.start - k * self.dilation) // self.stride for k in ks])
                 for r, ks in sorted(by_phase.items())]
 
@@ -122,6 +117,7 @@ def full_size(size_in: int, kernel: int, stride: int, dilation: int) -> int:
 
 
 def ceil_div(a: int, b: int) -> int:
+    """``ceil(a / b)`` for ints (``b > 0``), exactly (no float rounding)."""
     return -((-a) // b)
 
 

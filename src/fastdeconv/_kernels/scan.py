@@ -76,7 +76,3 @@ def finite_weights(plan, x5: np.ndarray, w_max: float) -> bool:
     Otherwise the call runs an exact variant (``_api.exact_plan``)."""
     return w_max < float("inf")
 
-
-def kernels() -> tuple:
-    """The numba dispatchers of the scan (warmup, readiness)."""
-    return (_max_bits,)
