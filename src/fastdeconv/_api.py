@@ -10,12 +10,11 @@ import numpy as np
 
 from . import _calibrate, _compiled, _cost, _registry
 from . import _geometry as geo
+from ._geometry import IntOrSeq, Padding
 from ._kernels.scan import max_abs
 from ._kernels.zerofill import fill
 from ._threads import apply_num_threads
 
-IntOrSeq = int | Sequence[int]
-Padding = int | str | Sequence[int] | Sequence[Sequence[int]]
 
 def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0,
                    output_padding: IntOrSeq = 0, groups: int = 1, dilation: IntOrSeq = 1, *,

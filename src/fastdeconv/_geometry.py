@@ -17,10 +17,15 @@ from __future__ import annotations
 
 import operator
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+
+# the geometry arguments' types, as the public signatures take them
+IntOrSeq = int | Sequence[int]  # one value for every spatial axis, or one per axis
+Padding = int | str | Sequence[int] | Sequence[Sequence[int]]  # also "same"/"valid" and (before, after) pairs
 
 METHODS = ("auto", "scatter", "gather", "zerofill")
 MAX_RANK = 3

@@ -10,7 +10,8 @@ import numpy as np
 
 from . import _cost
 from . import _geometry as geo
-from ._api import IntOrSeq, Padding, _as_array, _output_array, _Prepared
+from ._api import _as_array, _output_array, _Prepared
+from ._geometry import IntOrSeq, Padding
 from ._kernels.scan import max_abs
 from ._threads import apply_num_threads
 
