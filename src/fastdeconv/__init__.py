@@ -1,7 +1,8 @@
 """fastdeconv: fast CPU transposed convolution with Numba (scatter, gather and zero-fill forms).
 
-The public names load on first use (PEP 562): importing numba is most of fastdeconv's start-up (~0.25 s), so
-``import fastdeconv`` stays cheap and the first call pays it.
+The public names load on first use (PEP 562): importing numba is most of fastdeconv's start-up, so
+``import fastdeconv`` stays cheap (it loads no tool either: ``fastdeconv.tools`` sits above the library) and the
+first call pays it.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from ._forward import ConvPlan, make_conv_plan
 from ._geometry import IntOrSeq, Padding
 from ._kernels.conv import matrix_entries
 
-if TYPE_CHECKING:  # scipy.sparse costs ~0.1 s to import: loaded on first use
+if TYPE_CHECKING:  # scipy.sparse is slow to import: loaded on first use
     import scipy.sparse
 
 

@@ -30,7 +30,7 @@ from .reference import conv_transpose_ref
 METHODS = ("scatter", "gather", "zerofill", "auto")
 PEERS = ("torch", "ort", "tf", "jax")
 QUICK_WORKLOAD = "seed000_tiny"
-QUICK_PEERS = ("torch", "ort", "jax")  # tensorflow alone takes ~5 s to import
+QUICK_PEERS = ("torch", "ort", "jax")  # tensorflow is left out: importing it alone takes longer than the rest
 PEERS_INSTALL = "pip install torch==2.13.0 onnxruntime onnx jax"
 # ``--quick``: the tiny worked example plus three real layers, small enough that the whole command (numba
 # compiling each variant they use, from an empty cache, and zerofill's extra work) stays within seconds
@@ -605,7 +605,7 @@ class Options:
     threads: int | None = None
     budget: float = 1.0  # seconds of timing per engine and workload
     rounds: int = 5
-    peak_gflops: float | None = None  # None: this machine's, measured once (``_roofline``)
+    peak_gflops: float | None = None  # None: this machine's, measured once (``tools.roofline``)
     stream_gbs: float | None = None
     check: bool = True
     progress: bool = True
