@@ -1,4 +1,4 @@
-"""asv benchmarks of the adjoint side on the project's workloads (``benchmarks/workloads.json``), float32.
+"""asv benchmarks of the adjoint side on the project's workloads (``fastdeconv/workloads.json``), float32.
 
 Each workload is a transposed convolution x -> y (``bench_conv_transpose``); here, with the same weight array
 and geometry:

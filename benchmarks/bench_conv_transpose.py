@@ -1,4 +1,4 @@
-"""asv benchmarks of fastdeconv.conv_transpose on the project's workloads (``benchmarks/workloads.json``).
+"""asv benchmarks of fastdeconv.conv_transpose on the project's workloads (``fastdeconv/workloads.json``).
 
 - ``TimeConvTranspose.time_conv_transpose``: every method x workload (float32, PyTorch geometry).
 - ``TimeOperator.time_operator``: a kept ``fastdeconv.ConvTranspose`` on every workload, fresh output or ``out=``.
@@ -15,7 +15,6 @@ the channel-heavy layers that is 17 GFLOP a call, tens of seconds, so those comb
 (``NotImplementedError`` in ``setup``, asv's way of saying "not applicable").
 """
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -25,13 +24,12 @@ import numpy as np
 import fastdeconv as fd
 
 try:
-    from .memory_probe import probe
+    from .memory_probe import built_in_workloads, probe
 except ImportError:  # run as a plain script directory
-    from memory_probe import probe
+    from memory_probe import built_in_workloads, probe
 
 HERE = Path(__file__).resolve().parent
-with open(HERE / "workloads.json", encoding="utf-8") as _fh:
-    WORKLOADS = {w["name"]: w for w in json.load(_fh)["workloads"]}
+WORKLOADS = built_in_workloads()
 NAMES = list(WORKLOADS)
 METHODS = ["scatter", "gather", "zerofill", "auto"]
 # a zerofill call executing more than this (about 10 s at the ~1 GFLOP/s it reaches) is skipped

@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from first_call import _run_child  # noqa: E402
 
-from fastdeconv import _compare  # noqa: E402
+from fastdeconv.tools import compare as _compare  # noqa: E402
 
 NAMES = list(_compare.builtin_workloads())
 
@@ -85,7 +85,7 @@ class Roofline:
     """This machine's roofs at the thread count in use (measured once per CPU and thread count, cached)."""
 
     def setup(self):
-        from fastdeconv._roofline import roofline
+        from fastdeconv.tools.roofline import roofline
 
         self.roof = roofline()
 

@@ -29,7 +29,7 @@ import json, sys, time
 t0 = time.perf_counter()
 import numpy as np
 import fastdeconv as fd
-from fastdeconv import _compare
+from fastdeconv.tools import compare as _compare
 from numba.core import event
 wl = _compare.builtin_workloads()[sys.argv[1]]
 t1 = time.perf_counter()
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the table to this JSON file")
     args = parser.parse_args(argv)
 
-    from fastdeconv import _compare
+    from fastdeconv.tools import compare as _compare
 
     names = args.workload or list(_compare.builtin_workloads())
     result = {"host": {"cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),

@@ -18,6 +18,7 @@ the system instead of being reused unseen. Linux only.
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import json
 import os
 import subprocess
@@ -71,21 +72,21 @@ print(json.dumps({"baseline": base, "peak": peak, "output_bytes": out_bytes}))
 """
 
 
-def _built_in() -> list[str]:
-    with open(HERE / "workloads.json", encoding="utf-8") as fh:
-        return [w["name"] for w in json.load(fh)["workloads"]]
+def built_in_workloads() -> dict[str, dict]:
+    """The package's workloads (``fastdeconv/workloads.json``, package data: the one list) by name, in order."""
+    text = importlib.resources.files("fastdeconv").joinpath("workloads.json").read_text(encoding="utf-8")
+    return {w["name"]: w for w in json.loads(text)["workloads"]}
 
 
-BUILT_IN = _built_in()
+BUILT_IN = list(built_in_workloads())
 
 
 def load_workloads() -> dict[str, dict]:
-    """The benchmark workloads by name: ``benchmarks/workloads.json`` (a copy of the package's list), then the
-    shapes outside it (``benchmarks/unseen_workloads.json``)."""
-    out = {}
-    for name in ("workloads.json", "unseen_workloads.json"):
-        with open(HERE / name, encoding="utf-8") as fh:
-            out.update({w["name"]: w for w in json.load(fh)["workloads"]})
+    """The benchmark workloads by name: the package's (``fastdeconv/workloads.json``), then the shapes outside
+    it (``benchmarks/unseen_workloads.json``)."""
+    out = built_in_workloads()
+    with open(HERE / "unseen_workloads.json", encoding="utf-8") as fh:
+        out.update({w["name"]: w for w in json.load(fh)["workloads"]})
     return out
 
 

@@ -18,7 +18,7 @@ from reference import conv_transpose_ref
 import fastdeconv as fd
 from fastdeconv import _api, _calibrate, _compiled, _cost
 from fastdeconv import _geometry as geo
-from fastdeconv.__main__ import main as cli
+from fastdeconv.tools.cli import main as cli
 
 # a small 2x up-convolution (21 -> 40 channels): the model rates several variants within 1.6x of each other
 X_SHAPE, W_SHAPE, GEOMETRY = (1, 21, 32, 32), (21, 40, 3, 3), {"stride": 2, "padding": 1}

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from reference import conv_transpose_ref
 
-from fastdeconv import _compare as cmp
-from fastdeconv.__main__ import main
+from fastdeconv.tools import compare as cmp
+from fastdeconv.tools.cli import main
 
 
 def test_quick_prints_a_table_and_writes_json(tmp_path, capsys):
@@ -94,6 +94,17 @@ def test_compare_reference_matches_the_test_reference(spec):
     expected = conv_transpose_ref(x, w, stride=wl.stride, padding=wl.padding, output_padding=wl.output_padding,
                                   groups=wl.groups, dilation=wl.dilation)
     np.testing.assert_allclose(cmp.reference(x, w, wl), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_compare_and_the_tests_share_one_reference():
+    import reference
+
+    from fastdeconv.tools import reference as shared
+
+    assert reference.conv_transpose_ref is shared.conv_transpose_ref is cmp.conv_transpose_ref
+    wl = cmp.parse_shape("cin=2,cout=3,in=4x5,k=3,s=2,p=1,op=1")
+    x, w = cmp.make_inputs(wl, seed=1)
+    assert np.array_equal(cmp.reference(x, w, wl), shared.conv_transpose_ref(x, w, **wl.kwargs()))
 
 
 def test_builtin_workloads_and_roofline():
@@ -212,7 +223,7 @@ def test_plot_path_and_extension_are_checked_before_running(tmp_path, capsys, mo
 
 
 def test_roofline_is_measured_cached_and_overridable(tmp_path, monkeypatch, capsys):
-    from fastdeconv import _roofline
+    from fastdeconv.tools import roofline as _roofline
 
     monkeypatch.setenv("FASTDECONV_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(_roofline, "_memo", {})
@@ -258,14 +269,14 @@ def test_roofline_is_measured_cached_and_overridable(tmp_path, monkeypatch, caps
 
 
 def test_roofline_measures_something_plausible():
-    from fastdeconv import _roofline
+    from fastdeconv.tools import roofline as _roofline
 
     assert 0.5 < _roofline.measure_peak_gflops(1, seconds=0.05) < 1e5
     assert 0.1 < _roofline.measure_stream_gbs(1, seconds=0.05) < 1e4
 
 
 def test_quick_selects_the_tiny_layer_and_three_real_ones():
-    from fastdeconv.__main__ import _select, build_parser
+    from fastdeconv.tools.cli import _select, build_parser
 
     args = build_parser().parse_args(["compare", "--quick"])
     names = [w.name for w in _select(args)]
@@ -332,8 +343,9 @@ def test_a_wrong_result_is_reported_and_exits_1(monkeypatch, capsys):
 def test_warmup_lists_every_variant_and_each_applies_somewhere():
     import numpy as np
 
-    from fastdeconv import _cost, _warmup
+    from fastdeconv import _cost
     from fastdeconv import _geometry as geo
+    from fastdeconv.tools import warmup as _warmup
 
     units = _warmup.tasks(["float32"])
     assert {name for name, _ in units} == set(_cost.VARIANTS) | set(_warmup.EXTRAS)
@@ -352,7 +364,7 @@ def test_warmup_lists_every_variant_and_each_applies_somewhere():
 
 
 def test_warmup_command_runs_its_units(monkeypatch, capsys):
-    from fastdeconv import _warmup
+    from fastdeconv.tools import warmup as _warmup
 
     monkeypatch.setattr(_warmup, "tasks", lambda dtypes: [("gather-direct", d) for d in dtypes])
     assert main(["warmup", "--dtypes", "float32", "--jobs", "1", "--no-progress"]) == 0

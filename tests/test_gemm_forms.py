@@ -60,7 +60,6 @@ def test_gemm_variants_match_reference(g, batch, dtype, use_bias, seed):
 def small_chunks(monkeypatch):
     """Tiny chunk targets: every GEMM variant splits a call into many sample / channel / row chunks."""
     monkeypatch.setattr(sg, "_CHUNK_ELEMENTS", 64)
-    monkeypatch.setattr(sg, "_MIN_GEMM_COLUMNS", 1)
     monkeypatch.setattr(gg, "_CHUNK_ELEMENTS", 64)
     monkeypatch.setattr(pg, "_CHUNK_ELEMENTS", 64)
     caches = (sg.chunks, gg.chunks, pg.tasks)

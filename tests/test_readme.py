@@ -53,6 +53,24 @@ def test_headline_table_is_the_generated_one():
         "docs/performance.md is not the generated one: run python benchmarks/make_performance_doc.py")
 
 
+def test_performance_history_has_one_home_that_regeneration_keeps(tmp_path, monkeypatch):
+    """The history is written by hand in docs/performance.md only; regenerating the doc keeps it as it is."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import make_performance_doc as doc
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert not (ROOT / "benchmarks" / "results" / "tried_and_not_kept.md").exists()
+    perf = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
+    edited = tmp_path / "performance.md"
+    new = perf.replace("### Tried and not kept", "### Tried and not kept\n\n- a new entry")
+    edited.write_text(new, encoding="utf-8")
+    monkeypatch.setattr(doc, "PERFORMANCE", edited)
+    monkeypatch.setattr(doc, "ROOT", tmp_path)
+    data, first_call = doc.load(doc.DEFAULT_JSON), doc.load_first_call(doc.DEFAULT_FIRST_CALL)
+    assert doc.performance_doc(data, first_call) == edited.read_text(encoding="utf-8")
+
+
 def test_docs_stay_inside_the_repository():
     for path in sorted((ROOT / "docs").glob("*.md")) + [ROOT / "CHANGELOG.md"]:
         text = path.read_text(encoding="utf-8")

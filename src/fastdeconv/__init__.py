@@ -1,13 +1,15 @@
 """fastdeconv: fast CPU transposed convolution with Numba (scatter, gather and zero-fill forms).
 
-The public names load on first use (PEP 562): importing numba is most of fastdeconv's start-up (~0.25 s), so
-``import fastdeconv`` stays cheap and the first call pays it.
+The public names load on first use (PEP 562): importing numba is most of fastdeconv's start-up, so
+``import fastdeconv`` stays cheap (it loads no tool either: ``fastdeconv.tools`` sits above the library) and the
+first call pays it.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers read the name the same way)
 
 __version__ = "0.1.0"
 __all__ = ["conv_transpose", "zero_fill", "conv", "conv_matrix", "conv_transpose_backward", "bilinear_kernel",

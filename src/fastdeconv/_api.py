@@ -10,12 +10,11 @@ import numpy as np
 
 from . import _calibrate, _compiled, _cost, _registry
 from . import _geometry as geo
+from ._geometry import IntOrSeq, Padding
 from ._kernels.scan import max_abs
 from ._kernels.zerofill import fill
 from ._threads import apply_num_threads
 
-IntOrSeq = int | Sequence[int]
-Padding = int | str | Sequence[int] | Sequence[Sequence[int]]
 
 def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0,
                    output_padding: IntOrSeq = 0, groups: int = 1, dilation: IntOrSeq = 1, *,
@@ -446,21 +445,6 @@ def _contiguous(a: np.ndarray, dtype: np.dtype, name: str = "an input") -> np.nd
     if not a.flags.writeable:  # numba compiles read-only arrays separately: copy instead
         a = a.copy()
     return a
-
-
-def _canonical_input(x: np.ndarray, plan: geo.Plan) -> np.ndarray:
-    return _contiguous(x, plan.dtype).reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
-
-
-def _canonical_weight(weight: np.ndarray, plan: geo.Plan) -> np.ndarray:
-    shape = (plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes)
-    return _contiguous(weight, plan.dtype).reshape(shape)
-
-
-def _bias_vector(bias: np.ndarray | None, plan: geo.Plan) -> np.ndarray:
-    if bias is None:
-        return np.zeros(plan.c_out, plan.dtype)
-    return _contiguous(bias, plan.dtype)
 
 
 def _output_array(plan: geo.Plan, out: np.ndarray | None, inputs) -> np.ndarray:

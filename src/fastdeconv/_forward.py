@@ -17,13 +17,11 @@ import numpy as np
 from . import _cost
 from . import _geometry as geo
 from ._api import _as_array, _contiguous, execute
+from ._geometry import IntOrSeq, Padding
 from ._kernels.conv import correlate, im2col
 from ._kernels.zerofill import fill
 from ._runtime import run_parallel
 from ._tiling import tile_for
-
-IntOrSeq = int | Sequence[int]
-Padding = int | str | Sequence[int] | Sequence[Sequence[int]]
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,15 @@ from __future__ import annotations
 
 import operator
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+
+# the geometry arguments' types, as the public signatures take them
+IntOrSeq = int | Sequence[int]  # one value for every spatial axis, or one per axis
+Padding = int | str | Sequence[int] | Sequence[Sequence[int]]  # also "same"/"valid" and (before, after) pairs
 
 METHODS = ("auto", "scatter", "gather", "zerofill")
 MAX_RANK = 3
@@ -40,11 +45,6 @@ class Axis:
     dilation: int
     start: int
     size_out: int
-
-    @property
-    def full_size(self) -> int:
-        """Length of the uncropped scatter output."""
-        return full_size(self.size_in, self.kernel, self.stride, self.dilation)
 
     @property
     def span(self) -> int:
@@ -68,7 +68,7 @@ class Axis:
             r = (k * self.dilation - self.start) % self.stride
             if r < self.size_out:
                 by_phase.setdefault(r, []).append(k)
-        return [(r, -(-(self.size_out - r) // self.stride), ks,
+        return [(r, ceil_div(self.size_out - r, self.stride), ks,
                  [(r + self.start - k * self.dilation) // self.stride for k in ks])
                 for r, ks in sorted(by_phase.items())]
 
@@ -122,6 +122,7 @@ def full_size(size_in: int, kernel: int, stride: int, dilation: int) -> int:
 
 
 def ceil_div(a: int, b: int) -> int:
+    """``ceil(a / b)`` for ints (``b > 0``), exactly (no float rounding)."""
     return -((-a) // b)
 
 

@@ -13,8 +13,8 @@ from ._store import cpu_info
 
 def _l2_bytes(default: int = 1 << 20) -> int:
     """The L2 (per-core) cache size of this machine's first CPU, from Linux's sysfs; ``default`` elsewhere or when
-    unreadable. The chunk choices keep a worker's working set within it (the Zen 4 host has 1 MiB, the Intel
-    host 2 MiB)."""
+    unreadable. The chunk choices keep a worker's working set within it (it differs between CPU families, so it is
+    read, not assumed)."""
     try:
         for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
             if (index / "level").read_text().strip() == "2" and (index / "type").read_text().strip() != "Instruction":
@@ -30,11 +30,10 @@ def _l2_bytes(default: int = 1 << 20) -> int:
 
 def _core_gemm_rate() -> float:
     """fp32 FLOP/s of one core in OpenBLAS's sgemm, by kind of CPU: Intel cores with AVX-512 run two 512-bit FMA
-    pipes (the Intel host: 358-381 GFLOP/s on 2 cores), the others about 100 per core (the Zen 4 host, whose
-    AVX-512 is double-pumped 256-bit: 198 GFLOP/s on 2 cores; AVX2 cores). ``OPENBLAS_CORETYPE`` naming a kernel
-    without AVX-512 (which some machines set) caps it there too. Only the ratios to the other kernels' rates
-    matter; with a rate per kind of machine the GEMM variants' estimates stay within ~20% of their times on both
-    hosts."""
+    pipes, so about twice the rate of the others (cores whose AVX-512 is double-pumped 256-bit, as on AMD's, and
+    AVX2 cores). ``OPENBLAS_CORETYPE`` naming a kernel without AVX-512 (which some machines set) caps it there
+    too. Only the ratios to the other kernels' rates matter, and one rate for every kind of machine would make
+    the GEMM variants' estimates wrong by that factor of two on one of them."""
     info = cpu_info()
     vendor, flags = info.get("vendor_id", ""), set(info.get("flags", "").split())
     forced = os.environ.get("OPENBLAS_CORETYPE", "").strip().lower()

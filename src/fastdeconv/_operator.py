@@ -10,7 +10,8 @@ import numpy as np
 
 from . import _cost
 from . import _geometry as geo
-from ._api import IntOrSeq, Padding, _as_array, _output_array, _Prepared
+from ._api import _as_array, _output_array, _Prepared
+from ._geometry import IntOrSeq, Padding
 from ._kernels.scan import max_abs
 from ._threads import apply_num_threads
 from .grad import conv_transpose_backward
@@ -343,7 +344,7 @@ def _validate(w: np.ndarray, b: np.ndarray | None, stride, padding, output_paddi
     strides = geo.per_axis(stride, rank, "stride", minimum=1)
     pads = geo.normalize_padding(padding, rank)
     pairs = ((0, 0),) * rank if isinstance(pads, str) else pads
-    probe = tuple(-(-(before + after) // s) + 2 for (before, after), s in zip(pairs, strides))
+    probe = tuple(geo.ceil_div(before + after, s) + 2 for (before, after), s in zip(pairs, strides))
     geo.make_plan((1, w.shape[0]) + probe, w.shape, w.dtype, w.dtype, stride, padding, output_padding, groups,
                   dilation, None, method, None if b is None else b.shape, None if b is None else b.dtype,
                   limit_memory=False)

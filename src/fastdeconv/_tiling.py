@@ -21,12 +21,12 @@ def tile_for(plan: geo.Plan) -> np.ndarray:
     out = [a.size_out for a in plan.axes]
     wanted = 8 * numba.get_num_threads()  # enough tasks that the last one to finish leaves little idle time
     # the direct kernels give each task a block of up to CHANNEL_BLOCK output channels of one group
-    tasks = plan.batch * plan.groups * -(-(plan.c_out // plan.groups) // CHANNEL_BLOCK)
+    tasks = plan.batch * plan.groups * geo.ceil_div(plan.c_out // plan.groups, CHANNEL_BLOCK)
     tile = list(out)
     for axis in range(geo.MAX_RANK):  # split the outermost axes first, keeping rows contiguous
         if tasks >= wanted:
             break
-        size = -(-out[axis] // -(-wanted // tasks))
+        size = geo.ceil_div(out[axis], geo.ceil_div(wanted, tasks))
         tile[axis] = min(out[axis], max(size, 1 if axis < geo.MAX_RANK - 1 else _MIN_ROW_SEGMENT))
-        tasks *= -(-out[axis] // tile[axis])
+        tasks *= geo.ceil_div(out[axis], tile[axis])
     return np.array(tile, dtype=np.int64)

@@ -32,13 +32,13 @@ import numpy as np
 
 from . import _geometry as geo
 from ._api import _as_array, execute
+from ._geometry import IntOrSeq
 
 __all__ = ["tf_conv2d_transpose", "tf_conv_transpose", "onnx_conv_transpose", "from_correlation_weights"]
 
 ONNX_AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 TF_FORMATS = {1: ("NWC", "NCW"), 2: ("NHWC", "NCHW"), 3: ("NDHWC", "NCDHW")}
 
-IntOrSeq = int | Sequence[int]
 
 
 # --------------------------------------------------------------------------------------------- shared

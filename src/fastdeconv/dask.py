@@ -41,13 +41,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
 from . import _cost
 from . import _geometry as geo
 from ._api import decide_variant
+from ._geometry import IntOrSeq, Padding
 from ._kernels._index import reaching_range
 from ._operator import ConvTranspose
 
 __all__ = ["conv_transpose"]
 
-IntOrSeq = int | Sequence[int]
-Padding = int | str | Sequence[int] | Sequence[Sequence[int]]
 
 
 def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0,

@@ -11,17 +11,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from . import _geometry as geo
 from ._api import _as_array, _contiguous
 from ._forward import ConvPlan, run_conv
+from ._geometry import IntOrSeq, Padding
 from ._kernels.grad import weight_grad
-
-IntOrSeq = int | Sequence[int]
-Padding = int | str | Sequence[int] | Sequence[Sequence[int]]
 
 
 def conv_transpose_backward(grad_output, x, weight, stride: IntOrSeq = 1, padding: Padding = 0,

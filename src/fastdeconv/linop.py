@@ -14,7 +14,8 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
 from . import _geometry as geo
-from ._forward import IntOrSeq, Padding, conv, conv_pads
+from ._forward import conv, conv_pads
+from ._geometry import IntOrSeq, Padding
 from ._operator import ConvTranspose
 from .matrix import sample_plan
 

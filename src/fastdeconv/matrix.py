@@ -16,13 +16,12 @@ import numpy as np
 from . import _geometry as geo
 from ._api import _as_array, _contiguous
 from ._forward import ConvPlan, make_conv_plan
+from ._geometry import IntOrSeq, Padding
 from ._kernels.conv import matrix_entries
 
-if TYPE_CHECKING:  # scipy.sparse costs ~0.1 s to import: loaded on first use
+if TYPE_CHECKING:  # scipy.sparse is slow to import: loaded on first use
     import scipy.sparse
 
-IntOrSeq = int | Sequence[int]
-Padding = int | str | Sequence[int] | Sequence[Sequence[int]]
 
 
 def sample_plan(weight, input_shape, stride, padding, dilation, groups, check_output: bool = False

@@ -10,7 +10,7 @@ output-first) and ``apply_runs`` executes the table: vectorized loops, one load 
 of the block, four overlapping single-channel runs fused into one pass. ``store_block`` interleaves the
 phases back into the output and adds the bias, once per output element.
 
-Performance notes (numba 0.68): every call of a jitted function that takes arrays increments and
+Performance notes: every call of a jitted function that takes arrays increments and
 decrements their reference counts (atomic operations, ~20 cycles each) and so does an ``inline="always"``
 helper with array arguments; array views made in a loop cost the same. The helpers here are therefore called
 once per block of rows, never per run, and work on flat arrays with unsigned offsets (a signed index makes

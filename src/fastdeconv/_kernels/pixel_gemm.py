@@ -310,21 +310,11 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.nda
     run_parallel(work, list(task_list))
 
 
-def scatter_pixels(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
-    """Scatter form, pixels-major GEMM then footprint adds, into ``y5`` (overwritten)."""
-    _run("scatter", plan, x5, pack(plan, w5), bias, y5)
-
-
-def gather_pixels(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
-    """Gather form, pixels-major GEMM then per-output sums, into ``y5`` (overwritten)."""
-    _run("gather", plan, x5, pack(plan, w5), bias, y5)
-
-
 def scatter_pixels_packed(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
-    """:func:`scatter_pixels` on the weight's ``pack``."""
+    """Scatter form, pixels-major GEMM then footprint adds, into ``y5`` (overwritten); ``w2`` is :func:`pack`'s."""
     _run("scatter", plan, x5, w2, bias, y5)
 
 
 def gather_pixels_packed(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
-    """:func:`gather_pixels` on the weight's ``pack``."""
+    """Gather form, pixels-major GEMM then per-output sums, into ``y5`` (overwritten); ``w2`` is :func:`pack`'s."""
     _run("gather", plan, x5, w2, bias, y5)

@@ -20,8 +20,8 @@ from .._runtime import run_parallel
 from .._threads import get_num_threads
 from ..config import NJIT_FLAGS
 
-# Elements from which the scan runs on the worker pool: one core streams ~25 GB/s through it, near the memory
-# bandwidth, so only arrays far beyond the caches gain from a second one
+# Elements from which the scan runs on the worker pool: one core streams through it near the memory bandwidth,
+# so only arrays far beyond the caches gain from a second one
 PARALLEL_ELEMENTS = 1 << 22
 _CHUNKS = 4
 
@@ -76,7 +76,3 @@ def finite_weights(plan, x5: np.ndarray, w_max: float) -> bool:
     Otherwise the call runs an exact variant (``_api.exact_plan``)."""
     return w_max < float("inf")
 
-
-def kernels() -> tuple:
-    """The numba dispatchers of the scan (warmup, readiness)."""
-    return (_max_bits,)

@@ -44,7 +44,6 @@ from .plane import axis_table
 # Scratch target per chunk (elements): big enough for an efficient GEMM, small enough to stay in L3
 # between the GEMM that writes it and the col2im that reads it.
 _CHUNK_ELEMENTS = 1 << 21
-_MIN_GEMM_COLUMNS = 256
 # Sample blocks from which ``col2im_minor`` runs (its vectors are as long as the block: shorter ones do not pay
 # for its plane buffer, longer ones beat ``col2im`` on small planes), and the most elements of its plane buffer
 MINOR_SAMPLES = 8

@@ -24,12 +24,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import _geometry as geo
+from .. import _geometry as geo
+from .reference import conv_transpose_ref
 
 METHODS = ("scatter", "gather", "zerofill", "auto")
 PEERS = ("torch", "ort", "tf", "jax")
 QUICK_WORKLOAD = "seed000_tiny"
-QUICK_PEERS = ("torch", "ort", "jax")  # tensorflow alone takes ~5 s to import
+QUICK_PEERS = ("torch", "ort", "jax")  # tensorflow is left out: importing it alone takes longer than the rest
 PEERS_INSTALL = "pip install torch==2.13.0 onnxruntime onnx jax"
 # ``--quick``: the tiny worked example plus three real layers, small enough that the whole command (numba
 # compiling each variant they use, from an empty cache, and zerofill's extra work) stays within seconds
@@ -262,11 +263,8 @@ def make_inputs(wl: Workload, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def reference(x: np.ndarray, weight: np.ndarray, wl: Workload) -> np.ndarray:
-    """Transposed convolution straight from the definition, in float64 NumPy, independent of the kernels.
-
-    For every group and every kernel tap ``t``: ``full[..., i * stride + t * dilation] += x[..., i] @
-    weight[:, :, t]`` (one ``tensordot`` over the input channels per tap), then crop ``padding`` from the
-    start and keep ``out`` elements per axis (``output_padding`` zeros past the end of ``full``).
+    """Transposed convolution straight from the definition, in float64 NumPy, independent of the kernels: the
+    tests' reference (:func:`fastdeconv.tools.reference.conv_transpose_ref`) with the workload's geometry.
 
     Parameters
     ----------
@@ -282,28 +280,8 @@ def reference(x: np.ndarray, weight: np.ndarray, wl: Workload) -> np.ndarray:
     numpy.ndarray
         float64 (N, C_out, *out_spatial).
     """
-    x = np.asarray(x, np.float64)
-    weight = np.asarray(weight, np.float64)
-    g, c_in_g, c_out_g = wl.groups, wl.c_in // wl.groups, wl.c_out // wl.groups
-    full = tuple((i - 1) * s + (k - 1) * d + 1 for i, k, s, d in zip(wl.spatial, wl.kernel, wl.stride, wl.dilation))
-    geo.check_memory((wl.n, wl.c_out) + full, np.float64, "the reference's full output")
-    y_full = np.zeros((wl.n, wl.c_out) + full)
-    for gi in range(g):
-        xg = x[:, gi * c_in_g:(gi + 1) * c_in_g]
-        for tap in np.ndindex(*wl.kernel):
-            wt = weight[(slice(gi * c_in_g, (gi + 1) * c_in_g), slice(None)) + tap]  # (C_in_g, C_out_g)
-            contrib = np.moveaxis(np.tensordot(xg, wt, axes=([1], [0])), -1, 1)  # (N, C_out_g, *spatial)
-            where = tuple(slice(t * d, t * d + (i - 1) * s + 1, s)
-                          for t, d, s, i in zip(tap, wl.dilation, wl.stride, wl.spatial))
-            y_full[(slice(None), slice(gi * c_out_g, (gi + 1) * c_out_g)) + where] += contrib
-    y = np.zeros(wl.out_shape)
-    src, dst = [slice(None)] * 2, [slice(None)] * 2
-    for f, p, o in zip(full, wl.padding, wl.out_shape[2:]):
-        hi = min(p + o, f)
-        src.append(slice(p, hi))
-        dst.append(slice(0, max(hi - p, 0)))
-    y[tuple(dst)] = y_full[tuple(src)]
-    return y
+    geo.check_memory(wl.out_shape, np.float64, "the reference's output")
+    return conv_transpose_ref(x, weight, **wl.kwargs())
 
 
 def max_rel_error(y: np.ndarray, ref: np.ndarray) -> float:
@@ -324,7 +302,7 @@ def set_threads(n: int | None) -> int:
 
     ``None`` keeps fastdeconv's current count and gives the peers the same.
     """
-    from . import _threads
+    from .. import _threads
 
     if n is not None:
         _threads.set_num_threads(n)
@@ -437,7 +415,7 @@ def load_peers(names: Iterable[str], threads: int) -> tuple[dict, dict[str, str]
 
 
 def _fastdeconv(method: str):
-    from ._api import conv_transpose
+    from .._api import conv_transpose
 
     def make(x, w, wl):
         kw = wl.kwargs()
@@ -456,7 +434,7 @@ def auto_choice(wl: Workload) -> str | None:
                 value = chosen.get(attr) if isinstance(chosen, dict) else getattr(chosen, attr, None)
                 if isinstance(value, str):
                     return value
-        from ._api import choose_method
+        from .._api import choose_method
 
         return choose_method(wl.plan)
     except Exception:  # purely informative: never let it break a comparison
@@ -469,7 +447,7 @@ def auto_choice(wl: Workload) -> str | None:
 def variants_needed(wl: Workload, methods: Sequence[str]) -> list[str]:
     """The variants a comparison of ``wl`` will run: each form's pick, and for ``auto`` also the candidates its
     first call may time (the one-time calibration)."""
-    from . import _cost
+    from .. import _cost
 
     needed = []
     for method in methods:
@@ -479,7 +457,7 @@ def variants_needed(wl: Workload, methods: Sequence[str]) -> list[str]:
         needed.append(choice.variant)
         if method == "auto":
             try:
-                from . import _calibrate
+                from .. import _calibrate
 
                 needed += list(_calibrate.candidates(plan, choice.estimates))
             except Exception:  # only a hint of what to compile ahead: the call itself stays correct
@@ -490,7 +468,7 @@ def variants_needed(wl: Workload, methods: Sequence[str]) -> list[str]:
 def _compile_variant(variant: str, specs: list[str]) -> None:
     """Worker: run ``variant`` once on each workload (by ``--shape`` spec), so that numba compiles and caches
     exactly the kernels the comparison will load."""
-    from ._warmup import _forced
+    from .warmup import _forced
 
     for spec in specs:
         wl = parse_shape(spec)
@@ -516,7 +494,7 @@ def start_compiling(workloads: Sequence[Workload], methods: Sequence[str], jobs:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from ._warmup import _worker_init
+    from .warmup import _worker_init
 
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(by_variant)), initializer=_worker_init,
                                mp_context=multiprocessing.get_context("spawn"))
@@ -530,7 +508,7 @@ def finish_compiling(pool, futures) -> None:
     interrupt meanwhile stops them at once (``_interrupts.stop_workers``) and is raised."""
     if pool is None:
         return
-    from . import _interrupts
+    from .. import _interrupts
 
     try:
         for _ in _interrupts.results_as_completed(futures):
@@ -627,7 +605,7 @@ class Options:
     threads: int | None = None
     budget: float = 1.0  # seconds of timing per engine and workload
     rounds: int = 5
-    peak_gflops: float | None = None  # None: this machine's, measured once (``_roofline``)
+    peak_gflops: float | None = None  # None: this machine's, measured once (``tools.roofline``)
     stream_gbs: float | None = None
     check: bool = True
     progress: bool = True
@@ -641,7 +619,7 @@ def _with_roofline(opts: Options, threads: int) -> Options:
     """``opts`` with both roofs filled in: the given ones, else this machine's (measured once, then cached)."""
     from dataclasses import replace
 
-    from ._roofline import cpu_name, roofline
+    from .roofline import cpu_name, roofline
 
     peak, stream = opts.peak_gflops, opts.stream_gbs
     if peak is None or stream is None:
@@ -698,7 +676,7 @@ def compare(workloads: Sequence[Workload], opts: Options, write: Callable[[str],
         peer_makers, skipped = load_peers(opts.peers, threads)
     except BaseException:  # a Ctrl-C above all: the workers stop now, not after their compilations
         if pool is not None:
-            from . import _interrupts
+            from .. import _interrupts
 
             _interrupts.stop_workers(pool)
         raise
@@ -813,7 +791,7 @@ def _load_average() -> float | None:
 def _machine(threads: int, opts: Options) -> dict:
     import numba
 
-    from ._store import cpu_name
+    from .._store import cpu_name
 
     versions = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__}
     for mod in ("torch", "onnxruntime", "tensorflow", "jax"):

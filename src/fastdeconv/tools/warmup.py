@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
-from . import _interrupts
+from .. import _interrupts
 
 DTYPES = ("float32", "float64")
 
@@ -50,7 +50,7 @@ def tasks(dtypes: Sequence[str] = DTYPES) -> list[tuple[str, str]]:
     Every variant of the registry (``fastdeconv._registry``) is listed; :func:`run_task` runs it, forced, on each
     representative geometry where it applies, with the value check of the variants that have one.
     """
-    from . import _registry
+    from .. import _registry
 
     names = list(_registry.names()) + list(EXTRAS)
     return [(name, dtype) for dtype in dtypes for name in names]
@@ -60,9 +60,9 @@ def _forced(variant: str, x, w, kw: dict) -> bool:
     """Run ``variant`` on (x, w) whatever the cost model would pick; False when it does not apply there."""
     import numpy as np
 
-    from . import _cost, _registry
-    from . import _geometry as geo
-    from ._kernels.scan import max_abs
+    from .. import _cost, _registry
+    from .. import _geometry as geo
+    from .._kernels.scan import max_abs
 
     record = _registry.get(variant)
     plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, kw.get("stride", 1), kw.get("padding", 0),

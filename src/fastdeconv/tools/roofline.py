@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._store import cpu_name
+from .._store import cpu_name
 
 FILE_NAME = "roofline.json"
 _GEMM_SIDE = 1024  # 2.1 GFLOP a call: long enough to reach the BLAS peak, short enough to repeat
@@ -42,7 +42,7 @@ def _valid(key, value) -> bool:
 
 
 def _threads_in_use(threads: int | None) -> int:
-    from ._threads import get_num_threads, max_threads
+    from .._threads import get_num_threads, max_threads
 
     if threads is None:
         return get_num_threads()
@@ -129,7 +129,7 @@ def roofline(threads: int | None = None, refresh: bool = False) -> dict:
     ValueError
         ``threads`` is outside ``[1, NUMBA_NUM_THREADS]``.
     """
-    from ._store import cache_dir, merge_records, read_records
+    from .._store import cache_dir, merge_records, read_records
 
     threads = _threads_in_use(threads)
     cpu = cpu_name()
