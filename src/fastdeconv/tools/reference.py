@@ -49,7 +49,8 @@ def cropped_output(x, w, stride, groups, dilation, starts, sizes):
                 dst.append(slice(lo * s + offset, (hi - 1) * s + offset + 1, s))
             else:
                 # sum over the group's input channels of x[:, i] * w[i, :, tap]: one tensordot (BLAS) per tap
-                contrib = np.tensordot(xg[tuple(src)], wg[(slice(None), slice(None)) + tap], axes=([1], [0]))
+                with np.errstate(invalid="ignore", over="ignore"):  # Inf * 0 is NaN by the definition too
+                    contrib = np.tensordot(xg[tuple(src)], wg[(slice(None), slice(None)) + tap], axes=([1], [0]))
                 y[tuple(dst)] += np.moveaxis(contrib, -1, 1)
     assert y.ndim == rank + 2
     return y
