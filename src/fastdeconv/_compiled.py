@@ -101,10 +101,10 @@ def _matches(sig, want) -> bool:
 def variant_ready(variant: str, dtype) -> bool:
     """Whether ``variant``'s kernels (the registry's ``kernels()``) run for ``dtype`` without compiling (False for
     an unknown variant)."""
-    from . import _registry
+    from . import variants
 
     try:
-        return groups_ready(_registry.get(variant).kernels(), dtype)
+        return groups_ready(variants.get(variant).kernels(), dtype)
     except Exception:
         return False
 

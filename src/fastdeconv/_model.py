@@ -1,6 +1,6 @@
 """The fitted constants of the cost model, in one place, each name with one meaning.
 
-``_cost.estimate`` (every variant's estimate), ``_kernels/scatter_gemm.chunks`` (its chunk choice) and
+the variant modules (``variants/``: every variant's estimate), ``_kernels/scatter_gemm.chunks`` (its chunk choice) and
 ``_kernels/winograd`` (its chunk choice and estimate) read them; kernel-internal tuning (buffer sizes, chunk
 targets) stays in the kernels. Only their ratios matter for the choice.
 """

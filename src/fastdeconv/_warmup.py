@@ -47,10 +47,10 @@ EXTRAS = ("zerofill", "conv", "backward", "zero_fill")
 def tasks(dtypes: Sequence[str] = DTYPES) -> list[tuple[str, str]]:
     """What warm-up compiles: ``(variant or extra, dtype)`` pairs, each a disjoint unit of work.
 
-    Every variant of the registry (``fastdeconv._registry``) is listed; :func:`run_task` runs it, forced, on each
+    Every variant of the list (``fastdeconv.variants``) is listed; :func:`run_task` runs it, forced, on each
     representative geometry where it applies, with the value check of the variants that have one.
     """
-    from . import _registry
+    from . import variants as _registry
 
     names = list(_registry.names()) + list(EXTRAS)
     return [(name, dtype) for dtype in dtypes for name in names]
@@ -60,14 +60,14 @@ def _forced(variant: str, x, w, kw: dict) -> bool:
     """Run ``variant`` on (x, w) whatever the cost model would pick; False when it does not apply there."""
     import numpy as np
 
-    from . import _cost, _registry
     from . import _geometry as geo
+    from . import variants as _registry
     from ._kernels.scan import max_abs
 
     record = _registry.get(variant)
     plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, kw.get("stride", 1), kw.get("padding", 0),
                          kw.get("output_padding", 0), kw.get("groups", 1), kw.get("dilation", 1), None, record.form)
-    if variant != "zerofill" and variant not in _cost.estimate(plan, 1):
+    if not record.applies(plan) or record.estimate(plan, 1) is None:
         return False
     x5 = x.reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
     w5 = w.reshape((plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes))
