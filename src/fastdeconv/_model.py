@@ -1,7 +1,7 @@
 """The fitted constants of the cost model, in one place, each name with one meaning.
 
-the variant modules (``variants/``: every variant's estimate), ``_kernels/scatter_gemm.chunks`` (its chunk choice) and
-``_kernels/winograd`` (its chunk choice and estimate) read them; kernel-internal tuning (buffer sizes, chunk
+The variant modules (``variants/``: every variant's estimate), ``_kernels/scatter_gemm.chunks`` (its chunk choice)
+and ``_kernels/winograd`` (its chunk choice and estimate) read them; kernel-internal tuning (buffer sizes, chunk
 targets) stays in the kernels. Only their ratios matter for the choice.
 """
 
