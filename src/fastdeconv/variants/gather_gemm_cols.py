@@ -4,11 +4,11 @@ register and is stored once (``_kernels/scatter_gemm.py``): the gather form of w
 from __future__ import annotations
 
 from .. import _geometry as geo
-from .._kernels import scatter_gemm as _sg
+from .._kernels.scatter_gemm import gather_phases
 from .._model import LAUNCH_GEMM, LAUNCH_PARALLEL, ROWS_STEP_CHANNEL_MAJOR
 from . import Variant
 from ._terms import same, sizes
-from .scatter_gemm import applies, chunked
+from .scatter_gemm import applies, chunked, gather_cols, pack, scratch_elements
 
 
 def cost(plan: geo.Plan, threads: int) -> float:
@@ -21,8 +21,8 @@ def cost(plan: geo.Plan, threads: int) -> float:
 
 
 VARIANT = Variant(
-    name="gather-gemm-cols", form="gather", applies=applies, cost=cost, scratch=_sg.scratch_elements,
-    pack=_sg.pack, run=_sg.gather_cols, serial=lambda plan: False,
+    name="gather-gemm-cols", form="gather", applies=applies, cost=cost, scratch=scratch_elements,
+    pack=pack, run=gather_cols, serial=lambda plan: False,
     reason="channel contraction on BLAS, then per-output sums of the terms: the gather twin of scatter-gemm",
-    kernels=lambda: (_sg.gather_phases,), exact=True, call_pack=same,
+    kernels=lambda: (gather_phases,), exact=True, call_pack=same,
 )

@@ -6,8 +6,6 @@ but the step after the GEMM: one module, two records."""
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from .. import _geometry as geo
 from .._kernels import pixel_gemm as _pg
 from .._model import (
@@ -24,7 +22,6 @@ from . import Variant
 from ._terms import gemm_applies, gemm_time, sizes
 
 
-@lru_cache(maxsize=512)
 def _shared(plan: geo.Plan, threads: int) -> tuple:
     """(GEMM seconds, cols elements, fixed seconds, workers, pixels-major) of a plan."""
     s = sizes(plan)
