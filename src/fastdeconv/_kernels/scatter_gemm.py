@@ -22,8 +22,8 @@ Layers with a wide stride along the last axis (``WIDE_STRIDE``: iSTFT-like overl
 pixels-major instead, ``cols^T = X^T @ W`` (the same products), and col2im adds each pixel's column taps as one
 contiguous run, pixels last to first so that every element still receives its terms in tap order.
 
-``gather_cols`` (variant ``gather-gemm-cols``) is the gather twin: the same chunks and GEMMs, then every
-output element sums its terms in a register, by output phase, and is stored once (``gather_phases``).
+The gather twin (variant ``gather-gemm-cols``) runs the same chunks and GEMMs, then every output element sums its
+terms in a register, by output phase, and is stored once (``gather_phases``).
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ picks it, it runs only when its form is requested, and then without a ranking or
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
@@ -130,33 +131,35 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in VARIANT_LIST}
 FORM_OF: dict[str, str] = {v.name: v.form for v in VARIANT_LIST}
 
 
+_changing = threading.Lock()  # one register / unregister at a time
+
+
 def register(variant: Variant, before: str | None = None) -> None:
     """Add ``variant`` to the list (before the variant named ``before``, else at the end): what the line in
-    :data:`VARIANT_LIST` does for the built-in ones (tests register a toy variant through it; the planner's
-    caches must be cleared by the caller, as for any change of the model)."""
+    :data:`VARIANT_LIST` does for the built-in ones (tests register a toy variant through it). Readers in other
+    threads see the old list or the new one, never a mix (one assignment each); the planner's caches hold
+    choices made before, so the caller clears them (as for any change of the model)."""
     global VARIANT_LIST
     if not isinstance(variant, Variant):
         raise TypeError(f"variant must be a Variant, got {type(variant).__name__}")
-    if variant.name in VARIANTS:
-        raise ValueError(f"variant {variant.name!r} is already registered")
-    items = list(VARIANT_LIST)
-    items.insert(items.index(get(before)) if before is not None else len(items), variant)
-    _replace(tuple(items))
+    with _changing:
+        if variant.name in VARIANTS:
+            raise ValueError(f"variant {variant.name!r} is already registered")
+        items = list(VARIANT_LIST)
+        items.insert(items.index(get(before)) if before is not None else len(items), variant)
+        # the name first, then the list: whatever the list holds can be looked up
+        FORM_OF[variant.name] = variant.form
+        VARIANTS[variant.name] = variant
+        VARIANT_LIST = tuple(items)
 
 
 def unregister(name: str) -> None:
     """Remove the variant ``name`` (the inverse of :func:`register`)."""
-    _replace(tuple(v for v in VARIANT_LIST if v is not get(name)))
-
-
-def _replace(items: tuple[Variant, ...]) -> None:
     global VARIANT_LIST
-    VARIANT_LIST = items
-    # the dicts are updated in place: modules that imported them see the change
-    VARIANTS.clear()
-    VARIANTS.update((v.name, v) for v in items)
-    FORM_OF.clear()
-    FORM_OF.update((v.name, v.form) for v in items)
+    with _changing:
+        record = get(name)
+        VARIANT_LIST = tuple(v for v in VARIANT_LIST if v is not record)  # the list first, then the name
+        del VARIANTS[name], FORM_OF[name]
 
 
 def dispatchers(name: str | None = None) -> tuple:
