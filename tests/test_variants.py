@@ -124,3 +124,27 @@ def test_baseline_is_a_record_attribute():
                          None, "auto")
     assert record.applies(plan) and record.estimate(plan, 2) > 0  # it has an estimate like the others ...
     assert "zerofill" not in dict(_cost.choose(plan).estimates)  # ... but auto never ranks it
+
+
+# the kernel modules whose drivers moved to their variants: numba code that imports only numpy, numba, the
+# compile-routing decorator, config and the kernel layer itself (the others still hold a driver: issue 27)
+KERNEL_ONLY = ("gather_gemm", "plane", "scatter_gemm", "winograd")
+ALLOWED_ABOVE = {"_compiled", "config"}
+
+
+@pytest.mark.parametrize("module", KERNEL_ONLY)
+def test_kernel_modules_import_no_upper_layer(module):
+    import ast
+
+    tree = ast.parse((Path(fd.__file__).parent / "_kernels" / f"{module}.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            if node.level == 1:
+                continue  # the kernel layer itself
+            names = {node.module} if node.module else {a.name for a in node.names}
+            assert names <= ALLOWED_ABOVE, (module, names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.module.split(".")[0] in {"numpy", "numba", "scipy", "__future__", "functools", "typing"}, \
+                (module, node.module)
+        elif isinstance(node, ast.Import):
+            assert all(a.name.split(".")[0] in {"numpy", "numba", "scipy"} for a in node.names), module

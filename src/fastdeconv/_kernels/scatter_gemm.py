@@ -29,17 +29,12 @@ terms in a register, by output phase, and is stored once (``gather_phases``).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._compiled import njit
 from ..config import NJIT_FLAGS
 from ._index import at, source_between
-
-if TYPE_CHECKING:
-    from .. import _geometry as geo
-
 
 # Strides along the last axis from which col2im adds a row's taps input pixel by input pixel (contiguous output,
 # one run of the pixel's column taps) instead of tap by tap (input pixels ``stride`` apart in the output): at 256
@@ -364,8 +359,9 @@ def pack_channels(x, n0, n, ci0, cin_g, xp):
 
 
 @lru_cache(maxsize=256)
-def geometry_arrays(plan: geo.Plan) -> tuple[np.ndarray, ...]:
-    """(input sizes, kernel, stride, taps) for ``col2im``, cached per plan.
+def geometry_arrays(plan) -> tuple[np.ndarray, ...]:
+    """(input sizes, kernel, stride, taps) for ``col2im``, cached per plan (a ``_geometry.Plan``: only its axes are
+    read).
 
     ``taps[axis, k] = (offset, lo, hi)``: tap ``k`` sends input ``i`` to output ``i * stride + offset``, inside
     the output exactly for ``lo <= i < hi``. The arrays stay writeable (numba compiles read-only arrays
