@@ -252,10 +252,10 @@ def test_call_validates():
 def test_operator_measures_a_pick_only_it_can_run(monkeypatch, tmp_path):
     """Winograd with kept weights, where a one-off call cannot run it, is measured against the one-off call's
     pick on the operator's first call, and the decision is recorded apart from the one-off call's."""
-    from fastdeconv import _calibrate, _compiled
+    from fastdeconv import _calibrate
 
     monkeypatch.setenv("FASTDECONV_CALIBRATE", "1")
-    monkeypatch.setattr(_compiled, "variant_ready", lambda variant, dtype: True)  # (measured on purpose)
+    monkeypatch.setattr(registry, "ready", lambda variant, dtype: True)  # (measured on purpose)
     monkeypatch.setenv("FASTDECONV_CACHE_DIR", str(tmp_path))
     _calibrate.forget()
     try:

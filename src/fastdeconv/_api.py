@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import _calibrate, _compiled, _cost, variants
+from . import _calibrate, _cost, variants
 from . import _geometry as geo
 from ._kernels.scan import max_abs
 from ._kernels.zerofill import fill
@@ -284,7 +284,7 @@ class _Prepared:
             probe._execute(x5, w5, b, y5)
 
         def ready(variant: str) -> bool:
-            return _compiled.variant_ready(variant, self.dtype)
+            return variants.ready(variant, self.dtype)
 
         variant = decide_variant(self.plan, self.ranked, run, self.own, ready)
         if variant != self.variant:

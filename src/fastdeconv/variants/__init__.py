@@ -37,7 +37,7 @@ A record's functions take a :class:`~fastdeconv._geometry.Plan`:
     whether the variant runs in the calling thread (tiny problems);
 ``kernels()``
     the numba entry points its Python driver calls (their callees compile and load with them); a tuple inside
-    holds alternatives, one of which runs depending on the geometry (readiness: ``_compiled.groups_ready``;
+    holds alternatives, one of which runs depending on the geometry (readiness: :func:`ready`;
     warm-up: :func:`dispatchers`).
 
 ``kept_cost`` / ``kept_scratch`` are the cost and scratch when the weight was packed once (an operator), for the
@@ -56,6 +56,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import _compiled
 from .. import _geometry as geo
 from ._terms import weight_plan
 
@@ -191,6 +192,15 @@ def get(name: str) -> Variant:
         return VARIANTS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}") from None
+
+
+def ready(name: str, dtype) -> bool:
+    """Whether the kernels of variant ``name`` (its ``kernels()``) run for ``dtype`` without compiling (False for
+    an unknown variant): the calibration measures only those."""
+    try:
+        return _compiled.groups_ready(get(name).kernels(), dtype)
+    except Exception:
+        return False
 
 
 def forced(name: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
