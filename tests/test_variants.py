@@ -26,7 +26,6 @@ def _marker(plan: geo.Plan) -> bool:
 
 def _clear() -> None:
     _cost._choose.cache_clear()
-    _cost.estimates.cache_clear()
     _api.exact_plan.cache_clear()
     calibration.clear()
 

@@ -95,12 +95,6 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
     return out
 
 
-@lru_cache(maxsize=512)
-def estimates(plan: geo.Plan, threads: int) -> dict[str, float]:
-    """:func:`estimate`, cached per (plan, threads): the registry's ``cost`` of each variant reads it."""
-    return estimate(plan, threads)
-
-
 def scratch_elements(plan: geo.Plan, variant: str, kept: bool = False) -> int:
     """Scratch (elements, all workers) one call of ``variant`` allocates; the direct kernels' is negligible.
     ``kept``: with the weight-only work done once (an operator's packed weights are not per-call scratch)."""
