@@ -16,7 +16,7 @@ from conftest import tolerance, within
 from reference import conv_transpose_ref
 
 import fastdeconv as fd
-from fastdeconv import _api, _calibrate, _compiled, _cost
+from fastdeconv import _api, _calibrate, _compiled, _cost, variants
 from fastdeconv import _geometry as geo
 from fastdeconv.tools.cli import main as cli
 
@@ -43,7 +43,7 @@ def calibrating(monkeypatch, tmp_path):
 @pytest.fixture
 def all_ready(monkeypatch):
     """Every candidate counts as compiled (the tests that measure on purpose compile them)."""
-    monkeypatch.setattr(_compiled, "variant_ready", lambda variant, dtype: True)
+    monkeypatch.setattr(variants, "ready", lambda variant, dtype: True)
 
 
 def _plan():
@@ -311,7 +311,7 @@ def test_compiled_probe():
     assert _compiled.ready([twice], np.float32) and not _compiled.ready([twice], np.float64)
     assert not _compiled.ready([len], np.float32) and not _compiled.ready(None, np.float32)
     assert _compiled.groups_ready([(len, twice)], np.float32)
-    assert _compiled.variant_ready("nope", np.float32) is False
+    assert variants.ready("nope", np.float32) is False
 
 
 def test_run_none_fixes_the_models_pick(calibrating):

@@ -15,7 +15,7 @@ from reference import conv_transpose_ref
 
 import fastdeconv as fd
 from fastdeconv import _geometry as geo
-from fastdeconv import _registry
+from fastdeconv import variants as registry
 
 da = pytest.importorskip("dask.array")
 fdd = pytest.importorskip("fastdeconv.dask")
@@ -436,7 +436,7 @@ SHORT_LAST = [
 ]
 
 
-@pytest.mark.parametrize("variant", [None, *_registry.names(zerofill=True)])
+@pytest.mark.parametrize("variant", [None, *registry.names(baseline=True)])
 @pytest.mark.parametrize("case", range(len(SHORT_LAST)))
 def test_last_block_shorter_than_the_stride(monkeypatch, case, variant):
     """Every block through the call's one operator, with the synchronous and the threaded scheduler: the
@@ -449,7 +449,7 @@ def test_last_block_shorter_than_the_stride(monkeypatch, case, variant):
     b = rng.standard_normal(w_shape[1] * kw.get("groups", 1)).astype(np.float32)
     if variant is not None:
         whole = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, **kw)
-        record = _registry.get(variant)
+        record = registry.get(variant)
         if variant != "zerofill" and not (record.applies(whole) and (record.estimate(whole, 2) is not None or
                                                                      record.estimate(whole, 2, kept=True) is not None)):
             pytest.skip(f"{variant} does not apply to the whole call")  # (with the operator's weights kept)

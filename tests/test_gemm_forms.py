@@ -13,14 +13,15 @@ from reference import conv_transpose_ref
 from strategies import geometries, geometry_kwargs
 
 import fastdeconv as fd
-from fastdeconv import _api, _cost, _registry
+from fastdeconv import _api, _cost
 from fastdeconv import _geometry as geo
-from fastdeconv._kernels import gather_gemm as gg
+from fastdeconv import variants as registry
 from fastdeconv._kernels import pixel_gemm as pg
-from fastdeconv._kernels import scatter_gemm as sg
 from fastdeconv._threads import max_threads
+from fastdeconv.variants import gather_gemm as gg
+from fastdeconv.variants import scatter_gemm as sg
 
-VARIANTS = tuple(name for name in _registry.names() if "gemm" in name)  # the BLAS-backed ones
+VARIANTS = tuple(name for name in registry.names() if "gemm" in name)  # the BLAS-backed ones
 
 
 def run_variant(variant, x, w, bias=None, **geometry):
@@ -32,7 +33,7 @@ def run_variant(variant, x, w, bias=None, **geometry):
     w5 = _api._contiguous(w, plan.dtype).reshape(
         (plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes))
     b = np.zeros(plan.c_out, plan.dtype) if bias is None else _api._contiguous(bias, plan.dtype)
-    _registry.forced(variant, plan, x5, w5, b,
+    registry.forced(variant, plan, x5, w5, b,
                      y.reshape((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes)))
     return y
 

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from reference import conv_transpose_ref
 from strategies import geometries, geometry_kwargs
 
-from fastdeconv import _api, _cost, _registry
+from fastdeconv import _api, _cost
 from fastdeconv import _geometry as geo
+from fastdeconv import variants as registry
 from fastdeconv._kernels import scan
 
 # NumPy's matmul/einsum warn when a NaN or an infinity meets a product; here that is the point
@@ -153,7 +154,7 @@ def test_safe_bounds_and_the_exact_plan():
     plan = dataclasses.replace(_plan(x, w, None, dict(stride=2, padding=1, output_padding=0, groups=1,
                                                       dilation=1)), variant="gather-winograd")
     def safe(variant, x5, w5):
-        check = _registry.get(variant).check
+        check = registry.get(variant).check
         return check is None or check(plan, x5, scan.max_abs(w5))
 
     assert safe("gather-winograd", x, w)
@@ -163,10 +164,10 @@ def test_safe_bounds_and_the_exact_plan():
     assert not safe("gather-gemm", x, w * np.float32(np.nan))
     assert safe("scatter-gemm", x, w * np.float32(np.nan))  # exact: no scan at all
     exact = _api.exact_plan(plan)
-    assert _registry.get(exact.variant).exact and _cost.FORM_OF[exact.variant] == "gather"
-    checked = {name for name, v in _registry.VARIANTS.items() if v.check is not None}
+    assert registry.get(exact.variant).exact and _cost.FORM_OF[exact.variant] == "gather"
+    checked = {name for name, v in registry.VARIANTS.items() if v.check is not None}
     assert checked == {"gather-winograd", "gather-gemm", "gather-plane"}
-    assert all(not v.exact for name, v in _registry.VARIANTS.items() if name in checked)
+    assert all(not v.exact for name, v in registry.VARIANTS.items() if name in checked)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -14,8 +14,9 @@ from conftest import tolerance
 from reference import conv_transpose_ref
 
 import fastdeconv as fd
-from fastdeconv import _api, _cost, _registry
+from fastdeconv import _api, _cost
 from fastdeconv import _geometry as geo
+from fastdeconv import variants as registry
 
 # (x shape, weight shape, geometry): every registry variant applies to the first (small, 4x4 stride 2, few
 # output channels: gather-plane too)
@@ -59,12 +60,12 @@ def _forced(variant, x, w, b, kw):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("variant", _registry.names(zerofill=True))
+@pytest.mark.parametrize("variant", registry.names(baseline=True))
 def test_every_variant_forced_matches_reference_through_both_paths(variant, dtype):
     x_shape, w_shape, kw = ALL_VARIANTS
     x, w, b = _arrays(x_shape, w_shape, 1, dtype)
     plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, kw["stride"], kw["padding"])
-    assert _registry.get(variant).applies(plan)
+    assert registry.get(variant).applies(plan)
     assert variant == "zerofill" or variant in _cost.estimate(plan, 2)  # a one-off call can run it too
     functional, kept, op = _forced(variant, x, w, b, kw)
     np.testing.assert_allclose(functional, conv_transpose_ref(x, w, b, **kw), err_msg=variant, **tolerance(dtype))
@@ -91,14 +92,14 @@ def test_kept_transposed_weight_gives_the_one_off_bits(variant, case):
 
 
 def test_registry_records():
-    names = _registry.names()
-    assert len(names) == 9 and "zerofill" not in names and _registry.names(zerofill=True)[-1] == "zerofill"
-    assert set(_registry.names("scatter")) | set(_registry.names("gather")) == set(names)
-    assert _cost.VARIANTS == names and all(_cost.FORM_OF[n] == _registry.get(n).form for n in names)
-    for v in _registry.VARIANTS.values():
-        assert v.kernels() and all(hasattr(k, "signatures") for k in _registry.dispatchers(v.name)), v.name  # numba
+    names = registry.names()
+    assert len(names) == 9 and "zerofill" not in names and registry.names(baseline=True)[-1] == "zerofill"
+    assert set(registry.names("scatter")) | set(registry.names("gather")) == set(names)
+    assert _cost.VARIANTS == names and all(_cost.FORM_OF[n] == registry.get(n).form for n in names)
+    for v in registry.VARIANTS.values():
+        assert v.kernels() and all(hasattr(k, "signatures") for k in registry.dispatchers(v.name)), v.name  # numba
     with pytest.raises(ValueError, match="unknown variant"):
-        _registry.get("scatter-fft")
+        registry.get("scatter-fft")
 
 
 @pytest.mark.parametrize("geometry", range(len(GEOMETRIES)))
@@ -251,10 +252,10 @@ def test_call_validates():
 def test_operator_measures_a_pick_only_it_can_run(monkeypatch, tmp_path):
     """Winograd with kept weights, where a one-off call cannot run it, is measured against the one-off call's
     pick on the operator's first call, and the decision is recorded apart from the one-off call's."""
-    from fastdeconv import _calibrate, _compiled
+    from fastdeconv import _calibrate
 
     monkeypatch.setenv("FASTDECONV_CALIBRATE", "1")
-    monkeypatch.setattr(_compiled, "variant_ready", lambda variant, dtype: True)  # (measured on purpose)
+    monkeypatch.setattr(registry, "ready", lambda variant, dtype: True)  # (measured on purpose)
     monkeypatch.setenv("FASTDECONV_CACHE_DIR", str(tmp_path))
     _calibrate.forget()
     try:

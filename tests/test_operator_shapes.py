@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 from reference import conv_transpose_ref
 
 import fastdeconv as fd
-from fastdeconv import _cost, _registry
+from fastdeconv import _cost
 from fastdeconv import _geometry as geo
+from fastdeconv import variants as registry
 
-VARIANTS = _registry.names(zerofill=True)
+VARIANTS = registry.names(baseline=True)
 
 
 @st.composite
@@ -76,7 +77,7 @@ def _forced_plan(x, w, kw, variant):
     cannot run: it does not apply, or no chunk of it fits even with the operator's weights kept."""
     plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, **kw)
     plan = dataclasses.replace(plan, method=_cost.FORM_OF[variant], variant=variant)
-    record = _registry.get(variant)
+    record = registry.get(variant)
     if variant != "zerofill" and not (record.applies(plan) and (record.estimate(plan, 2) is not None or
                                                                  record.estimate(plan, 2, kept=True) is not None)):
         return None

@@ -16,7 +16,7 @@ from strategies import geometries, geometry_kwargs
 import fastdeconv as fd
 from fastdeconv import _api, _cost
 from fastdeconv import _geometry as geo
-from fastdeconv._kernels import plane as pl
+from fastdeconv.variants import gather_plane as pl
 
 
 def run_plane(x, w, bias=None, serial=False, **geometry):

@@ -290,7 +290,8 @@ FORK_SCRIPT = r"""
 import dataclasses, multiprocessing as mp, sys
 import numpy as np
 import fastdeconv as fd
-from fastdeconv import _api, _cost, _registry, _geometry as geo
+from fastdeconv import _api, _cost, _geometry as geo
+from fastdeconv import variants as registry
 
 fd.set_num_threads(2)
 rng = np.random.default_rng(0)
@@ -330,7 +331,7 @@ def child(name, parent):
 
 if __name__ == "__main__":
     names = variants + ["zerofill", "conv", "conv-gemm", "backward", "zero_fill"]
-    assert set(_registry.VARIANTS) <= set(names), names
+    assert set(registry.VARIANTS) <= set(names), names
     ctx = mp.get_context("fork")
     for name in names:
         parent = job(name)  # the kernels of this job ran in the parent: now a child must compute

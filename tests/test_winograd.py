@@ -13,12 +13,15 @@ import fastdeconv as fd
 from fastdeconv import _geometry as geo
 from fastdeconv import _threads
 from fastdeconv._kernels import winograd as wg
+from fastdeconv.variants import _winograd_math as wm
+from fastdeconv.variants import _winograd_run as wr
+from fastdeconv.variants import _winograd_schedule as ws
 
 
-@pytest.mark.parametrize("m, r", sorted(wg.POINTS))
+@pytest.mark.parametrize("m, r", sorted(wm.POINTS))
 def test_matrices_compute_the_correlation(m, r):
     """A^T [(G g) * (B^T d)] equals y_i = sum_u d[i + u] g[u] for M outputs."""
-    bt, g_mat, at = wg.matrices(m, r)
+    bt, g_mat, at = wm.matrices(m, r)
     assert bt.shape == (m + r - 1, m + r - 1) and g_mat.shape == (m + r - 1, r) and at.shape == (m, m + r - 1)
     rng = np.random.default_rng(r)
     for _ in range(20):
@@ -39,7 +42,7 @@ def _plan(x_shape, w_shape, dtype=np.float64, **kw):
     ((1, 2, 5, 5), (2, 2, 8, 8), {"stride": 2}),               # r = 4: no matrices
 ])
 def test_not_applicable(x_shape, w_shape, kw):
-    assert wg.layout(_plan(x_shape, w_shape, **kw)) is None
+    assert ws.layout(_plan(x_shape, w_shape, **kw)) is None
 
 
 @pytest.fixture
@@ -48,9 +51,9 @@ def roomy(monkeypatch):
 
     The same patch holds for every hypothesis example (it is a constant), so the function scope is harmless.
     """
-    clear = wg._choice.cache_clear
-    monkeypatch.setattr(wg, "weight_elements", lambda plan: -(10 ** 9))
-    monkeypatch.setattr(wg, "_held", lambda plan, shared: -(10 ** 9))
+    clear = ws._choice.cache_clear
+    monkeypatch.setattr(ws, "weight_elements", lambda plan: -(10 ** 9))
+    monkeypatch.setattr(ws, "_held", lambda plan, shared: -(10 ** 9))
     clear()
     yield
     clear()
@@ -61,7 +64,7 @@ def _run(x, w, bias, kw):
     y = np.full(plan.out_shape, np.nan, plan.dtype)
     x5 = x.reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
     w5 = w.reshape((plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes))
-    wg.gather_winograd(plan, x5, w5, bias, y.reshape((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes)))
+    wr.gather_winograd(plan, x5, w5, bias, y.reshape((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes)))
     return y
 
 
@@ -91,12 +94,12 @@ def winograd_geometries(draw):
 def test_matches_reference(roomy, monkeypatch, shared, geom, dtype, seed):
     """Both ways of transforming the weights: once per call, shared by the workers (``shared``), or per chunk
     and point."""
-    monkeypatch.setattr(wg, "shares_weights", lambda plan: shared)
+    monkeypatch.setattr(ws, "shares_weights", lambda plan: shared)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(geom["x_shape"]).astype(dtype)
     w = rng.standard_normal((geom["x_shape"][1], geom["cout_g"]) + geom["kernel"]).astype(dtype)
     bias = rng.standard_normal(geom["cout_g"] * geom["groups"]).astype(dtype)
-    assume(wg.layout(_plan(x.shape, w.shape, dtype, **geom["kw"])) is not None)  # uneven taps with dilation
+    assume(ws.layout(_plan(x.shape, w.shape, dtype, **geom["kw"])) is not None)  # uneven taps with dilation
     np.testing.assert_allclose(_run(x, w, bias, geom["kw"]), conv_transpose_ref(x, w, bias, **geom["kw"]),
                                **tolerance(dtype))
 
@@ -104,7 +107,7 @@ def test_matches_reference(roomy, monkeypatch, shared, geom, dtype, seed):
 @pytest.mark.parametrize("samples, rows, channels", [(1, 1, 1), (2, 9, 3), (3, 9, 64), (1, 2, 5)])
 def test_chunks_split_samples_rows_and_channels(roomy, monkeypatch, samples, rows, channels):
     """Forced small chunks (several sample blocks and channel blocks per call) give the same result."""
-    monkeypatch.setattr(wg, "chunks", lambda plan: (samples, rows, channels))
+    monkeypatch.setattr(ws, "chunks", lambda plan: (samples, rows, channels))
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((5, 6, 5, 4)), rng.standard_normal((6, 7, 4, 2))
     bias = rng.standard_normal(7)
@@ -120,8 +123,8 @@ def test_layers_share_the_transformed_weights_when_it_pays(x_shape, w_shape, kw)
     """The transformed weights of every (weight phase, point) are computed once per call, and the scratch
     (those included) stays within the output's size."""
     plan = _plan(x_shape, w_shape, np.float32, **kw)
-    assert wg.shares_weights(plan)
-    assert 0 < wg.scratch_elements(plan) <= plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
+    assert ws.shares_weights(plan)
+    assert 0 < ws.scratch_elements(plan) <= plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
 
 
 @pytest.mark.parametrize("shared", [True, False])
@@ -138,16 +141,16 @@ def test_both_weight_paths_give_the_same_bits(roomy, monkeypatch, shared, x_shap
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
     bias = rng.standard_normal(w_shape[1]).astype(np.float32)
-    monkeypatch.setattr(wg, "shares_weights", lambda plan: False)
+    monkeypatch.setattr(ws, "shares_weights", lambda plan: False)
     per_chunk = _run(x, w, bias, kw)
-    monkeypatch.setattr(wg, "shares_weights", lambda plan: shared)
+    monkeypatch.setattr(ws, "shares_weights", lambda plan: shared)
     np.testing.assert_array_equal(_run(x, w, bias, kw), per_chunk)
     np.testing.assert_allclose(per_chunk, conv_transpose_ref(x, w, bias, **kw), **tolerance(np.float32))
 
 
 def test_weight_heavy_layers_transform_per_chunk():
     """DCGAN's first block: 36 transformed (C_in, C_out) matrices would be 4.5x its output (the memory rule)."""
-    assert not wg.shares_weights(_plan((64, 512, 4, 4), (512, 256, 4, 4), np.float32, stride=2, padding=1))
+    assert not ws.shares_weights(_plan((64, 512, 4, 4), (512, 256, 4, 4), np.float32, stride=2, padding=1))
 
 
 def test_auto_picks_winograd_for_dcgan_blocks_and_respects_memory():
@@ -156,7 +159,7 @@ def test_auto_picks_winograd_for_dcgan_blocks_and_respects_memory():
     assert "Winograd" in choice.reason
     plan = _plan((64, 256, 8, 8), (256, 128, 4, 4), np.float32, stride=2, padding=1)
     out = plan.batch * plan.c_out * 16 * 16
-    assert 0 < wg.scratch_elements(plan) <= out
+    assert 0 < ws.scratch_elements(plan) <= out
 
 
 def test_through_the_public_api():
@@ -192,4 +195,4 @@ def test_the_cold_compile_signature_is_the_calls(dtype):
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((2, 16, 16, 16)).astype(dtype), rng.standard_normal((16, 8, 4, 4)).astype(dtype)
     _run(x, w, np.zeros(8, dtype), {"stride": 2, "padding": 1})
-    assert wg._run_task_signature(np.dtype(dtype)) in wg.run_task.overloads
+    assert wr._run_task_signature(np.dtype(dtype)) in wg.run_task.overloads

@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import _calibrate, _compiled, _cost, _registry
+from . import _calibrate, _cost, variants
 from . import _geometry as geo
 from ._geometry import IntOrSeq, Padding
 from ._kernels.scan import max_abs
@@ -162,10 +162,9 @@ def current_variant(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], own: 
 def operator_pick(plan: geo.Plan) -> bool:
     """Whether an operator's model pick (its packed weights not counted per call) is a variant a one-off call of
     ``plan`` cannot run (Winograd with kept transformed weights, where the call's memory rule forbids it)."""
-    if plan.method == "zerofill":  # (no ranking: the baseline was asked for)
-        return False
     pick = _cost.choose(plan, kept=True).variant
-    return pick not in dict(_cost.choose(plan).estimates)
+    one_off = _cost.choose(plan)
+    return pick != one_off.variant and pick not in dict(one_off.estimates)
 
 
 def _ranking(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], own: bool):
@@ -204,7 +203,7 @@ class _Prepared:
         # variant a one-off call cannot run; otherwise it decides as a one-off call does (the same variant)
         self.own = own = kept is not None and operator_pick(plan)
         choice = _cost.choose(plan, own)
-        self.ranked = choice.estimates or ((choice.variant, 0.0),)
+        self.ranked = choice.ranking()
         self.dtype = plan.dtype
         self.out_shape = plan.out_shape
         self.x5_shape = (plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes)
@@ -218,7 +217,7 @@ class _Prepared:
         self._use(current_variant(plan, self.ranked, own))
 
     def _use(self, variant: str) -> None:
-        record = _registry.get(variant)
+        record = variants.get(variant)
         kernel, args = record.direct(self.plan) if record.direct is not None else (None, ())
         # what ``_checked`` and ``_execute`` read, swapped in one assignment: a thread running this object while
         # another one switches it (two first calls deciding at once) reads one variant's record, kernel and pack,
@@ -284,7 +283,7 @@ class _Prepared:
             probe._execute(x5, w5, b, y5)
 
         def ready(variant: str) -> bool:
-            return _compiled.variant_ready(variant, self.dtype)
+            return variants.ready(variant, self.dtype)
 
         variant = decide_variant(self.plan, self.ranked, run, self.own, ready)
         if variant != self.variant:
@@ -332,7 +331,7 @@ def exact_plan(plan: geo.Plan) -> geo.Plan:
     """The plan with the cheapest exact variant of the gather form fixed: what runs a call whose values a
     checked variant could turn into a wrong Inf or NaN."""
     gather = dataclasses.replace(plan, method="gather", variant=None)
-    name = next(v for v, _ in _cost.choose(gather).estimates if _registry.get(v).exact)
+    name = next(v for v, _ in _cost.choose(gather).estimates if variants.get(v).exact)
     return dataclasses.replace(gather, variant=name)
 
 

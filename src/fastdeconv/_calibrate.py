@@ -89,9 +89,9 @@ def cache_file() -> Path:
 
 def variant_names() -> frozenset[str]:
     """The variant names a record may hold (the registry's)."""
-    from . import _registry
+    from . import variants
 
-    return frozenset(_registry.VARIANTS)
+    return frozenset(variants.VARIANTS)
 
 
 def key(plan: geo.Plan) -> str:
@@ -164,8 +164,6 @@ def decide(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run: Callable[
     str
     """
     if not ranked:
-        if plan.method == "zerofill":
-            return "zerofill"
         raise ValueError("ranked must hold at least one (variant, seconds) pair")
     model = ranked[0][0]
     if not enabled() or plan.variant is not None or len(ranked) < 2:
@@ -208,8 +206,6 @@ def current(plan: geo.Plan, ranked: tuple[tuple[str, float], ...]) -> Decision:
     The decision of this process if made, else a deciding record on disk, else the model's pick (None).
     """
     if not ranked:
-        if plan.method == "zerofill":
-            return "zerofill", None
         raise ValueError("ranked must hold at least one (variant, seconds) pair")
     model = ranked[0][0]
     if not enabled() or plan.variant is not None or len(ranked) < 2:

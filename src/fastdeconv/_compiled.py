@@ -98,17 +98,6 @@ def _matches(sig, want) -> bool:
     return not floats or want in floats
 
 
-def variant_ready(variant: str, dtype) -> bool:
-    """Whether ``variant``'s kernels (the registry's ``kernels()``) run for ``dtype`` without compiling (False for
-    an unknown variant)."""
-    from . import _registry
-
-    try:
-        return groups_ready(_registry.get(variant).kernels(), dtype)
-    except Exception:
-        return False
-
-
 # A child interpreter that compiles one kernel for one signature into numba's on-disk cache. The signature
 # travels pickled on stdin; the parent's sys.path goes along, so that the child imports the same fastdeconv.
 # SIGINT gets Python's handler back: a child of a process that ignores it (a warm-up worker) would inherit that.

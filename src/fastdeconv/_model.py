@@ -1,7 +1,7 @@
 """The fitted constants of the cost model, in one place, each name with one meaning.
 
-``_cost.estimate`` (every variant's estimate), ``_kernels/scatter_gemm.chunks`` (its chunk choice) and
-``_kernels/winograd`` (its chunk choice and estimate) read them; kernel-internal tuning (buffer sizes, chunk
+The variant modules (``variants/``: every variant's estimate), ``variants/scatter_gemm.chunks`` (its chunk choice)
+and ``_kernels/winograd`` (its chunk choice and estimate) read them; kernel-internal tuning (buffer sizes, chunk
 targets) stays in the kernels. Only their ratios matter for the choice.
 """
 
@@ -91,7 +91,7 @@ PLANE_SERIAL_WORK = 2e6    # multiply-adds below which gather-plane runs in the 
 TINY_WORK = 2000           # ... and below which walking the definition beats setting up buffered runs (the
                            # fixed set-up dominates a few hundred multiply-adds; the two are even near 5000)
 
-# scatter-gemm's chunk choice (``_kernels/scatter_gemm.chunks``): GEMM efficiency credited to a chunk cut into slabs
+# scatter-gemm's chunk choice (``variants/scatter_gemm.chunks``): GEMM efficiency credited to a chunk cut into slabs
 # (relative to whole samples), seconds per (chunk, slab) of calls from the worker's loop (GEMM and col2im)
 SLAB_DISCOUNT = 0.85
 CHUNK_CALL = 20e-6

@@ -133,7 +133,7 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         xb = xb.rechunk({1: -1})
     # every block runs the whole array's variant (the same terms in the same order), decided as the in-memory
     # call decides it: without a measurement, this fixes the model's pick for the process
-    variant = decide_variant(plan, _cost.choose(plan).estimates)
+    variant = decide_variant(plan, _cost.choose(plan).ranking())
     plan = dataclasses.replace(plan, method=_cost.FORM_OF[variant], variant=variant)
     rank, lead = plan.rank, geo.MAX_RANK - plan.rank
     axes = plan.axes[lead:]

@@ -19,127 +19,19 @@ computed and never stored.
 
 Each output element is computed by one task from its terms in a fixed order (input channel, depth tap, row
 tap, column tap): bitwise-identical results across thread counts. Scratch per worker: the padded rows plus one
-block of phase rows, sized to stay in L2.
+block of phase rows, sized to stay in L2. When the variant applies, its layout (tables, pitch, blocks) and the
+driver that runs the tasks are the variant's (``variants/gather_plane.py``).
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import NamedTuple
-
 import numpy as np
 from numba import uintp
 
-from .. import _geometry as geo
 from .._compiled import njit
-from .._runtime import run_parallel
-from .._threads import get_num_threads, max_threads
 from ..config import NJIT_FLAGS
 from ._blocks import store_block
 from ._index import unravel
-
-# Elements of scratch per worker (the padded input rows plus one block of phase rows): 128 KiB in float32 with
-# one input channel per group; with several, whose padded rows stay in L2 while every phase reads them,
-# 512 KiB: with wide rows of many channels a smaller buffer leaves a single row per block, and every block
-# re-reads the halo rows its taps need.
-BUFFER_ELEMENTS = 32768
-CHANNELS_BUFFER_ELEMENTS = 131072
-# Output channels one pass over the padded rows updates (each input element loaded once for all of them): three
-# share each load among several channels, while their accumulators and weights stay in vector registers (of one
-# to four channels, three ran fastest).
-CHANNEL_BLOCK = 3
-# Most output channels per group with several input channels (beyond it BLAS's channel contraction wins)
-MAX_CHANNELS_OUT = 32
-# Phases with outputs beyond the kernel size, and source spread beyond twice (input + kernel), up to which the
-# variant applies (see ``applies``)
-PHASE_SLACK = 64
-# Chunks of tasks per worker thread: workers claim them one at a time (a worker slowed down by another process
-# takes fewer), and each is one kernel call that allocates its scratch once (a few microseconds from Python);
-# a chunk has at least CHUNK_WORK multiply-adds, so that small calls are not mostly that overhead.
-CHUNKS_PER_THREAD = 4
-CHUNK_WORK = 1_000_000
-
-
-class Layout(NamedTuple):
-    """Per-plan constants of the kernel (built once per plan)."""
-
-    tables: tuple[np.ndarray, np.ndarray, np.ndarray]  # per axis (stride, 2 + 2 * kernel): count, taps, (k, base)
-    geometry: np.ndarray  # int64: lo_h, span_h, lo_w, pitch, block (phase rows per task), blocks per plane,
-    #                       output channels per pass (1 or CHANNEL_BLOCK)
-    scratch: int          # elements of scratch per worker
-
-
-def applies(plan: geo.Plan) -> bool:
-    """Whether this variant runs the plan: one input channel per group (depthwise, single-channel images), or
-    several with few output channels per group (RGB output layers, class maps); and on every axis at most
-    ``kernel + PHASE_SLACK`` phases with outputs and taps' sources spread over at most twice (input + kernel)
-    + ``PHASE_SLACK`` inputs (its tables, buffers and loops grow with both: a stride far above the kernel leaves
-    bias-only phases, a huge dilation padded rows of zeros)."""
-    if plan.groups == 0 or plan.c_out < plan.groups or plan.c_in < plan.groups:
-        return False
-    if not (plan.c_in == plan.groups or plan.c_out // plan.groups <= MAX_CHANNELS_OUT):
-        return False
-    for a in plan.axes:
-        bases = [b for _, _, _, bs in a.tap_phases() for b in bs]
-        if a.phase_count > a.kernel + PHASE_SLACK or \
-                max(bases, default=0) - min(bases, default=0) > 2 * (a.size_in + a.kernel) + PHASE_SLACK:
-            return False
-    return True
-
-
-def axis_table(axis: geo.Axis) -> tuple[np.ndarray, int, int]:
-    """One axis's phases with outputs as an int64 table (row per phase ``r < phase_count``: count, number of
-    taps, then (tap, base) pairs), with the lowest base and the spread of the bases (0 when no phase has a tap).
-
-    Only the ``min(stride, size_out)`` phases with outputs have a row: when the stride exceeds the output, every
-    phase has one output (``m = 0``), so the kernels may take the row count for the stride (``o = r``)."""
-    phases = axis.tap_phases()
-    rows = axis.phase_count
-    table = np.zeros((rows, 2 + 2 * axis.kernel), dtype=np.int64)
-    table[:, 0] = -(-(axis.size_out - np.arange(rows, dtype=np.int64)) // axis.stride)
-    bases = [b for _, _, _, bs in phases for b in bs]
-    lo = min(bases, default=0)
-    for r, _count, taps, bs in phases:
-        table[r, 1] = len(taps)
-        for u, (k, b) in enumerate(zip(taps, bs)):
-            table[r, 2 + 2 * u], table[r, 3 + 2 * u] = k, b
-    return table, lo, max(bases, default=0) - lo
-
-
-@lru_cache(maxsize=256)
-def layout(plan: geo.Plan) -> Layout:
-    """Phase tables, padded-plane pitch, row block and channel block of a plan (see the module docstring)."""
-    (t_d, _, _), (t_h, lo_h, span_h), (t_w, lo_w, span_w) = (axis_table(a) for a in plan.axes)
-    cin_g, cout_g = plan.c_in // plan.groups, plan.c_out // plan.groups
-    depth_taps = int(t_d[:, 1].max())
-    rows = int(t_h[0, 0])  # phase 0 has the most outputs
-    pitch = int(t_w[0, 0]) + span_w
-    s_w = t_w.shape[0]  # column phases with outputs (the stride, or the output width when it is smaller)
-    cb = 1 if cout_g == 1 else CHANNEL_BLOCK
-    target = BUFFER_ELEMENTS if cin_g == 1 else CHANNELS_BUFFER_ELEMENTS
-    # block of phase rows per task: its padded input rows of every input channel (one extra: a run's tail reads
-    # up to span_w past the last row) plus one phase row of each column phase and channel of a pass fit the
-    # buffer
-    per_row = (s_w * cb + cin_g * depth_taps) * pitch
-    block = max(1, min(rows, (target - cin_g * depth_taps * (span_h + 1) * pitch) // per_row))
-    # a single image: at least one row block per worker
-    per_block = plan.batch * plan.groups * plan.axes[0].size_out  # tasks per row block
-    if 0 < per_block < max_threads():
-        block = min(block, max(1, -(-rows // -(-max_threads() // per_block))))
-    blocks = -(-rows // block) if rows else 0
-    scratch = s_w * cb * block * pitch + cin_g * depth_taps * (block + span_h + 1) * pitch
-    geometry = np.array([lo_h, span_h, lo_w, pitch, block, blocks, cb], dtype=np.int64)
-    return Layout((t_d, t_h, t_w), geometry, scratch)
-
-
-def scratch_elements(plan: geo.Plan) -> int:
-    """Scratch elements one call holds at most (each worker runs one chunk of tasks at a time)."""
-    return layout(plan).scratch * min(max_threads(), task_count(plan))
-
-
-def task_count(plan: geo.Plan) -> int:
-    """Tasks of one call: (sample, group, output depth, block of phase rows)."""
-    return plan.batch * plan.groups * plan.axes[0].size_out * int(layout(plan).geometry[5])
 
 
 @njit(**NJIT_FLAGS)
@@ -330,28 +222,3 @@ def plane_tasks(task_lo, task_hi, x, w, bias, y, groups, t_d, t_h, t_w, geometry
                 y0 = (((n * y.shape[1] + co) * o_d + od) * o_h + ph + s_h * m0) * o_w
                 store_block(buf, nc, s_w * phase_len, rows, pitch, phase_len, yf, y0, s_h * o_w, o_d * o_h * o_w,
                             o_w, s_w, bias, co)
-
-
-def gather_plane(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray,
-                 serial: bool = False) -> None:
-    """Run the plan (``applies(plan)``) into ``y5``; ``serial`` keeps it in the calling thread.
-
-    The tasks run in contiguous chunks on the package's worker pool (``run_parallel``), each chunk one call of
-    the serial, GIL-free ``plane_tasks``: a single compiled kernel serves the serial and the parallel paths (a
-    ``parallel=True`` wrapper would be a second compilation of the whole body, the costlier one).
-    """
-    lay = layout(plan)
-    args = (x5, w5, bias, y5, plan.groups, *lay.tables, lay.geometry)
-    n_tasks = task_count(plan)
-    threads = get_num_threads()
-    if serial or threads == 1 or n_tasks <= 1:
-        plane_tasks(0, n_tasks, *args)
-        return
-    n_chunks = min(n_tasks, CHUNKS_PER_THREAD * threads, max(threads, plan.macs // CHUNK_WORK))
-    bounds = [(c * n_tasks // n_chunks, (c + 1) * n_tasks // n_chunks) for c in range(n_chunks)]
-
-    def work(part):
-        for lo, hi in part:
-            plane_tasks(lo, hi, *args)
-
-    run_parallel(work, bounds)

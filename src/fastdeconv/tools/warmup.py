@@ -47,12 +47,12 @@ EXTRAS = ("zerofill", "conv", "backward", "zero_fill")
 def tasks(dtypes: Sequence[str] = DTYPES) -> list[tuple[str, str]]:
     """What warm-up compiles: ``(variant or extra, dtype)`` pairs, each a disjoint unit of work.
 
-    Every variant of the registry (``fastdeconv._registry``) is listed; :func:`run_task` runs it, forced, on each
+    Every variant of the list (``fastdeconv.variants``) is listed; :func:`run_task` runs it, forced, on each
     representative geometry where it applies, with the value check of the variants that have one.
     """
-    from .. import _registry
+    from .. import variants
 
-    names = list(_registry.names()) + list(EXTRAS)
+    names = list(variants.names()) + list(EXTRAS)
     return [(name, dtype) for dtype in dtypes for name in names]
 
 
@@ -60,21 +60,21 @@ def _forced(variant: str, x, w, kw: dict) -> bool:
     """Run ``variant`` on (x, w) whatever the cost model would pick; False when it does not apply there."""
     import numpy as np
 
-    from .. import _cost, _registry
     from .. import _geometry as geo
+    from .. import variants
     from .._kernels.scan import max_abs
 
-    record = _registry.get(variant)
+    record = variants.get(variant)
     plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, kw.get("stride", 1), kw.get("padding", 0),
                          kw.get("output_padding", 0), kw.get("groups", 1), kw.get("dilation", 1), None, record.form)
-    if variant != "zerofill" and variant not in _cost.estimate(plan, 1):
+    if not record.applies(plan) or record.estimate(plan, 1) is None:
         return False
     x5 = x.reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
     w5 = w.reshape((plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes))
     y5 = np.empty((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes), plan.dtype)
     if record.check is not None:
         record.check(plan, x5, max_abs(w5))
-    _registry.forced(variant, plan, x5, w5, np.zeros(plan.c_out, plan.dtype), y5)
+    variants.forced(variant, plan, x5, w5, np.zeros(plan.c_out, plan.dtype), y5)
     return True
 
 

@@ -1,0 +1,63 @@
+"""What the two direct variants (scatter-direct, gather-direct) share: their dispatch (a numba kernel over tasks,
+serially on small problems) and their estimate's form."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+from .. import _geometry as geo
+from .. import _model
+from .._kernels import gather as _gd
+from .._kernels import scatter as _sd
+from .._kernels._blocks import CHANNEL_BLOCK
+from .._model import BANDWIDTH, DIRECT_CHANNEL_BLOCK, DIRECT_RATE, DIRECT_ROW_HALF, LAUNCH_POOL, LAUNCH_SERIAL
+from .._tiling import tile_for
+from ._terms import sizes
+
+
+def runs_serially(plan: geo.Plan) -> bool:
+    """A direct kernel on a small problem: handing chunks to the worker pool costs more than it saves."""
+    return plan.macs < _model.SERIAL_WORK
+
+
+@lru_cache(maxsize=512)
+def direct_call(plan: geo.Plan, form: str) -> tuple:
+    """(kernel, its arguments after x, w, bias, y) of a direct variant for ``plan``: on small problems the numba
+    kernel over all the tasks in the calling thread (below ``TINY_WORK`` scatter walks the definition: the same
+    bits as ``scatter_serial``), else the function that hands chunks of them to the worker pool."""
+    tile = tile_for(plan) if plan.batch * plan.c_out else np.ones(3, np.int64)  # empty: never launched
+    args = (plan.groups, plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start"), tile)
+    if not runs_serially(plan):
+        return (_sd.scatter if form == "scatter" else _gd.gather), args
+    if form == "scatter" and plan.macs < _model.TINY_WORK:
+        return _sd.scatter_tiny, args
+    # the task count of ``_blocks.task_count``: (sample, group x channel block, output tile)
+    blocks = -(-(plan.c_out // plan.groups) // CHANNEL_BLOCK)
+    n_tasks = plan.batch * plan.groups * blocks * math.prod(-(-a.size_out // int(t)) for a, t in zip(plan.axes, tile))
+    return (_sd.scatter_tasks if form == "scatter" else _gd.gather_tasks), args + (0, n_tasks)
+
+
+def direct_run(form: str):
+    def run(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
+        kernel, args = direct_call(plan, form)
+        kernel(x5, w5, bias, y5, *args)
+
+    return run
+
+
+def direct_cost(plan: geo.Plan, threads: int, slower: float) -> float:
+    """A direct kernel's estimate: its rate grows with the contiguous run along the last axis and with channel
+    blocking; ``slower`` is the form's factor on that time."""
+    s = sizes(plan)
+    macs = plan.macs
+    run = plan.axes[2].size_in
+    row_eff = run / (run + DIRECT_ROW_HALF)
+    block_eff = min(s.cout_g, DIRECT_CHANNEL_BLOCK) / DIRECT_CHANNEL_BLOCK
+    rate = DIRECT_RATE * s.scale * row_eff * (0.3 + 0.7 * block_eff)
+    work = (macs / rate + (s.x_elems + s.y_elems + s.w_elems) * s.item / BANDWIDTH) * slower
+    serial = work + LAUNCH_SERIAL
+    parallel = work / threads + LAUNCH_POOL  # chunks on the worker pool (``_kernels/_tasks.py``)
+    return min(serial, parallel) if macs < _model.SERIAL_WORK else parallel

@@ -1,0 +1,324 @@
+"""scatter-gemm: ``cols = W^T @ X`` on BLAS (the channel contraction) per chunk of samples and output channels,
+then a parallel col2im (the numba kernels: ``_kernels/scatter_gemm.py``, which describes the scheme). Here its
+chunk choice, scratch, pack and driver, which gather-gemm-cols shares (the same chunks and GEMMs).
+
+Work is chunked over (sample block, output-channel block) so the scratch (``cols`` plus the packed input) of
+all workers together stays within one output's size; workers claim chunks from a shared queue
+(``run_parallel``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from math import prod as _prod
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import _geometry as geo
+from .. import _model as M
+from .._kernels.scatter_gemm import (
+    WIDE_STRIDE,
+    col2im,
+    col2im_minor,
+    gather_phases,
+    geometry_arrays,
+    pack_channels,
+    pack_minor,
+)
+from .._model import COL2IM_ELEMENT, COL2IM_PLANE_TAP, COL2IM_WIDE_ELEMENT, LAUNCH_GEMM, LAUNCH_PARALLEL
+from .._runtime import run_parallel
+from .._threads import max_threads
+from . import Variant
+from ._terms import gemm_applies, gemm_time, mem_time, same, sizes
+from .gather_plane import axis_table
+
+# Scratch target per chunk (elements): big enough for an efficient GEMM, small enough to stay in L3
+# between the GEMM that writes it and the col2im that reads it.
+_CHUNK_ELEMENTS = 1 << 21
+# Sample blocks from which ``col2im_minor`` runs (its vectors are as long as the block: shorter ones do not pay
+# for its plane buffer, longer ones beat ``col2im`` on small planes), and the most elements of its plane buffer
+MINOR_SAMPLES = 8
+MINOR_PLANE = 1 << 16
+# (the chunk choice's estimate reads ``_model``: CHUNK_GEMM_RATE, GEMM_HALF, SLAB_DISCOUNT, CHUNK_CALL)
+
+
+def applies(plan: geo.Plan) -> bool:
+    return gemm_applies(plan) and chunks(plan) is not None
+
+
+class Chunked(NamedTuple):
+    """The terms scatter-gemm shares with gather-gemm-cols (same chunks, same GEMMs)."""
+
+    gemm: float
+    pack: float
+    cols: int  # elements of all the chunks' cols
+    workers: int
+    calls: int
+    slabs: int
+
+
+def chunked(plan: geo.Plan, threads: int) -> Chunked:
+    """GEMM (cout_g*K, n*P, cin_g) per chunk and slab, the input pack, the cols written (for a plan it applies
+    to)."""
+    s = sizes(plan)
+    g = plan.groups
+    n, cb, slab = chunks(plan)
+    slabs = -(-plan.axes[slab_axis(plan)].size_in // max(1, slab))
+    calls = g * -(-plan.batch // n) * -(-s.cout_g // cb)
+    cols = plan.c_out * s.k * plan.batch * s.pix_in
+    workers = min(threads, calls)  # workers take whole chunks, each with single-threaded BLAS
+    gemm = g * gemm_time(2.0 * plan.macs / g, cb * s.k, n * s.pix_in // slabs, s.cin_g, 1, s.scale) / workers
+    pack = mem_time(2 * s.x_elems * s.item, workers) if n > 1 else 0.0
+    return Chunked(gemm, pack, cols, workers, calls, slabs)
+
+
+def cost(plan: geo.Plan, threads: int) -> float:
+    c = chunked(plan, threads)
+    n = chunks(plan)[0]
+    # col2im set-ups: per channel, depth, chunk and slab
+    set_ups = plan.c_out * plan.axes[0].size_out * -(-plan.batch // n) * c.slabs
+    element = COL2IM_WIDE_ELEMENT if pixels_major(plan, n) else COL2IM_ELEMENT
+    col2im = (c.cols * element + set_ups * sizes(plan).k * COL2IM_PLANE_TAP) / c.workers
+    return c.gemm + c.pack + col2im + c.calls * c.slabs * LAUNCH_GEMM / c.workers + LAUNCH_PARALLEL
+
+
+
+def slab_axis(plan: geo.Plan) -> int:
+    """The axis along which a sample too large for the memory rule is cut into slabs: the outermost with more
+    than one input position, so that a slab is one contiguous range of the sample's pixels."""
+    return next((axis for axis, a in enumerate(plan.axes) if a.size_in > 1), 2)
+
+
+def minor(plan: geo.Plan, n: int) -> bool:
+    """Whether chunks of ``n`` samples are packed sample-minor and summed by ``col2im_minor``."""
+    return n >= MINOR_SAMPLES and n * _prod(a.size_out for a in plan.axes) <= MINOR_PLANE
+
+
+def pixels_major(plan: geo.Plan, n: int) -> bool:
+    """Whether scatter-gemm's chunks of ``n`` samples run the GEMM pixels-major and ``col2im`` adds pixel by
+    pixel (``_add_wide``): a wide stride along the last axis, elements reached more than once, not
+    sample-minor."""
+    return plan.axes[2].stride >= WIDE_STRIDE and not exactly_once(plan) and not minor(plan, n)
+
+
+def _scratch(plan: geo.Plan, n: int, cb: int, slab: int) -> int:
+    """Elements one worker holds for chunks of ``n`` samples x ``cb`` channels, cut in slabs of ``slab``
+    positions along ``slab_axis``: ``cols``, plus the packed input of a sample block (and ``col2im_minor``'s
+    plane buffer)."""
+    k = _prod(a.kernel for a in plan.axes)
+    pix = _prod(a.size_in for a in plan.axes)
+    size = plan.axes[slab_axis(plan)].size_in
+    per_slab = pix // size if size else 0
+    plane = n * _prod(a.size_out for a in plan.axes) if minor(plan, n) else 0
+    return cb * k * n * per_slab * slab + ((plan.c_in // plan.groups) * n * pix if n > 1 else 0) + plane
+
+
+@lru_cache(maxsize=256)
+def chunks(plan: geo.Plan) -> tuple[int, int, int] | None:
+    """(samples, output channels, slab) per chunk: scratch <= one output, fixed by shape only.
+
+    ``slab`` is the number of positions along ``slab_axis`` one GEMM covers: the whole axis, or (one sample
+    per chunk) fewer, the chunk then running its slabs one after another. For each channel block (halving from
+    all of them) the most whole samples within the budget and the cache target (in blocks of even size), or
+    else one sample's largest slab; among those, the least estimated time. None when not even one slab of one
+    channel fits.
+    """
+    g = plan.groups
+    cout_g = plan.c_out // g
+    k = _prod(a.kernel for a in plan.axes)
+    size = plan.axes[slab_axis(plan)].size_in
+    per_slab = _prod(a.size_in for a in plan.axes) // size if size else 0
+    out_size = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
+    budget = max(out_size // max_threads(), 1)  # every worker has its own scratch
+
+    def fit(cb):
+        """Most samples per chunk within the budget and the cache target (at least one), or one sample's
+        largest slab within them; None when nothing fits."""
+        whole = _scratch(plan, 1, cb, size)
+        if whole <= budget:
+            n = 1
+            while n < plan.batch and _scratch(plan, n + 1, cb, size) <= min(budget, max(_CHUNK_ELEMENTS, whole)):
+                n += 1
+            return -(-plan.batch // -(-plan.batch // n)), size  # blocks of even size (64 = 4 x 16, not 3 x 21 + 1)
+        one = _scratch(plan, 1, cb, 1)
+        slab = min(budget, max(_CHUNK_ELEMENTS, one)) // one
+        return (1, slab) if slab >= 1 else None
+
+    macs = plan.batch * plan.c_in * cout_g * k * _prod(a.size_in for a in plan.axes)
+    best, cb = None, max(cout_g, 1)
+    while True:
+        found = fit(cb)
+        if found is not None:
+            # the least estimated time: GEMMs at the BLAS efficiency of their (cb * K) x (n * P) sides (slabs
+            # discounted: their adds into the output come slab after slab), one call per chunk and slab, the
+            # chunks shared by the workers (a sample's slabs run in turn). A sample's slabs with many channels
+            # can beat whole samples one channel at a time: a 3x3 stride-1 layer of 32 channels gets 144-row
+            # GEMMs instead of 9-row ones.
+            n, slab = found
+            m_side, n_side = cb * k, n * per_slab * slab
+            eff = (m_side / (m_side + M.GEMM_HALF[0]) * n_side / (n_side + M.GEMM_HALF[1])
+                   * (1.0 if slab == size else M.SLAB_DISCOUNT))
+            count = g * -(-plan.batch // n) * -(-cout_g // cb)
+            calls = count * -(-size // slab) if size else count
+            seconds = (2.0 * macs / (M.CHUNK_GEMM_RATE * eff) + calls * M.CHUNK_CALL) / min(count, max_threads())
+            key = (-round(seconds, 6), -count)
+            if best is None or key > best[0]:
+                best = (key, n, cb, slab)
+        if cb == 1:
+            break
+        cb = -(-cb // 2)
+    return None if best is None else best[1:]
+
+
+def scratch_elements(plan: geo.Plan) -> int:
+    """Largest scratch (elements) one call allocates (all workers together); 0 when the variant does not fit."""
+    found = chunks(plan)
+    return 0 if found is None else max_threads() * _scratch(plan, *found)
+
+
+def pack(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
+    """The weight an operator keeps for ``scatter-gemm`` and ``gather-gemm-cols``: per group, transposed to
+    (C_out_g x taps, C_in_g), C-contiguous, shape (groups, C_out_g x taps, C_in_g).
+
+    Each chunk's GEMM then reads one contiguous block of it instead of a strided slice of the weight: 6-12%
+    faster GEMMs on the chunk shapes of DCGAN's first block (OpenBLAS packs either into the same panels, so the
+    bits are those of a one-off call, which reads the weight as it is).
+    """
+    return np.ascontiguousarray(_transposed(plan, w5))
+
+
+def _transposed(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
+    """The weight as (groups, C_out_g x taps, C_in_g): a view of the C-contiguous weight (strided rows)."""
+    return w5.reshape(plan.groups, plan.c_in // plan.groups, -1).transpose(0, 2, 1)
+
+
+def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
+    """Transposed convolution, scatter form with a BLAS channel contraction, into ``y5`` (overwritten).
+
+    ``w5``: the weight (C_in, C_out_g, kd, kh, kw), or an operator's :func:`pack` of it.
+
+    The chunks (group, sample block, channel block) are split among the workers; each runs pack, GEMM and
+    col2im on its own chunks (slab by slab when a sample is cut) with single-threaded BLAS, so the threads
+    meet only once, at the end. (Layers without channels never get here: the dispatcher writes their bias.)
+    """
+    _run("scatter", plan, x5, w5, bias, y5)
+
+
+def gather_cols(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
+    """Transposed convolution, gather form on the same chunks and GEMMs as :func:`scatter_gemm`, into ``y5``.
+
+    After each chunk's GEMM every output element of its samples and channels sums, in a register, the
+    ``cols`` entries of the (pixel, tap) pairs that reach it, by output phase, and is stored once
+    (``gather_phases``) instead of receiving them one tap at a time. Weight-heavy layers, whose phase weights
+    leave ``gather-gemm`` only thin GEMMs under the memory rule, keep scatter-gemm's wide ones; a sample cut
+    in slabs adds each slab's sums into the partial sums of the one before.
+    """
+    _run("gather", plan, x5, w5, bias, y5)
+
+
+def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
+    g = plan.groups
+    cin_g, cout_g = plan.c_in // g, plan.c_out // g
+    k = _prod(a.kernel for a in plan.axes)
+    pix = _prod(a.size_in for a in plan.axes)
+    # (a plan breaking the memory rule is never chosen; called directly, it runs with the smallest scratch)
+    n_chunk, c_chunk, slab = chunks(plan) or (1, 1, 1)
+    in_shape, kern, stride, taps = geometry_arrays(plan)
+    axis = slab_axis(plan)
+    size = int(in_shape[axis])
+    per_slab = pix // size if size else 0
+    once = exactly_once(plan)
+    gather = form == "gather"
+    phases = phase_table(plan) if gather else None
+    # an operator's pack (its row blocks contiguous), or the weight as it is (the same blocks, strided)
+    wt = w5 if w5.ndim == 3 else _transposed(plan, w5)
+    tasks = [(gi, n0, min(n_chunk, plan.batch - n0), c0, min(c_chunk, cout_g - c0))
+             for gi in range(g) for n0 in range(0, plan.batch, n_chunk) for c0 in range(0, cout_g, c_chunk)]
+    wide = {n: not gather and pixels_major(plan, n) for n in {task[2] for task in tasks}}
+    boxes = []  # per slab: (first pixel, last pixel, box of input positions)
+    for lo in range(0, max(size, 1), max(slab, 1)):
+        box = np.stack([np.zeros(3, np.int64), in_shape], axis=1)
+        box[axis] = (lo, min(size, lo + slab))
+        boxes.append((lo * per_slab, int(box[axis, 1]) * per_slab, box))
+    out_vol = _prod(a.size_out for a in plan.axes)
+
+    def work(part):
+        cols_buf = np.empty(c_chunk * k * n_chunk * per_slab * slab, plan.dtype)
+        pack_buf = np.empty(cin_g * n_chunk * pix if n_chunk > 1 else 0, plan.dtype)
+        plane = np.empty(n_chunk * out_vol if minor(plan, n_chunk) and not gather else 0, plan.dtype)
+        acc = np.empty(int(phases[2, :, 0].max()) if gather else 0, plan.dtype)  # one phase row
+        packed = None
+        for gi, n0, n, c0, cb in part:
+            sample_minor = minor(plan, n) and not gather
+            by_pixel = wide[n]  # col2im adds pixel by pixel
+            if n == 1:
+                xm = x5[n0, gi * cin_g:(gi + 1) * cin_g].reshape(cin_g, pix)
+            else:
+                xm = pack_buf[:cin_g * n * pix].reshape(cin_g, n * pix)
+                if packed != (gi, n0):
+                    (pack_minor if sample_minor else pack_channels)(x5, n0, n, gi * cin_g, cin_g, xm)
+                    packed = (gi, n0)
+            wm_t = wt[gi][c0 * k:(c0 + cb) * k]  # (cb * k, cin_g)
+            for p0, p1, box in boxes:  # one slab (the whole input unless a sample is cut)
+                xs = xm if n > 1 else xm[:, p0:p1]
+                if by_pixel:  # a pixel's taps contiguous in ``cols`` (``_add_wide``)
+                    cols = cols_buf[:cb * k * n * (p1 - p0)].reshape(n * (p1 - p0), cb * k)
+                    np.matmul(xs.T, wm_t.T, out=cols)
+                else:
+                    cols = cols_buf[:cb * k * n * (p1 - p0)].reshape(cb * k, n * (p1 - p0))
+                    np.matmul(wm_t, xs, out=cols)
+                if gather:  # output-driven
+                    gather_phases(cols, y5, bias, n0, gi * cout_g + c0, n, cb, box, kern, stride, phases, p0 == 0,
+                                  acc)
+                elif sample_minor:  # (whole samples: no slabs)
+                    col2im_minor(cols, y5, bias, n0, gi * cout_g + c0, n, cb, in_shape, kern, stride, taps, once,
+                                 plane)
+                else:
+                    col2im(cols, y5, bias, n0, gi * cout_g + c0, n, cb, box, kern, stride, taps, once, p0 == 0,
+                           by_pixel)
+
+    run_parallel(work, tasks)
+
+
+@lru_cache(maxsize=256)
+def phase_table(plan: geo.Plan) -> np.ndarray:
+    """``table[axis, r] = (outputs, taps, then (tap, base) per tap in tap order)`` of output phase ``r`` of each
+    axis: ``gather_plane.axis_table``'s rows (the ``min(stride, size_out)`` phases with outputs), the three axes in one
+    array, for ``gather_phases``."""
+    rows = [axis_table(a)[0] for a in plan.axes]
+    table = np.zeros((3, max(t.shape[0] for t in rows), max(t.shape[1] for t in rows)), np.int64)
+    for axis, t in enumerate(rows):
+        table[axis, :t.shape[0], :t.shape[1]] = t
+    return table
+
+
+@lru_cache(maxsize=256)
+def exactly_once(plan: geo.Plan) -> bool:
+    """Whether every output element receives exactly one term (e.g. kernel == stride, no output padding: U-Net
+    up-convolutions), so that ``col2im`` can write each element once.
+
+    Per axis: every phase with outputs has taps, and in each phase the inputs of its taps, ``m + base`` in
+    ``[0, size_in)``, tile its outputs ``m < count`` without gap or overlap (from the taps alone: no array of
+    the output's length)."""
+    for a in plan.axes:
+        phases = a.tap_phases()
+        if len(phases) != a.phase_count:  # some phase with outputs gets no term
+            return False
+        for _r, count, _taps, bases in phases:
+            spans = sorted((max(0, -b), min(count, a.size_in - b)) for b in bases)
+            spans = [(lo, hi) for lo, hi in spans if hi > lo]
+            reached = 0
+            for lo, hi in spans:
+                if lo != reached:  # a gap (lo > reached) or an overlap (lo < reached)
+                    return False
+                reached = hi
+            if reached != count:
+                return False
+    return True
+
+
+VARIANT = Variant(
+    name="scatter-gemm", form="scatter", applies=applies, cost=cost, scratch=scratch_elements, pack=pack,
+    run=scatter_gemm, serial=lambda plan: False, reason="channel contraction on BLAS",
+    kernels=lambda: ((col2im, col2im_minor),), exact=True, call_pack=same,
+)
