@@ -10,8 +10,9 @@ from reference import conv_transpose_ref
 from strategies import geometries
 
 from fastdeconv import _geometry as geo
-from fastdeconv._kernels.gather import gather, gather_serial
-from fastdeconv._kernels.scatter import scatter, scatter_serial, scatter_tiny
+from fastdeconv._kernels.gather import gather_serial
+from fastdeconv._kernels.scatter import scatter_serial, scatter_tiny
+from fastdeconv._tasks import gather, scatter
 from fastdeconv._tiling import tile_for
 
 KERNELS = {"scatter": scatter, "scatter_serial": scatter_serial, "scatter_tiny": scatter_tiny, "gather": gather,

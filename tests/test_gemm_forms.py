@@ -16,9 +16,9 @@ import fastdeconv as fd
 from fastdeconv import _api, _cost
 from fastdeconv import _geometry as geo
 from fastdeconv import variants as registry
-from fastdeconv._kernels import pixel_gemm as pg
 from fastdeconv._threads import max_threads
 from fastdeconv.variants import gather_gemm as gg
+from fastdeconv.variants import gemm_rows as pg
 from fastdeconv.variants import scatter_gemm as sg
 
 VARIANTS = tuple(name for name in registry.names() if "gemm" in name)  # the BLAS-backed ones

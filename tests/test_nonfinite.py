@@ -2,7 +2,7 @@
 finite result wherever the definition's terms and sums are finite (issue 18, item 2).
 
 Each variant is forced through the dispatcher (``plan.variant``, the mechanism the Dask twin uses), so the
-routing of values a variant could turn into a wrong Inf/NaN (``_kernels/scan.py``) is part of what is tested.
+routing of values a variant could turn into a wrong Inf/NaN (``_scan.py``) is part of what is tested.
 The reference (``tests/reference.py``) multiplies only the definition's terms, in float64.
 """
 
@@ -17,8 +17,8 @@ from strategies import geometries, geometry_kwargs
 
 from fastdeconv import _api, _cost
 from fastdeconv import _geometry as geo
+from fastdeconv import _scan as scan
 from fastdeconv import variants as registry
-from fastdeconv._kernels import scan
 
 # NumPy's matmul/einsum warn when a NaN or an infinity meets a product; here that is the point
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning",

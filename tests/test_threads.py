@@ -361,9 +361,10 @@ def test_chunked_task_runs_give_the_serial_bits_from_concurrent_threads(monkeypa
     """The kernels that split their tasks (direct forms, conv's correlation, the weight gradient, zero_fill) run
     them in chunks on fastdeconv's pool, any number of Python threads at once: small thresholds force many
     chunks on small layers, and every result equals the one-thread (all tasks in one call) bits."""
-    from fastdeconv._kernels import _tasks
-    from fastdeconv._kernels.gather import gather, gather_serial
-    from fastdeconv._kernels.scatter import scatter, scatter_serial
+    from fastdeconv import _tasks
+    from fastdeconv._kernels.gather import gather_serial
+    from fastdeconv._kernels.scatter import scatter_serial
+    from fastdeconv._tasks import gather, scatter
     from fastdeconv._tiling import tile_for
 
     rng = np.random.default_rng(3)

@@ -11,8 +11,8 @@ import numpy as np
 from . import _calibrate, _cost, variants
 from . import _geometry as geo
 from ._geometry import IntOrSeq, Padding
-from ._kernels.scan import max_abs
-from ._kernels.zerofill import fill
+from ._scan import max_abs
+from ._tasks import fill
 from ._threads import apply_num_threads
 
 

@@ -4,7 +4,7 @@ One spatial axis of the forward convolution reads ``x[out_index * stride + tap *
 index map of :mod:`fastdeconv._geometry` with input and output swapped, so
 ``<conv(x, w), y> == <x, conv_transpose(y, w)>`` for the same ``weight`` array and geometry. Channel-rich layers
 run im2col (the padding written as zeros into the columns) + BLAS; the others correlate a padded copy of the
-input densely (``_kernels.conv.correlate``), or gather columns straight from x when padding would dominate.
+input densely (``_tasks.correlate``), or gather columns straight from x when padding would dominate.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from . import _cost
 from . import _geometry as geo
 from ._api import _as_array, _contiguous, execute
 from ._geometry import IntOrSeq, Padding
-from ._kernels.conv import correlate, im2col
-from ._kernels.zerofill import fill
+from ._kernels.conv import im2col
 from ._runtime import run_parallel
+from ._tasks import correlate, fill
 from ._tiling import tile_for
 
 

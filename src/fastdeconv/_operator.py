@@ -12,7 +12,7 @@ from . import _cost
 from . import _geometry as geo
 from ._api import _as_array, _output_array, _Prepared
 from ._geometry import IntOrSeq, Padding
-from ._kernels.scan import max_abs
+from ._scan import max_abs
 from ._threads import apply_num_threads
 from .grad import conv_transpose_backward
 

@@ -6,7 +6,7 @@ not depend on the thread count or the tiling; reassociation or FMA contraction w
 products of the GEMM variants are another matter: their chunks follow numba's pool size, see
 ``docs/variants.md``, "Threads, memory and reproducibility".)
 No kernel is ``parallel=True``: the parallel ones run ranges of their tasks on fastdeconv's own worker pool
-(``_kernels/_tasks.py``), never on numba's threading layer, which is not fork-safe with GNU OpenMP and not
+(``_tasks.py``), never on numba's threading layer, which is not fork-safe with GNU OpenMP and not
 thread-safe as ``workqueue``.
 """
 

@@ -5,7 +5,7 @@
 - ``grad_x`` is the adjoint applied to gy: the forward convolution ``conv(gy, w)`` with the same geometry
   (same ``weight`` array, stride, padding, dilation, groups), cut to the shape of x;
 - ``grad_weight[ci, col, tap] = sum_{n, i} x[n, ci, i] * gy[n, co, i * stride + tap * dilation - start]``, a
-  correlation of x with gy summed over the batch (``_kernels.grad.weight_grad``);
+  correlation of x with gy summed over the batch (``_tasks.weight_grad``);
 - ``grad_bias`` is gy summed over the batch and every spatial axis.
 """
 
@@ -17,7 +17,7 @@ from . import _geometry as geo
 from ._api import _as_array, _contiguous
 from ._forward import ConvPlan, run_conv
 from ._geometry import IntOrSeq, Padding
-from ._kernels.grad import weight_grad
+from ._tasks import weight_grad
 
 
 def conv_transpose_backward(grad_output, x, weight, stride: IntOrSeq = 1, padding: Padding = 0,

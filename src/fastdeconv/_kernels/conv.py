@@ -2,36 +2,20 @@
 
 ``y[n, co, o] = bias[co] + sum_{ci, k} xp[n, g * C_in_g + ci, o * stride + k * dilation] * w[co, ci, k]``
 with weight (C_out, C_in // groups, kD, kH, kW). Used by the zero-fill form (stride 1, flipped kernel) and by
-the forward convolution (``fastdeconv.conv``, on an input padded by ``zerofill.fill``). ``matrix_entries``
+the forward convolution (``fastdeconv.conv``, on an input padded by ``_tasks.fill``). ``matrix_entries``
 writes the same operator as a sparse CSR matrix (``fastdeconv.conv_matrix``).
 """
-
-import math
 
 from numba import uintp
 
 from .._compiled import njit
 from ..config import NJIT_FLAGS
 from ._index import input_range, split_task, tap_offset, tile_bounds, tile_counts, unravel
-from ._tasks import run_tasks
-
-
-def correlate(xp, w, bias, y, groups, stride, dilation, tile):
-    """Valid cross-correlation of ``xp`` with ``w`` into ``y`` (fully overwritten).
-
-    One task per (sample, output channel, output tile), in chunks on the worker pool unless the call is small
-    (``_tasks``). ``xp`` and ``y`` are C-contiguous: rows are addressed by flat unsigned offsets, so the inner
-    loops (often a few elements long) carry no per-row view and no negative-index wrap-around test, and the
-    unit-stride one vectorises. Each output row is the bias plus its terms in a fixed order (input channel, kD,
-    kH, kW taps).
-    """
-    n_tasks = y.shape[0] * y.shape[1] * math.prod(-(-int(n) // int(t)) for n, t in zip(y.shape[2:], tile))
-    run_tasks(correlate_tasks, n_tasks, y.size * w[0].size, (xp, w, bias, y, groups, stride, dilation, tile))
 
 
 @njit(**NJIT_FLAGS)
 def correlate_tasks(xp, w, bias, y, groups, stride, dilation, tile, task_lo, task_hi):
-    """``correlate``'s tasks ``[task_lo, task_hi)``, in the calling thread."""
+    """``_tasks.correlate``'s tasks ``[task_lo, task_hi)``, in the calling thread."""
     n_batch, c_all, size_d, size_h, size_w = xp.shape
     c_out, c_in_g, k_d, k_h, k_w = w.shape
     out_d, out_h, out_w = y.shape[2], y.shape[3], y.shape[4]

@@ -11,8 +11,8 @@ of the block from one load of the input (``_blocks.accumulate``), then stored on
 Every output element adds its terms in the order (input channel, kd, kh, kw) starting from zero, then the
 bias: the result does not depend on the tiling or the thread count.
 
-``gather_tasks`` runs a range of the tasks in the calling thread: ``gather`` hands contiguous ranges to
-fastdeconv's worker pool (``_tasks``), ``gather_serial`` runs them all, which wins on small problems (below
+``gather_tasks`` runs a range of the tasks in the calling thread: ``_tasks.gather`` hands contiguous ranges to
+fastdeconv's worker pool, ``gather_serial`` runs them all, which wins on small problems (below
 ``_model.SERIAL_WORK`` multiply-adds), where handing out work costs more than it saves.
 """
 
@@ -30,7 +30,6 @@ from ._blocks import (
     zero,
 )
 from ._index import source_index, split_task, tap_offset, tile_bounds
-from ._tasks import run_tasks
 
 # Output elements of one block of rows (all channels of the block, 64 KiB in float32) and run-table entries per
 # block: a block is built with one call of each helper (numba reference-counts array arguments on every call).
@@ -137,26 +136,6 @@ def gather_tasks(x, w, bias, y, groups, stride, dilation, start, tile, task_lo, 
                 y0 = (((n * y.shape[1] + co0) * o_d + od) * o_h + h0) * o_w + ow_lo
                 store_block(acc, nb, plane, h1 - h0, row_len, count, yf, y0, o_w, o_d * o_h * o_w, width, s_w, bias,
                             co0)
-
-
-def gather(x, w, bias, y, groups, stride, dilation, start, tile):
-    """Transposed convolution, gather form, into ``y`` (fully overwritten), on the worker pool.
-
-    Parameters
-    ----------
-    x, w, bias, y : numpy.ndarray
-        Canonical C-contiguous x (N, C_in, D, H, W), weight (C_in, C_out // groups, kD, kH, kW), bias (C_out,)
-        and output y (N, C_out, oD, oH, oW), all of one float dtype.
-    groups : int
-        Channel groups.
-    stride, dilation, start : numpy.ndarray
-        Per-axis int64 (3,) geometry: ``out = in * stride + tap * dilation - start``.
-    tile : numpy.ndarray
-        Output tile (3,) of one task (``_tiling.tile_for``); tasks are (sample, channel block, tile).
-    """
-    n_tasks = task_count(x, w, y, groups, tile)[0]
-    work = x.size * w[0].size  # multiply-adds, counting the taps that fall outside y
-    run_tasks(gather_tasks, n_tasks, work, (x, w, bias, y, groups, stride, dilation, start, tile))
 
 
 def gather_serial(x, w, bias, y, groups, stride, dilation, start, tile):

@@ -13,24 +13,11 @@ from numba import uintp
 from .._compiled import njit
 from ..config import NJIT_FLAGS
 from ._index import input_range, tap_offset, unravel
-from ._tasks import run_tasks
-
-
-def weight_grad(x, gy, gw, groups, stride, dilation, start):
-    """Write ``gw`` (C_in, C_out // groups, kD, kH, kW) from x (N, C_in, D, H, W) and gy (N, C_out, oD, oH, oW).
-
-    One task per (input channel, output column, kD tap, kH tap), in chunks on the worker pool unless the call
-    is small (``_tasks``). Along the last axis the products of every tap are added into a row of partial sums
-    (element-wise, so it vectorises) over all samples and rows; the row is summed at the end. The order of the
-    terms is fixed, so results do not depend on the thread count.
-    """
-    n_tasks = gw.shape[0] * gw.shape[1] * gw.shape[2] * gw.shape[3]
-    run_tasks(weight_grad_tasks, n_tasks, x.size * gw[0].size, (x, gy, gw, groups, stride, dilation, start))
 
 
 @njit(**NJIT_FLAGS)
 def weight_grad_tasks(x, gy, gw, groups, stride, dilation, start, task_lo, task_hi):
-    """``weight_grad``'s tasks ``[task_lo, task_hi)``, in the calling thread."""
+    """``_tasks.weight_grad``'s tasks ``[task_lo, task_hi)``, in the calling thread."""
     n_batch, c_in, size_d, size_h, size_w = x.shape
     c_out_g, k_d, k_h, k_w = gw.shape[1], gw.shape[2], gw.shape[3], gw.shape[4]
     c_out, out_d, out_h, out_w = gy.shape[1], gy.shape[2], gy.shape[3], gy.shape[4]

@@ -12,8 +12,8 @@ zeros of the dilated input.
 No two tasks write the same output element, and each element receives its terms in the order (input
 channel, i_d, kd, i_h, kh, kw) whatever the tiling: bitwise-identical results across thread counts.
 
-``scatter_tasks`` runs a range of the tasks in the calling thread: ``scatter`` hands contiguous ranges to
-fastdeconv's worker pool (``_tasks``), ``scatter_serial`` runs them all, which wins on small problems (below
+``scatter_tasks`` runs a range of the tasks in the calling thread: ``_tasks.scatter`` hands contiguous ranges to
+fastdeconv's worker pool, ``scatter_serial`` runs them all, which wins on small problems (below
 ``_model.SERIAL_WORK`` multiply-adds), where handing out work costs more than it saves.
 """
 
@@ -31,7 +31,6 @@ from ._blocks import (
     zero,
 )
 from ._index import input_range, reaching_range, split_task, tap_offset, tile_bounds
-from ._tasks import run_tasks
 
 # Elements of the per-task buffer (64 KiB in float32): the rows being filled stay in L2.
 BUFFER_ELEMENTS = 16384
@@ -110,26 +109,6 @@ def scatter_tasks(x, w, bias, y, groups, stride, dilation, start, tile, task_lo,
                 y0 = (((n * y.shape[1] + co0) * o_d + od) * o_h + h0) * o_w + ow_lo
                 store_block(buf, nb, plane, h1 - h0, row_len, count, yf, y0, o_w, o_d * o_h * o_w, width, s_w, bias,
                             co0)
-
-
-def scatter(x, w, bias, y, groups, stride, dilation, start, tile):
-    """Transposed convolution, scatter form, into ``y`` (fully overwritten), on the worker pool.
-
-    Parameters
-    ----------
-    x, w, bias, y : numpy.ndarray
-        Canonical C-contiguous x (N, C_in, D, H, W), weight (C_in, C_out // groups, kD, kH, kW), bias (C_out,)
-        and output y (N, C_out, oD, oH, oW), all of one float dtype.
-    groups : int
-        Channel groups.
-    stride, dilation, start : numpy.ndarray
-        Per-axis int64 (3,) geometry: ``out = in * stride + tap * dilation - start``.
-    tile : numpy.ndarray
-        Output tile (3,) of one task (``_tiling.tile_for``); tasks are (sample, channel block, tile).
-    """
-    n_tasks = task_count(x, w, y, groups, tile)[0]
-    work = x.size * w[0].size  # multiply-adds, counting the taps that fall outside y
-    run_tasks(scatter_tasks, n_tasks, work, (x, w, bias, y, groups, stride, dilation, start, tile))
 
 
 def scatter_serial(x, w, bias, y, groups, stride, dilation, start, tile):

@@ -1,28 +1,20 @@
 """Zero-fill form (the zero-fill-then-correlate convention, the textbook route): dilate the input with zeros,
 pad, correlate densely, crop.
 
-``fill`` writes ``x[i]`` to ``z[i * stride + pad_before]`` and zeros elsewhere (``pad_before`` may be
+``fill_planes`` writes ``x[i]`` to ``z[i * stride + pad_before]`` and zeros elsewhere (``pad_before`` may be
 negative, which crops). Transposed convolution is then a dense stride-1 cross-correlation of ``z``
 (``pad_before = (kernel - 1) * dilation - start``) with the spatially flipped, channel-swapped kernel
-(``conv.correlate``). It multiplies every inserted zero: stride**rank times the work of the other forms.
+(``conv.correlate_tasks``; their drivers on the worker pool: ``_tasks.fill``, ``_tasks.correlate``). It
+multiplies every inserted zero: stride**rank times the work of the other forms.
 """
 
 from .._compiled import njit
 from ..config import NJIT_FLAGS
-from ._tasks import run_tasks
-
-
-def fill(x, z, stride, pad_before):
-    """Zero-fill and pad ``x`` (N, C, D, H, W) into ``z``: ``z[.., i * stride + pad_before] = x[.., i]``.
-
-    One task per (sample, channel) plane, in chunks on the worker pool unless ``z`` is small (``_tasks``).
-    """
-    run_tasks(fill_planes, x.shape[0] * x.shape[1], z.size, (x, z, stride, pad_before))
 
 
 @njit(**NJIT_FLAGS)
 def fill_planes(x, z, stride, pad_before, plane_lo, plane_hi):
-    """``fill`` of the planes ``[plane_lo, plane_hi)`` (flat (sample, channel) index), in the calling thread."""
+    """``_tasks.fill`` of the planes ``[plane_lo, plane_hi)`` (flat (sample, channel) index), in the calling thread."""
     chans, size_d, size_h, size_w = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
     z_d, z_h, z_w = z.shape[2], z.shape[3], z.shape[4]
     s_d, s_h, s_w = stride[0], stride[1], stride[2]

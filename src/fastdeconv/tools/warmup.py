@@ -62,7 +62,7 @@ def _forced(variant: str, x, w, kw: dict) -> bool:
 
     from .. import _geometry as geo
     from .. import variants
-    from .._kernels.scan import max_abs
+    from .._scan import max_abs
 
     record = variants.get(variant)
     plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, kw.get("stride", 1), kw.get("padding", 0),

@@ -9,7 +9,7 @@ from functools import lru_cache
 import numpy as np
 
 from .. import _geometry as geo
-from .. import _model
+from .. import _model, _tasks
 from .._kernels import gather as _gd
 from .._kernels import scatter as _sd
 from .._kernels._blocks import CHANNEL_BLOCK
@@ -31,7 +31,7 @@ def direct_call(plan: geo.Plan, form: str) -> tuple:
     tile = tile_for(plan) if plan.batch * plan.c_out else np.ones(3, np.int64)  # empty: never launched
     args = (plan.groups, plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start"), tile)
     if not runs_serially(plan):
-        return (_sd.scatter if form == "scatter" else _gd.gather), args
+        return (_tasks.scatter if form == "scatter" else _tasks.gather), args
     if form == "scatter" and plan.macs < _model.TINY_WORK:
         return _sd.scatter_tiny, args
     # the task count of ``_blocks.task_count``: (sample, group x channel block, output tile)
@@ -59,5 +59,5 @@ def direct_cost(plan: geo.Plan, threads: int, slower: float) -> float:
     rate = DIRECT_RATE * s.scale * row_eff * (0.3 + 0.7 * block_eff)
     work = (macs / rate + (s.x_elems + s.y_elems + s.w_elems) * s.item / BANDWIDTH) * slower
     serial = work + LAUNCH_SERIAL
-    parallel = work / threads + LAUNCH_POOL  # chunks on the worker pool (``_kernels/_tasks.py``)
+    parallel = work / threads + LAUNCH_POOL  # chunks on the worker pool (``_tasks.py``)
     return min(serial, parallel) if macs < _model.SERIAL_WORK else parallel

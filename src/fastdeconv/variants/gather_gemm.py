@@ -16,7 +16,6 @@ from math import prod as _prod
 import numpy as np
 
 from .. import _geometry as geo
-from .._kernels import scan as _scan
 from .._kernels.gather_gemm import im2col, phase_store, phase_weights
 from .._model import (
     IM2COL_ELEMENT,
@@ -27,6 +26,7 @@ from .._model import (
     PHASE_STORE_ELEMENT,
 )
 from .._runtime import run_parallel
+from .._scan import finite_weights
 from .._threads import max_threads
 from . import Variant
 from ._terms import gemm_applies, gemm_time, same, sizes
@@ -235,5 +235,5 @@ VARIANT = Variant(
     name="gather-gemm", form="gather", applies=gemm_applies, cost=cost, scratch=scratch_elements, pack=pack,
     run=gather_gemm, serial=lambda plan: False, reason="channel contraction on BLAS",
     kernels=lambda: (phase_weights, im2col, phase_store), exact=False, call_pack=same,
-    pack_input=pack_input, check=_scan.finite_weights,
+    pack_input=pack_input, check=finite_weights,
 )

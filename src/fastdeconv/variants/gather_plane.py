@@ -13,7 +13,6 @@ import numpy as np
 
 from .. import _geometry as geo
 from .. import _model
-from .._kernels import scan as _scan
 from .._kernels.plane import plane_tasks
 from .._model import (
     LAUNCH_POOL,
@@ -28,6 +27,7 @@ from .._model import (
     PLANE_WEIGHT,
 )
 from .._runtime import run_parallel
+from .._scan import finite_weights
 from .._threads import get_num_threads, max_threads
 from . import Variant
 from ._terms import same, sizes
@@ -201,5 +201,5 @@ VARIANT = Variant(
     run=run, serial=runs_serially,
     reason="one input channel or few output channels per group: long vectorized runs over a padded copy of the "
            "input rows",
-    kernels=lambda: (plane_tasks,), exact=False, check=_scan.finite_weights,
+    kernels=lambda: (plane_tasks,), exact=False, check=finite_weights,
 )

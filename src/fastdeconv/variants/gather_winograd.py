@@ -11,9 +11,9 @@ from functools import lru_cache
 import numpy as np
 
 from .. import _geometry as geo
-from .._kernels.scan import max_abs
 from .._kernels.winograd import relayout, run_task, transform_weights
 from .._model import LAUNCH_PARALLEL
+from .._scan import max_abs
 from . import Variant
 from ._winograd_math import matrices
 from ._winograd_run import pack_call, pack_input, pack_kept, run

@@ -9,9 +9,10 @@ from math import prod as _prod
 import numpy as np
 
 from .. import _geometry as geo
-from .._kernels import zerofill as _zf
-from .._kernels.conv import correlate, correlate_tasks
+from .._kernels.conv import correlate_tasks
+from .._kernels.zerofill import fill_planes
 from .._model import BANDWIDTH, DIRECT_RATE, DIRECT_ROW_HALF, LAUNCH_POOL
+from .._tasks import correlate, fill
 from .._tiling import tile_for
 from . import Variant
 from ._terms import always, never, sizes
@@ -44,7 +45,7 @@ def run(plan: geo.Plan, x5: np.ndarray, wc: np.ndarray, b: np.ndarray, y5: np.nd
     z_shape = _buffer_shape(plan)
     geo.check_memory(z_shape, plan.dtype, "the zero-fill buffer")
     z = np.empty(z_shape, plan.dtype)
-    _zf.fill(x5, z, plan.arrays("stride"), np.array([s - 1 - a.start for a, s in zip(plan.axes, spans)], np.int64))
+    fill(x5, z, plan.arrays("stride"), np.array([s - 1 - a.start for a, s in zip(plan.axes, spans)], np.int64))
     ones = np.ones(3, np.int64)
     correlate(z, wc, b, y5, plan.groups, ones, plan.arrays("dilation"), tile_for(plan))
 
@@ -60,5 +61,5 @@ def pack(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
 VARIANT = Variant(
     name="zerofill", form="zerofill", applies=always, cost=cost, scratch=scratch, pack=pack, run=run, serial=never,
     reason="the textbook baseline (zero-insert, pad, dense correlation)",
-    kernels=lambda: (_zf.fill_planes, correlate_tasks), exact=False, baseline=True,
+    kernels=lambda: (fill_planes, correlate_tasks), exact=False, baseline=True,
 )
