@@ -1,12 +1,10 @@
-"""The parallel runtime of the BLAS-backed variants: a worker pool, chunk claiming, BLAS thread control.
+"""The parallel runtime of the BLAS-backed variants: a worker pool, chunk claiming, single-threaded BLAS inside.
 
 The GEMM variants (``scatter-gemm``, ``gather-gemm``, ``*-gemm-rows``, ``gather-gemm-cols``, ``gather-winograd``)
 cut a call into chunks and hand them to :func:`run_parallel`, and so does the GEMM form of ``conv`` and of the
 gradients; each worker runs its chunks with single-threaded BLAS, so the threads meet once per call instead of
 at every GEMM, and every GEMM fastdeconv runs has the same bits whatever else runs. BLAS thread counts are set
-here only:
-:func:`limit_blas` (``fastdeconv.set_num_threads``) and :func:`single_threaded_blas` (around a parallel call)
-share one lock and one saved state, so neither undoes the other.
+in ``_blas`` only (:func:`_blas.single_threaded_blas` around every parallel call).
 """
 
 from __future__ import annotations
@@ -19,11 +17,10 @@ from concurrent.futures import wait as _wait
 from contextlib import contextmanager
 
 from . import _interrupts
+from ._blas import single_threaded_blas, single_threaded_worker
 from ._threads import get_num_threads, max_threads
 
-_lock = threading.Lock()
-_blas_users = 0          # calls inside single_threaded_blas right now (any Python thread)
-_blas_saved: list[int] = []  # the BLAS thread counts to restore when the last of them leaves
+_lock = threading.Lock()  # guards the pool's creation
 _executor: list[ThreadPoolExecutor] = []
 
 
@@ -161,10 +158,7 @@ def _workers_off(cpu: int):
 def _register_worker() -> None:
     with _affinity_lock:
         _pool_tids.append(threading.get_native_id())
-    with _lock:  # the pool runs nothing but fastdeconv's chunks: a per-thread BLAS stays at one thread here
-        for c in blas_controllers():
-            if _per_thread(c):
-                _set_blas_threads(c, 1)
+    single_threaded_worker()
 
 
 def _wait_all(futures) -> None:
@@ -185,100 +179,12 @@ def _pool() -> ThreadPoolExecutor:
 
 def _forget_pool() -> None:
     """In a forked child: the pool's threads (and any lock another thread held) stayed in the parent."""
-    global _lock, _affinity_lock, _blas_users
+    global _lock, _affinity_lock
     _lock, _affinity_lock = threading.Lock(), threading.Lock()
     _executor.clear()
     _pool_tids.clear()
     _narrowed.clear()
-    _blas_users = 0
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
-
-
-_controllers: list[tuple] = []
-
-
-def blas_controllers(refresh: bool = False) -> tuple:
-    """threadpoolctl's controllers of every loaded BLAS (empty without threadpoolctl): found once, again with
-    ``refresh`` (libraries loaded since, e.g. another package's BLAS)."""
-    if _controllers and not refresh:
-        return _controllers[0]
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # optional: numba threads are still set
-        found = ()
-    else:
-        try:  # the BLAS numba's np.dot calls into (scipy's): loaded, so that it is controlled too
-            import scipy.linalg.cython_blas  # noqa: F401
-        except ImportError:  # pragma: no cover - scipy is a dependency
-            pass
-        found = tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
-    _controllers[:] = [found]
-    return found
-
-
-def _per_thread(controller) -> bool:
-    """Whether this BLAS keeps its thread count per calling thread (an OpenMP build: each thread's own ICV)."""
-    return getattr(controller, "threading_layer", None) == "openmp"
-
-
-def _set_blas_threads(controller, n: int) -> None:
-    """Set a BLAS's thread count from whichever Python thread calls.
-
-    threadpoolctl lets only the first Python thread that set a process-wide pool (OpenBLAS on pthreads) set it
-    again, and silently ignores the others: a fastdeconv call from a second Python thread would then run its
-    GEMMs on the BLAS's own threads, with other bits. Its unguarded setter is used where it has one; the
-    callers here serialise every change under ``_lock``.
-    """
-    getattr(controller, "_real_set_num_threads", controller.set_num_threads)(n)
-
-
-def limit_blas(n: int) -> None:
-    """Let every loaded BLAS use ``n`` threads (``set_num_threads``). While parallel calls run with
-    single-threaded BLAS, ``n`` becomes what they restore when the last of them ends."""
-    with _lock:
-        controllers = blas_controllers(refresh=True)
-        if _blas_users:
-            _blas_saved[:] = [n] * len(controllers)
-            for c in controllers:
-                if _per_thread(c):
-                    _set_blas_threads(c, n)
-            return
-        for c in controllers:
-            _set_blas_threads(c, n)
-
-
-@contextmanager
-def single_threaded_blas():
-    """BLAS on one thread while any fastdeconv call needs it, from any Python thread.
-
-    A process-wide BLAS pool is set to one thread when the first such call starts and restored when the last
-    ends (reference-counted under ``_lock``); a per-thread one (OpenMP) is set in the calling thread and
-    restored there, and the pool's workers keep theirs at one (``_register_worker``).
-    """
-    global _blas_users
-    local = []
-    with _lock:
-        controllers = blas_controllers()
-        if _blas_users == 0:
-            _blas_saved[:] = [c.get_num_threads() for c in controllers]
-        for c in controllers:
-            if _per_thread(c):
-                local.append((c, c.get_num_threads()))
-                _set_blas_threads(c, 1)
-            elif _blas_users == 0:
-                _set_blas_threads(c, 1)
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _blas_users -= 1
-            for c, n in local:
-                _set_blas_threads(c, n)
-            if _blas_users == 0:  # (the controllers now: a set_num_threads meanwhile may have found more)
-                for c, n in zip(blas_controllers(), _blas_saved):
-                    if not _per_thread(c):
-                        _set_blas_threads(c, n)

@@ -4,7 +4,7 @@ Numba keeps its thread count per *calling* Python thread (``numba.set_num_thread
 new thread starts at ``NUMBA_NUM_THREADS``). :func:`set_num_threads` therefore records a process-wide value
 and :func:`apply_num_threads` re-applies it cheaply in whichever thread makes a call, so the setting holds
 for calls from worker threads too. ``NUMBA_NUM_THREADS`` (read by numba at import) is the upper bound.
-BLAS pools (OpenBLAS, MKL, ...) are limited through threadpoolctl when it is installed (``_runtime``).
+BLAS pools (OpenBLAS, MKL, ...) are limited through threadpoolctl when it is installed (``_blas``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ import threading
 
 import numba
 import numpy as np
+
+from ._blas import limit_blas
+from ._interrupts import deferred
 
 _lock = threading.Lock()
 _setting: int | None = None  # None: numba's default (NUMBA_NUM_THREADS) in every thread
@@ -63,7 +66,7 @@ def set_num_threads(n: int) -> None:
         _generation += 1
         numba.set_num_threads(n)
         _local.generation = _generation
-        _limit_blas(n)
+        limit_blas(n)
 
 
 def get_num_threads() -> int:
@@ -99,15 +102,6 @@ def _launch() -> None:
     """Start numba's threading layer (its first thread query does), a Ctrl-C meanwhile deferred: it loads the
     layer's library and registers its symbols with llvmlite, under llvmlite's lock (``_interrupts``)."""
     global _launched
-    from ._interrupts import deferred
-
     with deferred():
         numba.get_num_threads()
     _launched = True
-
-
-def _limit_blas(n: int) -> None:
-    """Limit every loaded BLAS pool to ``n`` threads (``_runtime`` holds the one BLAS thread control)."""
-    from ._runtime import limit_blas  # (imported here: _runtime imports this module)
-
-    limit_blas(n)

@@ -1,0 +1,123 @@
+"""BLAS thread control: the one place fastdeconv sets a BLAS library's thread count.
+
+:func:`limit_blas` (``fastdeconv.set_num_threads``) and :func:`single_threaded_blas` (around a parallel call of
+``_runtime.run_parallel``) share one lock and one saved state, so neither undoes the other. It sits below both
+``_threads`` (which calls :func:`limit_blas`) and ``_runtime`` (which runs its chunks inside
+:func:`single_threaded_blas`) and imports neither.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+
+_lock = threading.Lock()
+_blas_users = 0          # calls inside single_threaded_blas right now (any Python thread)
+_blas_saved: list[int] = []  # the BLAS thread counts to restore when the last of them leaves
+_controllers: list[tuple] = []
+
+
+def blas_controllers(refresh: bool = False) -> tuple:
+    """threadpoolctl's controllers of every loaded BLAS (empty without threadpoolctl): found once, again with
+    ``refresh`` (libraries loaded since, e.g. another package's BLAS)."""
+    if _controllers and not refresh:
+        return _controllers[0]
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # optional: numba threads are still set
+        found = ()
+    else:
+        try:  # the BLAS numba's np.dot calls into (scipy's): loaded, so that it is controlled too
+            import scipy.linalg.cython_blas  # noqa: F401
+        except ImportError:  # pragma: no cover - scipy is a dependency
+            pass
+        found = tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+    _controllers[:] = [found]
+    return found
+
+
+def _per_thread(controller) -> bool:
+    """Whether this BLAS keeps its thread count per calling thread (an OpenMP build: each thread's own ICV)."""
+    return getattr(controller, "threading_layer", None) == "openmp"
+
+
+def _set_blas_threads(controller, n: int) -> None:
+    """Set a BLAS's thread count from whichever Python thread calls.
+
+    threadpoolctl lets only the first Python thread that set a process-wide pool (OpenBLAS on pthreads) set it
+    again, and silently ignores the others: a fastdeconv call from a second Python thread would then run its
+    GEMMs on the BLAS's own threads, with other bits. Its unguarded setter is used where it has one; the
+    callers here serialise every change under ``_lock``.
+    """
+    getattr(controller, "_real_set_num_threads", controller.set_num_threads)(n)
+
+
+def limit_blas(n: int) -> None:
+    """Let every loaded BLAS use ``n`` threads (``set_num_threads``). While parallel calls run with
+    single-threaded BLAS, ``n`` becomes what they restore when the last of them ends."""
+    with _lock:
+        controllers = blas_controllers(refresh=True)
+        if _blas_users:
+            _blas_saved[:] = [n] * len(controllers)
+            for c in controllers:
+                if _per_thread(c):
+                    _set_blas_threads(c, n)
+            return
+        for c in controllers:
+            _set_blas_threads(c, n)
+
+
+@contextmanager
+def single_threaded_blas():
+    """BLAS on one thread while any fastdeconv call needs it, from any Python thread.
+
+    A process-wide BLAS pool is set to one thread when the first such call starts and restored when the last
+    ends (reference-counted under ``_lock``); a per-thread one (OpenMP) is set in the calling thread and
+    restored there, and the pool's workers keep theirs at one (``_register_worker``).
+    """
+    global _blas_users
+    local = []
+    with _lock:
+        controllers = blas_controllers()
+        if _blas_users == 0:
+            _blas_saved[:] = [c.get_num_threads() for c in controllers]
+        for c in controllers:
+            if _per_thread(c):
+                local.append((c, c.get_num_threads()))
+                _set_blas_threads(c, 1)
+            elif _blas_users == 0:
+                _set_blas_threads(c, 1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _blas_users -= 1
+            for c, n in local:
+                _set_blas_threads(c, n)
+            if _blas_users == 0:  # (the controllers now: a set_num_threads meanwhile may have found more)
+                for c, n in zip(blas_controllers(), _blas_saved):
+                    if not _per_thread(c):
+                        _set_blas_threads(c, n)
+
+
+def single_threaded_worker() -> None:
+    """In a new worker thread of the pool, which runs nothing but fastdeconv's chunks: a per-thread BLAS
+    (OpenMP) stays at one thread there."""
+    with _lock:
+        for c in blas_controllers():
+            if _per_thread(c):
+                _set_blas_threads(c, 1)
+
+
+def _forget_users() -> None:
+    """In a forked child: the calls inside single_threaded_blas (and any lock another thread held) stayed in the
+    parent."""
+    global _lock, _blas_users
+    _lock = threading.Lock()
+    _blas_users = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_users)
