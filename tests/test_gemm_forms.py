@@ -508,12 +508,12 @@ def test_double_interrupt_stops_every_worker_before_returning():
 
 
 def test_set_num_threads_during_a_parallel_call_is_what_blas_gets_back():
-    """BLAS thread control is written once (``_runtime``): a set_num_threads while a parallel call holds BLAS
+    """BLAS thread control is written once (``_blas``): a set_num_threads while a parallel call holds BLAS
     single-threaded becomes the count restored when the call ends (it used to be undone by the restore)."""
-    from fastdeconv import _runtime
+    from fastdeconv import _blas
 
     try:
-        with _runtime.single_threaded_blas():
+        with _blas.single_threaded_blas():
             fd.set_num_threads(1)
             inside = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
             assert inside and all(n == 1 for n in inside)

@@ -97,12 +97,12 @@ def test_blas_single_threaded_inside_a_call_from_any_python_thread(restore_threa
     """A call's GEMMs run with one BLAS thread whichever Python thread makes it: threadpoolctl lets only the first
     thread that set a process-wide BLAS pool set it again, so a call from a second thread ran its GEMMs on the
     BLAS's own threads, whose split changes the bits on some BLAS kernels (OpenBLAS's Haswell one)."""
-    from fastdeconv import _runtime
+    from fastdeconv import _blas
 
     fd.set_num_threads(_threads.max_threads())  # the main thread sets the BLAS pool first
 
     def inside():
-        with _runtime.single_threaded_blas():
+        with _blas.single_threaded_blas():
             return _blas_counts()
 
     assert all(n == 1 for n in inside())
