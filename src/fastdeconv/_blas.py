@@ -74,7 +74,7 @@ def single_threaded_blas():
 
     A process-wide BLAS pool is set to one thread when the first such call starts and restored when the last
     ends (reference-counted under ``_lock``); a per-thread one (OpenMP) is set in the calling thread and
-    restored there, and the pool's workers keep theirs at one (``_register_worker``).
+    restored there, and the pool's workers keep theirs at one (:func:`single_threaded_worker`).
     """
     global _blas_users
     local = []
