@@ -18,9 +18,19 @@ detect (a timeout).
 and numba's threads run, it sends itself SIGINT from inside llvmlite's lock, at its next use: numba compiling
 the kernels of a call on one thread (in the calling thread, before the fix). Then it runs the checks above, every
 call now on two threads (compiling in the pool's threads what is still missing).
+
+``python interrupt_probe.py outs FIRST TRIALS`` checks what an interrupted call leaves in its ``out=`` array (issue
+26.3: untouched or complete). Each call of ``OUT_CASES`` (tens of milliseconds on two threads, several chunks)
+gets an ``out`` filled with NaN, and a helper thread sends the process SIGINT at a random moment of it: first the
+very first fastdeconv call of the process (case ``FIRST``, which loads or compiles its kernels), then ``TRIALS``
+calls of the cases in turn. After each ``KeyboardInterrupt`` its ``out`` must be all NaN or bitwise equal to the
+uninterrupted result. Prints ``outs <untouched> <complete> <torn> <interrupts inside a call> <slowest seconds from
+the signal to the KeyboardInterrupt>``.
 """
 
 import os
+import queue
+import random
 import signal
 import sys
 import threading
@@ -120,5 +130,103 @@ def with_one_thread(fn):
         fd.set_num_threads(2)
 
 
+# (name, x shape, weight shape, form): long enough (tens of ms on two threads, several chunks) that an interrupt
+# lands mid-compute. scatter-gemm through conv_transpose's prepared fast path; gather-gemm-cols (weight-heavy)
+# through its validating path (``output_size`` given); scatter-gemm with samples cut in slabs, by an operator.
+OUT_CASES = [("fast", (16, 128, 32, 32), (128, 64, 4, 4), "scatter"),
+             ("full", (8, 512, 8, 8), (512, 256, 4, 4), "gather"),
+             ("operator", (1, 64, 192, 192), (64, 32, 4, 4), "scatter")]
+
+
+def out_call(name, x, w, method, size):
+    """The call of case ``name`` into its ``out``: conv_transpose's fast path, its validating path, an operator."""
+    if name == "fast":
+        return lambda out: fd.conv_transpose(x, w, method=method, out=out, **GEOMETRY)
+    if name == "full":
+        return lambda out: fd.conv_transpose(x, w, method=method, out=out, output_size=size, **GEOMETRY)
+    op = fd.ConvTranspose(w, method=method, **GEOMETRY)
+    return lambda out: op(x, out=out)
+
+
+def out_calls():
+    """[(name, call(out), out)] for ``OUT_CASES``: nothing of fastdeconv runs here but argument checks."""
+    made = []
+    for name, x_shape, w_shape, method in OUT_CASES:
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        w = rng.standard_normal(w_shape).astype(np.float32)
+        size = tuple((n - 1) * 2 - 2 + 4 for n in x_shape[2:])  # (stride 2, padding 1, kernel 4)
+        out = np.full((x_shape[0], w_shape[1]) + size, np.nan, np.float32)
+        made.append((name, out_call(name, x, w, method, size), out))
+    return made
+
+
+def outs():
+    first, trials = int(sys.argv[2]), int(sys.argv[3])
+    cases = out_calls()
+    requests, sent_at = queue.SimpleQueue(), queue.SimpleQueue()  # (C-level queues: no Python lock to break)
+
+    def sender():  # the Ctrl-C: a signal to the process, from another thread, at the moment asked for
+        while True:
+            delay = requests.get()
+            time.sleep(delay)
+            sent_at.put(time.monotonic())
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=sender, daemon=True).start()
+    fd.set_num_threads(2)
+    print("ready", flush=True)
+
+    def interrupted(call, out, delay):
+        """Run ``call(out)`` with a SIGINT sent ``delay`` seconds after it starts; return (whether the interrupt
+        came inside the call, seconds from the signal to the KeyboardInterrupt)."""
+        inside = False
+        try:
+            requests.put(delay)
+            inside = True
+            call(out)
+            inside = False
+            time.sleep(30)  # the call ended first: the interrupt arrives here
+            raise AssertionError("no KeyboardInterrupt 30 s after the signal")
+        except KeyboardInterrupt:
+            caught = time.monotonic()
+        return inside, caught - sent_at.get()
+
+    # the very first call of the process (numba loading or compiling its kernels, then computing)
+    _, call, out = cases[first]
+    first_inside, latency = interrupted(call, out, random.uniform(0.0, 0.8))
+    first_out = out.copy()
+    latencies = [latency]
+    refs, seconds = [], []
+    for _, call, out in cases:  # the uninterrupted results (compiling what the first call did not), timed
+        ref = np.full(out.shape, np.nan, np.float32)
+        call(ref)
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            call(ref)
+            times.append(time.perf_counter() - start)
+        refs.append(ref)
+        seconds.append(sorted(times)[1])
+    counts = {"untouched": 0, "complete": 0, "torn": 0}
+    inside_count = int(first_inside)
+
+    def classify(out, ref):
+        if np.isnan(out).all():
+            return "untouched"
+        return "complete" if np.array_equal(out.view(np.uint32), ref.view(np.uint32)) else "torn"
+
+    counts[classify(first_out, refs[first])] += 1
+    for trial in range(trials):
+        i = trial % len(cases)
+        _, call, out = cases[i]
+        out.fill(np.nan)
+        inside, latency = interrupted(call, out, random.uniform(0.0, 1.2 * seconds[i]))
+        inside_count += inside
+        latencies.append(latency)
+        counts[classify(out, refs[i])] += 1
+    print(f"outs {counts['untouched']} {counts['complete']} {counts['torn']} {inside_count} {max(latencies):.3f}",
+          flush=True)
+
+
 if __name__ == "__main__":
-    {"loop": loop, "inject": inject}[sys.argv[1]]()
+    {"loop": loop, "inject": inject, "outs": outs}[sys.argv[1]]()

@@ -27,6 +27,7 @@ HERE = Path(__file__).parent
 PROBE = HERE / "interrupt_probe.py"
 PROMPT = 2.0  # seconds from the signal to the KeyboardInterrupt (measured: under 0.2)
 HANG = 180  # seconds after which a process counts as hung
+OUT_TRIALS = 24  # interrupted calls into ``out`` per probe process, after its first call
 
 
 def _env(tmp_path, **extra):
@@ -185,6 +186,42 @@ def test_interrupts_at_random_moments_end_calls_promptly(tmp_path):
         latencies.append(float(caught) - sent)
         assert latencies[-1] < PROMPT, what + f"\nKeyboardInterrupt {latencies[-1]:.2f} s after the signal"
     print(f"{trials} trials: KeyboardInterrupt at most {max(latencies):.3f} s after the signal")
+
+
+def test_an_interrupted_call_leaves_out_untouched_or_complete(tmp_path):
+    """Issue 26.3: a call interrupted between two of its chunks had written part of ``out`` (scatter-gemm's and
+    gather-gemm-cols' slabs add to the partial sums of the ones before, so the call cannot simply be redone). Now
+    the kernels are compiled or loaded before ``out`` is first written (an interrupt until then leaves it
+    untouched), and from then on the interrupt waits for the end of the compute (``out`` complete).
+
+    Each probe process interrupts its very first call (loading its kernels from numba's cache, or compiling them
+    when it is cold) and then ``OUT_TRIALS`` calls at random moments (see ``interrupt_probe.py``); one process by
+    default, ``FASTDECONV_INTERRUPT_TRIALS=N``: N // 3 (``FASTDECONV_INTERRUPT_COLD=1``: each with an empty numba
+    cache, so that its first call compiles).
+    """
+    processes = max(1, int(os.environ.get("FASTDECONV_INTERRUPT_TRIALS", "3")) // 3)
+    cold = os.environ.get("FASTDECONV_INTERRUPT_COLD") == "1"
+    rng = random.Random()
+    for run in range(processes):
+        if cold:
+            (tmp_path / f"run{run}").mkdir()
+            env = _env(tmp_path / f"run{run}", NUMBA_NUM_THREADS="2")
+        else:  # numba's own cache: the kernels load, as in a new session
+            env = {**os.environ, "NUMBA_NUM_THREADS": "2", "FASTDECONV_CACHE_DIR": str(tmp_path / "fastdeconv"),
+                   "FASTDECONV_CALIBRATE": "0"}
+        first = rng.randrange(3)
+        proc = subprocess.run([sys.executable, str(PROBE), "outs", str(first), str(OUT_TRIALS)], env=env,
+                              capture_output=True, text=True, timeout=HANG)
+        what = f"process {run} (first call: case {first}):\n{proc.stdout}\n{proc.stderr[-3000:]}"
+        assert proc.returncode == 0, what
+        report = [line.split() for line in proc.stdout.splitlines() if line.startswith("outs ")]
+        assert len(report) == 1, what
+        untouched, complete, torn, inside = map(int, report[0][1:5])
+        latency = float(report[0][5])
+        assert untouched + complete + torn == OUT_TRIALS + 1, what
+        assert torn == 0, f"{torn} of {OUT_TRIALS + 1} interrupted calls left out partly written; " + what
+        assert inside >= OUT_TRIALS // 3, what  # (most interrupts landed inside a call, not after it)
+        assert latency < PROMPT, what
 
 
 def test_a_worker_waiting_for_a_compilation_stops_when_its_call_is_abandoned():

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 
-from . import _calibrate, _cost, variants
+from . import _calibrate, _cost, _interrupts, variants
 from . import _geometry as geo
 from ._geometry import IntOrSeq, Padding
 from ._scan import max_abs
@@ -52,7 +53,10 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         route: dilate with zeros, pad, dense correlation with the flipped kernel, crop), or ``auto`` (the form
         the cost model expects fastest).
     out : numpy.ndarray, optional
-        Array of exactly the result's shape and dtype to write into; it is returned.
+        Array of exactly the result's shape and dtype to write into; it is returned. A call interrupted by
+        Ctrl-C (``KeyboardInterrupt``) leaves it untouched or complete, never partly written: the interrupt ends
+        the call at once while kernels load or compile, and once ``out`` is being written it takes effect when
+        the computation has finished, as in NumPy.
 
     Returns
     -------
@@ -91,9 +95,12 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
             if len(_FAST) >= _FAST_SIZE:
                 _FAST.clear()
             _FAST[key] = prepared
-        y = np.empty(prepared.out_shape, prepared.dtype) if out is None else _output_array(
-            prepared.plan, out, (x, weight, bias))
-        prepared.run(x, weight, bias, y)
+        if out is None:
+            y = np.empty(prepared.out_shape, prepared.dtype)
+            prepared.run(x, weight, bias, y)
+            return y
+        y = _output_array(prepared.plan, out, (x, weight, bias))
+        prepared.run(x, weight, bias, y, y is out)
     else:
         x, weight = _as_array(x, "x"), _as_array(weight, "weight")
         bias = None if bias is None else _as_array(bias, "bias")
@@ -101,9 +108,9 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
                              groups, dilation, output_size, method, None if bias is None else bias.shape,
                              None if bias is None else bias.dtype)
         y = _output_array(plan, out, (x, weight, bias))
-        execute(plan, x, weight, bias, y)
+        execute(plan, x, weight, bias, y, y is out)
     if out is not None and y is not out:
-        out[...] = y
+        out[...] = y  # (one copy: an interrupt lands before or after it)
         return out
     return y
 
@@ -116,10 +123,12 @@ def _exact(value) -> bool:
                                         for v in value)
 
 
-def execute(plan: geo.Plan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, y: np.ndarray) -> None:
-    """Run the plan's form on validated arrays, writing every element of ``y`` (C-contiguous)."""
+def execute(plan: geo.Plan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
+            visible: bool = False) -> None:
+    """Run the plan's form on validated arrays, writing every element of ``y`` (C-contiguous); ``visible``: ``y``
+    is the caller's ``out`` (see :meth:`_Prepared.run`)."""
     apply_num_threads()
-    _prepared(plan).run(x, weight, bias, y)
+    _prepared(plan).run(x, weight, bias, y, visible)
 
 
 def choose_method(plan: geo.Plan) -> str:
@@ -191,10 +200,22 @@ class _Prepared:
     split the work), so a prepared call is valid in every Python thread and after ``set_num_threads``.
     ``kept`` is an operator's store of packed weights (``ConvTranspose``): its variants' weight-only work is
     done once and read from there; without it (a one-off call) each call packs what it needs.
+
+    A Ctrl-C must leave a caller's ``out`` untouched or complete (issue 26): a variant's chunks, each a kernel
+    call, run one after another in Python (and some add into the partial sums of the chunks before), so an
+    interrupt between two of them would leave ``out`` partly written, and the numba kernels load or compile
+    lazily, on their first call in each worker. So the first run of a dispatch in this process (its decision
+    included) writes a private array, interruptible at any moment, and that is copied into ``out`` at the end;
+    once a run has ended, every kernel of the dispatch is compiled (the kernels and their argument types depend
+    on the plan alone), and the later runs into ``out`` write it directly with SIGINT deferred to their end
+    (``_interrupts.deferred``). A dispatch that writes ``out`` in one numba call (a serial direct kernel; Python
+    runs no signal handler inside it, and a kernel that must load or compile first does so before it writes)
+    needs neither, and neither does a call in another thread than the main one (signals reach only that one).
+    The private array of a first run is the price: one more output, once per prepared call and dispatch.
     """
 
     __slots__ = ("plan", "dtype", "out_shape", "x5_shape", "w5_shape", "y5_shape", "zero_bias", "bias_only",
-                 "ranked", "variant", "serial", "decided", "kept", "own", "dispatch")
+                 "ranked", "variant", "serial", "decided", "kept", "own", "dispatch", "warm")
 
     def __init__(self, plan: geo.Plan, kept=None):
         self.plan = plan
@@ -214,6 +235,7 @@ class _Prepared:
         # the variant is decided on the first call (``_decide``: one decision per key and process, maybe
         # measured on the caller's arrays); until then, what a call would run now
         self.decided = False
+        self.warm = None  # the dispatch that has run to its end in this process (its kernels are compiled)
         self._use(current_variant(plan, self.ranked, own))
 
     def _use(self, variant: str) -> None:
@@ -222,13 +244,17 @@ class _Prepared:
         # what ``_checked`` and ``_execute`` read, swapped in one assignment: a thread running this object while
         # another one switches it (two first calls deciding at once) reads one variant's record, kernel and pack,
         # never a mix. The list holds an operator's pack of this variant, fetched on the first call (a late
-        # store lands in the old tuple, never beside another variant's record).
-        self.dispatch = (record, kernel, args, [None])
+        # store lands in the old tuple, never beside another variant's record). The last entry: whether a run is
+        # one numba call, so that an interrupt cannot land in the middle of it (see the class docstring).
+        one_call = self.bias_only or (kernel is not None and hasattr(kernel, "py_func"))
+        self.dispatch = (record, kernel, args, [None], one_call)
         self.variant = variant
         self.serial = record.serial(self.plan)
 
-    def run(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, y: np.ndarray) -> None:
-        """Write every element of ``y`` (C-contiguous, the plan's shape and dtype)."""
+    def run(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
+            visible: bool = False) -> None:
+        """Write every element of ``y`` (C-contiguous, the plan's shape and dtype); ``visible``: ``y`` is the
+        caller's ``out``, which an interrupt must leave untouched or complete (see the class docstring)."""
         if y.size == 0:
             return
         dtype = self.dtype
@@ -243,26 +269,27 @@ class _Prepared:
         b = self.zero_bias if bias is None else _contiguous(bias, dtype)
         y5 = y.reshape(self.y5_shape)
         if not self.decided:
-            self._decide(x5, w5, b, y5)
-        self._checked(x5, w5, b, y5)
+            self._decide(x5, w5, b, np.empty_like(y5) if visible else y5)  # (measurements write their output)
+        self._checked(x5, w5, b, y5, visible)
 
-    def run_kept(self, x: np.ndarray, w5: np.ndarray, b: np.ndarray, y: np.ndarray) -> None:
+    def run_kept(self, x: np.ndarray, w5: np.ndarray, b: np.ndarray, y: np.ndarray, visible: bool = False) -> None:
         """``run`` for an operator: ``w5`` and ``b`` are its weight and bias vector, already canonical (the
         plan's dtype, 5-D, C-contiguous, writeable)."""
         flags = x.flags
         if y.size and not (x.dtype is self.dtype and flags.c_contiguous and flags.writeable):
             x = _contiguous(x, self.dtype)  # (not for an empty output: nothing reads x then)
-        self.run_canonical(x, w5, b, y)
+        self.run_canonical(x, w5, b, y, visible)
 
-    def run_canonical(self, x: np.ndarray, w5: np.ndarray, b: np.ndarray, y: np.ndarray) -> None:
+    def run_canonical(self, x: np.ndarray, w5: np.ndarray, b: np.ndarray, y: np.ndarray,
+                      visible: bool = False) -> None:
         """``run_kept`` on an ``x`` already canonical (the plan's dtype, C-contiguous, writeable)."""
         if y.size == 0:
             return
         x5 = x.reshape(self.x5_shape)
         y5 = y.reshape(self.y5_shape)
         if not self.decided:
-            self._decide(x5, w5, b, y5)
-        self._checked(x5, w5, b, y5)
+            self._decide(x5, w5, b, np.empty_like(y5) if visible else y5)
+        self._checked(x5, w5, b, y5, visible)
 
     def probe(self, variant: str) -> _Prepared:
         """A copy of this prepared call that runs ``variant`` (a measurement times candidates on copies, never on
@@ -292,19 +319,39 @@ class _Prepared:
         if self.kept is not None and probes:
             self.kept._prune()  # the packs of the candidates that lost
 
-    def _checked(self, x5, w5, b, y5) -> None:
+    def _checked(self, x5, w5, b, y5, visible: bool = False) -> None:
         """``_execute``, unless the variant's value check (``Variant.check``) finds values it would turn into a
         wrong Inf or NaN: those run the cheapest exact variant of the gather form instead."""
         dispatch = self.dispatch
         check = dispatch[0].check
         if check is not None and not check(self.plan, x5, max_abs(w5) if self.kept is None else
                                            self.kept._weight_max(w5)):
-            _prepared(exact_plan(self.plan))._execute(x5, w5, b, y5)
-        else:
+            exact = _prepared(exact_plan(self.plan))
+            exact._guarded(x5, w5, b, y5, exact.dispatch, visible)
+        elif dispatch[4]:  # one numba call (tiny calls are hot)
             self._execute(x5, w5, b, y5, dispatch)
+        else:
+            self._guarded(x5, w5, b, y5, dispatch, visible)
+
+    def _guarded(self, x5, w5, b, y5, dispatch, visible: bool) -> None:
+        """``_execute`` so that an interrupt leaves a ``visible`` ``y5`` untouched or complete (see the class
+        docstring)."""
+        if dispatch[4] or not visible:
+            self._execute(x5, w5, b, y5, dispatch)
+        elif self.warm is dispatch:
+            with _interrupts.deferred():
+                self._execute(x5, w5, b, y5, dispatch)
+            return
+        elif threading.current_thread() is not threading.main_thread():  # (never interrupted)
+            self._execute(x5, w5, b, y5, dispatch)
+        else:  # the first run: its kernels may load or compile, in any worker, after other chunks wrote
+            y = np.empty_like(y5)
+            self._execute(x5, w5, b, y, dispatch)
+            y5[...] = y  # (one copy: an interrupt lands before or after it)
+        self.warm = dispatch
 
     def _execute(self, x5, w5, b, y5, dispatch=None) -> None:
-        record, kernel, args, kept_pack = self.dispatch if dispatch is None else dispatch
+        record, kernel, args, kept_pack, _ = self.dispatch if dispatch is None else dispatch
         if kernel is not None and not self.bias_only:  # the direct kernels first: tiny calls are hot
             kernel(x5, w5, b, y5, *args)
             return

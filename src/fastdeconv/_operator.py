@@ -122,7 +122,8 @@ class ConvTranspose:
         x : array_like
             Input of shape (N, C_in, *spatial) or unbatched (C_in, *spatial).
         out : numpy.ndarray, optional
-            Array of exactly the result's shape and dtype to write into; it is returned.
+            Array of exactly the result's shape and dtype to write into; it is returned. A call interrupted by
+            Ctrl-C leaves it untouched or complete, as :func:`fastdeconv.conv_transpose` does.
         output_size : sequence of int, optional
             Wanted spatial output size (picks the output padding), as for :func:`fastdeconv.conv_transpose`.
 
@@ -152,16 +153,16 @@ class ConvTranspose:
             # three flags read at once (``flags.num``)
             if (out.flags.num & _OWNED == _OWNED and x.flags.num & _OWNED == _OWNED and out is not x
                     and x.dtype is prepared.dtype):
-                prepared.run_canonical(x, w5, b, out)
+                prepared.run_canonical(x, w5, b, out, True)
                 return out
             flags = out.flags
             if flags.c_contiguous and flags.writeable and not np.may_share_memory(out, x):
-                prepared.run_kept(x, w5, b, out)
+                prepared.run_kept(x, w5, b, out, True)
                 return out
         y = _output_array(prepared.plan, out, (x,))
-        prepared.run_kept(x, w5, b, y)
+        prepared.run_kept(x, w5, b, y, y is out)
         if y is not out:
-            out[...] = y
+            out[...] = y  # (one copy: an interrupt lands before or after it)
         return out
 
     def backward(self, x, grad_output) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
