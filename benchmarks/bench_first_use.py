@@ -23,9 +23,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from first_call import _run_child  # noqa: E402
 
-from fastdeconv.tools import compare as _compare  # noqa: E402
+from fastdeconv.tools import workloads as wls  # noqa: E402
 
-NAMES = list(_compare.builtin_workloads())
+NAMES = list(wls.builtin_workloads())
 
 
 class ColdCompile:

@@ -29,9 +29,9 @@ import json, sys, time
 t0 = time.perf_counter()
 import numpy as np
 import fastdeconv as fd
-from fastdeconv.tools import compare as _compare
+from fastdeconv.tools import workloads as wls
 from numba.core import event
-wl = _compare.builtin_workloads()[sys.argv[1]]
+wl = wls.builtin_workloads()[sys.argv[1]]
 t1 = time.perf_counter()
 compiles, stack = [], []  # (nesting depth, module.function, seconds) of every numba compile, in order
 
@@ -85,9 +85,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the table to this JSON file")
     args = parser.parse_args(argv)
 
-    from fastdeconv.tools import compare as _compare
+    from fastdeconv.tools import workloads as wls
 
-    names = args.workload or list(_compare.builtin_workloads())
+    names = args.workload or list(wls.builtin_workloads())
     result = {"host": {"cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
                        "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
               "command": "python benchmarks/first_call.py " + " ".join(argv if argv is not None else sys.argv[1:]),

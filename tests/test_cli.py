@@ -11,22 +11,24 @@ import pytest
 from reference import conv_transpose_ref
 
 from fastdeconv.tools import compare as cmp
+from fastdeconv.tools import engines
+from fastdeconv.tools import workloads as wls
 from fastdeconv.tools.cli import main
 
 
 def test_quick_prints_a_table_and_writes_json(tmp_path, capsys):
     path = tmp_path / "out.json"
-    assert main(["compare", "--quick", "--workload", cmp.QUICK_WORKLOAD, "--peers", "none", "--json", str(path)]) == 0
+    assert main(["compare", "--quick", "--workload", wls.QUICK_WORKLOAD, "--peers", "none", "--json", str(path)]) == 0
     text = capsys.readouterr().out
-    rows = [line for line in text.splitlines() if line.startswith(cmp.QUICK_WORKLOAD)]
+    rows = [line for line in text.splitlines() if line.startswith(wls.QUICK_WORKLOAD)]
     assert [r.split()[1] for r in rows] == [f"fd:{m}" for m in cmp.METHODS]
     assert all(r.split()[7] == "ok" for r in rows), text
     assert "all engines agree with the reference" in text
     result = json.loads(path.read_text())
     assert result["ok"] is True and result["machine"]["threads"] >= 1
     (entry,) = result["results"]
-    assert entry["workload"]["name"] == cmp.QUICK_WORKLOAD
-    wl = cmp.builtin_workloads()[cmp.QUICK_WORKLOAD]
+    assert entry["workload"]["name"] == wls.QUICK_WORKLOAD
+    wl = wls.builtin_workloads()[wls.QUICK_WORKLOAD]
     assert entry["gflop"] == pytest.approx(wl.flops / 1e9)
     for m in cmp.METHODS:
         e = entry["engines"][f"fd:{m}"]
@@ -50,14 +52,14 @@ def test_shape_run_with_methods(tmp_path, capsys):
 
 
 def test_parse_shape_fields_and_defaults():
-    wl = cmp.parse_shape("n=2, cin=4, cout=6, in=5x7x3, k=3x2x1, s=2, p=1x0x0, op=1x0x0, g=2, d=1x2x1")
+    wl = wls.parse_shape("n=2, cin=4, cout=6, in=5x7x3, k=3x2x1, s=2, p=1x0x0, op=1x0x0, g=2, d=1x2x1")
     assert (wl.n, wl.c_in, wl.c_out, wl.groups) == (2, 4, 6, 2)
     assert wl.spatial == (5, 7, 3) and wl.kernel == (3, 2, 1) and wl.stride == (2, 2, 2)
     assert wl.padding == (1, 0, 0) and wl.output_padding == (1, 0, 0) and wl.dilation == (1, 2, 1)
     assert wl.out_shape == (2, 6, 10, 15, 5)
-    d = cmp.parse_shape("cin=3,in=10")
+    d = wls.parse_shape("cin=3,in=10")
     assert (d.n, d.c_out, d.kernel, d.stride, d.padding, d.dilation, d.groups) == (1, 3, (3,), (1,), (0,), (1,), 1)
-    assert cmp.parse_shape(d.describe()).describe() == d.describe()
+    assert wls.parse_shape(d.describe()).describe() == d.describe()
 
 
 @pytest.mark.parametrize("spec, words", [
@@ -76,10 +78,10 @@ def test_parse_shape_fields_and_defaults():
 ])
 def test_parse_shape_errors(spec, words):
     if words is None:
-        cmp.parse_shape(spec)
+        wls.parse_shape(spec)
         return
     with pytest.raises(ValueError, match=words):
-        cmp.parse_shape(spec)
+        wls.parse_shape(spec)
 
 
 @pytest.mark.parametrize("spec", [
@@ -89,11 +91,11 @@ def test_parse_shape_errors(spec, words):
     "cin=5,cout=5,in=6x6,k=4,s=2,p=1,g=5",
 ])
 def test_compare_reference_matches_the_test_reference(spec):
-    wl = cmp.parse_shape(spec)
-    x, w = cmp.make_inputs(wl, seed=3)
+    wl = wls.parse_shape(spec)
+    x, w = wls.make_inputs(wl, seed=3)
     expected = conv_transpose_ref(x, w, stride=wl.stride, padding=wl.padding, output_padding=wl.output_padding,
                                   groups=wl.groups, dilation=wl.dilation)
-    np.testing.assert_allclose(cmp.reference(x, w, wl), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(wls.reference(x, w, wl), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_compare_and_the_tests_share_one_reference():
@@ -101,30 +103,30 @@ def test_compare_and_the_tests_share_one_reference():
 
     from fastdeconv.tools import reference as shared
 
-    assert reference.conv_transpose_ref is shared.conv_transpose_ref is cmp.conv_transpose_ref
-    wl = cmp.parse_shape("cin=2,cout=3,in=4x5,k=3,s=2,p=1,op=1")
-    x, w = cmp.make_inputs(wl, seed=1)
-    assert np.array_equal(cmp.reference(x, w, wl), shared.conv_transpose_ref(x, w, **wl.kwargs()))
+    assert reference.conv_transpose_ref is shared.conv_transpose_ref is wls.conv_transpose_ref
+    wl = wls.parse_shape("cin=2,cout=3,in=4x5,k=3,s=2,p=1,op=1")
+    x, w = wls.make_inputs(wl, seed=1)
+    assert np.array_equal(wls.reference(x, w, wl), shared.conv_transpose_ref(x, w, **wl.kwargs()))
 
 
 def test_builtin_workloads_and_roofline():
-    wls = cmp.builtin_workloads()
-    assert cmp.QUICK_WORKLOAD in wls and len(wls) >= 10
-    l1 = wls["dcgan_l1"]
+    builtin = wls.builtin_workloads()
+    assert wls.QUICK_WORKLOAD in builtin and len(builtin) >= 10
+    l1 = builtin["dcgan_l1"]
     assert l1.flops == 2 * 64 * 512 * 256 * 4 * 4 * 4 * 4
     assert l1.out_shape == (64, 256, 8, 8)
     assert l1.nbytes() == 4 * (64 * 512 * 16 + 512 * 256 * 16 + 64 * 256 * 64)
     assert cmp.roofline_seconds(l1, 410, 26) == pytest.approx(l1.flops / 410e9)
-    big = wls["big_1ch"]
+    big = builtin["big_1ch"]
     assert cmp.roofline_seconds(big, 410, 26) == pytest.approx(big.nbytes() / 26e9)
-    quick = cmp.quick_workloads()
-    assert list(quick)[0] == cmp.QUICK_WORKLOAD and len(quick) == 1 + len(cmp.QUICK_LAYERS)
+    quick = wls.quick_workloads()
+    assert list(quick)[0] == wls.QUICK_WORKLOAD and len(quick) == 1 + len(wls.QUICK_LAYERS)
 
 
 def test_max_rel_error_and_measure():
     ref = np.array([[1.0, -4.0]])
-    assert cmp.max_rel_error(ref + 0.004, ref) == pytest.approx(0.001)
-    assert cmp.max_rel_error(ref[:, :1], ref) == math.inf
+    assert wls.max_rel_error(ref + 0.004, ref) == pytest.approx(0.001)
+    assert wls.max_rel_error(ref[:, :1], ref) == math.inf
     calls = {"a": 0}
 
     def f():
@@ -260,7 +262,7 @@ def test_roofline_is_measured_cached_and_overridable(tmp_path, monkeypatch, caps
     # compare prints the measured roofs, and the flags override them
     monkeypatch.setattr(_roofline, "_memo", {})
     path = tmp_path / "r.json"
-    assert main(["compare", "--quick", "--workload", cmp.QUICK_WORKLOAD, "--peers", "none", "--methods", "gather",
+    assert main(["compare", "--quick", "--workload", wls.QUICK_WORKLOAD, "--peers", "none", "--methods", "gather",
                  "--threads", "1", "--stream-gbs", "7.5", "--json", str(path)]) == 0
     out = capsys.readouterr().out
     assert "flops / 123.4 GFLOP/s, bytes / 7.5 GB/s" in out and "410" not in out
@@ -280,16 +282,16 @@ def test_quick_selects_the_tiny_layer_and_three_real_ones():
 
     args = build_parser().parse_args(["compare", "--quick"])
     names = [w.name for w in _select(args)]
-    assert names == [cmp.QUICK_WORKLOAD, "dcgan_block", "fcn_bilinear", "image_1ch"]
+    assert names == [wls.QUICK_WORKLOAD, "dcgan_block", "fcn_bilinear", "image_1ch"]
     args = build_parser().parse_args(["compare", "--quick", "--workload", "image_1ch,dcgan_l1"])
     assert [w.name for w in _select(args)] == ["image_1ch", "dcgan_l1"]
-    assert [w.name for w in _select(build_parser().parse_args(["compare"]))] == list(cmp.builtin_workloads())
+    assert [w.name for w in _select(build_parser().parse_args(["compare"]))] == list(wls.builtin_workloads())
 
 
 def test_missing_peers_say_how_to_install_them(monkeypatch):
     lines = []
-    monkeypatch.setitem(cmp._PEER_FACTORIES, "torch", lambda threads: __import__("no_such_module_fd"))
-    wl = cmp.quick_workloads()[cmp.QUICK_WORKLOAD]
+    monkeypatch.setitem(engines._PEER_FACTORIES, "torch", lambda threads: __import__("no_such_module_fd"))
+    wl = wls.quick_workloads()[wls.QUICK_WORKLOAD]
     cmp.compare([wl], cmp.Options(methods=["gather"], peers=["torch"], budget=0.01, rounds=1, progress=False,
                                   peak_gflops=100.0, stream_gbs=10.0), write=lines.append)
     assert any("peer torch skipped" in line for line in lines)
@@ -306,13 +308,13 @@ def test_help_documents_the_shape_syntax(capsys):
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     path = tmp_path / "c.png"
-    assert main(["compare", "--quick", "--workload", cmp.QUICK_WORKLOAD, "--peers", "none", "--methods", "gather,auto",
+    assert main(["compare", "--quick", "--workload", wls.QUICK_WORKLOAD, "--peers", "none", "--methods", "gather,auto",
                  "--plot", str(path)]) == 0
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_module_entry_point_runs():
-    proc = subprocess.run([sys.executable, "-m", "fastdeconv", "compare", "--quick", "--workload", cmp.QUICK_WORKLOAD,
+    proc = subprocess.run([sys.executable, "-m", "fastdeconv", "compare", "--quick", "--workload", wls.QUICK_WORKLOAD,
                            "--peers", "none", "--methods", "gather"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "fd:gather" in proc.stdout and "agree with the reference" in proc.stdout
@@ -324,7 +326,7 @@ def test_threads_flag_sets_fastdeconv_threads(tmp_path):
 
     path = tmp_path / "t.json"
     try:
-        assert main(["compare", "--quick", "--workload", cmp.QUICK_WORKLOAD, "--peers", "none", "--methods", "auto",
+        assert main(["compare", "--quick", "--workload", wls.QUICK_WORKLOAD, "--peers", "none", "--methods", "auto",
                      "--threads", "1", "--json", str(path)]) == 0
         assert fd.get_num_threads() == 1
     finally:
@@ -333,9 +335,9 @@ def test_threads_flag_sets_fastdeconv_threads(tmp_path):
 
 
 def test_a_wrong_result_is_reported_and_exits_1(monkeypatch, capsys):
-    true_reference = cmp.reference
+    true_reference = wls.reference
     monkeypatch.setattr(cmp, "reference", lambda x, w, wl: true_reference(x, w, wl) * 1.01)
-    assert main(["compare", "--quick", "--workload", cmp.QUICK_WORKLOAD, "--peers", "none", "--methods", "gather"]) == 1
+    assert main(["compare", "--quick", "--workload", wls.QUICK_WORKLOAD, "--peers", "none", "--methods", "gather"]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "MISMATCH in seed000_tiny/fd:gather" in out
 
@@ -381,7 +383,7 @@ def test_warmup_command_runs_its_units(monkeypatch, capsys):
 def test_compare_compiles_ahead_exactly_the_variants_it_runs():
     import fastdeconv as fd
 
-    wl = cmp.quick_workloads()["image_1ch"]
+    wl = wls.quick_workloads()["image_1ch"]
     needed = cmp.variants_needed(wl, ["scatter", "gather", "zerofill", "auto"])
     for method in ("scatter", "gather"):
         assert fd.plan(wl.x_shape, wl.w_shape, method=method, **wl.kwargs()).variant in needed

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import compare as cmp
+from . import workloads as wls
 
 
 def _csv(kind: str, allowed: Sequence[str]):
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "of the direct definition), %% of this machine's roofline max(flops/peak, bytes/bandwidth), "
                     "speedup over the fastest installed peer (torch, onnxruntime, tensorflow, jax; absent ones "
                     "are skipped) and the error against an independent float64 NumPy reference.",
-        epilog=cmp.SHAPE_HELP + "\n\nbuilt-in workloads: " + ", ".join(_names()) +
+        epilog=wls.SHAPE_HELP + "\n\nbuilt-in workloads: " + ", ".join(_names()) +
         "\n\nexamples:\n  python -m fastdeconv compare --quick\n"
         "  python -m fastdeconv compare --all --threads 2 --plot compare.png --json compare.json\n"
         "  python -m fastdeconv compare --workload dcgan_l2 unet_up --methods scatter,gather,auto --peers torch")
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="save a bar chart of %% of roofline (needs matplotlib: "
                    "pip install fastdeconv[plot]; the extension picks the format: .png, .svg, .pdf, ...)")
     p.add_argument("--json", metavar="FILE", help="write every number to a JSON file")
-    quick = ", ".join([cmp.QUICK_WORKLOAD] + [d["name"] for d in cmp.QUICK_LAYERS])
+    quick = ", ".join([wls.QUICK_WORKLOAD] + [d["name"] for d in wls.QUICK_LAYERS])
     p.add_argument("--quick", action="store_true",
                    help=f"small workloads ({quick} unless --workload/--shape), few repetitions: seconds")
     p.add_argument("--budget", type=_positive(float), default=None, metavar="SECONDS",
@@ -122,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _names() -> list[str]:
     try:
-        return list(cmp.builtin_workloads())
+        return list(wls.builtin_workloads())
     except Exception:  # the help text must never fail
         return []
 
@@ -325,8 +326,8 @@ def _plot_format_problem(path: str) -> str | None:
 
 
 def _select(args) -> list:
-    builtin = cmp.builtin_workloads()
-    known = {**builtin, **cmp.quick_workloads()}
+    builtin = wls.builtin_workloads()
+    known = {**builtin, **wls.quick_workloads()}
     names = []
     for item in args.workload:
         parts = [n.strip() for n in item.split(",") if n.strip()]
@@ -340,13 +341,13 @@ def _select(args) -> list:
     chosen = [known[n] for n in dict.fromkeys(names)]
     for spec in args.shape:
         try:
-            chosen.append(cmp.parse_shape(spec))
+            chosen.append(wls.parse_shape(spec))
         except ValueError as exc:
             raise ValueError(f"--shape {spec!r}: {exc}") from None
     if args.all:
         chosen = list(builtin.values()) + [w for w in chosen if w.name not in builtin]
     if not chosen:
-        chosen = list(cmp.quick_workloads().values()) if args.quick else list(builtin.values())
+        chosen = list(wls.quick_workloads().values()) if args.quick else list(builtin.values())
     return chosen
 
 
