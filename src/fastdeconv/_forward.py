@@ -480,7 +480,8 @@ def _conv_gemm(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | N
                 width = (n_hi - n_lo) * (hi - lo) * out_w
                 chans = slice(gi * c_out_g, (gi + 1) * c_out_g)
                 cols = buf[:taps * width].reshape(taps, width)
-                im2col(x5, cols, n_lo, n_hi, gi * c_in_g, kernel, stride, dilation, start, lo, hi, out_h, out_w)
+                # (Python ints: int64 tuples in the kernel)
+                im2col(x5, cols, (n_lo, n_hi, gi * c_in_g), kernel, stride, dilation, start, (lo, hi, out_h, out_w))
                 if ym is not None and res is None:
                     np.matmul(wm[chans], cols, out=ym[n_lo, chans, lo * out_w:hi * out_w])
                 elif ym is not None:  # the samples' outputs side by side, then each into its place

@@ -186,13 +186,17 @@ def zero(buf, size):
 
 
 @njit(**NJIT_FLAGS)
-def store_block(buf, nb, cstride, rows, row_len, count, yf, y0, row_pitch, c_pitch, width, stride, bias, co0):
+def store_block(buf, source, yf, dest, bias, co0):
     """Interleave a block of phase-major rows into the output and add the bias, once per output element.
 
     ``yf[y0 + c * c_pitch + r * row_pitch + p + stride * m] = buf[c * cstride + r * row_len + p * count + m]
     + bias[co0 + c]`` for the ``width`` outputs of each of ``rows`` rows and ``nb`` channels (one call per
-    block: numba reference-counts array arguments on every call).
+    block: numba reference-counts array arguments on every call). The groups (int64): ``source = (nb, cstride,
+    rows, row_len, count)``, the block's layout in ``buf``; ``dest = (y0, row_pitch, c_pitch, width, stride)``,
+    where its rows go in ``yf``.
     """
+    nb, cstride, rows, row_len, count = source
+    y0, row_pitch, c_pitch, width, stride = dest
     wd, cnt = uintp(width), uintp(count)
     for c in range(nb):
         b = bias[co0 + c]

@@ -93,7 +93,7 @@ def matrix_entries(w, in_shape, out_shape, groups, stride, dilation, start, indp
 
 
 @njit(**NJIT_FLAGS)
-def im2col(x, col, n_lo, n_hi, ci0, kernel, stride, dilation, start, row_lo, row_hi, out_h, out_w):
+def im2col(x, col, samples, kernel, stride, dilation, start, rows):
     """Columns of one group of samples ``[n_lo, n_hi)`` for the output rows ``[row_lo, row_hi)`` (flattened (od, oh)).
 
     ``col[((ci * kD + kd) * kH + kh) * kW + kw, (n - n_lo) * P + (r - row_lo) * oW + ow] = x[n, ci0 + ci,
@@ -102,8 +102,12 @@ def im2col(x, col, n_lo, n_hi, ci0, kernel, stride, dilation, start, row_lo, row
     ``P = (row_hi - row_lo) * oW``: the forward convolution of these rows is then one matrix product
     ``w.reshape(C_out_g, -1) @ col`` (BLAS), whose columns are those samples' outputs one after the other.
     ``x`` is C-contiguous: the reads use flat offsets (no per-row views, the rows are often a few elements).
-    Serial: a copy, bound by memory; the caller runs blocks of it in parallel.
+    Serial: a copy, bound by memory; the caller runs blocks of it in parallel. The groups (int64): ``samples =
+    (n_lo, n_hi, ci0)``, the samples and the group's first input channel; ``rows = (row_lo, row_hi, out_h,
+    out_w)``, the output rows and the output's row count and row length.
     """
+    n_lo, n_hi, ci0 = samples
+    row_lo, row_hi, out_h, out_w = rows
     c_all, size_d, size_h, size_w = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
     xf = x.reshape(-1)
     k_d, k_h, k_w = kernel[0], kernel[1], kernel[2]

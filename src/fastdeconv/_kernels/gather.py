@@ -134,7 +134,7 @@ def gather_tasks(x, w, bias, y, groups, stride, dilation, start, tile, task_lo, 
                         t_lo = t_hi
                 apply_runs(acc, xf, wf, runs, n_runs, nb, plane, wstride, True)
                 y0 = (((n * y.shape[1] + co0) * o_d + od) * o_h + h0) * o_w + ow_lo
-                store_block(acc, nb, plane, h1 - h0, row_len, count, yf, y0, o_w, o_d * o_h * o_w, width, s_w, bias,
+                store_block(acc, (nb, plane, h1 - h0, row_len, count), yf, (y0, o_w, o_d * o_h * o_w, width, s_w), bias,
                             co0)
 
 

@@ -73,8 +73,11 @@ def source_columns(o_w, taps, s_w, k_w, tap_scale):
 
 
 @njit(**NJIT_FLAGS)
-def scatter_rows(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kernel, stride, taps, pixels_major):
+def scatter_rows(cols, y, bias, block, rows, in_shape, kernel, stride, taps, pixels_major):
     """Write output rows ``oh0:oh1`` of ``y[j, c0:c0 + cb]``: each input pixel adds its footprint into the row.
+
+    ``block = (j, c0, cb)`` (int64) is the output block (sample, first channel, channels), ``rows = (oh0, oh1,
+    ih0, ih1)`` (int64) its output rows and the input rows ``cols`` holds.
 
     ``cols`` is pixels-major, ``cols[p, t * cb + c]`` (tap-major, channel-minor), or channel-major,
     ``cols[c * K + t, p]``, with ``p = (i_d * (ih1 - ih0) + i_h - ih0) * W + i_w``: only the three strides
@@ -84,11 +87,13 @@ def scatter_rows(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kernel,
     blocks or the layout. (Adding straight into the output row beats accumulating a channels-last row
     buffer and storing it channels-first: one pass over the row instead of two.)
     """
+    j, c0, cb = block
+    oh0, oh1, ih0, ih1 = rows
     o_d, o_h, o_w = y.shape[2], y.shape[3], y.shape[4]
     size_w = in_shape[2]
     k_d, k_h, k_w = kernel[0], kernel[1], kernel[2]
     s_w = stride[2]
-    rows = ih1 - ih0
+    n_rows = ih1 - ih0
     if pixels_major:
         p_step, t_step, c_step = cols.shape[1], cb, 1
     else:
@@ -100,7 +105,7 @@ def scatter_rows(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kernel,
         for oh in range(oh0, oh1):
             for c in range(cb):
                 y[j, c0 + c, od, oh, :] = bias[c0 + c]
-            n_pairs = source_rows(od, oh, taps, stride, kernel, rows, ih0, size_w, k_w, pair_base, pair_tap)
+            n_pairs = source_rows(od, oh, taps, stride, kernel, n_rows, ih0, size_w, k_w, pair_base, pair_tap)
             for q in range(n_pairs):
                 base, t0 = pair_base[q], pair_tap[q]
                 for c in range(cb):
@@ -113,17 +118,20 @@ def scatter_rows(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kernel,
 
 
 @njit(**NJIT_FLAGS)
-def gather_rows(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kernel, stride, taps):
+def gather_rows(cols, y, bias, block, rows, in_shape, kernel, stride, taps):
     """Write output rows ``oh0:oh1`` of ``y[j, c0:c0 + cb]``, each element the sum of its (pixel, tap) terms.
 
-    Same ``cols`` layout as :func:`scatter_rows`. Terms are summed in (tap depth, tap row, tap column) order
-    in registers, then each element is stored once.
+    Same ``cols`` layout and groups (``block = (j, c0, cb)``, ``rows = (oh0, oh1, ih0, ih1)``) as
+    :func:`scatter_rows`. Terms are summed in (tap depth, tap row, tap column) order in registers, then each
+    element is stored once.
     """
+    j, c0, cb = block
+    oh0, oh1, ih0, ih1 = rows
     o_d, o_w = y.shape[2], y.shape[4]
     size_w = in_shape[2]
     k_d, k_h, k_w = kernel[0], kernel[1], kernel[2]
     s_w = stride[2]
-    rows = ih1 - ih0
+    n_rows = ih1 - ih0
     kwc = k_w * cb
     w_count, w_tap, w_src = source_columns(o_w, taps, s_w, k_w, cb)
     pair_base = np.empty(k_d * k_h, np.int64)
@@ -134,7 +142,7 @@ def gather_rows(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kernel, 
     yf, cf = y.reshape(-1), cols.reshape(-1)
     for od in range(o_d):
         for oh in range(oh0, oh1):
-            n_pairs = source_rows(od, oh, taps, stride, kernel, rows, ih0, size_w, kwc, pair_base, pair_tap)
+            n_pairs = source_rows(od, oh, taps, stride, kernel, n_rows, ih0, size_w, kwc, pair_base, pair_tap)
             for ow in range(o_w):
                 for c in range(cb):
                     acc[c] = bias[c0 + c]
@@ -153,20 +161,22 @@ def gather_rows(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kernel, 
 
 
 @njit(**NJIT_FLAGS)
-def gather_rows_cm(cols, y, bias, j, c0, cb, oh0, oh1, ih0, ih1, in_shape, kernel, stride, taps):
+def gather_rows_cm(cols, y, bias, block, rows, in_shape, kernel, stride, taps):
     """:func:`gather_rows` for channel-major ``cols`` (see :func:`scatter_rows`): register sums, one store."""
+    j, c0, cb = block
+    oh0, oh1, ih0, ih1 = rows
     o_d, o_w = y.shape[2], y.shape[4]
     size_w = in_shape[2]
     k_d, k_h, k_w = kernel[0], kernel[1], kernel[2]
     s_w = stride[2]
     n_k = k_d * k_h * k_w
-    rows = ih1 - ih0
+    n_rows = ih1 - ih0
     w_count, w_tap, w_src = source_columns(o_w, taps, s_w, k_w, 1)
     pair_base = np.empty(k_d * k_h, np.int64)
     pair_tap = np.empty(k_d * k_h, np.int64)
     for od in range(o_d):
         for oh in range(oh0, oh1):
-            n_pairs = source_rows(od, oh, taps, stride, kernel, rows, ih0, size_w, k_w, pair_base, pair_tap)
+            n_pairs = source_rows(od, oh, taps, stride, kernel, n_rows, ih0, size_w, k_w, pair_base, pair_tap)
             for c in range(cb):
                 yrow = y[j, c0 + c, od, oh]
                 bv = bias[c0 + c]

@@ -220,5 +220,5 @@ def plane_tasks(task_lo, task_hi, x, w, bias, y, groups, t_d, t_h, t_w, geometry
                     else:
                         _correlate3(buf, pw * phase_len, s_w * phase_len, xpad, taps, weights, n_taps, rows * pitch)
                 y0 = (((n * y.shape[1] + co) * o_d + od) * o_h + ph + s_h * m0) * o_w
-                store_block(buf, nc, s_w * phase_len, rows, pitch, phase_len, yf, y0, s_h * o_w, o_d * o_h * o_w,
-                            o_w, s_w, bias, co)
+                store_block(buf, (nc, s_w * phase_len, rows, pitch, phase_len), yf,
+                            (y0, s_h * o_w, o_d * o_h * o_w, o_w, s_w), bias, co)

@@ -107,7 +107,7 @@ def scatter_tasks(x, w, bias, y, groups, stride, dilation, start, tile, task_lo,
                                         n_runs += 1
                     apply_runs(buf, xf, wf, runs, n_runs, nb, plane, wstride, False)
                 y0 = (((n * y.shape[1] + co0) * o_d + od) * o_h + h0) * o_w + ow_lo
-                store_block(buf, nb, plane, h1 - h0, row_len, count, yf, y0, o_w, o_d * o_h * o_w, width, s_w, bias,
+                store_block(buf, (nb, plane, h1 - h0, row_len, count), yf, (y0, o_w, o_d * o_h * o_w, width, s_w), bias,
                             co0)
 
 

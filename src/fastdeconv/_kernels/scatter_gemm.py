@@ -45,13 +45,24 @@ WIDE_STRIDE = 32
 
 
 @njit(**NJIT_FLAGS)
-def _add_wide(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0, tap_step, pixel_step, pix, offset, ih_lo, ih_hi,
-              size_w, s_h, off_h, w0, w1, k_w, s_w, d_w, off_w):
+def _add_wide(cf, yf, out, rows, source, columns):
     """``col2im``'s adds of one (channel, depth tap, row tap) for wide strides: per input pixel ``i_w`` of the
     box ``[w0, w1)``, its column taps that land inside the output as one run, at ``i_w * s_w + off_w + kw *
     d_w``. The term of (tap ``kw``, pixel ``q``) is ``cf[(row0 + kw) * tap_step + q * pixel_step]`` (``q``
     counts the box's pixels, sample-major). The pixels go last to first, so that every output element
-    receives its terms in tap order, as from the tap-by-tap adds."""
+    receives its terms in tap order, as from the tap-by-tap adds.
+
+    The groups (every member int64) are those of ``col2im``: ``out = (n, n0, co, c_out, od, o_d, o_h, o_w)``
+    the output block (``n`` samples from ``n0``, channel ``co`` of ``c_out``, depth ``od`` of an (o_d, o_h,
+    o_w) output), ``rows = (ih_lo, ih_hi, size_w, s_h, off_h)`` the input rows of the row tap (landing at
+    ``i_h * s_h + off_h``, ``size_w`` pixels apart in ``cf``), ``source = (row0, tap_step, pixel_step, pix,
+    offset)`` where the terms are (``pix`` pixels per sample, ``offset`` that of the depth tap's source plane
+    minus the box's first row), ``columns = (w0, w1, k_w, s_w, d_w, off_w)`` the box's input columns and the
+    last axis's kernel, stride, dilation and first tap offset."""
+    n, n0, co, c_out, od, o_d, o_h, o_w = out
+    ih_lo, ih_hi, size_w, s_h, off_h = rows
+    row0, tap_step, pixel_step, pix, offset = source
+    w0, w1, k_w, s_w, d_w, off_w = columns
     for j in range(n):
         plane = (((n0 + j) * c_out + co) * o_d + od) * o_h
         for i_h in range(ih_lo, ih_hi):
@@ -76,14 +87,22 @@ GROUPED_ROW = 64
 
 
 @njit(**NJIT_FLAGS)
-def _add_grouped(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0, n_cols, pix, offset, ih_lo, ih_hi, size_w, s_h,
-                 off_h, w0, w1, k_w, s_w, taps):
+def _add_grouped(cf, yf, out, rows, source, columns, taps):
     """``col2im``'s adds of one (channel, depth tap, row tap) in groups of ``s_w`` (2 or 4) consecutive column
     taps (undilated): for one input pixel a group's taps land on ``s_w`` neighbouring outputs, so over the
     pixels where all of them land inside, the group's ``cols`` rows are interleaved into one contiguous output
     run (a vector loop; tap by tap the stores are ``s_w`` apart). Only the full groups: ``col2im`` adds the
     taps left over (``k_w % s_w``) tap by tap afterwards. An element receives one term per group, and the
-    groups go in tap order: the terms come in tap order, as tap by tap."""
+    groups go in tap order: the terms come in tap order, as tap by tap.
+
+    ``out`` and ``rows`` as for ``_add_wide``; ``source = (row0, n_cols, pix, offset)``: tap ``kw``'s terms are
+    the ``cf`` row ``row0 + kw`` (``n_cols`` long), ``offset`` that of the depth tap's source plane minus the
+    box's first pixel; ``columns = (w0, w1, k_w, s_w)``: the box's input columns, the last axis's kernel and
+    stride."""
+    n, n0, co, c_out, od, o_d, o_h, o_w = out
+    ih_lo, ih_hi, size_w, s_h, off_h = rows
+    row0, n_cols, pix, offset = source
+    w0, w1, k_w, s_w = columns
     for g0 in range(0, k_w - k_w % s_w, s_w):
         lo, hi = w0, w1  # the pixels every tap of the group lands inside from
         for t in range(s_w):
@@ -113,12 +132,19 @@ def _add_grouped(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0, n_cols, pix,
 
 
 @njit(**NJIT_FLAGS)
-def _write_pairs(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, crow, n_cols, pix, offset, ih_lo, ih_hi, size_w, s_h,
-                 off_h, off_w, iw_lo, iw_hi, bv):
+def _write_pairs(cf, yf, out, rows, source, columns, bv):
     """``col2im``'s writes of one (channel, depth tap, row tap) when every output receives exactly one term and
     the two column taps are neighbours over the same inputs (kernel 2, stride 2 along the last axis):
     ``y[..., 2 * i_w + off_w + t] = cols[row of tap t, i_w] + bias`` for t = 0, 1, the two rows interleaved in
-    one loop (stores to consecutive outputs, which LLVM vectorizes; the tap-by-tap loop stores every other one)."""
+    one loop (stores to consecutive outputs, which LLVM vectorizes; the tap-by-tap loop stores every other one).
+
+    ``out`` and ``rows`` as for ``_add_wide``; ``source = (crow, n_cols, pix, offset)``: tap 0's terms start at
+    ``cf[crow]``, tap 1's a row (``n_cols``) further; ``columns = (off_w, iw_lo, iw_hi)``: tap 0's output
+    offset and the input columns both taps land inside from."""
+    n, n0, co, c_out, od, o_d, o_h, o_w = out
+    ih_lo, ih_hi, size_w, s_h, off_h = rows
+    crow, n_cols, pix, offset = source
+    off_w, iw_lo, iw_hi = columns
     for j in range(n):
         base = crow + j * pix + offset
         plane = (((n0 + j) * c_out + co) * o_d + od) * o_h
@@ -131,7 +157,7 @@ def _write_pairs(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, crow, n_cols, pix,
 
 
 @njit(**NJIT_FLAGS)
-def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first, pixels_major):
+def col2im(cols, y, bias, block, box, kernel, stride, taps, flags):
     """Add every column footprint of ``cols`` (cb * K, n * P; ``pixels_major``: its transpose) into
     ``y[n0:n0+n, c0:c0+cb]``.
 
@@ -147,7 +173,11 @@ def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first,
     Every path adds an element's terms in tap order. The ``first`` slab sets the output to the bias before adding; with
     ``once`` (every output element receives exactly one term: ``exactly_once``) each element is written once,
     ``term + bias``, instead (the same value: addition commutes exactly).
+
+    ``block = (n0, c0, n, cb)`` (int64) is the output block, ``flags = (once, first, pixels_major)``.
     """
+    n0, c0, n, cb = block
+    once, first, pixels_major = flags
     o_d, o_h, o_w = y.shape[2], y.shape[3], y.shape[4]
     d0, d1, h0, h1, w0, w1 = box[0, 0], box[0, 1], box[1, 0], box[1, 1], box[2, 0], box[2, 1]
     size_h, size_w = h1 - h0, w1 - w0
@@ -179,22 +209,24 @@ def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first,
                     off_h = taps[1, kh, 0]
                     ih_lo, ih_hi = max(h0, taps[1, kh, 1]), min(h1, taps[1, kh, 2])
                     row0 = ((c * k_d + kd) * k_h + kh) * k_w
+                    out = (n, n0, co, c_out, od, o_d, o_h, o_w)
+                    rows = (ih_lo, ih_hi, size_w, s_h, off_h)
                     if s_w >= WIDE_STRIDE and not once:
-                        _add_wide(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0,
-                                  1 if pixels_major else n_cols, cols.shape[1] if pixels_major else 1, pix,
-                                  (i_d - d0) * size_h * size_w - h0 * size_w, ih_lo, ih_hi, size_w, s_h, off_h,
-                                  w0, w1, k_w, s_w, d_w, taps[2, 0, 0])
+                        _add_wide(cf, yf, out, rows,
+                                  (row0, 1 if pixels_major else n_cols, cols.shape[1] if pixels_major else 1, pix,
+                                   (i_d - d0) * size_h * size_w - h0 * size_w),
+                                  (w0, w1, k_w, s_w, d_w, taps[2, 0, 0]))
                         continue
                     kw0 = 0  # the first column tap added tap by tap below
                     if grouped and not once:
-                        _add_grouped(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0, n_cols, pix,
-                                     (i_d - d0) * size_h * size_w - h0 * size_w - w0, ih_lo, ih_hi, size_w, s_h,
-                                     off_h, w0, w1, k_w, s_w, taps)
+                        _add_grouped(cf, yf, out, rows,
+                                     (row0, n_cols, pix, (i_d - d0) * size_h * size_w - h0 * size_w - w0),
+                                     (w0, w1, k_w, s_w), taps)
                         kw0 = k_w - k_w % s_w
                     elif once and pairs:
-                        _write_pairs(cf, yf, n, n0, co, c_out, od, o_d, o_h, o_w, row0 * n_cols, n_cols, pix,
-                                     (i_d - d0) * size_h * size_w - h0 * size_w - w0, ih_lo, ih_hi, size_w, s_h,
-                                     off_h, taps[2, 0, 0], max(w0, taps[2, 0, 1]), min(w1, taps[2, 0, 2]), bv)
+                        _write_pairs(cf, yf, out, rows,
+                                     (row0 * n_cols, n_cols, pix, (i_d - d0) * size_h * size_w - h0 * size_w - w0),
+                                     (taps[2, 0, 0], max(w0, taps[2, 0, 1]), min(w1, taps[2, 0, 2])), bv)
                         continue
                     for kw in range(kw0, k_w):
                         off_w = taps[2, kw, 0]
@@ -215,7 +247,43 @@ def col2im(cols, y, bias, n0, c0, n, cb, box, kernel, stride, taps, once, first,
 
 
 @njit(**NJIT_FLAGS)
-def gather_phases(cols, y, bias, n0, c0, n, cb, box, kernel, stride, phases, first, acc):
+def _phase_ranges(table, first, w0, w1, n_pw):
+    """``gather_phases``'s positions ``[m_lo, m_hi)`` to write in each phase ``pw < n_pw`` of the last axis (its
+    rows of the phase table: ``table = phases[2]``), as an (n_pw, 2) array: all of the phase's outputs for the
+    ``first`` slab, else only those its input columns ``[w0, w1)`` reach (once per call: they depend on the
+    phase alone)."""
+    ranges = np.empty((n_pw, 2), np.int64)
+    for pw in range(n_pw):
+        m_w = table[pw, 0]
+        m_lo, m_hi = 0, m_w
+        if not first:  # only the outputs this slab's inputs reach
+            m_lo, m_hi = m_w, 0
+            for tw in range(table[pw, 1]):
+                base = table[pw, 3 + 2 * tw]
+                m_lo, m_hi = min(m_lo, max(0, w0 - base)), max(m_hi, min(m_w, w1 - base))
+        ranges[pw, 0], ranges[pw, 1] = m_lo, m_hi
+    return ranges
+
+
+@njit(**NJIT_FLAGS)
+def _reached(table, lo, hi):
+    """``reached[r, m]``: whether a tap of output ``m`` of phase ``r`` of an axis (its rows of the phase table,
+    ``table = phases[axis]``) reads an input ``m + base`` of the slab's ``[lo, hi)`` (``gather_phases``: a later
+    slab adds to the rows it reaches only)."""
+    m_max = 0
+    for r in range(table.shape[0]):
+        m_max = max(m_max, table[r, 0])
+    reached = np.zeros((table.shape[0], m_max), np.bool_)
+    for r in range(table.shape[0]):
+        for m in range(table[r, 0]):
+            for t in range(table[r, 1]):
+                if lo <= m + table[r, 3 + 2 * t] < hi:
+                    reached[r, m] = True
+    return reached
+
+
+@njit(**NJIT_FLAGS)
+def gather_phases(cols, y, bias, block, box, kernel, stride, phases, first, acc):
     """The gather twin of ``col2im``: each output element of ``y[n0:n0+n, c0:c0+cb]`` sums, in ``acc``, the
     ``cols`` entries of the (input pixel in ``box``, tap) pairs that reach it, and is stored once.
 
@@ -224,8 +292,9 @@ def gather_phases(cols, y, bias, n0, c0, n, cb, box, kernel, stride, phases, fir
     a tap's terms for a row of a phase are one contiguous run of ``cols``. Per element the terms come in
     (kd, kh, kw) order; the ``first`` slab starts from the bias, a later one from the element's partial sum
     (the slabs of a sample cut by ``scatter_gemm``): the same terms in the same order as ``col2im``, so the
-    same bits.
+    same bits. ``block = (n0, c0, n, cb)`` (int64) is the output block, as for ``col2im``.
     """
+    n0, c0, n, cb = block
     o_h, o_w = y.shape[3], y.shape[4]
     vol = y.shape[2] * o_h * o_w
     d0, d1, h0, h1, w0, w1 = box[0, 0], box[0, 1], box[1, 0], box[1, 1], box[2, 0], box[2, 1]
@@ -235,6 +304,8 @@ def gather_phases(cols, y, bias, n0, c0, n, cb, box, kernel, stride, phases, fir
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
     n_cols = cols.shape[1]
     yf, cf = y.reshape(-1), cols.reshape(-1)
+    ranges = _phase_ranges(phases[2], first, w0, w1, min(s_w, o_w))
+    reach_d, reach_h = _reached(phases[0], d0, d1), _reached(phases[1], h0, h1)
     for c in range(cb):
         co = c0 + c
         bv = bias[co]
@@ -244,23 +315,12 @@ def gather_phases(cols, y, bias, n0, c0, n, cb, box, kernel, stride, phases, fir
             for pd in range(min(s_d, y.shape[2])):  # the phases with outputs (``phase_table``)
                 for ph in range(min(s_h, o_h)):
                     for pw in range(min(s_w, o_w)):
-                        m_w = phases[2, pw, 0]
-                        m_lo, m_hi = 0, m_w
-                        if not first:  # only the outputs this slab's inputs reach
-                            m_lo, m_hi = m_w, 0
-                            for tw in range(phases[2, pw, 1]):
-                                base = phases[2, pw, 3 + 2 * tw]
-                                m_lo, m_hi = min(m_lo, max(0, w0 - base)), max(m_hi, min(m_w, w1 - base))
+                        m_lo, m_hi = ranges[pw, 0], ranges[pw, 1]
                         if m_lo >= m_hi:
                             continue
                         for md in range(phases[0, pd, 0]):
                             for mh in range(phases[1, ph, 0]):
-                                reached = first
-                                for td in range(phases[0, pd, 1]):
-                                    if d0 <= md + phases[0, pd, 3 + 2 * td] < d1:
-                                        for th in range(phases[1, ph, 1]):
-                                            reached = reached or h0 <= mh + phases[1, ph, 3 + 2 * th] < h1
-                                if not reached:
+                                if not (first or (reach_d[pd, md] and reach_h[ph, mh])):
                                     continue
                                 out = sample + ((pd + s_d * md) * o_h + ph + s_h * mh) * o_w + pw
                                 for m in range(m_lo, m_hi):
@@ -287,14 +347,16 @@ def gather_phases(cols, y, bias, n0, c0, n, cb, box, kernel, stride, phases, fir
 
 
 @njit(**NJIT_FLAGS)
-def col2im_minor(cols, y, bias, n0, c0, n, cb, in_shape, kernel, stride, taps, once, plane):
+def col2im_minor(cols, y, bias, block, in_shape, kernel, stride, taps, once, plane):
     """``col2im`` for a block of ``n`` whole samples packed sample-minor (``pack_minor``: column ``p * n + j``).
 
     Small planes (DCGAN's 4x4 to 16x16 inputs) make ``col2im``'s rows only a few elements long; here a tap's
     term for one input pixel is a contiguous vector over the samples. Per channel the output plane of every
     sample is summed in ``plane`` (output position x sample, in L1/L2: bias, then each tap in (kd, kh, kw)
     order, the same terms in the same order as ``col2im``: the same bits), then stored sample by sample.
+    ``block = (n0, c0, n, cb)`` (int64) is the output block, as for ``col2im``.
     """
+    n0, c0, n, cb = block
     o_d, o_h, o_w = y.shape[2], y.shape[3], y.shape[4]
     size_h, size_w = in_shape[1], in_shape[2]
     k_d, k_h, k_w = kernel[0], kernel[1], kernel[2]

@@ -207,16 +207,43 @@ def input_point(xp, nb, terms, step, ntiles, vt):
                     k += 4
 
 
+@njit(inline="always", **NJIT_FLAGS)
+def _tiles_inside(t_w, m_w, i_w, run):
+    """How many of a tile row's ``t_w`` tiles (``m_w`` outputs each) have their output ``i_w`` among the row's
+    first ``run`` outputs (those inside the phase)."""
+    count = 0
+    while count < t_w and count * m_w + i_w < run:
+        count += 1
+    return count
+
+
 @njit(**NJIT_FLAGS)
-def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mcount, ntiles, th0):
+def _term_counts(terms):
+    """``counts[i]``: how many (coefficient, point) pairs ``terms[i]`` lists before its zero padding."""
+    counts = np.empty(terms.shape[0], np.int64)
+    for i in range(terms.shape[0]):
+        n_terms = 0
+        while n_terms < terms.shape[1] and terms[i, n_terms, 0] != 0:
+            n_terms += 1
+        counts[i] = n_terms
+    return counts
+
+
+@njit(**NJIT_FLAGS)
+def inverse(m_blocks, terms, buf, y, bias, block, where, stride, msize):
     """``y[n0 + j, c0 + c, phase + stride * m] = sum_xi A[i, xi] * m_blocks[xi, t, c] + bias``, ``m = t * M + i``.
 
-    Tiles ``t`` are local to the chunk: tile row ``a`` is the phase's tile row ``th0 + a``.
+    ``block = (n0, nb, c0, th0)`` (int64): the chunk's samples ``n0 : n0 + nb``, its first output channel and
+    first tile row; ``where = (phase, mcount, ntiles)``: the sub-phase's first output, its output count and the
+    chunk's tile counts per axis (``run_task``'s ``tables`` rows). Tiles ``t`` are local to the chunk: tile row
+    ``a`` is the phase's tile row ``th0 + a``.
     ``terms[i]`` lists output ``i``'s nonzero (coefficient, point) pairs, zero-padded at the end. One output
     row of the phase at a time: every tile's sums run over the channel vector (contiguous) into ``buf``
     (row x channels), then each channel's row is stored; outputs beyond the phase are skipped. (Storing
     channel by channel per element would hit planes a page apart in turn: one cache set, thrashed.)
     """
+    n0, nb, c0, th0 = block
+    phase, mcount, ntiles = where
     n_pt, n_t, cb = m_blocks.shape
     t_d, t_h, t_w = ntiles[0], ntiles[1], ntiles[2]
     m_d, m_h, m_w = msize[0], msize[1], msize[2]
@@ -226,6 +253,7 @@ def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mco
     run = min(mcount[2], t_w * m_w)
     mf, yf, bf = m_blocks.reshape(-1), y.reshape(-1), buf.reshape(-1)
     nz = buf.dtype.type(-0.0)  # the first term's pass starts from -0.0: -0.0 + v is v, bit for bit
+    term_counts = _term_counts(terms)
     for j in range(nb):
         sample = ((n0 + j) * y.shape[1] + c0) * volume
         for a_d in range(t_d):
@@ -241,12 +269,8 @@ def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mco
                         t0 = ((j * t_d + a_d) * t_h + a) * t_w
                         for i_w in range(m_w):
                             i = (i_d * m_h + i_h) * m_w + i_w
-                            count = 0  # tiles of this row whose output i_w lies inside the phase
-                            while count < t_w and count * m_w + i_w < run:
-                                count += 1
-                            n_terms = 0
-                            while n_terms < terms.shape[1] and terms[i, n_terms, 0] != 0:
-                                n_terms += 1
+                            count = _tiles_inside(t_w, m_w, i_w, run)
+                            n_terms = term_counts[i]
                             k = 0
                             while k < n_terms:  # up to four terms per pass over the row, in table order
                                 take = 4 if n_terms - k >= 4 else (2 if n_terms - k >= 2 else 1)
@@ -327,10 +351,12 @@ def transform_weights(w, taps, r, u_coefs, groups, cb_max, ci_lo, ci_hi, tmp, u_
 
 
 @njit(**NJIT_FLAGS)
-def run_task(x, wt, bias, y, gi, cin_g, n0, nb, th0, nth, c0, cb, repack, tables, u_coefs, v_terms, v_counts,
-             a_terms, msize, step, offset, stride, xp_buf, v_buf, u_buf, m_buf, buf, u_all, tile):
+def run_task(x, weights, bias, y, chunk, repack, spec, buffers):
     """One chunk: group ``gi``, samples ``n0 : n0 + nb``, tile rows ``th0 : th0 + nth``, channels ``c0 : c0 + cb``.
 
+    The groups: ``weights = (wt, u_all)``; ``chunk = (gi, cin_g, n0, nb, th0, nth, c0, cb)`` (int64); ``spec =
+    (tables, u_coefs, v_terms, v_counts, a_terms, msize, step, offset, stride)``, the layer's transform (the same
+    for every chunk); ``buffers = (xp_buf, v_buf, u_buf, m_buf, buf, tile)``, the worker's scratch.
     Every sub-phase, every point. ``tables[p] = (phase (3,), mcount (3,), ntiles (3,), (weight phase, 0, 0))``;
     ``v_terms[p, xi, :v_counts[p, xi]]`` are the point's input-transform terms (see ``input_point``). The GEMM
     of each point is ``np.dot`` on contiguous blocks (BLAS, called from numba: no Python round trip per point).
@@ -338,6 +364,10 @@ def run_task(x, wt, bias, y, gi, cin_g, n0, nb, th0, nth, c0, cb, repack, tables
     ``u_all`` holds every point's transformed weights (``shares_weights``, see ``transform_weights``); otherwise
     each point's are computed here into ``u_buf``.
     """
+    wt, u_all = weights
+    gi, cin_g, n0, nb, th0, nth, c0, cb = chunk
+    tables, u_coefs, v_terms, v_counts, a_terms, msize, step, offset, stride = spec
+    xp_buf, v_buf, u_buf, m_buf, buf, tile = buffers
     xp = xp_buf[:nb]
     if repack:
         pack(x, n0, nb, gi * cin_g, offset, th0 * step[1], xp, tile)
@@ -368,5 +398,5 @@ def run_task(x, wt, bias, y, gi, cin_g, n0, nb, th0, nth, c0, cb, repack, tables
                 weight_point(wt, wph, u_coefs[xi], gi * cin_g, c0, u_mat)
             input_point(xp, nb, v_terms[p, xi, :v_counts[p, xi]], step, local, vt)
             np.dot(vt, u_mat, m_blocks[xi])
-        inverse(m_blocks, a_terms, buf, y, bias, n0, nb, gi * cout_g + c0, tables[p, 0], stride, msize,
-                tables[p, 1], local, th0)
+        inverse(m_blocks, a_terms, buf, y, bias, (n0, nb, gi * cout_g + c0, th0), (tables[p, 0], tables[p, 1], local),
+                stride, msize)

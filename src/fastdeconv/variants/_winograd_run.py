@@ -126,8 +126,10 @@ def _run_task_signature(dtype: np.dtype) -> tuple:
     """The numba types ``run`` calls ``run_task`` with (``tests/test_winograd.py`` checks them against a call)."""
     a = [types.Array(from_dtype(np.dtype(dtype)), ndim, "C") for ndim in range(6)]  # a[n]: n-D float array
     ints = [types.Array(types.int64, ndim, "C") for ndim in range(4)]
-    return ((a[5], a[4], a[1], a[5]) + (types.int64,) * 8 + (types.boolean, ints[3], a[2], a[4], ints[2], a[3])
-            + (ints[1],) * 4 + (a[5], a[1], a[1], a[1], a[2], a[1], a[1]))
+    spec = types.Tuple((ints[3], a[2], a[4], ints[2], a[3]) + (ints[1],) * 4)
+    buffers = types.Tuple((a[5], a[1], a[1], a[1], a[2], a[1]))
+    return (a[5], types.Tuple((a[4], a[1])), a[1], a[5], types.UniTuple(types.int64, 8), types.boolean, spec,
+            buffers)
 
 
 def _compile_cold(first, args: tuple) -> None:
@@ -179,7 +181,8 @@ def run(plan: geo.Plan, x5: np.ndarray, weights: Weights, bias: np.ndarray, y5: 
     tasks, tables, u_coefs, v_terms, v_counts, a_terms, r_arr = _arguments(plan, nb_max, nth_max, cb_max)
     cin_g = plan.c_in // plan.groups
     dtype = plan.dtype
-    u_all, wt = weights.u_all, weights.wt
+    pair = (weights.wt, weights.u_all)  # run_task's ``weights``
+    spec = (tables, u_coefs, v_terms, v_counts, a_terms, lay.msize, lay.step, lay.offset, lay.out_stride)
     depth, rows, cols = lay.padded[0], nth_max * int(lay.step[1]) + lay.halo, lay.padded[2]
     tiles_max = nb_max * nth_max * _tiles_per_row(lay)
 
@@ -190,11 +193,11 @@ def run(plan: geo.Plan, x5: np.ndarray, weights: Weights, bias: np.ndarray, y5: 
         m_buf = np.empty(lay.points * cb_max * tiles_max, dtype)
         buf = np.empty((lay.row, cb_max), dtype)
         tile = np.empty(PACK_CHANNELS * plan.axes[2].size_in, dtype)
+        buffers = (xp_buf, v_buf, u_buf, m_buf, buf, tile)
         packed = None
-        for gi, n0, nb, th0, c0, cb in part:
-            run_task(x5, wt, bias, y5, gi, cin_g, n0, nb, th0, nth_max, c0, cb, packed != (gi, n0, th0), tables,
-                     u_coefs, v_terms, v_counts, a_terms, lay.msize, lay.step, lay.offset, lay.out_stride, xp_buf,
-                     v_buf, u_buf, m_buf, buf, u_all, tile)
+        for gi, n0, nb, th0, c0, cb in part:  # (Python ints: the ``chunk`` tuple is int64 in the kernel)
+            run_task(x5, pair, bias, y5, (gi, cin_g, n0, nb, th0, nth_max, c0, cb), packed != (gi, n0, th0), spec,
+                     buffers)
             packed = (gi, n0, th0)
 
     run_parallel(work, tasks)

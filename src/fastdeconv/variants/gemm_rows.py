@@ -144,8 +144,9 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.nda
                 if pixels:
                     np.matmul(wg.T, xm, out=cols)
             for q in range(nj):
-                args = (cols[q], y5, bias, j0 + q, gi * cout_g, cout_g, oh0, oh1, ih0, ih1, in_shape, kern, stride,
-                        taps)
+                # (Python ints: int64 in the kernels)
+                args = (cols[q], y5, bias, (j0 + q, gi * cout_g, cout_g), (oh0, oh1, ih0, ih1), in_shape, kern,
+                        stride, taps)
                 if form == "scatter":
                     scatter_rows(*args, major)
                 else:

@@ -267,15 +267,13 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
                 else:
                     cols = cols_buf[:cb * k * n * (p1 - p0)].reshape(cb * k, n * (p1 - p0))
                     np.matmul(wm_t, xs, out=cols)
+                block = (n0, gi * cout_g + c0, n, cb)  # the output block (Python ints: int64 in the kernels)
                 if gather:  # output-driven
-                    gather_phases(cols, y5, bias, n0, gi * cout_g + c0, n, cb, box, kern, stride, phases, p0 == 0,
-                                  acc)
+                    gather_phases(cols, y5, bias, block, box, kern, stride, phases, p0 == 0, acc)
                 elif sample_minor:  # (whole samples: no slabs)
-                    col2im_minor(cols, y5, bias, n0, gi * cout_g + c0, n, cb, in_shape, kern, stride, taps, once,
-                                 plane)
+                    col2im_minor(cols, y5, bias, block, in_shape, kern, stride, taps, once, plane)
                 else:
-                    col2im(cols, y5, bias, n0, gi * cout_g + c0, n, cb, box, kern, stride, taps, once, p0 == 0,
-                           by_pixel)
+                    col2im(cols, y5, bias, block, box, kern, stride, taps, (once, p0 == 0, by_pixel))
 
     run_parallel(work, tasks)
 
