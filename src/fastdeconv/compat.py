@@ -484,6 +484,15 @@ def onnx_conv_transpose(X, W, B=None, *, auto_pad: str = "NOTSET", dilations: In
             raise ValueError(f"output_padding must be smaller than strides on every axis (onnxruntime's rule); "
                              f"axis {axis} has output_padding {op} and stride {s}")
 
+    starts, sizes = _onnx_crops(in_spatial, kernel, strides, dilations, output_padding, output_shape, pads, auto_pad)
+    return _run(X, W, B, strides, dilations, group, starts, sizes)
+
+
+def _onnx_crops(in_spatial, kernel, strides, dilations, output_padding, output_shape, pads,
+                auto_pad: str) -> tuple[list[int], list[int]]:
+    """Per spatial axis, the crop at the beginning and the output size of ONNX ``ConvTranspose`` (the rules in
+    :func:`onnx_conv_transpose`'s notes: ``output_shape`` first, then ``SAME_*``, then ``pads``)."""
+    rank = len(in_spatial)
     starts, sizes = [], []
     for axis in range(rank):
         i, k, s, d, op = in_spatial[axis], kernel[axis], strides[axis], dilations[axis], output_padding[axis]
@@ -512,7 +521,7 @@ def onnx_conv_transpose(X, W, B=None, *, auto_pad: str = "NOTSET", dilations: In
                              f"full output ({full + op} with output_padding)")
         starts.append(begin)
         sizes.append(size)
-    return _run(X, W, B, strides, dilations, group, starts, sizes)
+    return starts, sizes
 
 
 def _onnx_ints(value, length: int, name: str, default: int, minimum: int) -> tuple[int, ...]:

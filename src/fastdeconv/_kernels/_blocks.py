@@ -65,8 +65,10 @@ MIN_FUSED_CHANNELS = 48
 VECTOR_MIN = 64
 
 
+# One function on purpose (hence the noqa): split into inlined helpers that receive the arrays, numba adds
+# reference counting per run and gather-direct runs 1.4x slower.
 @njit(**NJIT_FLAGS)
-def apply_runs(buf, xf, wf, runs, n_runs, nb, cstride, wstride, fuse):
+def apply_runs(buf, xf, wf, runs, n_runs, nb, cstride, wstride, fuse):  # noqa: C901, PLR0915
     """For each run ``(dst, src, count, wi)``: ``buf[dst + c * cstride + m] += wf[wi + c * wstride] * xf[src + m]``.
 
     ``m < count`` and ``c < nb`` (the channel block). Every ``buf`` element receives its terms in table order.
