@@ -18,7 +18,7 @@ from math import prod as _prod
 
 import numpy as np
 
-from . import _calibrate, variants
+from . import _calibrate, _model, _profile, variants
 from . import _geometry as geo
 from ._threads import max_threads
 
@@ -86,6 +86,7 @@ def _ranked(plan: geo.Plan) -> list[variants.Variant]:
 def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
     """Estimated seconds on ``threads`` threads of each variant ``auto`` ranks that a one-off call of ``plan`` can
     run (before the memory rule on scratch)."""
+    _profile.ensure()
     out = {}
     for v in variants.VARIANT_LIST:
         if not v.baseline and v.applies(plan):
@@ -104,11 +105,13 @@ def scratch_elements(plan: geo.Plan, variant: str, kept: bool = False) -> int:
 def choose(plan: geo.Plan, kept: bool = False) -> Choice:
     """The :class:`Choice` for a plan (cached; independent of the current thread count). ``kept``: for an
     operator, whose weight-only work (``Variant.pack``) is done once: its cost and memory are not per call."""
-    return _choose(plan, kept)
+    _profile.ensure()
+    return _choose(plan, kept, _model.generation)
 
 
 @lru_cache(maxsize=512)
-def _choose(plan: geo.Plan, kept: bool) -> Choice:
+def _choose(plan: geo.Plan, kept: bool, generation: int) -> Choice:
+    """(``generation``: the model's, so that a choice made on another profile is never reused)"""
     flops = 2 * plan.macs
     # the ranking uses the pool size, not the current count: the variant (and so every bit of the result) must
     # not change with set_num_threads; only whether a direct kernel runs serially does (same terms, same order)

@@ -50,7 +50,9 @@ picks it, it runs only when its form is requested, and then without a ranking or
 
 from __future__ import annotations
 
+import sys
 import threading
+import types
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
@@ -127,6 +129,20 @@ VARIANT_LIST: tuple[Variant, ...] = (
     gather_plane.VARIANT,
     zerofill.VARIANT,
 )
+
+# One line on each built-in variant, for ``fastdeconv.variants()`` (a registered one shows its ``reason``).
+DESCRIPTIONS = {
+    "scatter-direct": "numba kernel walking the definition: each input element adds into its footprint",
+    "scatter-gemm": "BLAS channel contraction (cols = W^T @ X) per chunk, then a parallel col2im",
+    "scatter-gemm-rows": "row-block GEMMs into a small cols block, each added into output rows at once",
+    "gather-direct": "numba kernel walking the definition: each output element sums its sources in a register",
+    "gather-gemm": "per output phase, im2col of the input and one BLAS GEMM per block of output channels",
+    "gather-gemm-rows": "the gather twin of scatter-gemm-rows: row-block GEMMs, per-output sums",
+    "gather-gemm-cols": "scatter-gemm's chunks and GEMMs, then per-output sums of the terms in a register",
+    "gather-winograd": "Winograd F(2, r) on the output phases: fewer multiplications, GEMMs on BLAS",
+    "gather-plane": "whole-plane runs per tap from L1 (few channels: RGB outputs, depthwise, single images)",
+    "zerofill": "the textbook baseline: zero-insert, pad, dense correlation (never picked by auto)",
+}
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in VARIANT_LIST}
 FORM_OF: dict[str, str] = {v.name: v.form for v in VARIANT_LIST}
@@ -208,3 +224,36 @@ def forced(name: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.n
     cost model would pick (tests; the caller checks that it applies)."""
     v = get(name)
     v.run(plan, x5, v.packed_for_call(plan, w5), bias, y5)
+
+
+def describe() -> tuple[dict, ...]:
+    """Every variant, in list order: ``{"name", "form", "description", "baseline", "exact"}``."""
+    return tuple({"name": v.name, "form": v.form, "description": DESCRIPTIONS.get(v.name) or v.reason,
+                  "baseline": v.baseline, "exact": v.exact} for v in VARIANT_LIST)
+
+
+class _Module(types.ModuleType):
+    """This package, callable: ``fastdeconv.variants()`` is :func:`describe` (the name is both the public
+    function and this subpackage, which an import binds on ``fastdeconv``)."""
+
+    def __call__(self) -> tuple[dict, ...]:
+        """The kernel variants: ``{"name", "form", "description", "baseline", "exact"}`` each, in list order.
+
+        ``name`` is what ``method=`` accepts to pin the variant (``conv_transpose(..., method="scatter-gemm")``);
+        ``form`` its data-flow form; ``baseline`` marks a reference route ``auto`` never picks; ``exact`` says
+        whether it gives the definition's Inf/NaN pattern on any input.
+
+        Returns
+        -------
+        tuple of dict
+
+        Examples
+        --------
+        >>> import fastdeconv as fd
+        >>> "scatter-gemm" in [v["name"] for v in fd.variants()]
+        True
+        """
+        return describe()
+
+
+sys.modules[__name__].__class__ = _Module
