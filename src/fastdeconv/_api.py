@@ -46,11 +46,13 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
     output_size : sequence of int, optional
         Wanted spatial output size (as ``ConvTranspose2d.forward(output_size=...)``); it picks the
         output padding and must lie in ``[minimal, minimal + max(stride, dilation) - 1]`` per axis.
-    method : {"auto", "scatter", "gather", "zerofill"}
+    method : {"auto", "scatter", "gather", "zerofill"} or a variant's name
         Data-flow form: ``scatter`` (each input element adds its footprint), ``gather`` (each output element
         sums its sources; zeros are never visited), ``zerofill`` (the textbook zero-fill-then-correlate
-        route: dilate with zeros, pad, dense correlation with the flipped kernel, crop), or ``auto`` (the form
-        the cost model expects fastest).
+        route: dilate with zeros, pad, dense correlation with the flipped kernel, crop), or ``auto`` (the
+        variant the cost model expects fastest on this machine's profile, or recorded wisdom). A variant's name
+        (``fastdeconv.variants()``, e.g. ``"scatter-gemm"``) pins that variant; a ValueError listing the
+        applicable ones refuses it where it does not apply.
     out : numpy.ndarray, optional
         Array of exactly the result's shape and dtype to write into; it is returned.
 
@@ -100,6 +102,7 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding,
                              groups, dilation, output_size, method, None if bias is None else bias.shape,
                              None if bias is None else bias.dtype)
+        _prepared(plan)  # (a pinned variant that does not apply is refused here, before the output is allocated)
         y = _output_array(plan, out, (x, weight, bias))
         execute(plan, x, weight, bias, y)
     if out is not None and y is not out:
@@ -194,11 +197,12 @@ class _Prepared:
     """
 
     __slots__ = ("plan", "dtype", "out_shape", "x5_shape", "w5_shape", "y5_shape", "zero_bias", "bias_only",
-                 "ranked", "variant", "serial", "decided", "kept", "own", "dispatch")
+                 "ranked", "variant", "serial", "decided", "kept", "own", "dispatch", "tune")
 
-    def __init__(self, plan: geo.Plan, kept=None):
+    def __init__(self, plan: geo.Plan, kept=None, tune: bool = False):
         self.plan = plan
         self.kept = kept
+        self.tune = tune  # an operator made with tune=True: its first call may time the close candidates
         # an operator ranks with its packed weights not counted per call only when that changes its pick to a
         # variant a one-off call cannot run; otherwise it decides as a one-off call does (the same variant)
         self.own = own = kept is not None and operator_pick(plan)
@@ -211,8 +215,9 @@ class _Prepared:
         self.y5_shape = (plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes)
         self.zero_bias = np.zeros(plan.c_out, plan.dtype)
         self.bias_only = plan.c_in < plan.groups or plan.c_out < plan.groups  # no channel in a group
-        # the variant is decided on the first call (``_decide``: one decision per key and process, maybe
-        # measured on the caller's arrays); until then, what a call would run now
+        # the variant is decided on the first call (``_decide``: one decision per key and process, from the
+        # model and recorded wisdom; timed on the caller's arrays only when tuning was asked for); until then,
+        # what a call would run now
         self.decided = False
         self._use(current_variant(plan, self.ranked, own))
 
@@ -272,8 +277,9 @@ class _Prepared:
         return probe
 
     def _decide(self, x5, w5, b, y5) -> None:
-        """Ask the process-wide decision (the first caller of a key may time candidates on these arrays, on
-        prepared copies of this object, never on this one, which other threads may be running)."""
+        """Ask the process-wide decision (a tuning operator's first call of a key with no wisdom recorded times
+        the candidates on these arrays, on prepared copies of this object, never on this one, which other threads
+        may be running)."""
         probes: dict[str, _Prepared] = {}
 
         def run(variant: str) -> None:
@@ -285,7 +291,9 @@ class _Prepared:
         def ready(variant: str) -> bool:
             return variants.ready(variant, self.dtype)
 
-        variant = decide_variant(self.plan, self.ranked, run, self.own, ready)
+        # only a tuning operator measures (FFTW's MEASURE, on request); every other call decides from the model and
+        # the recorded wisdom alone, so that the choice is a function of the plan and the machine profile
+        variant = decide_variant(self.plan, self.ranked, run if self.tune else None, self.own, ready)
         if variant != self.variant:
             self._use(variant)
         self.decided = True

@@ -4,9 +4,10 @@ The variants are the records of :mod:`fastdeconv.variants`, one module each (wha
 and its estimate are there). The planner ranks what the records say and names none of them: among the variants
 that apply to the plan and are of the requested form (``auto``: every variant but a ``baseline``), those whose
 schedule keeps the memory rule (scratch within one output's size), cheapest estimate first. A requested form
-whose only variant is a baseline runs it unranked. Each estimate is arithmetic time at a calibrated rate plus
-bytes moved at a calibrated bandwidth plus a per-launch overhead; the constants (``_model``) are fitted to
-single-thread times (fp32; fp64 runs at half the arithmetic rate); only their ratios matter for the choice.
+whose only variant is a baseline runs it unranked. Each estimate is arithmetic time at a measured rate plus
+bytes moved at a measured bandwidth plus a per-launch overhead: the rates are this machine's profile
+(``_profile``), the within-family ratios fixed facts of the kernels (``_model``). A pinned variant (``method=``
+a variant's name) runs unranked, refused where it does not apply.
 """
 
 from __future__ import annotations
@@ -128,6 +129,12 @@ def _choose(plan: geo.Plan, kept: bool, generation: int) -> Choice:
     # the memory rule: no variant whose scratch exceeds one output's size (the direct kernels have none)
     output = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
     candidates = {v: c for v, c in costs.items() if scratch_elements(plan, v, kept) <= output}
+    if plan.variant is not None and plan.variant not in costs:
+        usable = [v.name for v in variants.VARIANT_LIST if v.applies(plan) and v.estimate(plan, pool, kept) is not None]
+        raise ValueError(f"method {plan.variant!r} does not apply to this layer (input {plan.batch}x{plan.c_in}, "
+                         f"weight {plan.c_in}x{plan.c_out // plan.groups}x"
+                         f"{'x'.join(str(a.kernel) for a in plan.axes[3 - plan.rank:])}, groups {plan.groups}); "
+                         f"variants that apply: {', '.join(usable)}")
     if plan.variant in costs:  # fixed by the caller (the Dask twin's blocks run the whole call's variant, which
         # applies to them: the memory rule is the whole call's, checked there)
         candidates = {plan.variant: costs[plan.variant]}
@@ -160,8 +167,9 @@ def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int
         Weight shape (C_in, C_out // groups, *kernel).
     stride, padding, output_padding, groups, dilation, output_size
         The geometry, exactly as for :func:`fastdeconv.conv_transpose`.
-    method : {"auto", "scatter", "gather", "zerofill"}
-        The requested form; ``"auto"`` compares all variants.
+    method : {"auto", "scatter", "gather", "zerofill"} or a variant's name
+        The requested form; ``"auto"`` compares all variants; a variant's name (``fastdeconv.variants()``) pins
+        it (a ValueError lists the applicable variants where it does not apply).
     dtype : numpy dtype, default float32
         Data type of x and weight (float32, or anything else meaning float64).
 
@@ -169,10 +177,10 @@ def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int
     -------
     Choice
         ``method`` (form that runs), ``variant``, ``estimates`` (seconds per variant, cheapest first),
-        ``flops``, ``threads``, ``serial`` and a one-line ``reason``. When the model rates several
-        variants within 1.6x of each other, the first ``conv_transpose`` call of these shapes times them and
-        keeps the fastest (a one-time calibration, stored on disk); ``plan`` then reports that measured
-        choice and the times.
+        ``flops``, ``threads``, ``serial`` and a one-line ``reason``. The estimates come from the cost model on
+        this machine's profile (:mod:`fastdeconv.machine`); nothing is timed. When wisdom is recorded for these
+        shapes (``ConvTranspose(..., tune=True)``, ``python -m fastdeconv tune``, or imported: see
+        :mod:`fastdeconv.calibration`), ``plan`` reports that measured choice and the times.
 
     Raises
     ------

@@ -145,7 +145,8 @@ DESCRIPTIONS = {
 }
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in VARIANT_LIST}
-FORM_OF: dict[str, str] = {v.name: v.form for v in VARIANT_LIST}
+FORM_OF: dict[str, str] = geo.VARIANT_FORMS  # (the same dict: ``method=`` accepts every registered name)
+FORM_OF.update({v.name: v.form for v in VARIANT_LIST})
 
 
 _changing = threading.Lock()  # one register / unregister at a time
