@@ -51,8 +51,8 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         sums its sources; zeros are never visited), ``zerofill`` (the textbook zero-fill-then-correlate
         route: dilate with zeros, pad, dense correlation with the flipped kernel, crop), or ``auto`` (the
         variant the cost model expects fastest on this machine's profile, or recorded wisdom). A variant's name
-        (``fastdeconv.variants()``, e.g. ``"scatter-gemm"``) pins that variant; a ValueError listing the
-        applicable ones refuses it where it does not apply.
+        (one of ``fastdeconv.variants()``) pins that variant; a ValueError listing the applicable ones refuses
+        it where it does not apply.
     out : numpy.ndarray, optional
         Array of exactly the result's shape and dtype to write into; it is returned.
 

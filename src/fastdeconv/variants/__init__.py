@@ -130,20 +130,6 @@ VARIANT_LIST: tuple[Variant, ...] = (
     zerofill.VARIANT,
 )
 
-# One line on each built-in variant, for ``fastdeconv.variants()`` (a registered one shows its ``reason``).
-DESCRIPTIONS = {
-    "scatter-direct": "numba kernel walking the definition: each input element adds into its footprint",
-    "scatter-gemm": "BLAS channel contraction (cols = W^T @ X) per chunk, then a parallel col2im",
-    "scatter-gemm-rows": "row-block GEMMs into a small cols block, each added into output rows at once",
-    "gather-direct": "numba kernel walking the definition: each output element sums its sources in a register",
-    "gather-gemm": "per output phase, im2col of the input and one BLAS GEMM per block of output channels",
-    "gather-gemm-rows": "the gather twin of scatter-gemm-rows: row-block GEMMs, per-output sums",
-    "gather-gemm-cols": "scatter-gemm's chunks and GEMMs, then per-output sums of the terms in a register",
-    "gather-winograd": "Winograd F(2, r) on the output phases: fewer multiplications, GEMMs on BLAS",
-    "gather-plane": "whole-plane runs per tap from L1 (few channels: RGB outputs, depthwise, single images)",
-    "zerofill": "the textbook baseline: zero-insert, pad, dense correlation (never picked by auto)",
-}
-
 VARIANTS: dict[str, Variant] = {v.name: v for v in VARIANT_LIST}
 FORM_OF: dict[str, str] = geo.VARIANT_FORMS  # (the same dict: ``method=`` accepts every registered name)
 FORM_OF.update({v.name: v.form for v in VARIANT_LIST})
@@ -228,9 +214,29 @@ def forced(name: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.n
 
 
 def describe() -> tuple[dict, ...]:
-    """Every variant, in list order: ``{"name", "form", "description", "baseline", "exact"}``."""
-    return tuple({"name": v.name, "form": v.form, "description": DESCRIPTIONS.get(v.name) or v.reason,
-                  "baseline": v.baseline, "exact": v.exact} for v in VARIANT_LIST)
+    """Every variant, in list order: ``{"name", "form", "description", "baseline", "exact"}``; the description
+    is the first sentence of the variant's module docstring (``"<name>: <what it does>"``), else its reason."""
+    return tuple({"name": v.name, "form": v.form, "description": _summary(v), "baseline": v.baseline,
+                  "exact": v.exact} for v in VARIANT_LIST)
+
+
+def _summary(record: Variant) -> str:
+    """The first sentence of the docstring of the module that defines ``record`` (its name prefix, file
+    references and markup left out)."""
+    import re
+
+    module = next((m for m in list(sys.modules.values()) if getattr(m, "__name__", "").startswith(__name__ + ".")
+                   and any(obj is record for obj in vars(m).values())), None)
+    doc = (getattr(module, "__doc__", None) or "").split("\n\n")[0].replace("\n", " ")
+    doc = doc.split(": ", 1)[1] if ": " in doc and record.name in doc.split(": ", 1)[0] else ""
+    doc = re.sub(r"\s*\((?:the numba kernels: )?``_kernels[^)]*\)", "", doc)
+    depth, cut = 0, len(doc)
+    for i, ch in enumerate(doc):  # the first sentence: up to a ". " or "; " outside parentheses
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0 and ch in ".;" and (i + 1 == len(doc) or doc[i + 1] == " "):
+            cut = i
+            break
+    return doc[:cut].replace("``", "").strip() or record.reason
 
 
 class _Module(types.ModuleType):
@@ -240,7 +246,7 @@ class _Module(types.ModuleType):
     def __call__(self) -> tuple[dict, ...]:
         """The kernel variants: ``{"name", "form", "description", "baseline", "exact"}`` each, in list order.
 
-        ``name`` is what ``method=`` accepts to pin the variant (``conv_transpose(..., method="scatter-gemm")``);
+        ``name`` is what ``method=`` accepts to pin the variant (``conv_transpose(..., method=name)``);
         ``form`` its data-flow form; ``baseline`` marks a reference route ``auto`` never picks; ``exact`` says
         whether it gives the definition's Inf/NaN pattern on any input.
 
