@@ -207,6 +207,8 @@ class _Prepared:
         # variant a one-off call cannot run; otherwise it decides as a one-off call does (the same variant)
         self.own = own = kept is not None and operator_pick(plan)
         choice = _cost.choose(plan, own)
+        if kept is None or own:  # (an operator whose pick is a one-off call's runs what that call runs)
+            _cost.check_pinned(plan, choice, own)
         self.ranked = choice.ranking()
         self.dtype = plan.dtype
         self.out_shape = plan.out_shape

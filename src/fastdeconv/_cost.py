@@ -129,12 +129,8 @@ def _choose(plan: geo.Plan, kept: bool, generation: int) -> Choice:
     # the memory rule: no variant whose scratch exceeds one output's size (the direct kernels have none)
     output = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
     candidates = {v: c for v, c in costs.items() if scratch_elements(plan, v, kept) <= output}
-    if plan.variant is not None and plan.variant not in costs:
-        usable = [v.name for v in variants.VARIANT_LIST if v.applies(plan) and v.estimate(plan, pool, kept) is not None]
-        raise ValueError(f"method {plan.variant!r} does not apply to this layer (input {plan.batch}x{plan.c_in}, "
-                         f"weight {plan.c_in}x{plan.c_out // plan.groups}x"
-                         f"{'x'.join(str(a.kernel) for a in plan.axes[3 - plan.rank:])}, groups {plan.groups}); "
-                         f"variants that apply: {', '.join(usable)}")
+    if plan.variant is not None and plan.variant not in costs and (kept or not _kept_only(plan, pool)):
+        refuse(plan, kept)
     if plan.variant in costs:  # fixed by the caller (the Dask twin's blocks run the whole call's variant, which
         # applies to them: the memory rule is the whole call's, checked there)
         candidates = {plan.variant: costs[plan.variant]}
@@ -198,7 +194,9 @@ def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int
     dt = np.dtype(dtype)
     p = geo.make_plan(x_shape, w_shape, dt, dt, stride, padding, output_padding, groups, dilation, output_size,
                       method)
-    return current(p)
+    choice = current(p)
+    check_pinned(p, choice)
+    return choice
 
 
 def current(plan: geo.Plan) -> Choice:
@@ -216,6 +214,31 @@ def current(plan: geo.Plan) -> Choice:
                                serial=runs_serially(plan, variant),
                                reason=f"measured fastest on this machine ({measured}); the model alone would "
                                       f"pick {choice.variant}")
+
+
+def _kept_only(plan: geo.Plan, pool: int) -> bool:
+    """Whether the pinned variant applies but only an operator can run it (its one-off schedule breaks the memory
+    rule): the one-off ranking then stands, and a one-off call refuses it (:func:`check_pinned`)."""
+    v = variants.get(plan.variant)
+    return v.applies(plan) and v.estimate(plan, pool, True) is not None
+
+
+def refuse(plan: geo.Plan, kept: bool = False) -> None:
+    """The ValueError of a variant pinned by ``method=`` where it cannot run, listing those that can."""
+    pool = max_threads()
+    usable = [v.name for v in variants.VARIANT_LIST if v.applies(plan) and v.estimate(plan, pool, kept) is not None]
+    where = "an operator" if kept else "a one-off call (an operator, which keeps its packed weights, may run it)" \
+        if _kept_only(plan, pool) else "this layer"
+    raise ValueError(f"method {plan.variant!r} does not apply to {where}: input {plan.batch}x{plan.c_in}, weight "
+                     f"{plan.c_in}x{plan.c_out // plan.groups}x"
+                     f"{'x'.join(str(a.kernel) for a in plan.axes[3 - plan.rank:])}, groups {plan.groups}; "
+                     f"variants that apply: {', '.join(usable)}")
+
+
+def check_pinned(plan: geo.Plan, choice: Choice, kept: bool = False) -> None:
+    """Refuse a pinned variant the choice could not honour (one that only an operator can run)."""
+    if plan.variant is not None and choice.variant != plan.variant:
+        refuse(plan, kept)
 
 
 def runs_serially(plan: geo.Plan, variant: str) -> bool:
