@@ -182,3 +182,18 @@ def test_variants_lists_every_variant():
     assert names == list(fd.variants.VARIANTS) and "scatter-gemm" in names
     assert all(v["form"] in ("scatter", "gather", "zerofill") and v["description"] for v in listed)
     assert [v["name"] for v in listed if v["baseline"]] == ["zerofill"]
+
+
+def test_a_variant_only_an_operator_can_run_is_pinned_there_and_refused_one_off():
+    """Winograd on a weight-heavy layer (its transformed weights 2x the output: only an operator keeps them)."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 64, 4, 4)).astype(np.float32)
+    w = rng.standard_normal((64, 32, 4, 4)).astype(np.float32)
+    kw = {"stride": 2, "padding": 1}
+    with pytest.raises(ValueError, match="does not apply to a one-off call .*an operator"):
+        fd.conv_transpose(x, w, method="gather-winograd", **kw)
+    with pytest.raises(ValueError, match="does not apply to a one-off call"):
+        fd.plan(x.shape, w.shape, method="gather-winograd", **kw)
+    op = fd.ConvTranspose(w, method="gather-winograd", **kw)
+    np.testing.assert_allclose(op(x), conv_transpose_ref(x, w, **kw), rtol=1e-4, atol=1e-4)
+    assert op.plan(x.shape).variant == "gather-winograd"

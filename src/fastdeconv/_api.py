@@ -102,7 +102,7 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding,
                              groups, dilation, output_size, method, None if bias is None else bias.shape,
                              None if bias is None else bias.dtype)
-        _prepared(plan)  # (a pinned variant that does not apply is refused here, before the output is allocated)
+        _cost.check_pinned(plan, _cost.choose(plan))  # (a pinned variant that cannot run: before allocating)
         y = _output_array(plan, out, (x, weight, bias))
         execute(plan, x, weight, bias, y)
     if out is not None and y is not out:
@@ -207,8 +207,6 @@ class _Prepared:
         # variant a one-off call cannot run; otherwise it decides as a one-off call does (the same variant)
         self.own = own = kept is not None and operator_pick(plan)
         choice = _cost.choose(plan, own)
-        if kept is None or own:  # (an operator whose pick is a one-off call's runs what that call runs)
-            _cost.check_pinned(plan, choice, own)
         self.ranked = choice.ranking()
         self.dtype = plan.dtype
         self.out_shape = plan.out_shape
@@ -351,6 +349,7 @@ def _prepare_call(x, weight, bias, stride, padding, output_padding, groups, dila
     plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding, groups,
                          dilation, None, method, None if bias_arr is None else bias_arr.shape,
                          None if bias_arr is None else bias_arr.dtype)
+    _cost.check_pinned(plan, _cost.choose(plan))  # (a variant pinned by ``method=`` that cannot run)
     return _prepared(plan)
 
 

@@ -129,8 +129,6 @@ def _choose(plan: geo.Plan, kept: bool, generation: int) -> Choice:
     # the memory rule: no variant whose scratch exceeds one output's size (the direct kernels have none)
     output = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
     candidates = {v: c for v, c in costs.items() if scratch_elements(plan, v, kept) <= output}
-    if plan.variant is not None and plan.variant not in costs and (kept or not _kept_only(plan, pool)):
-        refuse(plan, kept)
     if plan.variant in costs:  # fixed by the caller (the Dask twin's blocks run the whole call's variant, which
         # applies to them: the memory rule is the whole call's, checked there)
         candidates = {plan.variant: costs[plan.variant]}
@@ -236,7 +234,9 @@ def refuse(plan: geo.Plan, kept: bool = False) -> None:
 
 
 def check_pinned(plan: geo.Plan, choice: Choice, kept: bool = False) -> None:
-    """Refuse a pinned variant the choice could not honour (one that only an operator can run)."""
+    """Refuse a variant pinned by ``method=`` that the choice could not honour (it does not apply, or only an
+    operator can run it). The user's entry points call it; a variant fixed inside (the Dask twin's blocks, which
+    run the whole call's variant where it applies to them) is not refused: ``choose`` ranks the others then."""
     if plan.variant is not None and choice.variant != plan.variant:
         refuse(plan, kept)
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _cost
 from . import _geometry as geo
-from ._api import _as_array, _output_array, _Prepared
+from ._api import _as_array, _output_array, _Prepared, operator_pick
 from ._geometry import IntOrSeq, Padding
 from ._scan import max_abs
 from ._threads import apply_num_threads
@@ -278,6 +278,9 @@ class ConvTranspose:
         plan = geo.make_plan(key[0], self._w.shape, key[1], self._w.dtype, stride, padding, output_padding, groups,
                              dilation, sizes, method, None if self._b is None else self._b.shape,
                              None if self._b is None else self._b.dtype)
+        if plan.variant is not None:  # pinned by ``method=``: refused where even an operator cannot run it
+            own = operator_pick(plan)
+            _cost.check_pinned(plan, _cost.choose(plan, kept=own), own)
         return self._keep(key, plan)
 
     def _keep(self, key, plan: geo.Plan):
