@@ -197,3 +197,14 @@ def test_a_variant_only_an_operator_can_run_is_pinned_there_and_refused_one_off(
     op = fd.ConvTranspose(w, method="gather-winograd", **kw)
     np.testing.assert_allclose(op(x), conv_transpose_ref(x, w, **kw), rtol=1e-4, atol=1e-4)
     assert op.plan(x.shape).variant == "gather-winograd"
+
+
+def test_cli_tune(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("FASTDECONV_CACHE_DIR", str(tmp_path))
+    with pytest.raises(SystemExit) as exc:
+        cli(["tune"])
+    assert exc.value.code == 2 and "--workload NAME" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli(["tune", "--workload", "no_such_layer"])
+    assert cli(["tune", "--workload", "seed000_tiny"]) == 0
+    assert "seed000_tiny: nothing to measure" in capsys.readouterr().out
