@@ -76,7 +76,21 @@ def test_the_example_is_ambiguous(calibrating):
     assert len(_names()) >= 2
 
 
-def test_first_call_measures_keeps_the_fastest_and_stores_it(calibrating, monkeypatch, all_ready):
+def test_a_first_call_measures_nothing_and_runs_the_models_pick(calibrating, monkeypatch, all_ready):
+    """``auto`` is deterministic: a call that did not ask to tune decides from the model alone (no timing, no
+    record), however close the candidates are rated, through a one-off call and an operator alike."""
+    monkeypatch.setattr(_calibrate, "measure", lambda *a: pytest.fail("a first call measured"))
+    before = _calibrate.measurements
+    x, w = _inputs()
+    y = fd.conv_transpose(x, w, **GEOMETRY)
+    op_y = fd.ConvTranspose(w, **GEOMETRY)(x)
+    assert np.array_equal(y, op_y)
+    np.testing.assert_allclose(y, conv_transpose_ref(x, w, **GEOMETRY), **tolerance(np.float32))
+    assert _api._prepared(_plan()).variant == _names()[0] == fd.plan(X_SHAPE, W_SHAPE, **GEOMETRY).variant
+    assert not (calibrating / "calibration.json").exists() and _calibrate.measurements == before
+
+
+def test_tuning_measures_keeps_the_fastest_and_stores_it(calibrating, monkeypatch, all_ready):
     names = _names()
     slowest_first = {name: 1.0 + i for i, name in enumerate(reversed(names))}  # the model's last is "fastest"
 
@@ -87,9 +101,9 @@ def test_first_call_measures_keeps_the_fastest_and_stores_it(calibrating, monkey
 
     monkeypatch.setattr(_calibrate, "measure", fake_measure)
     x, w = _inputs()
-    y = fd.conv_transpose(x, w, **GEOMETRY)
+    y = fd.ConvTranspose(w, tune=True, **GEOMETRY)(x)  # measuring is a request (FFTW's MEASURE)
     np.testing.assert_allclose(y, conv_transpose_ref(x, w, **GEOMETRY), **tolerance(np.float32))
-    assert _api._prepared(_plan()).variant == names[-1]
+    assert _api._prepared(_plan()).variant == names[-1]  # a one-off call follows the process's decision
     # later calls: no measurement, same variant, bitwise the same result
     monkeypatch.setattr(_calibrate, "measure", lambda *a: pytest.fail("measured twice"))
     assert np.array_equal(fd.conv_transpose(x, w, **GEOMETRY), fd.conv_transpose(x, w, **GEOMETRY))
@@ -105,7 +119,7 @@ def test_first_call_measures_keeps_the_fastest_and_stores_it(calibrating, monkey
 
 def test_real_measurement_runs_every_candidate(calibrating, all_ready):
     x, w = _inputs()
-    y = fd.conv_transpose(x, w, **GEOMETRY)
+    y = fd.ConvTranspose(w, tune=True, **GEOMETRY)(x)
     np.testing.assert_allclose(y, conv_transpose_ref(x, w, **GEOMETRY), **tolerance(np.float32))
     record = _calibrate.recorded(_plan())
     names = _names()
@@ -235,8 +249,8 @@ def test_a_record_of_a_non_candidate_decides_nothing(calibrating):
 
 
 def test_racing_threads_make_one_calibration_and_get_one_result(calibrating, monkeypatch, all_ready):
-    """8 threads make the first call at once (hot path and general path): one measurement, one variant, one
-    result bit for bit."""
+    """8 threads make the first call at once, through two tuning operators (the plain and the general input
+    path): one measurement, one variant, one result bit for bit."""
     names = _names()
     real, calls = _calibrate.measure, []
 
@@ -249,11 +263,12 @@ def test_racing_threads_make_one_calibration_and_get_one_result(calibrating, mon
     monkeypatch.setattr(_calibrate, "measure", counting)
     x, w = _inputs()
     barrier, results = threading.Barrier(8), [None] * 8
+    ops = [fd.ConvTranspose(w, stride=2, padding=1, tune=True), fd.ConvTranspose(w, stride=[2, 2], padding=1,
+                                                                                 tune=True)]
 
     def call(i):
         barrier.wait()
-        stride = 2 if i % 2 else [2, 2]  # the hot path and the general path
-        results[i] = fd.conv_transpose(x, w, stride=stride, padding=1)
+        results[i] = ops[i % 2](x if i % 4 < 2 else list(x))  # (a list of arrays: the general input path)
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
     for t in threads:

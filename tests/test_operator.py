@@ -251,7 +251,7 @@ def test_call_validates():
 
 def test_operator_measures_a_pick_only_it_can_run(monkeypatch, tmp_path):
     """Winograd with kept weights, where a one-off call cannot run it, is measured against the one-off call's
-    pick on the operator's first call, and the decision is recorded apart from the one-off call's."""
+    pick on a tuning operator's first call, and the decision is recorded apart from the one-off call's."""
     from fastdeconv import _calibrate
 
     monkeypatch.setenv("FASTDECONV_CALIBRATE", "1")
@@ -268,7 +268,7 @@ def test_operator_measures_a_pick_only_it_can_run(monkeypatch, tmp_path):
         key_plan, ranking = _api._ranking(plan, ranked, own=True)
         names = _calibrate.candidates(key_plan, ranking)
         assert names[0] == _cost.choose(plan).variant and "gather-winograd" in names
-        op = fd.ConvTranspose(w, stride=2, padding=1)
+        op = fd.ConvTranspose(w, stride=2, padding=1, tune=True)  # (measuring is a request)
         y = op(x)
         np.testing.assert_allclose(y, conv_transpose_ref(x, w, None, stride=2, padding=1), **tolerance(np.float32))
         variant = op.plan(x.shape).variant

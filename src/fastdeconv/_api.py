@@ -47,11 +47,13 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
     output_size : sequence of int, optional
         Wanted spatial output size (as ``ConvTranspose2d.forward(output_size=...)``); it picks the
         output padding and must lie in ``[minimal, minimal + max(stride, dilation) - 1]`` per axis.
-    method : {"auto", "scatter", "gather", "zerofill"}
+    method : {"auto", "scatter", "gather", "zerofill"} or a variant's name
         Data-flow form: ``scatter`` (each input element adds its footprint), ``gather`` (each output element
         sums its sources; zeros are never visited), ``zerofill`` (the textbook zero-fill-then-correlate
-        route: dilate with zeros, pad, dense correlation with the flipped kernel, crop), or ``auto`` (the form
-        the cost model expects fastest).
+        route: dilate with zeros, pad, dense correlation with the flipped kernel, crop), or ``auto`` (the
+        variant the cost model expects fastest on this machine's profile, or recorded wisdom). A variant's name
+        (one of ``fastdeconv.variants()``) pins that variant; a ValueError listing the applicable ones refuses
+        it where it does not apply.
     out : numpy.ndarray, optional
         Array of exactly the result's shape and dtype to write into; it is returned. A call interrupted by
         Ctrl-C (``KeyboardInterrupt``) leaves it untouched or complete, never partly written: the interrupt ends
@@ -107,6 +109,7 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding,
                              groups, dilation, output_size, method, None if bias is None else bias.shape,
                              None if bias is None else bias.dtype)
+        _cost.check_pinned(plan, _cost.choose(plan))  # (a pinned variant that cannot run: before allocating)
         y = _output_array(plan, out, (x, weight, bias))
         execute(plan, x, weight, bias, y, y is out)
     if out is not None and y is not out:
@@ -215,11 +218,12 @@ class _Prepared:
     """
 
     __slots__ = ("plan", "dtype", "out_shape", "x5_shape", "w5_shape", "y5_shape", "zero_bias", "bias_only",
-                 "ranked", "variant", "serial", "decided", "kept", "own", "dispatch", "warm")
+                 "ranked", "variant", "serial", "decided", "kept", "own", "dispatch", "warm", "tune")
 
-    def __init__(self, plan: geo.Plan, kept=None):
+    def __init__(self, plan: geo.Plan, kept=None, tune: bool = False):
         self.plan = plan
         self.kept = kept
+        self.tune = tune  # an operator made with tune=True: its first call may time the close candidates
         # an operator ranks with its packed weights not counted per call only when that changes its pick to a
         # variant a one-off call cannot run; otherwise it decides as a one-off call does (the same variant)
         self.own = own = kept is not None and operator_pick(plan)
@@ -232,8 +236,9 @@ class _Prepared:
         self.y5_shape = (plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes)
         self.zero_bias = np.zeros(plan.c_out, plan.dtype)
         self.bias_only = plan.c_in < plan.groups or plan.c_out < plan.groups  # no channel in a group
-        # the variant is decided on the first call (``_decide``: one decision per key and process, maybe
-        # measured on the caller's arrays); until then, what a call would run now
+        # the variant is decided on the first call (``_decide``: one decision per key and process, from the
+        # model and recorded wisdom; timed on the caller's arrays only when tuning was asked for); until then,
+        # what a call would run now
         self.decided = False
         self.warm = None  # the dispatch that has run to its end in this process (its kernels are compiled)
         self._use(current_variant(plan, self.ranked, own))
@@ -299,8 +304,9 @@ class _Prepared:
         return probe
 
     def _decide(self, x5, w5, b, y5) -> None:
-        """Ask the process-wide decision (the first caller of a key may time candidates on these arrays, on
-        prepared copies of this object, never on this one, which other threads may be running)."""
+        """Ask the process-wide decision (a tuning operator's first call of a key with no wisdom recorded times
+        the candidates on these arrays, on prepared copies of this object, never on this one, which other threads
+        may be running)."""
         probes: dict[str, _Prepared] = {}
 
         def run(variant: str) -> None:
@@ -312,7 +318,9 @@ class _Prepared:
         def ready(variant: str) -> bool:
             return variants.ready(variant, self.dtype)
 
-        variant = decide_variant(self.plan, self.ranked, run, self.own, ready)
+        # only a tuning operator measures (FFTW's MEASURE, on request); every other call decides from the model and
+        # the recorded wisdom alone, so that the choice is a function of the plan and the machine profile
+        variant = decide_variant(self.plan, self.ranked, run if self.tune else None, self.own, ready)
         if variant != self.variant:
             self._use(variant)
         self.decided = True
@@ -388,6 +396,7 @@ def _prepare_call(x, weight, bias, stride, padding, output_padding, groups, dila
     plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding, groups,
                          dilation, None, method, None if bias_arr is None else bias_arr.shape,
                          None if bias_arr is None else bias_arr.dtype)
+    _cost.check_pinned(plan, _cost.choose(plan))  # (a variant pinned by ``method=`` that cannot run)
     return _prepared(plan)
 
 

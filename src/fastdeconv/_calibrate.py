@@ -1,9 +1,13 @@
-"""The variant a plan runs in this process: the cost model's pick, or a consistent measurement of the close ones.
+"""The variant a plan runs in this process: the cost model's pick, or the wisdom recorded for it.
 
-The cost model (``_cost.py``) ranks the variants from the geometry. Its constants were fitted on a few dozen
-layers, so on an unseen shape two variants it rates within a factor of ``AMBIGUOUS`` of each other may in fact
-differ by 2x. For such a plan the first call times the close candidates on the caller's own arrays and keeps
-the fastest -- when the measurement is consistent.
+The cost model (``_cost.py``) ranks the variants from the geometry, the dtype, the thread count and the machine
+profile (``_profile``): that alone decides ``auto`` (FFTW's ESTIMATE), so the same profile gives the same
+choice, hence the same bits, in every thread and process. Measuring whole layers is a request (FFTW's MEASURE):
+an operator made with ``tune=True``, ``python -m fastdeconv tune`` or :func:`fastdeconv.calibration.remeasure`
+time the candidates the model rates within a factor of ``AMBIGUOUS`` of each other and keep the fastest -- when
+the measurement is consistent -- as wisdom in the calibration file; recorded wisdom (tuned, or imported) decides
+the plans it names, in every process. Nothing else is timed: a call that did not ask to tune (``run=None``)
+never measures.
 
 One decision per key (geometry, dtype, method, numba's pool size, CPU) and process, made by :func:`decide`:
 

@@ -4,9 +4,10 @@ The variants are the records of :mod:`fastdeconv.variants`, one module each (wha
 and its estimate are there). The planner ranks what the records say and names none of them: among the variants
 that apply to the plan and are of the requested form (``auto``: every variant but a ``baseline``), those whose
 schedule keeps the memory rule (scratch within one output's size), cheapest estimate first. A requested form
-whose only variant is a baseline runs it unranked. Each estimate is arithmetic time at a calibrated rate plus
-bytes moved at a calibrated bandwidth plus a per-launch overhead; the constants (``_model``) are fitted to
-single-thread times (fp32; fp64 runs at half the arithmetic rate); only their ratios matter for the choice.
+whose only variant is a baseline runs it unranked. Each estimate is arithmetic time at a measured rate plus
+bytes moved at a measured bandwidth plus a per-launch overhead: the rates are this machine's profile
+(``_profile``), the within-family ratios fixed facts of the kernels (``_model``). A pinned variant (``method=``
+a variant's name) runs unranked, refused where it does not apply.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from math import prod as _prod
 
 import numpy as np
 
-from . import _calibrate, variants
+from . import _calibrate, _model, _profile, variants
 from . import _geometry as geo
 from ._threads import max_threads
 
@@ -86,6 +87,7 @@ def _ranked(plan: geo.Plan) -> list[variants.Variant]:
 def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
     """Estimated seconds on ``threads`` threads of each variant ``auto`` ranks that a one-off call of ``plan`` can
     run (before the memory rule on scratch)."""
+    _profile.ensure()
     out = {}
     for v in variants.VARIANT_LIST:
         if not v.baseline and v.applies(plan):
@@ -104,11 +106,13 @@ def scratch_elements(plan: geo.Plan, variant: str, kept: bool = False) -> int:
 def choose(plan: geo.Plan, kept: bool = False) -> Choice:
     """The :class:`Choice` for a plan (cached; independent of the current thread count). ``kept``: for an
     operator, whose weight-only work (``Variant.pack``) is done once: its cost and memory are not per call."""
-    return _choose(plan, kept)
+    _profile.ensure()
+    return _choose(plan, kept, _model.generation)
 
 
 @lru_cache(maxsize=512)
-def _choose(plan: geo.Plan, kept: bool) -> Choice:
+def _choose(plan: geo.Plan, kept: bool, generation: int) -> Choice:
+    """(``generation``: the model's, so that a choice made on another profile is never reused)"""
     flops = 2 * plan.macs
     # the ranking uses the pool size, not the current count: the variant (and so every bit of the result) must
     # not change with set_num_threads; only whether a direct kernel runs serially does (same terms, same order)
@@ -157,8 +161,9 @@ def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int
         Weight shape (C_in, C_out // groups, *kernel).
     stride, padding, output_padding, groups, dilation, output_size
         The geometry, exactly as for :func:`fastdeconv.conv_transpose`.
-    method : {"auto", "scatter", "gather", "zerofill"}
-        The requested form; ``"auto"`` compares all variants.
+    method : {"auto", "scatter", "gather", "zerofill"} or a variant's name
+        The requested form; ``"auto"`` compares all variants; a variant's name (``fastdeconv.variants()``) pins
+        it (a ValueError lists the applicable variants where it does not apply).
     dtype : numpy dtype, default float32
         Data type of x and weight (float32, or anything else meaning float64).
 
@@ -166,10 +171,10 @@ def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int
     -------
     Choice
         ``method`` (form that runs), ``variant``, ``estimates`` (seconds per variant, cheapest first),
-        ``flops``, ``threads``, ``serial`` and a one-line ``reason``. When the model rates several
-        variants within 1.6x of each other, the first ``conv_transpose`` call of these shapes times them and
-        keeps the fastest (a one-time calibration, stored on disk); ``plan`` then reports that measured
-        choice and the times.
+        ``flops``, ``threads``, ``serial`` and a one-line ``reason``. The estimates come from the cost model on
+        this machine's profile (:mod:`fastdeconv.machine`); nothing is timed. When wisdom is recorded for these
+        shapes (``ConvTranspose(..., tune=True)``, ``python -m fastdeconv tune``, or imported: see
+        :mod:`fastdeconv.calibration`), ``plan`` reports that measured choice and the times.
 
     Raises
     ------
@@ -187,7 +192,9 @@ def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int
     dt = np.dtype(dtype)
     p = geo.make_plan(x_shape, w_shape, dt, dt, stride, padding, output_padding, groups, dilation, output_size,
                       method)
-    return current(p)
+    choice = current(p)
+    check_pinned(p, choice)
+    return choice
 
 
 def current(plan: geo.Plan) -> Choice:
@@ -205,6 +212,33 @@ def current(plan: geo.Plan) -> Choice:
                                serial=runs_serially(plan, variant),
                                reason=f"measured fastest on this machine ({measured}); the model alone would "
                                       f"pick {choice.variant}")
+
+
+def _kept_only(plan: geo.Plan, pool: int) -> bool:
+    """Whether the pinned variant applies but only an operator can run it (its one-off schedule breaks the memory
+    rule): the one-off ranking then stands, and a one-off call refuses it (:func:`check_pinned`)."""
+    v = variants.get(plan.variant)
+    return v.applies(plan) and v.estimate(plan, pool, True) is not None
+
+
+def refuse(plan: geo.Plan, kept: bool = False) -> None:
+    """The ValueError of a variant pinned by ``method=`` where it cannot run, listing those that can."""
+    pool = max_threads()
+    usable = [v.name for v in variants.VARIANT_LIST if v.applies(plan) and v.estimate(plan, pool, kept) is not None]
+    where = "an operator" if kept else "a one-off call (an operator, which keeps its packed weights, may run it)" \
+        if _kept_only(plan, pool) else "this layer"
+    raise ValueError(f"method {plan.variant!r} does not apply to {where}: input {plan.batch}x{plan.c_in}, weight "
+                     f"{plan.c_in}x{plan.c_out // plan.groups}x"
+                     f"{'x'.join(str(a.kernel) for a in plan.axes[3 - plan.rank:])}, groups {plan.groups}; "
+                     f"variants that apply: {', '.join(usable)}")
+
+
+def check_pinned(plan: geo.Plan, choice: Choice, kept: bool = False) -> None:
+    """Refuse a variant pinned by ``method=`` that the choice could not honour (it does not apply, or only an
+    operator can run it). The user's entry points call it; a variant fixed inside (the Dask twin's blocks, which
+    run the whole call's variant where it applies to them) is not refused: ``choose`` ranks the others then."""
+    if plan.variant is not None and choice.variant != plan.variant:
+        refuse(plan, kept)
 
 
 def runs_serially(plan: geo.Plan, variant: str) -> bool:

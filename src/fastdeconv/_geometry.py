@@ -28,6 +28,9 @@ IntOrSeq = int | Sequence[int]  # one value for every spatial axis, or one per a
 Padding = int | str | Sequence[int] | Sequence[Sequence[int]]  # also "same"/"valid" and (before, after) pairs
 
 METHODS = ("auto", "scatter", "gather", "zerofill")
+# variant name -> its form: what ``method=`` also accepts (a variant pinned); filled by ``fastdeconv.variants``,
+# which registers its records here (this module sits below them)
+VARIANT_FORMS: dict[str, str] = {}
 MAX_RANK = 3
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # Largest uncropped output length per axis: the kernels' int64 index arithmetic (``i * stride + k * dilation -
@@ -297,8 +300,12 @@ def _freeze(value):
 
 def _make_plan(x_shape, w_shape, x_dtype, w_dtype, stride, padding, output_padding, groups, dilation,
                output_size, method, bias_shape, bias_dtype, limit_memory) -> Plan:
+    variant = None
+    if isinstance(method, str) and method not in METHODS and method in VARIANT_FORMS:
+        variant, method = method, VARIANT_FORMS[method]  # a pinned variant: its form, and the variant fixed
     if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))} or a variant's name "
+                         f"({', '.join(VARIANT_FORMS)}); got {method!r}")
     dtype = result_dtype(np.dtype(x_dtype), np.dtype(w_dtype))
     if bias_dtype is not None:
         check_numeric(np.dtype(bias_dtype), "bias")  # the bias never widens the result
@@ -372,7 +379,7 @@ def _make_plan(x_shape, w_shape, x_dtype, w_dtype, stride, padding, output_paddi
     axes = tuple(Axis(1, 1, 1, 1, 0, 1) for _ in range(lead)) + tuple(
         Axis(i, k, s, d, st, o) for i, k, s, d, st, o in zip(spatial_in, kernel, stride, dilation, starts, sizes))
     plan = Plan(batch=batch, c_in=c_in, c_out=c_out, groups=groups, axes=axes, rank=rank, batched=batched,
-                dtype=dtype, method=method)
+                dtype=dtype, method=method, variant=variant)
     if limit_memory:
         check_memory(plan.out_shape, dtype, "the output")
     return plan

@@ -1,14 +1,23 @@
-"""The fitted constants of the cost model, in one place, each name with one meaning.
+"""The cost model's constants, in one place, each name with one meaning: speeds from the machine profile, and the
+facts of the kernels.
 
-The variant modules (``variants/``: every variant's estimate), ``variants/scatter_gemm.chunks`` (its chunk choice)
-and ``_kernels/winograd`` (its chunk choice and estimate) read them; kernel-internal tuning (buffer sizes, chunk
-targets) stays in the kernels. Only their ratios matter for the choice.
+Every speed a variant's estimate reads is a *family rate* of this machine (``_profile``: measured by
+micro-benchmarks, or coarse from the BLAS and copy rates alone) times a fixed within-family ratio. The ratios are
+facts of the kernels (a col2im add from a pixels-major GEMM costs a third of a strided one, a plane pass four
+taps' loads and stores, ...): they were fitted once, on single-thread process times of every variant on the
+built-in workloads, and do not depend on the machine. The family rates are not fixed anywhere in ``src/``:
+:func:`install` sets them from a profile, and until then they hold :data:`REFERENCE`'s values (the rates the
+ratios were fitted against), so that a module reading a constant never finds it missing.
+
+The variant modules read the constants at call time (``from .. import _model as M``; ``M.NAME``), so a new
+profile reaches every estimate. What decides how work is cut (scatter-gemm's and Winograd's chunks, which fix the
+order of the BLAS calls and so the bits) reads :data:`CHUNK` instead, the fixed reference rates: a result's bits
+never depend on the profile, only which variant runs does.
 """
 
-import os
+import threading
 from pathlib import Path
-
-from ._store import cpu_info
+from types import MappingProxyType, SimpleNamespace
 
 
 def _l2_bytes(default: int = 1 << 20) -> int:
@@ -28,90 +37,133 @@ def _l2_bytes(default: int = 1 << 20) -> int:
     return default
 
 
-def _core_gemm_rate() -> float:
-    """fp32 FLOP/s of one core in OpenBLAS's sgemm, by kind of CPU: Intel cores with AVX-512 run two 512-bit FMA
-    pipes, so about twice the rate of the others (cores whose AVX-512 is double-pumped 256-bit, as on AMD's, and
-    AVX2 cores). ``OPENBLAS_CORETYPE`` naming a kernel without AVX-512 (which some machines set) caps it there
-    too. Only the ratios to the other kernels' rates matter, and one rate for every kind of machine would make
-    the GEMM variants' estimates wrong by that factor of two on one of them."""
-    info = cpu_info()
-    vendor, flags = info.get("vendor_id", ""), set(info.get("flags", "").split())
-    forced = os.environ.get("OPENBLAS_CORETYPE", "").strip().lower()
-    avx512_kernel = not forced or forced in ("skylakex", "cooperlake", "sapphirerapids")
-    return 180e9 if vendor == "GenuineIntel" and "avx512f" in flags and avx512_kernel else 100e9
-
-
 L2_BYTES = _l2_bytes()
 
-# Fitted to single-thread CPU times (process time, so that other load on the machine does not distort them) of
-# every variant on the built-in workloads, on a 2-core AVX-512 machine (fp32, one core; fp64 arithmetic runs at
-# half the rate); ``threads`` cores divide the parallel parts.
-GEMM_PEAK = _core_gemm_rate()  # FLOP/s of one core in the BLAS GEMMs of the GEMM variants
-WINOGRAD_GEMM_RATE = GEMM_PEAK  # ... and in gather-winograd's (tiles x C_in) @ (C_in x C_out block) GEMMs, called
-                                # from numba per transform point (their shapes lower it: WINOGRAD_GEMM_HALF)
-CHUNK_GEMM_RATE = 100e9    # the GEMM rate scatter-gemm's chunk choice compares its chunkings with (against
-                           # CHUNK_CALL); fixed, so that the chunks, hence the bits, stay as they are
-GEMM_HALF = (24, 48, 32)   # GEMM side (M, N, K) at which BLAS reaches half its peak along that side
-DIRECT_RATE = 14e9         # multiply-adds/s of the direct kernels on long rows with full channel blocks
+# The family rates of a profile (``_profile``), one core, fp32 (fp64 arithmetic in the numba kernels runs at half
+# the rate; the BLAS GEMMs at ``dgemm_peak``). REFERENCE: the rates the within-family ratios were fitted against.
+REFERENCE = MappingProxyType({
+    "sgemm_peak": 180e9,       # FLOP/s of one core in BLAS sgemm on large sides
+    "dgemm_peak": 90e9,        # ... dgemm
+    "gemm_half": (24.0, 48.0, 32.0),  # GEMM side (M, N, K) at which BLAS reaches half its peak along that side
+    "gemm_threads": 1.0,       # a T-thread GEMM's rate over T one-thread ones (BLAS's parallel efficiency)
+    "bandwidth": 13e9,         # bytes/s of one core streaming (a copy: bytes read + written)
+    "call": 1e-6,              # s per call of a compiled numba function from Python
+    "direct_rate": 14e9,       # multiply-adds/s of the direct kernels on long rows with full channel blocks
+    "col2im_element": 0.9e-9,  # s per column element added into the output (strided read-modify-write)
+    "im2col_element": 0.25e-9,  # s per element copied into an im2col block
+    "plane_tap": 0.03e-9,      # gather-plane: s per (element, tap) of a run (vectorized multiply-add from L1)
+    "winograd_element": 0.07e-9,  # gather-winograd: s per transformed-input element (channels-last vector adds)
+})
+FAMILIES = tuple(REFERENCE)
+
+# constant -> (family, ratio): the constant is ``profile[family] * ratio``
+_DERIVED = {
+    "GEMM_PEAK": ("sgemm_peak", 1.0),  # FLOP/s of one core in the BLAS GEMMs of the GEMM variants
+    "GEMM_PEAK64": ("dgemm_peak", 1.0),
+    # gather-winograd's (tiles x C_in) @ (C_in x C_out block) GEMMs, called from numba per transform point (their
+    # shapes lower it: WINOGRAD_GEMM_HALF)
+    "WINOGRAD_GEMM_RATE": ("sgemm_peak", 1.0),
+    "BANDWIDTH": ("bandwidth", 1.0),
+    "DIRECT_RATE": ("direct_rate", 1.0),
+    "COL2IM_ELEMENT": ("col2im_element", 1.0),
+    "COL2IM_WIDE_ELEMENT": ("col2im_element", 1 / 3),  # ... from a pixels-major GEMM, one run per pixel (iSTFT-like)
+    "COL2IM_PLANE_TAP": ("col2im_element", 25 / 0.9),  # s per (channel, depth, tap, chunk) set-up in col2im
+    "PHASE_STORE_ELEMENT": ("col2im_element", 1.0 / 0.9),  # gather-gemm: s per output element stored (strided)
+    "PHASE_RELAYOUT_ELEMENT": ("col2im_element", 2.0 / 0.9),  # gather-gemm, *-gemm-rows: per weight element
+    "WINOGRAD_STORE_ELEMENT": ("col2im_element", 1.6 / 0.9),  # per output element of the inverse transform
+    "WINOGRAD_RELAYOUT_ELEMENT": ("col2im_element", 0.8 / 0.9),  # per weight element re-laid out (tap-major)
+    "WINOGRAD_SHARED_ELEMENT": ("col2im_element", 0.8 / 0.9),  # per shared transformed-weight element
+    "IM2COL_ELEMENT": ("im2col_element", 1.0),
+    "IM2COL_ROW": ("im2col_element", 12 / 0.25),  # s per row segment copied into an im2col block
+    "PLANE_FILL": ("im2col_element", 0.3 / 0.25),  # gather-plane: per input element copied into the padded rows
+    "PLANE_STORE": ("im2col_element", 1.0),  # gather-plane: per output element interleaved into the output
+    "WINOGRAD_PACK_ELEMENT": ("im2col_element", 0.6 / 0.25),  # per input element packed channels-last
+    "PLANE_TAP": ("plane_tap", 1.0),
+    "PLANE_PASS": ("plane_tap", 0.1 / 0.03),  # per element and pass (load and store of the phase buffer)
+    "PLANE_TAP_BLOCK": ("plane_tap", 1.0),  # per (element, term) of a pass over a block of output channels
+    "PLANE_WEIGHT": ("plane_tap", 1 / 0.03),  # per entry of a task's weight table
+    "PLANE_PHASE": ("plane_tap", 50 / 0.03),  # per (channel, row block, phase) run set-up and store call
+    "WINOGRAD_V_ELEMENT": ("winograd_element", 1.0),
+    "WINOGRAD_U_ELEMENT": ("winograd_element", 0.35 / 0.07),  # per transformed-weight element (per point, chunk)
+    "WINOGRAD_TILE_POINT": ("winograd_element", 3 / 0.07),  # per (tile, point): the transforms' loop and calls
+    "LAUNCH_SERIAL": ("call", 1.0),  # one serial numba call
+    "LAUNCH_GEMM": ("call", 8.0),  # one BLAS call
+    "LAUNCH_PARALLEL": ("call", 20.0),  # the fixed cost of one parallel call in the BLAS-backed variants
+    "LAUNCH_POOL": ("call", 80.0),  # handing chunks to the Python worker pool (thread wake-ups, GIL hand-off)
+    "WINOGRAD_POINT_CALL": ("call", 1.0),  # per point: BLAS call set-up from numba
+    "WINOGRAD_TASK_CALL": ("call", 20.0),  # per chunk: the numba call from the worker's Python loop
+}
+# the second step of the row-block GEMM variants: (s per cols element, s per output element) by form and cols
+# layout (pixels-major: strided reads of cols; channel-major: contiguous reads), both adding into output rows, as
+# ratios to col2im_element
+_ROWS_PIXELS_MAJOR = {"scatter": (0.7 / 0.9, 1.0 / 0.9), "gather": (0.93 / 0.9, 3.0 / 0.9)}
+_ROWS_CHANNEL_MAJOR = {"scatter": (0.5 / 0.9, 1.0 / 0.9), "gather": (1.5 / 0.9, 3.0 / 0.9)}
+
+# ---------------------------------------------------------------------------- facts of the kernels (fixed)
 DIRECT_ROW_HALF = 40       # input row length at which the direct kernels reach half DIRECT_RATE
 DIRECT_CHANNEL_BLOCK = 4   # output channels the direct kernels update per input load
 # direct gather's time relative to direct scatter's: lower on long strided rows (its phase-major rows stay dense),
 # higher on short ones (where its per-phase set-up is not amortized)
 GATHER_DIRECT_LONG, GATHER_DIRECT_SHORT, GATHER_LONG_ROW = 0.8, 1.3, 128
-BANDWIDTH = 13e9           # bytes/s of one core streaming (26 GB/s for two)
-COL2IM_ELEMENT = 0.9e-9    # s per column element added into the output (strided read-modify-write)
-COL2IM_WIDE_ELEMENT = 0.3e-9  # ... from a pixels-major GEMM, one run per pixel (wide strides: iSTFT-like)
-COL2IM_PLANE_TAP = 25e-9   # s per (channel, depth, tap, chunk) set-up in col2im
-IM2COL_ELEMENT = 0.25e-9   # s per element copied into an im2col block
-IM2COL_ROW = 12e-9         # s per row segment copied into an im2col block
-PHASE_STORE_ELEMENT = 1.0e-9     # gather-gemm: s per output element stored from a phase block (strided)
-PHASE_RELAYOUT_ELEMENT = 2.0e-9  # gather-gemm, *-gemm-rows: s per weight element re-laid out (phase / tap-major)
 # pixels-major GEMM (X^T @ W, ``*-gemm-rows``) relative to the channel-major one at the same sides: faster when
 # the (C_out_g * K) side is long enough for BLAS's register blocking (about 48 or more), slower when it is short
 PIXEL_GEMM_GAIN_MAX, PIXEL_GEMM_GAIN_MIN, PIXEL_GEMM_COLUMNS = 1.2, 0.85, 40
-# the second step of the row-block GEMM variants: (s per cols element, s per output element) by form and cols
-# layout (pixels-major: strided reads of cols; channel-major: contiguous reads), both adding into output rows
-ROWS_STEP_PIXELS_MAJOR = {"scatter": (0.7e-9, 1.0e-9), "gather": (0.93e-9, 3.0e-9)}
-ROWS_STEP_CHANNEL_MAJOR = {"scatter": (0.5e-9, 1.0e-9), "gather": (1.5e-9, 3.0e-9)}
-PLANE_TAP = 0.03e-9        # gather-plane: s per (element, tap) of a run (vectorized multiply-add from L1)
-PLANE_PASS = 0.1e-9        # gather-plane: s per element and pass (load and store of the phase buffer)
-PLANE_TAP_BLOCK = 0.03e-9  # gather-plane: s per (element, term) of a pass over a block of output channels
-PLANE_WEIGHT = 1e-9        # gather-plane: s per entry of a task's weight table
-PLANE_STORE = 0.25e-9      # gather-plane: s per output element interleaved into the output
-PLANE_FILL = 0.3e-9        # gather-plane: s per input element copied into the padded rows
-PLANE_PHASE = 50e-9        # gather-plane: s per (channel, row block, phase) run set-up and store call
-LAUNCH_PARALLEL = 20e-6    # the fixed cost of one parallel call in the BLAS-backed variants' estimates
-LAUNCH_SERIAL = 1e-6       # one serial numba call
-LAUNCH_GEMM = 8e-6         # one BLAS call
 SERIAL_WORK = 1.5e6        # multiply-adds below which a serial direct kernel (or the zero-fill copy, the
                            # correlation, the weight gradient) beats handing chunks to the pool (LAUNCH_POOL)
-LAUNCH_POOL = 80e-6        # handing chunks to the Python worker pool (run_parallel: thread wake-ups, GIL hand-off)
 PLANE_SERIAL_WORK = 2e6    # multiply-adds below which gather-plane runs in the calling thread: there its work
                            # on two threads plus the pool's hand-off takes longer than the work on one
 TINY_WORK = 2000           # ... and below which walking the definition beats setting up buffered runs (the
                            # fixed set-up dominates a few hundred multiply-adds; the two are even near 5000)
 
-# scatter-gemm's chunk choice (``variants/scatter_gemm.chunks``): GEMM efficiency credited to a chunk cut into slabs
-# (relative to whole samples), seconds per (chunk, slab) of calls from the worker's loop (GEMM and col2im)
-SLAB_DISCOUNT = 0.85
-CHUNK_CALL = 20e-6
-
-# gather-winograd (``_kernels/winograd``). OpenBLAS sgemm on one core through numba's np.dot: products with
+# gather-winograd (``_kernels/winograd``). BLAS sgemm on one core through numba's np.dot: products with
 # M * N * K <= WINOGRAD_SMALL_GEMM run a no-packing kernel at full rate (or a little above) whatever their shape;
 # larger ones pack, and then a thin side (few tiles, a small C_out block or few input channels) lowers the rate.
 # WINOGRAD_GEMM_HALF: (tiles, C_out block, C_in_g) at which the packing kernel reaches half its rate along that side.
 WINOGRAD_GEMM_HALF = (18, 6, 6)
 WINOGRAD_SMALL_GEMM, WINOGRAD_SMALL_GEMM_GAIN = 1 << 19, 1.1
-WINOGRAD_U_ELEMENT = 0.35e-9   # s per transformed-weight element (per point, per chunk)
-WINOGRAD_V_ELEMENT = 0.07e-9   # s per transformed-input element (channels-last vector adds)
-WINOGRAD_PACK_ELEMENT = 0.6e-9  # s per input element packed channels-last
-WINOGRAD_STORE_ELEMENT = 1.6e-9  # s per output element of the inverse transform (sums + strided store)
 # A chunk whose packed rows, V and M blocks outgrow the core's L2 cache streams them from L3 in the transforms
 # and the inverse (the same GEMMs, up to 1.5x the time of the whole call): the chunk choice keeps chunks in L2.
 WINOGRAD_L2_BYTES = L2_BYTES
 WINOGRAD_SPILL = 2.0           # factor on the transforms' per-element costs once a chunk exceeds WINOGRAD_L2_BYTES
-WINOGRAD_RELAYOUT_ELEMENT = 0.8e-9  # s per weight element re-laid out (tap-major, per point)
-WINOGRAD_POINT_CALL = 1e-6     # s per point: BLAS call set-up from numba
-WINOGRAD_TASK_CALL = 20e-6     # s per chunk: the numba call from the worker's Python loop
-WINOGRAD_TILE_POINT = 3e-9     # s per (tile, point): loop and call overhead of the transforms and small GEMMs
-WINOGRAD_SHARED_ELEMENT = 0.8e-9  # s per shared transformed-weight element, made in the calling thread
+
+# scatter-gemm's chunk choice (``variants/scatter_gemm.chunks``): the GEMM rate and half sides it compares its
+# chunkings with, GEMM efficiency credited to a chunk cut into slabs (relative to whole samples), seconds per
+# (chunk, slab) of calls from the worker's loop. Fixed (never the profile's), so the chunks, hence the bits, are
+# a function of the shapes alone.
+CHUNK_GEMM_RATE = 100e9
+CHUNK_GEMM_HALF = (24, 48, 32)
+SLAB_DISCOUNT = 0.85
+CHUNK_CALL = 20e-6
+
+_lock = threading.Lock()
+generation = 0  # bumped by every install: what a cache of estimates keys on
+
+
+def derived(rates) -> dict:
+    """The constants of a profile's family rates (``rates``: every name of :data:`REFERENCE`)."""
+    out = {name: rates[family] * ratio for name, (family, ratio) in _DERIVED.items()}
+    col2im = rates["col2im_element"]
+    out["ROWS_STEP_PIXELS_MAJOR"] = {f: (a * col2im, b * col2im) for f, (a, b) in _ROWS_PIXELS_MAJOR.items()}
+    out["ROWS_STEP_CHANNEL_MAJOR"] = {f: (a * col2im, b * col2im) for f, (a, b) in _ROWS_CHANNEL_MAJOR.items()}
+    out["GEMM_HALF"] = tuple(float(h) for h in rates["gemm_half"])
+    out["GEMM_THREADS"] = float(rates["gemm_threads"])
+    return out
+
+
+# The reference constants as a namespace: what the chunk choices read (Winograd's estimates its chunkings with
+# them), so that the chunks never depend on the profile
+CHUNK = SimpleNamespace(**{k: v for k, v in globals().items() if k.isupper()}, **derived(REFERENCE))
+
+
+def install(rates) -> None:
+    """Make ``rates`` (a profile's family rates, validated by ``_profile``) the model's: every derived constant
+    is replaced in one step (one dict update under the GIL: a reader sees the old set or the new one), then
+    :data:`generation` moves on so that caches of estimates made before are not used again."""
+    global generation
+    new = derived(rates)
+    with _lock:
+        globals().update(new)
+        generation += 1
+
+
+globals().update(derived(REFERENCE))

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _cost
 from . import _geometry as geo
-from ._api import _as_array, _output_array, _Prepared
+from ._api import _as_array, _output_array, _Prepared, operator_pick
 from ._geometry import IntOrSeq, Padding
 from ._scan import max_abs
 from ._threads import apply_num_threads
@@ -42,8 +42,16 @@ class ConvTranspose:
     stride, padding, output_padding, groups, dilation
         The geometry, exactly as for :func:`fastdeconv.conv_transpose` (validated here, and against each input
         shape on its first call).
-    method : {"auto", "scatter", "gather", "zerofill"}
+    method : {"auto", "scatter", "gather", "zerofill"} or a variant's name
         As for :func:`fastdeconv.conv_transpose`.
+    tune : bool, default False
+        Measure, like FFTW's MEASURE: the first call of each input shape (and dtype) for which no wisdom is
+        recorded times the variants the cost model rates close to the best on the call's own arrays, keeps the
+        fastest when it is consistently faster, and records the verdict as wisdom in the calibration file
+        (:mod:`fastdeconv.calibration`), which every later process follows. Without it (the default) the choice
+        is the cost model's on this machine's profile, or recorded wisdom: nothing is timed. A process that
+        already ran these shapes keeps its variant (results never change within a process); the wisdom decides
+        later processes.
 
     Attributes
     ----------
@@ -77,7 +85,8 @@ class ConvTranspose:
     """
 
     def __init__(self, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0,
-                 output_padding: IntOrSeq = 0, groups: int = 1, dilation: IntOrSeq = 1, *, method: str = "auto"):
+                 output_padding: IntOrSeq = 0, groups: int = 1, dilation: IntOrSeq = 1, *, method: str = "auto",
+                 tune: bool = False):
         w = _as_array(weight, "weight")
         geo.check_numeric(w.dtype, "weight")
         if not 3 <= w.ndim <= 2 + geo.MAX_RANK:
@@ -87,6 +96,9 @@ class ConvTranspose:
         if b is not None:
             geo.check_numeric(b.dtype, "bias")
         _validate(w, b, stride, padding, output_padding, groups, dilation, method)
+        if not isinstance(tune, bool):
+            raise TypeError(f"tune must be a bool, got {tune!r}")
+        self._tune = tune
         # private copies (C order); the kernels read writeable arrays (numba compiles read-only ones
         # separately), the public attributes are read-only views of them
         self._w = np.array(w, order="C", copy=True)
@@ -247,12 +259,12 @@ class ConvTranspose:
     # ------------------------------------------------------------------ pickle / copy
 
     def __getstate__(self) -> dict:
-        return {"weight": self._w, "bias": self._b, "geometry": self._geometry}
+        return {"weight": self._w, "bias": self._b, "geometry": self._geometry, "tune": self._tune}
 
     def __setstate__(self, state: dict) -> None:
         stride, padding, output_padding, groups, dilation, method = state["geometry"]
         self.__init__(state["weight"], state["bias"], stride, padding, output_padding, groups, dilation,
-                      method=method)
+                      method=method, tune=state.get("tune", False))
 
     # ------------------------------------------------------------------ internals
 
@@ -267,6 +279,9 @@ class ConvTranspose:
         plan = geo.make_plan(key[0], self._w.shape, key[1], self._w.dtype, stride, padding, output_padding, groups,
                              dilation, sizes, method, None if self._b is None else self._b.shape,
                              None if self._b is None else self._b.dtype)
+        if plan.variant is not None:  # pinned by ``method=``: refused where even an operator cannot run it
+            own = operator_pick(plan)
+            _cost.check_pinned(plan, _cost.choose(plan, kept=own), own)
         return self._keep(key, plan)
 
     def _keep(self, key, plan: geo.Plan):
@@ -275,7 +290,7 @@ class ConvTranspose:
             entry = self._shapes.get(key)
             if entry is None:
                 w5, b = self._in_dtype(plan)
-                entry = (_Prepared(plan, kept=self), w5, b)
+                entry = (_Prepared(plan, kept=self, tune=self._tune), w5, b)
                 if len(self._shapes) >= _SHAPES_SIZE:
                     for old in list(self._shapes)[:_SHAPES_SIZE // 2]:
                         del self._shapes[old]

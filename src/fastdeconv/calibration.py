@@ -1,11 +1,13 @@
-"""Inspect, re-measure, clear, export and import fastdeconv's measured choices (like FFTW's wisdom).
+"""Inspect, re-measure, clear, export and import fastdeconv's wisdom: the measured choices (like FFTW's).
 
-When the cost model rates several variants of a layer within 1.6x of each other, the first ``conv_transpose``
-call of those shapes times them on its own arrays, in interleaved rounds, and keeps the fastest only when the
+``method="auto"`` decides from the cost model on this machine's profile (:mod:`fastdeconv.machine`); nothing
+is timed unless asked. Measuring is a request, FFTW's MEASURE: an operator made with
+``ConvTranspose(..., tune=True)``, ``python -m fastdeconv tune --workload NAME`` or :func:`remeasure` time the
+variants the model rates within 1.6x of each other, in interleaved rounds, and keep the fastest only when the
 measurement is consistent (it wins most rounds and beats the model's pick by 5%; anything less keeps the
-model's pick). The decision is recorded in ``calibration.json`` in the cache directory
+model's pick). The verdict is recorded in ``calibration.json`` in the cache directory
 (``$FASTDECONV_CACHE_DIR``, default ``~/.cache/fastdeconv``), keyed by the geometry, dtype, method, numba's
-thread pool size and the CPU; the first recorded decision wins and every later process adopts it. Within a
+thread pool size and the CPU; every process follows recorded (or imported) wisdom, and nothing else. Within a
 process a decision never changes once made, so results stay bitwise reproducible.
 
 Functions
@@ -75,7 +77,7 @@ def show() -> dict[str, dict]:
 def clear() -> None:
     """Forget every decision: this process's and the cache file's (other processes keep theirs until they exit).
 
-    Later calls decide again (a first call may measure again).
+    Later calls decide again, from the cost model (until something is tuned again).
     """
     _calibrate.forget()
     from . import _api

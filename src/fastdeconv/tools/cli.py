@@ -1,4 +1,4 @@
-"""Command line: ``python -m fastdeconv compare|warmup ...`` (also installed as the ``fastdeconv`` script).
+"""Command line: ``python -m fastdeconv compare|warmup|calibrate|machine|tune ...`` (the ``fastdeconv`` script).
 
 A user error (a bad flag value, an output path that cannot be written) ends the command with exit status 2
 and one line on stderr naming the flag, before anything runs.
@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-check", action="store_true", help="skip the float64 reference check")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_calibrate(sub)
+    _add_machine(sub)
+    _add_tune(sub)
     return parser
 
 
@@ -153,6 +155,10 @@ def _main(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     if args.command == "calibrate":
         return _calibrate_command(args, parser._subparsers._group_actions[0].choices["calibrate"])
+    if args.command == "machine":
+        return _machine_command(args)
+    if args.command == "tune":
+        return _tune_command(args, parser._subparsers._group_actions[0].choices["tune"])
     if args.command == "warmup":
         from .warmup import warmup
 
@@ -253,6 +259,83 @@ def _calibrate_command(args, parser: argparse.ArgumentParser) -> int:
             rounds = f"; rounds won {', '.join(f'{n} {w}' for n, w in wins.items())} of {record.get('rounds')}" \
                 if wins else ""
             print(f"{k}\n    {record['variant']} (model: {record.get('model', '?')}): {times}{rounds}")
+    return 0
+
+
+def _add_machine(sub) -> None:
+    """The ``machine`` subcommand: show or measure this machine's profile (the cost model's rates)."""
+    p = sub.add_parser(
+        "machine", help="show or measure this machine's profile (the speeds method='auto' decides from)",
+        description="The machine profile (see fastdeconv.machine): BLAS GEMM, copy and numba kernel rates, "
+                    "measured once per CPU, pool size and BLAS kernel and kept in profile.json in "
+                    "$FASTDECONV_CACHE_DIR (default ~/.cache/fastdeconv). Without an option: --show.")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--show", action="store_true", help="print the profile in use (the default)")
+    group.add_argument("--measure", action="store_true",
+                       help="measure the full profile now (about a second once compiled) and store it")
+
+
+_UNITS = {"sgemm_peak": (1e-9, "GFLOP/s"), "dgemm_peak": (1e-9, "GFLOP/s"), "bandwidth": (1e-9, "GB/s"),
+          "direct_rate": (1e-9, "G multiply-adds/s"), "call": (1e6, "us"), "col2im_element": (1e9, "ns"),
+          "im2col_element": (1e9, "ns"), "plane_tap": (1e9, "ns"), "winograd_element": (1e9, "ns")}
+
+
+def _machine_command(args) -> int:
+    from .. import machine
+
+    if args.measure:
+        record = machine.measure(full=True)
+        print(f"measured the {record['kind']} profile in {record['seconds']:.2f} s")
+    info = machine.profile()
+    print(f"profile of {info['key']} ({info['kind']}, {info['source']}; measured in {info['seconds']:.2f} s)")
+    for name, value in info["rates"].items():
+        if name in _UNITS:
+            scale, unit = _UNITS[name]
+            print(f"  {name:18s} {value * scale:10.4g} {unit}")
+        elif name == "gemm_half":
+            print(f"  {name:18s} {', '.join(f'{v:.3g}' for v in value)} (M, N, K sides at half rate)")
+        else:
+            print(f"  {name:18s} {value:10.4g}")
+    return 0
+
+
+def _add_tune(sub) -> None:
+    """The ``tune`` subcommand: measure the close candidates of workloads and keep the verdicts as wisdom."""
+    p = sub.add_parser(
+        "tune", help="time the close candidates of workloads and keep the verdicts as wisdom",
+        description="Like FFTW's MEASURE: for each workload, time the variants the cost model rates within 1.6x "
+                    "of the best on random data and record the fastest (when consistently faster) in "
+                    "calibration's wisdom file, which method='auto' then follows in every process (see "
+                    "fastdeconv.calibration; export/import it with 'calibrate').")
+    p.add_argument("--workload", nargs="+", action="extend", default=[], metavar="NAME",
+                   help="built-in workload(s) to tune (names may also be comma-separated)")
+    p.add_argument("--all", action="store_true", help="every built-in workload")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default: float32")
+
+
+def _tune_command(args, parser: argparse.ArgumentParser) -> int:
+    from .. import calibration as cal
+
+    builtin = cmp.builtin_workloads()
+    names = [n.strip() for item in args.workload for n in item.split(",") if n.strip()]
+    unknown = [n for n in names if n not in builtin]
+    if unknown:
+        parser.error(f"--workload: unknown workload {', '.join(unknown)}; built-in: {', '.join(builtin)}")
+    if args.all:
+        names = list(builtin)
+    if not names:
+        parser.error("name --workload NAME ... or --all")
+    for name in dict.fromkeys(names):
+        w = builtin[name]
+        record = cal.remeasure(w.x_shape, w.w_shape, stride=w.stride, padding=w.padding,
+                               output_padding=w.output_padding, groups=w.groups, dilation=w.dilation,
+                               dtype=args.dtype)
+        if record is None:
+            print(f"{name}: nothing to measure (the model is sure, or the layer is tiny)")
+        else:
+            times = ", ".join(f"{n} {sec * 1e3:.3g} ms" for n, sec in sorted(record["seconds"].items(),
+                                                                             key=lambda kv: kv[1]))
+            print(f"{name}: {record['variant']} (model: {record['model']}): {times}")
     return 0
 
 

@@ -5,7 +5,8 @@ numba compiles a kernel the first time it is called with a new signature (second
 milliseconds). Without a warm-up the first call of a layer pays the compilation of whichever variant it runs.
 Here each variant (and the zero-fill baseline, the forward convolution, the gradients and ``zero_fill``) is run
 on tiny representative layers for every dtype, several variants at once in worker processes that each
-compile a disjoint set of them.
+compile a disjoint set of them; then (with float32) the machine profile is measured on the compiled kernels and
+stored (``fastdeconv.machine``), so that ``auto`` decides from this machine's full profile.
 
 :func:`tasks` is the one list of what gets compiled.
 """
@@ -206,11 +207,17 @@ def warmup(dtypes: Sequence[str] = DTYPES, jobs: int | None = None, progress: bo
             pool.shutdown()
     finally:
         bar.close()
+    profile_seconds = None
+    if "float32" in dtypes:  # the machine profile, on the kernels just compiled (``fastdeconv.machine``)
+        from .. import machine
+
+        profile_seconds = machine.measure(full=True)["seconds"]
     seconds = time.perf_counter() - t0
     errors = [e for unit in done for e in unit[4]]
     for error in errors:
         write(f"warmup: FAILED {error}")
     write(f"warmup: {len(units)} kernel set(s) ({', '.join(dtypes)}) compiled into numba's cache in {seconds:.1f} s "
-          f"with {jobs} process(es)" + (f"; {len(errors)} failure(s)" if errors else ""))
-    return {"seconds": seconds, "jobs": jobs, "errors": errors,
+          f"with {jobs} process(es)" + (f"; {len(errors)} failure(s)" if errors else "")
+          + (f"; machine profile measured in {profile_seconds:.2f} s" if profile_seconds is not None else ""))
+    return {"seconds": seconds, "jobs": jobs, "errors": errors, "profile_seconds": profile_seconds,
             "units": [{"name": n, "dtype": d, "seconds": s, "layers": r} for n, d, s, r, _ in done]}

@@ -50,7 +50,9 @@ picks it, it runs only when its form is requested, and then without a ranking or
 
 from __future__ import annotations
 
+import sys
 import threading
+import types
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
@@ -129,7 +131,8 @@ VARIANT_LIST: tuple[Variant, ...] = (
 )
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in VARIANT_LIST}
-FORM_OF: dict[str, str] = {v.name: v.form for v in VARIANT_LIST}
+FORM_OF: dict[str, str] = geo.VARIANT_FORMS  # (the same dict: ``method=`` accepts every registered name)
+FORM_OF.update({v.name: v.form for v in VARIANT_LIST})
 
 
 _changing = threading.Lock()  # one register / unregister at a time
@@ -208,3 +211,56 @@ def forced(name: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.n
     cost model would pick (tests; the caller checks that it applies)."""
     v = get(name)
     v.run(plan, x5, v.packed_for_call(plan, w5), bias, y5)
+
+
+def describe() -> tuple[dict, ...]:
+    """Every variant, in list order: ``{"name", "form", "description", "baseline", "exact"}``; the description
+    is the first sentence of the variant's module docstring (``"<name>: <what it does>"``), else its reason."""
+    return tuple({"name": v.name, "form": v.form, "description": _summary(v), "baseline": v.baseline,
+                  "exact": v.exact} for v in VARIANT_LIST)
+
+
+def _summary(record: Variant) -> str:
+    """The first sentence of the docstring of the module that defines ``record`` (its name prefix, file
+    references and markup left out)."""
+    import re
+
+    module = next((m for m in list(sys.modules.values()) if getattr(m, "__name__", "").startswith(__name__ + ".")
+                   and any(obj is record for obj in vars(m).values())), None)
+    doc = (getattr(module, "__doc__", None) or "").split("\n\n")[0].replace("\n", " ")
+    doc = doc.split(": ", 1)[1] if ": " in doc and record.name in doc.split(": ", 1)[0] else ""
+    doc = re.sub(r"\s*\((?:the numba kernels: )?``_kernels[^)]*\)", "", doc)
+    depth, cut = 0, len(doc)
+    for i, ch in enumerate(doc):  # the first sentence: up to a ". " or "; " outside parentheses
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0 and ch in ".;" and (i + 1 == len(doc) or doc[i + 1] == " "):
+            cut = i
+            break
+    return doc[:cut].replace("``", "").strip() or record.reason
+
+
+class _Module(types.ModuleType):
+    """This package, callable: ``fastdeconv.variants()`` is :func:`describe` (the name is both the public
+    function and this subpackage, which an import binds on ``fastdeconv``)."""
+
+    def __call__(self) -> tuple[dict, ...]:
+        """The kernel variants: ``{"name", "form", "description", "baseline", "exact"}`` each, in list order.
+
+        ``name`` is what ``method=`` accepts to pin the variant (``conv_transpose(..., method=name)``);
+        ``form`` its data-flow form; ``baseline`` marks a reference route ``auto`` never picks; ``exact`` says
+        whether it gives the definition's Inf/NaN pattern on any input.
+
+        Returns
+        -------
+        tuple of dict
+
+        Examples
+        --------
+        >>> import fastdeconv as fd
+        >>> "scatter-gemm" in [v["name"] for v in fd.variants()]
+        True
+        """
+        return describe()
+
+
+sys.modules[__name__].__class__ = _Module

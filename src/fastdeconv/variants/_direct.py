@@ -9,18 +9,19 @@ from functools import lru_cache
 import numpy as np
 
 from .. import _geometry as geo
-from .. import _model, _tasks
+from .. import _model as M
+from .. import _tasks
 from .._kernels import gather as _gd
 from .._kernels import scatter as _sd
 from .._kernels._blocks import CHANNEL_BLOCK
-from .._model import BANDWIDTH, DIRECT_CHANNEL_BLOCK, DIRECT_RATE, DIRECT_ROW_HALF, LAUNCH_POOL, LAUNCH_SERIAL
+from .._model import DIRECT_CHANNEL_BLOCK, DIRECT_ROW_HALF
 from .._tiling import tile_for
 from ._terms import sizes
 
 
 def runs_serially(plan: geo.Plan) -> bool:
     """A direct kernel on a small problem: handing chunks to the worker pool costs more than it saves."""
-    return plan.macs < _model.SERIAL_WORK
+    return plan.macs < M.SERIAL_WORK
 
 
 @lru_cache(maxsize=512)
@@ -32,7 +33,7 @@ def direct_call(plan: geo.Plan, form: str) -> tuple:
     args = (plan.groups, plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start"), tile)
     if not runs_serially(plan):
         return (_tasks.scatter if form == "scatter" else _tasks.gather), args
-    if form == "scatter" and plan.macs < _model.TINY_WORK:
+    if form == "scatter" and plan.macs < M.TINY_WORK:
         return _sd.scatter_tiny, args
     # the task count of ``_blocks.task_count``: (sample, group x channel block, output tile)
     blocks = -(-(plan.c_out // plan.groups) // CHANNEL_BLOCK)
@@ -56,8 +57,8 @@ def direct_cost(plan: geo.Plan, threads: int, slower: float) -> float:
     run = plan.axes[2].size_in
     row_eff = run / (run + DIRECT_ROW_HALF)
     block_eff = min(s.cout_g, DIRECT_CHANNEL_BLOCK) / DIRECT_CHANNEL_BLOCK
-    rate = DIRECT_RATE * s.scale * row_eff * (0.3 + 0.7 * block_eff)
-    work = (macs / rate + (s.x_elems + s.y_elems + s.w_elems) * s.item / BANDWIDTH) * slower
-    serial = work + LAUNCH_SERIAL
-    parallel = work / threads + LAUNCH_POOL  # chunks on the worker pool (``_tasks.py``)
-    return min(serial, parallel) if macs < _model.SERIAL_WORK else parallel
+    rate = M.DIRECT_RATE * s.scale * row_eff * (0.3 + 0.7 * block_eff)
+    work = (macs / rate + (s.x_elems + s.y_elems + s.w_elems) * s.item / M.BANDWIDTH) * slower
+    serial = work + M.LAUNCH_SERIAL
+    parallel = work / threads + M.LAUNCH_POOL  # chunks on the worker pool (``_tasks.py``)
+    return min(serial, parallel) if macs < M.SERIAL_WORK else parallel

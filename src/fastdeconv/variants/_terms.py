@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _geometry as geo
-from .._model import BANDWIDTH, GEMM_HALF, GEMM_PEAK
+from .. import _model as M
 
 
 def same(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
@@ -81,13 +81,16 @@ def gemm_time(flops: float, m: int, n: int, k: int, threads: int, scale: float) 
     if flops <= 0:
         return 0.0
     eff = 1.0
-    for side, half in zip((m, n, k), GEMM_HALF):
+    for side, half in zip((m, n, k), M.GEMM_HALF):
         eff *= side / (side + half)
-    # BLAS splits over M and N: small sides leave the second core without work
+    # BLAS splits over M and N: small sides leave the second core without work; the cores it uses run at the
+    # profile's parallel efficiency
     usable = max(1.0, min(threads, (m * n) / 4096))
-    return flops / (GEMM_PEAK * scale * eff * usable)
+    cores = 1.0 + (usable - 1.0) * M.GEMM_THREADS
+    peak = M.GEMM_PEAK if scale == 1.0 else M.GEMM_PEAK64 * scale / 0.5  # (fp64: the measured dgemm rate)
+    return flops / (peak * eff * cores)
 
 
 def mem_time(nbytes: float, threads: int) -> float:
     """Seconds to stream ``nbytes`` on ``threads`` cores."""
-    return nbytes / (BANDWIDTH * threads)
+    return nbytes / (M.BANDWIDTH * threads)

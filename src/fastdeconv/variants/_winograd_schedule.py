@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _geometry as geo
-from .. import _model as M
+from .. import _model
 from .._kernels.winograd import PACK_CHANNELS
 from .._threads import max_threads
 from ._winograd_math import TILES, _tile_size, matrices, weight_transform
@@ -209,14 +209,16 @@ def _worker_scratch(lay: Layout, cin_g: int, nb: int, nth: int, cb: int) -> int:
     return packed + tiles * cin_g + cin_g * cb + lay.points * cb * tiles + cb * lay.row + PACK_CHANNELS * lay.padded[2]
 
 
-# The estimate's fitted constants are ``_model.WINOGRAD_*``.
+# The estimate's constants are ``_model.WINOGRAD_*`` (rates from the profile times fixed ratios).
 
 
 def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int, shared: bool,
-          kept: bool = False) -> float:
+          kept: bool = False, m=None) -> float:
     """Estimated seconds of one call with chunks of ``nb`` samples x ``nth`` tile rows x ``cb`` channels, the
     transformed weights ``shared`` or made per chunk; ``kept``: the weight-only work (the shared transform or
-    the relayout) was done once, by an operator."""
+    the relayout) was done once, by an operator. ``m``: the constants (default: ``_model``'s, the profile's);
+    the chunk choice passes ``_model.CHUNK``, the fixed reference ones."""
+    M = _model if m is None else m
     g = plan.groups
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     n_phase = len(lay.phases)
@@ -271,7 +273,8 @@ def _choice(plan: geo.Plan, kept: bool = False) -> tuple[int, int, int, bool] | 
     All workers' scratch plus what the call holds (the re-laid-out weight, or the shared transformed weights)
     stays within one output's size; among the chunks that fit, the one with the least estimated time. A chunk
     of one sample may take part of its tile rows (large single images). Depends on the shapes, numba's pool
-    size and the machine (``_model``'s L2 size and BLAS rate), never on the current thread count.
+    size and the machine's L2 size (its chunkings compared with ``_model.CHUNK``'s fixed rates, never the
+    profile's: the chunks, hence the bits, do not move with it), never on the current thread count.
 
     ``kept``: the weight-only work is done once and kept by an operator (``pack_kept``), so it holds nothing
     per call: the workers' scratch alone keeps the rule, and the shared transformed weights may take up to
@@ -298,7 +301,7 @@ def _choice(plan: geo.Plan, kept: bool = False) -> tuple[int, int, int, bool] | 
             while True:
                 tasks = plan.groups * -(-plan.batch // nb) * -(-lay.tile_rows // nth) * -(-cout_g // cb)
                 if min(workers, tasks) * _worker_scratch(lay, cin_g, nb, nth, cb) <= budget:
-                    cost = _cost(plan, lay, nb, nth, cb, workers, shared, kept)
+                    cost = _cost(plan, lay, nb, nth, cb, workers, shared, kept, _model.CHUNK)
                     if best is None or cost < best[0]:
                         best = (cost, nb, nth, cb, shared)
                 if cb == 1:

@@ -16,15 +16,8 @@ from math import prod as _prod
 import numpy as np
 
 from .. import _geometry as geo
+from .. import _model as M
 from .._kernels.gather_gemm import im2col, phase_store, phase_weights
-from .._model import (
-    IM2COL_ELEMENT,
-    IM2COL_ROW,
-    LAUNCH_GEMM,
-    LAUNCH_PARALLEL,
-    PHASE_RELAYOUT_ELEMENT,
-    PHASE_STORE_ELEMENT,
-)
 from .._runtime import run_parallel
 from .._scan import finite_weights
 from .._threads import max_threads
@@ -211,7 +204,7 @@ def cost(plan: geo.Plan, threads: int) -> float:
     table = phase_table(plan)
     rows, cb = chunks(plan)
     c_blocks = -(-s.cout_g // cb)
-    total = s.w_elems * PHASE_RELAYOUT_ELEMENT
+    total = s.w_elems * M.PHASE_RELAYOUT_ELEMENT
     n_chunks = 0
     for _phase, m_shape, counts, _taps, _bases in table:
         n_t = int(counts[0] * counts[1] * counts[2])
@@ -223,12 +216,12 @@ def cost(plan: geo.Plan, threads: int) -> float:
         phase_macs = s.cin_g * n_t * s.cout_g * width * g
         phase_chunks = g * c_blocks * -(-m_rows // rows)
         total += g * gemm_time(2.0 * phase_macs / g, cb, min(rows, m_rows) * m_w, s.cin_g * n_t, 1, s.scale)
-        total += c_blocks * plan.c_in * n_t * (width * IM2COL_ELEMENT + m_rows * IM2COL_ROW)
-        total += plan.c_out * width * PHASE_STORE_ELEMENT + phase_chunks * LAUNCH_GEMM
+        total += c_blocks * plan.c_in * n_t * (width * M.IM2COL_ELEMENT + m_rows * M.IM2COL_ROW)
+        total += plan.c_out * width * M.PHASE_STORE_ELEMENT + phase_chunks * M.LAUNCH_GEMM
         n_chunks += phase_chunks
     if bias_phases(plan):  # the bias stored first into every output (some phases have no tap)
-        total += s.y_elems * PHASE_STORE_ELEMENT
-    return total / max(1, min(threads, n_chunks)) + LAUNCH_PARALLEL
+        total += s.y_elems * M.PHASE_STORE_ELEMENT
+    return total / max(1, min(threads, n_chunks)) + M.LAUNCH_PARALLEL
 
 
 VARIANT = Variant(

@@ -4,8 +4,8 @@ register and is stored once (``_kernels/scatter_gemm.py``): the gather form of w
 from __future__ import annotations
 
 from .. import _geometry as geo
+from .. import _model as M
 from .._kernels.scatter_gemm import gather_phases
-from .._model import LAUNCH_GEMM, LAUNCH_PARALLEL, ROWS_STEP_CHANNEL_MAJOR
 from . import Variant
 from ._terms import same, sizes
 from .scatter_gemm import applies, chunked, gather_cols, pack, scratch_elements
@@ -15,9 +15,9 @@ def cost(plan: geo.Plan, threads: int) -> float:
     # the same chunks and GEMMs as scatter-gemm, then per-output sums by phase (a later slab re-reads the partial
     # sums it adds to)
     c = chunked(plan, threads)
-    element, store = ROWS_STEP_CHANNEL_MAJOR["gather"]
+    element, store = M.ROWS_STEP_CHANNEL_MAJOR["gather"]
     gather = (c.cols * element + sizes(plan).y_elems * store * min(c.slabs, 2)) / c.workers
-    return c.gemm + c.pack + gather + c.calls * c.slabs * LAUNCH_GEMM / c.workers + LAUNCH_PARALLEL
+    return c.gemm + c.pack + gather + c.calls * c.slabs * M.LAUNCH_GEMM / c.workers + M.LAUNCH_PARALLEL
 
 
 VARIANT = Variant(

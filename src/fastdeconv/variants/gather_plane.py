@@ -12,20 +12,9 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _geometry as geo
-from .. import _model
+from .. import _model as M
 from .._kernels.plane import plane_tasks
-from .._model import (
-    LAUNCH_POOL,
-    LAUNCH_SERIAL,
-    PLANE_FILL,
-    PLANE_PASS,
-    PLANE_PHASE,
-    PLANE_SERIAL_WORK,
-    PLANE_STORE,
-    PLANE_TAP,
-    PLANE_TAP_BLOCK,
-    PLANE_WEIGHT,
-)
+from .._model import PLANE_SERIAL_WORK
 from .._runtime import run_parallel
 from .._scan import finite_weights
 from .._threads import get_num_threads, max_threads
@@ -138,7 +127,7 @@ def task_count(plan: geo.Plan) -> int:
 
 def runs_serially(plan: geo.Plan) -> bool:
     """A small problem: handing chunks to the worker pool costs more than it saves."""
-    return plan.macs < _model.PLANE_SERIAL_WORK
+    return plan.macs < M.PLANE_SERIAL_WORK
 
 
 def cost(plan: geo.Plan, threads: int) -> float:
@@ -156,14 +145,14 @@ def cost(plan: geo.Plan, threads: int) -> float:
     passes = -(-s.cout_g // cb)  # per task and phase
     phases = tasks * passes * _prod(t.shape[0] for t in lay.tables[1:])  # phases with outputs
     if cb == 1:
-        terms = computed * (taps * PLANE_TAP + -(-taps // 4) * PLANE_PASS)
+        terms = computed * (taps * M.PLANE_TAP + -(-taps // 4) * M.PLANE_PASS)
     else:  # the last block of channels may compute zero-weight extras
-        terms = computed * passes * cb / s.cout_g * taps * PLANE_TAP_BLOCK
-    work = (terms + s.y_elems * PLANE_STORE + s.x_elems * halo * PLANE_FILL) * (1.0 if s.item == 4 else 1.5) \
-        + phases * PLANE_PHASE + tasks * passes * cb * s.cin_g * s.k * PLANE_WEIGHT
+        terms = computed * passes * cb / s.cout_g * taps * M.PLANE_TAP_BLOCK
+    work = (terms + s.y_elems * M.PLANE_STORE + s.x_elems * halo * M.PLANE_FILL) * (1.0 if s.item == 4 else 1.5) \
+        + phases * M.PLANE_PHASE + tasks * passes * cb * s.cin_g * s.k * M.PLANE_WEIGHT
     if macs < PLANE_SERIAL_WORK:  # in the calling thread (``runs_serially``: the same rule)
-        return work + LAUNCH_SERIAL
-    return work / max(1, min(threads, tasks)) + LAUNCH_POOL  # chunks on the worker pool
+        return work + M.LAUNCH_SERIAL
+    return work / max(1, min(threads, tasks)) + M.LAUNCH_POOL  # chunks on the worker pool
 
 
 def run(plan, x5, w5, bias, y5) -> None:

@@ -11,8 +11,8 @@ from functools import lru_cache
 import numpy as np
 
 from .. import _geometry as geo
+from .. import _model as M
 from .._kernels.winograd import relayout, run_task, transform_weights
-from .._model import LAUNCH_PARALLEL
 from .._scan import max_abs
 from . import Variant
 from ._winograd_math import matrices
@@ -27,12 +27,12 @@ def applies(plan: geo.Plan) -> bool:
 
 def cost(plan: geo.Plan, threads: int) -> float | None:
     seconds = estimate(plan, threads)  # None: no one-off chunking keeps the memory rule
-    return None if seconds is None else seconds + LAUNCH_PARALLEL
+    return None if seconds is None else seconds + M.LAUNCH_PARALLEL
 
 
 def kept_cost(plan: geo.Plan, threads: int) -> float | None:
     seconds = kept_estimate(plan, threads)
-    return None if seconds is None else seconds + LAUNCH_PARALLEL
+    return None if seconds is None else seconds + M.LAUNCH_PARALLEL
 
 
 

@@ -12,18 +12,10 @@ from math import prod as _prod
 import numpy as np
 
 from .. import _geometry as geo
+from .. import _model as M
 from .._kernels.pixel_gemm import gather_rows, gather_rows_cm, scatter_rows
 from .._kernels.scatter_gemm import geometry_arrays
-from .._model import (
-    LAUNCH_GEMM,
-    LAUNCH_PARALLEL,
-    PHASE_RELAYOUT_ELEMENT,
-    PIXEL_GEMM_COLUMNS,
-    PIXEL_GEMM_GAIN_MAX,
-    PIXEL_GEMM_GAIN_MIN,
-    ROWS_STEP_CHANNEL_MAJOR,
-    ROWS_STEP_PIXELS_MAJOR,
-)
+from .._model import PIXEL_GEMM_COLUMNS, PIXEL_GEMM_GAIN_MAX, PIXEL_GEMM_GAIN_MIN
 from .._runtime import run_parallel
 from .._threads import max_threads
 from . import Variant
@@ -177,16 +169,16 @@ def _shared(plan: geo.Plan, threads: int) -> tuple:
     gain = min(PIXEL_GEMM_GAIN_MAX, max(PIXEL_GEMM_GAIN_MIN, width / PIXEL_GEMM_COLUMNS)) if major else 1.0
     gemm_macs = pixels * s.cin_g * width  # all groups (tasks run per group)
     gemm = gemm_time(2.0 * gemm_macs, width, max(1, max_pixels), s.cin_g, 1, s.scale) / gain
-    fixed = (s.w_elems * PHASE_RELAYOUT_ELEMENT if major else 0.0) + len(task_list) * LAUNCH_GEMM
+    fixed = (s.w_elems * M.PHASE_RELAYOUT_ELEMENT if major else 0.0) + len(task_list) * M.LAUNCH_GEMM
     return gemm, pixels * width, fixed, workers, major
 
 
 def _cost(form: str):
     def cost(plan: geo.Plan, threads: int) -> float:
         gemm, cols_elems, fixed, workers, major = _shared(plan, threads)
-        element, store = (ROWS_STEP_PIXELS_MAJOR if major else ROWS_STEP_CHANNEL_MAJOR)[form]
+        element, store = (M.ROWS_STEP_PIXELS_MAJOR if major else M.ROWS_STEP_CHANNEL_MAJOR)[form]
         step = cols_elems * element + sizes(plan).y_elems * store
-        return (gemm + step + fixed) / workers + LAUNCH_PARALLEL
+        return (gemm + step + fixed) / workers + M.LAUNCH_PARALLEL
 
     return cost
 

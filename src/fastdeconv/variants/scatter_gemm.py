@@ -25,7 +25,6 @@ from .._kernels.scatter_gemm import (
     pack_channels,
     pack_minor,
 )
-from .._model import COL2IM_ELEMENT, COL2IM_PLANE_TAP, COL2IM_WIDE_ELEMENT, LAUNCH_GEMM, LAUNCH_PARALLEL
 from .._runtime import run_parallel
 from .._threads import max_threads
 from . import Variant
@@ -39,7 +38,8 @@ _CHUNK_ELEMENTS = 1 << 21
 # for its plane buffer, longer ones beat ``col2im`` on small planes), and the most elements of its plane buffer
 MINOR_SAMPLES = 8
 MINOR_PLANE = 1 << 16
-# (the chunk choice's estimate reads ``_model``: CHUNK_GEMM_RATE, GEMM_HALF, SLAB_DISCOUNT, CHUNK_CALL)
+# (the chunk choice's estimate reads ``_model``'s fixed CHUNK_GEMM_RATE, CHUNK_GEMM_HALF, SLAB_DISCOUNT and
+# CHUNK_CALL, never the profile: the chunks, hence the bits, depend on the shapes alone)
 
 
 def applies(plan: geo.Plan) -> bool:
@@ -77,9 +77,9 @@ def cost(plan: geo.Plan, threads: int) -> float:
     n = chunks(plan)[0]
     # col2im set-ups: per channel, depth, chunk and slab
     set_ups = plan.c_out * plan.axes[0].size_out * -(-plan.batch // n) * c.slabs
-    element = COL2IM_WIDE_ELEMENT if pixels_major(plan, n) else COL2IM_ELEMENT
-    col2im = (c.cols * element + set_ups * sizes(plan).k * COL2IM_PLANE_TAP) / c.workers
-    return c.gemm + c.pack + col2im + c.calls * c.slabs * LAUNCH_GEMM / c.workers + LAUNCH_PARALLEL
+    element = M.COL2IM_WIDE_ELEMENT if pixels_major(plan, n) else M.COL2IM_ELEMENT
+    col2im = (c.cols * element + set_ups * sizes(plan).k * M.COL2IM_PLANE_TAP) / c.workers
+    return c.gemm + c.pack + col2im + c.calls * c.slabs * M.LAUNCH_GEMM / c.workers + M.LAUNCH_PARALLEL
 
 
 
@@ -156,7 +156,7 @@ def chunks(plan: geo.Plan) -> tuple[int, int, int] | None:
             # GEMMs instead of 9-row ones.
             n, slab = found
             m_side, n_side = cb * k, n * per_slab * slab
-            eff = (m_side / (m_side + M.GEMM_HALF[0]) * n_side / (n_side + M.GEMM_HALF[1])
+            eff = (m_side / (m_side + M.CHUNK_GEMM_HALF[0]) * n_side / (n_side + M.CHUNK_GEMM_HALF[1])
                    * (1.0 if slab == size else M.SLAB_DISCOUNT))
             count = g * -(-plan.batch // n) * -(-cout_g // cb)
             calls = count * -(-size // slab) if size else count

@@ -9,9 +9,10 @@ from math import prod as _prod
 import numpy as np
 
 from .. import _geometry as geo
+from .. import _model as M
 from .._kernels.conv import correlate_tasks
 from .._kernels.zerofill import fill_planes
-from .._model import BANDWIDTH, DIRECT_RATE, DIRECT_ROW_HALF, LAUNCH_POOL
+from .._model import DIRECT_ROW_HALF
 from .._tasks import correlate, fill
 from .._tiling import tile_for
 from . import Variant
@@ -34,9 +35,9 @@ def cost(plan: geo.Plan, threads: int) -> float:
     s = sizes(plan)
     dense_macs = plan.batch * plan.c_out * s.pix_out * s.cin_g * s.k
     run = plan.axes[2].size_out
-    rate = DIRECT_RATE * s.scale * run / (run + DIRECT_ROW_HALF)
-    fill = (s.x_elems + scratch(plan)) * s.item / BANDWIDTH
-    return (dense_macs / rate + fill + s.y_elems * s.item / BANDWIDTH) / threads + 2 * LAUNCH_POOL
+    rate = M.DIRECT_RATE * s.scale * run / (run + DIRECT_ROW_HALF)
+    fill = (s.x_elems + scratch(plan)) * s.item / M.BANDWIDTH
+    return (dense_macs / rate + fill + s.y_elems * s.item / M.BANDWIDTH) / threads + 2 * M.LAUNCH_POOL
 
 
 def run(plan: geo.Plan, x5: np.ndarray, wc: np.ndarray, b: np.ndarray, y5: np.ndarray) -> None:
