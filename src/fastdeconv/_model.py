@@ -55,6 +55,31 @@ REFERENCE = MappingProxyType({
     "winograd_element": 0.07e-9,  # gather-winograd: s per transformed-input element (channels-last vector adds)
 })
 FAMILIES = tuple(REFERENCE)
+# What ``_profile``'s micro-benchmarks read on a machine where REFERENCE's balance between the families holds
+# (the BLAS and copy readings of a coarse profile; the numba families solved from their probes with the reference
+# model). A profile's rate of such a family is its REFERENCE rate scaled by this machine's reading over this one:
+# a reading is not what a variant sees (a probe is small and stays in cache; a copy streams better than a
+# col2im), but the ratio between two machines' readings is. The GEMM rates and BLAS's parallel efficiency are
+# absolute (an estimate uses them as measured), so they are not listed.
+READING = MappingProxyType({
+    "gemm_half": (9.0, 0.5, 20.0),
+    "bandwidth": 27e9,
+    "call": 0.67e-6,
+    "direct_rate": 33.5e9,
+    "col2im_element": 1.13e-9,
+    "im2col_element": 0.19e-9,
+    "plane_tap": 0.022e-9,
+    "winograd_element": 0.07e-9,
+})
+
+
+def scaled(family: str, reading):
+    """The model's rate of ``family`` for this machine's ``reading`` of it (see :data:`READING`)."""
+    if family not in READING:
+        return reading
+    if family == "gemm_half":
+        return tuple(r * m / q for r, m, q in zip(REFERENCE[family], reading, READING[family]))
+    return REFERENCE[family] * reading / READING[family]
 
 # constant -> (family, ratio): the constant is ``profile[family] * ratio``
 _DERIVED = {

@@ -7,14 +7,15 @@ bandwidth of a core, the cost of a call into compiled code, and the per-element 
 fixed ratio within a family (``_model``). The rates come from micro-benchmarks, never from a CPU's name:
 
 * a **coarse** profile (:func:`measure` with ``full=False``, about a tenth of a second): the BLAS and copy rates
-  measured, the numba kernels' rates scaled from the reference rates by them (compute-bound kernels with the
-  GEMM rate, memory-bound ones with the bandwidth). It needs no compiled kernel, so it is what a process uses
+  measured; the memory-bound numba kernels' rates scaled from the reference rates by the bandwidth (``_model.READING``),
+  the compute-bound ones at their reference rates. It needs no compiled kernel, so it is what a process uses
   when nothing is stored: measured once and stored, so that every later process decides identically;
 * a **full** profile (``full=True``: ``python -m fastdeconv machine --measure`` and ``warmup``; about a second
   once the kernels are compiled): the same, then each numba family timed on the real kernels, one core, on a
   small layer where that family dominates a variant's time; the family's rate is solved from that time and the
-  variant's own estimate (which is linear in the family's cost), so that an estimate and a measurement of the
-  same kernel agree on this machine.
+  variant's own estimate (which is linear in the family's cost), and the model's rate is the reference rate
+  scaled by that reading over the reading of a machine where the reference rates hold (``_model.READING``: a
+  probe is small and stays in cache, so its reading is not a workload's rate, but two machines' ratio is).
 
 Each number is the median of several timed blocks, taken until they agree (or a few more at most). A profile
 is keyed by the CPU model and core count, numba's pool size and the BLAS kernel (threadpoolctl's
@@ -48,9 +49,9 @@ MAX_KEY = 512
 TRUST = 8.0  # a kernel family solved further than this from its coarse rate keeps the coarse one
 RANGE = 100.0  # a rate more than this factor from the reference one is not a measurement of a CPU
 KINDS = ("coarse", "full")
-# families a profile's coarse form scales with the GEMM rate (compute-bound numba kernels, whose vector width
-# follows the core's, as the GEMM's does) and with the bandwidth (memory-bound adds and copies; as times)
-COMPUTE = ("direct_rate", "plane_tap", "winograd_element")
+# families a coarse profile scales with the copy bandwidth (memory-bound adds and copies; as times); the
+# compute-bound numba families keep their reference rates until a full profile times them (their speed does not
+# follow the BLAS GEMM's: a core whose AVX-512 is double-pumped halves the GEMM, not these loops)
 MEMORY = ("col2im_element", "im2col_element")
 TIMES = ("call", "col2im_element", "im2col_element", "plane_tap", "winograd_element")  # seconds, not rates
 
@@ -313,14 +314,11 @@ def _coarse() -> dict:
         gemm_threads = min(1.0, max(0.25, parallel / (pool * one)))
     else:
         gemm_threads = 1.0
-    rates = dict(ref, sgemm_peak=max(big, one), dgemm_peak=dgemm, gemm_half=halves, gemm_threads=gemm_threads,
-                 bandwidth=bandwidth)
-    compute = rates["sgemm_peak"] / ref["sgemm_peak"]
-    memory = bandwidth / ref["bandwidth"]
-    for name in COMPUTE:
-        rates[name] = ref[name] / compute if name in TIMES else ref[name] * compute
-    for name in MEMORY:
-        rates[name] = ref[name] / memory
+    rates = dict(ref, sgemm_peak=max(big, one), dgemm_peak=dgemm, gemm_threads=gemm_threads)
+    rates["gemm_half"] = _model.scaled("gemm_half", halves)
+    memory = bandwidth / _model.READING["bandwidth"]
+    for name in ("bandwidth", *MEMORY):  # (memory-bound: times shrink as the bandwidth grows)
+        rates[name] = ref[name] * memory if name == "bandwidth" else ref[name] / memory
     return _clamped(rates)
 
 
@@ -379,9 +377,14 @@ def _full(rates: dict) -> dict:
     try:
         with _threads(1):
             rates["call"] = _call_cost()
+            solved = dict(rates)
             for family, name, plan, arrays in probes:
                 seconds = _median_time(lambda n=name, p=plan, a=arrays: variants.forced(n, p, *a))
-                rates[family] = _solve(rates, family, variants.get(name), plan, seconds)
+                value = _solve(solved, family, variants.get(name), plan, seconds)
+                if value is not None:  # (None: the probe's time is not made of this family; the coarse rate stays)
+                    solved[family] = value
+                    rates[family] = _model.scaled(family, value)
+            rates["call"] = _model.scaled("call", solved["call"] if "call" in solved else rates["call"])
     finally:
         _model.install(check_rates(installed, partial=True))  # the model runs on what it ran on
     return _clamped(rates)
@@ -399,10 +402,10 @@ def _call_cost() -> float:
     return _median_time(lambda: kernel(x5, w5, b, y5, *args))
 
 
-def _solve(rates: dict, family: str, variant, plan, seconds: float) -> float:
+def _solve(rates: dict, family: str, variant, plan, seconds: float) -> float | None:
     """The family rate at which ``variant``'s one-core estimate of ``plan`` equals ``seconds``: the estimate is
     ``A + B * u``, linear in the family's cost ``u`` (a time, or the inverse of a rate), found from two
-    evaluations; a solution outside the plausible range is clamped (``_clamped``)."""
+    evaluations; None when no plausible rate explains the time (see ``TRUST``)."""
     def estimate(u: float) -> float:
         value = 1.0 / u if family not in TIMES else u
         _model.install(check_rates(_clamped(dict(rates, **{family: value}))))
@@ -412,8 +415,8 @@ def _solve(rates: dict, family: str, variant, plan, seconds: float) -> float:
     c1, c2 = estimate(u0), estimate(2 * u0)
     slope = (c2 - c1) / u0
     if not slope > 0:
-        return rates[family]
+        return None
     u = (seconds - (c1 - slope * u0)) / slope
     if not u0 / TRUST <= u <= u0 * TRUST:  # the family is not what the time is made of: keep the coarse rate
-        return rates[family]
+        return None
     return u if family in TIMES else 1.0 / u

@@ -316,7 +316,7 @@ def _add_tune(sub) -> None:
 def _tune_command(args, parser: argparse.ArgumentParser) -> int:
     from .. import calibration as cal
 
-    builtin = cmp.builtin_workloads()
+    builtin = wls.builtin_workloads()
     names = [n.strip() for item in args.workload for n in item.split(",") if n.strip()]
     unknown = [n for n in names if n not in builtin]
     if unknown:
