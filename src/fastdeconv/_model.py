@@ -62,13 +62,13 @@ FAMILIES = tuple(REFERENCE)
 # col2im), but the ratio between two machines' readings is. The GEMM rates and BLAS's parallel efficiency are
 # absolute (an estimate uses them as measured), so they are not listed.
 READING = MappingProxyType({
-    "gemm_half": (9.0, 0.5, 20.0),
-    "bandwidth": 27e9,
-    "call": 0.67e-6,
-    "direct_rate": 33.5e9,
-    "col2im_element": 1.13e-9,
-    "im2col_element": 0.19e-9,
-    "plane_tap": 0.022e-9,
+    "gemm_half": (13.0, 0.5, 22.0),
+    "bandwidth": 33e9,
+    "call": 0.675e-6,
+    "direct_rate": 20e9,
+    "col2im_element": 0.8e-9,
+    "im2col_element": 0.14e-9,
+    "plane_tap": 0.025e-9,
     "winograd_element": 0.07e-9,
 })
 
