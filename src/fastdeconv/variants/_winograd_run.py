@@ -15,6 +15,7 @@ from .. import _geometry as geo
 from .._kernels.winograd import PACK_CHANNELS, TRANSFORM_ROWS, relayout, run_task, transform_weights
 from .._runtime import run_parallel
 from .._threads import max_threads
+from . import _epilogue
 from ._winograd_math import weight_transform
 from ._winograd_schedule import _choice, _tiles_per_row, kept_choice, layout
 
@@ -177,11 +178,13 @@ def run(plan: geo.Plan, x5: np.ndarray, weights: Weights, bias: np.ndarray, y5: 
     found = kept_choice(plan) if weights.spec.kept else _choice(plan)
     nb_max, nth_max, cb_max, shared = found
     tasks, tables, u_coefs, v_terms, v_counts, a_terms, r_arr = _arguments(plan, nb_max, nth_max, cb_max)
-    cin_g = plan.c_in // plan.groups
+    cin_g, cout_g = plan.c_in // plan.groups, plan.c_out // plan.groups
     dtype = plan.dtype
     u_all, wt = weights.u_all, weights.wt
     depth, rows, cols = lay.padded[0], nth_max * int(lay.step[1]) + lay.halo, lay.padded[2]
     tiles_max = nb_max * nth_max * _tiles_per_row(lay)
+    ep = _epilogue.args(plan)
+    rows_per_tile = int(lay.msize[1] * lay.out_stride[1])  # output rows of one row of tiles, all phases
 
     def work(part):
         xp_buf = np.empty((nb_max, depth, rows, cols, cin_g), dtype)
@@ -196,5 +199,9 @@ def run(plan: geo.Plan, x5: np.ndarray, weights: Weights, bias: np.ndarray, y5: 
                      u_coefs, v_terms, v_counts, a_terms, lay.msize, lay.step, lay.offset, lay.out_stride, xp_buf,
                      v_buf, u_buf, m_buf, buf, u_all, tile)
             packed = (gi, n0, th0)
+            if ep is not None:  # the chunk's samples, channels and rows are final: the epilogue while in cache
+                co0 = gi * cout_g + c0
+                _epilogue.box(y5, ep, (n0, n0 + nb), (co0, co0 + cb), (0, y5.shape[2]),
+                              (th0 * rows_per_tile, min(y5.shape[3], (th0 + nth_max) * rows_per_tile)))
 
     run_parallel(work, tasks)
