@@ -87,6 +87,21 @@ class Variant:
     # ``scan.max_abs``) give the definition's finite/Inf/NaN pattern anyway (else the call runs an exact variant:
     # ``_api.exact_plan``)
     check: Callable[[geo.Plan, np.ndarray, float], bool] | None = None
+    # whether ``run`` reads and writes channels-last arrays, x5 (N, D, H, W, C_in) and y5 (N, oD, oH, oW, C_out):
+    # a record applies only to plans of its layout (``applies`` is wrapped so, once)
+    channels_last: bool = False
+
+    def __post_init__(self):
+        inner = self.applies
+        if getattr(inner, "_layout", None) == self.channels_last:
+            return
+        layout = self.channels_last
+
+        def applies(plan: geo.Plan) -> bool:
+            return plan.channels_last == layout and inner(plan)
+
+        applies._layout = layout
+        object.__setattr__(self, "applies", applies)
 
     def packed_for_call(self, plan: geo.Plan, w5: np.ndarray) -> object:
         """What a one-off call hands ``run``."""
@@ -103,6 +118,7 @@ class Variant:
 
 # the modules import ``Variant`` from here: imported after it
 from . import (  # noqa: E402
+    channels_last,
     gather_direct,
     gather_gemm,
     gather_gemm_cols,
@@ -126,6 +142,10 @@ VARIANT_LIST: tuple[Variant, ...] = (
     gather_winograd.VARIANT,
     gather_plane.VARIANT,
     zerofill.VARIANT,
+    channels_last.NATIVE,
+    channels_last.DIRECT,
+    channels_last.transposing(scatter_direct.VARIANT),
+    channels_last.transposing(zerofill.VARIANT),
 )
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in VARIANT_LIST}
