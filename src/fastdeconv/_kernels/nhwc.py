@@ -16,12 +16,15 @@ from .epilogue import activate_run
 
 
 @njit(**NJIT_FLAGS)
-def nhwc_gather(cols, y, bias, n0, nn, co0, cout_g, cut, o_lo, o_hi, i_lo, slab, kern, tabs, counts, code, params):
+def nhwc_gather(cols, y, bias, n0, nn, co0, cout_g, cut, o_lo, o_hi, i_lo, slab, kern, tabs, counts, tap_major, code,
+                params):
     """Outputs of samples ``n0 : n0 + nn``, channels ``co0 : co0 + cout_g``, positions ``o_lo : o_hi`` along axis
     ``cut`` (all positions along the others) of the channels-last ``y`` (N, oD, oH, oW, C_out).
 
     ``cols`` (flat) holds, per sample of the block, per pixel of the input block ``slab`` (3,) (starting at input
-    position ``i_lo`` along ``cut``, 0 along the others), per tap, C_out_g values. ``tabs[axis, o]`` lists
+    position ``i_lo`` along ``cut``, 0 along the others), per tap, C_out_g values (``tap_major``; else per output
+    channel the K taps: the GEMM read the weight as it is, where its tap-major copy would break the memory rule).
+    ``tabs[axis, o]`` lists
     ``counts[axis, o]`` (tap, input position) pairs reaching output position ``o`` along ``axis``, in tap order.
     ``code, params``: the epilogue (``_kernels.epilogue``; code 0: none).
     """
@@ -54,14 +57,23 @@ def nhwc_gather(cols, y, bias, n0, nn, co0, cout_g, cut, o_lo, o_hi, i_lo, slab,
                             p_dh = (q * s_d + i_d) * s_h + i_h
                             for uw in range(counts[2, ow]):
                                 kw, i_w = tabs[2, ow, 2 * uw], tabs[2, ow, 2 * uw + 1] - off_w
-                                src = uintp(((p_dh * s_w + i_w) * k_all + t_dh + kw) * cout_g)
-                                if first:
-                                    for c in range(cw):
-                                        yf[dst + c] = cols[src + c]
-                                    first = False
+                                if tap_major:
+                                    src = uintp(((p_dh * s_w + i_w) * k_all + t_dh + kw) * cout_g)
+                                    if first:
+                                        for c in range(cw):
+                                            yf[dst + c] = cols[src + c]
+                                    else:
+                                        for c in range(cw):
+                                            yf[dst + c] += cols[src + c]
                                 else:
-                                    for c in range(cw):
-                                        yf[dst + c] += cols[src + c]
+                                    src = uintp((p_dh * s_w + i_w) * k_all * cout_g + t_dh + kw)
+                                    if first:
+                                        for c in range(cw):
+                                            yf[dst + c] = cols[src + c * uintp(k_all)]
+                                    else:
+                                        for c in range(cw):
+                                            yf[dst + c] += cols[src + c * uintp(k_all)]
+                                first = False
                     if first:  # no term reaches this output: the bias alone
                         for c in range(cw):
                             yf[dst + c] = bias[co0 + c]
@@ -95,6 +107,7 @@ def nhwc_direct(x, wt, bias, y, groups, kern, tabs, counts, cut, tap_major, code
     zero = one - one
     cw = uintp(cout_g)
     k_all = kern[0] * k_h * k_w
+    depthwise = tap_major and cin_g == 1 and cout_g == 1 and groups > 1
     sizes = (o_d, o_h, o_w)
     along = sizes[cut]
     for task in range(task_lo, task_hi):
@@ -117,6 +130,11 @@ def nhwc_direct(x, wt, bias, y, groups, kern, tabs, counts, cut, tap_major, code
                                 kw, i_w = tabs[2, ow, 2 * uw], tabs[2, ow, 2 * uw + 1]
                                 tap = (kd * k_h + kh) * k_w + kw
                                 pix_in = uintp((((n * size_d + i_d) * size_h + i_h) * size_w + i_w) * c_in)
+                                if depthwise:  # one channel per group: vectorized along the groups
+                                    src = uintp(tap * c_in)
+                                    for c in range(uintp(c_in)):
+                                        yf[pix_out + c] += xf[pix_in + c] * wf[src + c]
+                                    continue
                                 for g in range(groups):
                                     dst = pix_out + uintp(g * cout_g)
                                     for ci in range(g * cin_g, (g + 1) * cin_g):

@@ -144,8 +144,12 @@ VARIANT_LIST: tuple[Variant, ...] = (
     zerofill.VARIANT,
     channels_last.NATIVE,
     channels_last.DIRECT,
-    channels_last.transposing(scatter_direct.VARIANT),
-    channels_last.transposing(zerofill.VARIANT),
+    # channels-first variants run on channels-last data: one channel (the same bytes), or a requested form with
+    # no channels-last kernel (between two transposes)
+    *(channels_last.transposing(v) for v in (scatter_direct.VARIANT, scatter_gemm.VARIANT, gemm_rows.SCATTER,
+                                             gather_direct.VARIANT, gather_gemm.VARIANT, gemm_rows.GATHER,
+                                             gather_gemm_cols.VARIANT, gather_winograd.VARIANT,
+                                             gather_plane.VARIANT, zerofill.VARIANT)),
 )
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in VARIANT_LIST}

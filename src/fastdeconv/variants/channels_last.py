@@ -43,7 +43,7 @@ from ._terms import gemm_applies, gemm_time, sizes
 
 # Target ``cols`` block (elements) per task: within one core's L2, so that the rows the GEMM writes are in cache
 # when the gather reads them.
-_CHUNK_ELEMENTS = 1 << 17
+_CHUNK_ELEMENTS = 1 << 19
 
 
 def cut_axis(plan: geo.Plan) -> int:
@@ -64,6 +64,12 @@ def _input_range(a: geo.Axis, o0: int, o1: int) -> tuple[int, int]:
     return (lo, hi) if lo < hi else (0, 0)
 
 
+def tap_major(plan: geo.Plan) -> bool:
+    """Whether a one-off call re-lays the weight out tap-major (within the memory rule: one output); else the GEMM
+    reads it as it is (channel-major columns: the gather reads them with stride K)."""
+    return sizes(plan).w_elems <= sizes(plan).y_elems // 2
+
+
 @lru_cache(maxsize=256)
 def tasks(plan: geo.Plan) -> tuple[tuple, int] | None:
     """((group, first sample, samples, o0, o1, i0, i1) per task, largest input pixels of a task), by shape alone;
@@ -73,7 +79,7 @@ def tasks(plan: geo.Plan) -> tuple[tuple, int] | None:
     a = plan.axes[cut]
     inner = _prod(ax.size_in for i, ax in enumerate(plan.axes) if i != cut)  # input pixels per position on ``cut``
     out_size = plan.batch * plan.c_out * _prod(ax.size_out for ax in plan.axes)
-    relayout = plan.c_in * width
+    relayout = plan.c_in * width if tap_major(plan) else 0
     budget = (out_size - relayout) // max_threads()
     target = min(budget, max(_CHUNK_ELEMENTS, inner * width))
     per_sample = inner * a.size_in * width
@@ -108,7 +114,7 @@ def applies(plan: geo.Plan) -> bool:
 def scratch_elements(plan: geo.Plan) -> int:
     found = tasks(plan)
     width = (plan.c_out // plan.groups) * _prod(a.kernel for a in plan.axes)
-    return 0 if found is None else max_threads() * found[1] * width + plan.c_in * width
+    return 0 if found is None else max_threads() * found[1] * width + (plan.c_in * width if tap_major(plan) else 0)
 
 
 def cost(plan: geo.Plan, threads: int) -> float | None:
@@ -157,7 +163,7 @@ def tables(plan: geo.Plan) -> tuple[np.ndarray, np.ndarray]:
 
 def run(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
     """Channels-last transposed convolution into ``y5`` (N, oD, oH, oW, C_out) from ``x5`` (N, D, H, W, C_in) and
-    :func:`pack`'s weight."""
+    :func:`pack`'s weight (or the weight itself, 5-D: channel-major columns)."""
     g = plan.groups
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     k = _prod(a.kernel for a in plan.axes)
@@ -168,6 +174,8 @@ def run(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np
     in_shape = [a.size_in for a in plan.axes]
     ep = _epilogue.args(plan)
     code, params = (0, np.zeros(3, plan.dtype)) if ep is None else ep
+    major = w2.ndim == 2
+    w2 = w2.reshape(plan.c_in, -1)
 
     def work(part):
         buf = np.empty(max_pixels * cout_g * k, plan.dtype)
@@ -181,15 +189,15 @@ def run(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np
             if pixels:
                 xm = x5[tuple(index)].reshape(pixels, plan.c_in)[:, gi * cin_g:(gi + 1) * cin_g]
                 np.matmul(xm, w2[gi * cin_g:(gi + 1) * cin_g], out=cols)
-            nhwc_gather(buf, y5, bias, j0, nj, gi * cout_g, cout_g, cut, o0, o1, i0, slab, kern, tabs, counts, code,
-                        params)
+            nhwc_gather(buf, y5, bias, j0, nj, gi * cout_g, cout_g, cut, o0, o1, i0, slab, kern, tabs, counts, major,
+                        code, params)
 
     run_parallel(work, list(task_list))
 
 
 NATIVE = Variant(
     name="gather-gemm-nhwc", form="gather", applies=applies, cost=cost, scratch=scratch_elements, pack=pack,
-    run=run, serial=lambda plan: False,
+    call_pack=lambda plan, w5: pack(plan, w5) if tap_major(plan) else w5, run=run, serial=lambda plan: False,
     reason="channels-last: BLAS GEMM over pixels x channels, each output pixel's channels summed in place",
     kernels=lambda: (nhwc_gather,), exact=True, channels_last=True,
 )
@@ -230,7 +238,7 @@ def direct_run(plan: geo.Plan, x5: np.ndarray, wt: np.ndarray, bias: np.ndarray,
 def direct_cost(plan: geo.Plan, threads: int) -> float:
     """Multiply-adds at the direct rate, their vectors as long as a group's output channels; the streams."""
     s = sizes(plan)
-    run = s.cout_g
+    run = plan.c_out if s.cin_g == 1 and s.cout_g == 1 and _relaid_fits(plan) else s.cout_g  # (depthwise)
     rate = DIRECT_RATE * s.scale * run / (run + DIRECT_ROW_HALF)
     work = plan.macs / rate + (s.x_elems * s.k + s.y_elems + s.w_elems) * s.item / BANDWIDTH
     if plan.macs < SERIAL_WORK:
@@ -255,6 +263,11 @@ def channels_first(plan: geo.Plan) -> geo.Plan:
     return dataclasses.replace(plan, channels_last=False)
 
 
+def same_bytes(plan: geo.Plan) -> bool:
+    """One input and one output channel: channels-last arrays are the channels-first ones, byte for byte."""
+    return plan.c_in == 1 and plan.c_out == 1
+
+
 def transposing(inner: Variant) -> Variant:
     """A channels-last record that runs ``inner`` (a channels-first variant) between two transposes: where the
     native variant does not apply, or ``inner``'s form is requested and has no native variant."""
@@ -262,10 +275,14 @@ def transposing(inner: Variant) -> Variant:
     def applies_(plan: geo.Plan) -> bool:
         if not inner.applies(channels_first(plan)):
             return False
-        return plan.method == inner.form and inner.form != NATIVE.form
+        return same_bytes(plan) or (plan.method == inner.form and inner.form != NATIVE.form)
 
     def run_(plan: geo.Plan, x5: np.ndarray, packed, bias: np.ndarray, y5: np.ndarray) -> None:
         first = channels_first(plan)
+        if same_bytes(plan):  # one channel: (N, D, H, W, 1) and (N, 1, D, H, W) are the same bytes
+            inner.run(first, x5.reshape((x5.shape[0], 1) + x5.shape[1:4]), packed, bias,
+                      y5.reshape((y5.shape[0], 1) + y5.shape[1:4]))
+            return
         geo.check_memory(x5.shape, plan.dtype, "the channels-first copy of x")
         xt = np.ascontiguousarray(x5.transpose(0, 4, 1, 2, 3))
         yt = np.empty((y5.shape[0], y5.shape[4]) + y5.shape[1:4], plan.dtype)
@@ -273,6 +290,8 @@ def transposing(inner: Variant) -> Variant:
         y5[...] = yt.transpose(0, 2, 3, 4, 1)
 
     def moved(plan: geo.Plan) -> float:
+        if same_bytes(plan):
+            return 0.0
         s = sizes(plan)
         return 2 * (s.x_elems + s.y_elems) * s.item / BANDWIDTH
 
@@ -282,7 +301,7 @@ def transposing(inner: Variant) -> Variant:
 
     return Variant(
         name=f"transpose-{inner.name}", form=inner.form, applies=applies_, cost=cost_,
-        scratch=lambda plan: inner.scratch(channels_first(plan)) + sizes(plan).x_elems,
+        scratch=lambda plan: inner.scratch(channels_first(plan)) + (0 if same_bytes(plan) else sizes(plan).x_elems),
         pack=inner.pack, pack_input=lambda plan: inner.pack_input(channels_first(plan)),
         call_pack=lambda plan, w5: inner.packed_for_call(channels_first(plan), w5), run=run_,
         serial=lambda plan: False, reason=f"channels-last data transposed around {inner.name}",
