@@ -146,7 +146,7 @@ def _choose(plan: geo.Plan, kept: bool) -> Choice:
 
 
 def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int = 1, dilation=1,
-         output_size=None, method: str = "auto", dtype=np.float32) -> Choice:
+         output_size=None, method: str = "auto", dtype=np.float32, data_format: str = "channels_first") -> Choice:
     """Which variant ``conv_transpose`` runs for these shapes, and the estimated cost of every variant.
 
     Parameters
@@ -161,6 +161,8 @@ def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int
         The requested form; ``"auto"`` compares all variants.
     dtype : numpy dtype, default float32
         Data type of x and weight (float32, or anything else meaning float64).
+    data_format : {"channels_first", "channels_last"}
+        The layout of x, as for :func:`fastdeconv.conv_transpose` (channels-last: x_shape is (N, *spatial, C_in)).
 
     Returns
     -------
@@ -186,7 +188,7 @@ def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int
     w_shape = _shape(w_shape, "w_shape")
     dt = np.dtype(dtype)
     p = geo.make_plan(x_shape, w_shape, dt, dt, stride, padding, output_padding, groups, dilation, output_size,
-                      method)
+                      method, data_format=data_format)
     return current(p)
 
 
