@@ -208,9 +208,8 @@ class ConvTranspose:
                              f"apply; use an operator without an activation for the gradients")
         if data_format == "channels_last":  # the gradients' kernels are channels-first: transposed around them
             x, grad_output = _as_array(x, "x"), _as_array(grad_output, "grad_output")
-            first = [x.ndim - 1] + list(range(x.ndim - 1))
-            lead = [] if x.ndim == self._w.ndim - 1 else [0]
-            perm = lead + [first[-1] if lead else x.ndim - 1] + [a for a in range(len(lead), x.ndim - 1)]
+            lead = [] if x.ndim == self._w.ndim - 1 else [0]  # (unbatched: no batch axis)
+            perm = lead + [x.ndim - 1] + list(range(len(lead), x.ndim - 1))
             back = np.argsort(perm)
             gx, gw, gb = conv_transpose_backward(grad_output.transpose(perm), x.transpose(perm), self._w, stride,
                                                  padding, output_padding, groups, dilation)
