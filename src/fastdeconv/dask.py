@@ -234,7 +234,7 @@ def _window(axis: geo.Axis, o_lo: int, o_hi: int) -> tuple[int, int, int, int]:
     return lo, max(hi, lo + 1), o_lo, o_hi
 
 
-def _pieces(x_name: str, nb: int, in_bounds: list[list[int]], wins, last: bool = False) -> tuple[list, list]:
+def _pieces(x_name: str, nb: int, in_bounds: list[list[int]], wins, channels_last: bool = False) -> tuple[list, list]:
     """Keys of the input blocks a window overlaps and, for each, (window slices, block slices, the block's
     declared spatial shape)."""
     per_axis = []
@@ -250,7 +250,7 @@ def _pieces(x_name: str, nb: int, in_bounds: list[list[int]], wins, last: bool =
     keys, copies = [], []
     for combo in product(*per_axis):
         idx = tuple(e[0] for e in combo)
-        keys.append((x_name, nb) + idx + (0,) if last else (x_name, nb, 0) + idx)
+        keys.append((x_name, nb) + idx + (0,) if channels_last else (x_name, nb, 0) + idx)
         copies.append((tuple(e[1] for e in combo), tuple(e[2] for e in combo), tuple(e[3] for e in combo)))
     return keys, copies
 
