@@ -46,7 +46,7 @@ def test_every_channels_last_variant_forced(case):
     base = geo.make_plan(xl.shape, w.shape, xl.dtype, w.dtype, **kw, bias_shape=b.shape, data_format="channels_last")
     assert base.out_shape == expected.shape
     ran = []
-    for variant in variants.names(baseline=True):
+    for variant in variants.names(baseline=True, layout="channels_last"):
         plan = dataclasses.replace(base, method=_cost.FORM_OF[variant], variant=variant)
         if not variants.get(variant).applies(plan):
             continue

@@ -52,8 +52,12 @@ def tasks(dtypes: Sequence[str] = DTYPES) -> list[tuple[str, str]]:
     """
     from .. import variants
 
-    names = list(variants.names()) + list(EXTRAS)
+    names = list(variants.names(layout=None)) + list(EXTRAS)
     return [(name, dtype) for dtype in dtypes for name in names]
+
+
+def plan_format(record) -> str:
+    return "channels_last" if record.channels_last else "channels_first"
 
 
 def _forced(variant: str, x, w, kw: dict) -> bool:
@@ -65,13 +69,21 @@ def _forced(variant: str, x, w, kw: dict) -> bool:
     from .._scan import max_abs
 
     record = variants.get(variant)
+    if record.channels_last:  # (N, *spatial, C) data
+        x = np.ascontiguousarray(np.moveaxis(x, x.ndim - w.ndim + 1, -1))
     plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, kw.get("stride", 1), kw.get("padding", 0),
-                         kw.get("output_padding", 0), kw.get("groups", 1), kw.get("dilation", 1), None, record.form)
+                         kw.get("output_padding", 0), kw.get("groups", 1), kw.get("dilation", 1), None, record.form,
+                         data_format=plan_format(record))
     if not record.applies(plan) or record.estimate(plan, 1) is None:
         return False
-    x5 = x.reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
+    spatial_in, spatial_out = tuple(a.size_in for a in plan.axes), tuple(a.size_out for a in plan.axes)
+    if plan.channels_last:
+        x5 = x.reshape((plan.batch,) + spatial_in + (plan.c_in,))
+        y5 = np.empty((plan.batch,) + spatial_out + (plan.c_out,), plan.dtype)
+    else:
+        x5 = x.reshape((plan.batch, plan.c_in) + spatial_in)
+        y5 = np.empty((plan.batch, plan.c_out) + spatial_out, plan.dtype)
     w5 = w.reshape((plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes))
-    y5 = np.empty((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes), plan.dtype)
     if record.check is not None:
         record.check(plan, x5, max_abs(w5))
     variants.forced(variant, plan, x5, w5, np.zeros(plan.c_out, plan.dtype), y5)

@@ -203,11 +203,14 @@ def dispatchers(name: str | None = None) -> tuple:
     return tuple(found.values())
 
 
-def names(form: str | None = None, *, baseline: bool = False) -> tuple[str, ...]:
+def names(form: str | None = None, *, baseline: bool = False, layout: str | None = "channels_first"
+          ) -> tuple[str, ...]:
     """The variant names in list order: all that ``auto`` ranks, or those of one ``form`` (``baseline=True``
-    includes the baseline routes; asking for the form of a baseline lists it)."""
+    includes the baseline routes; asking for the form of a baseline lists it), of one data layout
+    (``"channels_first"``, the default, or ``"channels_last"``; None: both)."""
     return tuple(v.name for v in VARIANT_LIST
-                 if (form is None or v.form == form) and (baseline or not v.baseline or form is not None))
+                 if (form is None or v.form == form) and (baseline or not v.baseline or form is not None)
+                 and (layout is None or v.channels_last == (layout == "channels_last")))
 
 
 def get(name: str) -> Variant:
