@@ -7,8 +7,7 @@ that wrote it, while that region is still in cache: never as a pass over the who
 output is computed in float32. NaN stays NaN under every activation (a comparison with NaN is false).
 """
 
-import math
-
+import numpy as np
 from numba import uintp
 
 from .._compiled import njit
@@ -27,9 +26,9 @@ def activate(v, code, a, b, one):
     if code == LEAKY_RELU:
         return a * v if v < 0 else v
     if code == TANH:
-        return math.tanh(v)
+        return np.tanh(v)
     if code == SIGMOID:
-        return one / (one + math.exp(-v))
+        return one / (one + np.exp(-v))
     if code == CLAMP:
         if v < a:
             return a

@@ -41,7 +41,7 @@ GEOMETRIES: tuple[tuple[tuple[int, ...], tuple[int, ...], dict], ...] = (
     ((1, 8, 12, 12), (8, 8, 3, 3), {"stride": 1, "padding": 2, "dilation": 2}),  # dilated
 )
 # The other numba kernels: the zero-fill baseline, the forward convolution (direct and GEMM), its gradients.
-EXTRAS = ("zerofill", "conv", "backward", "zero_fill")
+EXTRAS = ("zerofill", "conv", "backward", "zero_fill", "channels_last")
 
 
 def tasks(dtypes: Sequence[str] = DTYPES) -> list[tuple[str, str]]:
@@ -52,7 +52,7 @@ def tasks(dtypes: Sequence[str] = DTYPES) -> list[tuple[str, str]]:
     """
     from .. import variants
 
-    names = list(variants.names(layout=None)) + list(EXTRAS)
+    names = list(variants.names()) + list(EXTRAS)
     return [(name, dtype) for dtype in dtypes for name in names]
 
 
@@ -114,6 +114,11 @@ def run_task(name: str, dtype: str) -> tuple[str, str, float, int, list[str]]:
                 fd.conv_transpose_backward(y, x, w, **kw)
             elif name == "zero_fill":
                 fd.zero_fill(x, kw.get("stride", 1), kw.get("padding", 0))
+            elif name == "channels_last":  # the channels-last variants, forced, on channels-last data
+                from .. import variants
+
+                if not any([_forced(v, x, w, kw) for v in variants.names(baseline=True, layout=name)]):
+                    continue
             elif not _forced(name, x, w, kw):
                 continue
             ran += 1
