@@ -43,6 +43,7 @@ import numpy as np
 from .._compiled import njit
 from ..config import NJIT_FLAGS
 from ._index import at
+from .epilogue import activate_run
 
 PACK_CHANNELS = 16  # channels ``pack`` transposes at a time (one 64-byte vector of float32)
 TRANSFORM_ROWS = 16  # input channels ``transform_weights`` transforms at a time
@@ -208,8 +209,9 @@ def input_point(xp, nb, terms, step, ntiles, vt):
 
 
 @njit(**NJIT_FLAGS)
-def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mcount, ntiles, th0):
-    """``y[n0 + j, c0 + c, phase + stride * m] = sum_xi A[i, xi] * m_blocks[xi, t, c] + bias``, ``m = t * M + i``.
+def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mcount, ntiles, th0, code, params):
+    """``y[n0 + j, c0 + c, phase + stride * m] = sum_xi A[i, xi] * m_blocks[xi, t, c] + bias``, ``m = t * M + i``,
+    then the epilogue's activation ``code`` (``_kernels.epilogue``; 0: none) in the same store.
 
     Tiles ``t`` are local to the chunk: tile row ``a`` is the phase's tile row ``th0 + a``.
     ``terms[i]`` lists output ``i``'s nonzero (coefficient, point) pairs, zero-padded at the end. One output
@@ -278,10 +280,19 @@ def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mco
                                                 + c_3 * mf[at(s_3 + o + c)]
                                 k += take
                         dst = sample + ((phase[0] + s_d * md) * o_h + phase[1] + s_h * mh) * o_w + phase[2]
-                        for c in range(cb):
-                            bv = bias[c0 + c]
+                        if code == 0:
+                            for c in range(cb):
+                                bv = bias[c0 + c]
+                                for q in range(run):
+                                    yf[at(dst + c * volume + q * s_w)] = bf[at(q * cb + c)] + bv
+                        else:  # bias, activation (on the row in ``buf``, contiguous), then the store
                             for q in range(run):
-                                yf[at(dst + c * volume + q * s_w)] = bf[at(q * cb + c)] + bv
+                                for c in range(cb):
+                                    bf[at(q * cb + c)] += bias[c0 + c]
+                            activate_run(bf, 0, run * cb, code, params[0], params[1], params[2])
+                            for c in range(cb):
+                                for q in range(run):
+                                    yf[at(dst + c * volume + q * s_w)] = bf[at(q * cb + c)]
 
 
 @njit(**NJIT_FLAGS)
@@ -328,7 +339,7 @@ def transform_weights(w, taps, r, u_coefs, groups, cb_max, ci_lo, ci_hi, tmp, u_
 
 @njit(**NJIT_FLAGS)
 def run_task(x, wt, bias, y, gi, cin_g, n0, nb, th0, nth, c0, cb, repack, tables, u_coefs, v_terms, v_counts,
-             a_terms, msize, step, offset, stride, xp_buf, v_buf, u_buf, m_buf, buf, u_all, tile):
+             a_terms, msize, step, offset, stride, xp_buf, v_buf, u_buf, m_buf, buf, u_all, tile, code, params):
     """One chunk: group ``gi``, samples ``n0 : n0 + nb``, tile rows ``th0 : th0 + nth``, channels ``c0 : c0 + cb``.
 
     Every sub-phase, every point. ``tables[p] = (phase (3,), mcount (3,), ntiles (3,), (weight phase, 0, 0))``;
@@ -336,7 +347,7 @@ def run_task(x, wt, bias, y, gi, cin_g, n0, nb, th0, nth, c0, cb, repack, tables
     of each point is ``np.dot`` on contiguous blocks (BLAS, called from numba: no Python round trip per point).
     ``repack`` is False when the previous chunk of this worker packed the same samples and rows. A non-empty
     ``u_all`` holds every point's transformed weights (``shares_weights``, see ``transform_weights``); otherwise
-    each point's are computed here into ``u_buf``.
+    each point's are computed here into ``u_buf``. ``code, params``: the epilogue, applied in the store.
     """
     xp = xp_buf[:nb]
     if repack:
@@ -369,4 +380,4 @@ def run_task(x, wt, bias, y, gi, cin_g, n0, nb, th0, nth, c0, cb, repack, tables
             input_point(xp, nb, v_terms[p, xi, :v_counts[p, xi]], step, local, vt)
             np.dot(vt, u_mat, m_blocks[xi])
         inverse(m_blocks, a_terms, buf, y, bias, n0, nb, gi * cout_g + c0, tables[p, 0], stride, msize,
-                tables[p, 1], local, th0)
+                tables[p, 1], local, th0, code, params)

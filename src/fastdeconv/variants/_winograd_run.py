@@ -128,7 +128,7 @@ def _run_task_signature(dtype: np.dtype) -> tuple:
     a = [types.Array(from_dtype(np.dtype(dtype)), ndim, "C") for ndim in range(6)]  # a[n]: n-D float array
     ints = [types.Array(types.int64, ndim, "C") for ndim in range(4)]
     return ((a[5], a[4], a[1], a[5]) + (types.int64,) * 8 + (types.boolean, ints[3], a[2], a[4], ints[2], a[3])
-            + (ints[1],) * 4 + (a[5], a[1], a[1], a[1], a[2], a[1], a[1]))
+            + (ints[1],) * 4 + (a[5], a[1], a[1], a[1], a[2], a[1], a[1], types.int64, a[1]))
 
 
 def _compile_cold(first, args: tuple) -> None:
@@ -178,13 +178,13 @@ def run(plan: geo.Plan, x5: np.ndarray, weights: Weights, bias: np.ndarray, y5: 
     found = kept_choice(plan) if weights.spec.kept else _choice(plan)
     nb_max, nth_max, cb_max, shared = found
     tasks, tables, u_coefs, v_terms, v_counts, a_terms, r_arr = _arguments(plan, nb_max, nth_max, cb_max)
-    cin_g, cout_g = plan.c_in // plan.groups, plan.c_out // plan.groups
+    cin_g = plan.c_in // plan.groups
     dtype = plan.dtype
     u_all, wt = weights.u_all, weights.wt
     depth, rows, cols = lay.padded[0], nth_max * int(lay.step[1]) + lay.halo, lay.padded[2]
     tiles_max = nb_max * nth_max * _tiles_per_row(lay)
-    ep = _epilogue.args(plan)
-    rows_per_tile = int(lay.msize[1] * lay.out_stride[1])  # output rows of one row of tiles, all phases
+    # the epilogue runs in the kernel's store (``inverse``), once per output row of a phase
+    code, params = _epilogue.args(plan) or (0, np.zeros(3, dtype))
 
     def work(part):
         xp_buf = np.empty((nb_max, depth, rows, cols, cin_g), dtype)
@@ -197,11 +197,7 @@ def run(plan: geo.Plan, x5: np.ndarray, weights: Weights, bias: np.ndarray, y5: 
         for gi, n0, nb, th0, c0, cb in part:
             run_task(x5, wt, bias, y5, gi, cin_g, n0, nb, th0, nth_max, c0, cb, packed != (gi, n0, th0), tables,
                      u_coefs, v_terms, v_counts, a_terms, lay.msize, lay.step, lay.offset, lay.out_stride, xp_buf,
-                     v_buf, u_buf, m_buf, buf, u_all, tile)
+                     v_buf, u_buf, m_buf, buf, u_all, tile, code, params)
             packed = (gi, n0, th0)
-            if ep is not None:  # the chunk's samples, channels and rows are final: the epilogue while in cache
-                co0 = gi * cout_g + c0
-                _epilogue.box(y5, ep, (n0, n0 + nb), (co0, co0 + cb), (0, y5.shape[2]),
-                              (th0 * rows_per_tile, min(y5.shape[3], (th0 + nth_max) * rows_per_tile)))
 
     run_parallel(work, tasks)
