@@ -43,7 +43,7 @@ import numpy as np
 from .._compiled import njit
 from ..config import NJIT_FLAGS
 from ._index import at
-from .epilogue import activate_run
+from .epilogue import activate
 
 PACK_CHANNELS = 16  # channels ``pack`` transposes at a time (one 64-byte vector of float32)
 TRANSFORM_ROWS = 16  # input channels ``transform_weights`` transforms at a time
@@ -285,14 +285,13 @@ def inverse(m_blocks, terms, buf, y, bias, n0, nb, c0, phase, stride, msize, mco
                                 bv = bias[c0 + c]
                                 for q in range(run):
                                     yf[at(dst + c * volume + q * s_w)] = bf[at(q * cb + c)] + bv
-                        else:  # bias, activation (on the row in ``buf``, contiguous), then the store
-                            for q in range(run):
-                                for c in range(cb):
-                                    bf[at(q * cb + c)] += bias[c0 + c]
-                            activate_run(bf, 0, run * cb, code, params[0], params[1], params[2])
+                        else:  # the same store, the activation applied to each value stored
+                            p_a, p_b, one = params[0], params[1], params[2]
                             for c in range(cb):
+                                bv = bias[c0 + c]
                                 for q in range(run):
-                                    yf[at(dst + c * volume + q * s_w)] = bf[at(q * cb + c)]
+                                    yf[at(dst + c * volume + q * s_w)] = activate(bf[at(q * cb + c)] + bv, code,
+                                                                                  p_a, p_b, one)
 
 
 @njit(**NJIT_FLAGS)
