@@ -16,17 +16,20 @@ from .epilogue import activate_run
 
 
 @njit(**NJIT_FLAGS)
-def nhwc_gather(cols, y, bias, n0, nn, co0, cout_g, cut, o_lo, o_hi, i_lo, slab, kern, tabs, counts, tap_major, code,
-                params):
+def nhwc_gather(cols, y, bias, n0, nn, co0, cout_g, cut, o_lo, o_hi, i_lo, slab, kern, tabs, counts, wtab, tap_major,
+                code, params):
     """Outputs of samples ``n0 : n0 + nn``, channels ``co0 : co0 + cout_g``, positions ``o_lo : o_hi`` along axis
     ``cut`` (all positions along the others) of the channels-last ``y`` (N, oD, oH, oW, C_out).
 
     ``cols`` (flat) holds, per sample of the block, per pixel of the input block ``slab`` (3,) (starting at input
     position ``i_lo`` along ``cut``, 0 along the others), per tap, C_out_g values (``tap_major``; else per output
     channel the K taps: the GEMM read the weight as it is, where its tap-major copy would break the memory rule).
-    ``tabs[axis, o]`` lists
-    ``counts[axis, o]`` (tap, input position) pairs reaching output position ``o`` along ``axis``, in tap order.
-    ``code, params``: the epilogue (``_kernels.epilogue``; code 0: none).
+    ``tabs[axis, o]`` lists ``counts[axis, o]`` (tap, input position) pairs reaching output position ``o`` along
+    the D and H axes, in tap order; along W, ``wtab`` has one row per output phase ``r``: (outputs, taps, then
+    (tap, base) per tap), output ``r + stride * m`` reading input ``base + m``. Per output row: the row's
+    outputs are zeroed, every (kd, kh) pair's W taps add their runs (phase by phase, tap by tap: a fixed order
+    per element), then each output gets the bias and the epilogue ``code, params`` (``_kernels.epilogue``; 0:
+    none) while the row is in cache.
     """
     o_d, o_h, o_w, c_out = y.shape[1], y.shape[2], y.shape[3], y.shape[4]
     yf = y.reshape(-1)
@@ -40,46 +43,59 @@ def nhwc_gather(cols, y, bias, n0, nn, co0, cout_g, cut, o_lo, o_hi, i_lo, slab,
     lo_d, hi_d = (o_lo, o_hi) if cut == 0 else (0, o_d)
     lo_h, hi_h = (o_lo, o_hi) if cut == 1 else (0, o_h)
     lo_w, hi_w = (o_lo, o_hi) if cut == 2 else (0, o_w)
+    stride_w = wtab.shape[0]  # output phases along W (the stride, or o_w when it is smaller)
     a, b, one = params[0], params[1], params[2]
+    zero = one - one
     cw = uintp(cout_g)
+    kk = uintp(k_all)
+    pitch = uintp(c_out)
     for q in range(nn):
         n = n0 + q
         for od in range(lo_d, hi_d):
             for oh in range(lo_h, hi_h):
+                row = uintp((((n * o_d + od) * o_h + oh) * o_w) * c_out + co0)
                 for ow in range(lo_w, hi_w):
-                    dst = uintp((((n * o_d + od) * o_h + oh) * o_w + ow) * c_out + co0)
-                    first = True
-                    for ud in range(counts[0, od]):
-                        kd, i_d = tabs[0, od, 2 * ud], tabs[0, od, 2 * ud + 1] - off_d
-                        for uh in range(counts[1, oh]):
-                            kh, i_h = tabs[1, oh, 2 * uh], tabs[1, oh, 2 * uh + 1] - off_h
-                            t_dh = (kd * k_h + kh) * k_w
-                            p_dh = (q * s_d + i_d) * s_h + i_h
-                            for uw in range(counts[2, ow]):
-                                kw, i_w = tabs[2, ow, 2 * uw], tabs[2, ow, 2 * uw + 1] - off_w
+                    dst = row + uintp(ow) * pitch
+                    for c in range(cw):
+                        yf[dst + c] = zero
+                for ud in range(counts[0, od]):
+                    kd, i_d = tabs[0, od, 2 * ud], tabs[0, od, 2 * ud + 1] - off_d
+                    for uh in range(counts[1, oh]):
+                        kh, i_h = tabs[1, oh, 2 * uh], tabs[1, oh, 2 * uh + 1] - off_h
+                        t_dh = (kd * k_h + kh) * k_w
+                        p_dh = ((q * s_d + i_d) * s_h + i_h) * s_w
+                        for r in range(stride_w):
+                            count = wtab[r, 0]
+                            for u in range(wtab[r, 1]):
+                                kw, base = wtab[r, 2 + 2 * u], wtab[r, 3 + 2 * u] - off_w
+                                # m: inside the slab (0 <= base + m < s_w) and the block (lo_w <= r + stride * m)
+                                m_lo = max(max(0, -base), -((r - lo_w) // stride_w))
+                                m_hi = min(min(count, s_w - base), -((r - hi_w) // stride_w))
+                                if m_lo >= m_hi:
+                                    continue
+                                t = t_dh + kw
+                                dst = row + uintp(r + stride_w * m_lo) * pitch
+                                step = uintp(stride_w) * pitch
                                 if tap_major:
-                                    src = uintp(((p_dh * s_w + i_w) * k_all + t_dh + kw) * cout_g)
-                                    if first:
-                                        for c in range(cw):
-                                            yf[dst + c] = cols[src + c]
-                                    else:
+                                    src = uintp(((p_dh + base + m_lo) * k_all + t) * cout_g)
+                                    jump = kk * cw
+                                    for _ in range(uintp(m_hi - m_lo)):
                                         for c in range(cw):
                                             yf[dst + c] += cols[src + c]
+                                        dst += step
+                                        src += jump
                                 else:
-                                    src = uintp((p_dh * s_w + i_w) * k_all * cout_g + t_dh + kw)
-                                    if first:
+                                    src = uintp((p_dh + base + m_lo) * k_all * cout_g + t)
+                                    jump = kk * cw
+                                    for _ in range(uintp(m_hi - m_lo)):
                                         for c in range(cw):
-                                            yf[dst + c] = cols[src + c * uintp(k_all)]
-                                    else:
-                                        for c in range(cw):
-                                            yf[dst + c] += cols[src + c * uintp(k_all)]
-                                first = False
-                    if first:  # no term reaches this output: the bias alone
-                        for c in range(cw):
-                            yf[dst + c] = bias[co0 + c]
-                    else:
-                        for c in range(cw):
-                            yf[dst + c] += bias[co0 + c]
+                                            yf[dst + c] += cols[src + c * kk]
+                                        dst += step
+                                        src += jump
+                for ow in range(lo_w, hi_w):
+                    dst = row + uintp(ow) * pitch
+                    for c in range(cw):
+                        yf[dst + c] += bias[co0 + c]
                     if code != 0:
                         activate_run(yf, dst, cout_g, code, a, b, one)
     return pix

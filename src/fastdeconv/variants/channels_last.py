@@ -40,6 +40,7 @@ from .._tasks import run_tasks
 from .._threads import max_threads
 from . import Variant, _epilogue
 from ._terms import gemm_applies, gemm_time, sizes
+from .gather_plane import axis_table
 
 # Target ``cols`` block (elements) per task: within one core's L2, so that the rows the GEMM writes are in cache
 # when the gather reads them.
@@ -169,6 +170,7 @@ def run(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np
     k = _prod(a.kernel for a in plan.axes)
     task_list, max_pixels = tasks(plan)
     tabs, counts = tables(plan)
+    wtab = axis_table(plan.axes[2])[0]
     cut = cut_axis(plan)
     kern = plan.arrays("kernel")
     in_shape = [a.size_in for a in plan.axes]
@@ -189,8 +191,8 @@ def run(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np
             if pixels:
                 xm = x5[tuple(index)].reshape(pixels, plan.c_in)[:, gi * cin_g:(gi + 1) * cin_g]
                 np.matmul(xm, w2[gi * cin_g:(gi + 1) * cin_g], out=cols)
-            nhwc_gather(buf, y5, bias, j0, nj, gi * cout_g, cout_g, cut, o0, o1, i0, slab, kern, tabs, counts, major,
-                        code, params)
+            nhwc_gather(buf, y5, bias, j0, nj, gi * cout_g, cout_g, cut, o0, o1, i0, slab, kern, tabs, counts, wtab,
+                        major, code, params)
 
     run_parallel(work, list(task_list))
 
