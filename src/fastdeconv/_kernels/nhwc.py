@@ -102,7 +102,7 @@ def nhwc_gather(cols, y, bias, n0, nn, co0, cout_g, cut, o_lo, o_hi, i_lo, slab,
 
 
 @njit(**NJIT_FLAGS)
-def nhwc_direct(x, wt, bias, y, groups, kern, tabs, counts, cut, tap_major, code, params, task_lo, task_hi):
+def nhwc_direct(x, wt, bias, y, groups, kern, tabs, counts, wtab, cut, tap_major, code, params, task_lo, task_hi):
     """``gather-direct-nhwc``'s tasks ``[task_lo, task_hi)``: (sample, output position along axis ``cut``), each
     every output pixel of that slice, every channel.
 
@@ -112,7 +112,9 @@ def nhwc_direct(x, wt, bias, y, groups, kern, tabs, counts, cut, tap_major, code
     the memory rule). An output pixel's run of C_out_g channels of a
     group sums ``x[pixel, ci] * wt[tap, g * C_in_g + ci, :]`` over its (tap, input pixel) pairs in tap order and
     the group's input channels in order (one vectorized loop along the output channels each), then gets the bias
-    and the epilogue while in L1. No scratch.
+    and the epilogue while in L1. No scratch. Depthwise layers (one channel per group) run by output rows instead:
+    each W tap (``wtab``: per output phase, as in ``nhwc_gather``) adds a run of pixels, vectorized along the
+    groups.
     """
     size_d, size_h, size_w, c_in = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
     o_d, o_h, o_w, c_out = y.shape[1], y.shape[2], y.shape[3], y.shape[4]
@@ -132,6 +134,10 @@ def nhwc_direct(x, wt, bias, y, groups, kern, tabs, counts, cut, tap_major, code
         lo_d, hi_d = (pos, pos + 1) if cut == 0 else (0, o_d)
         lo_h, hi_h = (pos, pos + 1) if cut == 1 else (0, o_h)
         lo_w, hi_w = (pos, pos + 1) if cut == 2 else (0, o_w)
+        if depthwise:
+            _depthwise_rows(xf, wf, bias, yf, n, lo_d, hi_d, lo_h, hi_h, lo_w, hi_w, x.shape, y.shape, k_h, k_w, tabs,
+                            counts, wtab, code, params)
+            continue
         for od in range(lo_d, hi_d):
             for oh in range(lo_h, hi_h):
                 for ow in range(lo_w, hi_w):
@@ -167,3 +173,50 @@ def nhwc_direct(x, wt, bias, y, groups, kern, tabs, counts, cut, tap_major, code
                         yf[pix_out + c] += bias[c]
                     if code != 0:
                         activate_run(yf, pix_out, c_out, code, a, b, one)
+
+
+@njit(inline="always", **NJIT_FLAGS)
+def _depthwise_rows(xf, wf, bias, yf, n, lo_d, hi_d, lo_h, hi_h, lo_w, hi_w, x_shape, y_shape, k_h, k_w, tabs, counts,
+                    wtab, code, params):
+    """``nhwc_direct``'s depthwise task: per output row, zeroed, then per (kd, kh) pair and W tap (phase by phase,
+    tap by tap) a run of output pixels adds ``x[pixel] * w[tap]`` along the channels, then the bias and the
+    epilogue per pixel."""
+    size_d, size_h, size_w, c = x_shape[1], x_shape[2], x_shape[3], x_shape[4]
+    o_d, o_h, o_w = y_shape[1], y_shape[2], y_shape[3]
+    stride_w = wtab.shape[0]
+    a, b, one = params[0], params[1], params[2]
+    zero = one - one
+    cc = uintp(c)
+    for od in range(lo_d, hi_d):
+        for oh in range(lo_h, hi_h):
+            row = uintp(((n * o_d + od) * o_h + oh) * o_w) * cc
+            for i in range(uintp(lo_w) * cc, uintp(hi_w) * cc):
+                yf[row + i] = zero
+            for ud in range(counts[0, od]):
+                kd, i_d = tabs[0, od, 2 * ud], tabs[0, od, 2 * ud + 1]
+                for uh in range(counts[1, oh]):
+                    kh, i_h = tabs[1, oh, 2 * uh], tabs[1, oh, 2 * uh + 1]
+                    x_row = ((n * size_d + i_d) * size_h + i_h) * size_w
+                    for r in range(stride_w):
+                        count = wtab[r, 0]
+                        for u in range(wtab[r, 1]):
+                            kw, base = wtab[r, 2 + 2 * u], wtab[r, 3 + 2 * u]
+                            m_lo = max(max(0, -base), -((r - lo_w) // stride_w))
+                            m_hi = min(min(count, size_w - base), -((r - hi_w) // stride_w))
+                            if m_lo >= m_hi:
+                                continue
+                            w0 = uintp(((kd * k_h + kh) * k_w + kw) * c)
+                            dst = row + uintp(r + stride_w * m_lo) * cc
+                            src = uintp(x_row + base + m_lo) * cc
+                            step = uintp(stride_w) * cc
+                            for _ in range(uintp(m_hi - m_lo)):
+                                for ch in range(cc):
+                                    yf[dst + ch] += xf[src + ch] * wf[w0 + ch]
+                                dst += step
+                                src += cc
+            for ow in range(lo_w, hi_w):
+                dst = row + uintp(ow) * cc
+                for ch in range(cc):
+                    yf[dst + ch] += bias[ch]
+                if code != 0:
+                    activate_run(yf, dst, c, code, a, b, one)

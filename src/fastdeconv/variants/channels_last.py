@@ -162,6 +162,12 @@ def tables(plan: geo.Plan) -> tuple[np.ndarray, np.ndarray]:
     return tabs, counts
 
 
+@lru_cache(maxsize=256)
+def w_table(plan: geo.Plan) -> np.ndarray:
+    """The W axis by output phase (``gather_plane.axis_table``): per phase, its outputs and (tap, base) pairs."""
+    return axis_table(plan.axes[2])[0]
+
+
 def run(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
     """Channels-last transposed convolution into ``y5`` (N, oD, oH, oW, C_out) from ``x5`` (N, D, H, W, C_in) and
     :func:`pack`'s weight (or the weight itself, 5-D: channel-major columns)."""
@@ -170,7 +176,7 @@ def run(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np
     k = _prod(a.kernel for a in plan.axes)
     task_list, max_pixels = tasks(plan)
     tabs, counts = tables(plan)
-    wtab = axis_table(plan.axes[2])[0]
+    wtab = w_table(plan)
     cut = cut_axis(plan)
     kern = plan.arrays("kernel")
     in_shape = [a.size_in for a in plan.axes]
@@ -227,14 +233,19 @@ def direct_run(plan: geo.Plan, x5: np.ndarray, wt: np.ndarray, bias: np.ndarray,
     """Channels-last transposed convolution, direct gather (``_kernels.nhwc.nhwc_direct``), on the worker pool
     unless the problem is small (``_tasks.run_tasks``). ``wt``: :func:`direct_pack`'s (K, C_in, C_out_g), or the
     weight itself (5-D)."""
+    n_tasks, work, geometry, cut, code, params = _direct_arguments(plan)
+    run_tasks(nhwc_direct, n_tasks, work, (x5, wt.reshape(-1), bias, y5, plan.groups) + geometry
+              + (cut, wt.ndim == 3, code, params))
+
+
+@lru_cache(maxsize=256)
+def _direct_arguments(plan: geo.Plan) -> tuple:
+    """What ``direct_run`` passes besides the arrays, made once per plan (small calls are hot)."""
     tabs, counts = tables(plan)
     cut = cut_axis(plan)
-    ep = _epilogue.args(plan)
-    code, params = (0, np.zeros(3, plan.dtype)) if ep is None else ep
-    n_tasks = plan.batch * plan.axes[cut].size_out
-    run_tasks(nhwc_direct, n_tasks, plan.macs,
-              (x5, wt.reshape(-1), bias, y5, plan.groups, plan.arrays("kernel"), tabs, counts, cut, wt.ndim == 3, code,
-               params))
+    code, params = _epilogue.args(plan) or (0, np.zeros(3, plan.dtype))
+    return (plan.batch * plan.axes[cut].size_out, plan.macs, (plan.arrays("kernel"), tabs, counts, w_table(plan)),
+            cut, code, params)
 
 
 def direct_cost(plan: geo.Plan, threads: int) -> float:
