@@ -115,3 +115,16 @@ def test_deblur_lsqr_synthetic_image():
     result = module.run(image, iterations=6, sparse=False)
     assert result["iterations"] == 6 and "seconds_sparse" not in result
     assert result["psnr_restored"] > result["psnr_baseline"] + 1.0
+
+
+def test_dcgan_generator(capsys):
+    """The DCGAN generator built from ConvTranspose operators (batch norm folded, activations fused) equals torch's
+    eval-mode generator, in both layouts."""
+    pytest.importorskip("torch")
+    module = load("dcgan_generator")
+    result = module.main(["--batch", "2", "--repeats", "1"])
+    assert result["images"].shape == (2, 3, 64, 64) and result["max_difference"] < 1e-5
+    assert np.abs(result["images"]).max() <= 1  # tanh
+    assert "max |fastdeconv - torch|" in capsys.readouterr().out
+    result = module.run(batch=2, repeats=1, channels_last=True)
+    assert result["max_difference"] < 1e-5

@@ -165,9 +165,13 @@ def test_safe_bounds_and_the_exact_plan():
     assert safe("scatter-gemm", x, w * np.float32(np.nan))  # exact: no scan at all
     exact = _api.exact_plan(plan)
     assert registry.get(exact.variant).exact and _cost.FORM_OF[exact.variant] == "gather"
-    checked = {name for name, v in registry.VARIANTS.items() if v.check is not None}
+    checked = {name for name, v in registry.VARIANTS.items() if v.check is not None and not v.channels_last}
     assert checked == {"gather-winograd", "gather-gemm", "gather-plane"}
     assert all(not v.exact for name, v in registry.VARIANTS.items() if name in checked)
+    # channels-last: only the routes that run those channels-first variants are checked
+    checked_last = {name for name, v in registry.VARIANTS.items() if v.check is not None and v.channels_last}
+    assert checked_last == {f"transpose-{name}" for name in checked}
+    assert all(not registry.get(name).exact for name in checked_last)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

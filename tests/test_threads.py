@@ -303,9 +303,27 @@ xg = rng.standard_normal((2, 64, 16, 16)).astype(np.float32)
 wg = rng.standard_normal((32, 64, 3, 3)).astype(np.float32)
 plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, 1, 1, 0, 1, 1)
 variants = list(_cost.estimate(plan, 2))
+# the channels-last variants: channel-rich NHWC data, and one channel (the channels-first kernels, same bytes)
+xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+x1 = rng.standard_normal((2, 96, 96, 1)).astype(np.float32)
+w1 = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
+cl_plans = [geo.make_plan(a.shape, b.shape, a.dtype, b.dtype, s, 1, 0, 1, 1, None, m, data_format="channels_last")
+            for a, b, s in ((xl, w, 1), (x1, w1, 2)) for m in ("auto", "scatter", "zerofill")]
+cl_jobs = {}
+for p, a, b in zip(cl_plans, [xl] * 3 + [x1] * 3, [w] * 3 + [w1] * 3):
+    for name in registry.names(baseline=True, layout="channels_last"):
+        record = registry.get(name)
+        if name not in cl_jobs and record.applies(p) and (record.baseline or record.estimate(p, 2) is not None):
+            cl_jobs[name] = (p, a, b)
 
 
 def job(name):
+    if name in cl_jobs:
+        p, a, b = cl_jobs[name]
+        forced = dataclasses.replace(p, variant=name)
+        y = np.empty(forced.out_shape, np.float32)
+        _api.execute(forced, a, b, None, y)
+        return y
     if name in variants:
         forced = dataclasses.replace(plan, variant=name)
         y = np.empty(forced.out_shape, np.float32)
@@ -330,7 +348,7 @@ def child(name, parent):
 
 
 if __name__ == "__main__":
-    names = variants + ["zerofill", "conv", "conv-gemm", "backward", "zero_fill"]
+    names = variants + list(cl_jobs) + ["zerofill", "conv", "conv-gemm", "backward", "zero_fill"]
     assert set(registry.VARIANTS) <= set(names), names
     ctx = mp.get_context("fork")
     for name in names:

@@ -14,14 +14,14 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type che
 __version__ = "0.1.0"
 __all__ = ["conv_transpose", "zero_fill", "conv", "conv_matrix", "conv_transpose_backward", "bilinear_kernel",
            "upsample_bilinear", "get_num_threads", "set_num_threads", "plan", "Choice", "ConvTranspose",
-           "linear_operator", "variants", "set_profile", "machine"]
+           "linear_operator", "variants", "set_profile", "machine", "fold_batchnorm"]
 
 # public name -> the module that defines it (None: the name is the submodule itself)
 _HOME = {"conv_transpose": "_api", "zero_fill": "_api", "plan": "_cost", "Choice": "_cost", "conv": "_forward",
          "get_num_threads": "_threads", "set_num_threads": "_threads", "bilinear_kernel": "filters",
          "upsample_bilinear": "filters", "conv_transpose_backward": "grad", "conv_matrix": "matrix", "compat": None,
          "ConvTranspose": "_operator", "calibration": None, "linear_operator": "linop", "variants": None,
-         "set_profile": "machine", "machine": None}
+         "set_profile": "machine", "machine": None, "fold_batchnorm": "_operator"}
 
 
 def __getattr__(name: str):
@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # what static analysers and IDEs see
     from ._api import conv_transpose, zero_fill
     from ._cost import Choice, plan
     from ._forward import conv
-    from ._operator import ConvTranspose
+    from ._operator import ConvTranspose, fold_batchnorm
     from ._threads import get_num_threads, set_num_threads
     from .filters import bilinear_kernel, upsample_bilinear
     from .grad import conv_transpose_backward

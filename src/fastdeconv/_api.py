@@ -15,12 +15,14 @@ from ._geometry import IntOrSeq, Padding
 from ._scan import max_abs
 from ._tasks import fill
 from ._threads import apply_num_threads
+from .variants import _epilogue
 
 
 def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0,
                    output_padding: IntOrSeq = 0, groups: int = 1, dilation: IntOrSeq = 1, *,
                    output_size: Sequence[int] | None = None, method: str = "auto",
-                   out: np.ndarray | None = None) -> np.ndarray:
+                   out: np.ndarray | None = None, activation=None,
+                   data_format: str = "channels_first") -> np.ndarray:
     """Transposed convolution ("deconvolution") of a 1-D, 2-D or 3-D signal, PyTorch semantics.
 
     Along each spatial axis ``y_full[i * stride + k * dilation] += x[i] * weight[k]`` (the kernel is not
@@ -31,6 +33,7 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
     ----------
     x : array_like
         Input of shape (N, C_in, *spatial) or unbatched (C_in, *spatial); ``weight.ndim - 2`` spatial axes.
+        With ``data_format="channels_last"``: (N, *spatial, C_in) or (*spatial, C_in).
     weight : array_like
         Kernel of shape (C_in, C_out // groups, *kernel) (the PyTorch/ONNX layout, not flipped).
     bias : array_like, optional
@@ -59,12 +62,18 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         Ctrl-C (``KeyboardInterrupt``) leaves it untouched or complete, never partly written: the interrupt ends
         the call at once while kernels load or compile, and once ``out`` is being written it takes effect when
         the computation has finished, as in NumPy.
+    activation : None, str or tuple
+        The epilogue, applied after the bias where each kernel stores its output (no extra pass over it):
+        ``"relu"``, ``("leaky_relu", slope)``, ``"tanh"``, ``"sigmoid"`` or ``("clamp", lo, hi)``. NaN stays NaN.
+    data_format : {"channels_first", "channels_last"}
+        The layout of x and of the result (Keras's names); the weight keeps its layout. Channels-last data is
+        computed by kernels that read and write that layout directly.
 
     Returns
     -------
     numpy.ndarray
-        (N, C_out, *out_spatial) or (C_out, *out_spatial); float32 when x and weight are both float32,
-        float64 otherwise.
+        (N, C_out, *out_spatial) or (C_out, *out_spatial) (channels-last: (N, *out_spatial, C_out) or
+        (*out_spatial, C_out)); float32 when x and weight are both float32, float64 otherwise.
 
     Raises
     ------
@@ -90,10 +99,11 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         # hot path: shapes and geometry validated once, keyed exactly (no bool/float can match an int key)
         apply_num_threads()
         key = (x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding, groups, dilation,
-               method, None if bias is None else (bias.shape, bias.dtype))
+               method, None if bias is None else (bias.shape, bias.dtype), _key(activation), _key(data_format))
         prepared = _FAST.get(key)
         if prepared is None:
-            prepared = _prepare_call(x, weight, bias, stride, padding, output_padding, groups, dilation, method)
+            prepared = _prepare_call(x, weight, bias, stride, padding, output_padding, groups, dilation, method,
+                                     activation, data_format)
             if len(_FAST) >= _FAST_SIZE:
                 _FAST.clear()
             _FAST[key] = prepared
@@ -108,7 +118,7 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         bias = None if bias is None else _as_array(bias, "bias")
         plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding,
                              groups, dilation, output_size, method, None if bias is None else bias.shape,
-                             None if bias is None else bias.dtype)
+                             None if bias is None else bias.dtype, activation=activation, data_format=data_format)
         _cost.check_pinned(plan, _cost.choose(plan))  # (a pinned variant that cannot run: before allocating)
         y = _output_array(plan, out, (x, weight, bias))
         execute(plan, x, weight, bias, y, y is out)
@@ -116,6 +126,18 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         out[...] = y  # (one copy: an interrupt lands before or after it)
         return out
     return y
+
+
+def _key(value):
+    """A hot-path key part for ``activation`` / ``data_format``: type-tagged (so that ``("clamp", 0, 1)`` and
+    ``("clamp", 0.0, 1.0)`` and ``True`` never share an entry), or a fresh object (never found) when unhashable."""
+    try:
+        hash(value)
+    except TypeError:
+        return object()
+    if isinstance(value, tuple):
+        return tuple((type(v), v) for v in value)
+    return (type(value), value)
 
 
 def _exact(value) -> bool:
@@ -231,9 +253,14 @@ class _Prepared:
         self.ranked = choice.ranking()
         self.dtype = plan.dtype
         self.out_shape = plan.out_shape
-        self.x5_shape = (plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes)
+        spatial_in, spatial_out = tuple(a.size_in for a in plan.axes), tuple(a.size_out for a in plan.axes)
+        if plan.channels_last:  # (N, D, H, W, C): what the channels-last variants read and write
+            self.x5_shape = (plan.batch,) + spatial_in + (plan.c_in,)
+            self.y5_shape = (plan.batch,) + spatial_out + (plan.c_out,)
+        else:
+            self.x5_shape = (plan.batch, plan.c_in) + spatial_in
+            self.y5_shape = (plan.batch, plan.c_out) + spatial_out
         self.w5_shape = (plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes)
-        self.y5_shape = (plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes)
         self.zero_bias = np.zeros(plan.c_out, plan.dtype)
         self.bias_only = plan.c_in < plan.groups or plan.c_out < plan.groups  # no channel in a group
         # the variant is decided on the first call (``_decide``: one decision per key and process, from the
@@ -363,8 +390,9 @@ class _Prepared:
         if kernel is not None and not self.bias_only:  # the direct kernels first: tiny calls are hot
             kernel(x5, w5, b, y5, *args)
             return
-        if self.bias_only:  # no channel in a group: only the bias
-            y5[...] = b.reshape((1, -1, 1, 1, 1))
+        if self.bias_only:  # no channel in a group: only the bias (activated)
+            b = _epilogue.bias_vector(self.plan, b)
+            y5[...] = b if self.plan.channels_last else b.reshape((1, -1, 1, 1, 1))
             return
         plan = self.plan
         if self.kept is None:
@@ -390,12 +418,14 @@ def exact_plan(plan: geo.Plan) -> geo.Plan:
     return dataclasses.replace(gather, variant=name)
 
 
-def _prepare_call(x, weight, bias, stride, padding, output_padding, groups, dilation, method) -> _Prepared:
+def _prepare_call(x, weight, bias, stride, padding, output_padding, groups, dilation, method, activation=None,
+                  data_format="channels_first") -> _Prepared:
     """Validate a hot-path call once (the full rules of ``make_plan``) and prepare its dispatch."""
     bias_arr = None if bias is None else _as_array(bias, "bias")
     plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding, groups,
                          dilation, None, method, None if bias_arr is None else bias_arr.shape,
-                         None if bias_arr is None else bias_arr.dtype)
+                         None if bias_arr is None else bias_arr.dtype, activation=activation,
+                         data_format=data_format)
     _cost.check_pinned(plan, _cost.choose(plan))  # (a variant pinned by ``method=`` that cannot run)
     return _prepared(plan)
 

@@ -102,7 +102,7 @@ def key(plan: geo.Plan) -> str:
     """The record key: everything the measured ranking depends on (geometry, dtype, method, pool, CPU)."""
     axes = ";".join(f"{a.size_in},{a.kernel},{a.stride},{a.dilation},{a.start},{a.size_out}" for a in plan.axes)
     return (f"{_files.cpu_name()}|threads={max_threads()}|{plan.dtype}|{plan.method}|n={plan.batch}|cin={plan.c_in}|"
-            f"cout={plan.c_out}|g={plan.groups}|{axes}")
+            f"cout={plan.c_out}|g={plan.groups}|{axes}" + ("|channels_last" if plan.channels_last else ""))
 
 
 def valid_record(k, record) -> bool:

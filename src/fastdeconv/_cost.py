@@ -150,7 +150,7 @@ def _choose(plan: geo.Plan, kept: bool, generation: int) -> Choice:
 
 
 def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int = 1, dilation=1,
-         output_size=None, method: str = "auto", dtype=np.float32) -> Choice:
+         output_size=None, method: str = "auto", dtype=np.float32, data_format: str = "channels_first") -> Choice:
     """Which variant ``conv_transpose`` runs for these shapes, and the estimated cost of every variant.
 
     Parameters
@@ -166,6 +166,8 @@ def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int
         it (a ValueError lists the applicable variants where it does not apply).
     dtype : numpy dtype, default float32
         Data type of x and weight (float32, or anything else meaning float64).
+    data_format : {"channels_first", "channels_last"}
+        The layout of x, as for :func:`fastdeconv.conv_transpose` (channels-last: x_shape is (N, *spatial, C_in)).
 
     Returns
     -------
@@ -191,7 +193,7 @@ def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int
     w_shape = _shape(w_shape, "w_shape")
     dt = np.dtype(dtype)
     p = geo.make_plan(x_shape, w_shape, dt, dt, stride, padding, output_padding, groups, dilation, output_size,
-                      method)
+                      method, data_format=data_format)
     choice = current(p)
     check_pinned(p, choice)
     return choice

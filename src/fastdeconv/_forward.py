@@ -133,7 +133,7 @@ def make_conv_plan(x_shape, w_shape, x_dtype, w_dtype, stride=1, padding=0, dila
 
 
 def conv(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0, dilation: IntOrSeq = 1,
-         groups: int = 1) -> np.ndarray:
+         groups: int = 1, *, data_format: str = "channels_first") -> np.ndarray:
     """Forward convolution (cross-correlation, the kernel is not flipped) with PyTorch ``conv`` semantics.
 
     ``y[n, co, o] = bias[co] + sum_{ci, k} x_padded[n, g * C_in_g + ci, o * stride + k * dilation] *
@@ -157,6 +157,9 @@ def conv(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0, dilat
         (none) or ``"same"`` (PyTorch: stride 1 only, output = input, the odd extra zero at the end).
     groups : int
         Blocked channel groups; C_in and C_out are both split into ``groups`` parts.
+    data_format : {"channels_first", "channels_last"}
+        The layout of x and of the result; channels-last x is (N, *spatial, C_in) and gives (N, *out_spatial,
+        C_out). (The forward convolution runs its channels-first kernels between two transposes.)
 
     Returns
     -------
@@ -179,11 +182,21 @@ def conv(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0, dilat
     """
     x, weight = _as_array(x, "x"), _as_array(weight, "weight")
     bias = None if bias is None else _as_array(bias, "bias")
+    last = geo.check_data_format(data_format)
+    if last:
+        rank = weight_rank(weight.shape, "(C_out, C_in // groups, *kernel)")
+        geo.split_batch(x.shape, rank)
+        channel = x.ndim - rank - 1  # where the channels-first x has them
+        if weight.shape[1] * max(1, groups if isinstance(groups, int) else 1) != x.shape[-1]:
+            raise ValueError(f"x has {x.shape[-1]} input channels on its last axis (data_format='channels_last': x "
+                             f"is (N, *spatial, C_in)) but weight.shape[1] * groups is {weight.shape[1]} * "
+                             f"{groups}; x.shape = {x.shape}")
+        x = np.moveaxis(x, -1, channel)
     plan = make_conv_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, dilation, groups,
                           None if bias is None else bias.shape, None if bias is None else bias.dtype)
     y = np.empty(plan.out_shape, plan.dtype)
     run_conv(plan, x, weight, bias, y)
-    return y
+    return np.ascontiguousarray(np.moveaxis(y, channel, -1)) if last else y
 
 
 def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, y: np.ndarray,

@@ -31,6 +31,9 @@ METHODS = ("auto", "scatter", "gather", "zerofill")
 # variant name -> its form: what ``method=`` also accepts (a variant pinned); filled by ``fastdeconv.variants``,
 # which registers its records here (this module sits below them)
 VARIANT_FORMS: dict[str, str] = {}
+DATA_FORMATS = ("channels_first", "channels_last")
+# The activations an epilogue applies after the bias, by name: the number of parameters each takes.
+ACTIVATIONS = {"relu": 0, "leaky_relu": 1, "tanh": 0, "sigmoid": 0, "clamp": 2}
 MAX_RANK = 3
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # Largest uncropped output length per axis: the kernels' int64 index arithmetic (``i * stride + k * dilation -
@@ -96,6 +99,11 @@ class Plan:
     # A variant fixed by the caller (e.g. the Dask twin runs every block on the whole array's variant, so the
     # blocks sum their terms exactly as the in-memory call does); None lets the cost model choose.
     variant: str | None = None
+    # The epilogue, applied after the bias where each variant stores its output: None, or (name, a, b) as
+    # ``normalize_activation`` gives it.
+    activation: tuple | None = None
+    # x (N, *spatial, C_in) and the output (N, *spatial, C_out) channels-last (the weight keeps its layout)
+    channels_last: bool = False
 
     @property
     def out_spatial(self) -> tuple[int, ...]:
@@ -103,8 +111,14 @@ class Plan:
 
     @property
     def out_shape(self) -> tuple[int, ...]:
+        if self.channels_last:
+            return ((self.batch,) if self.batched else ()) + self.out_spatial + (self.c_out,)
         lead = (self.batch, self.c_out) if self.batched else (self.c_out,)
         return lead + self.out_spatial
+
+    @property
+    def data_format(self) -> str:
+        return DATA_FORMATS[self.channels_last]
 
     @property
     def macs(self) -> int:
@@ -202,6 +216,49 @@ def normalize_padding(padding, rank: int) -> str | tuple[tuple[int, int], ...]:
     return pairs
 
 
+def normalize_activation(activation) -> tuple | None:
+    """``activation`` as ``None`` or ``(name, a, b)`` (floats; unused ones 0.0), validated.
+
+    Accepted: None, ``"relu"``, ``"tanh"``, ``"sigmoid"``, ``("leaky_relu", slope)`` (a finite slope) and
+    ``("clamp", lo, hi)`` (``lo <= hi``, not NaN; infinite bounds clamp one side only).
+    """
+    if activation is None:
+        return None
+    known = ", ".join(repr(k) if n == 0 else f"({k!r}, {', '.join(['lo', 'hi'] if n == 2 else ['slope'])})"
+                      for k, n in ACTIVATIONS.items())
+    if isinstance(activation, str):
+        name, params = activation, ()
+    elif isinstance(activation, tuple) and activation and isinstance(activation[0], str):
+        name, params = activation[0], activation[1:]
+    else:
+        raise ValueError(f"activation must be None or one of {known}; got {activation!r}")
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation: unknown name {name!r}; known: {known}")
+    if len(params) != ACTIVATIONS[name]:
+        raise ValueError(f"activation {name!r} takes {ACTIVATIONS[name]} parameter(s), got {activation!r}; "
+                         f"known: {known}")
+    values = []
+    for v in params:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise ValueError(f"activation parameters must be real numbers, got {activation!r}")
+        values.append(float(v))
+    if name == "leaky_relu" and not np.isfinite(values[0]):
+        raise ValueError(f"activation: the leaky_relu slope must be finite, got {values[0]!r}")
+    if name == "clamp":
+        lo, hi = values
+        if np.isnan(lo) or np.isnan(hi) or lo > hi:
+            raise ValueError(f"activation: clamp needs lo <= hi (not NaN), got lo={lo!r}, hi={hi!r}")
+    values += [0.0] * (2 - len(values))
+    return (name, values[0], values[1])
+
+
+def check_data_format(data_format) -> bool:
+    """Whether ``data_format`` is channels-last (validated: ``"channels_first"`` or ``"channels_last"``)."""
+    if not isinstance(data_format, str) or data_format not in DATA_FORMATS:
+        raise ValueError(f"data_format must be 'channels_first' or 'channels_last', got {data_format!r}")
+    return data_format == "channels_last"
+
+
 def check_numeric(dtype: np.dtype, name: str) -> None:
     """Refuse complex and non-numeric dtypes, naming the argument."""
     if dtype.kind == "c":
@@ -264,15 +321,16 @@ def split_batch(x_shape: tuple[int, ...], rank: int) -> tuple[bool, int]:
 
 def make_plan(x_shape, w_shape, x_dtype, w_dtype, stride=1, padding=0, output_padding=0, groups=1,
               dilation=1, output_size=None, method="auto", bias_shape=None, bias_dtype=None, *,
-              limit_memory=True) -> Plan:
+              limit_memory=True, activation=None, data_format="channels_first") -> Plan:
     """Validate a call and reduce it to a :class:`Plan` (cached for hashable arguments).
 
     ``limit_memory=False`` skips the check that the whole output fits in this machine's memory (for callers,
-    like the Dask twin, that never hold the whole output at once).
+    like the Dask twin, that never hold the whole output at once). ``activation`` and ``data_format`` are the
+    public arguments of the same names.
     """
     args = (tuple(x_shape), tuple(w_shape), np.dtype(x_dtype), np.dtype(w_dtype), stride, padding, output_padding,
             groups, dilation, output_size, method, None if bias_shape is None else tuple(bias_shape),
-            None if bias_dtype is None else np.dtype(bias_dtype), bool(limit_memory))
+            None if bias_dtype is None else np.dtype(bias_dtype), bool(limit_memory), activation, data_format)
     try:
         key = _freeze(args)  # type-tagged: 1, 1.0 and True must not share a cache entry
         plan = _PLANS.get(key)
@@ -299,27 +357,33 @@ def _freeze(value):
 
 
 def _make_plan(x_shape, w_shape, x_dtype, w_dtype, stride, padding, output_padding, groups, dilation,
-               output_size, method, bias_shape, bias_dtype, limit_memory) -> Plan:
+               output_size, method, bias_shape, bias_dtype, limit_memory, activation=None,
+               data_format="channels_first") -> Plan:
     variant = None
     if isinstance(method, str) and method not in METHODS and method in VARIANT_FORMS:
         variant, method = method, VARIANT_FORMS[method]  # a pinned variant: its form, and the variant fixed
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))} or a variant's name "
                          f"({', '.join(VARIANT_FORMS)}); got {method!r}")
+    channels_last = check_data_format(data_format)
+    activation = normalize_activation(activation)
     dtype = result_dtype(np.dtype(x_dtype), np.dtype(w_dtype))
     if bias_dtype is not None:
         check_numeric(np.dtype(bias_dtype), "bias")  # the bias never widens the result
     rank, batched, batch = split_shapes(x_shape, w_shape)
     c_in, c_out_g = w_shape[0], w_shape[1]
     kernel = tuple(w_shape[2:])
-    spatial_in = tuple(x_shape[-rank:])
-    x_channels = x_shape[-rank - 1]
+    spatial_in = tuple(x_shape[-rank - 1:-1]) if channels_last else tuple(x_shape[-rank:])
+    x_channels = x_shape[-1] if channels_last else x_shape[-rank - 1]
 
     groups = as_int(groups, "groups")
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
     if x_channels != c_in:
-        raise ValueError(f"x has {x_channels} input channels but weight.shape[0] (C_in) is {c_in}")
+        where = "last axis" if channels_last else "channel axis"
+        layout = "(N, *spatial, C_in)" if channels_last else "(N, C_in, *spatial)"
+        raise ValueError(f"x has {x_channels} input channels on its {where} (data_format={data_format!r}: x is "
+                         f"{layout}) but weight.shape[0] (C_in) is {c_in}; x.shape = {tuple(x_shape)}")
     if c_in % groups:
         raise ValueError(f"input channels ({c_in}) must be divisible by groups ({groups})")
     if any(k < 1 for k in kernel):
@@ -379,7 +443,7 @@ def _make_plan(x_shape, w_shape, x_dtype, w_dtype, stride, padding, output_paddi
     axes = tuple(Axis(1, 1, 1, 1, 0, 1) for _ in range(lead)) + tuple(
         Axis(i, k, s, d, st, o) for i, k, s, d, st, o in zip(spatial_in, kernel, stride, dilation, starts, sizes))
     plan = Plan(batch=batch, c_in=c_in, c_out=c_out, groups=groups, axes=axes, rank=rank, batched=batched,
-                dtype=dtype, method=method, variant=variant)
+                dtype=dtype, method=method, variant=variant, activation=activation, channels_last=channels_last)
     if limit_memory:
         check_memory(plan.out_shape, dtype, "the output")
     return plan

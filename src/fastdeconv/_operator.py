@@ -52,6 +52,12 @@ class ConvTranspose:
         is the cost model's on this machine's profile, or recorded wisdom: nothing is timed. A process that
         already ran these shapes keeps its variant (results never change within a process); the wisdom decides
         later processes.
+    activation : None, str or tuple
+        The fused epilogue after the bias, as for :func:`fastdeconv.conv_transpose` (``"relu"``,
+        ``("leaky_relu", slope)``, ``"tanh"``, ``"sigmoid"``, ``("clamp", lo, hi)``). A batch norm that follows
+        in eval mode is folded into the weight and bias first: :func:`fastdeconv.fold_batchnorm`.
+    data_format : {"channels_first", "channels_last"}
+        The layout of the inputs and results, as for :func:`fastdeconv.conv_transpose`.
 
     Attributes
     ----------
@@ -86,7 +92,7 @@ class ConvTranspose:
 
     def __init__(self, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0,
                  output_padding: IntOrSeq = 0, groups: int = 1, dilation: IntOrSeq = 1, *, method: str = "auto",
-                 tune: bool = False):
+                 tune: bool = False, activation=None, data_format: str = "channels_first"):
         w = _as_array(weight, "weight")
         geo.check_numeric(w.dtype, "weight")
         if not 3 <= w.ndim <= 2 + geo.MAX_RANK:
@@ -95,10 +101,11 @@ class ConvTranspose:
         b = None if bias is None else _as_array(bias, "bias")
         if b is not None:
             geo.check_numeric(b.dtype, "bias")
-        _validate(w, b, stride, padding, output_padding, groups, dilation, method)
+        _validate(w, b, stride, padding, output_padding, groups, dilation, method, activation, data_format)
         if not isinstance(tune, bool):
             raise TypeError(f"tune must be a bool, got {tune!r}")
         self._tune = tune
+        self._epilogue = (activation, data_format)
         # private copies (C order); the kernels read writeable arrays (numba compiles read-only ones
         # separately), the public attributes are read-only views of them
         self._w = np.array(w, order="C", copy=True)
@@ -207,6 +214,18 @@ class ConvTranspose:
             As :func:`fastdeconv.conv_transpose_backward` (grad_output not the shape of ``op(x)``, ...).
         """
         stride, padding, output_padding, groups, dilation, _ = self._geometry
+        activation, data_format = self._epilogue
+        if activation is not None:
+            raise ValueError(f"backward: the operator has activation={activation!r}, whose derivative it does not "
+                             f"apply; use an operator without an activation for the gradients")
+        if data_format == "channels_last":  # the gradients' kernels are channels-first: transposed around them
+            x, grad_output = _as_array(x, "x"), _as_array(grad_output, "grad_output")
+            lead = [] if x.ndim == self._w.ndim - 1 else [0]  # (unbatched: no batch axis)
+            perm = lead + [x.ndim - 1] + list(range(len(lead), x.ndim - 1))
+            back = np.argsort(perm)
+            gx, gw, gb = conv_transpose_backward(grad_output.transpose(perm), x.transpose(perm), self._w, stride,
+                                                 padding, output_padding, groups, dilation)
+            return np.ascontiguousarray(gx.transpose(back)), gw, gb
         return conv_transpose_backward(grad_output, x, self._w, stride, padding, output_padding, groups, dilation)
 
     def plan(self, x_shape, *, dtype=None, output_size: Sequence[int] | None = None) -> _cost.Choice:
@@ -253,18 +272,21 @@ class ConvTranspose:
         stride, padding, output_padding, groups, dilation, method = self._geometry
         return (f"ConvTranspose(weight={self._w.shape} {self._w.dtype}, bias={'None' if self._b is None else 'yes'}, "
                 f"stride={stride!r}, padding={padding!r}, output_padding={output_padding!r}, groups={groups!r}, "
-                f"dilation={dilation!r}, method={method!r}; {len(self._shapes)} input shapes planned, "
+                f"dilation={dilation!r}, method={method!r}, activation={self._epilogue[0]!r}, "
+                f"data_format={self._epilogue[1]!r}; {len(self._shapes)} input shapes planned, "
                 f"{_fmt_bytes(self.state_bytes)} kept)")
 
     # ------------------------------------------------------------------ pickle / copy
 
     def __getstate__(self) -> dict:
-        return {"weight": self._w, "bias": self._b, "geometry": self._geometry, "tune": self._tune}
+        return {"weight": self._w, "bias": self._b, "geometry": self._geometry, "tune": self._tune,
+                "epilogue": self._epilogue}
 
     def __setstate__(self, state: dict) -> None:
         stride, padding, output_padding, groups, dilation, method = state["geometry"]
+        activation, data_format = state.get("epilogue", (None, "channels_first"))
         self.__init__(state["weight"], state["bias"], stride, padding, output_padding, groups, dilation,
-                      method=method, tune=state.get("tune", False))
+                      method=method, tune=state.get("tune", False), activation=activation, data_format=data_format)
 
     # ------------------------------------------------------------------ internals
 
@@ -276,9 +298,11 @@ class ConvTranspose:
         if entry is not None:
             return entry
         stride, padding, output_padding, groups, dilation, method = self._geometry
+        activation, data_format = self._epilogue
         plan = geo.make_plan(key[0], self._w.shape, key[1], self._w.dtype, stride, padding, output_padding, groups,
                              dilation, sizes, method, None if self._b is None else self._b.shape,
-                             None if self._b is None else self._b.dtype)
+                             None if self._b is None else self._b.dtype, activation=activation,
+                             data_format=data_format)
         if plan.variant is not None:  # pinned by ``method=``: refused where even an operator cannot run it
             own = operator_pick(plan)
             _cost.check_pinned(plan, _cost.choose(plan, kept=own), own)
@@ -353,7 +377,7 @@ class ConvTranspose:
 
 
 def _validate(w: np.ndarray, b: np.ndarray | None, stride, padding, output_padding, groups, dilation,
-              method) -> None:
+              method, activation=None, data_format="channels_first") -> None:
     """The rules of ``conv_transpose`` that do not depend on the input: checked on a probe input large enough
     for any padding (each input shape is checked again, fully, on its first call)."""
     rank = w.ndim - 2
@@ -361,9 +385,84 @@ def _validate(w: np.ndarray, b: np.ndarray | None, stride, padding, output_paddi
     pads = geo.normalize_padding(padding, rank)
     pairs = ((0, 0),) * rank if isinstance(pads, str) else pads
     probe = tuple(geo.ceil_div(before + after, s) + 2 for (before, after), s in zip(pairs, strides))
-    geo.make_plan((1, w.shape[0]) + probe, w.shape, w.dtype, w.dtype, stride, padding, output_padding, groups,
+    channels_last = geo.check_data_format(data_format)
+    x_shape = (1,) + probe + (w.shape[0],) if channels_last else (1, w.shape[0]) + probe
+    geo.make_plan(x_shape, w.shape, w.dtype, w.dtype, stride, padding, output_padding, groups,
                   dilation, None, method, None if b is None else b.shape, None if b is None else b.dtype,
-                  limit_memory=False)
+                  limit_memory=False, activation=activation, data_format=data_format)
+
+
+def fold_batchnorm(weight, bias, gamma, beta, running_mean, running_var, eps: float = 1e-5, groups: int = 1
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Fold an eval-mode batch norm that follows a transposed convolution into its weight and bias.
+
+    ``bn(conv_transpose(x, weight, bias)) == conv_transpose(x, w_folded, b_folded)`` with, per output channel
+    ``c``, ``scale[c] = gamma[c] / sqrt(running_var[c] + eps)``, ``b_folded[c] = (bias[c] - running_mean[c]) *
+    scale[c] + beta[c]`` and the weight scaled along its output-channel axis: a transposed convolution's weight is
+    (C_in, C_out // groups, *kernel), so output channel ``g * C_out_g + j`` is ``weight[g-th block of C_in // groups
+    rows, j]`` (axis 1 within group ``g``, not axis 0 as for a forward convolution).
+
+    Parameters
+    ----------
+    weight : array_like
+        (C_in, C_out // groups, *kernel).
+    bias : array_like or None
+        (C_out,), or None for no bias.
+    gamma, beta, running_mean, running_var : array_like
+        The batch norm's affine weight and bias and its running statistics, each (C_out,).
+    eps : float
+        The batch norm's epsilon (> 0; PyTorch's default 1e-5).
+    groups : int
+        The transposed convolution's groups.
+
+    Returns
+    -------
+    weight, bias : numpy.ndarray
+        The folded weight (the input weight's shape) and bias (C_out,), float32 when every input is float32,
+        else float64.
+
+    Raises
+    ------
+    ValueError
+        An array whose length is not C_out, a weight whose C_in is not divisible by ``groups``, ``eps <= 0``, a
+        negative ``running_var + eps``.
+    """
+    w = _as_array(weight, "weight")
+    geo.check_numeric(w.dtype, "weight")
+    if not 3 <= w.ndim <= 2 + geo.MAX_RANK:
+        raise ValueError(f"weight must be (C_in, C_out // groups, *kernel) with 1 to 3 kernel axes; got weight.ndim "
+                         f"= {w.ndim}")
+    groups = geo.as_int(groups, "groups")
+    if groups < 1 or w.shape[0] % groups:
+        raise ValueError(f"groups must be >= 1 and divide weight.shape[0] = {w.shape[0]}, got {groups}")
+    c_out = w.shape[1] * groups
+    arrays = {}
+    for name, value in (("bias", bias), ("gamma", gamma), ("beta", beta), ("running_mean", running_mean),
+                        ("running_var", running_var)):
+        if value is None and name == "bias":
+            continue
+        a = _as_array(value, name)
+        geo.check_numeric(a.dtype, name)
+        if a.shape != (c_out,):
+            raise ValueError(f"{name} must have shape (C_out,) = ({c_out},) (weight.shape[1] * groups = "
+                             f"{w.shape[1]} * {groups}), got {a.shape}")
+        arrays[name] = a
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(eps) or eps <= 0:
+        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    parts = [w] + list(arrays.values())
+    dtype = np.dtype(np.float32) if all(geo.is_float32(a.dtype) for a in parts) else np.dtype(np.float64)
+    var = arrays["running_var"].astype(np.float64) + float(eps)
+    if np.any(var <= 0) or not np.all(np.isfinite(var)):
+        raise ValueError("running_var + eps must be finite and > 0 for every channel")
+    scale = arrays["gamma"].astype(np.float64) / np.sqrt(var)
+    b = arrays["bias"].astype(np.float64) if "bias" in arrays else np.zeros(c_out)
+    folded_b = (b - arrays["running_mean"].astype(np.float64)) * scale + arrays["beta"].astype(np.float64)
+    c_in_g, c_out_g = w.shape[0] // groups, w.shape[1]
+    # (groups, C_in_g, C_out_g, *kernel) * scale (groups, 1, C_out_g, 1...): group g's rows scale its channels
+    per = scale.reshape((groups, 1, c_out_g) + (1,) * (w.ndim - 2))
+    folded_w = (w.astype(np.float64).reshape((groups, c_in_g) + w.shape[1:]) * per).reshape(w.shape)
+    return folded_w.astype(dtype), folded_b.astype(dtype)
 
 
 def _pack_bytes(packed, weights: dict) -> int:

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import math
 
-from ._kernels._blocks import task_count
+from ._kernels._blocks import CHANNEL_BLOCK, task_count
 from ._kernels.conv import correlate_tasks
+from ._kernels.epilogue import activate_tasks
 from ._kernels.gather import gather_tasks
 from ._kernels.grad import weight_grad_tasks
 from ._kernels.scatter import scatter_tasks
@@ -41,27 +42,47 @@ CHUNKS_PER_THREAD = 4
 CHUNK_WORK = 1_000_000
 
 
-def run_tasks(kernel, n_tasks: int, work: int, args: tuple) -> None:
+def run_tasks(kernel, n_tasks: int, work: int, args: tuple, after=None) -> None:
     """Run ``kernel(*args, lo, hi)`` over the tasks ``[0, n_tasks)``: in the calling thread when one thread is in
     use or the call is small (``work`` multiply-adds, or elements for a copy, below ``SERIAL_WORK``: handing out
-    chunks would cost more than it saves), otherwise in contiguous chunks on the worker pool."""
+    chunks would cost more than it saves), otherwise in contiguous chunks on the worker pool.
+
+    ``after(lo, hi)`` (the fused epilogue) runs right after each chunk, in the thread that ran it, on the output
+    those tasks made final and that is still in its cache (in the calling thread too, chunk by chunk)."""
     if n_tasks <= 0:
         return
     threads = get_num_threads()
     if threads == 1 or n_tasks == 1 or work < SERIAL_WORK:
-        kernel(*args, 0, n_tasks)
-        return
-    n_chunks = min(n_tasks, CHUNKS_PER_THREAD * threads, max(threads, work // CHUNK_WORK))
+        if after is None:
+            kernel(*args, 0, n_tasks)
+            return
+        n_chunks = max(1, min(n_tasks, work // CHUNK_WORK))
+    else:
+        n_chunks = min(n_tasks, CHUNKS_PER_THREAD * threads, max(threads, work // CHUNK_WORK))
     bounds = [(c * n_tasks // n_chunks, (c + 1) * n_tasks // n_chunks) for c in range(n_chunks)]
 
     def chunks(part):
         for lo, hi in part:
             kernel(*args, lo, hi)
+            if after is not None:
+                after(lo, hi)
+
+    if threads == 1 or n_tasks == 1 or work < SERIAL_WORK:
+        chunks(bounds)
+        return
 
     run_parallel(chunks, bounds)
 
 
-def scatter(x, w, bias, y, groups, stride, dilation, start, tile):
+def _activation(y, groups, block, tile, epilogue):
+    """``run_tasks``' ``after`` for the direct kernels' and the correlation's tasks (None without an epilogue)."""
+    if epilogue is None:
+        return None
+    code, params = epilogue
+    return lambda lo, hi: activate_tasks(y, groups, block, tile, lo, hi, code, params)
+
+
+def scatter(x, w, bias, y, groups, stride, dilation, start, tile, epilogue=None):
     """Transposed convolution, scatter form (``_kernels.scatter``), into ``y`` (fully overwritten), on the worker
     pool.
 
@@ -76,21 +97,25 @@ def scatter(x, w, bias, y, groups, stride, dilation, start, tile):
         Per-axis int64 (3,) geometry: ``out = in * stride + tap * dilation - start``.
     tile : numpy.ndarray
         Output tile (3,) of one task (``_tiling.tile_for``); tasks are (sample, channel block, tile).
+    epilogue : tuple, optional
+        ``(code, params)`` of an activation (``variants._epilogue.args``), applied to each chunk's outputs.
     """
     n_tasks = task_count(x, w, y, groups, tile)[0]
     work = x.size * w[0].size  # multiply-adds, counting the taps that fall outside y
-    run_tasks(scatter_tasks, n_tasks, work, (x, w, bias, y, groups, stride, dilation, start, tile))
+    run_tasks(scatter_tasks, n_tasks, work, (x, w, bias, y, groups, stride, dilation, start, tile),
+              _activation(y, groups, CHANNEL_BLOCK, tile, epilogue))
 
 
-def gather(x, w, bias, y, groups, stride, dilation, start, tile):
+def gather(x, w, bias, y, groups, stride, dilation, start, tile, epilogue=None):
     """Transposed convolution, gather form (``_kernels.gather``), into ``y`` (fully overwritten), on the worker
     pool. Parameters as :func:`scatter`'s."""
     n_tasks = task_count(x, w, y, groups, tile)[0]
     work = x.size * w[0].size  # multiply-adds, counting the taps that fall outside y
-    run_tasks(gather_tasks, n_tasks, work, (x, w, bias, y, groups, stride, dilation, start, tile))
+    run_tasks(gather_tasks, n_tasks, work, (x, w, bias, y, groups, stride, dilation, start, tile),
+              _activation(y, groups, CHANNEL_BLOCK, tile, epilogue))
 
 
-def correlate(xp, w, bias, y, groups, stride, dilation, tile):
+def correlate(xp, w, bias, y, groups, stride, dilation, tile, epilogue=None):
     """Valid cross-correlation of ``xp`` with ``w`` into ``y`` (fully overwritten; ``_kernels.conv``).
 
     One task per (sample, output channel, output tile), in chunks on the worker pool unless the call is small.
@@ -99,7 +124,8 @@ def correlate(xp, w, bias, y, groups, stride, dilation, tile):
     vectorises. Each output row is the bias plus its terms in a fixed order (input channel, kD, kH, kW taps).
     """
     n_tasks = y.shape[0] * y.shape[1] * math.prod(-(-int(n) // int(t)) for n, t in zip(y.shape[2:], tile))
-    run_tasks(correlate_tasks, n_tasks, y.size * w[0].size, (xp, w, bias, y, groups, stride, dilation, tile))
+    run_tasks(correlate_tasks, n_tasks, y.size * w[0].size, (xp, w, bias, y, groups, stride, dilation, tile),
+              _activation(y, groups, 1, tile, epilogue))
 
 
 def weight_grad(x, gy, gw, groups, stride, dilation, start):

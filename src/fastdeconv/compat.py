@@ -45,20 +45,24 @@ TF_FORMATS = {1: ("NWC", "NCW"), 2: ("NHWC", "NCHW"), 3: ("NDHWC", "NCDHW")}
 
 
 def _run(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: tuple[int, ...],
-         dilation: tuple[int, ...], groups: int, starts: list[int], sizes: list[int]) -> np.ndarray:
-    """The core's transposed convolution of validated channels-first arrays with explicit crops.
+         dilation: tuple[int, ...], groups: int, starts: list[int], sizes: list[int],
+         channels_last: bool = False) -> np.ndarray:
+    """The core's transposed convolution of validated arrays with explicit crops.
 
     ``y[..., o] = full[..., starts + o]`` for ``o < sizes`` per spatial axis (zeros outside ``full``), plus
-    ``bias``. x (N, C_in, *spatial) with every spatial size >= 1, weight (C_in, C_out // groups, *kernel).
+    ``bias``. x (N, C_in, *spatial) with every spatial size >= 1 (``channels_last``: (N, *spatial, C_in), computed
+    by the core's channels-last kernels, no transpose), weight (C_in, C_out // groups, *kernel).
     """
     rank = weight.ndim - 2
     kernel = weight.shape[2:]
-    fulls = [geo.full_size(i, k, s, d) for i, k, s, d in zip(x.shape[2:], kernel, stride, dilation)]
+    spatial = x.shape[1:-1] if channels_last else x.shape[2:]
+    fulls = [geo.full_size(i, k, s, d) for i, k, s, d in zip(spatial, kernel, stride, dilation)]
     # Validate shapes/dtypes with the core's rules on a plan cropped to one element per axis (cheap to
     # check), then give each spatial axis the framework's own start and size.
     plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, [(f - 1, 0) for f in fulls], 0,
                          groups, dilation, None, "auto", None if bias is None else bias.shape,
-                         None if bias is None else bias.dtype)
+                         None if bias is None else bias.dtype,
+                         data_format="channels_last" if channels_last else "channels_first")
     lead = plan.axes[:geo.MAX_RANK - rank]
     axes = lead + tuple(replace(a, start=int(st), size_out=int(o))
                         for a, st, o in zip(plan.axes[geo.MAX_RANK - rank:], starts, sizes))
@@ -290,31 +294,10 @@ def _tf(x, filters: np.ndarray, output_shape, strides, padding, data_format: str
     dtype = geo.result_dtype(x.dtype, filters.dtype)
     geo.check_memory(out_shape_nc, dtype, "the output")
     weight = filters.transpose((rank + 1, rank) + tuple(range(rank)))  # -> (C_in, C_out // groups, *kernel)
-    if channels_last:
-        x = _channels_first(x, dtype)
-    if x.size == 0 or 0 in out_spatial:
-        y = np.zeros(out_shape_nc, dtype)  # no input element (or no output element): TF returns zeros
-    else:
-        y = _run(x, weight, None, strides, dilations, groups, starts, out_spatial)
-    return np.ascontiguousarray(np.moveaxis(y, 1, -1)) if channels_last else y
-
-
-def _channels_first(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """(N, *spatial, C) -> C-contiguous (N, C, *spatial) of ``dtype``.
-
-    Large arrays are copied in blocks of ~256 KiB: a plain ``np.moveaxis`` copy walks the input with a
-    stride of C elements and is up to ~3x slower once the array leaves the cache.
-    """
-    moved = np.moveaxis(x, -1, 1)
-    if x.nbytes < 1 << 22 or x.size == 0:
-        return np.ascontiguousarray(moved, dtype)
-    n, c = x.shape[0], x.shape[-1]
-    out = np.empty(moved.shape, dtype)
-    src, dst = x.reshape(n, -1, c), out.reshape(n, c, -1)
-    block = max(256, (1 << 18) // (c * x.itemsize))
-    for lo in range(0, src.shape[1], block):
-        dst[:, :, lo:lo + block] = src[:, lo:lo + block, :].transpose(0, 2, 1)
-    return out
+    if x.size == 0 or 0 in out_spatial:  # no input element (or no output element): TF returns zeros
+        return np.zeros((batch,) + tuple(out_spatial) + (c_out,) if channels_last else out_shape_nc, dtype)
+    # channels-last data runs the core's channels-last kernels directly (no transpose of x or of the result)
+    return _run(x, weight, None, strides, dilations, groups, starts, out_spatial, channels_last)
 
 
 def _tf_per_axis(value, rank: int, ch: int, name: str) -> tuple[int, ...]:

@@ -51,7 +51,7 @@ __all__ = ["conv_transpose"]
 
 def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0,
                    output_padding: IntOrSeq = 0, groups: int = 1, dilation: IntOrSeq = 1, *,
-                   method: str = "auto") -> da.Array:
+                   method: str = "auto", activation=None, data_format: str = "channels_first") -> da.Array:
     """Lazy transposed convolution of a chunked Dask array, equal to :func:`fastdeconv.conv_transpose`.
 
     The arguments and semantics are those of the in-memory :func:`fastdeconv.conv_transpose` (PyTorch
@@ -80,6 +80,11 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
     method : {"auto", "scatter", "gather", "zerofill"}
         Data-flow form of the per-block kernel; ``"auto"`` is resolved once, for the whole array, exactly
         as the in-memory call resolves it.
+    activation : None, str or tuple
+        The fused epilogue, as for :func:`fastdeconv.conv_transpose` (applied in each block's kernels).
+    data_format : {"channels_first", "channels_last"}
+        As for :func:`fastdeconv.conv_transpose`: channels-last x is (N, *spatial, C_in) and gives
+        (N, *out_spatial, C_out), the channel axis the last one (one block).
 
     Returns
     -------
@@ -125,12 +130,14 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         raise ValueError("x must have known chunk sizes; call x.compute_chunk_sizes() first")
     w = _as_dask(weight, "weight")
     b = None if bias is None else _as_dask(bias, "bias")
-    plan = _full_plan(x, w, b, stride, padding, output_padding, groups, dilation, method)
+    plan = _full_plan(x, w, b, stride, padding, output_padding, groups, dilation, method, activation, data_format)
 
-    batched = plan.batched
+    batched, last = plan.batched, plan.channels_last
     xb = x if batched else x[None]
-    if len(xb.chunks[1]) > 1:
-        xb = xb.rechunk({1: -1})
+    channel = xb.ndim - 1 if last else 1
+    if len(xb.chunks[channel]) > 1:
+        xb = xb.rechunk({channel: -1})
+    spatial_chunks = xb.chunks[1:-1] if last else xb.chunks[2:]
     # every block runs the whole array's variant (the same terms in the same order), decided as the in-memory
     # call decides it: without a measurement, this fixes the model's pick for the process
     variant = decide_variant(plan, _cost.choose(plan).ranking())
@@ -140,7 +147,7 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
     w = w.rechunk(-1)
     b = None if b is None else b.rechunk(-1)
 
-    in_bounds = [_bounds(c) for c in xb.chunks[2:]]
+    in_bounds = [_bounds(c) for c in spatial_chunks]
     out_bounds = [_output_bounds(bnd, a) for bnd, a in zip(in_bounds, axes)]
     windows = [[_window(a, lo, hi) for lo, hi in zip(ob[:-1], ob[1:])] for ob, a in zip(out_bounds, axes)]
     _check_block_memory(plan, xb.chunks[0], out_bounds, windows)
@@ -152,22 +159,26 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
     # converted and packed once per process that runs blocks (not once per block), and the distributed scheduler
     # ships it (weight, bias and geometry: ``ConvTranspose.__getstate__``) once per worker, not once per task
     op_key = ("conv_transpose-operator-" + tokenize(w.name, None if b is None else b.name, stride, padding,
-                                                    output_padding, groups, dilation, method), 0)
-    dsk = {op_key: (_operator, w_key, b_key, (stride, padding, output_padding, groups, dilation, method), w.shape,
+                                                    output_padding, groups, dilation, method, plan.activation,
+                                                    last), 0)
+    dsk = {op_key: (_operator, w_key, b_key, (stride, padding, output_padding, groups, dilation, method,
+                                              activation, plan.data_format), w.shape,
                     None if b is None else b.shape)}
     for nb, n_size in enumerate(xb.chunks[0]):
         for idx in product(*(range(len(ws)) for ws in windows)):
             wins = [windows[ax][j] for ax, j in enumerate(idx)]
-            keys, copies = _pieces(xb.name, nb, in_bounds, wins)
+            keys, copies = _pieces(xb.name, nb, in_bounds, wins, last)
             block_axes = tuple(dataclasses.replace(a, size_in=hi - lo, start=a.start + o_lo - lo * a.stride,
                                                    size_out=o_hi - o_lo)
                                for a, (lo, hi, o_lo, o_hi) in zip(axes, wins))
             block_plan = dataclasses.replace(plan, batch=n_size, batched=True,
                                              axes=plan.axes[:lead] + block_axes)
-            dsk[(name, nb, 0) + idx] = (_compute_block, keys, copies, block_plan, op_key)
+            dsk[(name, nb) + idx + (0,) if last else (name, nb, 0) + idx] = (_compute_block, keys, copies, block_plan,
+                                                                             op_key)
     dependencies = [xb, w] + ([] if b is None else [b])
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=dependencies)
-    chunks = (xb.chunks[0], (plan.c_out,)) + tuple(tuple(np.diff(ob).tolist()) for ob in out_bounds)
+    spatial = tuple(tuple(np.diff(ob).tolist()) for ob in out_bounds)
+    chunks = (xb.chunks[0],) + spatial + ((plan.c_out,),) if last else (xb.chunks[0], (plan.c_out,)) + spatial
     y = da.Array(graph, name, chunks, meta=np.empty((0,) * (rank + 2), plan.dtype))
     return y if batched else y[0]
 
@@ -187,7 +198,7 @@ def _as_dask(a, name: str) -> da.Array:
 
 
 def _full_plan(x: da.Array, w: da.Array, b: da.Array | None, stride, padding, output_padding, groups, dilation,
-               method) -> geo.Plan:
+               method, activation=None, data_format="channels_first") -> geo.Plan:
     """The core's plan for the whole call, validated by ``make_plan`` with the core's own messages.
 
     The whole output is never held at once, so it may exceed this machine's memory (``limit_memory=False``);
@@ -195,7 +206,7 @@ def _full_plan(x: da.Array, w: da.Array, b: da.Array | None, stride, padding, ou
     """
     return geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, stride, padding, output_padding, groups, dilation,
                          None, method, None if b is None else b.shape, None if b is None else b.dtype,
-                         limit_memory=False)
+                         limit_memory=False, activation=activation, data_format=data_format)
 
 
 def _bounds(chunks: Sequence[int]) -> list[int]:
@@ -223,7 +234,7 @@ def _window(axis: geo.Axis, o_lo: int, o_hi: int) -> tuple[int, int, int, int]:
     return lo, max(hi, lo + 1), o_lo, o_hi
 
 
-def _pieces(x_name: str, nb: int, in_bounds: list[list[int]], wins) -> tuple[list, list]:
+def _pieces(x_name: str, nb: int, in_bounds: list[list[int]], wins, channels_last: bool = False) -> tuple[list, list]:
     """Keys of the input blocks a window overlaps and, for each, (window slices, block slices, the block's
     declared spatial shape)."""
     per_axis = []
@@ -238,7 +249,8 @@ def _pieces(x_name: str, nb: int, in_bounds: list[list[int]], wins) -> tuple[lis
         per_axis.append(entries)
     keys, copies = [], []
     for combo in product(*per_axis):
-        keys.append((x_name, nb, 0) + tuple(e[0] for e in combo))
+        idx = tuple(e[0] for e in combo)
+        keys.append((x_name, nb) + idx + (0,) if channels_last else (x_name, nb, 0) + idx)
         copies.append((tuple(e[1] for e in combo), tuple(e[2] for e in combo), tuple(e[3] for e in combo)))
     return keys, copies
 
@@ -272,19 +284,27 @@ def _operator(weight, bias, geometry: tuple, w_shape: tuple[int, ...], b_shape: 
     _check_block(weight, w_shape, "weight")
     if bias is not None:
         _check_block(bias, b_shape, "bias")
-    stride, padding, output_padding, groups, dilation, method = geometry
-    return ConvTranspose(weight, bias, stride, padding, output_padding, groups, dilation, method=method)
+    stride, padding, output_padding, groups, dilation, method, activation, data_format = geometry
+    return ConvTranspose(weight, bias, stride, padding, output_padding, groups, dilation, method=method,
+                         activation=activation, data_format=data_format)
 
 
 def _compute_block(blocks: list[np.ndarray], copies, plan: geo.Plan, op: ConvTranspose) -> np.ndarray:
     """One output block: gather the input window from its blocks, then run the call's operator on the shifted
     plan (whose variant is the whole array's)."""
     lead = geo.MAX_RANK - plan.rank
-    window = np.empty((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes[lead:]), plan.dtype)
+    spatial_in = tuple(a.size_in for a in plan.axes[lead:])
+    last = plan.channels_last
+    window = np.empty((plan.batch,) + spatial_in + (plan.c_in,) if last else (plan.batch, plan.c_in) + spatial_in,
+                      plan.dtype)
     for block, (_, _, spatial) in zip(blocks, copies):
-        _check_block(block, (plan.batch, plan.c_in) + spatial, "x")
+        _check_block(block, (plan.batch,) + spatial + (plan.c_in,) if last else (plan.batch, plan.c_in) + spatial,
+                     "x")
     for block, (dst, src, _) in zip(blocks, copies):
-        window[(Ellipsis,) + dst] = block[(Ellipsis,) + src]
+        if last:
+            window[(slice(None),) + dst] = block[(slice(None),) + src]
+        else:
+            window[(Ellipsis,) + dst] = block[(Ellipsis,) + src]
     y = np.empty(plan.out_shape, plan.dtype)
     op._run_plan(plan, window, y)
     return y

@@ -43,6 +43,7 @@ import numpy as np
 from .._compiled import njit
 from ..config import NJIT_FLAGS
 from ._index import at
+from .epilogue import activate
 
 PACK_CHANNELS = 16  # channels ``pack`` transposes at a time (one 64-byte vector of float32)
 TRANSFORM_ROWS = 16  # input channels ``transform_weights`` transforms at a time
@@ -230,8 +231,9 @@ def _term_counts(terms):
 
 
 @njit(**NJIT_FLAGS)
-def inverse(m_blocks, terms, buf, y, bias, block, where, stride, msize):
-    """``y[n0 + j, c0 + c, phase + stride * m] = sum_xi A[i, xi] * m_blocks[xi, t, c] + bias``, ``m = t * M + i``.
+def inverse(m_blocks, terms, buf, y, bias, block, where, stride, msize, code, params):
+    """``y[n0 + j, c0 + c, phase + stride * m] = sum_xi A[i, xi] * m_blocks[xi, t, c] + bias``, ``m = t * M + i``,
+    then the epilogue's activation ``code`` (``_kernels.epilogue``; 0: none) in the same store.
 
     ``block = (n0, nb, c0, th0)`` (int64): the chunk's samples ``n0 : n0 + nb``, its first output channel and
     first tile row; ``where = (phase, mcount, ntiles)``: the sub-phase's first output, its output count and the
@@ -302,10 +304,18 @@ def inverse(m_blocks, terms, buf, y, bias, block, where, stride, msize):
                                                 + c_3 * mf[at(s_3 + o + c)]
                                 k += take
                         dst = sample + ((phase[0] + s_d * md) * o_h + phase[1] + s_h * mh) * o_w + phase[2]
-                        for c in range(cb):
-                            bv = bias[c0 + c]
-                            for q in range(run):
-                                yf[at(dst + c * volume + q * s_w)] = bf[at(q * cb + c)] + bv
+                        if code == 0:
+                            for c in range(cb):
+                                bv = bias[c0 + c]
+                                for q in range(run):
+                                    yf[at(dst + c * volume + q * s_w)] = bf[at(q * cb + c)] + bv
+                        else:  # the same store, the activation applied to each value stored
+                            p_a, p_b, one = params[0], params[1], params[2]
+                            for c in range(cb):
+                                bv = bias[c0 + c]
+                                for q in range(run):
+                                    yf[at(dst + c * volume + q * s_w)] = activate(bf[at(q * cb + c)] + bv, code,
+                                                                                  p_a, p_b, one)
 
 
 @njit(**NJIT_FLAGS)
@@ -351,7 +361,7 @@ def transform_weights(w, taps, r, u_coefs, groups, cb_max, ci_lo, ci_hi, tmp, u_
 
 
 @njit(**NJIT_FLAGS)
-def run_task(x, weights, bias, y, chunk, repack, spec, buffers):
+def run_task(x, weights, bias, y, chunk, repack, spec, buffers, code, params):
     """One chunk: group ``gi``, samples ``n0 : n0 + nb``, tile rows ``th0 : th0 + nth``, channels ``c0 : c0 + cb``.
 
     The groups: ``weights = (wt, u_all)``; ``chunk = (gi, cin_g, n0, nb, th0, nth, c0, cb)`` (int64); ``spec =
@@ -362,7 +372,7 @@ def run_task(x, weights, bias, y, chunk, repack, spec, buffers):
     of each point is ``np.dot`` on contiguous blocks (BLAS, called from numba: no Python round trip per point).
     ``repack`` is False when the previous chunk of this worker packed the same samples and rows. A non-empty
     ``u_all`` holds every point's transformed weights (``shares_weights``, see ``transform_weights``); otherwise
-    each point's are computed here into ``u_buf``.
+    each point's are computed here into ``u_buf``. ``code, params``: the epilogue, applied in the store.
     """
     wt, u_all = weights
     gi, cin_g, n0, nb, th0, nth, c0, cb = chunk
@@ -399,4 +409,4 @@ def run_task(x, weights, bias, y, chunk, repack, spec, buffers):
             input_point(xp, nb, v_terms[p, xi, :v_counts[p, xi]], step, local, vt)
             np.dot(vt, u_mat, m_blocks[xi])
         inverse(m_blocks, a_terms, buf, y, bias, (n0, nb, gi * cout_g + c0, th0), (tables[p, 0], tables[p, 1], local),
-                stride, msize)
+                stride, msize, code, params)

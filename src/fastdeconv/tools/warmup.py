@@ -42,7 +42,7 @@ GEOMETRIES: tuple[tuple[tuple[int, ...], tuple[int, ...], dict], ...] = (
     ((1, 8, 12, 12), (8, 8, 3, 3), {"stride": 1, "padding": 2, "dilation": 2}),  # dilated
 )
 # The other numba kernels: the zero-fill baseline, the forward convolution (direct and GEMM), its gradients.
-EXTRAS = ("zerofill", "conv", "backward", "zero_fill")
+EXTRAS = ("zerofill", "conv", "backward", "zero_fill", "channels_last")
 
 
 def tasks(dtypes: Sequence[str] = DTYPES) -> list[tuple[str, str]]:
@@ -57,6 +57,10 @@ def tasks(dtypes: Sequence[str] = DTYPES) -> list[tuple[str, str]]:
     return [(name, dtype) for dtype in dtypes for name in names]
 
 
+def plan_format(record) -> str:
+    return "channels_last" if record.channels_last else "channels_first"
+
+
 def _forced(variant: str, x, w, kw: dict) -> bool:
     """Run ``variant`` on (x, w) whatever the cost model would pick; False when it does not apply there."""
     import numpy as np
@@ -66,13 +70,21 @@ def _forced(variant: str, x, w, kw: dict) -> bool:
     from .._scan import max_abs
 
     record = variants.get(variant)
+    if record.channels_last:  # (N, *spatial, C) data
+        x = np.ascontiguousarray(np.moveaxis(x, x.ndim - w.ndim + 1, -1))
     plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, kw.get("stride", 1), kw.get("padding", 0),
-                         kw.get("output_padding", 0), kw.get("groups", 1), kw.get("dilation", 1), None, record.form)
+                         kw.get("output_padding", 0), kw.get("groups", 1), kw.get("dilation", 1), None, record.form,
+                         data_format=plan_format(record))
     if not record.applies(plan) or record.estimate(plan, 1) is None:
         return False
-    x5 = x.reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
+    spatial_in, spatial_out = tuple(a.size_in for a in plan.axes), tuple(a.size_out for a in plan.axes)
+    if plan.channels_last:
+        x5 = x.reshape((plan.batch,) + spatial_in + (plan.c_in,))
+        y5 = np.empty((plan.batch,) + spatial_out + (plan.c_out,), plan.dtype)
+    else:
+        x5 = x.reshape((plan.batch, plan.c_in) + spatial_in)
+        y5 = np.empty((plan.batch, plan.c_out) + spatial_out, plan.dtype)
     w5 = w.reshape((plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes))
-    y5 = np.empty((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes), plan.dtype)
     if record.check is not None:
         record.check(plan, x5, max_abs(w5))
     variants.forced(variant, plan, x5, w5, np.zeros(plan.c_out, plan.dtype), y5)
@@ -103,6 +115,11 @@ def run_task(name: str, dtype: str) -> tuple[str, str, float, int, list[str]]:
                 fd.conv_transpose_backward(y, x, w, **kw)
             elif name == "zero_fill":
                 fd.zero_fill(x, kw.get("stride", 1), kw.get("padding", 0))
+            elif name == "channels_last":  # the channels-last variants, forced, on channels-last data
+                from .. import variants
+
+                if not any([_forced(v, x, w, kw) for v in variants.names(baseline=True, layout=name)]):
+                    continue
             elif not _forced(name, x, w, kw):
                 continue
             ran += 1

@@ -89,6 +89,21 @@ class Variant:
     # ``scan.max_abs``) give the definition's finite/Inf/NaN pattern anyway (else the call runs an exact variant:
     # ``_api.exact_plan``)
     check: Callable[[geo.Plan, np.ndarray, float], bool] | None = None
+    # whether ``run`` reads and writes channels-last arrays, x5 (N, D, H, W, C_in) and y5 (N, oD, oH, oW, C_out):
+    # a record applies only to plans of its layout (``applies`` is wrapped so, once)
+    channels_last: bool = False
+
+    def __post_init__(self):
+        inner = self.applies
+        if getattr(inner, "_layout", None) == self.channels_last:
+            return
+        layout = self.channels_last
+
+        def applies(plan: geo.Plan) -> bool:
+            return plan.channels_last == layout and inner(plan)
+
+        applies._layout = layout
+        object.__setattr__(self, "applies", applies)
 
     def packed_for_call(self, plan: geo.Plan, w5: np.ndarray) -> object:
         """What a one-off call hands ``run``."""
@@ -105,6 +120,7 @@ class Variant:
 
 # the modules import ``Variant`` from here: imported after it
 from . import (  # noqa: E402
+    channels_last,
     gather_direct,
     gather_gemm,
     gather_gemm_cols,
@@ -128,6 +144,14 @@ VARIANT_LIST: tuple[Variant, ...] = (
     gather_winograd.VARIANT,
     gather_plane.VARIANT,
     zerofill.VARIANT,
+    channels_last.NATIVE,
+    channels_last.DIRECT,
+    # channels-first variants run on channels-last data: one channel (the same bytes), or a requested form with
+    # no channels-last kernel (between two transposes)
+    *(channels_last.transposing(v) for v in (scatter_direct.VARIANT, scatter_gemm.VARIANT, gemm_rows.SCATTER,
+                                             gather_direct.VARIANT, gather_gemm.VARIANT, gemm_rows.GATHER,
+                                             gather_gemm_cols.VARIANT, gather_winograd.VARIANT,
+                                             gather_plane.VARIANT, zerofill.VARIANT)),
 )
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in VARIANT_LIST}
@@ -182,11 +206,14 @@ def dispatchers(name: str | None = None) -> tuple:
     return tuple(found.values())
 
 
-def names(form: str | None = None, *, baseline: bool = False) -> tuple[str, ...]:
+def names(form: str | None = None, *, baseline: bool = False, layout: str | None = "channels_first"
+          ) -> tuple[str, ...]:
     """The variant names in list order: all that ``auto`` ranks, or those of one ``form`` (``baseline=True``
-    includes the baseline routes; asking for the form of a baseline lists it)."""
+    includes the baseline routes; asking for the form of a baseline lists it), of one data layout
+    (``"channels_first"``, the default, or ``"channels_last"``; None: both)."""
     return tuple(v.name for v in VARIANT_LIST
-                 if (form is None or v.form == form) and (baseline or not v.baseline or form is not None))
+                 if (form is None or v.form == form) and (baseline or not v.baseline or form is not None)
+                 and (layout is None or v.channels_last == (layout == "channels_last")))
 
 
 def get(name: str) -> Variant:

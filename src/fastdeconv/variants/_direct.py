@@ -16,6 +16,7 @@ from .._kernels import scatter as _sd
 from .._kernels._blocks import CHANNEL_BLOCK
 from .._model import DIRECT_CHANNEL_BLOCK, DIRECT_ROW_HALF
 from .._tiling import tile_for
+from . import _epilogue
 from ._terms import sizes
 
 
@@ -31,6 +32,8 @@ def direct_call(plan: geo.Plan, form: str) -> tuple:
     bits as ``scatter_serial``), else the function that hands chunks of them to the worker pool."""
     tile = tile_for(plan) if plan.batch * plan.c_out else np.ones(3, np.int64)  # empty: never launched
     args = (plan.groups, plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start"), tile)
+    if plan.activation is not None:  # the pool driver, which applies the epilogue chunk by chunk (serially too)
+        return _fused(_tasks.scatter if form == "scatter" else _tasks.gather, plan), args
     if not runs_serially(plan):
         return (_tasks.scatter if form == "scatter" else _tasks.gather), args
     if form == "scatter" and plan.macs < M.TINY_WORK:
@@ -39,6 +42,14 @@ def direct_call(plan: geo.Plan, form: str) -> tuple:
     blocks = -(-(plan.c_out // plan.groups) // CHANNEL_BLOCK)
     n_tasks = plan.batch * plan.groups * blocks * math.prod(-(-a.size_out // int(t)) for a, t in zip(plan.axes, tile))
     return (_sd.scatter_tasks if form == "scatter" else _gd.gather_tasks), args + (0, n_tasks)
+
+
+def _fused(driver, plan: geo.Plan):
+    """``driver`` (``_tasks.scatter`` / ``gather``) with the plan's activation applied to each chunk's outputs."""
+    def run(x5, w5, bias, y5, *args):
+        driver(x5, w5, bias, y5, *args, epilogue=_epilogue.args(plan))
+
+    return run
 
 
 def direct_run(form: str):

@@ -15,6 +15,7 @@ from .. import _geometry as geo
 from .._kernels.winograd import PACK_CHANNELS, TRANSFORM_ROWS, relayout, run_task, transform_weights
 from .._runtime import run_parallel
 from .._threads import max_threads
+from . import _epilogue
 from ._winograd_math import weight_transform
 from ._winograd_schedule import _choice, _tiles_per_row, kept_choice, layout
 
@@ -129,7 +130,7 @@ def _run_task_signature(dtype: np.dtype) -> tuple:
     spec = types.Tuple((ints[3], a[2], a[4], ints[2], a[3]) + (ints[1],) * 4)
     buffers = types.Tuple((a[5], a[1], a[1], a[1], a[2], a[1]))
     return (a[5], types.Tuple((a[4], a[1])), a[1], a[5], types.UniTuple(types.int64, 8), types.boolean, spec,
-            buffers)
+            buffers, types.int64, a[1])
 
 
 def _compile_cold(first, args: tuple) -> None:
@@ -185,6 +186,8 @@ def run(plan: geo.Plan, x5: np.ndarray, weights: Weights, bias: np.ndarray, y5: 
     spec = (tables, u_coefs, v_terms, v_counts, a_terms, lay.msize, lay.step, lay.offset, lay.out_stride)
     depth, rows, cols = lay.padded[0], nth_max * int(lay.step[1]) + lay.halo, lay.padded[2]
     tiles_max = nb_max * nth_max * _tiles_per_row(lay)
+    # the epilogue runs in the kernel's store (``inverse``), once per output row of a phase
+    code, params = _epilogue.args(plan) or (0, np.zeros(3, dtype))
 
     def work(part):
         xp_buf = np.empty((nb_max, depth, rows, cols, cin_g), dtype)
@@ -197,7 +200,7 @@ def run(plan: geo.Plan, x5: np.ndarray, weights: Weights, bias: np.ndarray, y5: 
         packed = None
         for gi, n0, nb, th0, c0, cb in part:  # (Python ints: the ``chunk`` tuple is int64 in the kernel)
             run_task(x5, pair, bias, y5, (gi, cin_g, n0, nb, th0, nth_max, c0, cb), packed != (gi, n0, th0), spec,
-                     buffers)
+                     buffers, code, params)
             packed = (gi, n0, th0)
 
     run_parallel(work, tasks)

@@ -17,11 +17,12 @@ import numpy as np
 
 from .. import _geometry as geo
 from .. import _model as M
+from .._kernels.epilogue import bias_activate
 from .._kernels.gather_gemm import im2col, phase_store, phase_weights
 from .._runtime import run_parallel
 from .._scan import finite_weights
 from .._threads import max_threads
-from . import Variant
+from . import Variant, _epilogue
 from ._terms import gemm_applies, gemm_time, same, sizes
 
 # Target GEMM width (columns) per chunk: wide enough for BLAS, small enough to stay in cache.
@@ -112,7 +113,8 @@ def pack_input(plan: geo.Plan) -> geo.Plan:
     not read."""
     axes = tuple(geo.Axis(1, a.kernel, a.stride, a.dilation, a.start % a.stride, min(a.stride, a.size_out))
                  for a in plan.axes)
-    return dataclasses.replace(plan, batch=1, batched=True, axes=axes, method="auto", variant=None)
+    return dataclasses.replace(plan, batch=1, batched=True, axes=axes, method="auto", variant=None,
+                               activation=None)
 
 
 def pack(plan: geo.Plan, w5: np.ndarray) -> PhaseWeights:
@@ -150,8 +152,13 @@ def gather_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray | PhaseWeights, b
     stride = np.array([a.stride for a in plan.axes], np.int64)
     t_max = max((int(np.prod(e[2])) for e in table), default=1)
     m_w_max = max((int(e[1][2]) for e in table), default=1)
+    ep = _epilogue.args(plan)
+    # with an epilogue each GEMM result gets the bias and the activation in the worker (``bias_activate``, still
+    # in cache) and the store adds a zero bias; elements no tap reaches hold the activated bias
+    store_bias = bias if ep is None else np.zeros_like(bias)
+    bias_out = _epilogue.bias_vector(plan, bias)
     if bias_phases(plan):  # phases no tap reaches: the bias, then the phases with taps overwrite theirs
-        y5[...] = bias.reshape((1, -1, 1, 1, 1))
+        y5[...] = bias_out.reshape((1, -1, 1, 1, 1))
     x_pix = x5.shape[2] * x5.shape[3] * x5.shape[4]
     tasks = []
     for index, (phase, m_shape, counts, _taps, bases) in enumerate(table):
@@ -160,7 +167,7 @@ def gather_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray | PhaseWeights, b
         n_t = int(counts[0] * counts[1] * counts[2])
         if cin_g == 0:  # no input channel in a group: bias only
             sl = tuple(slice(int(r), None, int(s)) for r, s in zip(phase, stride))
-            y5[(slice(None), slice(None)) + sl] = bias.reshape((1, -1, 1, 1, 1))
+            y5[(slice(None), slice(None)) + sl] = bias_out.reshape((1, -1, 1, 1, 1))
             continue
         total = plan.batch * int(m_shape[0] * m_shape[1])
         # the undilated input itself is the im2col block (one tap, no shift, covering the input)
@@ -191,7 +198,9 @@ def gather_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray | PhaseWeights, b
                 im2col(x5, gi * cin_g, cin_g, bases, counts, m_shape, row0, n_rows, cols)
             tmp = tmp_buf[:cb * width].reshape(cb, width)
             np.matmul(wp, cols, out=tmp)
-            phase_store(tmp, y5, bias, gi * cout_g + c0, cb, phase, m_shape, stride, row0, n_rows)
+            if ep is not None:
+                bias_activate(tmp, bias, gi * cout_g + c0, ep[0], ep[1])
+            phase_store(tmp, y5, store_bias, gi * cout_g + c0, cb, phase, m_shape, stride, row0, n_rows)
 
     run_parallel(work, tasks)
 

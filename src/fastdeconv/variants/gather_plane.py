@@ -13,12 +13,13 @@ import numpy as np
 
 from .. import _geometry as geo
 from .. import _model as M
+from .._kernels.epilogue import activate_plane_tasks
 from .._kernels.plane import plane_tasks
 from .._model import PLANE_SERIAL_WORK
 from .._runtime import run_parallel
 from .._scan import finite_weights
 from .._threads import get_num_threads, max_threads
-from . import Variant
+from . import Variant, _epilogue
 from ._terms import same, sizes
 
 # Elements of scratch per worker (the padded input rows plus one block of phase rows): 128 KiB in float32 with
@@ -172,15 +173,25 @@ def gather_plane(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarra
     args = (x5, w5, bias, y5, plan.groups, *lay.tables, lay.geometry)
     n_tasks = task_count(plan)
     threads = get_num_threads()
-    if serial or threads == 1 or n_tasks <= 1:
+    ep = _epilogue.args(plan)
+    if (serial or threads == 1 or n_tasks <= 1) and ep is None:
         plane_tasks(0, n_tasks, *args)
         return
-    n_chunks = min(n_tasks, CHUNKS_PER_THREAD * threads, max(threads, plan.macs // CHUNK_WORK))
+    inline = serial or threads == 1 or n_tasks <= 1
+    n_chunks = min(n_tasks, CHUNKS_PER_THREAD * threads, max(1 if inline else threads, plan.macs // CHUNK_WORK))
     bounds = [(c * n_tasks // n_chunks, (c + 1) * n_tasks // n_chunks) for c in range(n_chunks)]
+    # the epilogue's view of a task: its rows are every row phase of a block of phase rows
+    s_h, block, blocks = lay.tables[1].shape[0], int(lay.geometry[4]), int(lay.geometry[5])
 
     def work(part):
         for lo, hi in part:
             plane_tasks(lo, hi, *args)
+            if ep is not None:  # the chunk's rows are final: the epilogue while they are in cache
+                activate_plane_tasks(y5, plan.groups, s_h, block, blocks, lo, hi, ep[0], ep[1])
+
+    if inline:
+        work(bounds)
+        return
 
     run_parallel(work, bounds)
 

@@ -18,7 +18,7 @@ from .._kernels.scatter_gemm import geometry_arrays
 from .._model import PIXEL_GEMM_COLUMNS, PIXEL_GEMM_GAIN_MAX, PIXEL_GEMM_GAIN_MIN
 from .._runtime import run_parallel
 from .._threads import max_threads
-from . import Variant
+from . import Variant, _epilogue
 from ._terms import gemm_applies, gemm_time, sizes
 
 # Target ``cols`` block (elements) per task, pixels-major: a quarter of one core's L2, so the rows the GEMM
@@ -120,6 +120,7 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.nda
     size_d, size_w = x5.shape[2], x5.shape[4]
     major = pixels_major(plan)
     gather = gather_rows if major else gather_rows_cm
+    ep = _epilogue.args(plan)
 
     def work(part):
         buf = np.empty(max_pixels * cout_g * k, plan.dtype)
@@ -143,6 +144,8 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.nda
                     scatter_rows(*args, major)
                 else:
                     gather(*args)
+            if ep is not None:  # the task's output rows are final: the epilogue while they are in cache
+                _epilogue.box(y5, ep, (j0, j0 + nj), (gi * cout_g, (gi + 1) * cout_g), (0, y5.shape[2]), (oh0, oh1))
 
     run_parallel(work, list(task_list))
 

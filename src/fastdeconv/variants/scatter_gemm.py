@@ -27,7 +27,7 @@ from .._kernels.scatter_gemm import (
 )
 from .._runtime import run_parallel
 from .._threads import max_threads
-from . import Variant
+from . import Variant, _epilogue
 from ._terms import gemm_applies, gemm_time, mem_time, same, sizes
 from .gather_plane import axis_table
 
@@ -241,6 +241,7 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
         box[axis] = (lo, min(size, lo + slab))
         boxes.append((lo * per_slab, int(box[axis, 1]) * per_slab, box))
     out_vol = _prod(a.size_out for a in plan.axes)
+    ep = _epilogue.args(plan)
 
     def work(part):
         cols_buf = np.empty(c_chunk * k * n_chunk * per_slab * slab, plan.dtype)
@@ -274,6 +275,8 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
                     col2im_minor(cols, y5, bias, block, in_shape, kern, stride, taps, once, plane)
                 else:
                     col2im(cols, y5, bias, block, box, kern, stride, taps, (once, p0 == 0, by_pixel))
+            if ep is not None:  # the chunk's samples and channels are final: the epilogue while they are in cache
+                _epilogue.box(y5, ep, (n0, n0 + n), (gi * cout_g + c0, gi * cout_g + c0 + cb))
 
     run_parallel(work, tasks)
 

@@ -15,7 +15,7 @@ from .._kernels.zerofill import fill_planes
 from .._model import DIRECT_ROW_HALF
 from .._tasks import correlate, fill
 from .._tiling import tile_for
-from . import Variant
+from . import Variant, _epilogue
 from ._terms import always, never, sizes
 
 
@@ -48,7 +48,7 @@ def run(plan: geo.Plan, x5: np.ndarray, wc: np.ndarray, b: np.ndarray, y5: np.nd
     z = np.empty(z_shape, plan.dtype)
     fill(x5, z, plan.arrays("stride"), np.array([s - 1 - a.start for a, s in zip(plan.axes, spans)], np.int64))
     ones = np.ones(3, np.int64)
-    correlate(z, wc, b, y5, plan.groups, ones, plan.arrays("dilation"), tile_for(plan))
+    correlate(z, wc, b, y5, plan.groups, ones, plan.arrays("dilation"), tile_for(plan), _epilogue.args(plan))
 
 
 def pack(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:

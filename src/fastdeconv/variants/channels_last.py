@@ -1,0 +1,323 @@
+"""The channels-last variants: x (N, D, H, W, C_in) and y (N, oD, oH, oW, C_out), the weight in its own layout.
+
+``gather-gemm-nhwc`` computes channels-last data directly (XNNPACK's subconvolution IGEMM is the model): per task
+(a run of whole samples, or one sample's block of output positions along its outermost axis, the input positions
+it needs recomputed at the block's edges) one GEMM ``cols = X @ W``, X the task's input pixels x C_in_g (channels-
+last, each pixel's channels one contiguous row: a strided view, no copy), W the weight re-laid out (C_in_g, K x
+C_out_g) tap-major; then every output pixel sums the rows of its (pixel, tap) pairs straight into its contiguous
+C_out_g run of the output, adds the bias and applies the epilogue (``_kernels/nhwc.py``).
+
+``gather-direct-nhwc`` needs no scratch and applies to every plan: the channels-last kernel of small and
+channel-poor layers, and of those where ``gather-gemm-nhwc``'s ``cols`` would break the memory rule (one output
+position whose input rows' ``cols`` exceed it). Where a form with no channels-last kernel is requested
+(``scatter``, ``zerofill``), a clearly named transposing route runs: ``transpose-<variant>`` transposes x to
+channels-first, runs that channels-first variant (with the epilogue) and transposes the result back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import lru_cache
+from math import prod as _prod
+
+import numpy as np
+
+from .. import _geometry as geo
+from .._kernels.nhwc import nhwc_direct, nhwc_gather
+from .._model import (
+    BANDWIDTH,
+    DIRECT_RATE,
+    DIRECT_ROW_HALF,
+    LAUNCH_GEMM,
+    LAUNCH_PARALLEL,
+    LAUNCH_POOL,
+    LAUNCH_SERIAL,
+    ROWS_STEP_PIXELS_MAJOR,
+    SERIAL_WORK,
+)
+from .._runtime import run_parallel
+from .._tasks import run_tasks
+from .._threads import max_threads
+from . import Variant, _epilogue
+from ._terms import gemm_applies, gemm_time, sizes
+from .gather_plane import axis_table
+
+# Target ``cols`` block (elements) per task: within one core's L2, so that the rows the GEMM writes are in cache
+# when the gather reads them.
+_CHUNK_ELEMENTS = 1 << 19
+
+
+def cut_axis(plan: geo.Plan) -> int:
+    """The axis a sample is cut along: the outermost with more than one output position (its input block is then
+    one contiguous run of pixels)."""
+    return next((axis for axis, a in enumerate(plan.axes) if a.size_out > 1), 2)
+
+
+def _input_range(a: geo.Axis, o0: int, o1: int) -> tuple[int, int]:
+    """Input positions ``[i0, i1)`` whose footprint reaches outputs ``[o0, o1)`` along axis ``a``."""
+    lo, hi = a.size_in, 0
+    for k in range(a.kernel):
+        off = k * a.dilation - a.start
+        first = max(0, -(-(o0 - off) // a.stride))
+        last = min(a.size_in, -(-(o1 - off) // a.stride))
+        if first < last:
+            lo, hi = min(lo, first), max(hi, last)
+    return (lo, hi) if lo < hi else (0, 0)
+
+
+def tap_major(plan: geo.Plan) -> bool:
+    """Whether a one-off call re-lays the weight out tap-major (within the memory rule: one output); else the GEMM
+    reads it as it is (channel-major columns: the gather reads them with stride K)."""
+    return sizes(plan).w_elems <= sizes(plan).y_elems // 2
+
+
+@lru_cache(maxsize=256)
+def tasks(plan: geo.Plan) -> tuple[tuple, int] | None:
+    """((group, first sample, samples, o0, o1, i0, i1) per task, largest input pixels of a task), by shape alone;
+    None when one output position's input block breaks the memory rule."""
+    g, cut = plan.groups, cut_axis(plan)
+    width = (plan.c_out // g) * _prod(a.kernel for a in plan.axes)  # cols per input pixel
+    a = plan.axes[cut]
+    inner = _prod(ax.size_in for i, ax in enumerate(plan.axes) if i != cut)  # input pixels per position on ``cut``
+    out_size = plan.batch * plan.c_out * _prod(ax.size_out for ax in plan.axes)
+    relayout = plan.c_in * width if tap_major(plan) else 0
+    budget = (out_size - relayout) // max_threads()
+    target = min(budget, max(_CHUNK_ELEMENTS, inner * width))
+    per_sample = inner * a.size_in * width
+    if per_sample <= target:
+        blocks = [(0, a.size_out, 0, a.size_in)]
+    else:
+        blocks, o0 = [], 0
+        while o0 < a.size_out:
+            o1 = o0 + 1
+            while o1 < a.size_out:
+                i0, i1 = _input_range(a, o0, o1 + 1)
+                if (i1 - i0) * inner * width > target:
+                    break
+                o1 += 1
+            blocks.append((o0, o1) + _input_range(a, o0, o1))
+            o0 = o1
+    n = 1
+    if len(blocks) == 1:  # whole samples: several per task, enough tasks for the workers
+        n = max(1, min(target // max(1, per_sample), -(-plan.batch // (2 * max_threads()))))
+    out = tuple((gi, j, min(n, plan.batch - j)) + blk for gi in range(g) for j in range(0, plan.batch, n)
+                for blk in blocks)
+    pixels = max((nj * (i1 - i0) * inner for _, _, nj, _, _, i0, i1 in out), default=0)
+    if pixels * width > budget:
+        return None
+    return out, pixels
+
+
+def applies(plan: geo.Plan) -> bool:
+    return gemm_applies(plan) and tasks(plan) is not None
+
+
+def scratch_elements(plan: geo.Plan) -> int:
+    found = tasks(plan)
+    width = (plan.c_out // plan.groups) * _prod(a.kernel for a in plan.axes)
+    return 0 if found is None else max_threads() * found[1] * width + (plan.c_in * width if tap_major(plan) else 0)
+
+
+def cost(plan: geo.Plan, threads: int) -> float | None:
+    found = tasks(plan)
+    if found is None:
+        return None
+    task_list, max_pixels = found
+    s = sizes(plan)
+    width = s.cout_g * s.k
+    inner = _prod(a.size_in for i, a in enumerate(plan.axes) if i != cut_axis(plan))
+    pixels = sum(t[2] * (t[6] - t[5]) * inner for t in task_list)  # incl. recomputed edges, all groups
+    workers = max(1, min(threads, len(task_list)))
+    gemm = gemm_time(2.0 * pixels * s.cin_g * width, max(1, max_pixels), width, s.cin_g, 1, s.scale)
+    element, store = ROWS_STEP_PIXELS_MAJOR["gather"]
+    step = pixels * width * element + s.y_elems * store
+    fixed = s.w_elems * s.item / BANDWIDTH + len(task_list) * LAUNCH_GEMM
+    return (gemm + step + fixed) / workers + LAUNCH_PARALLEL
+
+
+def pack(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
+    """(C_in, C_out_g, K) -> (C_in, K x C_out_g): tap-major, each tap's output channels contiguous."""
+    cout_g, k = plan.c_out // plan.groups, _prod(a.kernel for a in plan.axes)
+    return np.ascontiguousarray(w5.reshape(plan.c_in, cout_g, k).transpose(0, 2, 1)).reshape(plan.c_in, k * cout_g)
+
+
+@lru_cache(maxsize=256)
+def tables(plan: geo.Plan) -> tuple[np.ndarray, np.ndarray]:
+    """``tabs[axis, o]``: the (tap, input position) pairs reaching output ``o``, in tap order; ``counts[axis, o]``."""
+    longest = max(a.size_out for a in plan.axes)
+    taps = max(a.kernel for a in plan.axes)
+    tabs = np.zeros((3, longest, 2 * taps), np.int64)
+    counts = np.zeros((3, longest), np.int64)
+    for axis, a in enumerate(plan.axes):
+        o = np.arange(a.size_out, dtype=np.int64)
+        for k in range(a.kernel):
+            num = o + a.start - k * a.dilation
+            i = num // a.stride
+            ok = (num % a.stride == 0) & (i >= 0) & (i < a.size_in)
+            at = counts[axis, :a.size_out]
+            rows = o[ok]
+            tabs[axis, rows, 2 * at[ok]] = k
+            tabs[axis, rows, 2 * at[ok] + 1] = i[ok]
+            counts[axis, rows] += 1
+    return tabs, counts
+
+
+@lru_cache(maxsize=256)
+def w_table(plan: geo.Plan) -> np.ndarray:
+    """The W axis by output phase (``gather_plane.axis_table``): per phase, its outputs and (tap, base) pairs."""
+    return axis_table(plan.axes[2])[0]
+
+
+def run(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
+    """Channels-last transposed convolution into ``y5`` (N, oD, oH, oW, C_out) from ``x5`` (N, D, H, W, C_in) and
+    :func:`pack`'s weight (or the weight itself, 5-D: channel-major columns)."""
+    g = plan.groups
+    cin_g, cout_g = plan.c_in // g, plan.c_out // g
+    k = _prod(a.kernel for a in plan.axes)
+    task_list, max_pixels = tasks(plan)
+    tabs, counts = tables(plan)
+    wtab = w_table(plan)
+    cut = cut_axis(plan)
+    kern = plan.arrays("kernel")
+    in_shape = [a.size_in for a in plan.axes]
+    ep = _epilogue.args(plan)
+    code, params = (0, np.zeros(3, plan.dtype)) if ep is None else ep
+    major = w2.ndim == 2
+    w2 = w2.reshape(plan.c_in, -1)
+
+    def work(part):
+        buf = np.empty(max_pixels * cout_g * k, plan.dtype)
+        slab = np.array(in_shape, np.int64)
+        for gi, j0, nj, o0, o1, i0, i1 in part:
+            slab[cut] = i1 - i0
+            index = [slice(j0, j0 + nj), slice(None), slice(None), slice(None)]
+            index[1 + cut] = slice(i0, i1)
+            pixels = nj * int(slab[0] * slab[1] * slab[2])
+            cols = buf[:pixels * cout_g * k].reshape(pixels, cout_g * k)
+            if pixels:
+                xm = x5[tuple(index)].reshape(pixels, plan.c_in)[:, gi * cin_g:(gi + 1) * cin_g]
+                np.matmul(xm, w2[gi * cin_g:(gi + 1) * cin_g], out=cols)
+            nhwc_gather(buf, y5, bias, j0, nj, gi * cout_g, cout_g, cut, o0, o1, i0, slab, kern, tabs, counts, wtab,
+                        major, code, params)
+
+    run_parallel(work, list(task_list))
+
+
+NATIVE = Variant(
+    name="gather-gemm-nhwc", form="gather", applies=applies, cost=cost, scratch=scratch_elements, pack=pack,
+    call_pack=lambda plan, w5: pack(plan, w5) if tap_major(plan) else w5, run=run, serial=lambda plan: False,
+    reason="channels-last: BLAS GEMM over pixels x channels, each output pixel's channels summed in place",
+    kernels=lambda: (nhwc_gather,), exact=True, channels_last=True,
+)
+
+
+# --------------------------------------------------------------------------- the direct channels-last kernel
+
+
+def direct_pack(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
+    """(C_in, C_out_g, K) -> (K, C_in, C_out_g): per (tap, input channel) the output channels contiguous."""
+    cout_g, k = plan.c_out // plan.groups, _prod(a.kernel for a in plan.axes)
+    return np.ascontiguousarray(w5.reshape(plan.c_in, cout_g, k).transpose(2, 0, 1))
+
+
+def _relaid_fits(plan: geo.Plan) -> bool:
+    """Whether a one-off call may re-lay the weight out (the copy within the memory rule: one output)."""
+    return sizes(plan).w_elems <= sizes(plan).y_elems
+
+
+def direct_call_pack(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
+    return direct_pack(plan, w5) if _relaid_fits(plan) else w5
+
+
+def direct_run(plan: geo.Plan, x5: np.ndarray, wt: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
+    """Channels-last transposed convolution, direct gather (``_kernels.nhwc.nhwc_direct``), on the worker pool
+    unless the problem is small (``_tasks.run_tasks``). ``wt``: :func:`direct_pack`'s (K, C_in, C_out_g), or the
+    weight itself (5-D)."""
+    n_tasks, work, geometry, cut, code, params = _direct_arguments(plan)
+    run_tasks(nhwc_direct, n_tasks, work, (x5, wt.reshape(-1), bias, y5, plan.groups) + geometry
+              + (cut, wt.ndim == 3, code, params))
+
+
+@lru_cache(maxsize=256)
+def _direct_arguments(plan: geo.Plan) -> tuple:
+    """What ``direct_run`` passes besides the arrays, made once per plan (small calls are hot)."""
+    tabs, counts = tables(plan)
+    cut = cut_axis(plan)
+    code, params = _epilogue.args(plan) or (0, np.zeros(3, plan.dtype))
+    return (plan.batch * plan.axes[cut].size_out, plan.macs, (plan.arrays("kernel"), tabs, counts, w_table(plan)),
+            cut, code, params)
+
+
+def direct_cost(plan: geo.Plan, threads: int) -> float:
+    """Multiply-adds at the direct rate, their vectors as long as a group's output channels; the streams."""
+    s = sizes(plan)
+    run = plan.c_out if s.cin_g == 1 and s.cout_g == 1 and _relaid_fits(plan) else s.cout_g  # (depthwise)
+    rate = DIRECT_RATE * s.scale * run / (run + DIRECT_ROW_HALF)
+    work = plan.macs / rate + (s.x_elems * s.k + s.y_elems + s.w_elems) * s.item / BANDWIDTH
+    if plan.macs < SERIAL_WORK:
+        return work + LAUNCH_SERIAL
+    return work / threads + LAUNCH_POOL
+
+
+DIRECT = Variant(
+    name="gather-direct-nhwc", form="gather", applies=lambda plan: bool(plan.batch), cost=direct_cost,
+    scratch=lambda plan: sizes(plan).w_elems if _relaid_fits(plan) else 0, kept_scratch=lambda plan: 0,
+    pack=direct_pack, call_pack=direct_call_pack, run=direct_run, serial=lambda plan: plan.macs < SERIAL_WORK,
+    reason="channels-last: each output pixel's channels summed in place, vectorized along them",
+    kernels=lambda: (nhwc_direct,), exact=True, channels_last=True,
+)
+
+
+# --------------------------------------------------------------------------- the transposing route
+
+
+def channels_first(plan: geo.Plan) -> geo.Plan:
+    """The same call on channels-first data."""
+    return dataclasses.replace(plan, channels_last=False)
+
+
+def same_bytes(plan: geo.Plan) -> bool:
+    """One input and one output channel: channels-last arrays are the channels-first ones, byte for byte."""
+    return plan.c_in == 1 and plan.c_out == 1
+
+
+def transposing(inner: Variant) -> Variant:
+    """A channels-last record that runs ``inner`` (a channels-first variant) between two transposes: where the
+    native variant does not apply, or ``inner``'s form is requested and has no native variant."""
+
+    def applies_(plan: geo.Plan) -> bool:
+        if not inner.applies(channels_first(plan)):
+            return False
+        return same_bytes(plan) or (plan.method == inner.form and inner.form != NATIVE.form)
+
+    def run_(plan: geo.Plan, x5: np.ndarray, packed, bias: np.ndarray, y5: np.ndarray) -> None:
+        first = channels_first(plan)
+        if same_bytes(plan):  # one channel: (N, D, H, W, 1) and (N, 1, D, H, W) are the same bytes
+            inner.run(first, x5.reshape((x5.shape[0], 1) + x5.shape[1:4]), packed, bias,
+                      y5.reshape((y5.shape[0], 1) + y5.shape[1:4]))
+            return
+        geo.check_memory(x5.shape, plan.dtype, "the channels-first copy of x")
+        xt = np.ascontiguousarray(x5.transpose(0, 4, 1, 2, 3))
+        yt = np.empty((y5.shape[0], y5.shape[4]) + y5.shape[1:4], plan.dtype)
+        inner.run(first, xt, packed, bias, yt)
+        y5[...] = yt.transpose(0, 2, 3, 4, 1)
+
+    def moved(plan: geo.Plan) -> float:
+        if same_bytes(plan):
+            return 0.0
+        s = sizes(plan)
+        return 2 * (s.x_elems + s.y_elems) * s.item / BANDWIDTH
+
+    def cost_(plan: geo.Plan, threads: int) -> float | None:
+        inner_cost = inner.cost(channels_first(plan), threads)
+        return None if inner_cost is None else inner_cost + moved(plan)
+
+    return Variant(
+        name=f"transpose-{inner.name}", form=inner.form, applies=applies_, cost=cost_,
+        scratch=lambda plan: inner.scratch(channels_first(plan)) + (0 if same_bytes(plan) else sizes(plan).x_elems),
+        pack=inner.pack, pack_input=lambda plan: inner.pack_input(channels_first(plan)),
+        call_pack=lambda plan, w5: inner.packed_for_call(channels_first(plan), w5), run=run_,
+        serial=lambda plan: False, reason=f"channels-last data transposed around {inner.name}",
+        kernels=inner.kernels, exact=inner.exact, baseline=inner.baseline, channels_last=True,
+        check=None if inner.check is None else lambda plan, x5, w_max: inner.check(channels_first(plan), x5, w_max),
+    )

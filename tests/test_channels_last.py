@@ -1,0 +1,130 @@
+"""``data_format="channels_last"``: the reference on transposed data, every channels-last variant forced, 1-D to 3-D,
+groups, unbatched; the operator, ``plan``, ``conv`` and the Dask twin; the wrong layout refused."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from reference import conv_transpose_ref
+
+import fastdeconv as fd
+from fastdeconv import _api, _cost, variants
+from fastdeconv import _geometry as geo
+
+CASES = [
+    ((2, 8, 5, 6), (8, 6, 4, 4), dict(stride=2, padding=1)),
+    ((1, 4, 7), (4, 3, 3), dict(stride=3, padding=1)),
+    ((2, 6, 3, 4, 3), (6, 2, 3, 3, 2), dict(stride=2, groups=2)),
+    ((2, 16, 6, 6), (16, 8, 3, 3), dict(stride=1, padding=1)),
+    ((1, 3, 9, 9), (3, 1, 4, 4), dict(stride=2, padding=1, groups=3)),  # depthwise
+    ((3, 9, 9), (3, 2, 2, 2), dict(stride=2, dilation=2, output_padding=1)),  # unbatched
+    ((3, 1, 7, 6), (1, 1, 3, 3), dict(stride=2)),  # one channel: the channels-first bytes
+    ((2, 32, 12, 10), (32, 3, 4, 4), dict(stride=2, padding=1)),  # few output channels
+    ((1, 16, 5, 5), (16, 64, 4, 4), dict(stride=2, padding=1)),  # weight-heavy: the GEMM reads it in place
+]
+
+
+def last(a, rank):
+    return np.ascontiguousarray(np.moveaxis(a, a.ndim - rank - 1, -1))
+
+
+def arrays(case, dtype=np.float32):
+    x_shape, w_shape, kw = CASES[case]
+    rng = np.random.default_rng(case)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[1] * kw.get("groups", 1)).astype(dtype)
+    return x, w, b, kw
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_every_channels_last_variant_forced(case):
+    x, w, b, kw = arrays(case)
+    rank = w.ndim - 2
+    xl = last(x, rank)
+    expected = last(conv_transpose_ref(x, w, b, **kw), rank)
+    base = geo.make_plan(xl.shape, w.shape, xl.dtype, w.dtype, **kw, bias_shape=b.shape, data_format="channels_last")
+    assert base.out_shape == expected.shape
+    ran = []
+    for variant in variants.names(baseline=True, layout="channels_last"):
+        plan = dataclasses.replace(base, method=_cost.FORM_OF[variant], variant=variant)
+        if not variants.get(variant).applies(plan):
+            continue
+        ran.append(variant)
+        prepared = _api._prepared(plan)
+        y = np.full(plan.out_shape, np.nan, np.float32)
+        prepared._execute(xl.reshape(prepared.x5_shape), w.reshape(prepared.w5_shape), b,
+                          y.reshape(prepared.y5_shape))
+        np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4, err_msg=variant)
+    assert "gather-direct-nhwc" in ran and all(variants.get(v).channels_last for v in ran)
+    y = fd.conv_transpose(xl, w, b, **kw, data_format="channels_last")
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+    op = fd.ConvTranspose(w, b, **kw, data_format="channels_last", activation="relu")
+    np.testing.assert_allclose(op(xl), np.maximum(expected, 0), rtol=1e-4, atol=1e-4)
+
+
+def test_common_layers_run_natively():
+    """2-D channel-rich and few-channel layers run a channels-last kernel, not a transposing route."""
+    for x_shape, w_shape in [((8, 64, 8, 8), (64, 32, 4, 4)), ((2, 64, 32, 32), (64, 3, 4, 4)),
+                             ((4, 3, 16, 16), (3, 16, 3, 3))]:
+        xl = x_shape[:1] + x_shape[2:] + x_shape[1:2]
+        choice = fd.plan(xl, w_shape, stride=2, padding=1, data_format="channels_last")
+        assert choice.variant in ("gather-gemm-nhwc", "gather-direct-nhwc"), (x_shape, choice)
+        assert all(not name.startswith("transpose-") for name, _ in choice.estimates)
+
+
+def test_float64_groups_and_gemm_variant():
+    x, w, b, kw = arrays(2, np.float64)
+    xl = last(x, 3)
+    expected = last(conv_transpose_ref(x, w, b, **kw), 3)
+    np.testing.assert_allclose(fd.conv_transpose(xl, w, b, **kw, data_format="channels_last"), expected, rtol=1e-10,
+                               atol=1e-10)
+
+
+def test_wrong_layout_is_refused():
+    x = np.ones((2, 5, 6, 8), np.float32)  # NCHW with 5 channels, or NHWC with 8
+    w = np.ones((8, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"x has 5 input channels.*data_format='channels_first'"):
+        fd.conv_transpose(x, w)
+    fd.conv_transpose(x, w, data_format="channels_last")
+    with pytest.raises(ValueError, match=r"x has 5 input channels on its last axis \(data_format=.channels_last."):
+        fd.conv_transpose(np.ones((2, 8, 6, 5), np.float32), w, data_format="channels_last")
+    with pytest.raises(ValueError, match="data_format"):
+        fd.conv_transpose(x, w, data_format="NHWC")
+    with pytest.raises(ValueError, match="data_format"):
+        fd.ConvTranspose(w, data_format=None)
+    with pytest.raises(ValueError, match=r"x has 5 .*data_format='channels_last'"):
+        fd.ConvTranspose(w, data_format="channels_last")(np.ones((2, 6, 8, 5), np.float32))
+    with pytest.raises(ValueError, match=r"x has 6 input channels.*data_format='channels_last'"):
+        fd.conv(np.ones((1, 5, 5, 6)), np.ones((4, 8, 3, 3)), data_format="channels_last")
+    with pytest.raises(ValueError, match="data_format"):
+        fd.plan((1, 5, 5, 8), w.shape, data_format="channels-last")
+
+
+def test_conv_channels_last_and_backward():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 9, 8))
+    w = rng.standard_normal((5, 3, 3, 3))
+    np.testing.assert_allclose(fd.conv(last(x, 2), w, stride=2, data_format="channels_last"),
+                               last(fd.conv(x, w, stride=2), 2), rtol=1e-12, atol=1e-12)
+    wt = rng.standard_normal((3, 4, 3, 3))
+    op = fd.ConvTranspose(wt, stride=2, data_format="channels_last")
+    g = rng.standard_normal(op(last(x, 2)).shape)
+    gx, gw, gb = op.backward(last(x, 2), g)
+    rx, rw, rb = fd.ConvTranspose(wt, stride=2).backward(x, np.moveaxis(g, -1, 1))
+    np.testing.assert_allclose(gx, last(rx, 2), rtol=1e-12)
+    np.testing.assert_allclose(gw, rw, rtol=1e-12)
+    np.testing.assert_allclose(gb, rb, rtol=1e-12)
+
+
+def test_dask_channels_last():
+    da = pytest.importorskip("dask.array")
+    import fastdeconv.dask as fdd
+
+    x, w, b, kw = arrays(0)
+    xl = last(x, 2)
+    expected = fd.conv_transpose(xl, w, b, **kw, data_format="channels_last", activation="sigmoid")
+    y = fdd.conv_transpose(da.from_array(xl, chunks=(1, 3, 4, 4)), w, b, **kw, data_format="channels_last",
+                           activation="sigmoid")
+    assert y.chunks[-1] == (w.shape[1],)
+    np.testing.assert_allclose(y.compute(), expected, rtol=1e-5, atol=1e-6)
