@@ -241,10 +241,12 @@ def forced(name: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.n
 
 
 def describe() -> tuple[dict, ...]:
-    """Every variant, in list order: ``{"name", "form", "description", "baseline", "exact"}``; the description
+    """Every variant, in list order: ``{"name", "form", "data_format", "description", "baseline", "exact"}``
+    (``data_format``: the layout of the plans it applies to); the description
     is the first sentence of the variant's module docstring (``"<name>: <what it does>"``), else its reason."""
-    return tuple({"name": v.name, "form": v.form, "description": _summary(v), "baseline": v.baseline,
-                  "exact": v.exact} for v in VARIANT_LIST)
+    return tuple({"name": v.name, "form": v.form,
+                  "data_format": "channels_last" if v.channels_last else "channels_first",
+                  "description": _summary(v), "baseline": v.baseline, "exact": v.exact} for v in VARIANT_LIST)
 
 
 def _summary(record: Variant) -> str:
