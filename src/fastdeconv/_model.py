@@ -96,6 +96,7 @@ _DERIVED = {
     "PHASE_STORE_ELEMENT": ("col2im_element", 1.0 / 0.9),  # gather-gemm: s per output element stored (strided)
     "PHASE_RELAYOUT_ELEMENT": ("col2im_element", 2.0 / 0.9),  # gather-gemm, *-gemm-rows: per weight element
     "WINOGRAD_STORE_ELEMENT": ("col2im_element", 1.6 / 0.9),  # per output element of the inverse transform
+    "WINOGRAD_NHWC_STORE_ELEMENT": ("col2im_element", 1.0 / 0.9),  # ... into channels-last y (channel runs)
     "WINOGRAD_RELAYOUT_ELEMENT": ("col2im_element", 0.8 / 0.9),  # per weight element re-laid out (tap-major)
     "WINOGRAD_SHARED_ELEMENT": ("col2im_element", 0.8 / 0.9),  # per shared transformed-weight element
     "IM2COL_ELEMENT": ("im2col_element", 1.0),
@@ -103,6 +104,7 @@ _DERIVED = {
     "PLANE_FILL": ("im2col_element", 0.3 / 0.25),  # gather-plane: per input element copied into the padded rows
     "PLANE_STORE": ("im2col_element", 1.0),  # gather-plane: per output element interleaved into the output
     "WINOGRAD_PACK_ELEMENT": ("im2col_element", 0.6 / 0.25),  # per input element packed channels-last
+    "WINOGRAD_NHWC_PACK_ELEMENT": ("im2col_element", 0.3 / 0.25),  # ... from channels-last x (row copies)
     "PLANE_TAP": ("plane_tap", 1.0),
     "PLANE_PASS": ("plane_tap", 0.1 / 0.03),  # per element and pass (load and store of the phase buffer)
     "PLANE_TAP_BLOCK": ("plane_tap", 1.0),  # per (element, term) of a pass over a block of output channels

@@ -126,6 +126,7 @@ from . import (  # noqa: E402
     gather_gemm_cols,
     gather_plane,
     gather_winograd,
+    gather_winograd_nhwc,
     gemm_rows,
     scatter_direct,
     scatter_gemm,
@@ -146,6 +147,7 @@ VARIANT_LIST: tuple[Variant, ...] = (
     zerofill.VARIANT,
     channels_last.NATIVE,
     channels_last.DIRECT,
+    gather_winograd_nhwc.VARIANT,
     # channels-first variants run on channels-last data: one channel (the same bytes), or a requested form with
     # no channels-last kernel (between two transposes)
     *(channels_last.transposing(v) for v in (scatter_direct.VARIANT, scatter_gemm.VARIANT, gemm_rows.SCATTER,

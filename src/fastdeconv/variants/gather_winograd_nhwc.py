@@ -1,0 +1,161 @@
+"""gather-winograd-nhwc: gather-winograd on channels-last data, x (N, D, H, W, C_in) read and y (N, oD, oH, oW, C_out)
+written in place: the same layout, tiles, chunks and transformed weights (``_winograd_schedule``,
+``_winograd_run``), its pack a contiguous copy of each input row and its inverse transform storing each output
+pixel's channels as one contiguous run (the numba kernels: ``_kernels/winograd_nhwc.py``). Its results are
+gather-winograd's bits on the transposed data. Here the record, its estimate, the weights' packing and the
+driver."""
+
+from __future__ import annotations
+
+from math import prod as _prod
+
+import numpy as np
+
+from .. import _compiled
+from .. import _geometry as geo
+from .. import _model as M
+from .._kernels.winograd import TRANSFORM_ROWS, relayout, transform_weights
+from .._kernels.winograd_nhwc import run_task_nhwc
+from .._runtime import run_parallel
+from .._threads import max_threads
+from . import Variant, _epilogue
+from ._winograd_math import weight_transform
+from ._winograd_run import Weights, WeightSpec, _arguments, _run_task_signature, _spec, pack_input
+from ._winograd_schedule import _choice, _cost, _tiles_per_row, kept_choice, kept_scratch, layout, scratch_elements
+from .gather_winograd import safe
+
+
+class _Constants:
+    """The model's constants (``_model``, read at call time) with this variant's pack and store in place of the
+    channels-first ones: the rest of the estimate (GEMMs, transforms, calls) is gather-winograd's."""
+
+    def __getattr__(self, name: str):
+        if name == "WINOGRAD_PACK_ELEMENT":
+            return M.WINOGRAD_NHWC_PACK_ELEMENT
+        if name == "WINOGRAD_STORE_ELEMENT":
+            return M.WINOGRAD_NHWC_STORE_ELEMENT
+        return getattr(M, name)
+
+
+_CONSTANTS = _Constants()
+
+
+def applies(plan: geo.Plan) -> bool:
+    """gather-winograd's rule (a layout, and a chunking within the memory rule); the layout is the record's."""
+    return kept_choice(plan) is not None
+
+
+def cost(plan: geo.Plan, threads: int) -> float | None:
+    """gather-winograd's estimate, on the chunks it runs (``_choice``), with channels-last pack and store."""
+    found = _choice(plan)
+    if found is None:
+        return None
+    nb, nth, cb, shared = found
+    return _cost(plan, layout(plan), nb, nth, cb, threads, shared, m=_CONSTANTS) + M.LAUNCH_PARALLEL
+
+
+def kept_cost(plan: geo.Plan, threads: int) -> float | None:
+    found = kept_choice(plan)
+    if found is None:
+        return None
+    nb, nth, cb, shared = found
+    return _cost(plan, layout(plan), nb, nth, cb, threads, shared, kept=True, m=_CONSTANTS) + M.LAUNCH_PARALLEL
+
+
+# --------------------------------------------------------------------------- weights (gather-winograd's)
+
+
+def _weights(spec: WeightSpec, w5: np.ndarray) -> Weights:
+    """``_winograd_run._weights`` with this variant's cold compile (its own ``run_task_nhwc`` beside the weight
+    step, never the channels-first ``run_task``): the same arrays from the same kernels."""
+    dtype = spec.dtype
+    taps = np.array(spec.wtaps, np.int64)
+    r_arr = np.array(spec.r, np.int64)
+    c_in, cout_g = w5.shape[0], w5.shape[1]
+    if spec.shared:
+        u_coefs = weight_transform(spec.msize, spec.r).astype(dtype)
+        u_all = np.empty(len(taps) * u_coefs.shape[0] * c_in * cout_g, dtype)
+        args = (w5, taps, r_arr, u_coefs, spec.groups, spec.cb, 0, c_in,
+                np.empty(_prod(spec.r) * TRANSFORM_ROWS * cout_g, dtype), u_all)
+        _compile_cold(transform_weights, args)
+        transform_weights(*args)  # (in the calling thread, as gather-winograd's: one pass over the weight)
+        return Weights(spec, u_all, np.empty((1, 1, 0, 0), dtype))
+    wt = np.empty((len(taps), _prod(spec.r), c_in, cout_g), dtype)
+    _compile_cold(relayout, (w5, taps, r_arr, 0, 0, wt))
+    step = -(-c_in // max_threads())
+    run_parallel(lambda part: [relayout(w5, taps, r_arr, lo, min(lo + step, c_in), wt) for lo in part],
+                 list(range(0, c_in, step)))
+    return Weights(spec, np.empty(0, dtype), wt)
+
+
+_READY: set = set()  # dtypes for which ``run_task_nhwc`` is compiled or cached in this process
+
+
+def _compile_cold(first, args: tuple) -> None:
+    """On a cold first call, compile the weight step ``first`` in a child process while this one compiles
+    ``run_task_nhwc`` (``_winograd_run._compile_cold``'s reason: two cores wait for the longer compile)."""
+    dtype = args[0].dtype
+    if dtype in _READY:
+        return
+    signature = _run_task_signature(dtype)  # (run_task_nhwc takes run_task's argument types)
+    if not _compiled.available(run_task_nhwc, signature):
+        beside = _compiled.compile_beside(first, args)
+        try:
+            _compiled.compile_for(run_task_nhwc, signature)
+        except BaseException:
+            beside.kill()
+            raise
+        beside.wait()
+    _READY.add(dtype)
+
+
+def pack_call(plan: geo.Plan, w5: np.ndarray) -> Weights:
+    """The weight-only work of one call (gather-winograd's one-off chunks)."""
+    return _weights(_spec(plan, False), w5)
+
+
+def pack_kept(spec: WeightSpec, w5: np.ndarray) -> Weights:
+    """The weight-only work an operator does once (the spec: ``_winograd_run.pack_input``)."""
+    return _weights(spec, w5)
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def run(plan: geo.Plan, x5: np.ndarray, weights: Weights, bias: np.ndarray, y5: np.ndarray) -> None:
+    """Channels-last transposed convolution into ``y5`` (N, oD, oH, oW, C_out) from ``x5`` (N, D, H, W, C_in) and
+    weights packed by ``pack_call`` or ``pack_kept`` (``_winograd_run.run``'s chunks and arguments)."""
+    lay = layout(plan)
+    if weights.spec != _spec(plan, weights.spec.kept):  # (a bug, not the user's)
+        raise ValueError("gather-winograd-nhwc: the packed weights were made for another plan (phases, tiles or "
+                         "chunks)")
+    nb_max, nth_max, cb_max, _shared = kept_choice(plan) if weights.spec.kept else _choice(plan)
+    tasks, tables, u_coefs, v_terms, v_counts, a_terms, r_arr = _arguments(plan, nb_max, nth_max, cb_max)
+    cin_g = plan.c_in // plan.groups
+    dtype = plan.dtype
+    pair = (weights.wt, weights.u_all)
+    spec = (tables, u_coefs, v_terms, v_counts, a_terms, lay.msize, lay.step, lay.offset, lay.out_stride)
+    depth, rows, cols = lay.padded[0], nth_max * int(lay.step[1]) + lay.halo, lay.padded[2]
+    tiles_max = nb_max * nth_max * _tiles_per_row(lay)
+    code, params = _epilogue.args(plan) or (0, np.zeros(3, dtype))  # (applied in ``inverse_nhwc``'s store)
+
+    def work(part):
+        buffers = (np.empty((nb_max, depth, rows, cols, cin_g), dtype), np.empty(tiles_max * cin_g, dtype),
+                   np.empty(cin_g * cb_max, dtype), np.empty(lay.points * cb_max * tiles_max, dtype),
+                   np.empty((lay.row, cb_max), dtype), np.empty(0, dtype))
+        packed = None
+        for gi, n0, nb, th0, c0, cb in part:
+            run_task_nhwc(x5, pair, bias, y5, (gi, cin_g, n0, nb, th0, nth_max, c0, cb), packed != (gi, n0, th0),
+                          spec, buffers, code, params)
+            packed = (gi, n0, th0)
+
+    run_parallel(work, tasks)
+
+
+VARIANT = Variant(
+    name="gather-winograd-nhwc", form="gather", applies=applies, cost=cost, scratch=scratch_elements,
+    pack=pack_kept, run=run, serial=lambda plan: False,
+    reason="channels-last Winograd F(2, r) on the output phases: fewer multiplications, contiguous pack and store",
+    kernels=lambda: (run_task_nhwc, (transform_weights, relayout)), exact=False, call_pack=pack_call,
+    pack_input=pack_input, kept_cost=kept_cost, kept_scratch=kept_scratch, check=safe, channels_last=True,
+)
