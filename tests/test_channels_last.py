@@ -69,7 +69,7 @@ def test_common_layers_run_natively():
                              ((4, 3, 16, 16), (3, 16, 3, 3))]:
         xl = x_shape[:1] + x_shape[2:] + x_shape[1:2]
         choice = fd.plan(xl, w_shape, stride=2, padding=1, data_format="channels_last")
-        assert choice.variant in ("gather-gemm-nhwc", "gather-direct-nhwc"), (x_shape, choice)
+        assert choice.variant in ("gather-gemm-nhwc", "gather-direct-nhwc", "gather-winograd-nhwc"), (x_shape, choice)
         assert all(not name.startswith("transpose-") for name, _ in choice.estimates)
 
 
@@ -128,3 +128,73 @@ def test_dask_channels_last():
                            activation="sigmoid")
     assert y.chunks[-1] == (w.shape[1],)
     np.testing.assert_allclose(y.compute(), expected, rtol=1e-5, atol=1e-6)
+
+
+# gather-winograd-nhwc: layers with kernel % stride == 0 (or stride 1), 1-D to 3-D, groups, dilation, odd sizes, an
+# output axis shorter than the stride (H: 1 input row, stride 3 -> 2 outputs)
+WINOGRAD_CASES = [
+    ((2, 8, 7, 9), (8, 12, 4, 4), dict(stride=2, padding=1)),
+    ((1, 6, 9, 11), (6, 24, 3, 3), dict(stride=1, padding=1)),
+    ((3, 4, 23), (4, 16, 4), dict(stride=2, padding=1)),
+    ((3, 4, 23), (4, 24, 3), dict(stride=1)),
+    ((1, 4, 5, 6, 7), (4, 8, 4, 4, 4), dict(stride=2, padding=1)),
+    ((2, 6, 8, 8), (6, 8, 4, 4), dict(stride=2, padding=1, groups=3)),
+    ((1, 5, 9, 9), (5, 1, 4, 4), dict(stride=2, padding=1, groups=5)),  # depthwise
+    ((2, 4, 9, 10), (4, 16, 3, 3), dict(stride=1, padding=2, dilation=2)),
+    ((2, 4, 6, 5), (4, 9, 4, 2), dict(stride=2, padding=(1, 0), output_padding=(1, 0))),
+    ((2, 8, 1, 4), (8, 16, 6, 6), dict(stride=3, padding=2)),
+]
+ACTIVATIONS = [(None, lambda v: v), ("relu", lambda v: np.maximum(v, 0)),
+               (("leaky_relu", 0.2), lambda v: np.where(v < 0, 0.2 * v, v)), ("tanh", np.tanh),
+               (("clamp", -1.0, 1.5), lambda v: np.clip(v, -1.0, 1.5))]
+
+
+@pytest.mark.parametrize("case", range(len(WINOGRAD_CASES)))
+def test_winograd_nhwc_forced(case):
+    """The channels-last Winograd variant against the reference on transposed data, with every activation, as a
+    one-off call where its schedule fits the memory rule and as an operator; its results are gather-winograd's
+    bits, transposed."""
+    x_shape, w_shape, kw = WINOGRAD_CASES[case]
+    rng = np.random.default_rng(100 + case)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[1] * kw.get("groups", 1)).astype(np.float32)
+    rank = w.ndim - 2
+    xl = last(x, rank)
+    expected = last(conv_transpose_ref(x, w, b, **kw), rank)
+    plan = geo.make_plan(xl.shape, w.shape, xl.dtype, w.dtype, **kw, data_format="channels_last")
+    record = variants.get("gather-winograd-nhwc")
+    assert record.applies(plan) and record.channels_last
+    one_off = record.estimate(plan, 1) is not None
+    assert one_off or case in (1, 9)  # (the others' one-off schedules fit: exercised below)
+    for activation, f in ACTIVATIONS:
+        args = dict(kw, method="gather-winograd-nhwc", activation=activation)
+        op = fd.ConvTranspose(w, b, **args, data_format="channels_last")
+        y = op(xl)
+        np.testing.assert_allclose(y, f(expected), rtol=1e-4, atol=1e-4, err_msg=str(activation))
+        first = fd.ConvTranspose(w, b, **dict(args, method="gather-winograd"))(x)
+        assert np.array_equal(y, last(first, rank)), activation
+        if one_off:
+            np.testing.assert_array_equal(fd.conv_transpose(xl, w, b, **args, data_format="channels_last"), y)
+
+
+def test_winograd_nhwc_float64_and_picked():
+    """float64; ``auto`` picks the channels-last Winograd variant where gather-winograd's layers are (DCGAN's
+    middle blocks, 3x3 stride-1 layers), and a value it would turn into a wrong Inf runs an exact variant."""
+    x_shape, w_shape, kw = WINOGRAD_CASES[0]
+    rng = np.random.default_rng(7)
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[1])
+    xl = last(x, 2)
+    expected = last(conv_transpose_ref(x, w, b, **kw), 2)
+    y = fd.ConvTranspose(w, b, **kw, method="gather-winograd-nhwc", data_format="channels_last")(xl)
+    np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
+    for shapes, geometry in [(((64, 8, 8, 256), (256, 128, 4, 4)), dict(stride=2, padding=1)),
+                             (((1, 128, 128, 64), (64, 32, 3, 3)), dict(stride=1, padding=1))]:
+        assert fd.plan(*shapes, **geometry, data_format="channels_last").variant == "gather-winograd-nhwc"
+    xl = np.ascontiguousarray(xl, np.float32)
+    xl[0, 1, 2, 3] = np.inf
+    w32 = w.astype(np.float32)
+    y = fd.conv_transpose(xl, w32, **kw, method="gather-winograd-nhwc", data_format="channels_last")
+    exact = fd.conv_transpose(xl, w32, **kw, method="gather-direct-nhwc", data_format="channels_last")
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(exact))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(exact))

@@ -152,6 +152,9 @@ WINOGRAD_SMALL_GEMM, WINOGRAD_SMALL_GEMM_GAIN = 1 << 19, 1.1
 # and the inverse (the same GEMMs, up to 1.5x the time of the whole call): the chunk choice keeps chunks in L2.
 WINOGRAD_L2_BYTES = L2_BYTES
 WINOGRAD_SPILL = 2.0           # factor on the transforms' per-element costs once a chunk exceeds WINOGRAD_L2_BYTES
+# gather-winograd-nhwc: a C_out block of fewer channels than this runs the point GEMMs proportionally below
+# their rate (the (C_in_g, C_out block) operand is thinner than BLAS's register block: few output channels)
+WINOGRAD_NHWC_THIN_BLOCK = 16
 
 # scatter-gemm's chunk choice (``variants/scatter_gemm.chunks``): the GEMM rate and half sides it compares its
 # chunkings with, GEMM efficiency credited to a chunk cut into slabs (relative to whole samples), seconds per

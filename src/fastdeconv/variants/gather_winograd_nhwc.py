@@ -27,17 +27,20 @@ from .gather_winograd import safe
 
 class _Constants:
     """The model's constants (``_model``, read at call time) with this variant's pack and store in place of the
-    channels-first ones: the rest of the estimate (GEMMs, transforms, calls) is gather-winograd's."""
+    channels-first ones, and the GEMM rate lowered on a thin C_out block: the rest of the estimate (GEMMs,
+    transforms, calls) is gather-winograd's."""
+
+    def __init__(self, cb: int):
+        self.thin = min(1.0, cb / M.WINOGRAD_NHWC_THIN_BLOCK)
 
     def __getattr__(self, name: str):
         if name == "WINOGRAD_PACK_ELEMENT":
             return M.WINOGRAD_NHWC_PACK_ELEMENT
         if name == "WINOGRAD_STORE_ELEMENT":
             return M.WINOGRAD_NHWC_STORE_ELEMENT
+        if name == "WINOGRAD_GEMM_RATE":
+            return M.WINOGRAD_GEMM_RATE * self.thin
         return getattr(M, name)
-
-
-_CONSTANTS = _Constants()
 
 
 def applies(plan: geo.Plan) -> bool:
@@ -45,21 +48,20 @@ def applies(plan: geo.Plan) -> bool:
     return kept_choice(plan) is not None
 
 
-def cost(plan: geo.Plan, threads: int) -> float | None:
-    """gather-winograd's estimate, on the chunks it runs (``_choice``), with channels-last pack and store."""
-    found = _choice(plan)
+def _estimate(plan: geo.Plan, threads: int, found, kept: bool) -> float | None:
+    """gather-winograd's estimate on the chunks it runs (``found``), with channels-last pack and store."""
     if found is None:
         return None
     nb, nth, cb, shared = found
-    return _cost(plan, layout(plan), nb, nth, cb, threads, shared, m=_CONSTANTS) + M.LAUNCH_PARALLEL
+    return _cost(plan, layout(plan), nb, nth, cb, threads, shared, kept, _Constants(cb)) + M.LAUNCH_PARALLEL
+
+
+def cost(plan: geo.Plan, threads: int) -> float | None:
+    return _estimate(plan, threads, _choice(plan), False)
 
 
 def kept_cost(plan: geo.Plan, threads: int) -> float | None:
-    found = kept_choice(plan)
-    if found is None:
-        return None
-    nb, nth, cb, shared = found
-    return _cost(plan, layout(plan), nb, nth, cb, threads, shared, kept=True, m=_CONSTANTS) + M.LAUNCH_PARALLEL
+    return _estimate(plan, threads, kept_choice(plan), True)
 
 
 # --------------------------------------------------------------------------- weights (gather-winograd's)
