@@ -69,7 +69,7 @@ def test_common_layers_run_natively():
                              ((4, 3, 16, 16), (3, 16, 3, 3))]:
         xl = x_shape[:1] + x_shape[2:] + x_shape[1:2]
         choice = fd.plan(xl, w_shape, stride=2, padding=1, data_format="channels_last")
-        assert choice.variant in ("gather-gemm-nhwc", "gather-direct-nhwc", "gather-winograd-nhwc"), (x_shape, choice)
+        assert variants.get(choice.variant).channels_last and not choice.variant.startswith("transpose-"), choice
         assert all(not name.startswith("transpose-") for name, _ in choice.estimates)
 
 
@@ -198,3 +198,51 @@ def test_winograd_nhwc_float64_and_picked():
     exact = fd.conv_transpose(xl, w32, **kw, method="gather-direct-nhwc", data_format="channels_last")
     np.testing.assert_array_equal(np.isnan(y), np.isnan(exact))
     np.testing.assert_array_equal(np.isinf(y), np.isinf(exact))
+
+
+# gather-gemm-nhwc-runs: one group, few output channels, no dilation along W; 1-D to 3-D, odd sizes, an output
+# axis shorter than the stride
+RUNS_CASES = [
+    ((2, 32, 12, 10), (32, 3, 4, 4), dict(stride=2, padding=1)),
+    ((1, 16, 9, 7), (16, 3, 3, 3), dict(stride=2, padding=1, output_padding=1)),
+    ((2, 8, 30), (8, 2, 5), dict(stride=3, padding=2)),
+    ((1, 2, 5, 6, 7), (2, 2, 2, 2, 3), dict(stride=2, padding=(0, 0, 1))),
+    ((2, 8, 9, 8), (8, 3, 3, 3), dict(stride=2, padding=1, dilation=(2, 1))),
+    ((4, 8, 1, 20), (8, 12, 2, 4), dict(stride=3, padding=(0, 1))),
+]
+
+
+@pytest.mark.parametrize("case", range(len(RUNS_CASES)))
+def test_runs_nhwc_forced(case):
+    """The few-output-channel channels-last variant against the reference with every activation, as an operator
+    and as a one-off call where its weight copy fits the memory rule."""
+    x_shape, w_shape, kw = RUNS_CASES[case]
+    rng = np.random.default_rng(200 + case)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[1]).astype(np.float32)
+    rank = w.ndim - 2
+    xl = last(x, rank)
+    expected = last(conv_transpose_ref(x, w, b, **kw), rank)
+    plan = geo.make_plan(xl.shape, w.shape, xl.dtype, w.dtype, **kw, data_format="channels_last")
+    record = variants.get("gather-gemm-nhwc-runs")
+    assert record.applies(plan) and record.exact
+    one_off = record.estimate(plan, 1) is not None
+    for activation, f in ACTIVATIONS:
+        args = dict(kw, method="gather-gemm-nhwc-runs", activation=activation, data_format="channels_last")
+        y = fd.ConvTranspose(w, b, **args)(xl)
+        np.testing.assert_allclose(y, f(expected), rtol=1e-4, atol=1e-4, err_msg=str(activation))
+        if one_off:
+            np.testing.assert_array_equal(fd.conv_transpose(xl, w, b, **args), y)
+
+
+def test_runs_nhwc_picked_for_rgb_outputs():
+    """``auto`` runs the few-output-channel variant on RGB output layers; not with groups or many channels."""
+    for x_shape, w_shape, kw in [((64, 32, 32, 64), (64, 3, 4, 4), dict(stride=2, padding=1)),
+                                 ((1, 375, 250, 64), (64, 3, 3, 3), dict(stride=2, padding=1, output_padding=1))]:
+        assert fd.plan(x_shape, w_shape, **kw, data_format="channels_last").variant == "gather-gemm-nhwc-runs"
+    record = variants.get("gather-gemm-nhwc-runs")
+    for w_shape, groups in [((8, 32, 4, 4), 1), ((8, 1, 4, 4), 8)]:
+        plan = geo.make_plan((2, 9, 9, 8), w_shape, np.float32, np.float32, stride=2, groups=groups,
+                             data_format="channels_last")
+        assert not record.applies(plan)

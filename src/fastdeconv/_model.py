@@ -97,6 +97,8 @@ _DERIVED = {
     "PHASE_RELAYOUT_ELEMENT": ("col2im_element", 2.0 / 0.9),  # gather-gemm, *-gemm-rows: per weight element
     "WINOGRAD_STORE_ELEMENT": ("col2im_element", 1.6 / 0.9),  # per output element of the inverse transform
     "WINOGRAD_NHWC_STORE_ELEMENT": ("col2im_element", 1.0 / 0.9),  # ... into channels-last y (channel runs)
+    "NHWC_RUN_ELEMENT": ("col2im_element", 0.3 / 0.9),  # gather-gemm-nhwc-runs: per cols element (whole runs)
+    "NHWC_RUN_STORE": ("col2im_element", 0.5 / 0.9),  # ... per output element (zeroed, bias and activation)
     "WINOGRAD_RELAYOUT_ELEMENT": ("col2im_element", 0.8 / 0.9),  # per weight element re-laid out (tap-major)
     "WINOGRAD_SHARED_ELEMENT": ("col2im_element", 0.8 / 0.9),  # per shared transformed-weight element
     "IM2COL_ELEMENT": ("im2col_element", 1.0),
@@ -155,6 +157,9 @@ WINOGRAD_SPILL = 2.0           # factor on the transforms' per-element costs onc
 # gather-winograd-nhwc: a C_out block of fewer channels than this runs the point GEMMs proportionally below
 # their rate (the (C_in_g, C_out block) operand is thinner than BLAS's register block: few output channels)
 WINOGRAD_NHWC_THIN_BLOCK = 16
+# gather-gemm-nhwc-runs applies up to this many output channels (beyond, gather-gemm-nhwc's C_out-long loops are
+# long enough)
+NHWC_RUNS_CHANNELS = 16
 
 # scatter-gemm's chunk choice (``variants/scatter_gemm.chunks``): the GEMM rate and half sides it compares its
 # chunkings with, GEMM efficiency credited to a chunk cut into slabs (relative to whole samples), seconds per

@@ -124,6 +124,7 @@ from . import (  # noqa: E402
     gather_direct,
     gather_gemm,
     gather_gemm_cols,
+    gather_gemm_nhwc_runs,
     gather_plane,
     gather_winograd,
     gather_winograd_nhwc,
@@ -148,6 +149,7 @@ VARIANT_LIST: tuple[Variant, ...] = (
     channels_last.NATIVE,
     channels_last.DIRECT,
     gather_winograd_nhwc.VARIANT,
+    gather_gemm_nhwc_runs.VARIANT,
     # channels-first variants run on channels-last data: one channel (the same bytes), or a requested form with
     # no channels-last kernel (between two transposes)
     *(channels_last.transposing(v) for v in (scatter_direct.VARIANT, scatter_gemm.VARIANT, gemm_rows.SCATTER,
