@@ -27,8 +27,7 @@ TIMEOUT = 60.0
 
 def _reset():
     _calibrate.forget()
-    _api._prepared.cache_clear()
-    _api._FAST.clear()
+    fd.clear_caches()
 
 
 @pytest.fixture

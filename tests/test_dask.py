@@ -388,8 +388,7 @@ def test_blocks_run_a_recorded_calibration_too(monkeypatch, tmp_path):
         assert _api._prepared(plan).variant == names[-1]
     finally:
         _calibrate.forget()
-        _api._prepared.cache_clear()
-        _api._FAST.clear()
+        fd.clear_caches()
 
 
 def test_blocks_run_the_whole_arrays_variant_through_the_operator(rng):

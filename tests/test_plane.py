@@ -59,9 +59,9 @@ def small_blocks(monkeypatch):
     """A tiny scratch buffer: one phase row per task, so every call runs many row blocks."""
     monkeypatch.setattr(pl, "BUFFER_ELEMENTS", 1)
     monkeypatch.setattr(pl, "CHANNELS_BUFFER_ELEMENTS", 1)
-    pl.layout.cache_clear()
+    fd.clear_caches()
     yield
-    pl.layout.cache_clear()
+    fd.clear_caches()
 
 
 CASES = [((2, 3, 9, 7), (3, 2, 4, 4), dict(stride=2, padding=1, groups=3)),            # depthwise, multiplier 2

@@ -10,7 +10,7 @@ from conftest import tolerance
 from reference import conv_transpose_ref
 
 import fastdeconv as fd
-from fastdeconv import _api, _calibrate, _cost, calibration, variants
+from fastdeconv import _calibrate, _cost, calibration, variants
 from fastdeconv import _geometry as geo
 from fastdeconv._kernels import gather as _gd
 from fastdeconv.variants._direct import direct_run
@@ -25,9 +25,7 @@ def _marker(plan: geo.Plan) -> bool:
 
 
 def _clear() -> None:
-    _cost._choose.cache_clear()
-    _api.exact_plan.cache_clear()
-    calibration.clear()
+    calibration.clear()  # (also empties the caches: fastdeconv.clear_caches)
 
 
 @pytest.fixture

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 
 from . import _calibrate, _cost, _interrupts, variants
 from . import _geometry as geo
+from ._caches import Table, memo
 from ._geometry import IntOrSeq, Padding
 from ._scan import max_abs
 from ._tasks import fill
@@ -104,9 +104,7 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         if prepared is None:
             prepared = _prepare_call(x, weight, bias, stride, padding, output_padding, groups, dilation, method,
                                      activation, data_format)
-            if len(_FAST) >= _FAST_SIZE:
-                _FAST.clear()
-            _FAST[key] = prepared
+            prepared = _FAST.put(key, prepared)
         if out is None:
             y = np.empty(prepared.out_shape, prepared.dtype)
             prepared.run(x, weight, bias, y)
@@ -167,8 +165,8 @@ def choose_method(plan: geo.Plan) -> str:
 
 # --------------------------------------------------------------------------- dispatch
 
-_FAST: dict = {}
-_FAST_SIZE = 256
+# the hot path's prepared calls, keyed by the exact arguments (a hit is one dict lookup)
+_FAST = Table(256)
 
 
 def decide_variant(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run=None, own: bool = False,
@@ -404,12 +402,12 @@ class _Prepared:
         record.run(plan, x5, packed, b, y5)
 
 
-@lru_cache(maxsize=512)
+@memo(512)
 def _prepared(plan: geo.Plan) -> _Prepared:
     return _Prepared(plan)
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def exact_plan(plan: geo.Plan) -> geo.Plan:
     """The plan with the cheapest exact variant of the gather form fixed: what runs a call whose values a
     checked variant could turn into a wrong Inf or NaN."""

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from functools import lru_cache
 from math import prod as _prod
 
 import numpy as np
 
 from . import _calibrate, _model, _profile, variants
 from . import _geometry as geo
+from ._caches import memo
 from ._threads import max_threads
 
 VARIANTS = variants.names()  # the variants ``auto`` ranks, in list order
@@ -110,7 +110,7 @@ def choose(plan: geo.Plan, kept: bool = False) -> Choice:
     return _choose(plan, kept, _model.generation)
 
 
-@lru_cache(maxsize=512)
+@memo(512)
 def _choose(plan: geo.Plan, kept: bool, generation: int) -> Choice:
     """(``generation``: the model's, so that a choice made on another profile is never reused)"""
     flops = 2 * plan.macs

@@ -23,6 +23,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ._caches import Table
+
 # the geometry arguments' types, as the public signatures take them
 IntOrSeq = int | Sequence[int]  # one value for every spatial axis, or one per axis
 Padding = int | str | Sequence[int] | Sequence[Sequence[int]]  # also "same"/"valid" and (before, after) pairs
@@ -337,15 +339,11 @@ def make_plan(x_shape, w_shape, x_dtype, w_dtype, stride=1, padding=0, output_pa
     except TypeError:  # unhashable arguments (e.g. arrays): plan without the cache
         return _make_plan(*args)
     if plan is None:
-        plan = _make_plan(*args)
-        if len(_PLANS) >= _PLANS_SIZE:
-            _PLANS.clear()
-        _PLANS[key] = plan
+        plan = _PLANS.put(key, _make_plan(*args))
     return plan
 
 
-_PLANS: dict = {}
-_PLANS_SIZE = 512
+_PLANS = Table(512)
 
 
 def _freeze(value):

@@ -37,6 +37,7 @@ import numpy as np
 
 from . import _calibrate, _store
 from . import _geometry as geo
+from ._caches import clear_caches
 
 __all__ = ["show", "remeasure", "clear", "export", "import_", "cache_file"]
 
@@ -80,10 +81,7 @@ def clear() -> None:
     Later calls decide again, from the cost model (until something is tuned again).
     """
     _calibrate.forget()
-    from . import _api
-
-    _api._prepared.cache_clear()  # (prepared calls hold their decision)
-    _api._FAST.clear()
+    clear_caches()  # (prepared calls hold their decision)
     path = cache_file()
     if os.path.lexists(path):
         _store.remove_records(path, _calibrate.valid_record)

@@ -3,7 +3,6 @@ call), the cold-compile helper and the driver that hands the chunks to the worke
 
 from __future__ import annotations
 
-from functools import cache, lru_cache
 from math import prod as _prod
 from typing import NamedTuple
 
@@ -12,6 +11,7 @@ from numba import from_dtype, types
 
 from .. import _compiled
 from .. import _geometry as geo
+from .._caches import memo
 from .._kernels.winograd import PACK_CHANNELS, TRANSFORM_ROWS, relayout, run_task, transform_weights
 from .._runtime import run_parallel
 from .._threads import max_threads
@@ -20,7 +20,7 @@ from ._winograd_math import weight_transform
 from ._winograd_schedule import _choice, _tiles_per_row, kept_choice, layout
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def _arguments(plan: geo.Plan, nb_max: int, nth_max: int, cb_max: int) -> tuple:
     """What ``gather_winograd`` hands its kernels that depends on the plan and its chunk sizes alone, built
     once: the chunk list, the per-sub-phase table, the transform coefficients in the plan's dtype, the tap
@@ -85,7 +85,7 @@ def _spec(plan: geo.Plan, kept: bool) -> WeightSpec:
     return WeightSpec(plan.dtype, plan.groups, wtaps, r, msize, shared, int(found[2]) if shared else 0, kept)
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def _layout_key(plan: geo.Plan) -> tuple[tuple, tuple[int, int, int], tuple[int, int, int]]:
     """(wtaps, r, msize) of the plan's layout as tuples (what the weights are made from)."""
     lay = layout(plan)
@@ -122,7 +122,7 @@ def _weights(spec: WeightSpec, w5: np.ndarray) -> Weights:
     return Weights(spec, np.empty(0, dtype), wt)
 
 
-@cache
+@memo(64)
 def _run_task_signature(dtype: np.dtype) -> tuple:
     """The numba types ``run`` calls ``run_task`` with (``tests/test_winograd.py`` checks them against a call)."""
     a = [types.Array(from_dtype(np.dtype(dtype)), ndim, "C") for ndim in range(6)]  # a[n]: n-D float array

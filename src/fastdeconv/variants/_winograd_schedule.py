@@ -4,7 +4,6 @@ packed once)."""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from math import prod as _prod
 from typing import NamedTuple
 
@@ -12,6 +11,7 @@ import numpy as np
 
 from .. import _geometry as geo
 from .. import _model
+from .._caches import memo
 from .._kernels.winograd import PACK_CHANNELS
 from .._threads import max_threads
 from ._winograd_math import TILES, _tile_size, matrices, weight_transform
@@ -74,7 +74,7 @@ def _axis_phases(a: geo.Axis):
 PADDED_SLACK = 64
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def layout(plan: geo.Plan) -> Layout | None:
     """Sub-phases, tile sizes and transform coefficients, or None when Winograd does not apply (or cannot help).
 
@@ -265,7 +265,7 @@ def chunks(plan: geo.Plan) -> tuple[int, int, int] | None:
     return None if found is None else found[:3]
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def _choice(plan: geo.Plan, kept: bool = False) -> tuple[int, int, int, bool] | None:
     """(samples, tile rows, output channels) per chunk and whether the transformed weights are shared, or None
     when no chunk fits the memory rule.
