@@ -29,10 +29,10 @@ def run_variant(variant, x, w, bias=None, **geometry):
     plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, geometry.get("stride", 1), geometry.get("padding", 0),
                          geometry.get("output_padding", 0), geometry.get("groups", 1), geometry.get("dilation", 1))
     y = np.full(plan.out_shape, np.nan, plan.dtype)
-    x5 = _api._contiguous(x, plan.dtype).reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
-    w5 = _api._contiguous(w, plan.dtype).reshape(
+    x5 = _api.contiguous(x, plan.dtype).reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
+    w5 = _api.contiguous(w, plan.dtype).reshape(
         (plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes))
-    b = np.zeros(plan.c_out, plan.dtype) if bias is None else _api._contiguous(bias, plan.dtype)
+    b = np.zeros(plan.c_out, plan.dtype) if bias is None else _api.contiguous(bias, plan.dtype)
     registry.forced(variant, plan, x5, w5, b,
                      y.reshape((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes)))
     return y

@@ -117,8 +117,7 @@ def test_planner_names_no_variant():
 def test_baseline_is_a_record_attribute():
     record = variants.get("zerofill")
     assert record.baseline and record.form == "zerofill" and "zerofill" not in variants.names()
-    plan = geo.make_plan((2, 4, 5, 5), (4, 3, 3, 3), np.dtype(np.float32), np.dtype(np.float32), 2, 1, 0, 1, 1,
-                         None, "auto")
+    plan = geo.make_plan((2, 4, 5, 5), (4, 3, 3, 3), np.dtype(np.float32), np.dtype(np.float32), 2, 1, 0, 1, 1)
     assert record.applies(plan) and record.estimate(plan, 2) > 0  # it has an estimate like the others ...
     assert "zerofill" not in dict(_cost.choose(plan).estimates)  # ... but auto never ranks it
 

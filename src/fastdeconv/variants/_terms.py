@@ -24,7 +24,7 @@ def weight_plan(plan: geo.Plan) -> geo.Plan:
     """The plan reduced to the weight's geometry (channels, groups, kernel, dtype): the ``pack_input`` of the
     variants whose pack depends on nothing else (no size, stride, dilation or crop)."""
     axes = tuple(geo.Axis(1, a.kernel, 1, 1, 0, 1) for a in plan.axes)
-    return replace(plan, batch=1, batched=True, axes=axes, method="auto", variant=None, activation=None)
+    return replace(plan, batch=1, batched=True, axes=axes, activation=None)
 
 
 def none(plan: geo.Plan) -> int:

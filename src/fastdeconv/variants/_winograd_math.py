@@ -47,7 +47,7 @@ def matrices(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(np.array([[float(e) for e in row] for row in mat]) for mat in (bt, g, at))
 
 
-def _tile_size(r: int, mcounts: list[int]) -> int:
+def tile_size(r: int, mcounts: list[int]) -> int:
     """M for an axis: the candidate with the fewest transform points over the phase's tiles (ties: smaller M)."""
     return min(TILES[r], key=lambda m: (sum(-(-c // m) for c in mcounts) * (m + r - 1), m))
 

@@ -286,9 +286,10 @@ def transposing(inner: Variant) -> Variant:
     native variant does not apply, or ``inner``'s form is requested and has no native variant."""
 
     def applies_(plan: geo.Plan) -> bool:
-        if not inner.applies(channels_first(plan)):
-            return False
-        return same_bytes(plan) or (plan.method == inner.form and inner.form != NATIVE.form)
+        return inner.applies(channels_first(plan)) and (same_bytes(plan) or inner.form != NATIVE.form)
+
+    def requested(plan: geo.Plan, method: str) -> bool:  # (the native variants serve ``auto`` and their form)
+        return same_bytes(plan) or method == inner.form
 
     def run_(plan: geo.Plan, x5: np.ndarray, packed, bias: np.ndarray, y5: np.ndarray) -> None:
         first = channels_first(plan)
@@ -320,4 +321,5 @@ def transposing(inner: Variant) -> Variant:
         serial=lambda plan: False, reason=f"channels-last data transposed around {inner.name}",
         kernels=inner.kernels, exact=inner.exact, baseline=inner.baseline, channels_last=True,
         check=None if inner.check is None else lambda plan, x5, w_max: inner.check(channels_first(plan), x5, w_max),
+        requested=requested,
     )

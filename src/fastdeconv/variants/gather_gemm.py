@@ -113,8 +113,7 @@ def pack_input(plan: geo.Plan) -> geo.Plan:
     not read."""
     axes = tuple(geo.Axis(1, a.kernel, a.stride, a.dilation, a.start % a.stride, min(a.stride, a.size_out))
                  for a in plan.axes)
-    return dataclasses.replace(plan, batch=1, batched=True, axes=axes, method="auto", variant=None,
-                               activation=None)
+    return dataclasses.replace(plan, batch=1, batched=True, axes=axes, activation=None)
 
 
 def pack(plan: geo.Plan, w5: np.ndarray) -> PhaseWeights:

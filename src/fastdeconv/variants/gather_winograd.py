@@ -53,7 +53,7 @@ def safe(plan: geo.Plan, x5: np.ndarray, w_max: float) -> bool:
     largest magnitudes by the transforms' gains and the input channels summed per product). Otherwise (an
     infinity would meet its own negation in ``B^T d``, a NaN weight would reach taps outside the input through
     the transformed weights, or 3e38 + 3e38 would overflow where the definition stays finite) the call runs an
-    exact variant of the gather form instead (``_api.exact_plan``). One pass over x (``scan.max_abs``); ``w_max``
+    exact variant of the gather form instead (``_api.exact_request``). One pass over x (``scan.max_abs``); ``w_max``
     is the weight's, which an operator finds once."""
     limit = float(np.finfo(plan.dtype).max) / 2
     g_x, g_w, g_y = _gains(plan)
