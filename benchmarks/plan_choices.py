@@ -45,12 +45,13 @@ def record(out: str) -> None:
                         result[key] = {"error": str(exc)}
                         continue
                     p = geo.make_plan(x_shape, w_shape, np.dtype(dt), np.dtype(dt), kw["stride"], kw["padding"],
-                                      kw["output_padding"], kw["groups"], kw["dilation"], None, method)
-                    kept = _cost.choose(p, kept=True)
+                                      kw["output_padding"], kw["groups"], kw["dilation"])
+                    request = geo.make_request(method)
+                    kept = _cost.choose(p, request, kept=True)
                     every = {}
                     for name in variants.names():
                         v = variants.get(name)
-                        for k in ((False, True) if v.applies(p) else ()):
+                        for k in ((False, True) if v.applies(p) and v.candidate_for(p, method) else ()):
                             seconds = v.estimate(p, c.threads, k)
                             if seconds is not None:
                                 every[name + ("+kept" if k else "")] = seconds

@@ -27,8 +27,7 @@ TIMEOUT = 60.0
 
 def _reset():
     _calibrate.forget()
-    _api._prepared.cache_clear()
-    _api._FAST.clear()
+    fd.clear_caches()
 
 
 @pytest.fixture
@@ -86,7 +85,7 @@ def test_a_first_call_measures_nothing_and_runs_the_models_pick(calibrating, mon
     op_y = fd.ConvTranspose(w, **GEOMETRY)(x)
     assert np.array_equal(y, op_y)
     np.testing.assert_allclose(y, conv_transpose_ref(x, w, **GEOMETRY), **tolerance(np.float32))
-    assert _api._prepared(_plan()).variant == _names()[0] == fd.plan(X_SHAPE, W_SHAPE, **GEOMETRY).variant
+    assert _api.prepared(_plan()).variant == _names()[0] == fd.plan(X_SHAPE, W_SHAPE, **GEOMETRY).variant
     assert not (calibrating / "calibration.json").exists() and _calibrate.measurements == before
 
 
@@ -103,7 +102,7 @@ def test_tuning_measures_keeps_the_fastest_and_stores_it(calibrating, monkeypatc
     x, w = _inputs()
     y = fd.ConvTranspose(w, tune=True, **GEOMETRY)(x)  # measuring is a request (FFTW's MEASURE)
     np.testing.assert_allclose(y, conv_transpose_ref(x, w, **GEOMETRY), **tolerance(np.float32))
-    assert _api._prepared(_plan()).variant == names[-1]  # a one-off call follows the process's decision
+    assert _api.prepared(_plan()).variant == names[-1]  # a one-off call follows the process's decision
     # later calls: no measurement, same variant, bitwise the same result
     monkeypatch.setattr(_calibrate, "measure", lambda *a: pytest.fail("measured twice"))
     assert np.array_equal(fd.conv_transpose(x, w, **GEOMETRY), fd.conv_transpose(x, w, **GEOMETRY))
@@ -113,7 +112,7 @@ def test_tuning_measures_keeps_the_fastest_and_stores_it(calibrating, monkeypatc
     stored = json.loads((calibrating / "calibration.json").read_text())
     assert stored[_calibrate.key(_plan())]["variant"] == names[-1]
     _reset()
-    assert _api._prepared(_plan()).variant == names[-1] and not _api._prepared(_plan()).decided
+    assert _api.prepared(_plan()).variant == names[-1] and not _api.prepared(_plan()).decided
     assert _calibrate.decide(_plan(), _cost.choose(_plan()).estimates, run=lambda v: pytest.fail("ran")) == names[-1]
 
 
@@ -131,7 +130,7 @@ def test_real_measurement_runs_every_candidate(calibrating, all_ready):
     assert record["variant"] == fastest or (record["variant"] == names[0] and (
         seconds[names[0]] <= _calibrate.TIE * seconds[fastest] or 2 * record["wins"][fastest] <= record["rounds"]))
     assert all(sec > 0 for sec in record["seconds"].values())
-    assert _api._prepared(_plan()).variant == record["variant"]
+    assert _api.prepared(_plan()).variant == record["variant"]
 
 
 def test_disabled_and_corrupt_cache(calibrating, monkeypatch):
@@ -154,16 +153,17 @@ def test_disabled_and_corrupt_cache(calibrating, monkeypatch):
     assert _calibrate.candidates(_plan(), _cost.choose(_plan()).estimates) == []
     x, w = _inputs()
     fd.conv_transpose(x, w, **GEOMETRY)
-    assert _api._prepared(_plan()).variant == _cost.choose(_plan()).variant
+    assert _api.prepared(_plan()).variant == _cost.choose(_plan()).variant
 
 
 def test_tiny_and_fixed_plans_are_not_measured(calibrating):
     tiny = geo.make_plan((1, 4, 3, 3), (4, 2, 3, 3), np.dtype(np.float32), np.dtype(np.float32), 2, 1, 1, 1, 1)
     assert _calibrate.candidates(tiny, _cost.choose(tiny).estimates) == []
     fixed = geo.make_plan(X_SHAPE, W_SHAPE, np.dtype(np.float32), np.dtype(np.float32), 2, 1, 0, 1, 1)
-    fixed = dataclasses.replace(fixed, variant="scatter-gemm")
-    assert _calibrate.candidates(fixed, _cost.choose(fixed).estimates) == []
-    assert _calibrate.decide(fixed, _cost.choose(fixed).estimates, run=lambda v: pytest.fail("ran")) == "scatter-gemm"
+    pinned = geo.make_request("scatter-gemm")
+    assert _calibrate.candidates(fixed, _cost.choose(fixed, pinned).estimates, pinned) == []
+    assert _calibrate.decide(fixed, _cost.choose(fixed, pinned).estimates, run=lambda v: pytest.fail("ran"),
+                             request=pinned) == "scatter-gemm"
 
 
 def test_budget_drops_the_slowest_candidates_first(calibrating):
@@ -241,11 +241,11 @@ def test_a_record_of_a_non_candidate_decides_nothing(calibrating):
     choice = _cost.choose(_plan())
     names = _names()
     outsider = next(v for v, _ in choice.estimates if v not in names)
-    _calibrate._store(_calibrate.key(_plan()), {"variant": outsider, "seconds": {outsider: 1e-6, names[0]: 1.0}})
+    _calibrate.store(_calibrate.key(_plan()), {"variant": outsider, "seconds": {outsider: 1e-6, names[0]: 1.0}})
     _reset()
     assert _calibrate.deciding_record(_plan(), names) is None
     assert fd.plan(X_SHAPE, W_SHAPE, **GEOMETRY).variant == choice.variant
-    assert _api._prepared(_plan()).variant == choice.variant and not _api._prepared(_plan()).decided
+    assert _api.prepared(_plan()).variant == choice.variant and not _api.prepared(_plan()).decided
 
 
 def test_racing_threads_make_one_calibration_and_get_one_result(calibrating, monkeypatch, all_ready):
@@ -279,7 +279,7 @@ def test_racing_threads_make_one_calibration_and_get_one_result(calibrating, mon
     assert len(calls) == 1
     assert all(np.array_equal(r, results[0]) for r in results)
     assert _calibrate.decisions()[_calibrate.key(_plan())][0] == names[-1]
-    assert _api._prepared(_plan()).variant == names[-1]
+    assert _api.prepared(_plan()).variant == names[-1]
     np.testing.assert_allclose(results[0], conv_transpose_ref(x, w, **GEOMETRY), **tolerance(np.float32))
 
 
@@ -343,11 +343,11 @@ def test_dask_first_then_in_memory_is_bitwise_equal(calibrating, monkeypatch, al
     monkeypatch.setattr(_calibrate, "measure", lambda *a: pytest.fail("the in-memory call measured after Dask"))
     x, w = _inputs()
     lazy = fdd.conv_transpose(da.from_array(x, chunks=x.shape), w, **GEOMETRY)
-    plans = [task[3] for task in dict(lazy.__dask_graph__()).values()
+    plans = [task[5] for task in dict(lazy.__dask_graph__()).values()
              if isinstance(task, tuple) and len(task) > 3 and isinstance(task[3], geo.Plan)]
     first = lazy.compute(scheduler="synchronous")
     assert np.array_equal(first, fd.conv_transpose(x, w, **GEOMETRY))
-    assert plans and {p.variant for p in plans} == {_api._prepared(_plan()).variant}
+    assert plans and {p.variant for p in plans} == {_api.prepared(_plan()).variant}
 
 
 CHILD = """
@@ -454,7 +454,7 @@ def test_remeasure_replaces_the_record(calibrating, monkeypatch):
     import fastdeconv.calibration as cal
 
     names = _names()
-    _calibrate._store(_calibrate.key(_plan()), {"variant": names[-1], "seconds": {n: 1.0 for n in names}})
+    _calibrate.store(_calibrate.key(_plan()), {"variant": names[-1], "seconds": {n: 1.0 for n in names}})
     record = cal.remeasure(X_SHAPE, W_SHAPE, **GEOMETRY)
     assert set(record["seconds"]) == set(names)
     assert _calibrate.recorded(_plan()) == record

@@ -1,14 +1,13 @@
 """``data_format="channels_last"``: the reference on transposed data, every channels-last variant forced, 1-D to 3-D,
 groups, unbatched; the operator, ``plan``, ``conv`` and the Dask twin; the wrong layout refused."""
 
-import dataclasses
 
 import numpy as np
 import pytest
 from reference import conv_transpose_ref
 
 import fastdeconv as fd
-from fastdeconv import _api, _cost, variants
+from fastdeconv import _api, variants
 from fastdeconv import _geometry as geo
 
 CASES = [
@@ -47,13 +46,13 @@ def test_every_channels_last_variant_forced(case):
     assert base.out_shape == expected.shape
     ran = []
     for variant in variants.names(baseline=True, layout="channels_last"):
-        plan = dataclasses.replace(base, method=_cost.FORM_OF[variant], variant=variant)
-        if not variants.get(variant).applies(plan):
+        plan, request = base, geo.make_request(variant)
+        if not (variants.get(variant).applies(plan) and variants.get(variant).candidate_for(plan, request.method)):
             continue
         ran.append(variant)
-        prepared = _api._prepared(plan)
+        prepared = _api.prepared(plan, request)
         y = np.full(plan.out_shape, np.nan, np.float32)
-        prepared._execute(xl.reshape(prepared.x5_shape), w.reshape(prepared.w5_shape), b,
+        prepared.execute(xl.reshape(prepared.x5_shape), w.reshape(prepared.w5_shape), b,
                           y.reshape(prepared.y5_shape))
         np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4, err_msg=variant)
     assert "gather-direct-nhwc" in ran and all(variants.get(v).channels_last for v in ran)

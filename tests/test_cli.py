@@ -357,7 +357,7 @@ def test_warmup_lists_every_variant_and_each_applies_somewhere():
         for x_shape, w_shape, kw in _warmup.GEOMETRIES:
             plan = geo.make_plan(x_shape, w_shape, np.float32, np.float32, kw.get("stride", 1),
                                  kw.get("padding", 0), kw.get("output_padding", 0), kw.get("groups", 1),
-                                 kw.get("dilation", 1), None, _cost.FORM_OF[variant])
+                                 kw.get("dilation", 1))
             if variant in _cost.estimate(plan, 1):
                 modes.add(_cost.runs_serially(plan, variant))
         assert modes, f"no representative layer makes {variant} applicable"

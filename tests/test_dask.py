@@ -1,6 +1,5 @@
 """fastdeconv.dask.conv_transpose: bitwise equal to the in-memory call for any chunking and geometry."""
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from reference import conv_transpose_ref
 import fastdeconv as fd
 from fastdeconv import _geometry as geo
 from fastdeconv import variants as registry
+from fastdeconv._operator import run_block
 
 da = pytest.importorskip("dask.array")
 fdd = pytest.importorskip("fastdeconv.dask")
@@ -125,7 +125,7 @@ def test_output_blocks_away_from_every_input(rng):
     x = rng.standard_normal((1, 1, 6))  # input j lands on output j - 3: blocks [3, 4), [4, 5), [5, 9) get none
     y = _check(x, w, (1, 1, 1), b, dilation=7, output_padding=6, padding=((3, 0),))
     assert y.chunks[2] == (1, 1, 1, 1, 1, 4)
-    assert [fdd._window(fdd._full_plan(da.from_array(x), da.from_array(w), None, 1, ((3, 0),), 6, 1, 7, "auto")
+    assert [fdd._window(fdd._full_plan(da.from_array(x), da.from_array(w), None, 1, ((3, 0),), 6, 1, 7)
                         .axes[2], 5, 9)] == [(5, 6, 5, 9)]
 
 
@@ -360,7 +360,7 @@ def test_blocks_run_the_whole_arrays_variant():
     w = np.zeros((64, 3, 4, 4), np.float32)
     whole = fd.plan(x.shape, w.shape, stride=2, padding=1).variant
     y = fdd.conv_transpose(x, w, stride=2, padding=1)
-    plans = [task[3] for task in dict(y.__dask_graph__()).values()
+    plans = [task[5] for task in dict(y.__dask_graph__()).values()
              if isinstance(task, tuple) and len(task) > 3 and isinstance(task[3], geo.Plan)]
     assert plans and {p.variant for p in plans} == {whole}
 
@@ -377,19 +377,18 @@ def test_blocks_run_a_recorded_calibration_too(monkeypatch, tmp_path):
     plan = geo.make_plan(x_shape, w_shape, np.dtype(np.float32), np.dtype(np.float32), 2, 1, 0, 1, 1)
     names = _calibrate.candidates(plan, _cost.choose(plan).estimates)
     assert len(names) >= 2
-    _calibrate._store(_calibrate.key(plan), {"variant": names[-1], "seconds": {n: 1.0 + i for i, n in
+    _calibrate.store(_calibrate.key(plan), {"variant": names[-1], "seconds": {n: 1.0 + i for i, n in
                                                                                    enumerate(reversed(names))}})
     try:
         y = fdd.conv_transpose(da.zeros(x_shape, chunks=(1, 21, 16, 16), dtype=np.float32),
                                np.zeros(w_shape, np.float32), stride=2, padding=1)
-        plans = [task[3] for task in dict(y.__dask_graph__()).values()
+        plans = [task[5] for task in dict(y.__dask_graph__()).values()
                  if isinstance(task, tuple) and len(task) > 3 and isinstance(task[3], geo.Plan)]
         assert plans and {p.variant for p in plans} == {names[-1]}
-        assert _api._prepared(plan).variant == names[-1]
+        assert _api.prepared(plan).variant == names[-1]
     finally:
         _calibrate.forget()
-        _api._prepared.cache_clear()
-        _api._FAST.clear()
+        fd.clear_caches()
 
 
 def test_blocks_run_the_whole_arrays_variant_through_the_operator(rng):
@@ -404,10 +403,10 @@ def test_blocks_run_the_whole_arrays_variant_through_the_operator(rng):
     w = rng.standard_normal((64, 32, 4, 4)).astype(np.float32)
     plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, 2, 1)
     assert "gather-winograd" not in dict(_cost.choose(plan).estimates)  # (the one-off memory rule)
-    forced = dataclasses.replace(plan, method="gather", variant="gather-winograd")
+    forced = geo.make_request("gather-winograd")
     op = fd.ConvTranspose(w, stride=2, padding=1)
-    y = np.empty(forced.out_shape, np.float32)
-    op._run_plan(forced, x, y)
+    y = np.empty(plan.out_shape, np.float32)
+    run_block(op, plan, forced, x, y)
     assert {entry[0].variant for entry in op._shapes.values()} == {"gather-winograd"}
     np.testing.assert_allclose(y, conv_transpose_ref(x, w, stride=2, padding=1), **tolerance(np.float32))
 
@@ -417,7 +416,7 @@ def test_blocks_run_the_whole_arrays_variant_through_the_operator(rng):
     op_key = next(k for k, task in graph.items() if isinstance(task, tuple) and task and task[0] is fdd._operator)
     keys = [k for k, task in graph.items() if isinstance(task, tuple) and task and task[0] is fdd._compute_block]
     op, *blocks = dask.get(graph, [op_key] + keys)
-    whole = {task[3].variant for task in graph.values() if isinstance(task, tuple) and task and
+    whole = {task[5].variant for task in graph.values() if isinstance(task, tuple) and task and
              task[0] is fdd._compute_block}
     assert len(whole) == 1 and {entry[0].variant for entry in op._shapes.values()} == whole
     assert len(op._shapes) >= 2 and all(b.shape[:2] == (1, 32) for b in blocks)
@@ -453,7 +452,7 @@ def test_last_block_shorter_than_the_stride(monkeypatch, case, variant):
         if variant != "zerofill" and not (record.applies(whole) and (record.estimate(whole, 2) is not None or
                                                                      record.estimate(whole, 2, kept=True) is not None)):
             pytest.skip(f"{variant} does not apply to the whole call")  # (with the operator's weights kept)
-        monkeypatch.setattr(fdd, "decide_variant", lambda plan, ranked: variant)
+        monkeypatch.setattr(fdd, "decide_variant", lambda plan, ranked, **kw: variant)
     y = fdd.conv_transpose(_dask(x, chunks), w, b, **kw)
     strides = geo.per_axis(kw["stride"], len(w_shape) - 2, "stride")
     assert any(c[-1] < s for c, s in zip(y.chunks[2:], strides))  # (what the test is about)
@@ -464,7 +463,7 @@ def test_last_block_shorter_than_the_stride(monkeypatch, case, variant):
     assert np.array_equal(got["sync"], got["threads"])
     if variant is None:
         np.testing.assert_allclose(got["sync"], fd.conv_transpose(x, w, b, **kw), **tolerance(np.float32))
-    blocks = [task[3] for task in dict(y.__dask_graph__()).values()
+    blocks = [task[5] for task in dict(y.__dask_graph__()).values()
               if isinstance(task, tuple) and len(task) > 3 and isinstance(task[3], geo.Plan)]
     assert variant is None or {p.variant for p in blocks} == {variant}
 

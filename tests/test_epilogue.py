@@ -2,14 +2,13 @@
 the reference result, with every variant forced; the operator and the functional call; the errors; batch norm
 folded as torch's eval-mode ConvTranspose -> BatchNorm computes it."""
 
-import dataclasses
 
 import numpy as np
 import pytest
 from reference import conv_transpose_ref
 
 import fastdeconv as fd
-from fastdeconv import _api, _cost, variants
+from fastdeconv import _api, variants
 from fastdeconv import _geometry as geo
 
 ACTIVATIONS = {
@@ -33,13 +32,13 @@ CASES = [
 def forced(x, w, b, kw, variant, activation):
     """Run ``variant`` on the plan of this call (None where it does not apply), as a dispatcher does."""
     plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, **kw, bias_shape=b.shape, activation=activation)
-    plan = dataclasses.replace(plan, method=_cost.FORM_OF[variant], variant=variant)
+    request = geo.make_request(variant)
     record = variants.get(variant)
     if variant != "zerofill" and not (record.applies(plan) and record.estimate(plan, 2) is not None):
         return None
-    prepared = _api._prepared(plan)
+    prepared = _api.prepared(plan, request)
     y = np.full(plan.out_shape, np.nan, plan.dtype)
-    prepared._execute(x.reshape(prepared.x5_shape), w.reshape(prepared.w5_shape), b, y.reshape(prepared.y5_shape))
+    prepared.execute(x.reshape(prepared.x5_shape), w.reshape(prepared.w5_shape), b, y.reshape(prepared.y5_shape))
     return y
 
 

@@ -29,10 +29,10 @@ def run_variant(variant, x, w, bias=None, **geometry):
     plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, geometry.get("stride", 1), geometry.get("padding", 0),
                          geometry.get("output_padding", 0), geometry.get("groups", 1), geometry.get("dilation", 1))
     y = np.full(plan.out_shape, np.nan, plan.dtype)
-    x5 = _api._contiguous(x, plan.dtype).reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
-    w5 = _api._contiguous(w, plan.dtype).reshape(
+    x5 = _api.contiguous(x, plan.dtype).reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
+    w5 = _api.contiguous(w, plan.dtype).reshape(
         (plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes))
-    b = np.zeros(plan.c_out, plan.dtype) if bias is None else _api._contiguous(bias, plan.dtype)
+    b = np.zeros(plan.c_out, plan.dtype) if bias is None else _api.contiguous(bias, plan.dtype)
     registry.forced(variant, plan, x5, w5, b,
                      y.reshape((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes)))
     return y
@@ -63,12 +63,9 @@ def small_chunks(monkeypatch):
     monkeypatch.setattr(sg, "_CHUNK_ELEMENTS", 64)
     monkeypatch.setattr(gg, "_CHUNK_ELEMENTS", 64)
     monkeypatch.setattr(pg, "_CHUNK_ELEMENTS", 64)
-    caches = (sg.chunks, gg.chunks, pg.tasks)
-    for cache in caches:
-        cache.cache_clear()
+    fd.clear_caches()  # (the chunk sizes are cached per plan)
     yield
-    for cache in caches:
-        cache.cache_clear()
+    fd.clear_caches()
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -94,7 +91,7 @@ def test_row_block_variants_both_orientations(variant, columns, monkeypatch):
     rng = np.random.default_rng(17)
     for chunk in (1 << 16, 40):
         monkeypatch.setattr(pg, "_CHUNK_ELEMENTS", chunk)
-        pg.tasks.cache_clear()
+        fd.clear_caches()
         try:
             for xs, ws, geometry in [((3, 6, 7, 6), (6, 3, 4, 4), dict(stride=2, padding=1)),
                                      ((1, 5, 9, 8), (5, 3, 3, 3), dict(stride=2, padding=1, output_padding=1)),
@@ -106,7 +103,7 @@ def test_row_block_variants_both_orientations(variant, columns, monkeypatch):
                 np.testing.assert_allclose(run_variant(variant, x, w, b, **geometry),
                                            conv_transpose_ref(x, w, b, **geometry), rtol=1e-10, atol=1e-10)
         finally:
-            pg.tasks.cache_clear()
+            fd.clear_caches()
 
 
 @pytest.mark.parametrize("xs, ws, geometry", [
@@ -161,7 +158,7 @@ def test_ranked_variants_keep_the_memory_rule(g, batch):
 def test_pixel_tasks_cover_every_output_row_once(monkeypatch):
     """Row blocks of the pixels-major variants partition the output rows; each reads the rows it needs."""
     monkeypatch.setattr(pg, "_CHUNK_ELEMENTS", 200)
-    pg.tasks.cache_clear()
+    fd.clear_caches()
     try:
         plan = geo.make_plan((2, 3, 9, 8), (3, 2, 3, 4), np.float64, np.float64, (2, 3), (1, 2), (1, 0))
         task_list, max_pixels = pg.tasks(plan)
@@ -173,7 +170,7 @@ def test_pixel_tasks_cover_every_output_row_once(monkeypatch):
         assert max_pixels == max((t[6] - t[5]) * 8 for t in task_list)
         assert max_pixels < 9 * 8
     finally:
-        pg.tasks.cache_clear()
+        fd.clear_caches()
 
 
 def test_scratch_within_one_output():

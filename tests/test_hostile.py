@@ -60,9 +60,8 @@ HUGE_GEOMETRY_SCRIPT = textwrap.dedent("""
             plan = geo.make_plan(xs, ws, x.dtype, w.dtype, kw.get("stride", 1), kw.get("padding", 0), 0, 1,
                                  kw.get("dilation", 1))
             for variant in _cost.estimate(plan, 1):
-                forced = dataclasses.replace(plan, variant=variant)
-                y = np.empty(forced.out_shape, forced.dtype)
-                _api.execute(forced, x, w, None, y)
+                y = np.empty(plan.out_shape, plan.dtype)
+                _api.execute(plan, x, w, None, y, request=geo.make_request(variant))
                 check(y, ref, (kw, variant))
 
     # the kernels of every variant compiled (or loaded) first on an ordinary layer, then the hostile ones
@@ -70,9 +69,8 @@ HUGE_GEOMETRY_SCRIPT = textwrap.dedent("""
         xs, ws = (1, 2, 8), (2, 2, 4)
         plan = geo.make_plan(xs, ws, np.float32, np.float32, 2, 1, 0, 1, 1)
         if variant in _cost.estimate(plan, 1):
-            forced = dataclasses.replace(plan, variant=variant)
-            _api.execute(forced, np.ones(xs, np.float32), np.ones(ws, np.float32), None,
-                         np.empty(forced.out_shape, np.float32))
+            _api.execute(plan, np.ones(xs, np.float32), np.ones(ws, np.float32), None,
+                         np.empty(plan.out_shape, np.float32), request=geo.make_request(variant))
     run_all()
     print("ok")
 """)

@@ -1,12 +1,11 @@
 """Non-finite and extreme values: every variant but zerofill gives the definition's finite/Inf/NaN pattern, and a
 finite result wherever the definition's terms and sums are finite (issue 18, item 2).
 
-Each variant is forced through the dispatcher (``plan.variant``, the mechanism the Dask twin uses), so the
+Each variant is forced through the dispatcher (a ``Request`` pinning it, the mechanism the Dask twin uses), so the
 routing of values a variant could turn into a wrong Inf/NaN (``_scan.py``) is part of what is tested.
 The reference (``tests/reference.py``) multiplies only the definition's terms, in float64.
 """
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from fastdeconv import _api, _cost
 from fastdeconv import _geometry as geo
 from fastdeconv import _scan as scan
 from fastdeconv import variants as registry
+from fastdeconv._operator import run_block
 
 # NumPy's matmul/einsum warn when a NaN or an infinity meets a product; here that is the point
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning",
@@ -29,7 +29,7 @@ VARIANTS = _cost.VARIANTS  # every optimized variant (zerofill multiplies its in
 
 def _plan(x, w, bias, geometry):
     return geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, geometry["stride"], geometry["padding"],
-                         geometry["output_padding"], geometry["groups"], geometry["dilation"], None, "auto",
+                         geometry["output_padding"], geometry["groups"], geometry["dilation"], None,
                          None if bias is None else bias.shape, None if bias is None else bias.dtype)
 
 
@@ -38,9 +38,8 @@ def run_forced(variant, x, w, bias, geometry):
     plan = _plan(x, w, bias, geometry)
     if variant not in _cost.estimate(plan, 1):
         return None
-    plan = dataclasses.replace(plan, variant=variant)
     y = np.empty(plan.out_shape, plan.dtype)
-    _api.execute(plan, x, w, bias, y)
+    _api.execute(plan, x, w, bias, y, request=geo.make_request(variant))
     return y
 
 
@@ -151,8 +150,7 @@ def test_winograd_near_the_float32_limit():
 def test_safe_bounds_and_the_exact_plan():
     x = np.ones((4, 16, 8, 8), np.float32)
     w = np.ones((16, 8, 4, 4), np.float32)
-    plan = dataclasses.replace(_plan(x, w, None, dict(stride=2, padding=1, output_padding=0, groups=1,
-                                                      dilation=1)), variant="gather-winograd")
+    plan = _plan(x, w, None, dict(stride=2, padding=1, output_padding=0, groups=1, dilation=1))
     def safe(variant, x5, w5):
         check = registry.get(variant).check
         return check is None or check(plan, x5, scan.max_abs(w5))
@@ -163,7 +161,7 @@ def test_safe_bounds_and_the_exact_plan():
     assert safe("gather-gemm", x * np.float32(np.inf), w)  # im2col zeros meet finite weights only
     assert not safe("gather-gemm", x, w * np.float32(np.nan))
     assert safe("scatter-gemm", x, w * np.float32(np.nan))  # exact: no scan at all
-    exact = _api.exact_plan(plan)
+    exact = _api.exact_request(plan)
     assert registry.get(exact.variant).exact and _cost.FORM_OF[exact.variant] == "gather"
     checked = {name for name, v in registry.VARIANTS.items() if v.check is not None and not v.channels_last}
     assert checked == {"gather-winograd", "gather-gemm", "gather-plane"}
@@ -200,13 +198,13 @@ def test_operator_scans_its_weight_once_and_each_input(variant, channels):
     w = rng.standard_normal(channels + (4, 4)).astype(np.float32)
     plan = _plan(x, w, None, geometry)
     assert variant in _cost.estimate(plan, 1)
-    plan = dataclasses.replace(plan, variant=variant)
+    request = geo.make_request(variant)
     for w_special, x_special in ((None, None), (None, np.inf), (np.nan, None)):
         wv = _sprinkle(w, [(37, w_special)]) if w_special is not None else w
         xv = _sprinkle(x, [(101, x_special)]) if x_special is not None else x
         op = fd.ConvTranspose(wv, **geometry)
         for _ in range(2):
             y = np.empty(plan.out_shape, np.float32)
-            op._run_plan(plan, xv, y)
+            run_block(op, plan, request, xv, y)
             assert_pattern(y, conv_transpose_ref(xv, wv, stride=2, padding=1), f"{variant} {w_special} {x_special}")
-        assert op._max_abs == {np.dtype(np.float32): scan.max_abs(wv)}
+        assert op._store.max_abs == {np.dtype(np.float32): scan.max_abs(wv)}

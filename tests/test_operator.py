@@ -2,7 +2,6 @@
 forced through both paths; threads, pickle/copy, the weight copy, out=, output_size=, validation."""
 
 import copy
-import dataclasses
 import json
 import pickle
 import threading
@@ -42,17 +41,16 @@ def _forced(variant, x, w, b, kw):
     """(one-off call, operator call) of ``variant`` forced on the same plan: ``call_pack`` then ``run``, and the
     operator's kept pack then ``run``."""
     plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, kw.get("stride", 1), kw.get("padding", 0),
-                         kw.get("output_padding", 0), kw.get("groups", 1), kw.get("dilation", 1), None,
-                         "zerofill" if variant == "zerofill" else "auto")
-    plan = dataclasses.replace(plan, variant=variant)
+                         kw.get("output_padding", 0), kw.get("groups", 1), kw.get("dilation", 1))
+    request = geo.make_request(variant)
     functional = np.full(plan.out_shape, np.nan, plan.dtype)
-    prepared = _api._Prepared(plan)
+    prepared = _api.Prepared(plan, request)
     assert prepared.variant == variant
     prepared.run(x, w, b, functional)
     op = fd.ConvTranspose(w, b, **kw)
     w5, bv = op._in_dtype(plan)
     kept = np.full(plan.out_shape, np.nan, plan.dtype)
-    prepared = _api._Prepared(plan, kept=op)
+    prepared = _api.Prepared(plan, request, kept=op._store)
     assert prepared.variant == variant
     prepared.run_kept(x, w5, bv, kept)
     prepared.run_kept(x, w5, bv, kept)  # the second call reads the kept pack
@@ -87,7 +85,7 @@ def test_kept_transposed_weight_gives_the_one_off_bits(variant, case):
     functional, kept, op = _forced(variant, x, w, b, kw)
     np.testing.assert_allclose(functional, conv_transpose_ref(x, w, b, **kw), **tolerance(np.float32))
     assert np.array_equal(kept, functional)
-    packs = [p for key, p in op._packs.items() if key[0] == variant]
+    packs = [p for key, p in op._store.packs.items() if key[0] == variant]
     assert len(packs) == 1 and packs[0].ndim == 3 and packs[0].flags.c_contiguous
 
 
@@ -130,7 +128,7 @@ def test_winograd_is_a_candidate_on_weight_heavy_layers_through_the_operator():
     assert "gather-winograd" in dict(_cost.choose(plan, kept=True).estimates)
     assert _cost.scratch_elements(plan, "gather-winograd", kept=True) <= np.prod(plan.out_shape)
     op = fd.ConvTranspose(w, stride=2, padding=1)
-    prepared = _api._Prepared(dataclasses.replace(plan, variant="gather-winograd"), kept=op)
+    prepared = _api.Prepared(plan, geo.make_request("gather-winograd"), kept=op._store)
     w5, bv = op._in_dtype(plan)
     y = np.empty(plan.out_shape, np.float32)
     prepared.run_kept(x, w5, bv, y)
@@ -167,7 +165,7 @@ def test_pickle_and_copy_round_trip(clone):
     op = fd.ConvTranspose(w, b, **kw)
     y = op(x)
     other = clone(op)
-    assert other is not op and not other._packs and not other._shapes  # packs rebuilt lazily
+    assert other is not op and not other._store.packs and not other._shapes  # packs rebuilt lazily
     assert np.array_equal(other(x), y)
     assert np.array_equal(other.weight, op.weight) and not np.may_share_memory(other.weight, op.weight)
     assert repr(other).startswith("ConvTranspose(weight=(32, 24, 4, 4) float32")
@@ -265,8 +263,8 @@ def test_operator_measures_a_pick_only_it_can_run(monkeypatch, tmp_path):
         ranked = _cost.choose(plan, kept=True).estimates
         assert ranked[0][0] == "gather-winograd"  # the model's pick for the operator, not a one-off call's
         assert _api.operator_pick(plan)
-        key_plan, ranking = _api._ranking(plan, ranked, own=True)
-        names = _calibrate.candidates(key_plan, ranking)
+        ranking = _api._ranking(plan, geo.AUTO, ranked, own=True)
+        names = _calibrate.candidates(plan, ranking)
         assert names[0] == _cost.choose(plan).variant and "gather-winograd" in names
         op = fd.ConvTranspose(w, stride=2, padding=1, tune=True)  # (measuring is a request)
         y = op(x)
@@ -275,6 +273,6 @@ def test_operator_measures_a_pick_only_it_can_run(monkeypatch, tmp_path):
         assert variant in names and np.array_equal(op(x), y)
         records = json.loads((tmp_path / "calibration.json").read_text())
         assert [k for k in records if "+kept" in k] and records[next(iter(records))]["variant"] == variant
-        assert not op._packs or {k[0] for k in op._packs} == {variant}  # the loser's pack is dropped
+        assert not op._store.packs or {k[0] for k in op._store.packs} == {variant}  # the loser's pack is dropped
     finally:
         _calibrate.forget()

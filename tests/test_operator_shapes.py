@@ -3,7 +3,6 @@ operator made for that shape alone, whatever shapes came before (a kept pack hol
 e.g. which output phases exist on an axis shorter than the stride), with every variant forced, and with several
 threads calling one operator with different shapes at once."""
 
-import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,9 +14,9 @@ from hypothesis import strategies as st
 from reference import conv_transpose_ref
 
 import fastdeconv as fd
-from fastdeconv import _cost
 from fastdeconv import _geometry as geo
 from fastdeconv import variants as registry
+from fastdeconv._operator import run_block
 
 VARIANTS = registry.names(baseline=True)
 
@@ -76,19 +75,19 @@ def _forced_plan(x, w, kw, variant):
     """The plan of ``x`` with ``variant`` fixed (as the Dask twin fixes its blocks' variant), or None where it
     cannot run: it does not apply, or no chunk of it fits even with the operator's weights kept."""
     plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, **kw)
-    plan = dataclasses.replace(plan, method=_cost.FORM_OF[variant], variant=variant)
+    request = geo.make_request(variant)
     record = registry.get(variant)
     if variant != "zerofill" and not (record.applies(plan) and (record.estimate(plan, 2) is not None or
                                                                  record.estimate(plan, 2, kept=True) is not None)):
         return None
-    return plan
+    return plan, request
 
 
 @settings(max_examples=80, deadline=None)
 @given(case=operator_calls())
 def test_one_operator_many_shapes_equals_fresh_operators(case):
     """A kept operator called on a sequence of shapes, through its public call (its ``method``) and with every
-    variant forced (``_run_plan``, the Dask twin's entry): each result is the reference's, and bitwise a fresh
+    variant forced (``run_block``, the Dask twin's entry): each result is the reference's, and bitwise a fresh
     operator's for that shape alone."""
     kw, dtype = case["kw"], case["dtype"]
     rng = np.random.default_rng(case["seed"])
@@ -106,15 +105,16 @@ def test_one_operator_many_shapes_equals_fresh_operators(case):
         np.testing.assert_allclose(y, expected, err_msg=case["method"], **tolerance(dtype))
         assert np.array_equal(y, fresh(x)), f"method={case['method']}: a kept operator and a fresh one differ"
         for variant in VARIANTS:
-            plan = _forced_plan(x, w, kw, variant)
-            if plan is None:
+            forced = _forced_plan(x, w, kw, variant)
+            if forced is None:
                 continue
+            plan, request = forced
             event(f"forced {variant}")
             y = np.full(plan.out_shape, np.nan, plan.dtype)
-            kept._run_plan(plan, x, y)
+            run_block(kept, plan, request, x, y)
             np.testing.assert_allclose(y, expected, err_msg=variant, **tolerance(dtype))
             y_fresh = np.full(plan.out_shape, np.nan, plan.dtype)
-            fresh._run_plan(plan, x, y_fresh)
+            run_block(fresh, plan, request, x, y_fresh)
             assert np.array_equal(y, y_fresh), f"{variant}: a kept operator and a fresh one differ"
 
 
@@ -141,11 +141,11 @@ def test_kept_winograd_weights_on_a_second_shape_with_fewer_phases():
     op = fd.ConvTranspose(w, **kw)
     for x_shape in [(1, 16, 5, 5), (4, 16, 5, 1)]:
         x = rng.standard_normal(x_shape).astype(np.float32)
-        plan = _forced_plan(x, w, kw, "gather-winograd")
+        plan, request = _forced_plan(x, w, kw, "gather-winograd")
         y, fresh = np.full(plan.out_shape, np.nan, np.float32), np.full(plan.out_shape, np.nan, np.float32)
-        op._run_plan(plan, x, y)
-        fd.ConvTranspose(w, **kw)._run_plan(plan, x, fresh)
-        assert op._shapes[plan][0].variant == "gather-winograd"
+        run_block(op, plan, request, x, y)
+        run_block(fd.ConvTranspose(w, **kw), plan, request, x, fresh)
+        assert op._shapes[(plan, request)][0].variant == "gather-winograd"
         np.testing.assert_allclose(y, conv_transpose_ref(x, w, **kw), **tolerance(np.float32))
         assert np.array_equal(y, fresh)
 
@@ -170,16 +170,17 @@ def test_threads_call_one_operator_with_different_shapes_at_once(method, case):
     w = rng.standard_normal(w_shape).astype(np.float32)
     b = rng.standard_normal(w_shape[1] * kw.get("groups", 1)).astype(np.float32)
     xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
-    jobs = [(x, None) for x in xs] + [(x, plan) for x in xs for v in VARIANTS
-                                      if (plan := _forced_plan(x, w, kw, v)) is not None]
+    jobs = [(x, None) for x in xs] + [(x, forced) for x in xs for v in VARIANTS
+                                      if (forced := _forced_plan(x, w, kw, v)) is not None]
     expected = []
-    for x, plan in jobs:
+    for x, forced in jobs:
         fresh = fd.ConvTranspose(w, b, **kw, method=method)
-        if plan is None:
+        if forced is None:
             expected.append(fresh(x))
         else:
+            plan, request = forced
             expected.append(np.empty(plan.out_shape, plan.dtype))
-            fresh._run_plan(plan, x, expected[-1])
+            run_block(fresh, plan, request, x, expected[-1])
     op = fd.ConvTranspose(w, b, **kw, method=method)
     barrier = threading.Barrier(8)
 
@@ -191,14 +192,15 @@ def test_threads_call_one_operator_with_different_shapes_at_once(method, case):
             pass
         wrong = []
         for i in order:
-            x, plan = jobs[i]
-            if plan is None:
+            x, forced = jobs[i]
+            if forced is None:
                 y = op(x)
             else:
+                plan, request = forced
                 y = np.full(plan.out_shape, np.nan, plan.dtype)
-                op._run_plan(plan, x, y)
+                run_block(op, plan, request, x, y)
             if not np.array_equal(y, expected[i]):
-                wrong.append((x.shape, None if plan is None else plan.variant))
+                wrong.append((x.shape, None if forced is None else forced[1].variant))
         return wrong
 
     with ThreadPoolExecutor(max_workers=8) as pool:

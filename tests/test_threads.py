@@ -307,27 +307,26 @@ variants = list(_cost.estimate(plan, 2))
 xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
 x1 = rng.standard_normal((2, 96, 96, 1)).astype(np.float32)
 w1 = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
-cl_plans = [geo.make_plan(a.shape, b.shape, a.dtype, b.dtype, s, 1, 0, 1, 1, None, m, data_format="channels_last")
+cl_plans = [(geo.make_plan(a.shape, b.shape, a.dtype, b.dtype, s, 1, 0, 1, 1, data_format="channels_last"), m)
             for a, b, s in ((xl, w, 1), (x1, w1, 2)) for m in ("auto", "scatter", "zerofill")]
 cl_jobs = {}
-for p, a, b in zip(cl_plans, [xl] * 3 + [x1] * 3, [w] * 3 + [w1] * 3):
+for (p, m), a, b in zip(cl_plans, [xl] * 3 + [x1] * 3, [w] * 3 + [w1] * 3):
     for name in registry.names(baseline=True, layout="channels_last"):
         record = registry.get(name)
-        if name not in cl_jobs and record.applies(p) and (record.baseline or record.estimate(p, 2) is not None):
+        if name not in cl_jobs and record.applies(p) and record.candidate_for(p, m) and (
+                record.baseline or record.estimate(p, 2) is not None):
             cl_jobs[name] = (p, a, b)
 
 
 def job(name):
     if name in cl_jobs:
         p, a, b = cl_jobs[name]
-        forced = dataclasses.replace(p, variant=name)
-        y = np.empty(forced.out_shape, np.float32)
-        _api.execute(forced, a, b, None, y)
+        y = np.empty(p.out_shape, np.float32)
+        _api.execute(p, a, b, None, y, request=geo.make_request(name))
         return y
     if name in variants:
-        forced = dataclasses.replace(plan, variant=name)
-        y = np.empty(forced.out_shape, np.float32)
-        _api.execute(forced, x, w, None, y)
+        y = np.empty(plan.out_shape, np.float32)
+        _api.execute(plan, x, w, None, y, request=geo.make_request(name))
         return y
     if name == "zerofill":
         return fd.conv_transpose(xc, wc, stride=2, padding=1, method="zerofill")
@@ -454,9 +453,8 @@ for i, (xs, ws, s, p) in enumerate(LAYERS):
         w = rng.standard_normal(ws).astype(dt)
         plan = geo.make_plan(xs, ws, x.dtype, w.dtype, s, p, 0, groups, 1)
         for v in _cost.estimate(plan, 1):
-            forced = dataclasses.replace(plan, variant=v)
-            y = np.empty(forced.out_shape, forced.dtype)
-            _api.execute(forced, x, w, None, y)
+            y = np.empty(plan.out_shape, plan.dtype)
+            _api.execute(plan, x, w, None, y, request=geo.make_request(v))
             out[f"{i} {dt.__name__} {v}"] = y
         out[f"{i} {dt.__name__} zerofill"] = fd.conv_transpose(x, w, stride=s, padding=p, groups=groups,
                                                                 method="zerofill")

@@ -10,7 +10,7 @@ from conftest import tolerance
 from reference import conv_transpose_ref
 
 import fastdeconv as fd
-from fastdeconv import _api, _calibrate, _cost, calibration, variants
+from fastdeconv import _calibrate, _cost, calibration, variants
 from fastdeconv import _geometry as geo
 from fastdeconv._kernels import gather as _gd
 from fastdeconv.variants._direct import direct_run
@@ -25,9 +25,7 @@ def _marker(plan: geo.Plan) -> bool:
 
 
 def _clear() -> None:
-    _cost._choose.cache_clear()
-    _api.exact_plan.cache_clear()
-    calibration.clear()
+    calibration.clear()  # (also empties the caches: fastdeconv.clear_caches)
 
 
 @pytest.fixture
@@ -119,8 +117,7 @@ def test_planner_names_no_variant():
 def test_baseline_is_a_record_attribute():
     record = variants.get("zerofill")
     assert record.baseline and record.form == "zerofill" and "zerofill" not in variants.names()
-    plan = geo.make_plan((2, 4, 5, 5), (4, 3, 3, 3), np.dtype(np.float32), np.dtype(np.float32), 2, 1, 0, 1, 1,
-                         None, "auto")
+    plan = geo.make_plan((2, 4, 5, 5), (4, 3, 3, 3), np.dtype(np.float32), np.dtype(np.float32), 2, 1, 0, 1, 1)
     assert record.applies(plan) and record.estimate(plan, 2) > 0  # it has an estimate like the others ...
     assert "zerofill" not in dict(_cost.choose(plan).estimates)  # ... but auto never ranks it
 

@@ -51,7 +51,7 @@ def roomy(monkeypatch):
 
     The same patch holds for every hypothesis example (it is a constant), so the function scope is harmless.
     """
-    clear = ws._choice.cache_clear
+    clear = fd.clear_caches
     monkeypatch.setattr(ws, "weight_elements", lambda plan: -(10 ** 9))
     monkeypatch.setattr(ws, "_held", lambda plan, shared: -(10 ** 9))
     clear()

@@ -14,14 +14,15 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type che
 __version__ = "0.1.0"
 __all__ = ["conv_transpose", "zero_fill", "conv", "conv_matrix", "conv_transpose_backward", "bilinear_kernel",
            "upsample_bilinear", "get_num_threads", "set_num_threads", "plan", "Choice", "ConvTranspose",
-           "linear_operator", "variants", "set_profile", "machine", "fold_batchnorm"]
+           "linear_operator", "variants", "set_profile", "machine", "fold_batchnorm", "clear_caches"]
 
 # public name -> the module that defines it (None: the name is the submodule itself)
 _HOME = {"conv_transpose": "_api", "zero_fill": "_api", "plan": "_cost", "Choice": "_cost", "conv": "_forward",
          "get_num_threads": "_threads", "set_num_threads": "_threads", "bilinear_kernel": "filters",
          "upsample_bilinear": "filters", "conv_transpose_backward": "grad", "conv_matrix": "matrix", "compat": None,
          "ConvTranspose": "_operator", "calibration": None, "linear_operator": "linop", "variants": None,
-         "set_profile": "machine", "machine": None, "fold_batchnorm": "_operator"}
+         "set_profile": "machine", "machine": None, "fold_batchnorm": "_operator",
+         "clear_caches": "_caches"}
 
 
 def __getattr__(name: str):
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # what static analysers and IDEs see
     from . import machine as machine
     from . import variants as variants
     from ._api import conv_transpose, zero_fill
+    from ._caches import clear_caches
     from ._cost import Choice, plan
     from ._forward import conv
     from ._operator import ConvTranspose, fold_batchnorm

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 
 from . import _calibrate, _cost, _interrupts, variants
 from . import _geometry as geo
+from ._caches import Table, memo
 from ._geometry import IntOrSeq, Padding
 from ._scan import max_abs
 from ._tasks import fill
@@ -100,28 +99,28 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         apply_num_threads()
         key = (x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding, groups, dilation,
                method, None if bias is None else (bias.shape, bias.dtype), _key(activation), _key(data_format))
-        prepared = _FAST.get(key)
-        if prepared is None:
-            prepared = _prepare_call(x, weight, bias, stride, padding, output_padding, groups, dilation, method,
+        call = _FAST.get(key)
+        if call is None:
+            call = _prepare_call(x, weight, bias, stride, padding, output_padding, groups, dilation, method,
                                      activation, data_format)
-            if len(_FAST) >= _FAST_SIZE:
-                _FAST.clear()
-            _FAST[key] = prepared
+            call = _FAST.put(key, call)
         if out is None:
-            y = np.empty(prepared.out_shape, prepared.dtype)
-            prepared.run(x, weight, bias, y)
+            y = np.empty(call.out_shape, call.dtype)
+            call.run(x, weight, bias, y)
             return y
-        y = _output_array(prepared.plan, out, (x, weight, bias))
-        prepared.run(x, weight, bias, y, y is out)
+        y = output_array(call.plan, out, (x, weight, bias))
+        call.run(x, weight, bias, y, y is out)
     else:
-        x, weight = _as_array(x, "x"), _as_array(weight, "weight")
-        bias = None if bias is None else _as_array(bias, "bias")
+        x, weight = as_array(x, "x"), as_array(weight, "weight")
+        bias = None if bias is None else as_array(bias, "bias")
+        request = geo.make_request(method)
         plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding,
-                             groups, dilation, output_size, method, None if bias is None else bias.shape,
+                             groups, dilation, output_size, None if bias is None else bias.shape,
                              None if bias is None else bias.dtype, activation=activation, data_format=data_format)
-        _cost.check_pinned(plan, _cost.choose(plan))  # (a pinned variant that cannot run: before allocating)
-        y = _output_array(plan, out, (x, weight, bias))
-        execute(plan, x, weight, bias, y, y is out)
+        # (a pinned variant that cannot run: refused before allocating)
+        _cost.check_pinned(plan, request, _cost.choose(plan, request))
+        y = output_array(plan, out, (x, weight, bias))
+        execute(plan, x, weight, bias, y, y is out, request)
     if out is not None and y is not out:
         out[...] = y  # (one copy: an interrupt lands before or after it)
         return out
@@ -149,32 +148,32 @@ def _exact(value) -> bool:
 
 
 def execute(plan: geo.Plan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
-            visible: bool = False) -> None:
-    """Run the plan's form on validated arrays, writing every element of ``y`` (C-contiguous); ``visible``: ``y``
-    is the caller's ``out`` (see :meth:`_Prepared.run`)."""
+            visible: bool = False, request: geo.Request = geo.AUTO) -> None:
+    """Run ``plan`` as ``request`` asks on validated arrays, writing every element of ``y`` (C-contiguous);
+    ``visible``: ``y`` is the caller's ``out`` (see :meth:`Prepared.run`)."""
     apply_num_threads()
-    _prepared(plan).run(x, weight, bias, y, visible)
+    prepared(plan, request).run(x, weight, bias, y, visible)
 
 
-def choose_method(plan: geo.Plan) -> str:
+def choose_method(plan: geo.Plan, request: geo.Request = geo.AUTO) -> str:
     """The concrete form for a plan: the requested one, or for ``auto`` the form of the cheapest variant.
 
     The variant (direct numba kernel or BLAS-backed) and the estimates behind the choice come from the cost
     model (``_cost.choose``; public as :func:`fastdeconv.plan`).
     """
-    return _cost.choose(plan).method
+    return _cost.choose(plan, request).method
 
 
 # --------------------------------------------------------------------------- dispatch
 
-_FAST: dict = {}
-_FAST_SIZE = 256
+# the hot path's prepared calls, keyed by the exact arguments (a hit is one dict lookup)
+_FAST = Table(256)
 
 
 def decide_variant(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run=None, own: bool = False,
-                   ready=None) -> str:
-    """The variant ``plan`` runs in this process: the one place where it is fixed (``_Prepared``, hence every
-    path that runs a plan: functional calls, operators, Dask blocks).
+                   ready=None, request: geo.Request = geo.AUTO) -> str:
+    """The variant ``plan`` runs in this process for ``request``: the one place where it is fixed (``Prepared``,
+    hence every path that runs a plan: functional calls, operators, Dask blocks).
 
     ``ranked`` is the model's ranking (cheapest first); ``run(variant)`` runs one call of a variant on the
     caller's arrays (None: cannot measure now); ``ready(variant)`` says whether its kernels load without
@@ -183,43 +182,45 @@ def decide_variant(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run=No
     from one-off calls (see :func:`_ranking`). Every other operator decides exactly as a one-off call of the
     plan (same ranking, same record): both run the same variant and give the same bits.
     """
-    key_plan, ranking = _ranking(plan, ranked, own)
-    return _calibrate.decide(key_plan, ranking, run, ready)
+    ranking = _ranking(plan, request, ranked, own)
+    return _calibrate.decide(plan, ranking, run, ready, request=request, own=own)
 
 
-def current_variant(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], own: bool = False) -> str:
+def current_variant(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], own: bool = False,
+                    request: geo.Request = geo.AUTO) -> str:
     """What a call of ``plan`` would run now, without deciding (the decision is made on the first call)."""
-    key_plan, ranking = _ranking(plan, ranked, own)
-    return _calibrate.current(key_plan, ranking)[0]
+    ranking = _ranking(plan, request, ranked, own)
+    return _calibrate.current(plan, ranking, request=request, own=own)[0]
 
 
-def operator_pick(plan: geo.Plan) -> bool:
+def operator_pick(plan: geo.Plan, request: geo.Request = geo.AUTO) -> bool:
     """Whether an operator's model pick (its packed weights not counted per call) is a variant a one-off call of
     ``plan`` cannot run (Winograd with kept transformed weights, where the call's memory rule forbids it)."""
-    pick = _cost.choose(plan, kept=True).variant
-    one_off = _cost.choose(plan)
+    pick = _cost.choose(plan, request, kept=True).variant
+    one_off = _cost.choose(plan, request)
     return pick != one_off.variant and pick not in dict(one_off.estimates)
 
 
-def _ranking(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], own: bool):
-    """The plan a decision is recorded under (``method`` is part of the key) and the ranking it decides from.
+def _ranking(plan: geo.Plan, request: geo.Request, ranked: tuple[tuple[str, float], ...], own: bool):
+    """The ranking a decision starts from.
 
-    An operator's own decision (``own``) is recorded apart, and its ranking puts a one-off call's pick first:
-    that pick stays unless the operator's is measurably faster (the kept estimates were fitted on few layers,
-    and on weight-heavy layers the model overrates scatter-gemm's cost; an operator's calls repay one
-    measurement).
+    An operator's own decision (``own``) is recorded apart (``_calibrate.key``), and its ranking puts a one-off
+    call's pick first: that pick stays unless the operator's is measurably faster (the kept estimates were fitted
+    on few layers, and on weight-heavy layers the model overrates scatter-gemm's cost; an operator's calls repay
+    one measurement).
     """
     if not own:
-        return plan, ranked
-    one_off = _cost.choose(plan).variant
+        return ranked
+    one_off = _cost.choose(plan, request).variant
     estimates = dict(ranked)
     if one_off in estimates:
         ranked = ((one_off, estimates[one_off]),) + tuple(r for r in ranked if r[0] != one_off)
-    return dataclasses.replace(plan, method=f"{plan.method}+kept"), ranked
+    return ranked
 
 
-class _Prepared:
-    """Everything a call needs that depends only on the plan: shapes, variant, geometry, task tiles.
+class Prepared:
+    """Everything a call needs that depends only on the plan and the request: shapes, the decision (variant,
+    its direct kernel and arguments, an operator's pack of it), geometry, task tiles.
 
     Nothing here depends on the current thread count (the tiles are cut for numba's pool size and only
     split the work), so a prepared call is valid in every Python thread and after ``set_num_threads``.
@@ -239,17 +240,18 @@ class _Prepared:
     The private array of a first run is the price: one more output, once per prepared call and dispatch.
     """
 
-    __slots__ = ("plan", "dtype", "out_shape", "x5_shape", "w5_shape", "y5_shape", "zero_bias", "bias_only",
+    __slots__ = ("plan", "request", "dtype", "out_shape", "x5_shape", "w5_shape", "y5_shape", "zero_bias", "bias_only",
                  "ranked", "variant", "serial", "decided", "kept", "own", "dispatch", "warm", "tune")
 
-    def __init__(self, plan: geo.Plan, kept=None, tune: bool = False):
+    def __init__(self, plan: geo.Plan, request: geo.Request = geo.AUTO, kept=None, tune: bool = False):
         self.plan = plan
+        self.request = request
         self.kept = kept
         self.tune = tune  # an operator made with tune=True: its first call may time the close candidates
         # an operator ranks with its packed weights not counted per call only when that changes its pick to a
         # variant a one-off call cannot run; otherwise it decides as a one-off call does (the same variant)
-        self.own = own = kept is not None and operator_pick(plan)
-        choice = _cost.choose(plan, own)
+        self.own = own = kept is not None and operator_pick(plan, request)
+        choice = _cost.choose(plan, request, own)
         self.ranked = choice.ranking()
         self.dtype = plan.dtype
         self.out_shape = plan.out_shape
@@ -268,12 +270,13 @@ class _Prepared:
         # what a call would run now
         self.decided = False
         self.warm = None  # the dispatch that has run to its end in this process (its kernels are compiled)
-        self._use(current_variant(plan, self.ranked, own))
+        self.use(current_variant(plan, self.ranked, own, request))
 
-    def _use(self, variant: str) -> None:
+    def use(self, variant: str) -> None:
+        """Run ``variant`` from now on (the decision, or a measurement's probe)."""
         record = variants.get(variant)
         kernel, args = record.direct(self.plan) if record.direct is not None else (None, ())
-        # what ``_checked`` and ``_execute`` read, swapped in one assignment: a thread running this object while
+        # what ``_checked`` and ``execute`` read, swapped in one assignment: a thread running this object while
         # another one switches it (two first calls deciding at once) reads one variant's record, kernel and pack,
         # never a mix. The list holds an operator's pack of this variant, fetched on the first call (a late
         # store lands in the old tuple, never beside another variant's record). The last entry: whether a run is
@@ -292,13 +295,13 @@ class _Prepared:
         dtype = self.dtype
         flags = x.flags
         if not (x.dtype is dtype and flags.c_contiguous and flags.writeable):
-            x = _contiguous(x, dtype, "x")
+            x = contiguous(x, dtype, "x")
         flags = weight.flags
         if not (weight.dtype is dtype and flags.c_contiguous and flags.writeable):
-            weight = _contiguous(weight, dtype, "weight")
+            weight = contiguous(weight, dtype, "weight")
         x5 = x.reshape(self.x5_shape)
         w5 = weight.reshape(self.w5_shape)
-        b = self.zero_bias if bias is None else _contiguous(bias, dtype)
+        b = self.zero_bias if bias is None else contiguous(bias, dtype)
         y5 = y.reshape(self.y5_shape)
         if not self.decided:
             self._decide(x5, w5, b, np.empty_like(y5) if visible else y5)  # (measurements write their output)
@@ -309,7 +312,7 @@ class _Prepared:
         plan's dtype, 5-D, C-contiguous, writeable)."""
         flags = x.flags
         if y.size and not (x.dtype is self.dtype and flags.c_contiguous and flags.writeable):
-            x = _contiguous(x, self.dtype)  # (not for an empty output: nothing reads x then)
+            x = contiguous(x, self.dtype)  # (not for an empty output: nothing reads x then)
         self.run_canonical(x, w5, b, y, visible)
 
     def run_canonical(self, x: np.ndarray, w5: np.ndarray, b: np.ndarray, y: np.ndarray,
@@ -323,69 +326,71 @@ class _Prepared:
             self._decide(x5, w5, b, np.empty_like(y5) if visible else y5)
         self._checked(x5, w5, b, y5, visible)
 
-    def probe(self, variant: str) -> _Prepared:
+    def probe(self, variant: str) -> Prepared:
         """A copy of this prepared call that runs ``variant`` (a measurement times candidates on copies, never on
         an object other threads may be running)."""
-        probe = _Prepared(self.plan, self.kept)
-        probe._use(variant)
+        probe = Prepared(self.plan, self.request, self.kept)
+        probe.use(variant)
         return probe
 
     def _decide(self, x5, w5, b, y5) -> None:
         """Ask the process-wide decision (a tuning operator's first call of a key with no wisdom recorded times
         the candidates on these arrays, on prepared copies of this object, never on this one, which other threads
         may be running)."""
-        probes: dict[str, _Prepared] = {}
+        probes: dict[str, Prepared] = {}
 
         def run(variant: str) -> None:
             probe = probes.get(variant)
             if probe is None:
                 probe = probes[variant] = self.probe(variant)
-            probe._execute(x5, w5, b, y5)
+            probe.execute(x5, w5, b, y5)
 
         def ready(variant: str) -> bool:
             return variants.ready(variant, self.dtype)
 
         # only a tuning operator measures (FFTW's MEASURE, on request); every other call decides from the model and
         # the recorded wisdom alone, so that the choice is a function of the plan and the machine profile
-        variant = decide_variant(self.plan, self.ranked, run if self.tune else None, self.own, ready)
+        variant = decide_variant(self.plan, self.ranked, run if self.tune else None, self.own, ready, self.request)
         if variant != self.variant:
-            self._use(variant)
+            self.use(variant)
         self.decided = True
         if self.kept is not None and probes:
-            self.kept._prune()  # the packs of the candidates that lost
+            self.kept.prune()  # the packs of the candidates that lost
 
     def _checked(self, x5, w5, b, y5, visible: bool = False) -> None:
-        """``_execute``, unless the variant's value check (``Variant.check``) finds values it would turn into a
+        """``execute``, unless the variant's value check (``Variant.check``) finds values it would turn into a
         wrong Inf or NaN: those run the cheapest exact variant of the gather form instead."""
         dispatch = self.dispatch
         check = dispatch[0].check
         if check is not None and not check(self.plan, x5, max_abs(w5) if self.kept is None else
-                                           self.kept._weight_max(w5)):
-            exact = _prepared(exact_plan(self.plan))
+                                           self.kept.weight_max(w5)):
+            exact = prepared(self.plan, exact_request(self.plan))
             exact._guarded(x5, w5, b, y5, exact.dispatch, visible)
         elif dispatch[4]:  # one numba call (tiny calls are hot)
-            self._execute(x5, w5, b, y5, dispatch)
+            self.execute(x5, w5, b, y5, dispatch)
         else:
             self._guarded(x5, w5, b, y5, dispatch, visible)
 
     def _guarded(self, x5, w5, b, y5, dispatch, visible: bool) -> None:
-        """``_execute`` so that an interrupt leaves a ``visible`` ``y5`` untouched or complete (see the class
+        """``execute`` so that an interrupt leaves a ``visible`` ``y5`` untouched or complete (see the class
         docstring)."""
         if dispatch[4] or not visible:
-            self._execute(x5, w5, b, y5, dispatch)
+            self.execute(x5, w5, b, y5, dispatch)
         elif self.warm is dispatch:
             with _interrupts.deferred():
-                self._execute(x5, w5, b, y5, dispatch)
+                self.execute(x5, w5, b, y5, dispatch)
             return
         elif threading.current_thread() is not threading.main_thread():  # (never interrupted)
-            self._execute(x5, w5, b, y5, dispatch)
+            self.execute(x5, w5, b, y5, dispatch)
         else:  # the first run: its kernels may load or compile, in any worker, after other chunks wrote
             y = np.empty_like(y5)
-            self._execute(x5, w5, b, y, dispatch)
+            self.execute(x5, w5, b, y, dispatch)
             y5[...] = y  # (one copy: an interrupt lands before or after it)
         self.warm = dispatch
 
-    def _execute(self, x5, w5, b, y5, dispatch=None) -> None:
+    def execute(self, x5, w5, b, y5, dispatch=None) -> None:
+        """Run the dispatch (by default the decided one) on canonical 5-D arrays, as it is: no decision, no value
+        check, no interrupt guard (a measurement's probe; the guarded paths above)."""
         record, kernel, args, kept_pack, _ = self.dispatch if dispatch is None else dispatch
         if kernel is not None and not self.bias_only:  # the direct kernels first: tiny calls are hot
             kernel(x5, w5, b, y5, *args)
@@ -400,34 +405,41 @@ class _Prepared:
         else:
             packed = kept_pack[0]
             if packed is None:
-                packed = kept_pack[0] = self.kept._packed(record, plan, w5)
+                packed = kept_pack[0] = self.kept.packed(record, plan, w5)
         record.run(plan, x5, packed, b, y5)
 
 
-@lru_cache(maxsize=512)
-def _prepared(plan: geo.Plan) -> _Prepared:
-    return _Prepared(plan)
+def prepared(plan: geo.Plan, request: geo.Request = geo.AUTO) -> Prepared:
+    """The one-off calls' prepared call of ``plan`` and ``request`` (their decision), in the one bounded cache
+    (:func:`fastdeconv.clear_caches`)."""
+    return _prepare(plan, request)  # (the request always passed: one entry per key, however it is called)
 
 
-@lru_cache(maxsize=256)
-def exact_plan(plan: geo.Plan) -> geo.Plan:
-    """The plan with the cheapest exact variant of the gather form fixed: what runs a call whose values a
+@memo(512)
+def _prepare(plan: geo.Plan, request: geo.Request) -> Prepared:
+    return Prepared(plan, request)
+
+
+@memo(256)
+def exact_request(plan: geo.Plan) -> geo.Request:
+    """The request that pins the cheapest exact variant of the gather form: what runs a call whose values a
     checked variant could turn into a wrong Inf or NaN."""
-    gather = dataclasses.replace(plan, method="gather", variant=None)
-    name = next(v for v, _ in _cost.choose(gather).estimates if variants.get(v).exact)
-    return dataclasses.replace(gather, variant=name)
+    gather = geo.Request("gather")
+    name = next(v for v, _ in _cost.choose(plan, gather).estimates if variants.get(v).exact)
+    return geo.Request("gather", name)
 
 
 def _prepare_call(x, weight, bias, stride, padding, output_padding, groups, dilation, method, activation=None,
-                  data_format="channels_first") -> _Prepared:
+                  data_format="channels_first") -> Prepared:
     """Validate a hot-path call once (the full rules of ``make_plan``) and prepare its dispatch."""
-    bias_arr = None if bias is None else _as_array(bias, "bias")
+    bias_arr = None if bias is None else as_array(bias, "bias")
+    request = geo.make_request(method)
     plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding, groups,
-                         dilation, None, method, None if bias_arr is None else bias_arr.shape,
+                         dilation, None, None if bias_arr is None else bias_arr.shape,
                          None if bias_arr is None else bias_arr.dtype, activation=activation,
                          data_format=data_format)
-    _cost.check_pinned(plan, _cost.choose(plan))  # (a variant pinned by ``method=`` that cannot run)
-    return _prepared(plan)
+    _cost.check_pinned(plan, request, _cost.choose(plan, request))  # (a variant pinned by ``method=``)
+    return prepared(plan, request)
 
 
 def zero_fill(x, stride: IntOrSeq, padding: IntOrSeq | Sequence[Sequence[int]] = 0) -> np.ndarray:
@@ -458,7 +470,7 @@ def zero_fill(x, stride: IntOrSeq, padding: IntOrSeq | Sequence[Sequence[int]] =
     >>> fd.zero_fill(np.array([[1.0, 2.0]]), 3, padding=1)
     array([[0., 1., 0., 0., 2., 0.]])
     """
-    x = _as_array(x, "x")
+    x = as_array(x, "x")
     geo.check_numeric(x.dtype, "x")
     rank = _zero_fill_rank(x.ndim, stride, padding)
     stride = geo.per_axis(stride, rank, "stride", minimum=1)
@@ -475,7 +487,7 @@ def zero_fill(x, stride: IntOrSeq, padding: IntOrSeq | Sequence[Sequence[int]] =
     z = np.empty(shape, dtype)
     if z.size:
         lead = (1,) * (geo.MAX_RANK - rank)
-        x5 = _contiguous(x, dtype, "x").reshape((-1, 1) + lead + spatial)
+        x5 = contiguous(x, dtype, "x").reshape((-1, 1) + lead + spatial)
         fill(x5, z.reshape((-1, 1) + lead + out_spatial), _pad3(stride, 1), _pad3([b for b, _ in pads], 0))
     return z
 
@@ -499,7 +511,7 @@ def _pad3(values, fill_value: int) -> np.ndarray:
     return np.array((fill_value,) * (geo.MAX_RANK - len(values)) + tuple(values), dtype=np.int64)
 
 
-def _as_array(a, name: str) -> np.ndarray:
+def as_array(a, name: str) -> np.ndarray:
     """``a`` as a plain ndarray: subclasses (``np.matrix``) become their data; masked arrays, tensors that
     require grad and objects that are no array are refused with a TypeError naming the argument."""
     if type(a) is np.ndarray:
@@ -519,7 +531,7 @@ def _as_array(a, name: str) -> np.ndarray:
     return arr
 
 
-def _contiguous(a: np.ndarray, dtype: np.dtype, name: str = "an input") -> np.ndarray:
+def contiguous(a: np.ndarray, dtype: np.dtype, name: str = "an input") -> np.ndarray:
     """C-contiguous, writeable-typed array of ``dtype`` (a copy only when needed; inputs are never written).
 
     A copy that could never be allocated (e.g. of a broadcast view ``np.broadcast_to(v, (1, 1, 2**33))``, whose
@@ -532,7 +544,7 @@ def _contiguous(a: np.ndarray, dtype: np.dtype, name: str = "an input") -> np.nd
     return a
 
 
-def _output_array(plan: geo.Plan, out: np.ndarray | None, inputs) -> np.ndarray:
+def output_array(plan: geo.Plan, out: np.ndarray | None, inputs) -> np.ndarray:
     """The array the kernel writes: ``out`` itself when it is usable directly, else a fresh one."""
     if out is None:
         return np.empty(plan.out_shape, plan.dtype)

@@ -98,10 +98,15 @@ def variant_names() -> frozenset[str]:
     return frozenset(variants.VARIANTS)
 
 
-def key(plan: geo.Plan) -> str:
-    """The record key: everything the measured ranking depends on (geometry, dtype, method, pool, CPU)."""
+def key(plan: geo.Plan, request: geo.Request = geo.AUTO, own: bool = False) -> str:
+    """The record key: everything the measured ranking depends on (geometry, dtype, requested form, pool, CPU).
+
+    ``own``: an operator's own decision (its ranking with the packed weights kept, see ``_api.decide_variant``),
+    recorded apart from the one-off calls' as the form followed by ``+kept`` (the key's format on disk).
+    """
     axes = ";".join(f"{a.size_in},{a.kernel},{a.stride},{a.dilation},{a.start},{a.size_out}" for a in plan.axes)
-    return (f"{_files.cpu_name()}|threads={max_threads()}|{plan.dtype}|{plan.method}|n={plan.batch}|cin={plan.c_in}|"
+    method = request.method + ("+kept" if own else "")
+    return (f"{_files.cpu_name()}|threads={max_threads()}|{plan.dtype}|{method}|n={plan.batch}|cin={plan.c_in}|"
             f"cout={plan.c_out}|g={plan.groups}|{axes}" + ("|channels_last" if plan.channels_last else ""))
 
 
@@ -124,9 +129,9 @@ def valid_record(k, record) -> bool:
     return record.get("model", record["variant"]) in seconds
 
 
-def candidates(plan: geo.Plan, ranked: tuple[tuple[str, float], ...]) -> list[str]:
+def candidates(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], request: geo.Request = geo.AUTO) -> list[str]:
     """The variants worth measuring for ``plan``, the model's pick first (empty: the model's pick stands)."""
-    if not enabled() or plan.variant is not None or len(ranked) < 2:
+    if not enabled() or request.variant is not None or len(ranked) < 2:
         return []
     best = ranked[0][1]  # (every ranked variant keeps the memory rule: ``_cost.choose`` ranks no other)
     close = [(name, sec) for name, sec in ranked[:MAX_CANDIDATES] if sec <= AMBIGUOUS * best]
@@ -149,7 +154,7 @@ def rounds(seconds: float) -> int:
 
 
 def decide(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run: Callable[[str], None] | None = None,
-           ready: Callable[[str], bool] | None = None) -> str:
+           ready: Callable[[str], bool] | None = None, *, request: geo.Request = geo.AUTO, own: bool = False) -> str:
     """THE variant for ``plan`` in this process (see the module docstring).
 
     Parameters
@@ -162,6 +167,10 @@ def decide(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run: Callable[
         ``run(variant)`` runs one call of ``variant`` on the caller's arrays; None: cannot measure now.
     ready : callable, optional
         ``ready(variant)``: its kernels load without compiling; None: all are ready.
+    request : Request
+        What the call asked for (a pinned variant is not decided: it runs).
+    own : bool
+        An operator's own decision, recorded apart (:func:`key`).
 
     Returns
     -------
@@ -170,9 +179,9 @@ def decide(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run: Callable[
     if not ranked:
         raise ValueError("ranked must hold at least one (variant, seconds) pair")
     model = ranked[0][0]
-    if not enabled() or plan.variant is not None or len(ranked) < 2:
+    if not enabled() or request.variant is not None or len(ranked) < 2:
         return model  # nothing to decide: the model's pick is a function of the plan
-    k = key(plan)
+    k = key(plan, request, own)
     hit = _decided.get(k)
     if hit is not None:
         return hit[0]
@@ -191,7 +200,7 @@ def decide(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run: Callable[
                 return model
         event.wait()  # another thread decides; if it failed (its run raised), the next loop takes over
     try:
-        decision = _decide(plan, ranked, k, run, ready)
+        decision = _decide(plan, ranked, k, run, ready, request)
         with _lock:
             _decided[k] = decision
             while len(_decided) > MAX_DECISIONS:
@@ -204,7 +213,8 @@ def decide(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run: Callable[
         event.set()
 
 
-def current(plan: geo.Plan, ranked: tuple[tuple[str, float], ...]) -> Decision:
+def current(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], *, request: geo.Request = geo.AUTO,
+            own: bool = False) -> Decision:
     """What a call of ``plan`` would run now, without deciding: ``(variant, record or None)``.
 
     The decision of this process if made, else a deciding record on disk, else the model's pick (None).
@@ -212,23 +222,23 @@ def current(plan: geo.Plan, ranked: tuple[tuple[str, float], ...]) -> Decision:
     if not ranked:
         raise ValueError("ranked must hold at least one (variant, seconds) pair")
     model = ranked[0][0]
-    if not enabled() or plan.variant is not None or len(ranked) < 2:
+    if not enabled() or request.variant is not None or len(ranked) < 2:
         return model, None
-    k = key(plan)
+    k = key(plan, request, own)
     hit = _decided.get(k)
     if hit is not None:
         return hit
-    names = candidates(plan, ranked)
+    names = candidates(plan, ranked, request)
     record = _files.read_records(cache_file(), valid_record).get(k) if names else None
     if record is not None and _decides(record, names):
         return record["variant"], record
     return model, None
 
 
-def _decide(plan, ranked, k, run, ready) -> Decision:
+def _decide(plan, ranked, k, run, ready, request) -> Decision:
     global measurements
     model = ranked[0][0]
-    names = candidates(plan, ranked)
+    names = candidates(plan, ranked, request)
     if not names:
         return model, None
     path = cache_file()
@@ -327,16 +337,16 @@ def _block(run, name: str, first: bool) -> float:
     return max(fastest, 1e-9)  # (a clock that did not move still gives a positive time)
 
 
-def recorded(plan: geo.Plan) -> dict | None:
+def recorded(plan: geo.Plan, request: geo.Request = geo.AUTO) -> dict | None:
     """The valid record of ``plan`` on disk (or None; None too when calibration is disabled)."""
     if not enabled():
         return None
-    return _files.read_records(cache_file(), valid_record).get(key(plan))
+    return _files.read_records(cache_file(), valid_record).get(key(plan, request))
 
 
-def deciding_record(plan: geo.Plan, names: list[str]) -> dict | None:
+def deciding_record(plan: geo.Plan, names: list[str], request: geo.Request = geo.AUTO) -> dict | None:
     """The record on disk that decides ``plan`` (one that keeps one of ``names``, its current candidates)."""
-    record = recorded(plan) if names else None
+    record = recorded(plan, request) if names else None
     return record if record is not None and _decides(record, names) else None
 
 
@@ -352,7 +362,7 @@ def decisions() -> dict[str, Decision]:
         return dict(_decided)
 
 
-def _store(k: str, record: dict, replace: bool = True) -> dict:
+def store(k: str, record: dict, replace: bool = True) -> dict:
     """Write ``record`` under ``k`` on disk (replacing any record when ``replace``); return what is recorded."""
     return _files.merge_records(cache_file(), {k: record}, valid_record, keep_existing=not replace)
 

@@ -7,20 +7,22 @@ schedule keeps the memory rule (scratch within one output's size), cheapest esti
 whose only variant is a baseline runs it unranked. Each estimate is arithmetic time at a measured rate plus
 bytes moved at a measured bandwidth plus a per-launch overhead: the rates are this machine's profile
 (``_profile``), the within-family ratios fixed facts of the kernels (``_model``). A pinned variant (``method=``
-a variant's name) runs unranked, refused where it does not apply.
+a variant's name) runs unranked, refused where it does not apply. The planner's input is a plan (the problem)
+and a request (``_geometry.Request``: the form asked for, a variant pinned); its answer, a :class:`Choice`, is
+cached per (plan, request, kept) and profile.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from functools import lru_cache
 from math import prod as _prod
 
 import numpy as np
 
 from . import _calibrate, _model, _profile, variants
 from . import _geometry as geo
+from ._caches import memo
 from ._threads import max_threads
 
 VARIANTS = variants.names()  # the variants ``auto`` ranks, in list order
@@ -77,11 +79,12 @@ def _fmt_time(sec: float) -> str:
     return f"{sec * 1e6:.3g} us"
 
 
-def _ranked(plan: geo.Plan) -> list[variants.Variant]:
-    """The variants the planner may rank for ``plan``: those of its form (``auto``: all but the baselines) that
-    apply."""
-    return [v for v in variants.VARIANT_LIST if v.applies(plan)
-            and (v.form == plan.method if plan.method != "auto" else not v.baseline)]
+def _ranked(plan: geo.Plan, request: geo.Request) -> list[variants.Variant]:
+    """The variants the planner may rank for ``plan``: those of the requested form (``auto``: all but the
+    baselines) that apply and are candidates for the request."""
+    method = request.method
+    return [v for v in variants.VARIANT_LIST if v.applies(plan) and v.candidate_for(plan, method)
+            and (v.form == method if method != "auto" else not v.baseline)]
 
 
 def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
@@ -90,7 +93,7 @@ def estimate(plan: geo.Plan, threads: int) -> dict[str, float]:
     _profile.ensure()
     out = {}
     for v in variants.VARIANT_LIST:
-        if not v.baseline and v.applies(plan):
+        if not v.baseline and v.applies(plan) and v.candidate_for(plan, "auto"):
             seconds = v.estimate(plan, threads)
             if seconds is not None:
                 out[v.name] = seconds
@@ -103,21 +106,22 @@ def scratch_elements(plan: geo.Plan, variant: str, kept: bool = False) -> int:
     return variants.get(variant).scratch_elements(plan, kept)
 
 
-def choose(plan: geo.Plan, kept: bool = False) -> Choice:
-    """The :class:`Choice` for a plan (cached; independent of the current thread count). ``kept``: for an
-    operator, whose weight-only work (``Variant.pack``) is done once: its cost and memory are not per call."""
+def choose(plan: geo.Plan, request: geo.Request = geo.AUTO, kept: bool = False) -> Choice:
+    """The :class:`Choice` for a plan and request (cached; independent of the current thread count). ``kept``:
+    for an operator, whose weight-only work (``Variant.pack``) is done once: its cost and memory are not per
+    call."""
     _profile.ensure()
-    return _choose(plan, kept, _model.generation)
+    return _choose(plan, request, kept, _model.generation)
 
 
-@lru_cache(maxsize=512)
-def _choose(plan: geo.Plan, kept: bool, generation: int) -> Choice:
+@memo(512)
+def _choose(plan: geo.Plan, request: geo.Request, kept: bool, generation: int) -> Choice:
     """(``generation``: the model's, so that a choice made on another profile is never reused)"""
     flops = 2 * plan.macs
     # the ranking uses the pool size, not the current count: the variant (and so every bit of the result) must
     # not change with set_num_threads; only whether a direct kernel runs serially does (same terms, same order)
     pool = max_threads()
-    allowed = _ranked(plan)
+    allowed = _ranked(plan, request)
     if allowed and all(v.baseline for v in allowed):  # a baseline was asked for: nothing to rank
         v = allowed[0]
         return Choice(v.form, v.name, (), flops, pool, v.serial(plan), f"{v.name} was requested: {v.reason}")
@@ -129,9 +133,9 @@ def _choose(plan: geo.Plan, kept: bool, generation: int) -> Choice:
     # the memory rule: no variant whose scratch exceeds one output's size (the direct kernels have none)
     output = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
     candidates = {v: c for v, c in costs.items() if scratch_elements(plan, v, kept) <= output}
-    if plan.variant in costs:  # fixed by the caller (the Dask twin's blocks run the whole call's variant, which
-        # applies to them: the memory rule is the whole call's, checked there)
-        candidates = {plan.variant: costs[plan.variant]}
+    if request.variant in costs:  # fixed by the caller (the Dask twin's blocks run the whole call's variant,
+        # which applies to them: the memory rule is the whole call's, checked there)
+        candidates = {request.variant: costs[request.variant]}
     ranked = tuple(sorted(candidates.items(), key=lambda kv: kv[1]))
     variant, best = ranked[0]
     serial = runs_serially(plan, variant)
@@ -145,7 +149,7 @@ def _choose(plan: geo.Plan, kept: bool, generation: int) -> Choice:
         why += f" ({reason})"
     elif serial:
         why += " (tiny problem: runs in the calling thread)"
-    scope = "" if plan.method == "auto" else f" among the {plan.method} variants"
+    scope = "" if request.method == "auto" else f" among the {request.method} variants"
     return Choice(FORM_OF[variant], variant, ranked, flops, pool, serial, why + scope)
 
 
@@ -189,20 +193,22 @@ def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int
     >>> fd.plan((64, 512, 4, 4), (512, 256, 4, 4), stride=2, padding=1).variant
     'scatter-gemm'
     """
-    x_shape = _shape(x_shape, "x_shape")
-    w_shape = _shape(w_shape, "w_shape")
+    x_shape = check_shape(x_shape, "x_shape")
+    w_shape = check_shape(w_shape, "w_shape")
     dt = np.dtype(dtype)
+    request = geo.make_request(method)
     p = geo.make_plan(x_shape, w_shape, dt, dt, stride, padding, output_padding, groups, dilation, output_size,
-                      method, data_format=data_format)
-    choice = current(p)
-    check_pinned(p, choice)
+                      data_format=data_format)
+    choice = current(p, request)
+    check_pinned(p, request, choice)
     return choice
 
 
-def current(plan: geo.Plan) -> Choice:
+def current(plan: geo.Plan, request: geo.Request = geo.AUTO) -> Choice:
     """The :class:`Choice` a call of ``plan`` runs now: the model's, or the measured one recorded for it."""
-    choice = choose(plan)
-    variant, record = _calibrate.current(plan, choice.estimates) if choice.estimates else (choice.variant, None)
+    choice = choose(plan, request)
+    variant, record = _calibrate.current(plan, choice.estimates, request=request) if choice.estimates else \
+        (choice.variant, None)
     if record is None:
         return choice
     measured = ", ".join(f"{name}={_fmt_time(sec)}" for name, sec in sorted(record["seconds"].items(),
@@ -216,31 +222,32 @@ def current(plan: geo.Plan) -> Choice:
                                       f"pick {choice.variant}")
 
 
-def _kept_only(plan: geo.Plan, pool: int) -> bool:
+def _kept_only(plan: geo.Plan, request: geo.Request, pool: int) -> bool:
     """Whether the pinned variant applies but only an operator can run it (its one-off schedule breaks the memory
     rule): the one-off ranking then stands, and a one-off call refuses it (:func:`check_pinned`)."""
-    v = variants.get(plan.variant)
-    return v.applies(plan) and v.estimate(plan, pool, True) is not None
+    v = variants.get(request.variant)
+    return v.applies(plan) and v.candidate_for(plan, request.method) and v.estimate(plan, pool, True) is not None
 
 
-def refuse(plan: geo.Plan, kept: bool = False) -> None:
+def refuse(plan: geo.Plan, request: geo.Request, kept: bool = False) -> None:
     """The ValueError of a variant pinned by ``method=`` where it cannot run, listing those that can."""
     pool = max_threads()
-    usable = [v.name for v in variants.VARIANT_LIST if v.applies(plan) and v.estimate(plan, pool, kept) is not None]
+    usable = [v.name for v in variants.VARIANT_LIST if v.applies(plan) and v.candidate_for(plan, request.method)
+              and v.estimate(plan, pool, kept) is not None]
     where = "an operator" if kept else "a one-off call (an operator, which keeps its packed weights, may run it)" \
-        if _kept_only(plan, pool) else "this layer"
-    raise ValueError(f"method {plan.variant!r} does not apply to {where}: input {plan.batch}x{plan.c_in}, weight "
+        if _kept_only(plan, request, pool) else "this layer"
+    raise ValueError(f"method {request.variant!r} does not apply to {where}: input {plan.batch}x{plan.c_in}, weight "
                      f"{plan.c_in}x{plan.c_out // plan.groups}x"
                      f"{'x'.join(str(a.kernel) for a in plan.axes[3 - plan.rank:])}, groups {plan.groups}; "
                      f"variants that apply: {', '.join(usable)}")
 
 
-def check_pinned(plan: geo.Plan, choice: Choice, kept: bool = False) -> None:
+def check_pinned(plan: geo.Plan, request: geo.Request, choice: Choice, kept: bool = False) -> None:
     """Refuse a variant pinned by ``method=`` that the choice could not honour (it does not apply, or only an
     operator can run it). The user's entry points call it; a variant fixed inside (the Dask twin's blocks, which
     run the whole call's variant where it applies to them) is not refused: ``choose`` ranks the others then."""
-    if plan.variant is not None and choice.variant != plan.variant:
-        refuse(plan, kept)
+    if request.variant is not None and choice.variant != request.variant:
+        refuse(plan, request, kept)
 
 
 def runs_serially(plan: geo.Plan, variant: str) -> bool:
@@ -248,7 +255,7 @@ def runs_serially(plan: geo.Plan, variant: str) -> bool:
     return variants.get(variant).serial(plan)
 
 
-def _shape(shape, name: str) -> tuple[int, ...]:
+def check_shape(shape, name: str) -> tuple[int, ...]:
     if isinstance(shape, (str, bytes)) or np.ndim(shape) != 1:
         raise TypeError(f"{name} must be a sequence of ints, got {shape!r}")
     values = tuple(geo.as_int(v, name) for v in shape)

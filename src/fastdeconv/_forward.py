@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _cost
 from . import _geometry as geo
-from ._api import _as_array, _contiguous, execute
+from ._api import as_array, contiguous, execute
 from ._geometry import IntOrSeq, Padding
 from ._kernels.conv import im2col
 from ._runtime import run_parallel
@@ -180,8 +180,8 @@ def conv(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0, dilat
     >>> fd.conv(np.arange(5.0)[None], np.array([[[1.0, 1.0]]]))
     array([[1., 3., 5., 7.]])
     """
-    x, weight = _as_array(x, "x"), _as_array(weight, "weight")
-    bias = None if bias is None else _as_array(bias, "bias")
+    x, weight = as_array(x, "x"), as_array(weight, "weight")
+    bias = None if bias is None else as_array(bias, "bias")
     last = geo.check_data_format(data_format)
     if last:
         rank = weight_rank(weight.shape, "(C_out, C_in // groups, *kernel)")
@@ -211,10 +211,10 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
     if y.size == 0:
         return False
     dtype = plan.dtype
-    x5 = _contiguous(x, dtype).reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
-    w5 = _contiguous(weight, dtype).reshape((plan.c_out, plan.c_in // plan.groups) +
+    x5 = contiguous(x, dtype).reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
+    w5 = contiguous(weight, dtype).reshape((plan.c_out, plan.c_in // plan.groups) +
                                             tuple(a.kernel for a in plan.axes))
-    b = np.zeros(plan.c_out, dtype) if bias is None else _contiguous(bias, dtype)
+    b = np.zeros(plan.c_out, dtype) if bias is None else contiguous(bias, dtype)
     y5 = y.reshape((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes))
     if plan.c_in == 0:  # no input channels: the output is the bias
         y5[...] = b.reshape((1, -1, 1, 1, 1))
@@ -224,7 +224,7 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
     if _sparse(plan, needed):
         _conv_sparse(plan, x5, w5, None if bias is None else b, y5)
         return False
-    dual5 = None if dual is None else _contiguous(dual, dtype).reshape(y5.shape)
+    dual5 = None if dual is None else contiguous(dual, dtype).reshape(y5.shape)
     if _conv_winograd(plan, x5, w5, None if bias is None else b, y5):
         if dual5 is None:
             return False

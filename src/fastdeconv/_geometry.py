@@ -1,6 +1,9 @@
 """Argument normalisation, output sizes, crops and validation for transposed convolution.
 
-Pure Python (no numba). Everything the kernels need is reduced to one :class:`Plan`.
+Pure Python (no numba). Everything the kernels need is reduced to one :class:`Plan` (the problem: shapes,
+geometry, dtype, epilogue and layout); what the caller asked for besides (``method=``: a form, or a variant
+pinned) is a :class:`Request`. The decision (which variant, its schedule and packed weight) is neither: it lives
+on the object that runs the plan (``_api.Prepared``).
 
 One spatial axis of a transposed convolution, with the kernel *not* flipped::
 
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+
+from ._caches import Table
 
 # the geometry arguments' types, as the public signatures take them
 IntOrSeq = int | Sequence[int]  # one value for every spatial axis, or one per axis
@@ -81,7 +86,8 @@ class Axis:
 
 @dataclass(frozen=True)
 class Plan:
-    """Everything a kernel needs: shapes, per-axis geometry and the chosen form.
+    """The problem a call solves, everything a kernel needs: shapes, per-axis geometry, dtype, the epilogue
+    (``activation``) and the data layout (``channels_last``), which are part of the result.
 
     ``axes`` always has three entries (leading unit axes pad rank 1 and 2 up to 3), so one
     numba kernel serves every rank.
@@ -95,10 +101,6 @@ class Plan:
     rank: int
     batched: bool
     dtype: np.dtype
-    method: str
-    # A variant fixed by the caller (e.g. the Dask twin runs every block on the whole array's variant, so the
-    # blocks sum their terms exactly as the in-memory call does); None lets the cost model choose.
-    variant: str | None = None
     # The epilogue, applied after the bias where each variant stores its output: None, or (name, a, b) as
     # ``normalize_activation`` gives it.
     activation: tuple | None = None
@@ -131,6 +133,31 @@ class Plan:
     def arrays(self, name: str) -> np.ndarray:
         """Per-axis geometry as an int64 array of length 3, for the kernels."""
         return np.array([getattr(a, name) for a in self.axes], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the caller asked for besides the problem: the data-flow ``method`` (``"auto"`` or a form), and a
+    ``variant`` fixed by ``method=`` naming one (or by the Dask twin, which runs every block on the whole array's
+    variant, so that the blocks sum their terms exactly as the in-memory call does); None lets the planner rank.
+    """
+
+    method: str = "auto"
+    variant: str | None = None
+
+
+AUTO = Request()
+
+
+def make_request(method) -> Request:
+    """``method=`` (``"auto"``, a form, or a variant's name: that variant pinned, with its form) as a
+    :class:`Request`, validated."""
+    if isinstance(method, str) and method not in METHODS and method in VARIANT_FORMS:
+        return Request(VARIANT_FORMS[method], method)  # a pinned variant: its form, and the variant fixed
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))} or a variant's name "
+                         f"({', '.join(VARIANT_FORMS)}); got {method!r}")
+    return AUTO if method == "auto" else Request(method)
 
 
 def full_size(size_in: int, kernel: int, stride: int, dilation: int) -> int:
@@ -320,7 +347,7 @@ def split_batch(x_shape: tuple[int, ...], rank: int) -> tuple[bool, int]:
 
 
 def make_plan(x_shape, w_shape, x_dtype, w_dtype, stride=1, padding=0, output_padding=0, groups=1,
-              dilation=1, output_size=None, method="auto", bias_shape=None, bias_dtype=None, *,
+              dilation=1, output_size=None, bias_shape=None, bias_dtype=None, *,
               limit_memory=True, activation=None, data_format="channels_first") -> Plan:
     """Validate a call and reduce it to a :class:`Plan` (cached for hashable arguments).
 
@@ -329,7 +356,7 @@ def make_plan(x_shape, w_shape, x_dtype, w_dtype, stride=1, padding=0, output_pa
     public arguments of the same names.
     """
     args = (tuple(x_shape), tuple(w_shape), np.dtype(x_dtype), np.dtype(w_dtype), stride, padding, output_padding,
-            groups, dilation, output_size, method, None if bias_shape is None else tuple(bias_shape),
+            groups, dilation, output_size, None if bias_shape is None else tuple(bias_shape),
             None if bias_dtype is None else np.dtype(bias_dtype), bool(limit_memory), activation, data_format)
     try:
         key = _freeze(args)  # type-tagged: 1, 1.0 and True must not share a cache entry
@@ -337,15 +364,11 @@ def make_plan(x_shape, w_shape, x_dtype, w_dtype, stride=1, padding=0, output_pa
     except TypeError:  # unhashable arguments (e.g. arrays): plan without the cache
         return _make_plan(*args)
     if plan is None:
-        plan = _make_plan(*args)
-        if len(_PLANS) >= _PLANS_SIZE:
-            _PLANS.clear()
-        _PLANS[key] = plan
+        plan = _PLANS.put(key, _make_plan(*args))
     return plan
 
 
-_PLANS: dict = {}
-_PLANS_SIZE = 512
+_PLANS = Table(512)
 
 
 def _freeze(value):
@@ -357,14 +380,8 @@ def _freeze(value):
 
 
 def _make_plan(x_shape, w_shape, x_dtype, w_dtype, stride, padding, output_padding, groups, dilation,
-               output_size, method, bias_shape, bias_dtype, limit_memory, activation=None,
+               output_size, bias_shape, bias_dtype, limit_memory, activation=None,
                data_format="channels_first") -> Plan:
-    variant = None
-    if isinstance(method, str) and method not in METHODS and method in VARIANT_FORMS:
-        variant, method = method, VARIANT_FORMS[method]  # a pinned variant: its form, and the variant fixed
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))} or a variant's name "
-                         f"({', '.join(VARIANT_FORMS)}); got {method!r}")
     channels_last = check_data_format(data_format)
     activation = normalize_activation(activation)
     dtype = result_dtype(np.dtype(x_dtype), np.dtype(w_dtype))
@@ -415,7 +432,7 @@ def _make_plan(x_shape, w_shape, x_dtype, w_dtype, stride, padding, output_paddi
         sizes = [i * s for i, s in zip(spatial_in, stride)]
         starts = [max(0, f - o) // 2 for f, o in zip(fulls, sizes)]
         if output_size is not None:
-            wanted = _output_size_spatial(output_size, rank)
+            wanted = output_size_spatial(output_size, rank)
             if wanted != tuple(sizes):
                 raise ValueError(f"output_size {wanted} is not reachable with padding='same', which gives "
                                  f"{tuple(sizes)}")
@@ -426,7 +443,7 @@ def _make_plan(x_shape, w_shape, x_dtype, w_dtype, stride, padding, output_paddi
         if output_size is not None:
             if any(output_padding):
                 raise ValueError("give output_size or output_padding, not both")
-            wanted = _output_size_spatial(output_size, rank)
+            wanted = output_size_spatial(output_size, rank)
             for m, o, s, d in zip(minimal, wanted, stride, dilation):
                 if not m <= o < m + max(s, d):
                     raise ValueError(f"output_size {wanted} is not reachable: each axis must lie in "
@@ -443,13 +460,13 @@ def _make_plan(x_shape, w_shape, x_dtype, w_dtype, stride, padding, output_paddi
     axes = tuple(Axis(1, 1, 1, 1, 0, 1) for _ in range(lead)) + tuple(
         Axis(i, k, s, d, st, o) for i, k, s, d, st, o in zip(spatial_in, kernel, stride, dilation, starts, sizes))
     plan = Plan(batch=batch, c_in=c_in, c_out=c_out, groups=groups, axes=axes, rank=rank, batched=batched,
-                dtype=dtype, method=method, variant=variant, activation=activation, channels_last=channels_last)
+                dtype=dtype, activation=activation, channels_last=channels_last)
     if limit_memory:
         check_memory(plan.out_shape, dtype, "the output")
     return plan
 
 
-def _output_size_spatial(output_size, rank: int) -> tuple[int, ...]:
+def output_size_spatial(output_size, rank: int) -> tuple[int, ...]:
     """output_size given as the spatial sizes, or as a whole output shape (the last ``rank`` entries)."""
     if isinstance(output_size, (str, bytes)) or is_scalar(output_size):
         raise TypeError(f"output_size must be a sequence of ints, got {output_size!r}")

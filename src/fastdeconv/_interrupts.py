@@ -11,7 +11,7 @@ left with the lock held or its state half-changed, and another thread blocks on 
   arriving meanwhile is noted and handed to the installed handler when the stretch ends;
 - a pool worker waiting for a compilation gives up (:class:`Abandoned`) as soon as the caller of its call has left
   with an exception (:func:`run_abandonable`), so that the caller's wait for its workers ends within a chunk;
-- a call into a caller's ``out=`` array leaves it untouched or complete (``_api._Prepared``): the first run of a
+- a call into a caller's ``out=`` array leaves it untouched or complete (``_api.Prepared``): the first run of a
   dispatch, which loads or compiles its kernels, writes a private array, and the later ones write ``out`` with
   SIGINT :class:`deferred` until their computation has ended, as a NumPy function does.
 """

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _cost
 from . import _geometry as geo
-from ._api import _as_array, _output_array, _Prepared, operator_pick
+from ._api import Prepared, as_array, operator_pick, output_array
 from ._geometry import IntOrSeq, Padding
 from ._scan import max_abs
 from ._threads import apply_num_threads
@@ -93,15 +93,16 @@ class ConvTranspose:
     def __init__(self, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0,
                  output_padding: IntOrSeq = 0, groups: int = 1, dilation: IntOrSeq = 1, *, method: str = "auto",
                  tune: bool = False, activation=None, data_format: str = "channels_first"):
-        w = _as_array(weight, "weight")
+        w = as_array(weight, "weight")
         geo.check_numeric(w.dtype, "weight")
         if not 3 <= w.ndim <= 2 + geo.MAX_RANK:
             raise ValueError(f"weight must be (C_in, C_out // groups, *kernel) with 1 to 3 kernel axes; "
                              f"got weight.ndim = {w.ndim}")
-        b = None if bias is None else _as_array(bias, "bias")
+        b = None if bias is None else as_array(bias, "bias")
         if b is not None:
             geo.check_numeric(b.dtype, "bias")
-        _validate(w, b, stride, padding, output_padding, groups, dilation, method, activation, data_format)
+        self._request = _validate(w, b, stride, padding, output_padding, groups, dilation, method, activation,
+                                  data_format)
         if not isinstance(tune, bool):
             raise TypeError(f"tune must be a bool, got {tune!r}")
         self._tune = tune
@@ -112,10 +113,11 @@ class ConvTranspose:
         self._b = None if b is None else np.array(b, order="C", copy=True)
         self._geometry = (stride, padding, output_padding, groups, dilation, method)
         self._lock = threading.Lock()
-        self._shapes: dict = {}   # (x shape, x dtype, output_size) -> (_Prepared, w5, bias vector)
+        # (x shape, x dtype, output_size) or a Dask block's (plan, request) -> (Prepared, w5, bias vector): the
+        # decision per input shape lives here, on the operator
+        self._shapes: dict = {}
         self._weights: dict = {}  # dtype -> (w5, bias vector): the weight and bias in the computing dtype
-        self._packs: dict = {}    # (variant, dtype, the variant's pack_input) -> its packed weight
-        self._max_abs: dict = {}  # dtype -> the converted weight's largest magnitude (inf: not all finite)
+        self._store = _PackStore(self._lock, self._used_variants)  # what its prepared calls read: packs, max_abs
 
     # ------------------------------------------------------------------ public
 
@@ -157,7 +159,7 @@ class ConvTranspose:
             if entry is None:
                 entry = self._entry(x.shape, x.dtype, None)
         else:
-            x = _as_array(x, "x")
+            x = as_array(x, "x")
             geo.check_numeric(x.dtype, "x")
             entry = self._entry(x.shape, x.dtype, output_size)
         prepared, w5, b = entry
@@ -178,7 +180,7 @@ class ConvTranspose:
             if flags.c_contiguous and flags.writeable and not np.may_share_memory(out, x):
                 prepared.run_kept(x, w5, b, out, True)
                 return out
-        y = _output_array(prepared.plan, out, (x,))
+        y = output_array(prepared.plan, out, (x,))
         prepared.run_kept(x, w5, b, y, y is out)
         if y is not out:
             out[...] = y  # (one copy: an interrupt lands before or after it)
@@ -219,7 +221,7 @@ class ConvTranspose:
             raise ValueError(f"backward: the operator has activation={activation!r}, whose derivative it does not "
                              f"apply; use an operator without an activation for the gradients")
         if data_format == "channels_last":  # the gradients' kernels are channels-first: transposed around them
-            x, grad_output = _as_array(x, "x"), _as_array(grad_output, "grad_output")
+            x, grad_output = as_array(x, "x"), as_array(grad_output, "grad_output")
             lead = [] if x.ndim == self._w.ndim - 1 else [0]  # (unbatched: no batch axis)
             perm = lead + [x.ndim - 1] + list(range(len(lead), x.ndim - 1))
             back = np.argsort(perm)
@@ -246,10 +248,10 @@ class ConvTranspose:
             As :func:`fastdeconv.plan` gives it, for this operator (whose weight-only work is done once: the
             estimates leave it out); its reason also states the bytes the operator keeps.
         """
-        shape = _cost._shape(x_shape, "x_shape")
+        shape = _cost.check_shape(x_shape, "x_shape")
         dt = self._w.dtype if dtype is None else np.dtype(dtype)
         prepared = self._entry(shape, dt, output_size)[0]
-        choice = _cost.choose(prepared.plan, kept=prepared.own)
+        choice = _cost.choose(prepared.plan, prepared.request, kept=prepared.own)
         variant = prepared.variant
         reason = choice.reason
         if variant != choice.variant:
@@ -265,7 +267,7 @@ class ConvTranspose:
             total = self._w.nbytes + (0 if self._b is None else self._b.nbytes)
             for w5, b in self._weights.values():
                 total += (0 if np.may_share_memory(w5, self._w) else w5.nbytes) + b.nbytes
-            total += sum(_pack_bytes(p, self._weights) for p in self._packs.values())
+            total += sum(_pack_bytes(p, self._weights) for p in self._store.packs.values())
         return total
 
     def __repr__(self) -> str:
@@ -292,7 +294,7 @@ class ConvTranspose:
 
     def _entry(self, x_shape, x_dtype, output_size):
         """The kept (prepared call, weight, bias) of an input shape and dtype: made (and validated) once."""
-        sizes = None if output_size is None else geo._output_size_spatial(output_size, self._w.ndim - 2)
+        sizes = None if output_size is None else geo.output_size_spatial(output_size, self._w.ndim - 2)
         key = (tuple(x_shape), np.dtype(x_dtype), sizes)
         entry = self._shapes.get(key)
         if entry is not None:
@@ -300,38 +302,27 @@ class ConvTranspose:
         stride, padding, output_padding, groups, dilation, method = self._geometry
         activation, data_format = self._epilogue
         plan = geo.make_plan(key[0], self._w.shape, key[1], self._w.dtype, stride, padding, output_padding, groups,
-                             dilation, sizes, method, None if self._b is None else self._b.shape,
+                             dilation, sizes, None if self._b is None else self._b.shape,
                              None if self._b is None else self._b.dtype, activation=activation,
                              data_format=data_format)
-        if plan.variant is not None:  # pinned by ``method=``: refused where even an operator cannot run it
-            own = operator_pick(plan)
-            _cost.check_pinned(plan, _cost.choose(plan, kept=own), own)
-        return self._keep(key, plan)
+        request = self._request
+        if request.variant is not None:  # pinned by ``method=``: refused where even an operator cannot run it
+            own = operator_pick(plan, request)
+            _cost.check_pinned(plan, request, _cost.choose(plan, request, kept=own), own)
+        return self._keep(key, plan, request)
 
-    def _keep(self, key, plan: geo.Plan):
+    def _keep(self, key, plan: geo.Plan, request: geo.Request):
         """Prepare ``plan`` under ``key`` once (the first thread to get the lock makes it, the others read it)."""
         with self._lock:
             entry = self._shapes.get(key)
             if entry is None:
                 w5, b = self._in_dtype(plan)
-                entry = (_Prepared(plan, kept=self, tune=self._tune), w5, b)
+                entry = (Prepared(plan, request, kept=self._store, tune=self._tune), w5, b)
                 if len(self._shapes) >= _SHAPES_SIZE:
                     for old in list(self._shapes)[:_SHAPES_SIZE // 2]:
                         del self._shapes[old]
                 self._shapes[key] = entry
         return entry
-
-    def _run_plan(self, plan: geo.Plan, x: np.ndarray, y: np.ndarray) -> None:
-        """Run a plan made and validated by the caller for this operator's weight and bias, with the operator's
-        converted and packed weights: ``fastdeconv.dask``'s blocks, whose shifted plans (``start``, ``size_out``)
-        no input shape of the operator's own geometry gives, and whose variant the caller fixed
-        (``plan.variant``: the whole array's). ``x`` and ``y`` are C-contiguous of the plan's shapes and dtype."""
-        entry = self._shapes.get(plan)
-        if entry is None:
-            entry = self._keep(plan, plan)
-        prepared, w5, b = entry
-        apply_num_threads()
-        prepared.run_kept(x, w5, b, y)
 
     def _in_dtype(self, plan: geo.Plan):
         """The weight (5-D) and bias vector in the plan's dtype, converted once (call with the lock held)."""
@@ -344,7 +335,36 @@ class ConvTranspose:
             pair = self._weights[plan.dtype] = (w5, b)
         return pair
 
-    def _packed(self, record, plan: geo.Plan, w5: np.ndarray):
+    def _used_variants(self) -> set[str]:
+        """The variants its prepared calls run (call with the lock held)."""
+        return {entry[0].variant for entry in self._shapes.values()}
+
+
+def run_block(op: ConvTranspose, plan: geo.Plan, request: geo.Request, x: np.ndarray, y: np.ndarray) -> None:
+    """Run a plan made and validated by the caller for ``op``'s weight and bias, with the operator's converted and
+    packed weights: ``fastdeconv.dask``'s blocks, whose shifted plans (``start``, ``size_out``) no input shape of
+    the operator's own geometry gives, and whose variant the caller fixed (``request.variant``: the whole
+    array's). ``x`` and ``y`` are C-contiguous of the plan's shapes and dtype."""
+    key = (plan, request)
+    entry = op._shapes.get(key)
+    if entry is None:
+        entry = op._keep(key, plan, request)
+    prepared, w5, b = entry
+    apply_num_threads()
+    prepared.run_kept(x, w5, b, y)
+
+
+class _PackStore:
+    """An operator's weight-only work that its prepared calls read (``Prepared.kept``): per variant the packed
+    weight, and per dtype the weight's largest magnitude. Shares the operator's lock."""
+
+    def __init__(self, lock: threading.Lock, used):
+        self.lock = lock
+        self.used = used  # () -> the variants the operator's prepared calls run (with the lock held)
+        self.packs: dict = {}    # (variant, dtype, the variant's pack_input) -> its packed weight
+        self.max_abs: dict = {}  # dtype -> the converted weight's largest magnitude (inf: not all finite)
+
+    def packed(self, record, plan: geo.Plan, w5: np.ndarray):
         """Variant ``record``'s packed weight for ``plan`` (made once, under the lock; later calls only read it).
 
         The pack is made from ``record.pack_input(plan)`` and the weight in the plan's dtype (``w5``) alone, and
@@ -352,34 +372,34 @@ class ConvTranspose:
         plan whose inputs differ (another input shape with fewer output phases, a Dask block) never reads it."""
         inputs = record.pack_input(plan)
         key = (record.name, plan.dtype, inputs)
-        packed = self._packs.get(key)
+        packed = self.packs.get(key)
         if packed is None:
-            with self._lock:
-                packed = self._packs.get(key)
+            with self.lock:
+                packed = self.packs.get(key)
                 if packed is None:
-                    packed = self._packs[key] = record.pack(inputs, w5)
+                    packed = self.packs[key] = record.pack(inputs, w5)
         return packed
 
-    def _weight_max(self, w5: np.ndarray) -> float:
-        """``scan.max_abs`` of the weight ``w5`` this operator converted (``_in_dtype``): one scan per dtype, for
-        the value checks of the variants that are not exact (``Variant.check``)."""
-        found = self._max_abs.get(w5.dtype)
+    def weight_max(self, w5: np.ndarray) -> float:
+        """``scan.max_abs`` of the weight ``w5`` the operator converted: one scan per dtype, for the value checks
+        of the variants that are not exact (``Variant.check``)."""
+        found = self.max_abs.get(w5.dtype)
         if found is None:
-            found = self._max_abs[w5.dtype] = max_abs(w5)  # (a race computes the same value twice)
+            found = self.max_abs[w5.dtype] = max_abs(w5)  # (a race computes the same value twice)
         return found
 
-    def _prune(self) -> None:
+    def prune(self) -> None:
         """Drop the packs of variants no kept plan runs (the candidates a calibration measured and dropped)."""
-        with self._lock:
-            used = {entry[0].variant for entry in self._shapes.values()}
-            for key in [k for k in self._packs if k[0] not in used]:
-                del self._packs[key]
+        with self.lock:
+            used = self.used()
+            for key in [k for k in self.packs if k[0] not in used]:
+                del self.packs[key]
 
 
 def _validate(w: np.ndarray, b: np.ndarray | None, stride, padding, output_padding, groups, dilation,
-              method, activation=None, data_format="channels_first") -> None:
+              method, activation=None, data_format="channels_first") -> geo.Request:
     """The rules of ``conv_transpose`` that do not depend on the input: checked on a probe input large enough
-    for any padding (each input shape is checked again, fully, on its first call)."""
+    for any padding (each input shape is checked again, fully, on its first call). Returns the request."""
     rank = w.ndim - 2
     strides = geo.per_axis(stride, rank, "stride", minimum=1)
     pads = geo.normalize_padding(padding, rank)
@@ -387,9 +407,11 @@ def _validate(w: np.ndarray, b: np.ndarray | None, stride, padding, output_paddi
     probe = tuple(geo.ceil_div(before + after, s) + 2 for (before, after), s in zip(pairs, strides))
     channels_last = geo.check_data_format(data_format)
     x_shape = (1,) + probe + (w.shape[0],) if channels_last else (1, w.shape[0]) + probe
+    request = geo.make_request(method)  # (validated where make_plan validated it)
     geo.make_plan(x_shape, w.shape, w.dtype, w.dtype, stride, padding, output_padding, groups,
-                  dilation, None, method, None if b is None else b.shape, None if b is None else b.dtype,
+                  dilation, None, None if b is None else b.shape, None if b is None else b.dtype,
                   limit_memory=False, activation=activation, data_format=data_format)
+    return request
 
 
 def fold_batchnorm(weight, bias, gamma, beta, running_mean, running_var, eps: float = 1e-5, groups: int = 1
@@ -427,7 +449,7 @@ def fold_batchnorm(weight, bias, gamma, beta, running_mean, running_var, eps: fl
         An array whose length is not C_out, a weight whose C_in is not divisible by ``groups``, ``eps <= 0``, a
         negative ``running_var + eps``.
     """
-    w = _as_array(weight, "weight")
+    w = as_array(weight, "weight")
     geo.check_numeric(w.dtype, "weight")
     if not 3 <= w.ndim <= 2 + geo.MAX_RANK:
         raise ValueError(f"weight must be (C_in, C_out // groups, *kernel) with 1 to 3 kernel axes; got weight.ndim "
@@ -441,7 +463,7 @@ def fold_batchnorm(weight, bias, gamma, beta, running_mean, running_var, eps: fl
                         ("running_var", running_var)):
         if value is None and name == "bias":
             continue
-        a = _as_array(value, name)
+        a = as_array(value, name)
         geo.check_numeric(a.dtype, name)
         if a.shape != (c_out,):
             raise ValueError(f"{name} must have shape (C_out,) = ({c_out},) (weight.shape[1] * groups = "

@@ -367,7 +367,7 @@ def _full(rates: dict) -> dict:
     probes = []
     for family, name, x_shape, w_shape, kw in PROBES:
         plan = geo.make_plan(x_shape, w_shape, np.float32, np.float32, kw.get("stride", 1), kw.get("padding", 0),
-                             0, 1, 1, None, variants.get(name).form)
+                             0, 1, 1)
         rng = np.random.default_rng(0)
         x5 = rng.standard_normal((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes)).astype(np.float32)
         w5 = rng.standard_normal((plan.c_in, plan.c_out) + tuple(a.kernel for a in plan.axes)).astype(np.float32)

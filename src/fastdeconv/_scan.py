@@ -57,6 +57,6 @@ def finite_weights(plan, x5: np.ndarray, w_max: float) -> bool:
     """``Variant.check`` of the variants that multiply padding zeros by weights (terms the definition does not
     have: ``gather-gemm``'s im2col blocks, ``gather-plane``'s padded rows): they give the definition's pattern
     when the weights are finite (0 * inf and 0 * NaN are NaN; ``w_max`` is the weight's :func:`max_abs`).
-    Otherwise the call runs an exact variant (``_api.exact_plan``)."""
+    Otherwise the call runs an exact variant (``_api.exact_request``)."""
     return w_max < float("inf")
 

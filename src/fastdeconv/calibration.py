@@ -37,6 +37,7 @@ import numpy as np
 
 from . import _calibrate, _store
 from . import _geometry as geo
+from ._caches import clear_caches
 
 __all__ = ["show", "remeasure", "clear", "export", "import_", "cache_file"]
 
@@ -80,10 +81,7 @@ def clear() -> None:
     Later calls decide again, from the cost model (until something is tuned again).
     """
     _calibrate.forget()
-    from . import _api
-
-    _api._prepared.cache_clear()  # (prepared calls hold their decision)
-    _api._FAST.clear()
+    clear_caches()  # (prepared calls hold their decision)
     path = cache_file()
     if os.path.lexists(path):
         _store.remove_records(path, _calibrate.valid_record)
@@ -120,31 +118,31 @@ def remeasure(x_shape: Sequence[int], w_shape: Sequence[int], *, stride=1, paddi
     """
     from . import _api, _cost
 
-    x_shape = _cost._shape(x_shape, "x_shape")
-    w_shape = _cost._shape(w_shape, "w_shape")
+    x_shape = _cost.check_shape(x_shape, "x_shape")
+    w_shape = _cost.check_shape(w_shape, "w_shape")
     try:
         requested = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"dtype must be a NumPy dtype (e.g. numpy.float32), got {dtype!r}") from None
     dt = np.dtype(np.float32) if requested == np.float32 else np.dtype(np.float64)
-    plan = geo.make_plan(x_shape, w_shape, dt, dt, stride, padding, output_padding, groups, dilation, output_size,
-                         method)
-    names = _calibrate.candidates(plan, _cost.choose(plan).estimates)
+    request = geo.make_request(method)
+    plan = geo.make_plan(x_shape, w_shape, dt, dt, stride, padding, output_padding, groups, dilation, output_size)
+    names = _calibrate.candidates(plan, _cost.choose(plan, request).estimates, request)
     if len(names) < 2:
         return None
     geo.check_memory(x_shape, dt, "x")
     geo.check_memory(plan.out_shape, dt, "the output")
     rng = np.random.default_rng(0)
-    prepared = _api._Prepared(plan)
+    prepared = _api.Prepared(plan, request)
     x5 = rng.standard_normal(prepared.x5_shape).astype(dt)
     w5 = rng.standard_normal(prepared.w5_shape).astype(dt)
     y5 = np.empty(prepared.y5_shape, dt)
     probes = {}
     for name in names:  # compile (or load) every candidate before timing any
         probes[name] = prepared.probe(name)
-        probes[name]._execute(x5, w5, prepared.zero_bias, y5)
-    record = _calibrate.measure(plan, names, lambda name: probes[name]._execute(x5, w5, prepared.zero_bias, y5))
-    _calibrate._store(_calibrate.key(plan), record, replace=True)
+        probes[name].execute(x5, w5, prepared.zero_bias, y5)
+    record = _calibrate.measure(plan, names, lambda name: probes[name].execute(x5, w5, prepared.zero_bias, y5))
+    _calibrate.store(_calibrate.key(plan, request), record, replace=True)
     return record
 
 

@@ -31,7 +31,7 @@ from dataclasses import replace
 import numpy as np
 
 from . import _geometry as geo
-from ._api import _as_array, execute
+from ._api import as_array, execute
 from ._geometry import IntOrSeq
 
 __all__ = ["tf_conv2d_transpose", "tf_conv_transpose", "onnx_conv_transpose", "from_correlation_weights"]
@@ -60,7 +60,7 @@ def _run(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: tup
     # Validate shapes/dtypes with the core's rules on a plan cropped to one element per axis (cheap to
     # check), then give each spatial axis the framework's own start and size.
     plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, [(f - 1, 0) for f in fulls], 0,
-                         groups, dilation, None, "auto", None if bias is None else bias.shape,
+                         groups, dilation, None, None if bias is None else bias.shape,
                          None if bias is None else bias.dtype,
                          data_format="channels_last" if channels_last else "channels_first")
     lead = plan.axes[:geo.MAX_RANK - rank]
@@ -74,7 +74,7 @@ def _run(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: tup
 
 
 def _numeric_array(a, name: str) -> np.ndarray:
-    a = _as_array(a, name)
+    a = as_array(a, name)
     geo.check_numeric(a.dtype, name)
     return a
 

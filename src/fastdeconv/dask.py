@@ -12,7 +12,7 @@ operator once per worker, not once per task. Along one spatial axis the one inde
 
 so an output block ``[o_lo, o_hi)`` computed from the input window ``[i_lo, i_hi)`` is the plan with
 ``size_in = i_hi - i_lo``, ``start = start + o_lo - i_lo * stride`` and ``size_out = o_hi - o_lo``. The
-blocks all run the variant the in-memory call of the whole array runs (``Plan.variant``: the cost model's,
+blocks all run the variant the in-memory call of the whole array runs (a ``Request`` fixing it: the cost model's,
 or a calibration measurement recorded for these shapes). The direct numba kernels (and the zero-fill form)
 sum the terms of every output element in a fixed order, so then the result is bitwise equal to the in-memory
 call whatever the chunking; with a BLAS-backed variant (channel-rich layers) OpenBLAS may take other code paths
@@ -43,7 +43,7 @@ from . import _geometry as geo
 from ._api import decide_variant
 from ._geometry import IntOrSeq, Padding
 from ._kernels._index import reaching_range
-from ._operator import ConvTranspose
+from ._operator import ConvTranspose, run_block
 
 __all__ = ["conv_transpose"]
 
@@ -130,7 +130,8 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         raise ValueError("x must have known chunk sizes; call x.compute_chunk_sizes() first")
     w = _as_dask(weight, "weight")
     b = None if bias is None else _as_dask(bias, "bias")
-    plan = _full_plan(x, w, b, stride, padding, output_padding, groups, dilation, method, activation, data_format)
+    request = geo.make_request(method)
+    plan = _full_plan(x, w, b, stride, padding, output_padding, groups, dilation, activation, data_format)
 
     batched, last = plan.batched, plan.channels_last
     xb = x if batched else x[None]
@@ -140,8 +141,8 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
     spatial_chunks = xb.chunks[1:-1] if last else xb.chunks[2:]
     # every block runs the whole array's variant (the same terms in the same order), decided as the in-memory
     # call decides it: without a measurement, this fixes the model's pick for the process
-    variant = decide_variant(plan, _cost.choose(plan).ranking())
-    plan = dataclasses.replace(plan, method=_cost.FORM_OF[variant], variant=variant)
+    variant = decide_variant(plan, _cost.choose(plan, request).ranking(), request=request)
+    fixed = geo.Request(_cost.FORM_OF[variant], variant)
     rank, lead = plan.rank, geo.MAX_RANK - plan.rank
     axes = plan.axes[lead:]
     w = w.rechunk(-1)
@@ -152,7 +153,7 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
     windows = [[_window(a, lo, hi) for lo, hi in zip(ob[:-1], ob[1:])] for ob, a in zip(out_bounds, axes)]
     _check_block_memory(plan, xb.chunks[0], out_bounds, windows)
 
-    name = "conv_transpose-" + tokenize(xb.name, w.name, None if b is None else b.name, plan, xb.chunks)
+    name = "conv_transpose-" + tokenize(xb.name, w.name, None if b is None else b.name, plan, fixed, xb.chunks)
     w_key = (w.name,) + (0,) * w.ndim
     b_key = None if b is None else (b.name, 0)
     # one operator for the whole call, one key of the graph that every block task depends on: the weight is
@@ -174,7 +175,7 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
             block_plan = dataclasses.replace(plan, batch=n_size, batched=True,
                                              axes=plan.axes[:lead] + block_axes)
             dsk[(name, nb) + idx + (0,) if last else (name, nb, 0) + idx] = (_compute_block, keys, copies, block_plan,
-                                                                             op_key)
+                                                                             op_key, fixed)
     dependencies = [xb, w] + ([] if b is None else [b])
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=dependencies)
     spatial = tuple(tuple(np.diff(ob).tolist()) for ob in out_bounds)
@@ -198,14 +199,14 @@ def _as_dask(a, name: str) -> da.Array:
 
 
 def _full_plan(x: da.Array, w: da.Array, b: da.Array | None, stride, padding, output_padding, groups, dilation,
-               method, activation=None, data_format="channels_first") -> geo.Plan:
+               activation=None, data_format="channels_first") -> geo.Plan:
     """The core's plan for the whole call, validated by ``make_plan`` with the core's own messages.
 
     The whole output is never held at once, so it may exceed this machine's memory (``limit_memory=False``);
     only the largest block is checked against it (``_check_block_memory``).
     """
     return geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, stride, padding, output_padding, groups, dilation,
-                         None, method, None if b is None else b.shape, None if b is None else b.dtype,
+                         None, None if b is None else b.shape, None if b is None else b.dtype,
                          limit_memory=False, activation=activation, data_format=data_format)
 
 
@@ -289,9 +290,10 @@ def _operator(weight, bias, geometry: tuple, w_shape: tuple[int, ...], b_shape: 
                          activation=activation, data_format=data_format)
 
 
-def _compute_block(blocks: list[np.ndarray], copies, plan: geo.Plan, op: ConvTranspose) -> np.ndarray:
+def _compute_block(blocks: list[np.ndarray], copies, plan: geo.Plan, op: ConvTranspose,
+                   request: geo.Request) -> np.ndarray:
     """One output block: gather the input window from its blocks, then run the call's operator on the shifted
-    plan (whose variant is the whole array's)."""
+    plan, with the whole array's variant (``request``)."""
     lead = geo.MAX_RANK - plan.rank
     spatial_in = tuple(a.size_in for a in plan.axes[lead:])
     last = plan.channels_last
@@ -306,5 +308,5 @@ def _compute_block(blocks: list[np.ndarray], copies, plan: geo.Plan, op: ConvTra
         else:
             window[(Ellipsis,) + dst] = block[(Ellipsis,) + src]
     y = np.empty(plan.out_shape, plan.dtype)
-    op._run_plan(plan, window, y)
+    run_block(op, plan, request, window, y)
     return y

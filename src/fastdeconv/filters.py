@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import _geometry as geo
-from ._api import _as_array, conv_transpose
+from ._api import as_array, conv_transpose
 
 
 def kernel_size(factor: int) -> int:
@@ -122,7 +122,7 @@ def upsample_bilinear(x, factor: int | Sequence[int]) -> np.ndarray:
     >>> fd.upsample_bilinear(np.array([[[0.0, 4.0]]]), (1, 2))
     array([[[0., 1., 3., 3.]]])
     """
-    x = _as_array(x, "x")
+    x = as_array(x, "x")
     geo.check_numeric(x.dtype, "x")
     if x.ndim not in (3, 4):
         raise ValueError(f"x must be images (N, C, H, W) or (C, H, W), got x.ndim = {x.ndim}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _geometry as geo
-from ._api import _as_array, _contiguous
+from ._api import as_array, contiguous
 from ._forward import ConvPlan, run_conv
 from ._geometry import IntOrSeq, Padding
 from ._tasks import weight_grad
@@ -64,8 +64,8 @@ def conv_transpose_backward(grad_output, x, weight, stride: IntOrSeq = 1, paddin
     >>> gx, gw, gb
     (array([[[3., 3.]]]), array([[[2., 2.]]]), array([4.]))
     """
-    grad_output = _as_array(grad_output, "grad_output")
-    x, weight = _as_array(x, "x"), _as_array(weight, "weight")
+    grad_output = as_array(grad_output, "grad_output")
+    x, weight = as_array(x, "x"), as_array(weight, "weight")
     geo.check_numeric(grad_output.dtype, "grad_output")
     plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding, groups,
                          dilation)
@@ -83,11 +83,11 @@ def conv_transpose_backward(grad_output, x, weight, stride: IntOrSeq = 1, paddin
                        rank=plan.rank, batched=plan.batched, dtype=dtype)
     grad_x = np.empty(x.shape, dtype)
     grad_weight = np.empty(weight.shape, dtype)
-    gy5 = _contiguous(grad_output, dtype).reshape((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes))
+    gy5 = contiguous(grad_output, dtype).reshape((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes))
     # the GEMM form computes grad_weight from the same columns of grad_output as grad_x (two matrix products)
     done = run_conv(adjoint, gy5, weight, None, grad_x, dual=x, grad_weight=grad_weight)
     if not done and grad_weight.size:
-        x5 = _contiguous(x, dtype).reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
+        x5 = contiguous(x, dtype).reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes))
         gw5 = grad_weight.reshape((plan.c_in, plan.c_out // plan.groups) + tuple(a.kernel for a in plan.axes))
         weight_grad(x5, gy5, gw5, plan.groups, plan.arrays("stride"), plan.arrays("dilation"),
                     plan.arrays("start"))

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from . import _model, _profile
+from ._caches import clear_caches
 
 __all__ = ["profile", "measure", "set_profile", "FAMILIES"]
 
@@ -108,9 +109,8 @@ def set_profile(rates: Mapping | None) -> None:
 
 
 def _reset(change) -> None:
-    from . import _api, _calibrate
+    from . import _calibrate
 
     change()  # (validates first: a bad profile changes nothing)
     _calibrate.forget()
-    _api._prepared.cache_clear()
-    _api._FAST.clear()
+    clear_caches()  # (prepared calls hold their decision)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import _geometry as geo
-from ._api import _as_array, _contiguous
+from ._api import as_array, contiguous
 from ._forward import ConvPlan, make_conv_plan
 from ._geometry import IntOrSeq, Padding
 from ._kernels.conv import matrix_entries
@@ -31,7 +31,7 @@ def sample_plan(weight, input_shape, stride, padding, dilation, groups, check_ou
 
     ``check_output`` also refuses a dense output of one sample that would not fit in memory.
     """
-    weight = _as_array(weight, "weight")
+    weight = as_array(weight, "weight")
     geo.check_numeric(weight.dtype, "weight")
     rank = len(weight.shape) - 2
     if not 1 <= rank <= geo.MAX_RANK:
@@ -128,7 +128,7 @@ def conv_matrix(weight, input_shape: Sequence[int], stride: IntOrSeq = 1, paddin
     indices = np.empty(nnz, np.int64)
     data = np.empty(nnz, dtype)
     if nnz:
-        w5 = _contiguous(weight, dtype).reshape((plan.c_out, c_in_g) + tuple(a.kernel for a in axes))
+        w5 = contiguous(weight, dtype).reshape((plan.c_out, c_in_g) + tuple(a.kernel for a in axes))
         matrix_entries(w5, plan.arrays("size_in"), plan.arrays("size_out"), groups, plan.arrays("stride"),
                        plan.arrays("dilation"), plan.arrays("start"), indptr, indices, data)
     import scipy.sparse

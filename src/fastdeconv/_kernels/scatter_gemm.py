@@ -28,8 +28,6 @@ terms in a register, by output phase, and is stored once (``gather_phases``).
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from .._compiled import njit
@@ -418,24 +416,3 @@ def pack_channels(x, n0, n, ci0, cin_g, xp):
             dst = (ci * n + j) * pix
             for p in range(pix):
                 pf[at(dst + p)] = xf[at(src + p)]
-
-
-@lru_cache(maxsize=256)
-def geometry_arrays(plan) -> tuple[np.ndarray, ...]:
-    """(input sizes, kernel, stride, taps) for ``col2im``, cached per plan (a ``_geometry.Plan``: only its axes are
-    read).
-
-    ``taps[axis, k] = (offset, lo, hi)``: tap ``k`` sends input ``i`` to output ``i * stride + offset``, inside
-    the output exactly for ``lo <= i < hi``. The arrays stay writeable (numba compiles read-only arrays
-    separately); the kernels only read them.
-    """
-    k_max = max(a.kernel for a in plan.axes)
-    taps = np.zeros((3, k_max, 3), np.int64)
-    for axis, a in enumerate(plan.axes):
-        for k in range(a.kernel):
-            off = k * a.dilation - a.start
-            lo = max(0, -(off // a.stride))
-            hi = min(a.size_in, -(-(a.size_out - off) // a.stride))
-            taps[axis, k] = (off, lo, max(lo, hi))
-    return (np.array([a.size_in for a in plan.axes], np.int64), np.array([a.kernel for a in plan.axes], np.int64),
-            np.array([a.stride for a in plan.axes], np.int64), taps)

@@ -86,8 +86,8 @@ def variants_needed(wl: Workload, methods: Sequence[str]) -> list[str]:
     needed = []
     for method in methods:
         plan = geo.make_plan(wl.x_shape, wl.w_shape, np.float32, np.float32, wl.stride, wl.padding,
-                             wl.output_padding, wl.groups, wl.dilation, None, method)
-        choice = _cost.choose(plan)
+                             wl.output_padding, wl.groups, wl.dilation)
+        choice = _cost.choose(plan, geo.make_request(method))
         needed.append(choice.variant)
         if method == "auto":
             try:
@@ -102,12 +102,12 @@ def variants_needed(wl: Workload, methods: Sequence[str]) -> list[str]:
 def _compile_variant(variant: str, specs: list[str]) -> None:
     """Worker: run ``variant`` once on each workload (by ``--shape`` spec), so that numba compiles and caches
     exactly the kernels the comparison will load."""
-    from .warmup import _forced
+    from .warmup import forced
 
     for spec in specs:
         wl = parse_shape(spec)
         x, w = make_inputs(wl)
-        _forced(variant, x, w, wl.kwargs())
+        forced(variant, x, w, wl.kwargs())
 
 
 def start_compiling(workloads: Sequence[Workload], methods: Sequence[str], jobs: int | None = None):
@@ -128,9 +128,9 @@ def start_compiling(workloads: Sequence[Workload], methods: Sequence[str], jobs:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from .warmup import _worker_init
+    from .warmup import worker_init
 
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(by_variant)), initializer=_worker_init,
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(by_variant)), initializer=worker_init,
                                mp_context=multiprocessing.get_context("spawn"))
     # the variants with the most kernels first, so that the workers finish together
     order = sorted(by_variant, key=lambda v: -_COMPILE_WEIGHT.get(v, 1))

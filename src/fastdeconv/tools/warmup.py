@@ -61,7 +61,7 @@ def plan_format(record) -> str:
     return "channels_last" if record.channels_last else "channels_first"
 
 
-def _forced(variant: str, x, w, kw: dict) -> bool:
+def forced(variant: str, x, w, kw: dict) -> bool:
     """Run ``variant`` on (x, w) whatever the cost model would pick; False when it does not apply there."""
     import numpy as np
 
@@ -73,9 +73,9 @@ def _forced(variant: str, x, w, kw: dict) -> bool:
     if record.channels_last:  # (N, *spatial, C) data
         x = np.ascontiguousarray(np.moveaxis(x, x.ndim - w.ndim + 1, -1))
     plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, kw.get("stride", 1), kw.get("padding", 0),
-                         kw.get("output_padding", 0), kw.get("groups", 1), kw.get("dilation", 1), None, record.form,
+                         kw.get("output_padding", 0), kw.get("groups", 1), kw.get("dilation", 1),
                          data_format=plan_format(record))
-    if not record.applies(plan) or record.estimate(plan, 1) is None:
+    if not (record.applies(plan) and record.candidate_for(plan, record.form)) or record.estimate(plan, 1) is None:
         return False
     spatial_in, spatial_out = tuple(a.size_in for a in plan.axes), tuple(a.size_out for a in plan.axes)
     if plan.channels_last:
@@ -118,9 +118,9 @@ def run_task(name: str, dtype: str) -> tuple[str, str, float, int, list[str]]:
             elif name == "channels_last":  # the channels-last variants, forced, on channels-last data
                 from .. import variants
 
-                if not any([_forced(v, x, w, kw) for v in variants.names(baseline=True, layout=name)]):
+                if not any([forced(v, x, w, kw) for v in variants.names(baseline=True, layout=name)]):
                     continue
-            elif not _forced(name, x, w, kw):
+            elif not forced(name, x, w, kw):
                 continue
             ran += 1
         except Exception as exc:  # reported, and the other units still compile
@@ -128,7 +128,7 @@ def run_task(name: str, dtype: str) -> tuple[str, str, float, int, list[str]]:
     return name, dtype, time.perf_counter() - t0, ran, errors
 
 
-def _worker_init() -> None:
+def worker_init() -> None:
     os.environ["FASTDECONV_CALIBRATE"] = "0"  # forced variants only: nothing to measure or record
     # A Ctrl-C reaches every process of the terminal's group: the parent stops the workers, and a worker goes on
     # compiling until then, rather than failing its unit and taking the next
@@ -210,7 +210,7 @@ def warmup(dtypes: Sequence[str] = DTYPES, jobs: int | None = None, progress: bo
 
             # spawn: a fresh interpreter per worker (numba's threading layer must not be forked)
             context = multiprocessing.get_context("spawn")
-            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init)
+            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=worker_init)
             try:
                 futures = [pool.submit(run_task, *unit) for unit in units]
                 for ok, result in _interrupts.results_as_completed(futures):

@@ -3,7 +3,7 @@
 A variant's module holds everything about it: when it applies, its schedule on this machine (estimated seconds,
 scratch, and the same with the weight packed once), the reason line ``plan`` prints, its packing, its run, its
 value check and the numba kernels it needs. Everything that needs the variants reads them from here: the planner
-(``_cost``: it ranks what the records say and names no variant), the dispatcher (``_api._Prepared``), the operator
+(``_cost``: it ranks what the records say and names no variant), the dispatcher (``_api.Prepared``), the operator
 (``_operator.ConvTranspose``: the weight packed once per variant), the calibration and the tests that force a
 variant. Adding a variant is one new module that builds a :class:`Variant` plus one line in :data:`VARIANT_LIST`
 (``docs/development.md``, "Adding a variant").
@@ -13,6 +13,9 @@ A record's functions take a :class:`~fastdeconv._geometry.Plan`:
 ``applies(plan)``
     whether the variant can run the plan at all, the one definition of it (the memory rule is checked
     separately, from ``scratch``);
+``requested(plan, method)``
+    for a variant that runs only where its form is asked for: whether it is a candidate for the requested
+    ``method`` (``"auto"`` or a form; the plan's request, not its geometry); None: for every request;
 ``cost(plan, threads)``
     estimated seconds of one call on ``threads`` threads; None when no schedule of a one-off call keeps the
     memory rule (the planner then leaves the variant out, as it does one whose ``scratch`` breaks the rule);
@@ -87,11 +90,13 @@ class Variant:
     direct: Callable[[geo.Plan], tuple] | None = None
     # a variant that is not exact: ``check(plan, x5, w_max)`` says whether these values (``w_max``: the weight's
     # ``scan.max_abs``) give the definition's finite/Inf/NaN pattern anyway (else the call runs an exact variant:
-    # ``_api.exact_plan``)
+    # ``_api.exact_request``)
     check: Callable[[geo.Plan, np.ndarray, float], bool] | None = None
     # whether ``run`` reads and writes channels-last arrays, x5 (N, D, H, W, C_in) and y5 (N, oD, oH, oW, C_out):
     # a record applies only to plans of its layout (``applies`` is wrapped so, once)
     channels_last: bool = False
+    # a variant ranked only for some requests: ``requested(plan, method)`` (see the module docstring)
+    requested: Callable[[geo.Plan, str], bool] | None = None
 
     def __post_init__(self):
         inner = self.applies
@@ -104,6 +109,10 @@ class Variant:
 
         applies._layout = layout
         object.__setattr__(self, "applies", applies)
+
+    def candidate_for(self, plan: geo.Plan, method: str) -> bool:
+        """Whether the planner may rank this variant (where it applies) for the requested ``method``."""
+        return self.requested is None or self.requested(plan, method)
 
     def packed_for_call(self, plan: geo.Plan, w5: np.ndarray) -> object:
         """What a one-off call hands ``run``."""

@@ -4,13 +4,13 @@ serially on small problems) and their estimate's form."""
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import numpy as np
 
 from .. import _geometry as geo
 from .. import _model as M
 from .. import _tasks
+from .._caches import memo
 from .._kernels import gather as _gd
 from .._kernels import scatter as _sd
 from .._kernels._blocks import CHANNEL_BLOCK
@@ -25,7 +25,7 @@ def runs_serially(plan: geo.Plan) -> bool:
     return plan.macs < M.SERIAL_WORK
 
 
-@lru_cache(maxsize=512)
+@memo(512)
 def direct_call(plan: geo.Plan, form: str) -> tuple:
     """(kernel, its arguments after x, w, bias, y) of a direct variant for ``plan``: on small problems the numba
     kernel over all the tasks in the calling thread (below ``TINY_WORK`` scatter walks the definition: the same

@@ -4,18 +4,17 @@ that wrote them (see ``_kernels/epilogue.py``)."""
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from .. import _geometry as geo
+from .._caches import memo
 from .._kernels import epilogue as _ep
 
 CODES = {"relu": _ep.RELU, "leaky_relu": _ep.LEAKY_RELU, "tanh": _ep.TANH, "sigmoid": _ep.SIGMOID,
          "clamp": _ep.CLAMP}
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def _cached(activation: tuple, dtype: np.dtype) -> tuple[int, np.ndarray]:
     name, a, b = activation
     params = np.array([a, b, 1.0], dtype)

@@ -4,7 +4,6 @@ and the trivial record functions."""
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import lru_cache
 from math import prod as _prod
 from typing import NamedTuple
 
@@ -12,6 +11,7 @@ import numpy as np
 
 from .. import _geometry as geo
 from .. import _model as M
+from .._caches import memo
 
 
 def same(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
@@ -19,12 +19,12 @@ def same(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
     return w5
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def weight_plan(plan: geo.Plan) -> geo.Plan:
     """The plan reduced to the weight's geometry (channels, groups, kernel, dtype): the ``pack_input`` of the
     variants whose pack depends on nothing else (no size, stride, dilation or crop)."""
     axes = tuple(geo.Axis(1, a.kernel, 1, 1, 0, 1) for a in plan.axes)
-    return replace(plan, batch=1, batched=True, axes=axes, method="auto", variant=None, activation=None)
+    return replace(plan, batch=1, batched=True, axes=axes, activation=None)
 
 
 def none(plan: geo.Plan) -> int:

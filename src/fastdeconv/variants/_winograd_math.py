@@ -4,9 +4,10 @@ kernels that apply them: ``_kernels/winograd.py``)."""
 from __future__ import annotations
 
 from fractions import Fraction
-from functools import cache
 
 import numpy as np
+
+from .._caches import memo
 
 # F(M, r) in correlation form, y_i = sum_u d[i + u] g[u]:  y = AT @ ((G @ g) * (BT @ d)), from Toom-Cook on
 # the interpolation points below (plus infinity): F(2, 2) has only 0 and +-1, F(2, 3) adds 1/2. (F(4, 2) on
@@ -16,7 +17,7 @@ POINTS = {(1, 1): (), (2, 2): (0, -1), (2, 3): (0, 1, -1)}
 TILES = {1: (1,), 2: (2,), 3: (2,)}  # candidate M per sub-kernel length r
 
 
-@cache
+@memo(64)
 def matrices(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(B^T (alpha, alpha), G (alpha, r), A^T (M, alpha)) of F(M, r), float64 (rows of B^T and G: points).
 
@@ -46,12 +47,12 @@ def matrices(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(np.array([[float(e) for e in row] for row in mat]) for mat in (bt, g, at))
 
 
-def _tile_size(r: int, mcounts: list[int]) -> int:
+def tile_size(r: int, mcounts: list[int]) -> int:
     """M for an axis: the candidate with the fewest transform points over the phase's tiles (ties: smaller M)."""
     return min(TILES[r], key=lambda m: (sum(-(-c // m) for c in mcounts) * (m + r - 1), m))
 
 
-@cache
+@memo(64)
 def weight_transform(msize: tuple[int, int, int], r: tuple[int, int, int]) -> np.ndarray:
     """(points, taps) coefficients of the weight transform ``G`` over the three axes of F(M, r) (``Layout.u_coefs``):
     a function of the tile sizes and tap counts alone, so that kept weights are made from their key

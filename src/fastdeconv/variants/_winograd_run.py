@@ -3,7 +3,6 @@ call), the cold-compile helper and the driver that hands the chunks to the worke
 
 from __future__ import annotations
 
-from functools import cache, lru_cache
 from math import prod as _prod
 from typing import NamedTuple
 
@@ -12,15 +11,16 @@ from numba import from_dtype, types
 
 from .. import _compiled
 from .. import _geometry as geo
+from .._caches import memo
 from .._kernels.winograd import PACK_CHANNELS, TRANSFORM_ROWS, relayout, run_task, transform_weights
 from .._runtime import run_parallel
 from .._threads import max_threads
 from . import _epilogue
 from ._winograd_math import weight_transform
-from ._winograd_schedule import _choice, _tiles_per_row, kept_choice, layout
+from ._winograd_schedule import chunk_choice, kept_choice, layout, tiles_per_row
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def _arguments(plan: geo.Plan, nb_max: int, nth_max: int, cb_max: int) -> tuple:
     """What ``gather_winograd`` hands its kernels that depends on the plan and its chunk sizes alone, built
     once: the chunk list, the per-sub-phase table, the transform coefficients in the plan's dtype, the tap
@@ -57,7 +57,7 @@ class WeightSpec(NamedTuple):
     msize: tuple[int, int, int]  # the tile sizes, which pick the transform (they depend on the output's size)
     shared: bool
     cb: int             # the channel block of shared weights (0: not shared)
-    kept: bool          # made once for an operator (its chunks: ``kept_choice``) or for one call (``_choice``)
+    kept: bool          # made once for an operator (its chunks: ``kept_choice``) or for one call (``chunk_choice``)
 
 
 class Weights(NamedTuple):
@@ -74,9 +74,9 @@ class Weights(NamedTuple):
 
 
 def _spec(plan: geo.Plan, kept: bool) -> WeightSpec:
-    """The spec of the weights a call of ``plan`` reads (from ``_choice``'s chunks as they are now: not cached
+    """The spec of the weights a call of ``plan`` reads (from ``chunk_choice``'s chunks as they are now: not cached
     apart from them)."""
-    found = kept_choice(plan) if kept else _choice(plan)
+    found = kept_choice(plan) if kept else chunk_choice(plan)
     if found is None:  # (the cost model never picks the variant then: a caller's bug)
         raise ValueError("gather-winograd: no chunk of this plan fits the memory rule")
     wtaps, r, msize = _layout_key(plan)
@@ -85,7 +85,7 @@ def _spec(plan: geo.Plan, kept: bool) -> WeightSpec:
     return WeightSpec(plan.dtype, plan.groups, wtaps, r, msize, shared, int(found[2]) if shared else 0, kept)
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def _layout_key(plan: geo.Plan) -> tuple[tuple, tuple[int, int, int], tuple[int, int, int]]:
     """(wtaps, r, msize) of the plan's layout as tuples (what the weights are made from)."""
     lay = layout(plan)
@@ -122,7 +122,7 @@ def _weights(spec: WeightSpec, w5: np.ndarray) -> Weights:
     return Weights(spec, np.empty(0, dtype), wt)
 
 
-@cache
+@memo(64)
 def _run_task_signature(dtype: np.dtype) -> tuple:
     """The numba types ``run`` calls ``run_task`` with (``tests/test_winograd.py`` checks them against a call)."""
     a = [types.Array(from_dtype(np.dtype(dtype)), ndim, "C") for ndim in range(6)]  # a[n]: n-D float array
@@ -177,7 +177,7 @@ def run(plan: geo.Plan, x5: np.ndarray, weights: Weights, bias: np.ndarray, y5: 
     lay = layout(plan)
     if weights.spec != _spec(plan, weights.spec.kept):  # (a bug, not the user's)
         raise ValueError("gather-winograd: the packed weights were made for another plan (phases, tiles or chunks)")
-    found = kept_choice(plan) if weights.spec.kept else _choice(plan)
+    found = kept_choice(plan) if weights.spec.kept else chunk_choice(plan)
     nb_max, nth_max, cb_max, shared = found
     tasks, tables, u_coefs, v_terms, v_counts, a_terms, r_arr = _arguments(plan, nb_max, nth_max, cb_max)
     cin_g = plan.c_in // plan.groups
@@ -185,7 +185,7 @@ def run(plan: geo.Plan, x5: np.ndarray, weights: Weights, bias: np.ndarray, y5: 
     pair = (weights.wt, weights.u_all)  # run_task's ``weights``
     spec = (tables, u_coefs, v_terms, v_counts, a_terms, lay.msize, lay.step, lay.offset, lay.out_stride)
     depth, rows, cols = lay.padded[0], nth_max * int(lay.step[1]) + lay.halo, lay.padded[2]
-    tiles_max = nb_max * nth_max * _tiles_per_row(lay)
+    tiles_max = nb_max * nth_max * tiles_per_row(lay)
     # the epilogue runs in the kernel's store (``inverse``), once per output row of a phase
     code, params = _epilogue.args(plan) or (0, np.zeros(3, dtype))
 

@@ -4,7 +4,6 @@ packed once)."""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from math import prod as _prod
 from typing import NamedTuple
 
@@ -12,9 +11,10 @@ import numpy as np
 
 from .. import _geometry as geo
 from .. import _model
+from .._caches import memo
 from .._kernels.winograd import PACK_CHANNELS
 from .._threads import max_threads
-from ._winograd_math import TILES, _tile_size, matrices, weight_transform
+from ._winograd_math import TILES, matrices, tile_size, weight_transform
 
 # --------------------------------------------------------------------------- geometry
 
@@ -74,7 +74,7 @@ def _axis_phases(a: geo.Axis):
 PADDED_SLACK = 64
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def layout(plan: geo.Plan) -> Layout | None:
     """Sub-phases, tile sizes and transform coefficients, or None when Winograd does not apply (or cannot help).
 
@@ -101,7 +101,7 @@ def layout(plan: geo.Plan) -> Layout | None:
         deltas.append(delta)
     if max(rs) < 2:
         return None
-    mats = [matrices(_tile_size(r, [e[1] for e in subs]), r) for r, (_, subs) in zip(rs, per_axis)]
+    mats = [matrices(tile_size(r, [e[1] for e in subs]), r) for r, (_, subs) in zip(rs, per_axis)]
     msize = np.array([m[2].shape[0] for m in mats], np.int64)
     step = msize * np.array(deltas, np.int64)
     alpha = [m[0].shape[0] for m in mats]
@@ -165,7 +165,7 @@ def weight_elements(plan: geo.Plan) -> int:
     return plan.c_in * (plan.c_out // plan.groups) * _prod(a.kernel for a in plan.axes)
 
 
-def _tiles_per_row(lay: Layout) -> int:
+def tiles_per_row(lay: Layout) -> int:
     """Tiles per tile row, all depth tiles included."""
     return max(int(ph.ntiles[0] * ph.ntiles[2]) for ph in lay.phases)
 
@@ -173,7 +173,7 @@ def _tiles_per_row(lay: Layout) -> int:
 # Share of the output's size the shared transformed weights may take; the rest of the one-output memory rule is
 # left to the workers' chunks.
 SHARED_FRACTION = 0.75
-# Most elements an operator's kept transformed weights may take, relative to the weight (``_choice(kept=True)``)
+# Most elements an operator's kept transformed weights may take, relative to the weight (``chunk_choice(kept=True)``)
 KEPT_FACTOR = 3
 
 
@@ -186,12 +186,12 @@ def shares_weights(plan: geo.Plan) -> bool:
     """Whether the transformed weights of every (weight phase, point) are computed once per call and shared by
     the workers, instead of by every chunk for every sub-phase and point. They are made straight from the weight
     (``transform_weights``, one pass, no relayout, in the calling thread) and may take ``SHARED_FRACTION`` of the
-    output's size; the cost model weighs making them against the per-chunk transforms they save (``_choice``).
+    output's size; the cost model weighs making them against the per-chunk transforms they save (``chunk_choice``).
     Chunks can be
     small enough for their M blocks and packed rows to stay in the core's L2 cache without transforming the
     weights again per chunk (DCGAN's 16x16 -> 32x32 block, dilated 3x3 layers).
     Weight-heavy layers (DCGAN's first block: ``36 * C_in * C_out`` is 4.5x its output) transform per chunk."""
-    found = _choice(plan)
+    found = chunk_choice(plan)
     return found is not None and found[3]
 
 
@@ -204,7 +204,7 @@ def _held(plan: geo.Plan, shared: bool) -> int:
 def _worker_scratch(lay: Layout, cin_g: int, nb: int, nth: int, cb: int) -> int:
     """Elements one worker allocates: packed rows, V^T, U, the M blocks of a phase, one output row per channel,
     the transpose tile of ``pack``."""
-    tiles = nb * nth * _tiles_per_row(lay)
+    tiles = nb * nth * tiles_per_row(lay)
     packed = nb * lay.padded[0] * (nth * int(lay.step[1]) + lay.halo) * lay.padded[2] * cin_g
     return packed + tiles * cin_g + cin_g * cb + lay.points * cb * tiles + cb * lay.row + PACK_CHANNELS * lay.padded[2]
 
@@ -223,7 +223,7 @@ def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int,
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     n_phase = len(lay.phases)
     scale = 1.0 if plan.dtype.itemsize == 4 else 0.5
-    tiles = nb * nth * _tiles_per_row(lay)
+    tiles = nb * nth * tiles_per_row(lay)
     total_tiles = plan.batch * lay.tiles * g
     h_blocks = -(-lay.tile_rows // nth)
     tasks = g * -(-plan.batch // nb) * h_blocks * -(-cout_g // cb)
@@ -261,12 +261,12 @@ def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int,
 
 def chunks(plan: geo.Plan) -> tuple[int, int, int] | None:
     """(samples, tile rows, output channels) per chunk, or None when no chunk fits the memory rule."""
-    found = _choice(plan)
+    found = chunk_choice(plan)
     return None if found is None else found[:3]
 
 
-@lru_cache(maxsize=256)
-def _choice(plan: geo.Plan, kept: bool = False) -> tuple[int, int, int, bool] | None:
+@memo(256)
+def chunk_choice(plan: geo.Plan, kept: bool = False) -> tuple[int, int, int, bool] | None:
     """(samples, tile rows, output channels) per chunk and whether the transformed weights are shared, or None
     when no chunk fits the memory rule.
 
@@ -321,7 +321,7 @@ def _sample_and_row_blocks(batch: int, tile_rows: int):
 
 def estimate(plan: geo.Plan, threads: int) -> float | None:
     """Estimated seconds of this variant on ``threads`` threads, or None when it does not apply."""
-    found = _choice(plan)
+    found = chunk_choice(plan)
     if found is None:
         return None
     nb, nth, cb, shared = found
@@ -339,8 +339,8 @@ def scratch_elements(plan: geo.Plan) -> int:
 
 def kept_choice(plan: geo.Plan) -> tuple[int, int, int, bool] | None:
     """The chunks of a call with the weight packed once (an operator): a one-off call's whenever one fits the
-    memory rule (so that both give the same bits), else those with kept weights (``_choice(kept=True)``)."""
-    return _choice(plan) or _choice(plan, kept=True)
+    memory rule (so that both give the same bits), else those with kept weights (``chunk_choice(kept=True)``)."""
+    return chunk_choice(plan) or chunk_choice(plan, kept=True)
 
 
 def kept_estimate(plan: geo.Plan, threads: int) -> float | None:

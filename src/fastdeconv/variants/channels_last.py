@@ -17,12 +17,12 @@ channels-first, runs that channels-first variant (with the epilogue) and transpo
 from __future__ import annotations
 
 import dataclasses
-from functools import lru_cache
 from math import prod as _prod
 
 import numpy as np
 
 from .. import _geometry as geo
+from .._caches import memo
 from .._kernels.nhwc import nhwc_direct, nhwc_gather
 from .._model import (
     BANDWIDTH,
@@ -71,7 +71,7 @@ def tap_major(plan: geo.Plan) -> bool:
     return sizes(plan).w_elems <= sizes(plan).y_elems // 2
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def tasks(plan: geo.Plan) -> tuple[tuple, int] | None:
     """((group, first sample, samples, o0, o1, i0, i1) per task, largest input pixels of a task), by shape alone;
     None when one output position's input block breaks the memory rule."""
@@ -141,7 +141,7 @@ def pack(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w5.reshape(plan.c_in, cout_g, k).transpose(0, 2, 1)).reshape(plan.c_in, k * cout_g)
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def tables(plan: geo.Plan) -> tuple[np.ndarray, np.ndarray]:
     """``tabs[axis, o]``: the (tap, input position) pairs reaching output ``o``, in tap order; ``counts[axis, o]``."""
     longest = max(a.size_out for a in plan.axes)
@@ -162,7 +162,7 @@ def tables(plan: geo.Plan) -> tuple[np.ndarray, np.ndarray]:
     return tabs, counts
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def w_table(plan: geo.Plan) -> np.ndarray:
     """The W axis by output phase (``gather_plane.axis_table``): per phase, its outputs and (tap, base) pairs."""
     return axis_table(plan.axes[2])[0]
@@ -238,7 +238,7 @@ def direct_run(plan: geo.Plan, x5: np.ndarray, wt: np.ndarray, bias: np.ndarray,
               + (cut, wt.ndim == 3, code, params))
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def _direct_arguments(plan: geo.Plan) -> tuple:
     """What ``direct_run`` passes besides the arrays, made once per plan (small calls are hot)."""
     tabs, counts = tables(plan)
@@ -286,9 +286,10 @@ def transposing(inner: Variant) -> Variant:
     native variant does not apply, or ``inner``'s form is requested and has no native variant."""
 
     def applies_(plan: geo.Plan) -> bool:
-        if not inner.applies(channels_first(plan)):
-            return False
-        return same_bytes(plan) or (plan.method == inner.form and inner.form != NATIVE.form)
+        return inner.applies(channels_first(plan)) and (same_bytes(plan) or inner.form != NATIVE.form)
+
+    def requested(plan: geo.Plan, method: str) -> bool:  # (the native variants serve ``auto`` and their form)
+        return same_bytes(plan) or method == inner.form
 
     def run_(plan: geo.Plan, x5: np.ndarray, packed, bias: np.ndarray, y5: np.ndarray) -> None:
         first = channels_first(plan)
@@ -320,4 +321,5 @@ def transposing(inner: Variant) -> Variant:
         serial=lambda plan: False, reason=f"channels-last data transposed around {inner.name}",
         kernels=inner.kernels, exact=inner.exact, baseline=inner.baseline, channels_last=True,
         check=None if inner.check is None else lambda plan, x5, w_max: inner.check(channels_first(plan), x5, w_max),
+        requested=requested,
     )

@@ -10,13 +10,13 @@ split their output channels. Chunks depend on shapes and numba's pool size only.
 from __future__ import annotations
 
 import dataclasses
-from functools import lru_cache
 from math import prod as _prod
 
 import numpy as np
 
 from .. import _geometry as geo
 from .. import _model as M
+from .._caches import memo
 from .._kernels.epilogue import bias_activate
 from .._kernels.gather_gemm import im2col, phase_store, phase_weights
 from .._runtime import run_parallel
@@ -29,7 +29,7 @@ from ._terms import gemm_applies, gemm_time, same, sizes
 _CHUNK_ELEMENTS = 1 << 21
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def phase_table(plan: geo.Plan) -> list[tuple[np.ndarray, ...]]:
     """Per phase with outputs and taps on every axis: (phase (3,), M (3,), tap counts (3,), taps (3, T_max),
     bases (3, T_max)), int64. At most ``kernel`` phases per axis have a tap (``Axis.tap_phases``), so the table
@@ -56,7 +56,7 @@ def bias_phases(plan: geo.Plan) -> bool:
     return any(len(a.tap_phases()) < a.phase_count for a in plan.axes)
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def chunks(plan: geo.Plan) -> tuple[int, int]:
     """(phase output rows, output channels) per GEMM chunk: all workers' scratch within one output's size.
 
@@ -101,7 +101,7 @@ class PhaseWeights(tuple):
         return sum(m.nbytes for m in self)
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def pack_input(plan: geo.Plan) -> geo.Plan:
     """The plan reduced to what :func:`pack` reads, so that plans with equal reductions share one pack (an
     operator's key) and no plan gets another's.
@@ -113,8 +113,7 @@ def pack_input(plan: geo.Plan) -> geo.Plan:
     not read."""
     axes = tuple(geo.Axis(1, a.kernel, a.stride, a.dilation, a.start % a.stride, min(a.stride, a.size_out))
                  for a in plan.axes)
-    return dataclasses.replace(plan, batch=1, batched=True, axes=axes, method="auto", variant=None,
-                               activation=None)
+    return dataclasses.replace(plan, batch=1, batched=True, axes=axes, activation=None)
 
 
 def pack(plan: geo.Plan, w5: np.ndarray) -> PhaseWeights:

@@ -5,7 +5,6 @@ copy of a block of input rows, four terms per pass, three output channels at onc
 
 from __future__ import annotations
 
-from functools import lru_cache
 from math import prod as _prod
 from typing import NamedTuple
 
@@ -13,6 +12,7 @@ import numpy as np
 
 from .. import _geometry as geo
 from .. import _model as M
+from .._caches import memo
 from .._kernels.epilogue import activate_plane_tasks
 from .._kernels.plane import plane_tasks
 from .._model import PLANE_SERIAL_WORK
@@ -90,7 +90,7 @@ def axis_table(axis: geo.Axis) -> tuple[np.ndarray, int, int]:
     return table, lo, max(bases, default=0) - lo
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def layout(plan: geo.Plan) -> Layout:
     """Phase tables, padded-plane pitch, row block and channel block of a plan (see the module docstring)."""
     (t_d, _, _), (t_h, lo_h, span_h), (t_w, lo_w, span_w) = (axis_table(a) for a in plan.axes)

@@ -6,12 +6,11 @@ spaced sources (``kernel % stride == 0``; dilation allowed; 1-D to 3-D): one GEM
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from .. import _geometry as geo
 from .. import _model as M
+from .._caches import memo
 from .._kernels.winograd import relayout, run_task, transform_weights
 from .._scan import max_abs
 from . import Variant
@@ -36,7 +35,7 @@ def kept_cost(plan: geo.Plan, threads: int) -> float | None:
 
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def _gains(plan: geo.Plan) -> tuple[float, float, float]:
     """Largest factor by which the input transform (B^T), the weight transform (G) and the inverse (A^T) can
     grow a magnitude: per axis the largest absolute row sum of the matrix, multiplied over the axes."""
@@ -54,7 +53,7 @@ def safe(plan: geo.Plan, x5: np.ndarray, w_max: float) -> bool:
     largest magnitudes by the transforms' gains and the input channels summed per product). Otherwise (an
     infinity would meet its own negation in ``B^T d``, a NaN weight would reach taps outside the input through
     the transformed weights, or 3e38 + 3e38 would overflow where the definition stays finite) the call runs an
-    exact variant of the gather form instead (``_api.exact_plan``). One pass over x (``scan.max_abs``); ``w_max``
+    exact variant of the gather form instead (``_api.exact_request``). One pass over x (``scan.max_abs``); ``w_max``
     is the weight's, which an operator finds once."""
     limit = float(np.finfo(plan.dtype).max) / 2
     g_x, g_w, g_y = _gains(plan)

@@ -6,20 +6,20 @@ but the step after the GEMM: one module, two records."""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from math import prod as _prod
 
 import numpy as np
 
 from .. import _geometry as geo
 from .. import _model as M
+from .._caches import memo
 from .._kernels.pixel_gemm import gather_rows, gather_rows_cm, scatter_rows
-from .._kernels.scatter_gemm import geometry_arrays
 from .._model import PIXEL_GEMM_COLUMNS, PIXEL_GEMM_GAIN_MAX, PIXEL_GEMM_GAIN_MIN
 from .._runtime import run_parallel
 from .._threads import max_threads
 from . import Variant, _epilogue
 from ._terms import gemm_applies, gemm_time, sizes
+from .scatter_gemm import geometry_arrays
 
 # Target ``cols`` block (elements) per task, pixels-major: a quarter of one core's L2, so the rows the GEMM
 # writes are still in cache when the scatter/gather step reads them; channel-major blocks are 4x larger: their
@@ -43,7 +43,7 @@ def _input_rows(plan: geo.Plan, oh0: int, oh1: int) -> tuple[int, int]:
     return (lo, hi) if lo < hi else (0, 0)
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def tasks(plan: geo.Plan) -> tuple[tuple[tuple[int, int, int, int, int, int, int], ...], int]:
     """((group, first sample, samples, oh0, oh1, ih0, ih1) per task, largest input pixels of a task), by shape.
 

@@ -8,7 +8,6 @@ all workers together stays within one output's size; workers claim chunks from a
 
 from __future__ import annotations
 
-from functools import lru_cache
 from math import prod as _prod
 from typing import NamedTuple
 
@@ -16,12 +15,12 @@ import numpy as np
 
 from .. import _geometry as geo
 from .. import _model as M
+from .._caches import memo
 from .._kernels.scatter_gemm import (
     WIDE_STRIDE,
     col2im,
     col2im_minor,
     gather_phases,
-    geometry_arrays,
     pack_channels,
     pack_minor,
 )
@@ -113,7 +112,7 @@ def _scratch(plan: geo.Plan, n: int, cb: int, slab: int) -> int:
     return cb * k * n * per_slab * slab + ((plan.c_in // plan.groups) * n * pix if n > 1 else 0) + plane
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def chunks(plan: geo.Plan) -> tuple[int, int, int] | None:
     """(samples, output channels, slab) per chunk: scratch <= one output, fixed by shape only.
 
@@ -281,7 +280,7 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
     run_parallel(work, tasks)
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def phase_table(plan: geo.Plan) -> np.ndarray:
     """``table[axis, r] = (outputs, taps, then (tap, base) per tap in tap order)`` of output phase ``r`` of each
     axis: ``gather_plane.axis_table``'s rows (the ``min(stride, size_out)`` phases with outputs), the three axes in one
@@ -293,7 +292,7 @@ def phase_table(plan: geo.Plan) -> np.ndarray:
     return table
 
 
-@lru_cache(maxsize=256)
+@memo(256)
 def exactly_once(plan: geo.Plan) -> bool:
     """Whether every output element receives exactly one term (e.g. kernel == stride, no output padding: U-Net
     up-convolutions), so that ``col2im`` can write each element once.
@@ -323,3 +322,24 @@ VARIANT = Variant(
     run=scatter_gemm, serial=lambda plan: False, reason="channel contraction on BLAS",
     kernels=lambda: ((col2im, col2im_minor),), exact=True, call_pack=same,
 )
+
+
+@memo(256)
+def geometry_arrays(plan) -> tuple[np.ndarray, ...]:
+    """(input sizes, kernel, stride, taps) for ``col2im``, cached per plan (a ``_geometry.Plan``: only its axes are
+    read).
+
+    ``taps[axis, k] = (offset, lo, hi)``: tap ``k`` sends input ``i`` to output ``i * stride + offset``, inside
+    the output exactly for ``lo <= i < hi``. The arrays stay writeable (numba compiles read-only arrays
+    separately); the kernels only read them.
+    """
+    k_max = max(a.kernel for a in plan.axes)
+    taps = np.zeros((3, k_max, 3), np.int64)
+    for axis, a in enumerate(plan.axes):
+        for k in range(a.kernel):
+            off = k * a.dilation - a.start
+            lo = max(0, -(off // a.stride))
+            hi = min(a.size_in, -(-(a.size_out - off) // a.stride))
+            taps[axis, k] = (off, lo, max(lo, hi))
+    return (np.array([a.size_in for a in plan.axes], np.int64), np.array([a.kernel for a in plan.axes], np.int64),
+            np.array([a.stride for a in plan.axes], np.int64), taps)
