@@ -190,9 +190,9 @@ def test_bitwise_identical_across_thread_counts():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_cold_compile_signature_is_the_calls(dtype):
-    """``_compile_cold`` compiles ``run_task`` ahead of the call for ``_run_task_signature``: it must be exactly
+    """``_compile_cold`` compiles ``run_task`` ahead of the call for ``run_task_signature``: it must be exactly
     the signature the call uses (else the call would compile a second overload)."""
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((2, 16, 16, 16)).astype(dtype), rng.standard_normal((16, 8, 4, 4)).astype(dtype)
     _run(x, w, np.zeros(8, dtype), {"stride": 2, "padding": 1})
-    assert wr._run_task_signature(np.dtype(dtype)) in wg.run_task.overloads
+    assert wr.run_task_signature(np.dtype(dtype)) in wg.run_task.overloads

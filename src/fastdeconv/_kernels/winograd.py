@@ -209,7 +209,7 @@ def input_point(xp, nb, terms, step, ntiles, vt):
 
 
 @njit(inline="always", **NJIT_FLAGS)
-def _tiles_inside(t_w, m_w, i_w, run):
+def tiles_inside(t_w, m_w, i_w, run):
     """How many of a tile row's ``t_w`` tiles (``m_w`` outputs each) have their output ``i_w`` among the row's
     first ``run`` outputs (those inside the phase)."""
     count = 0
@@ -219,7 +219,7 @@ def _tiles_inside(t_w, m_w, i_w, run):
 
 
 @njit(**NJIT_FLAGS)
-def _term_counts(terms):
+def count_terms(terms):
     """``counts[i]``: how many (coefficient, point) pairs ``terms[i]`` lists before its zero padding."""
     counts = np.empty(terms.shape[0], np.int64)
     for i in range(terms.shape[0]):
@@ -255,7 +255,7 @@ def inverse(m_blocks, terms, buf, y, bias, block, where, stride, msize, code, pa
     run = min(mcount[2], t_w * m_w)
     mf, yf, bf = m_blocks.reshape(-1), y.reshape(-1), buf.reshape(-1)
     nz = buf.dtype.type(-0.0)  # the first term's pass starts from -0.0: -0.0 + v is v, bit for bit
-    term_counts = _term_counts(terms)
+    term_counts = count_terms(terms)
     for j in range(nb):
         sample = ((n0 + j) * y.shape[1] + c0) * volume
         for a_d in range(t_d):
@@ -271,7 +271,7 @@ def inverse(m_blocks, terms, buf, y, bias, block, where, stride, msize, code, pa
                         t0 = ((j * t_d + a_d) * t_h + a) * t_w
                         for i_w in range(m_w):
                             i = (i_d * m_h + i_h) * m_w + i_w
-                            count = _tiles_inside(t_w, m_w, i_w, run)
+                            count = tiles_inside(t_w, m_w, i_w, run)
                             n_terms = term_counts[i]
                             k = 0
                             while k < n_terms:  # up to four terms per pass over the row, in table order

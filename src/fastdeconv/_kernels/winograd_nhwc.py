@@ -17,7 +17,7 @@ from .._compiled import njit
 from ..config import NJIT_FLAGS
 from ._index import at
 from .epilogue import activate_run
-from .winograd import _term_counts, _tiles_inside, input_point, weight_point
+from .winograd import count_terms, input_point, tiles_inside, weight_point
 
 
 @njit(**NJIT_FLAGS)
@@ -76,7 +76,7 @@ def inverse_nhwc(m_blocks, terms, buf, y, bias, block, where, stride, msize, cod
     mf, yf, bf = m_blocks.reshape(-1), y.reshape(-1), buf.reshape(-1)
     nz = buf.dtype.type(-0.0)  # the first term's pass starts from -0.0: -0.0 + v is v, bit for bit
     p_a, p_b, one = params[0], params[1], params[2]
-    term_counts = _term_counts(terms)
+    term_counts = count_terms(terms)
     pitch = s_w * c_out  # between neighbouring outputs of the phase row
     for j in range(nb):
         for a_d in range(t_d):
@@ -92,7 +92,7 @@ def inverse_nhwc(m_blocks, terms, buf, y, bias, block, where, stride, msize, cod
                         t0 = ((j * t_d + a_d) * t_h + a) * t_w
                         for i_w in range(m_w):
                             i = (i_d * m_h + i_h) * m_w + i_w
-                            count = _tiles_inside(t_w, m_w, i_w, run)
+                            count = tiles_inside(t_w, m_w, i_w, run)
                             n_terms = term_counts[i]
                             k = 0
                             while k < n_terms:  # up to four terms per pass over the row, in table order

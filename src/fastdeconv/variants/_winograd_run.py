@@ -21,7 +21,7 @@ from ._winograd_schedule import chunk_choice, kept_choice, layout, tiles_per_row
 
 
 @memo(256)
-def _arguments(plan: geo.Plan, nb_max: int, nth_max: int, cb_max: int) -> tuple:
+def run_arguments(plan: geo.Plan, nb_max: int, nth_max: int, cb_max: int) -> tuple:
     """What ``gather_winograd`` hands its kernels that depends on the plan and its chunk sizes alone, built
     once: the chunk list, the per-sub-phase table, the transform coefficients in the plan's dtype, the tap
     counts. (The arrays stay writeable: numba compiles read-only arrays separately. The kernels only read
@@ -73,7 +73,7 @@ class Weights(NamedTuple):
         return self.u_all.nbytes + self.wt.nbytes
 
 
-def _spec(plan: geo.Plan, kept: bool) -> WeightSpec:
+def weight_spec(plan: geo.Plan, kept: bool) -> WeightSpec:
     """The spec of the weights a call of ``plan`` reads (from ``chunk_choice``'s chunks as they are now: not cached
     apart from them)."""
     found = kept_choice(plan) if kept else chunk_choice(plan)
@@ -95,7 +95,7 @@ def _layout_key(plan: geo.Plan) -> tuple[tuple, tuple[int, int, int], tuple[int,
 
 def pack_input(plan: geo.Plan) -> WeightSpec:
     """The key of an operator's kept weights for ``plan`` (what ``pack_kept`` makes them from)."""
-    return _spec(plan, True)
+    return weight_spec(plan, True)
 
 
 def _weights(spec: WeightSpec, w5: np.ndarray) -> Weights:
@@ -123,7 +123,7 @@ def _weights(spec: WeightSpec, w5: np.ndarray) -> Weights:
 
 
 @memo(64)
-def _run_task_signature(dtype: np.dtype) -> tuple:
+def run_task_signature(dtype: np.dtype) -> tuple:
     """The numba types ``run`` calls ``run_task`` with (``tests/test_winograd.py`` checks them against a call)."""
     a = [types.Array(from_dtype(np.dtype(dtype)), ndim, "C") for ndim in range(6)]  # a[n]: n-D float array
     ints = [types.Array(types.int64, ndim, "C") for ndim in range(4)]
@@ -141,7 +141,7 @@ def _compile_cold(first, args: tuple) -> None:
     dtype = args[0].dtype
     if dtype in _RUN_TASK_READY:  # (the hot path: one set lookup; compiled once, a kernel stays compiled)
         return
-    signature = _run_task_signature(dtype)
+    signature = run_task_signature(dtype)
     if not _compiled.available(run_task, signature):
         beside = _compiled.compile_beside(first, args)
         try:
@@ -158,7 +158,7 @@ _RUN_TASK_READY: set = set()  # dtypes for which ``run_task`` is compiled or cac
 
 def pack_call(plan: geo.Plan, w5: np.ndarray) -> Weights:
     """The weight-only work of one call (its chunks: ``chunks(plan)``)."""
-    return _weights(_spec(plan, False), w5)
+    return _weights(weight_spec(plan, False), w5)
 
 
 def pack_kept(spec: WeightSpec, w5: np.ndarray) -> Weights:
@@ -175,11 +175,11 @@ def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
 def run(plan: geo.Plan, x5: np.ndarray, weights: Weights, bias: np.ndarray, y5: np.ndarray) -> None:
     """``gather_winograd`` on weights packed by ``pack_call`` or ``pack_kept`` (whose chunks it runs)."""
     lay = layout(plan)
-    if weights.spec != _spec(plan, weights.spec.kept):  # (a bug, not the user's)
+    if weights.spec != weight_spec(plan, weights.spec.kept):  # (a bug, not the user's)
         raise ValueError("gather-winograd: the packed weights were made for another plan (phases, tiles or chunks)")
     found = kept_choice(plan) if weights.spec.kept else chunk_choice(plan)
     nb_max, nth_max, cb_max, shared = found
-    tasks, tables, u_coefs, v_terms, v_counts, a_terms, r_arr = _arguments(plan, nb_max, nth_max, cb_max)
+    tasks, tables, u_coefs, v_terms, v_counts, a_terms, r_arr = run_arguments(plan, nb_max, nth_max, cb_max)
     cin_g = plan.c_in // plan.groups
     dtype = plan.dtype
     pair = (weights.wt, weights.u_all)  # run_task's ``weights``

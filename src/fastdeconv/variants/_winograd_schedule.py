@@ -212,7 +212,7 @@ def _worker_scratch(lay: Layout, cin_g: int, nb: int, nth: int, cb: int) -> int:
 # The estimate's constants are ``_model.WINOGRAD_*`` (rates from the profile times fixed ratios).
 
 
-def _cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int, shared: bool,
+def schedule_cost(plan: geo.Plan, lay: Layout, nb: int, nth: int, cb: int, workers: int, shared: bool,
           kept: bool = False, m=None) -> float:
     """Estimated seconds of one call with chunks of ``nb`` samples x ``nth`` tile rows x ``cb`` channels, the
     transformed weights ``shared`` or made per chunk; ``kept``: the weight-only work (the shared transform or
@@ -301,7 +301,7 @@ def chunk_choice(plan: geo.Plan, kept: bool = False) -> tuple[int, int, int, boo
             while True:
                 tasks = plan.groups * -(-plan.batch // nb) * -(-lay.tile_rows // nth) * -(-cout_g // cb)
                 if min(workers, tasks) * _worker_scratch(lay, cin_g, nb, nth, cb) <= budget:
-                    cost = _cost(plan, lay, nb, nth, cb, workers, shared, kept, _model.CHUNK)
+                    cost = schedule_cost(plan, lay, nb, nth, cb, workers, shared, kept, _model.CHUNK)
                     if best is None or cost < best[0]:
                         best = (cost, nb, nth, cb, shared)
                 if cb == 1:
@@ -325,7 +325,7 @@ def estimate(plan: geo.Plan, threads: int) -> float | None:
     if found is None:
         return None
     nb, nth, cb, shared = found
-    return _cost(plan, layout(plan), nb, nth, cb, threads, shared)
+    return schedule_cost(plan, layout(plan), nb, nth, cb, threads, shared)
 
 
 def scratch_elements(plan: geo.Plan) -> int:
@@ -349,7 +349,7 @@ def kept_estimate(plan: geo.Plan, threads: int) -> float | None:
     if found is None:
         return None
     nb, nth, cb, shared = found
-    return _cost(plan, layout(plan), nb, nth, cb, threads, shared, kept=True)
+    return schedule_cost(plan, layout(plan), nb, nth, cb, threads, shared, kept=True)
 
 
 def kept_scratch(plan: geo.Plan) -> int:

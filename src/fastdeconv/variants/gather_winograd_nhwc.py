@@ -20,8 +20,16 @@ from .._runtime import run_parallel
 from .._threads import max_threads
 from . import Variant, _epilogue
 from ._winograd_math import weight_transform
-from ._winograd_run import Weights, WeightSpec, _arguments, _run_task_signature, _spec, pack_input
-from ._winograd_schedule import _choice, _cost, _tiles_per_row, kept_choice, kept_scratch, layout, scratch_elements
+from ._winograd_run import Weights, WeightSpec, pack_input, run_arguments, run_task_signature, weight_spec
+from ._winograd_schedule import (
+    chunk_choice,
+    kept_choice,
+    kept_scratch,
+    layout,
+    schedule_cost,
+    scratch_elements,
+    tiles_per_row,
+)
 from .gather_winograd import safe
 
 
@@ -53,11 +61,11 @@ def _estimate(plan: geo.Plan, threads: int, found, kept: bool) -> float | None:
     if found is None:
         return None
     nb, nth, cb, shared = found
-    return _cost(plan, layout(plan), nb, nth, cb, threads, shared, kept, _Constants(cb)) + M.LAUNCH_PARALLEL
+    return schedule_cost(plan, layout(plan), nb, nth, cb, threads, shared, kept, _Constants(cb)) + M.LAUNCH_PARALLEL
 
 
 def cost(plan: geo.Plan, threads: int) -> float | None:
-    return _estimate(plan, threads, _choice(plan), False)
+    return _estimate(plan, threads, chunk_choice(plan), False)
 
 
 def kept_cost(plan: geo.Plan, threads: int) -> float | None:
@@ -99,7 +107,7 @@ def _compile_cold(first, args: tuple) -> None:
     dtype = args[0].dtype
     if dtype in _READY:
         return
-    signature = _run_task_signature(dtype)  # (run_task_nhwc takes run_task's argument types)
+    signature = run_task_signature(dtype)  # (run_task_nhwc takes run_task's argument types)
     if not _compiled.available(run_task_nhwc, signature):
         beside = _compiled.compile_beside(first, args)
         try:
@@ -113,7 +121,7 @@ def _compile_cold(first, args: tuple) -> None:
 
 def pack_call(plan: geo.Plan, w5: np.ndarray) -> Weights:
     """The weight-only work of one call (gather-winograd's one-off chunks)."""
-    return _weights(_spec(plan, False), w5)
+    return _weights(weight_spec(plan, False), w5)
 
 
 def pack_kept(spec: WeightSpec, w5: np.ndarray) -> Weights:
@@ -128,17 +136,17 @@ def run(plan: geo.Plan, x5: np.ndarray, weights: Weights, bias: np.ndarray, y5: 
     """Channels-last transposed convolution into ``y5`` (N, oD, oH, oW, C_out) from ``x5`` (N, D, H, W, C_in) and
     weights packed by ``pack_call`` or ``pack_kept`` (``_winograd_run.run``'s chunks and arguments)."""
     lay = layout(plan)
-    if weights.spec != _spec(plan, weights.spec.kept):  # (a bug, not the user's)
+    if weights.spec != weight_spec(plan, weights.spec.kept):  # (a bug, not the user's)
         raise ValueError("gather-winograd-nhwc: the packed weights were made for another plan (phases, tiles or "
                          "chunks)")
-    nb_max, nth_max, cb_max, _shared = kept_choice(plan) if weights.spec.kept else _choice(plan)
-    tasks, tables, u_coefs, v_terms, v_counts, a_terms, r_arr = _arguments(plan, nb_max, nth_max, cb_max)
+    nb_max, nth_max, cb_max, _shared = kept_choice(plan) if weights.spec.kept else chunk_choice(plan)
+    tasks, tables, u_coefs, v_terms, v_counts, a_terms, r_arr = run_arguments(plan, nb_max, nth_max, cb_max)
     cin_g = plan.c_in // plan.groups
     dtype = plan.dtype
     pair = (weights.wt, weights.u_all)
     spec = (tables, u_coefs, v_terms, v_counts, a_terms, lay.msize, lay.step, lay.offset, lay.out_stride)
     depth, rows, cols = lay.padded[0], nth_max * int(lay.step[1]) + lay.halo, lay.padded[2]
-    tiles_max = nb_max * nth_max * _tiles_per_row(lay)
+    tiles_max = nb_max * nth_max * tiles_per_row(lay)
     code, params = _epilogue.args(plan) or (0, np.zeros(3, dtype))  # (applied in ``inverse_nhwc``'s store)
 
     def work(part):
