@@ -245,3 +245,16 @@ def test_runs_nhwc_picked_for_rgb_outputs():
         plan = geo.make_plan((2, 9, 9, 8), w_shape, np.float32, np.float32, stride=2, groups=groups,
                              data_format="channels_last")
         assert not record.applies(plan)
+
+
+@pytest.mark.parametrize("method", ["scatter", "zerofill", "gather"])
+def test_a_requested_form_whose_routes_all_outgrow_the_output_still_runs(method):
+    """More input than output (6 -> 4 channels, stride 1): a transposing route's copy of x breaks the memory rule
+    for every candidate of the form; the planner then runs the one with the least scratch instead of failing."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 6, 7, 6)).astype(np.float32)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    y = fd.conv_transpose(x, w, padding=1, method=method, data_format="channels_last")
+    ref = conv_transpose_ref(x.transpose(0, 3, 1, 2), w, padding=1).transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+    assert fd.plan(x.shape, w.shape, padding=1, method=method, data_format="channels_last").variant

@@ -136,6 +136,12 @@ def _choose(plan: geo.Plan, request: geo.Request, kept: bool, generation: int) -
     if request.variant in costs:  # fixed by the caller (the Dask twin's blocks run the whole call's variant,
         # which applies to them: the memory rule is the whole call's, checked there)
         candidates = {request.variant: costs[request.variant]}
+    if not candidates and costs:  # every candidate needs more scratch than the output (a requested form on a
+        # small layer, e.g. a transposing route whose copy of x outgrows y): the least scratch, not a failure
+        least = min(costs, key=lambda v: (scratch_elements(plan, v, kept), costs[v]))
+        candidates = {least: costs[least]}
+    if not candidates:
+        raise ValueError(f"method {request.method!r}: no variant of that form can run this layer")
     ranked = tuple(sorted(candidates.items(), key=lambda kv: kv[1]))
     variant, best = ranked[0]
     serial = runs_serially(plan, variant)
