@@ -415,15 +415,26 @@ def _s2d_weight(plan: ConvPlan, s2d: ConvPlan, w5: np.ndarray) -> np.ndarray:
 
 def use_s2d(plan: ConvPlan, backward: bool = False) -> bool:
     """Whether the strided layer runs as the stride-1 correlation of its space-to-depth input with Winograd
-    F(2, 2) (:mod:`fastdeconv._s2d`): it applies (``kernel == 2 * stride`` on every axis) and its estimate is
-    below the GEMM form's. ``backward``: with the weight gradient, which both forms compute from the input they
-    build (the GEMM form from its columns, ``_s2d`` from its transformed input)."""
-    if not _s2d.applies(plan):
+    F(2, 2) and one GEMM per point (:mod:`fastdeconv._s2d`): it applies (``kernel == 2 * stride`` on every axis)
+    and its estimate is below the GEMM form's and the Winograd route's (:func:`plan_s2d`). ``backward``: with the
+    weight gradient, which the GEMM form computes from the columns of its forward convolution, ``_s2d`` from its
+    transformed input, and the Winograd route by the GEMM form."""
+    if not _s2d.pays(plan):
         return False
     gemm = gemm_seconds(plan)
-    if backward:
-        gemm = 2 * gemm - _im2col_seconds(plan)
-    return _s2d.estimate(plan, backward) < gemm
+    others = [2 * gemm - _im2col_seconds(plan) if backward else gemm]
+    routed = _routed_seconds(plan)
+    if routed is not None:
+        others.append(routed + gemm if backward else routed)
+    return _s2d.estimate(plan, backward) < min(others)
+
+
+def _routed_seconds(plan: ConvPlan) -> float | None:
+    """Estimated seconds of :func:`_conv_s2d` where it applies (conv_transpose's planner picks Winograd for its
+    transposed convolution), else None."""
+    s2d = s2d_form(plan)
+    tplan = None if s2d is None else as_transposed(s2d)
+    return None if tplan is None else s2d_seconds(plan, s2d, tplan)
 
 
 def plan_s2d(plan: ConvPlan) -> ConvPlan | None:

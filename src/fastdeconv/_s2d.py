@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _geometry as geo
 from . import _model
-from ._kernels.s2d import s2d_dual, s2d_inverse, s2d_pack, s2d_transform, s2d_weight
+from ._kernels.s2d import s2d_dual, s2d_inverse, s2d_pack, s2d_transform, s2d_weight, s2d_weight_grad
 from ._runtime import run_parallel
 from ._scan import max_abs
 from ._threads import max_threads
@@ -36,9 +36,15 @@ from .variants import _terms
 BLOCK_ELEMENTS = 1 << 21
 MIN_TASKS = 8
 # Tiles of one GEMM at least where the layer has them (BLAS runs thin products at a fraction of its rate).
-MIN_TILES = 256
-# Bytes per second of one core in NumPy's elementwise passes of the transforms (strided reads and writes)
-NUMPY_BANDWIDTH = 5e9
+MIN_TILES = 128
+# Seconds per element on one core, cache-cold (fitted to the DCGAN and super-resolution layers' calls): the packed
+# input (read across x's channel planes), V, the point products (read by the inverse; the dual's transform writes
+# as many), U (read the weight, write its points) and a weight gradient's partial sums (written or added, summed)
+PACK_ELEMENT = 1.2e-9
+TRANSFORM_ELEMENT = 1.0e-9
+INVERSE_ELEMENT = 1.0e-9
+WEIGHT_ELEMENT = 0.8e-9
+PARTIAL_ELEMENT = 0.5e-9
 # Partial weight gradients (one per run of consecutive tasks): at most this many elements in all.
 PARTIAL_ELEMENTS = 1 << 23
 
@@ -53,6 +59,12 @@ def applies(plan) -> bool:
     if plan.c_in // plan.groups == 0 or plan.c_out // plan.groups == 0:
         return False
     return all(a.kernel == 2 * a.stride and a.dilation == 1 for a in axes)
+
+
+def pays(plan) -> bool:
+    """Whether the layer has work for more than one task (a layer whose tiles make one GEMM would run on one thread
+    where the GEMM form splits its columns over the pool)."""
+    return applies(plan) and len(_split(plan)[1]) > 1
 
 
 def _tiles(plan) -> tuple[int, int, int]:
@@ -89,7 +101,7 @@ def _split(plan) -> tuple[int, list[tuple[int, int, int, int]]]:
 
 def estimate(plan, backward: bool = False) -> float:
     """Estimated seconds on the pool: the GEMMs per point at the BLAS rate their sides allow (twice with the weight
-    gradient), the space-to-depth copy and the transforms as passes over memory."""
+    gradient), the passes of the kernels over their arrays at the per-element costs below, the BLAS calls."""
     threads = max_threads()
     s = _terms.sizes(plan)
     phases = _prod(a.stride for a in plan.axes)
@@ -100,20 +112,27 @@ def estimate(plan, backward: bool = False) -> float:
     total = plan.batch * _prod(tiles)
     block = max(1, total // len(tasks))
     flops = 2.0 * points * s.cout_g * cin_g * plan.groups * total
-    gemm = _terms.gemm_time(flops, s.cout_g, block, cin_g, 1, s.scale)
-    if backward:
-        gemm += _terms.gemm_time(flops, s.cout_g, cin_g, block, 1, s.scale)
+    gemm = _terms.gemm_time(flops, block, s.cout_g, cin_g, 1, s.scale)
     q = [1 if i < geo.MAX_RANK - plan.rank else 2 * t + 1 for i, t in enumerate(tiles)]
-    xs = plan.batch * plan.c_in * phases * _prod(q)
+    packed = plan.batch * plan.c_in * phases * _prod(q)
     v = points * plan.c_in * phases * total
     m = points * plan.c_out * total
-    passes = xs + 2 * v + 2 * m + s.y_elems
+    u = points * plan.c_out * cin_g
+    work = packed * PACK_ELEMENT + v * TRANSFORM_ELEMENT + m * INVERSE_ELEMENT + u * WEIGHT_ELEMENT
+    calls = len(tasks) * points * plan.groups * _model.LAUNCH_GEMM
     if backward:
-        passes += 2 * m + s.y_elems + points * s.cout_g * cin_g * plan.groups * len(tasks)
-    rows = plan.batch * plan.c_in * phases * q[0] * q[1]
-    copy = passes * s.item / NUMPY_BANDWIDTH + rows * _model.IM2COL_ROW
-    calls = len(tasks) * points * plan.groups * (2 if backward else 1) * _model.LAUNCH_GEMM
-    return (gemm + copy + calls) / threads + _model.LAUNCH_POOL
+        gemm += _terms.gemm_time(flops, s.cout_g, cin_g, block, 1, s.scale)
+        runs = _runs(len(tasks), u)
+        work += m * INVERSE_ELEMENT + (len(tasks) + runs) * u * PARTIAL_ELEMENT + u * WEIGHT_ELEMENT
+        calls *= 2
+        threads = min(threads, runs)
+    return (gemm + work + calls) / min(threads, len(tasks)) + 2 * _model.LAUNCH_POOL
+
+
+def _runs(tasks: int, partial: int) -> int:
+    """Runs of consecutive tasks, each with its partial weight gradient (``partial`` elements): within
+    ``PARTIAL_ELEMENTS`` in all, but two where there are two tasks (so that the pool has work for two threads)."""
+    return max(min(2, tasks), min(MIN_TASKS, tasks, PARTIAL_ELEMENTS // max(1, partial)))
 
 
 def finite(plan, x5: np.ndarray, w5: np.ndarray, dual5: np.ndarray | None = None) -> bool:
@@ -134,12 +153,14 @@ def finite(plan, x5: np.ndarray, w5: np.ndarray, dual5: np.ndarray | None = None
 
 
 def _weight(plan, w5: np.ndarray) -> np.ndarray:
-    """The transformed weight ``U`` (points, groups, P * C_in_g, C_out_g): the phase weight ``ws`` (module docstring)
-    through ``G`` per axis, its channels phase-major, transposed for the GEMM ``V @ U`` (``_kernels/s2d``)."""
+    """The transformed weight ``U`` (points, C_out, P * C_in_g): the phase weight ``ws`` (module docstring) through
+    ``G`` per axis, its channels phase-major (``_kernels/s2d``), in blocks of output channels on the pool."""
     phases = _prod(a.stride for a in plan.axes)
-    g = plan.groups
-    u = np.empty((_points(plan), g, plan.c_in // g * phases, plan.c_out // g), plan.dtype)
-    s2d_weight(w5, u, plan.arrays("stride"), _wino(plan), plan.groups)
+    u = np.empty((_points(plan), plan.c_out, plan.c_in // plan.groups * phases), plan.dtype)
+    stride, wino = plan.arrays("stride"), _wino(plan)
+    step = max(1, -(-plan.c_out // MIN_TASKS))
+    run_parallel(lambda part: [s2d_weight(w5, u, stride, wino, lo, min(plan.c_out, lo + step)) for lo in part],
+                 list(range(0, plan.c_out, step)))
     return u
 
 
@@ -149,21 +170,13 @@ def _wino(plan) -> np.ndarray:
 
 
 def _weight_grad(plan, q: np.ndarray, grad_weight: np.ndarray) -> None:
-    """``grad_weight`` from the point sums ``q`` (points, C_out, P * C_in_g, phase-major): ``G^T`` per axis
-    (``dg_0 = q_0 + q_1``, ``dg_1 = q_2 - q_1``), then the phase taps back to the kernel's (``k = j * s + p``)."""
-    rank = plan.rank
-    axes = plan.axes[geo.MAX_RANK - rank:]
-    strides = tuple(a.stride for a in axes)
-    c_in_g = plan.c_in // plan.groups
-    g = np.moveaxis(q, 0, 2).reshape((plan.c_out,) + strides + (c_in_g,) + (3,) * rank)
-    for i in range(rank):
-        ax = g.ndim - rank + i
-        q0, q1, q2 = (g[(slice(None),) * ax + (t,)] for t in range(3))
-        g = np.stack([q0 + q1, q2 - q1], axis=ax)
-    # (C_out, P..., C_in_g, 2...) -> (C_out, C_in_g, (j, p) per axis)
-    order = (0, 1 + rank) + tuple(v for i in range(rank) for v in (2 + rank + i, 1 + i))
-    grad_weight.reshape((plan.c_out, c_in_g) + tuple(a.kernel for a in axes))[...] = g.transpose(order).reshape(
-        (plan.c_out, c_in_g) + tuple(a.kernel for a in axes))
+    """``grad_weight`` from the point sums ``q`` (points, C_out, P * C_in_g, phase-major): ``G^T`` per axis, then
+    the phase taps back to the kernel's (``k = j * s + p``), in blocks of output channels on the pool."""
+    gw = grad_weight.reshape((plan.c_out, plan.c_in // plan.groups) + tuple(a.kernel for a in plan.axes))
+    stride, wino = plan.arrays("stride"), _wino(plan)
+    step = max(1, -(-plan.c_out // MIN_TASKS))
+    run_parallel(lambda part: [s2d_weight_grad(q, gw, stride, wino, lo, min(plan.c_out, lo + step)) for lo in part],
+                 list(range(0, plan.c_out, step)))
 
 
 def run(plan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarray | None,
@@ -191,15 +204,16 @@ def run(plan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarr
     if dual5 is None:
         runs = [[t] for t in tasks]
     else:
-        n_runs = max(1, min(MIN_TASKS, len(tasks), PARTIAL_ELEMENTS // max(1, points * plan.c_out * cin_g)))
+        n_runs = _runs(len(tasks), points * plan.c_out * cin_g)
         step = -(-len(tasks) // n_runs)
         runs = [tasks[i:i + step] for i in range(0, len(tasks), step)]
-        partials = np.zeros((len(runs), points, g, cin_g, cout_g), dtype)
+        partials = np.empty((len(runs), points, plan.c_out, cin_g), dtype)
 
     def work(claimed):
         for k, run_tasks in claimed:
             part = None if dual5 is None else partials[k]
-            prod_buf = None if dual5 is None else np.empty((cin_g, cout_g), dtype)
+            prod_buf = None if dual5 is None else np.empty((cout_g, cin_g), dtype)
+            first = True
             for n_lo, n_hi, r_lo, r_hi in run_tasks:
                 t_lo = np.zeros(3, np.int64)
                 t_lo[axis] = r_lo
@@ -216,7 +230,7 @@ def run(plan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarr
                     m = np.empty((points, cols, plan.c_out), dtype)
                     for p in range(points):
                         for gi in range(g):
-                            np.matmul(v[p, :, gi * cin_g:(gi + 1) * cin_g], u[p, gi],
+                            np.matmul(v[p, :, gi * cin_g:(gi + 1) * cin_g], u[p, gi * cout_g:(gi + 1) * cout_g].T,
                                       out=m[p, :, gi * cout_g:(gi + 1) * cout_g])
                     s2d_inverse(m, y5, n_lo, t_lo, t_here, wino)
                 if part is not None:
@@ -224,9 +238,14 @@ def run(plan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarr
                     s2d_dual(dual5, a, n_lo, t_lo, t_here, wino)
                     for p in range(points):
                         for gi in range(g):
-                            np.matmul(v[p, :, gi * cin_g:(gi + 1) * cin_g].T, a[p, :, gi * cout_g:(gi + 1) * cout_g],
-                                      out=prod_buf)
-                            part[p, gi] += prod_buf
+                            dst = part[p, gi * cout_g:(gi + 1) * cout_g]
+                            ops = (a[p, :, gi * cout_g:(gi + 1) * cout_g].T, v[p, :, gi * cin_g:(gi + 1) * cin_g])
+                            if first:  # the run's first task writes its partial, the others add to it
+                                np.matmul(*ops, out=dst)
+                            else:
+                                np.matmul(*ops, out=prod_buf)
+                                dst += prod_buf
+                first = False
 
     run_parallel(work, list(enumerate(runs)))
     if y5 is not None and b is not None:
@@ -235,4 +254,4 @@ def run(plan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarr
         total = partials[0]
         for k in range(1, len(runs)):
             total += partials[k]
-        _weight_grad(plan, total.transpose(0, 1, 3, 2).reshape(points, plan.c_out, cin_g), grad_weight)
+        _weight_grad(plan, total, grad_weight)

@@ -178,17 +178,16 @@ def _taps_to_points(h, l_d, l_h, l_w, out):
 
 
 @njit(**NJIT_FLAGS)
-def s2d_weight(w, u, stride, wino, groups):
-    """``U``: ``u[point, group, c'_g, co_g]`` (output channel ``co = group * C_out_g + co_g``) from the phase taps
+def s2d_weight(w, u, stride, wino, co_lo, co_hi):
+    """``U`` of the output channels ``[co_lo, co_hi)``: ``u[point, co, c'_g]`` from the phase taps
     ``w[co, ci, j * s + p]`` (two per transformed axis), ``c'_g = phase * C_in_g + ci`` within the group."""
-    c_out, cin_g = w.shape[0], w.shape[1]
-    cout_g = c_out // groups
+    cin_g = w.shape[1]
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
     l_d, l_h, l_w = 1 + 2 * wino[0], 1 + 2 * wino[1], 1 + 2 * wino[2]
     phases = s_d * s_h * s_w
     h = np.zeros((8, phases * cin_g), w.dtype)
     out = np.empty((27, phases * cin_g), w.dtype)
-    for co in range(c_out):
+    for co in range(co_lo, co_hi):
         for j_d in range(1 + wino[0]):
             for j_h in range(1 + wino[1]):
                 for j_w in range(1 + wino[2]):
@@ -200,10 +199,64 @@ def s2d_weight(w, u, stride, wino, groups):
                                 for ci in range(cin_g):
                                     h[row, base + ci] = w[co, ci, j_d * s_d + p_d, j_h * s_h + p_h, j_w * s_w + p_w]
         _taps_to_points(h, l_d, l_h, l_w, out)
-        gi, co_g = co // cout_g, co % cout_g
         for k in range(l_d * l_h * l_w):
-            for c in range(phases * cin_g):
-                u[k, gi, c, co_g] = out[k, c]
+            u[k, co, :] = out[k, :]
+
+
+@njit(**NJIT_FLAGS)
+def s2d_weight_grad(q, gw, stride, wino, co_lo, co_hi):
+    """The weight gradient of the output channels ``[co_lo, co_hi)`` from the point sums ``q[point, co, c'_g]``:
+    per axis ``q_0 + q_1, q_2 - q_1`` (``G^T``), along W, then H, then D, into the kernel's taps
+    ``gw[co, ci, j * s + p]``."""
+    cin_g = gw.shape[1]
+    s_d, s_h, s_w = stride[0], stride[1], stride[2]
+    l_d, l_h, l_w = 1 + 2 * wino[0], 1 + 2 * wino[1], 1 + 2 * wino[2]
+    q_d, q_h, q_w = 1 + wino[0], 1 + wino[1], 1 + wino[2]
+    width = q.shape[2]
+    e = np.empty((18, width), q.dtype)  # (z, a, j_w)
+    f = np.empty((12, width), q.dtype)  # (z, j_h, j_w)
+    h = np.empty((8, width), q.dtype)   # (j_d, j_h, j_w)
+    for co in range(co_lo, co_hi):
+        for z in range(l_d):
+            for a in range(l_h):
+                k, r = (z * l_h + a) * l_w, (z * 3 + a) * 2
+                if l_w == 1:
+                    e[r, :] = q[k, co, :]
+                else:
+                    for c in range(width):
+                        m1 = q[k + 1, co, c]
+                        e[r, c] = q[k, co, c] + m1
+                        e[r + 1, c] = q[k + 2, co, c] - m1
+        for z in range(l_d):
+            for b in range(q_w):
+                r0, r = z * 6 + b, z * 4 + b
+                if l_h == 1:
+                    f[r, :] = e[r0, :]
+                else:
+                    for c in range(width):
+                        m1 = e[r0 + 2, c]
+                        f[r, c] = e[r0, c] + m1
+                        f[r + 2, c] = e[r0 + 4, c] - m1
+        for j_h in range(q_h):
+            for j_w in range(q_w):
+                r = j_h * 2 + j_w
+                if l_d == 1:
+                    h[r, :] = f[r, :]
+                else:
+                    for c in range(width):
+                        m1 = f[r + 4, c]
+                        h[r, c] = f[r, c] + m1
+                        h[4 + r, c] = f[r + 8, c] - m1
+        for j_d in range(q_d):
+            for j_h in range(q_h):
+                for j_w in range(q_w):
+                    row = (j_d * 2 + j_h) * 2 + j_w
+                    for p_d in range(s_d):
+                        for p_h in range(s_h):
+                            for p_w in range(s_w):
+                                base = ((p_d * s_h + p_h) * s_w + p_w) * cin_g
+                                for ci in range(cin_g):
+                                    gw[co, ci, j_d * s_d + p_d, j_h * s_h + p_h, j_w * s_w + p_w] = h[row, base + ci]
 
 
 @njit(**NJIT_FLAGS)
