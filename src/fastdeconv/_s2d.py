@@ -35,8 +35,9 @@ from .variants import _terms
 # every thread has work; properties of the layer, never of the thread count, so that the bits stay.
 BLOCK_ELEMENTS = 1 << 21
 MIN_TASKS = 8
-# Tiles of one GEMM at least where the layer has them (BLAS runs thin products at a fraction of its rate).
-MIN_TILES = 128
+# Tiles of one GEMM at least where the layer has them (BLAS runs thin products at a fraction of its rate), but
+# two tasks of half as many where that gives the pool work for two threads.
+MIN_TILES = 256
 # Seconds per element on one core, cache-cold (fitted to the DCGAN and super-resolution layers' calls): the packed
 # input (read across x's channel planes), V, the point products (read by the inverse; the dual's transform writes
 # as many), U (read the weight, write its points) and a weight gradient's partial sums (written or added, summed)
@@ -94,8 +95,9 @@ def _split(plan) -> tuple[int, list[tuple[int, int, int, int]]]:
         rows = min(rows, max(wanted, -(-MIN_TILES // row_tiles)))
         return axis, [(n, n + 1, r, min(tiles[axis], r + rows)) for n in range(plan.batch)
                       for r in range(0, tiles[axis], rows)]
-    nb = max(1, min(most, -(-plan.batch // min(plan.batch, MIN_TASKS))))
-    nb = max(nb, min(max(1, most), -(-MIN_TILES // per_sample)))
+    total = plan.batch * per_sample
+    count = max(min(2, total // (MIN_TILES // 2)), min(MIN_TASKS, total // MIN_TILES), -(-plan.batch // max(1, most)))
+    nb = -(-plan.batch // max(1, min(plan.batch, count)))
     return axis, [(n, min(plan.batch, n + nb), 0, tiles[axis]) for n in range(0, plan.batch, nb)]
 
 
