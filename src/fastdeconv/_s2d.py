@@ -96,7 +96,8 @@ def _split(plan) -> tuple[int, list[tuple[int, int, int, int]]]:
         return axis, [(n, n + 1, r, min(tiles[axis], r + rows)) for n in range(plan.batch)
                       for r in range(0, tiles[axis], rows)]
     total = plan.batch * per_sample
-    count = max(min(2, total // (MIN_TILES // 2)), min(MIN_TASKS, total // MIN_TILES), -(-plan.batch // max(1, most)))
+    count = max(min(2, total // max(1, MIN_TILES // 2)), min(MIN_TASKS, total // MIN_TILES),
+                -(-plan.batch // max(1, most)))
     nb = -(-plan.batch // max(1, min(plan.batch, count)))
     return axis, [(n, min(plan.batch, n + nb), 0, tiles[axis]) for n in range(0, plan.batch, nb)]
 
