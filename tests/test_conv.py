@@ -404,12 +404,16 @@ def test_space_to_depth_winograd_form(x_shape, w_shape, kw, tiles, block):
 
 
 def test_space_to_depth_form_is_chosen_by_its_estimate_and_reproducible():
-    """A DCGAN block's adjoint runs it (estimated below the GEMM form), a layer whose stride does not halve the
-    kernel or with too few tiles does not; the same call twice, and on 1 and 2 threads, gives the same bits."""
+    """A DCGAN block's adjoint runs it (estimated below the GEMM form); a layer whose stride does not halve the
+    kernel, an RGB layer or one whose transformed input would be too large does not; the same call twice, and on
+    1 and 2 threads, gives the same bits."""
     dcgan = _forward.make_conv_plan((64, 128, 16, 16), (256, 128, 4, 4), np.float32, np.float32, 2, 1)
     assert _s2d.pays(dcgan) and _forward.use_s2d(dcgan) and _forward.use_s2d(dcgan, backward=True)
     assert not _s2d.applies(_forward.make_conv_plan((4, 64, 16, 16), (64, 64, 3, 3), np.float32, np.float32, 2, 1))
-    assert not _s2d.pays(_forward.make_conv_plan((1, 64, 8, 8), (64, 64, 4, 4), np.float32, np.float32, 2, 1))
+    rgb = _forward.make_conv_plan((64, 3, 64, 64), (64, 3, 4, 4), np.float32, np.float32, 2, 1)
+    assert _s2d.pays(rgb) and not _forward.use_s2d(rgb)  # three input channels: the transforms cost more
+    with mock.patch.object(_s2d, "MOST_ELEMENTS", 1 << 20):
+        assert not _s2d.pays(dcgan)  # its transformed input would exceed the bound
     rng = np.random.default_rng(6)
     x = rng.standard_normal((4, 16, 10, 10)).astype(np.float32)
     w = rng.standard_normal((32, 16, 4, 4)).astype(np.float32)

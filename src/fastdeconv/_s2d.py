@@ -30,9 +30,9 @@ from ._scan import max_abs
 from ._threads import max_threads
 from .variants import _terms
 
-# Elements of one task's transformed input (points x channels x tiles): the blocks of samples (or tile rows of
-# one sample) are cut to stay within it, and into at least ``MIN_TASKS`` tasks where the layer allows, so that
-# every thread has work; properties of the layer, never of the thread count, so that the bits stay.
+# Elements of one block's transformed input (points x channels x tiles): the blocks of samples (or tile rows of
+# one sample) that the copies and transforms run in are cut to stay within it, and into at least ``MIN_TASKS``
+# where the layer allows, so that every thread has work; properties of the layer, never of the thread count.
 BLOCK_ELEMENTS = 1 << 21
 MIN_TASKS = 8
 # Tiles of one GEMM at least where the layer has them (BLAS runs thin products at a fraction of its rate), but
@@ -40,14 +40,13 @@ MIN_TASKS = 8
 MIN_TILES = 256
 # Seconds per element on one core, cache-cold (fitted to the DCGAN and super-resolution layers' calls): the packed
 # input (read across x's channel planes), V, the point products (read by the inverse; the dual's transform writes
-# as many), U (read the weight, write its points) and a weight gradient's partial sums (written or added, summed)
+# as many), U (read the weight, write its points; the weight gradient's point sums as many)
 PACK_ELEMENT = 1.2e-9
 TRANSFORM_ELEMENT = 1.0e-9
 INVERSE_ELEMENT = 1.0e-9
 WEIGHT_ELEMENT = 0.8e-9
-PARTIAL_ELEMENT = 0.5e-9
-# Partial weight gradients (one per run of consecutive tasks): at most this many elements in all.
-PARTIAL_ELEMENTS = 1 << 23
+# Elements of the transformed input and the point products together at most (128 MiB in float32).
+MOST_ELEMENTS = 1 << 25
 
 
 def applies(plan) -> bool:
@@ -63,9 +62,12 @@ def applies(plan) -> bool:
 
 
 def pays(plan) -> bool:
-    """Whether the layer has work for more than one task (a layer whose tiles make one GEMM would run on one thread
-    where the GEMM form splits its columns over the pool)."""
-    return applies(plan) and len(_split(plan)[1]) > 1
+    """Whether it applies and its transformed input and products (points x tiles x channels) stay within
+    ``MOST_ELEMENTS`` (beyond, the GEMM form's bounded column blocks run the layer)."""
+    if not applies(plan):
+        return False
+    total = plan.batch * _prod(_tiles(plan))
+    return _points(plan) * total * (plan.c_in * _prod(a.stride for a in plan.axes) + plan.c_out) <= MOST_ELEMENTS
 
 
 def _tiles(plan) -> tuple[int, int, int]:
@@ -110,32 +112,22 @@ def estimate(plan, backward: bool = False) -> float:
     phases = _prod(a.stride for a in plan.axes)
     cin_g = s.cin_g * phases
     points = _points(plan)
-    _, tasks = _split(plan)
     tiles = _tiles(plan)
     total = plan.batch * _prod(tiles)
-    block = max(1, total // len(tasks))
     flops = 2.0 * points * s.cout_g * cin_g * plan.groups * total
-    gemm = _terms.gemm_time(flops, block, s.cout_g, cin_g, 1, s.scale)
+    gemm = _terms.gemm_time(flops, -(-total // 2), s.cout_g, cin_g, 1, s.scale)
     q = [1 if i < geo.MAX_RANK - plan.rank else 2 * t + 1 for i, t in enumerate(tiles)]
     packed = plan.batch * plan.c_in * phases * _prod(q)
     v = points * plan.c_in * phases * total
     m = points * plan.c_out * total
     u = points * plan.c_out * cin_g
     work = packed * PACK_ELEMENT + v * TRANSFORM_ELEMENT + m * INVERSE_ELEMENT + u * WEIGHT_ELEMENT
-    calls = len(tasks) * points * plan.groups * _model.LAUNCH_GEMM
+    calls = 2 * points * plan.groups * _model.LAUNCH_GEMM + 4 * _model.LAUNCH_POOL
     if backward:
-        gemm += _terms.gemm_time(flops, s.cout_g, cin_g, block, 1, s.scale)
-        runs = _runs(len(tasks), u)
-        work += m * INVERSE_ELEMENT + (len(tasks) + runs) * u * PARTIAL_ELEMENT + u * WEIGHT_ELEMENT
+        gemm += _terms.gemm_time(flops, s.cout_g, -(-cin_g // 2), total, 1, s.scale)
+        work += m * INVERSE_ELEMENT + 2 * u * WEIGHT_ELEMENT
         calls *= 2
-        threads = min(threads, runs)
-    return (gemm + work + calls) / min(threads, len(tasks)) + 2 * _model.LAUNCH_POOL
-
-
-def _runs(tasks: int, partial: int) -> int:
-    """Runs of consecutive tasks, each with its partial weight gradient (``partial`` elements): within
-    ``PARTIAL_ELEMENTS`` in all, but two where there are two tasks (so that the pool has work for two threads)."""
-    return max(min(2, tasks), min(MIN_TASKS, tasks, PARTIAL_ELEMENTS // max(1, partial)))
+    return (gemm + work) / threads + calls
 
 
 def finite(plan, x5: np.ndarray, w5: np.ndarray, dual5: np.ndarray | None = None) -> bool:
@@ -188,11 +180,12 @@ def run(plan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarr
     ``grad_weight[co, ci, k] = sum_{n, o} dual[n, co, o] * x_padded[n, ci, o * stride + k]`` (see
     :func:`fastdeconv._forward.run_conv`), on canonical 5-D arrays (``applies(plan)``, values ``finite``).
 
-    Per task (a block of samples or of one sample's tile rows): the space-to-depth copy of its input (the GEMM
-    form's compiled im2col, with the strides as kernel and stride), ``V``, then per point and group one GEMM
-    ``U @ V`` (and ``(A dy) @ V^T`` into the task's run's partial sum), the inverse into the output. Tasks are
-    grouped in a fixed number of runs of consecutive tasks whose partial weight gradients are added in run order:
-    the bits depend on the layer only.
+    Three passes on the worker pool: per block of samples (or of one sample's tile rows) the channels-last
+    space-to-depth copy and its transform ``V`` (points, tiles, channels); per point and half of the tiles one
+    GEMM ``V @ U^T`` per group (all of a point's tiles in two products: BLAS near its rate, each transformed
+    weight read twice); per block the inverse into the output. With the dual: its transform per block, then per
+    point and half of the input channels one GEMM ``(A dy)^T @ V`` over every tile (no partial sums), and ``G^T``
+    into ``grad_weight``. The blocks and GEMMs depend on the layer only, and so do the bits.
     """
     dtype = plan.dtype
     g = plan.groups
@@ -204,57 +197,62 @@ def run(plan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarr
     points = _points(plan)
     axis, tasks = _split(plan)
     u = _weight(plan, w5)
-    if dual5 is None:
-        runs = [[t] for t in tasks]
-    else:
-        n_runs = _runs(len(tasks), points * plan.c_out * cin_g)
-        step = -(-len(tasks) // n_runs)
-        runs = [tasks[i:i + step] for i in range(0, len(tasks), step)]
-        partials = np.empty((len(runs), points, plan.c_out, cin_g), dtype)
+    shapes = []  # per task: first tile, tiles, first column, columns, packed input shape
+    col0 = 0
+    for n_lo, n_hi, r_lo, r_hi in tasks:
+        t_lo = np.zeros(3, np.int64)
+        t_lo[axis] = r_lo
+        t_here = np.array(tiles, np.int64)
+        t_here[axis] = r_hi - r_lo
+        q_here = (n_hi - n_lo,) + tuple(int(t) if w == 0 else 2 * int(t) + 1 for t, w in zip(t_here, wino))
+        cols = (n_hi - n_lo) * int(np.prod(t_here))
+        shapes.append((t_lo, t_here, col0, cols, q_here + (c_all,)))
+        col0 += cols
+    total = col0
+    most_packed = max(_prod(sh[4]) for sh in shapes)
+    v = np.empty((points, total, c_all), dtype)
+    m = np.empty((points, total, plan.c_out), dtype)  # the products, then (backward) the dual's transform
 
-    def work(claimed):
-        for k, run_tasks in claimed:
-            part = None if dual5 is None else partials[k]
-            prod_buf = None if dual5 is None else np.empty((cout_g, cin_g), dtype)
-            first = True
-            for n_lo, n_hi, r_lo, r_hi in run_tasks:
-                t_lo = np.zeros(3, np.int64)
-                t_lo[axis] = r_lo
-                t_here = np.array(tiles, np.int64)
-                t_here[axis] = r_hi - r_lo
-                cols = (n_hi - n_lo) * int(np.prod(t_here))
-                q_here = (n_hi - n_lo,) + tuple(int(t) if w == 0 else 2 * int(t) + 1 for t, w in zip(t_here, wino))
-                xs = np.empty(q_here + (c_all,), dtype)
-                s2d_pack(x5, xs, n_lo, 2 * t_lo, strides, start, plan.c_in // g)
-                v = np.empty((points, cols, c_all), dtype)
-                s2d_transform(xs, v, wino)
-                del xs
-                if y5 is not None:
-                    m = np.empty((points, cols, plan.c_out), dtype)
-                    for p in range(points):
-                        for gi in range(g):
-                            np.matmul(v[p, :, gi * cin_g:(gi + 1) * cin_g], u[p, gi * cout_g:(gi + 1) * cout_g].T,
-                                      out=m[p, :, gi * cout_g:(gi + 1) * cout_g])
-                    s2d_inverse(m, y5, n_lo, t_lo, t_here, wino)
-                if part is not None:
-                    a = np.empty((points, cols, plan.c_out), dtype)
-                    s2d_dual(dual5, a, n_lo, t_lo, t_here, wino)
-                    for p in range(points):
-                        for gi in range(g):
-                            dst = part[p, gi * cout_g:(gi + 1) * cout_g]
-                            ops = (a[p, :, gi * cout_g:(gi + 1) * cout_g].T, v[p, :, gi * cin_g:(gi + 1) * cin_g])
-                            if first:  # the run's first task writes its partial, the others add to it
-                                np.matmul(*ops, out=dst)
-                            else:
-                                np.matmul(*ops, out=prod_buf)
-                                dst += prod_buf
-                first = False
+    def transform(part):
+        xs_buf = np.empty(most_packed, dtype)  # one per worker for all its blocks
+        for (n_lo, _, _, _), (t_lo, _, c0, _, packed) in part:
+            xs = xs_buf[:_prod(packed)].reshape(packed)
+            s2d_pack(x5, xs, n_lo, 2 * t_lo, strides, start, plan.c_in // g)
+            s2d_transform(xs, v, wino, c0)
 
-    run_parallel(work, list(enumerate(runs)))
-    if y5 is not None and b is not None:
-        y5 += b.reshape((1, -1, 1, 1, 1))
+    def products(part):
+        for p, lo, hi in part:  # a block of tiles of one point
+            for gi in range(g):
+                np.matmul(v[p, lo:hi, gi * cin_g:(gi + 1) * cin_g], u[p, gi * cout_g:(gi + 1) * cout_g].T,
+                          out=m[p, lo:hi, gi * cout_g:(gi + 1) * cout_g])
+
+    def inverse(part):
+        for (n_lo, n_hi, _, _), (t_lo, t_here, c0, _, _) in part:
+            s2d_inverse(m, y5, n_lo, n_hi - n_lo, t_lo, t_here, wino, c0)
+
+    def dual_transform(part):
+        for (n_lo, n_hi, _, _), (t_lo, t_here, c0, _, _) in part:
+            s2d_dual(dual5, m, n_lo, n_hi - n_lo, t_lo, t_here, wino, c0)
+
+    def gradients(part):
+        for p, lo, hi in part:  # a block of input channels of one point, summed over every tile
+            for gi in range(g):
+                np.matmul(m[p, :, gi * cout_g:(gi + 1) * cout_g].T, v[p, :, gi * cin_g + lo:gi * cin_g + hi],
+                          out=q[p, gi * cout_g:(gi + 1) * cout_g, lo:hi])
+
+    blocks = list(zip(tasks, shapes))
+    run_parallel(transform, blocks)
+    halves = -(-total // 2)  # two blocks of tiles per point: the pool's two threads share the points evenly
+    if y5 is not None:
+        run_parallel(products, [(p, lo, min(total, lo + halves)) for p in range(points) for lo in (0, halves)
+                                if lo < total])
+        run_parallel(inverse, blocks)
+        if b is not None:
+            y5 += b.reshape((1, -1, 1, 1, 1))
     if dual5 is not None:
-        total = partials[0]
-        for k in range(1, len(runs)):
-            total += partials[k]
-        _weight_grad(plan, total, grad_weight)
+        run_parallel(dual_transform, blocks)
+        q = np.empty((points, plan.c_out, cin_g), dtype)
+        half = -(-cin_g // 2)
+        run_parallel(gradients, [(p, lo, min(cin_g, lo + half)) for p in range(points) for lo in (0, half)
+                                 if lo < cin_g])
+        _weight_grad(plan, q, grad_weight)

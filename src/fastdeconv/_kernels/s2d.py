@@ -64,9 +64,10 @@ def s2d_pack(x, xs, n_lo, q_lo, stride, start, cin_g):
 
 
 @njit(**NJIT_FLAGS)
-def s2d_transform(xs, v, wino):
-    """``V``: ``v[point, col, c']`` with ``col`` over (sample, tile per axis) of the block, from the packed
-    ``xs`` (tile ``t`` reads ``2 t, 2 t + 1, 2 t + 2`` along a transformed axis), along W, then H, then D."""
+def s2d_transform(xs, v, wino, col0):
+    """``V`` of a block: ``v[point, col0 + col, c']`` with ``col`` over (sample, tile per axis) of the block, from
+    the packed ``xs`` (tile ``t`` reads ``2 t, 2 t + 1, 2 t + 2`` along a transformed axis), along W, then H,
+    then D."""
     n_blk, q_d, q_h, q_w, cc = xs.shape
     l_d, l_h, l_w = 1 + 2 * wino[0], 1 + 2 * wino[1], 1 + 2 * wino[2]
     t_d = (q_d - 1) // 2 if wino[0] else q_d
@@ -78,7 +79,7 @@ def s2d_transform(xs, v, wino):
     e = np.empty((27, cc), xs.dtype)  # (u_d, u_h, b) after the W pass
     f = np.empty((27, cc), xs.dtype)  # (u_d, a, b) after the H pass
     width = uintp(cc)
-    col = 0
+    col = col0
     for nb in range(n_blk):
         for td in range(t_d):
             for th in range(t_h):
@@ -260,17 +261,16 @@ def s2d_weight_grad(q, gw, stride, wino, co_lo, co_hi):
 
 
 @njit(**NJIT_FLAGS)
-def s2d_dual(dual, a, n_lo, t_lo, tiles, wino):
-    """``A dy`` of a block: ``a[point, col, co]`` from the tiles' two outputs per axis ``dual[n, co, 2 t + j]``
-    (zero beyond the output), ``col`` over (sample, tile per axis) of the block as in :func:`s2d_transform`."""
+def s2d_dual(dual, a, n_lo, n_blk, t_lo, tiles, wino, col0):
+    """``A dy`` of a block of ``n_blk`` samples: ``a[point, col0 + col, co]`` from the tiles' two outputs per axis
+    ``dual[n, co, 2 t + j]`` (zero beyond the output), ``col`` as in :func:`s2d_transform`."""
     c_out = dual.shape[1]
     size_d, size_h, size_w = dual.shape[2], dual.shape[3], dual.shape[4]
     l_d, l_h, l_w = 1 + 2 * wino[0], 1 + 2 * wino[1], 1 + 2 * wino[2]
-    n_blk = a.shape[1] // (tiles[0] * tiles[1] * tiles[2])
     zero = dual.dtype.type(0)
     h = np.zeros((8, c_out), dual.dtype)
     out = np.empty((27, c_out), dual.dtype)
-    col = 0
+    col = col0
     for nb in range(n_blk):
         for td in range(tiles[0]):
             for th in range(tiles[1]):
@@ -296,17 +296,16 @@ def s2d_dual(dual, a, n_lo, t_lo, tiles, wino):
 
 
 @njit(**NJIT_FLAGS)
-def s2d_inverse(m, y, n_lo, t_lo, tiles, wino):
-    """The outputs of a block from the point products ``m[point, col, co]``: per axis ``m_0 + m_1, m_2 - m_1``
-    at ``2 t, 2 t + 1`` (those inside ``y``), along W, then H, then D."""
+def s2d_inverse(m, y, n_lo, n_blk, t_lo, tiles, wino, col0):
+    """The outputs of a block of ``n_blk`` samples from the point products ``m[point, col0 + col, co]``: per axis
+    ``m_0 + m_1, m_2 - m_1`` at ``2 t, 2 t + 1`` (those inside ``y``), along W, then H, then D."""
     c_out = y.shape[1]
     size_d, size_h, size_w = y.shape[2], y.shape[3], y.shape[4]
     l_d, l_h, l_w = 1 + 2 * wino[0], 1 + 2 * wino[1], 1 + 2 * wino[2]
     q_d, q_h, q_w = 1 + wino[0], 1 + wino[1], 1 + wino[2]  # outputs per tile per axis
-    n_blk = m.shape[1] // (tiles[0] * tiles[1] * tiles[2])
     e = np.empty((18, c_out), m.dtype)  # (z, a, j_w)
     f = np.empty((12, c_out), m.dtype)  # (z, j_h, j_w)
-    col = 0
+    col = col0
     for nb in range(n_blk):
         for td in range(tiles[0]):
             for th in range(tiles[1]):
