@@ -62,12 +62,16 @@ def applies(plan) -> bool:
 
 
 def pays(plan) -> bool:
-    """Whether it applies and its transformed input and products (points x tiles x channels) stay within
-    ``MOST_ELEMENTS`` (beyond, the GEMM form's bounded column blocks run the layer)."""
+    """Whether it applies, its transformed input and products (points x tiles x channels) stay within
+    ``MOST_ELEMENTS`` (beyond, the GEMM form's bounded column blocks run the layer), and its transformed weight is
+    at most twice its transformed input: on weight-heavy layers (few tiles, DCGAN's first block at batch 16) the
+    weight's transform and its reading by every GEMM outweigh the products saved."""
     if not applies(plan):
         return False
     total = plan.batch * _prod(_tiles(plan))
-    return _points(plan) * total * (plan.c_in * _prod(a.stride for a in plan.axes) + plan.c_out) <= MOST_ELEMENTS
+    c_all = plan.c_in * _prod(a.stride for a in plan.axes)
+    weight = plan.c_out * c_all // plan.groups
+    return _points(plan) * total * (c_all + plan.c_out) <= MOST_ELEMENTS and weight <= 2 * total * c_all
 
 
 def _tiles(plan) -> tuple[int, int, int]:
