@@ -223,12 +223,11 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
     if use_gemm(plan) and use_s2d(plan, dual is not None) and _s2d.finite(plan, x5, w5, dual5):
         _s2d.run(plan, x5, w5, None if bias is None else b, y5, dual5, grad_weight)
         return dual is not None
-    s2d = plan_s2d(plan) if use_gemm(plan) else None
+    # (the backward keeps the GEMM form's shared columns: grad_x on this route plus grad_weight on its own
+    # columns was slower on every layer measured)
+    s2d = plan_s2d(plan) if use_gemm(plan) and dual is None else None
     if s2d is not None and _conv_s2d(plan, s2d, x5, w5, None if bias is None else b, y5):
-        if dual5 is None:
-            return False
-        _conv_gemm(plan, x5, w5, None, None, dual5, grad_weight)  # the weight gradient alone, from its columns
-        return True
+        return False
     if use_gemm(plan):  # im2col reads x itself (the padding is written as zeros into the columns)
         _conv_gemm(plan, x5, w5, None if bias is None else b, y5, dual5, grad_weight)
         return dual is not None
@@ -415,18 +414,20 @@ def _s2d_weight(plan: ConvPlan, s2d: ConvPlan, w5: np.ndarray) -> np.ndarray:
 
 def use_s2d(plan: ConvPlan, backward: bool = False) -> bool:
     """Whether the strided layer runs as the stride-1 correlation of its space-to-depth input with Winograd
-    F(2, 2) and one GEMM per point (:mod:`fastdeconv._s2d`): it applies (``kernel == 2 * stride`` on every axis)
-    and its estimate is below the GEMM form's and the Winograd route's (:func:`plan_s2d`). ``backward``: with the
-    weight gradient, which the GEMM form computes from the columns of its forward convolution, ``_s2d`` from its
-    transformed input, and the Winograd route by the GEMM form."""
+    F(2, 2) and one GEMM per point (:mod:`fastdeconv._s2d`): it pays (``kernel == 2 * stride`` on every axis,
+    not weight-heavy) and its estimate is below the GEMM form's and, for ``conv``, the Winograd route's
+    (:func:`plan_s2d`). ``backward``: with the weight gradient, which the GEMM form computes from the columns of
+    its forward convolution and ``_s2d`` from its transformed input; the two are compared on one thread, so that
+    the choice, and with it every bit of the gradients, is the same for every pool size."""
     if not _s2d.pays(plan):
         return False
-    gemm = gemm_seconds(plan)
-    others = [2 * gemm - _im2col_seconds(plan) if backward else gemm]
+    if backward:
+        return _s2d.estimate(plan, True, 1) < 2 * gemm_seconds(plan, 1) - _im2col_seconds(plan, 1)
+    others = [gemm_seconds(plan)]
     routed = _routed_seconds(plan)
     if routed is not None:
-        others.append(routed + gemm if backward else routed)
-    return _s2d.estimate(plan, backward) < min(others)
+        others.append(routed)
+    return _s2d.estimate(plan) < min(others)
 
 
 def _routed_seconds(plan: ConvPlan) -> float | None:
@@ -451,10 +452,10 @@ def plan_s2d(plan: ConvPlan) -> ConvPlan | None:
     return s2d if s2d_seconds(plan, s2d, tplan) < gemm_seconds(plan) else None
 
 
-def gemm_seconds(plan: ConvPlan) -> float:
-    """Estimated seconds of :func:`_conv_gemm` (forward only) on the pool: the matrix products at the BLAS rate
-    their sides allow (the same blocks as the call) and the im2col copy."""
-    threads = max_threads()
+def gemm_seconds(plan: ConvPlan, threads: int | None = None) -> float:
+    """Estimated seconds of :func:`_conv_gemm` (forward only) on ``threads`` threads (the pool's by default): the
+    matrix products at the BLAS rate their sides allow (the same blocks as the call) and the im2col copy."""
+    threads = threads or max_threads()
     s = _terms.sizes(plan)
     taps = s.cin_g * s.k
     out_w = plan.axes[2].size_out
@@ -467,14 +468,15 @@ def gemm_seconds(plan: ConvPlan) -> float:
     columns = per * s.pix_out if per > 1 else block * out_w  # (as _conv_gemm cuts its blocks)
     gemm = _terms.gemm_time(2.0 * plan.batch * s.cout_g * s.pix_out * taps * plan.groups, s.cout_g, columns, taps,
                             1, s.scale) / threads
-    return gemm + _im2col_seconds(plan) + _model.LAUNCH_POOL
+    return gemm + _im2col_seconds(plan, threads) + _model.LAUNCH_POOL
 
 
-def _im2col_seconds(plan: ConvPlan) -> float:
-    """The GEMM form's im2col copy on the pool."""
+def _im2col_seconds(plan: ConvPlan, threads: int | None = None) -> float:
+    """The GEMM form's im2col copy on ``threads`` threads (the pool's by default)."""
     s = _terms.sizes(plan)
     rows = s.pix_out // plan.axes[2].size_out
-    return plan.batch * plan.c_in * s.k * (s.pix_out * _model.IM2COL_ELEMENT + rows * _model.IM2COL_ROW) / max_threads()
+    return plan.batch * plan.c_in * s.k * (s.pix_out * _model.IM2COL_ELEMENT + rows * _model.IM2COL_ROW) / (
+        threads or max_threads())
 
 
 def s2d_seconds(plan: ConvPlan, s2d: ConvPlan, tplan: geo.Plan) -> float:

@@ -108,10 +108,11 @@ def _split(plan) -> tuple[int, list[tuple[int, int, int, int]]]:
     return axis, [(n, min(plan.batch, n + nb), 0, tiles[axis]) for n in range(0, plan.batch, nb)]
 
 
-def estimate(plan, backward: bool = False) -> float:
-    """Estimated seconds on the pool: the GEMMs per point at the BLAS rate their sides allow (twice with the weight
-    gradient), the passes of the kernels over their arrays at the per-element costs below, the BLAS calls."""
-    threads = max_threads()
+def estimate(plan, backward: bool = False, threads: int | None = None) -> float:
+    """Estimated seconds on ``threads`` threads (the pool's by default): the GEMMs per point at the BLAS rate their
+    sides allow (twice with the weight gradient), the passes of the kernels over their arrays at the per-element
+    costs below, the BLAS calls."""
+    threads = threads or max_threads()
     s = _terms.sizes(plan)
     phases = _prod(a.stride for a in plan.axes)
     cin_g = s.cin_g * phases
