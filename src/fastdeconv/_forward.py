@@ -252,8 +252,8 @@ def as_transposed(plan: ConvPlan) -> geo.Plan | None:
     spatially flipped, channel-swapped weight and pads ``((k - 1) * d - b, (k - 1) * d - a)``. Returns that
     transposed convolution's plan when the planner of ``conv_transpose`` runs it with Winograd's minimal filtering
     (``gather-winograd``: 2.25x fewer products than im2col + GEMM for 3x3 kernels), else None. The decision is
-    the planner's, a property of the layer. (Strided layers stay on im2col + GEMM: a space-to-depth copy
-    turns them into stride-1 ones too, but its cost ate the gain on the DCGAN layers.)
+    the planner's, a property of the layer. (Strided layers become stride-1 ones on their space-to-depth input:
+    :func:`plan_s2d` asks this function about that plan, :mod:`fastdeconv._s2d` runs kernel = 2 x stride itself.)
     """
     axes = plan.axes[geo.MAX_RANK - plan.rank:]
     if any(a.stride != 1 for a in axes):
