@@ -2,16 +2,16 @@
 
 Along an axis with stride ``s`` and kernel ``k = 2 s`` (no dilation), tap ``j * s + p`` reads the padded input at
 ``o * s + j * s + p``: element ``o + j`` of its phase ``p`` (every ``s``-th element from ``p``). With the phases as
-channels, ``xs[n, ci * P + p, q] = x_padded[n, ci, q * s + p]`` (``P`` the product of the strides, ``p`` the phase
-index over the axes, phase-minor so that a group's channels stay together) and the weight
-``ws[co, ci * P + p, j] = w[co, ci, j * s + p]``, the strided correlation is a stride-1 valid one with two taps per
-axis on ``C_in * P`` channels: the DCGAN blocks (kernel 4, stride 2), super-resolution and 3-D up-convolutions'
-adjoints. (A stride-1 axis with kernel 2 is the case ``s = 1``.)
+channels, ``xs[n, c', q] = x_padded[n, ci, q * s + p]`` and the weight ``ws[co, c', j] = w[co, ci, j * s + p]`` with
+``c' = (group * P + p) * C_in_g + ci`` (``P`` the product of the strides, ``p`` the phase index over the axes,
+``ci`` within the group: a group's channels stay together, a phase's are one run), the strided correlation is a
+stride-1 valid one with two taps per axis on ``C_in * P`` channels: the DCGAN blocks (kernel 4, stride 2),
+super-resolution and 3-D up-convolutions' adjoints. (A stride-1 axis with kernel 2 is the case ``s = 1``.)
 
 Two taps per axis are Winograd's F(2, 2): per axis three transform points for two outputs instead of four
 products, in 2-D 9 instead of 16 (1.78x fewer multiplications), in 3-D 27 instead of 64. Its transforms hold
-only 0 and +-1 (one addition per point and axis), so the channel contraction, one large GEMM per point over the
-tiles of a block of samples, is nearly all of the work. The weight gradient of the same correlation is F(2, 2)
+only 0 and +-1 (one addition per point and axis), so the channel contraction, two large GEMMs per point over
+all the tiles, is nearly all of the work. The weight gradient of the same correlation is F(2, 2)
 too, transposed (``dg = G^T [(A dy) . (B^T d)]`` summed over the tiles), and shares the input's transform: the
 backward of a transposed convolution does both contractions on one transformed input.
 """
@@ -35,8 +35,8 @@ from .variants import _terms
 # where the layer allows, so that every thread has work; properties of the layer, never of the thread count.
 BLOCK_ELEMENTS = 1 << 21
 MIN_TASKS = 8
-# Tiles of one GEMM at least where the layer has them (BLAS runs thin products at a fraction of its rate), but
-# two tasks of half as many where that gives the pool work for two threads.
+# Tiles of one block at least where the layer has them (each block's calls have a fixed cost), but two blocks
+# of half as many where that gives the pool work for two threads.
 MIN_TILES = 256
 # Seconds per element on one core, cache-cold (fitted to the DCGAN and super-resolution layers' calls): the packed
 # input (read across x's channel planes), V, the point products (read by the inverse; the dual's transform writes
@@ -85,14 +85,15 @@ def _points(plan) -> int:
 
 
 def _split(plan) -> tuple[int, list[tuple[int, int, int, int]]]:
-    """(canonical axis the tile rows of one sample are split along, tasks ``(n_lo, n_hi, r_lo, r_hi)``): whole
-    samples per task when a sample's tiles are enough for one GEMM, else tile rows of one sample."""
+    """(canonical axis the tile rows of one sample are split along, the blocks ``(n_lo, n_hi, r_lo, r_hi)`` the
+    copies, transforms and inverses run in): whole samples per block, or tile rows of one sample where a sample
+    exceeds ``BLOCK_ELEMENTS`` or the samples are too few for the pool."""
     tiles = _tiles(plan)
     per_sample = _prod(tiles)
     c_all = plan.c_in * _prod(a.stride for a in plan.axes)
     points = _points(plan)
     lead = geo.MAX_RANK - plan.rank
-    axis = lead if plan.rank > 1 else 2  # (1-D: the rows cannot be split; im2col writes whole rows)
+    axis = lead if plan.rank > 1 else 2  # (1-D: a sample is one row, the blocks are whole samples)
     most = BLOCK_ELEMENTS // (points * c_all * per_sample)  # whole samples per task within the budget
     if plan.rank > 1 and tiles[axis] > 1 and (most == 0 or (plan.batch < MIN_TASKS and per_sample >= 2 * MIN_TILES)):
         row_tiles = per_sample // tiles[axis]
