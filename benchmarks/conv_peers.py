@@ -1,6 +1,6 @@
 """fastdeconv's adjoint side against torch, side by side, at a fixed thread count (not an asv benchmark).
 
-For every workload of ``workloads.json`` and ``unseen_workloads.json`` (a transposed convolution x -> y):
+For every workload of the package's ``workloads.json`` and ``unseen_workloads.json`` (a transposed convolution x -> y):
 
 - ``conv``: ``fastdeconv.conv(gy, weight)`` against ``torch.nn.functional.conv{1,2,3}d(gy, weight)`` with the
   layer's stride, padding, dilation and groups (gy shaped like the layer's output);
@@ -32,8 +32,8 @@ HERE = Path(__file__).resolve().parent
 
 def workloads():
     out = []
-    for name in ("workloads.json", "unseen_workloads.json"):
-        with open(HERE / name, encoding="utf-8") as fh:
+    for path in (Path(fd.__file__).resolve().parent / "workloads.json", HERE / "unseen_workloads.json"):
+        with open(path, encoding="utf-8") as fh:
             out += json.load(fh)["workloads"]
     return out
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from reference import conv_transpose_ref
 
 import fastdeconv as fd
-from fastdeconv import _forward, _threads
+from fastdeconv import _forward, _s2d, _threads
 
 
 def conv_ref(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -353,3 +353,161 @@ def test_phase_split_direct_form(kernel, stride):
     expected = conv_ref(x, w, stride=(1, stride), padding=(0, 1), groups=3)
     np.testing.assert_array_equal(np.isposinf(y), np.isposinf(expected))
     assert not np.isnan(y).any()
+
+
+# ---------------------------------------------------------------------------------------------- space-to-depth
+
+
+def _through_s2d(x, w, bias, kw, tiles=1, block=1 << 21):
+    """conv with the space-to-depth Winograd form (``_s2d``) forced, with at least ``tiles`` tiles per GEMM and
+    ``block`` elements of V per task (small ones split the samples and their tile rows); also whether it ran."""
+    calls = []
+    run = _s2d.run
+
+    def spy(*args):
+        calls.append(True)
+        return run(*args)
+
+    with mock.patch.object(_forward, "use_gemm", lambda plan: True), \
+            mock.patch.object(_forward, "use_s2d", lambda plan, backward=False: True), \
+            mock.patch.object(_s2d, "MIN_TILES", tiles), mock.patch.object(_s2d, "BLOCK_ELEMENTS", block), \
+            mock.patch.object(_s2d, "run", spy):
+        y = fd.conv(x, w, bias, **kw)
+    return y, bool(calls)
+
+
+# kernel = 2 x stride on every axis (the form's layers), 1-D to 3-D, strides 1 to 4, paddings and odd sizes, groups
+S2D_LAYERS = [
+    ((2, 6, 9, 8), (4, 3, 4, 4), dict(stride=2, padding=1, groups=2)),                 # DCGAN-like, odd size
+    ((1, 3, 17, 16), (5, 3, 8, 4), dict(stride=(4, 2), padding=((2, 3), (1, 0)))),     # 4x and 2x, pairs
+    ((3, 4, 21), (6, 2, 6), dict(stride=3, padding=2, groups=2)),                      # 1-D, stride 3
+    ((1, 2, 6, 7, 5), (4, 2, 4, 2, 4), dict(stride=(2, 1, 2), padding=1)),             # 3-D, a stride-1 axis
+    ((2, 3, 9, 10, 8), (2, 3, 4, 4, 4), dict(stride=2, padding=(0, 1, 2))),            # 3-D, all strided
+    ((1, 4, 40, 9), (4, 4, 4, 4), dict(stride=2, padding=1)),                          # one sample, many rows
+    ((2, 4, 8, 8), (8, 1, 4, 4), dict(stride=2, padding=1, groups=4)),                 # one channel per group
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kw", S2D_LAYERS)
+@pytest.mark.parametrize("tiles, block", [(1, 300), (1, 1 << 21), (256, 1 << 21)])
+def test_space_to_depth_winograd_form(x_shape, w_shape, kw, tiles, block):
+    """The strided correlation as a stride-1 one on the space-to-depth input with Winograd F(2, 2), forced, with
+    tasks from single tile rows of one sample to all samples, against the float64 reference."""
+    rng = np.random.default_rng(len(x_shape) + w_shape[2])
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    y, taken = _through_s2d(x, w, b, kw, tiles, block)
+    assert taken
+    np.testing.assert_allclose(y, conv_ref(x, w, b, **kw), rtol=1e-10, atol=1e-10)
+    y32, _ = _through_s2d(x.astype(np.float32), w.astype(np.float32), b.astype(np.float32), kw, tiles, block)
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(y32, conv_ref(x, w, b, **kw), **tolerance(np.float32))
+
+
+def test_space_to_depth_form_is_chosen_by_its_estimate_and_reproducible():
+    """A DCGAN block's adjoint runs it (estimated below the GEMM form); a layer whose stride does not halve the
+    kernel, an RGB layer or one whose transformed input would be too large does not; the same call twice, and on
+    1 and 2 threads, gives the same bits."""
+    dcgan = _forward.make_conv_plan((64, 128, 16, 16), (256, 128, 4, 4), np.float32, np.float32, 2, 1)
+    assert _s2d.pays(dcgan) and _forward.use_s2d(dcgan) and _forward.use_s2d(dcgan, backward=True)
+    assert not _s2d.applies(_forward.make_conv_plan((4, 64, 16, 16), (64, 64, 3, 3), np.float32, np.float32, 2, 1))
+    rgb = _forward.make_conv_plan((64, 3, 64, 64), (64, 3, 4, 4), np.float32, np.float32, 2, 1)
+    assert _s2d.pays(rgb) and not _forward.use_s2d(rgb)  # three input channels: the transforms cost more
+    with mock.patch.object(_s2d, "MOST_ELEMENTS", 1 << 20):
+        assert not _s2d.pays(dcgan)  # its transformed input would exceed the bound
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 16, 10, 10)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 4, 4)).astype(np.float32)
+    results = []
+    try:
+        for threads in (1, 2, 1, 2):
+            fd.set_num_threads(threads)
+            y, taken = _through_s2d(x, w, None, dict(stride=2, padding=1), 4, 4000)
+            assert taken
+            results.append(y)
+    finally:
+        fd.set_num_threads(_threads.max_threads())
+    assert all(np.array_equal(r, results[0]) for r in results[1:])
+    np.testing.assert_allclose(results[0], conv_ref(x, w, stride=2, padding=1), **tolerance(np.float32))
+
+
+def test_space_to_depth_form_leaves_non_finite_values_to_the_exact_form():
+    """An infinity in x (its transform would meet its own negation) or a value whose products could overflow runs
+    the GEMM form: the definition's Inf/NaN pattern and finite values, never a NaN of the transforms."""
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal((2, 4, 8, 8)), np.abs(rng.standard_normal((4, 4, 4, 4)))
+    x[1, 2, 3, 4] = np.inf
+    y, _ = _through_s2d(x, w, None, dict(stride=2, padding=1))
+    expected = conv_ref(x, w, stride=2, padding=1)
+    np.testing.assert_array_equal(np.isposinf(y), np.isposinf(expected))
+    assert not np.isnan(y).any()
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(y[finite], expected[finite], rtol=1e-10, atol=1e-10)
+    big = np.full((1, 4, 6, 6), 3e38, np.float32)
+    plan = _forward.make_conv_plan(big.shape, w.shape, np.float32, np.float32, 2, 1)
+    assert not _s2d.finite(plan, big, w.astype(np.float32))
+    assert _s2d.finite(plan, big / 1e30, w.astype(np.float32))
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_space_to_depth_form_matches_torch(rank):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(20 + rank)
+    spatial = {1: (30,), 2: (13, 10), 3: (6, 7, 8)}[rank]
+    kernel = {1: (8,), 2: (4, 6), 3: (4, 4, 2)}[rank]
+    stride = {1: 4, 2: (2, 3), 3: (2, 2, 1)}[rank]
+    x = rng.standard_normal((2, 6) + spatial).astype(np.float32)
+    w = rng.standard_normal((4, 3) + kernel).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    fn = getattr(torch.nn.functional, f"conv{rank}d")
+    expected = fn(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), stride=stride, padding=1,
+                  groups=2).numpy()
+    y, taken = _through_s2d(x, w, b, dict(stride=stride, padding=1, groups=2))
+    assert taken
+    np.testing.assert_allclose(y, expected, **tolerance(np.float32))
+
+
+# strides that do not divide the kernel (zero phase taps), through conv_transpose's Winograd form
+ROUTED_LAYERS = [
+    ((2, 4, 11, 9), (4, 4, 3, 3), dict(stride=2, padding=1)),
+    ((1, 4, 13, 12), (6, 2, 5, 4), dict(stride=(3, 2), padding=(2, 1), groups=2)),
+    ((2, 4, 15), (4, 4, 9), dict(stride=4, padding=3)),
+    ((1, 2, 7, 6, 7), (4, 2, 3, 4, 2), dict(stride=(2, 2, 1), padding=1)),
+    ((2, 4, 12, 10), (4, 4, 6, 4), dict(stride=2, padding=(2, 1))),  # divisible: 3 and 2 taps per phase
+]
+
+
+def _through_route(x, w, kw):
+    calls = []
+    run = _forward._conv_s2d
+
+    def spy(*args):
+        done = run(*args)
+        calls.append(done)
+        return done
+
+    with mock.patch.object(_forward, "use_gemm", lambda plan: True), \
+            mock.patch.object(_forward, "use_s2d", lambda plan, backward=False: False), \
+            mock.patch.object(_forward, "plan_s2d", _forward.s2d_form), \
+            mock.patch.object(_forward, "_winograd_pays", lambda plan, tplan: True), \
+            mock.patch.object(_forward, "_conv_s2d", spy):
+        y = fd.conv(x, w, **kw)
+    return y, any(calls)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kw", ROUTED_LAYERS)
+def test_space_to_depth_winograd_route(x_shape, w_shape, kw):
+    """Strided layers as the stride-1 correlation of their space-to-depth input through conv_transpose's Winograd
+    form, also where the stride does not divide the kernel; an infinite input there runs the GEMM form (a zero
+    phase tap would multiply it), with the definition's pattern."""
+    rng = np.random.default_rng(w_shape[2] * 7)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    y, taken = _through_route(x, w, kw)
+    assert taken
+    np.testing.assert_allclose(y, conv_ref(x, w, **kw), rtol=1e-10, atol=1e-10)
+    x[(0, 1) + tuple(n // 2 for n in x_shape[2:])] = np.inf
+    w = np.abs(w)
+    y, taken = _through_route(x, w, kw)
+    expected = conv_ref(x, w, **kw)
+    np.testing.assert_array_equal(np.isposinf(y), np.isposinf(expected))
+    assert not np.isnan(y).any()
+    assert taken == all(k % s == 0 for k, s in zip(w_shape[2:], np.broadcast_to(kw["stride"], len(w_shape) - 2)))

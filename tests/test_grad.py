@@ -305,3 +305,68 @@ def test_backward_with_grad_x_on_the_transposed_route(g, dtype, seed):
     for a, b in zip(routed, direct):
         assert a.dtype == b.dtype == dtype
         np.testing.assert_allclose(a, b, **tolerance(dtype))
+
+
+# conv_transpose layers whose adjoint has kernel = 2 x stride on every axis: the space-to-depth Winograd form
+S2D_BACKWARD = [
+    ((2, 4, 5, 4), (4, 3, 4, 4), dict(stride=2, padding=1, groups=2)),
+    ((1, 3, 4, 5), (3, 5, 8, 4), dict(stride=(4, 2), padding=(2, 1))),
+    ((3, 4, 7), (4, 6, 6), dict(stride=3, padding=2, output_padding=1)),
+    ((1, 2, 3, 4, 3), (2, 4, 4, 2, 4), dict(stride=(2, 1, 2), padding=1)),
+    ((3, 4, 5, 6), (4, 4, 4, 4), dict(stride=2, padding=0, output_padding=1)),
+    ((4, 5, 3), (4, 2, 4, 4), dict(stride=2, padding=1)),  # unbatched (C_in, H, W)
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kw", S2D_BACKWARD)
+@pytest.mark.parametrize("tiles, block", [(1, 300), (1, 1 << 21)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_on_the_space_to_depth_form(x_shape, w_shape, kw, tiles, block, dtype):
+    """grad_x and grad_weight from one transformed input (the space-to-depth Winograd form, forced; tasks from
+    single tile rows to all samples, runs of them with their partial sums) == the direct kernels'."""
+    from fastdeconv import _s2d
+    rng = np.random.default_rng(sum(x_shape))
+    x, w = rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(w_shape).astype(dtype)
+    gy = rng.standard_normal(fd.conv_transpose(x, w, **kw).shape).astype(dtype)
+    with mock.patch.object(_forward, "use_gemm", lambda plan: False):
+        direct = fd.conv_transpose_backward(gy, x, w, **kw)
+    calls = []
+    run = _s2d.run
+    with mock.patch.object(_forward, "use_gemm", lambda plan: True), \
+            mock.patch.object(_forward, "use_s2d", lambda plan, backward=False: True), \
+            mock.patch.object(_s2d, "MIN_TILES", tiles), mock.patch.object(_s2d, "BLOCK_ELEMENTS", block), \
+            mock.patch.object(_s2d, "run", lambda *a: calls.append(a[5] is not None) or run(*a)):
+        got = fd.conv_transpose_backward(gy, x, w, **kw)
+        again = fd.conv_transpose_backward(gy, x, w, **kw)
+    assert calls == [True, True]  # the form ran, with the dual (the weight gradient)
+    for a, b, c in zip(got, direct, again):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(a, b, **tolerance(dtype))
+        np.testing.assert_array_equal(a, c)
+
+
+def test_backward_on_the_space_to_depth_form_matches_torch_and_keeps_its_bits_across_threads():
+    torch = pytest.importorskip("torch")
+    from fastdeconv import _s2d, _threads
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((6, 8, 6, 5)).astype(np.float32)
+    w = rng.standard_normal((8, 6, 4, 4)).astype(np.float32)
+    kw = dict(stride=2, padding=1)
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    y = torch.nn.functional.conv_transpose2d(tx, tw, **kw)
+    gy = rng.standard_normal(tuple(y.shape)).astype(np.float32)
+    y.backward(torch.from_numpy(gy))
+    results = []
+    try:
+        for threads in (1, 2, 1, 2):
+            fd.set_num_threads(threads)
+            with mock.patch.object(_forward, "use_gemm", lambda plan: True), \
+                    mock.patch.object(_forward, "use_s2d", lambda plan, backward=False: True), \
+                    mock.patch.object(_s2d, "MIN_TILES", 4), mock.patch.object(_s2d, "BLOCK_ELEMENTS", 5000):
+                results.append(fd.conv_transpose_backward(gy, x, w, **kw))
+    finally:
+        fd.set_num_threads(_threads.max_threads())
+    for r in results[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(r, results[0]))
+    np.testing.assert_allclose(results[0][0], tx.grad.numpy(), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(results[0][1], tw.grad.numpy(), rtol=1e-4, atol=1e-3)

@@ -14,14 +14,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _cost
+from . import _cost, _model, _s2d
 from . import _geometry as geo
 from ._api import as_array, contiguous, execute
 from ._geometry import IntOrSeq, Padding
 from ._kernels.conv import im2col
 from ._runtime import run_parallel
+from ._scan import max_abs
 from ._tasks import correlate, fill
+from ._threads import max_threads
 from ._tiling import tile_for
+from .variants import _terms
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,14 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
             return False
         _conv_gemm(plan, x5, w5, None, None, dual5, grad_weight)  # the weight gradient alone, from its columns
         return True
+    if use_gemm(plan) and use_s2d(plan, dual is not None) and _s2d.finite(plan, x5, w5, dual5):
+        _s2d.run(plan, x5, w5, None if bias is None else b, y5, dual5, grad_weight)
+        return dual is not None
+    # (the backward keeps the GEMM form's shared columns: grad_x on this route plus grad_weight on its own
+    # columns was slower on every layer measured)
+    s2d = plan_s2d(plan) if use_gemm(plan) and dual is None else None
+    if s2d is not None and _conv_s2d(plan, s2d, x5, w5, None if bias is None else b, y5):
+        return False
     if use_gemm(plan):  # im2col reads x itself (the padding is written as zeros into the columns)
         _conv_gemm(plan, x5, w5, None if bias is None else b, y5, dual5, grad_weight)
         return dual is not None
@@ -254,8 +265,8 @@ def as_transposed(plan: ConvPlan) -> geo.Plan | None:
     spatially flipped, channel-swapped weight and pads ``((k - 1) * d - b, (k - 1) * d - a)``. Returns that
     transposed convolution's plan when the planner of ``conv_transpose`` runs it with Winograd's minimal filtering
     (``gather-winograd``: 2.25x fewer products than im2col + GEMM for 3x3 kernels), else None. The decision is
-    the planner's, a property of the layer. (Strided layers stay on im2col + GEMM: a space-to-depth copy
-    turns them into stride-1 ones too, but its cost ate the gain on the DCGAN layers.)
+    the planner's, a property of the layer. (Strided layers become stride-1 ones on their space-to-depth input:
+    :func:`plan_s2d` asks this function about that plan, :mod:`fastdeconv._s2d` runs kernel = 2 x stride itself.)
     """
     axes = plan.axes[geo.MAX_RANK - plan.rank:]
     if any(a.stride != 1 for a in axes):
@@ -349,6 +360,163 @@ def _conv_phases(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray, 
             part = np.empty_like(y5)
             correlate(xs, ws, np.zeros_like(b), part, plan.groups, stride, dilation, tile)
             y5 += part
+
+
+def s2d_form(plan: ConvPlan) -> ConvPlan | None:
+    """The strided forward convolution as a stride-1 one on its space-to-depth input, or None.
+
+    Along an axis with stride ``s > 1`` (no dilation) and kernel ``k``, tap ``j * s + p`` reads the padded input
+    at ``o * s + j * s + p``: element ``o + j`` of its phase ``p`` (every ``s``-th element from ``p``). With the
+    phases as channels, ``xs[n, ci * P + p, q] = x_padded[n, ci, q * s + p]`` (``P`` the product of the strides,
+    ``p`` the phase index over the strided axes, phase-minor so that a group's channels stay together), and the
+    weight ``ws[co, ci * P + p, j] = w[co, ci, j * s + p]``, the strided correlation is a stride-1 valid one with
+    ``ceil(k / s)`` taps per axis on ``C_in * P`` channels. Returns that plan (its input ``xs``, padding written
+    in). Stride-1 axes keep their taps and dilation. Where ``s`` does not divide ``k`` the last taps of some
+    phases are zero weights (see :func:`_conv_s2d` for what that asks of the input).
+    """
+    axes = plan.axes[geo.MAX_RANK - plan.rank:]
+    if all(a.stride == 1 for a in axes) or any(a.stride > 1 and a.dilation > 1 for a in axes):
+        return None
+    kk = [-(-a.kernel // a.stride) for a in axes]
+    s2d_axes = tuple(geo.Axis(a.size_out - 1 + (k - 1) * a.dilation + 1, k, 1, a.dilation, 0, a.size_out)
+                     for a, k in zip(axes, kk))
+    return ConvPlan(batch=plan.batch, c_in=plan.c_in * _prod(a.stride for a in axes), c_out=plan.c_out,
+                    groups=plan.groups, axes=plan.axes[:geo.MAX_RANK - plan.rank] + s2d_axes, rank=plan.rank,
+                    batched=plan.batched, dtype=plan.dtype)
+
+
+def _space_to_depth(plan: ConvPlan, s2d: ConvPlan, x5: np.ndarray) -> np.ndarray:
+    """The input of :func:`s2d_form`'s plan, ``xs[n, ci * P + p, q] = x_padded[n, ci, q * s + p]`` (canonical 5-D,
+    zeros where the padding is).
+
+    It is the im2col of x with the strides as kernel and stride (phase ``p`` as tap ``p``, ``q`` as output
+    position) and one sample per block, whose columns are laid out exactly as ``xs[n]``: the GEMM form's
+    compiled copy, run in blocks of samples and channels on the worker pool (a copy: bound by memory).
+    """
+    q = tuple(a.size_in for a in s2d.axes)
+    geo.check_memory((plan.batch, s2d.c_in) + q, plan.dtype, "the space-to-depth input")
+    xs = np.empty((plan.batch, s2d.c_in) + q, plan.dtype)
+    phases = s2d.c_in // plan.c_in
+    strides, ones, start = plan.arrays("stride"), np.ones(3, np.int64), plan.arrays("start")
+    blocks = max(1, min(plan.c_in, -(-_MIN_TASKS // plan.batch)))
+    step = -(-plan.c_in // blocks)
+
+    def work(tasks):
+        for n, c_lo in tasks:
+            c_hi = min(plan.c_in, c_lo + step)
+            cols = xs[n, c_lo * phases:c_hi * phases].reshape((c_hi - c_lo) * phases, -1)
+            im2col(x5, cols, n, n + 1, c_lo, strides, strides, ones, start, 0, q[0] * q[1], q[1], q[2])
+
+    run_parallel(work, [(n, c) for n in range(plan.batch) for c in range(0, plan.c_in, step)])
+    return xs
+
+
+def _s2d_weight(plan: ConvPlan, s2d: ConvPlan, w5: np.ndarray) -> np.ndarray:
+    """The weight of :func:`s2d_form`'s plan, ``ws[co, ci * P + p, j] = w[co, ci, j * s + p]`` (zero where
+    ``j * s + p >= k``)."""
+    strides = [a.stride for a in plan.axes]
+    kk = [a.kernel for a in s2d.axes]
+    c_in_g = plan.c_in // plan.groups
+    wz = np.zeros((plan.c_out, c_in_g) + tuple(k * s for k, s in zip(kk, strides)), w5.dtype)
+    wz[(slice(None), slice(None)) + tuple(slice(0, a.kernel) for a in plan.axes)] = w5
+    split = (plan.c_out, c_in_g) + tuple(v for k, s in zip(kk, strides) for v in (k, s))
+    order = (0, 1, 3, 5, 7, 2, 4, 6)
+    return np.ascontiguousarray(wz.reshape(split).transpose(order)).reshape((plan.c_out, s2d.c_in // plan.groups)
+                                                                             + tuple(kk))
+
+
+def use_s2d(plan: ConvPlan, backward: bool = False) -> bool:
+    """Whether the strided layer runs as the stride-1 correlation of its space-to-depth input with Winograd
+    F(2, 2) and one GEMM per point (:mod:`fastdeconv._s2d`): it pays (``kernel == 2 * stride`` on every axis,
+    not weight-heavy) and its estimate is below the GEMM form's and, for ``conv``, the Winograd route's
+    (:func:`plan_s2d`). ``backward``: with the weight gradient, which the GEMM form computes from the columns of
+    its forward convolution and ``_s2d`` from its transformed input; the two are compared on one thread, so that
+    the choice, and with it every bit of the gradients, is the same for every pool size."""
+    if not _s2d.pays(plan):
+        return False
+    if backward:
+        return _s2d.estimate(plan, True, 1) < 2 * gemm_seconds(plan, 1) - _im2col_seconds(plan, 1)
+    others = [gemm_seconds(plan)]
+    routed = _routed_seconds(plan)
+    if routed is not None:
+        others.append(routed)
+    return _s2d.estimate(plan) < min(others)
+
+
+def _routed_seconds(plan: ConvPlan) -> float | None:
+    """Estimated seconds of :func:`_conv_s2d` where it applies (conv_transpose's planner picks Winograd for its
+    transposed convolution), else None."""
+    s2d = s2d_form(plan)
+    tplan = None if s2d is None else as_transposed(s2d)
+    return None if tplan is None else s2d_seconds(plan, s2d, tplan)
+
+
+def plan_s2d(plan: ConvPlan) -> ConvPlan | None:
+    """:func:`s2d_form`'s plan when the planner prefers it to the GEMM form, else None: ``conv_transpose``'s
+    planner runs its transposed convolution with Winograd, and that estimate plus the space-to-depth copy is
+    below the GEMM form's (:func:`gemm_seconds`). A property of the layer (and the pool size), as the
+    other choices of :func:`run_conv`."""
+    s2d = s2d_form(plan)
+    if s2d is None:
+        return None
+    tplan = as_transposed(s2d)
+    if tplan is None:
+        return None
+    return s2d if s2d_seconds(plan, s2d, tplan) < gemm_seconds(plan) else None
+
+
+def gemm_seconds(plan: ConvPlan, threads: int | None = None) -> float:
+    """Estimated seconds of :func:`_conv_gemm` (forward only) on ``threads`` threads (the pool's by default): the
+    matrix products at the BLAS rate their sides allow (the same blocks as the call) and the im2col copy."""
+    threads = threads or max_threads()
+    s = _terms.sizes(plan)
+    taps = s.cin_g * s.k
+    out_w = plan.axes[2].size_out
+    rows = s.pix_out // out_w
+    tasks_per_group = -(-_MIN_TASKS // plan.groups)
+    per = min(_GEMM_COLUMNS // s.pix_out, _COL_ELEMENTS // (taps * s.pix_out),
+              -(-plan.batch // min(plan.batch, tasks_per_group)))
+    block = max(1, min(rows, _COL_ELEMENTS // max(1, taps * out_w)))
+    block = min(block, -(-rows // min(rows, -(-tasks_per_group // plan.batch))))
+    columns = per * s.pix_out if per > 1 else block * out_w  # (as _conv_gemm cuts its blocks)
+    gemm = _terms.gemm_time(2.0 * plan.batch * s.cout_g * s.pix_out * taps * plan.groups, s.cout_g, columns, taps,
+                            1, s.scale) / threads
+    return gemm + _im2col_seconds(plan, threads) + _model.LAUNCH_POOL
+
+
+def _im2col_seconds(plan: ConvPlan, threads: int | None = None) -> float:
+    """The GEMM form's im2col copy on ``threads`` threads (the pool's by default)."""
+    s = _terms.sizes(plan)
+    rows = s.pix_out // plan.axes[2].size_out
+    return plan.batch * plan.c_in * s.k * (s.pix_out * _model.IM2COL_ELEMENT + rows * _model.IM2COL_ROW) / (
+        threads or max_threads())
+
+
+def s2d_seconds(plan: ConvPlan, s2d: ConvPlan, tplan: geo.Plan) -> float:
+    """Estimated seconds of :func:`_conv_s2d`: Winograd on the transposed convolution (the planner's estimate), the
+    space-to-depth copy (read x, write its phases, one row segment per phase row) and the weight relayout."""
+    threads = max_threads()
+    winograd = dict(_cost.choose(tplan).estimates)["gather-winograd"]
+    s = _terms.sizes(s2d)
+    rows = s.x_elems // s2d.axes[2].size_in
+    copy = (_terms.mem_time((_terms.sizes(plan).x_elems + s.x_elems) * s.item, threads)
+            + rows * _model.IM2COL_ROW / threads + _model.LAUNCH_POOL)
+    return winograd + copy + 2 * s.w_elems * _model.PHASE_RELAYOUT_ELEMENT
+
+
+def _conv_s2d(plan: ConvPlan, s2d: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | None,
+              y5: np.ndarray) -> bool:
+    """Run a strided forward convolution as the stride-1 one of :func:`s2d_form` (``plan_s2d``) through
+    ``conv_transpose``'s Winograd form; returns whether it did.
+
+    Where a stride does not divide its kernel, the zero taps of the phase weights multiply real inputs: a
+    finite input makes those products zero, an infinite or NaN one would make them NaN where the definition has
+    no product. Such an input (one scan of x) runs the GEMM form instead (returns False).
+    """
+    if any(a.kernel % a.stride for a in plan.axes) and not np.isfinite(max_abs(x5)):
+        return False
+    xs = _space_to_depth(plan, s2d, x5)
+    return _conv_winograd(s2d, xs, _s2d_weight(plan, s2d, w5), b, y5)
 
 
 # A padded input more than this many times larger than x and the gathered columns together is mostly zeros that
