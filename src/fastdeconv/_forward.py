@@ -405,7 +405,7 @@ def _space_to_depth(plan: ConvPlan, s2d: ConvPlan, x5: np.ndarray) -> np.ndarray
         for n, c_lo in tasks:
             c_hi = min(plan.c_in, c_lo + step)
             cols = xs[n, c_lo * phases:c_hi * phases].reshape((c_hi - c_lo) * phases, -1)
-            im2col(x5, cols, n, n + 1, c_lo, strides, strides, ones, start, 0, q[0] * q[1], q[1], q[2])
+            im2col(x5, cols, (n, n + 1, c_lo), strides, strides, ones, start, (0, q[0] * q[1], q[1], q[2]))
 
     run_parallel(work, [(n, c) for n in range(plan.batch) for c in range(0, plan.c_in, step)])
     return xs
