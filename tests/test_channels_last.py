@@ -42,7 +42,8 @@ def test_every_channels_last_variant_forced(case):
     rank = w.ndim - 2
     xl = last(x, rank)
     expected = last(conv_transpose_ref(x, w, b, **kw), rank)
-    base = geo.make_plan(xl.shape, w.shape, xl.dtype, w.dtype, **kw, bias_shape=b.shape, data_format="channels_last")
+    base = geo.make_plan(xl.shape, w.shape, xl.dtype, w.dtype, **kw,
+                         options=geo.PlanOptions(bias_shape=b.shape, data_format="channels_last"))
     assert base.out_shape == expected.shape
     ran = []
     for variant in variants.names(baseline=True, layout="channels_last"):
@@ -161,7 +162,8 @@ def test_winograd_nhwc_forced(case):
     rank = w.ndim - 2
     xl = last(x, rank)
     expected = last(conv_transpose_ref(x, w, b, **kw), rank)
-    plan = geo.make_plan(xl.shape, w.shape, xl.dtype, w.dtype, **kw, data_format="channels_last")
+    plan = geo.make_plan(xl.shape, w.shape, xl.dtype, w.dtype, **kw,
+                         options=geo.PlanOptions(data_format="channels_last"))
     record = variants.get("gather-winograd-nhwc")
     assert record.applies(plan) and record.channels_last
     one_off = record.estimate(plan, 1) is not None
@@ -223,7 +225,8 @@ def test_runs_nhwc_forced(case):
     rank = w.ndim - 2
     xl = last(x, rank)
     expected = last(conv_transpose_ref(x, w, b, **kw), rank)
-    plan = geo.make_plan(xl.shape, w.shape, xl.dtype, w.dtype, **kw, data_format="channels_last")
+    plan = geo.make_plan(xl.shape, w.shape, xl.dtype, w.dtype, **kw,
+                         options=geo.PlanOptions(data_format="channels_last"))
     record = variants.get("gather-gemm-nhwc-runs")
     assert record.applies(plan) and record.exact
     one_off = record.estimate(plan, 1) is not None
@@ -243,7 +246,7 @@ def test_runs_nhwc_picked_for_rgb_outputs():
     record = variants.get("gather-gemm-nhwc-runs")
     for w_shape, groups in [((8, 32, 4, 4), 1), ((8, 1, 4, 4), 8)]:
         plan = geo.make_plan((2, 9, 9, 8), w_shape, np.float32, np.float32, stride=2, groups=groups,
-                             data_format="channels_last")
+                             options=geo.PlanOptions(data_format="channels_last"))
         assert not record.applies(plan)
 
 

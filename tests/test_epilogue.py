@@ -31,7 +31,8 @@ CASES = [
 
 def forced(x, w, b, kw, variant, activation):
     """Run ``variant`` on the plan of this call (None where it does not apply), as a dispatcher does."""
-    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, **kw, bias_shape=b.shape, activation=activation)
+    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, **kw,
+                         options=geo.PlanOptions(bias_shape=b.shape, activation=activation))
     request = geo.make_request(variant)
     record = variants.get(variant)
     if variant != "zerofill" and not (record.applies(plan) and record.estimate(plan, 2) is not None):

@@ -307,7 +307,8 @@ variants = list(_cost.estimate(plan, 2))
 xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
 x1 = rng.standard_normal((2, 96, 96, 1)).astype(np.float32)
 w1 = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
-cl_plans = [(geo.make_plan(a.shape, b.shape, a.dtype, b.dtype, s, 1, 0, 1, 1, data_format="channels_last"), m)
+cl_plans = [(geo.make_plan(a.shape, b.shape, a.dtype, b.dtype, s, 1, 0, 1, 1,
+                             options=geo.PlanOptions(data_format="channels_last")), m)
             for a, b, s in ((xl, w, 1), (x1, w1, 2)) for m in ("auto", "scatter", "zerofill")]
 cl_jobs = {}
 for (p, m), a, b in zip(cl_plans, [xl] * 3 + [x1] * 3, [w] * 3 + [w1] * 3):

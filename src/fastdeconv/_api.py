@@ -115,8 +115,9 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         bias = None if bias is None else as_array(bias, "bias")
         request = geo.make_request(method)
         plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding,
-                             groups, dilation, output_size, None if bias is None else bias.shape,
-                             None if bias is None else bias.dtype, activation=activation, data_format=data_format)
+                             groups, dilation, output_size, options=geo.PlanOptions(
+                                 None if bias is None else bias.shape, None if bias is None else bias.dtype,
+                                 activation=activation, data_format=data_format))
         # (a pinned variant that cannot run: refused before allocating)
         _cost.check_pinned(plan, request, _cost.choose(plan, request))
         y = output_array(plan, out, (x, weight, bias))
@@ -435,9 +436,9 @@ def _prepare_call(x, weight, bias, stride, padding, output_padding, groups, dila
     bias_arr = None if bias is None else as_array(bias, "bias")
     request = geo.make_request(method)
     plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding, groups,
-                         dilation, None, None if bias_arr is None else bias_arr.shape,
-                         None if bias_arr is None else bias_arr.dtype, activation=activation,
-                         data_format=data_format)
+                         dilation, None, options=geo.PlanOptions(
+                             None if bias_arr is None else bias_arr.shape, None if bias_arr is None else bias_arr.dtype,
+                             activation=activation, data_format=data_format))
     _cost.check_pinned(plan, request, _cost.choose(plan, request))  # (a variant pinned by ``method=``)
     return prepared(plan, request)
 

@@ -204,7 +204,7 @@ def plan(x_shape, w_shape, *, stride=1, padding=0, output_padding=0, groups: int
     dt = np.dtype(dtype)
     request = geo.make_request(method)
     p = geo.make_plan(x_shape, w_shape, dt, dt, stride, padding, output_padding, groups, dilation, output_size,
-                      data_format=data_format)
+                      options=geo.PlanOptions(data_format=data_format))
     choice = current(p, request)
     check_pinned(p, request, choice)
     return choice

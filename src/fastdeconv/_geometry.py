@@ -346,28 +346,48 @@ def split_batch(x_shape: tuple[int, ...], rank: int) -> tuple[bool, int]:
                      f"(weight has {rank}); got x.ndim = {len(x_shape)}")
 
 
-def make_plan(x_shape, w_shape, x_dtype, w_dtype, stride=1, padding=0, output_padding=0, groups=1,
-              dilation=1, output_size=None, bias_shape=None, bias_dtype=None, *,
-              limit_memory=True, activation=None, data_format="channels_first") -> Plan:
-    """Validate a call and reduce it to a :class:`Plan` (cached for hashable arguments).
+@dataclass(frozen=True)
+class PlanOptions:
+    """``make_plan``'s optional extras, grouped (each as before: a call gives only those it needs).
 
-    ``limit_memory=False`` skips the check that the whole output fits in this machine's memory (for callers,
-    like the Dask twin, that never hold the whole output at once). ``activation`` and ``data_format`` are the
-    public arguments of the same names.
+    ``bias_shape``/``bias_dtype``: the bias's (None: no bias); ``limit_memory=False`` skips the check that the
+    whole output fits in this machine's memory (for callers, like the Dask twin, that never hold the whole output
+    at once); ``activation`` and ``data_format`` are the public arguments of the same names.
     """
+
+    bias_shape: tuple[int, ...] | None = None
+    bias_dtype: object = None
+    limit_memory: bool = True
+    activation: object = None
+    data_format: object = "channels_first"
+
+
+def make_plan(x_shape, w_shape, x_dtype, w_dtype, stride=1, padding=0, output_padding=0, groups=1,
+              dilation=1, output_size=None, *, options: PlanOptions | None = None) -> Plan:
+    """Validate a call and reduce it to a :class:`Plan` (cached for hashable arguments); ``options`` (a
+    :class:`PlanOptions`; None: its defaults) the bias, activation, data format and memory check."""
+    if options is None:
+        options = _DEFAULT_OPTIONS
+    elif not isinstance(options, PlanOptions):
+        raise TypeError(f"options must be a PlanOptions or None, got {type(options).__name__}")
     args = (tuple(x_shape), tuple(w_shape), np.dtype(x_dtype), np.dtype(w_dtype), stride, padding, output_padding,
-            groups, dilation, output_size, None if bias_shape is None else tuple(bias_shape),
-            None if bias_dtype is None else np.dtype(bias_dtype), bool(limit_memory), activation, data_format)
+            groups, dilation, output_size)
+    extras = PlanOptions(None if options.bias_shape is None else tuple(options.bias_shape),
+                         None if options.bias_dtype is None else np.dtype(options.bias_dtype),
+                         bool(options.limit_memory), options.activation, options.data_format)
     try:
-        key = _freeze(args)  # type-tagged: 1, 1.0 and True must not share a cache entry
+        # type-tagged: 1, 1.0 and True must not share a cache entry
+        key = _freeze(args + (extras.bias_shape, extras.bias_dtype, extras.limit_memory, extras.activation,
+                              extras.data_format))
         plan = _PLANS.get(key)
     except TypeError:  # unhashable arguments (e.g. arrays): plan without the cache
-        return _make_plan(*args)
+        return _make_plan(*args, extras)
     if plan is None:
-        plan = _PLANS.put(key, _make_plan(*args))
+        plan = _PLANS.put(key, _make_plan(*args, extras))
     return plan
 
 
+_DEFAULT_OPTIONS = PlanOptions()
 _PLANS = Table(512)
 
 
@@ -380,13 +400,14 @@ def _freeze(value):
 
 
 def _make_plan(x_shape, w_shape, x_dtype, w_dtype, stride, padding, output_padding, groups, dilation,
-               output_size, bias_shape, bias_dtype, limit_memory, activation=None,
-               data_format="channels_first") -> Plan:
+               output_size, options: PlanOptions) -> Plan:
+    """``make_plan``'s work, on its normalized arguments (``options``: bias shape a tuple, dtypes numpy's)."""
+    data_format, bias_shape = options.data_format, options.bias_shape
     channels_last = check_data_format(data_format)
-    activation = normalize_activation(activation)
+    activation = normalize_activation(options.activation)
     dtype = result_dtype(np.dtype(x_dtype), np.dtype(w_dtype))
-    if bias_dtype is not None:
-        check_numeric(np.dtype(bias_dtype), "bias")  # the bias never widens the result
+    if options.bias_dtype is not None:
+        check_numeric(np.dtype(options.bias_dtype), "bias")  # the bias never widens the result
     rank, batched, batch = split_shapes(x_shape, w_shape)
     c_in, c_out_g = w_shape[0], w_shape[1]
     kernel = tuple(w_shape[2:])
@@ -415,7 +436,22 @@ def _make_plan(x_shape, w_shape, x_dtype, w_dtype, stride, padding, output_paddi
     dilation = per_axis(dilation, rank, "dilation", minimum=1)
     output_padding = per_axis(output_padding, rank, "output_padding", minimum=0)
     pads = normalize_padding(padding, rank)
+    starts, sizes = _crop(spatial_in, kernel, stride, dilation, output_padding, pads, output_size)
 
+    lead = (MAX_RANK - rank)
+    axes = tuple(Axis(1, 1, 1, 1, 0, 1) for _ in range(lead)) + tuple(
+        Axis(i, k, s, d, st, o) for i, k, s, d, st, o in zip(spatial_in, kernel, stride, dilation, starts, sizes))
+    plan = Plan(batch=batch, c_in=c_in, c_out=c_out, groups=groups, axes=axes, rank=rank, batched=batched,
+                dtype=dtype, activation=activation, channels_last=channels_last)
+    if options.limit_memory:
+        check_memory(plan.out_shape, dtype, "the output")
+    return plan
+
+
+def _crop(spatial_in, kernel, stride, dilation, output_padding, pads, output_size) -> tuple[list, list]:
+    """Per spatial axis, the first output of the uncropped result kept and the output size (validated): from the
+    padding (``normalize_padding``'s), ``output_padding`` or ``output_size``."""
+    rank = len(spatial_in)
     fulls = [full_size(i, k, s, d) for i, k, s, d in zip(spatial_in, kernel, stride, dilation)]
     for axis, f in enumerate(fulls):
         if f > MAX_FULL_SIZE:
@@ -436,34 +472,26 @@ def _make_plan(x_shape, w_shape, x_dtype, w_dtype, stride, padding, output_paddi
             if wanted != tuple(sizes):
                 raise ValueError(f"output_size {wanted} is not reachable with padding='same', which gives "
                                  f"{tuple(sizes)}")
+        return starts, sizes
+    pairs = ((0, 0),) * rank if pads == "valid" else pads
+    starts = [b for b, _ in pairs]
+    minimal = [f - b - a for f, (b, a) in zip(fulls, pairs)]
+    if output_size is not None:
+        if any(output_padding):
+            raise ValueError("give output_size or output_padding, not both")
+        wanted = output_size_spatial(output_size, rank)
+        for m, o, s, d in zip(minimal, wanted, stride, dilation):
+            if not m <= o < m + max(s, d):
+                raise ValueError(f"output_size {wanted} is not reachable: each axis must lie in "
+                                 f"[{tuple(minimal)}, {tuple(m + max(s, d) - 1 for m in minimal)}] for "
+                                 f"this stride, padding and dilation")
+        sizes = list(wanted)
     else:
-        pairs = ((0, 0),) * rank if pads == "valid" else pads
-        starts = [b for b, _ in pairs]
-        minimal = [f - b - a for f, (b, a) in zip(fulls, pairs)]
-        if output_size is not None:
-            if any(output_padding):
-                raise ValueError("give output_size or output_padding, not both")
-            wanted = output_size_spatial(output_size, rank)
-            for m, o, s, d in zip(minimal, wanted, stride, dilation):
-                if not m <= o < m + max(s, d):
-                    raise ValueError(f"output_size {wanted} is not reachable: each axis must lie in "
-                                     f"[{tuple(minimal)}, {tuple(m + max(s, d) - 1 for m in minimal)}] for "
-                                     f"this stride, padding and dilation")
-            sizes = list(wanted)
-        else:
-            sizes = [m + op for m, op in zip(minimal, output_padding)]
-        if any(o < 1 for o in sizes):
-            raise ValueError(f"the output size must be >= 1 on every axis, got {tuple(sizes)} (padding too large "
-                             f"for input {spatial_in}, kernel {kernel}, stride {stride}, dilation {dilation})")
-
-    lead = (MAX_RANK - rank)
-    axes = tuple(Axis(1, 1, 1, 1, 0, 1) for _ in range(lead)) + tuple(
-        Axis(i, k, s, d, st, o) for i, k, s, d, st, o in zip(spatial_in, kernel, stride, dilation, starts, sizes))
-    plan = Plan(batch=batch, c_in=c_in, c_out=c_out, groups=groups, axes=axes, rank=rank, batched=batched,
-                dtype=dtype, activation=activation, channels_last=channels_last)
-    if limit_memory:
-        check_memory(plan.out_shape, dtype, "the output")
-    return plan
+        sizes = [m + op for m, op in zip(minimal, output_padding)]
+    if any(o < 1 for o in sizes):
+        raise ValueError(f"the output size must be >= 1 on every axis, got {tuple(sizes)} (padding too large "
+                         f"for input {spatial_in}, kernel {kernel}, stride {stride}, dilation {dilation})")
+    return starts, sizes
 
 
 def output_size_spatial(output_size, rank: int) -> tuple[int, ...]:

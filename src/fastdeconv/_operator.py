@@ -302,9 +302,9 @@ class ConvTranspose:
         stride, padding, output_padding, groups, dilation, method = self._geometry
         activation, data_format = self._epilogue
         plan = geo.make_plan(key[0], self._w.shape, key[1], self._w.dtype, stride, padding, output_padding, groups,
-                             dilation, sizes, None if self._b is None else self._b.shape,
-                             None if self._b is None else self._b.dtype, activation=activation,
-                             data_format=data_format)
+                             dilation, sizes, options=geo.PlanOptions(
+                                 None if self._b is None else self._b.shape, None if self._b is None else self._b.dtype,
+                                 activation=activation, data_format=data_format))
         request = self._request
         if request.variant is not None:  # pinned by ``method=``: refused where even an operator cannot run it
             own = operator_pick(plan, request)
@@ -409,8 +409,9 @@ def _validate(w: np.ndarray, b: np.ndarray | None, stride, padding, output_paddi
     x_shape = (1,) + probe + (w.shape[0],) if channels_last else (1, w.shape[0]) + probe
     request = geo.make_request(method)  # (validated where make_plan validated it)
     geo.make_plan(x_shape, w.shape, w.dtype, w.dtype, stride, padding, output_padding, groups,
-                  dilation, None, None if b is None else b.shape, None if b is None else b.dtype,
-                  limit_memory=False, activation=activation, data_format=data_format)
+                  dilation, None, options=geo.PlanOptions(
+                      None if b is None else b.shape, None if b is None else b.dtype, limit_memory=False,
+                      activation=activation, data_format=data_format))
     return request
 
 

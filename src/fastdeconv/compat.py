@@ -60,9 +60,9 @@ def _run(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: tup
     # Validate shapes/dtypes with the core's rules on a plan cropped to one element per axis (cheap to
     # check), then give each spatial axis the framework's own start and size.
     plan = geo.make_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, [(f - 1, 0) for f in fulls], 0,
-                         groups, dilation, None, None if bias is None else bias.shape,
-                         None if bias is None else bias.dtype,
-                         data_format="channels_last" if channels_last else "channels_first")
+                         groups, dilation, None, options=geo.PlanOptions(
+                             None if bias is None else bias.shape, None if bias is None else bias.dtype,
+                             data_format="channels_last" if channels_last else "channels_first"))
     lead = plan.axes[:geo.MAX_RANK - rank]
     axes = lead + tuple(replace(a, start=int(st), size_out=int(o))
                         for a, st, o in zip(plan.axes[geo.MAX_RANK - rank:], starts, sizes))

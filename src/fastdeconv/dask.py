@@ -206,8 +206,9 @@ def _full_plan(x: da.Array, w: da.Array, b: da.Array | None, stride, padding, ou
     only the largest block is checked against it (``_check_block_memory``).
     """
     return geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, stride, padding, output_padding, groups, dilation,
-                         None, None if b is None else b.shape, None if b is None else b.dtype,
-                         limit_memory=False, activation=activation, data_format=data_format)
+                         None, options=geo.PlanOptions(None if b is None else b.shape, None if b is None else b.dtype,
+                                                       limit_memory=False, activation=activation,
+                                                       data_format=data_format))
 
 
 def _bounds(chunks: Sequence[int]) -> list[int]:

@@ -16,10 +16,10 @@ from .epilogue import activate_run
 
 
 @njit(**NJIT_FLAGS)
-def nhwc_gather(cols, y, bias, n0, nn, co0, cout_g, cut, o_lo, o_hi, i_lo, slab, kern, tabs, counts, wtab, tap_major,
-                code, params):
+def nhwc_gather(cols, y, bias, block, slab, kern, tabs, counts, wtab, tap_major, code, params):
     """Outputs of samples ``n0 : n0 + nn``, channels ``co0 : co0 + cout_g``, positions ``o_lo : o_hi`` along axis
-    ``cut`` (all positions along the others) of the channels-last ``y`` (N, oD, oH, oW, C_out).
+    ``cut`` (all positions along the others) of the channels-last ``y`` (N, oD, oH, oW, C_out), ``block = (n0, nn,
+    co0, cout_g, cut, o_lo, o_hi, i_lo)`` (int64: the task's block, one tuple so that a call is one signature).
 
     ``cols`` (flat) holds, per sample of the block, per pixel of the input block ``slab`` (3,) (starting at input
     position ``i_lo`` along ``cut``, 0 along the others), per tap, C_out_g values (``tap_major``; else per output
@@ -31,6 +31,7 @@ def nhwc_gather(cols, y, bias, n0, nn, co0, cout_g, cut, o_lo, o_hi, i_lo, slab,
     per element), then each output gets the bias and the epilogue ``code, params`` (``_kernels.epilogue``; 0:
     none) while the row is in cache.
     """
+    n0, nn, co0, cout_g, cut, o_lo, o_hi, i_lo = block
     o_d, o_h, o_w, c_out = y.shape[1], y.shape[2], y.shape[3], y.shape[4]
     yf = y.reshape(-1)
     k_h, k_w = kern[1], kern[2]
@@ -102,9 +103,10 @@ def nhwc_gather(cols, y, bias, n0, nn, co0, cout_g, cut, o_lo, o_hi, i_lo, slab,
 
 
 @njit(**NJIT_FLAGS)
-def nhwc_direct(x, wt, bias, y, groups, kern, tabs, counts, wtab, cut, tap_major, code, params, task_lo, task_hi):
+def nhwc_direct(x, wt, bias, y, layer, kern, tabs, counts, wtab, code, params, task_lo, task_hi):
     """``gather-direct-nhwc``'s tasks ``[task_lo, task_hi)``: (sample, output position along axis ``cut``), each
-    every output pixel of that slice, every channel.
+    every output pixel of that slice, every channel; ``layer = (groups, cut, tap_major)`` (int64, ``tap_major``
+    0 or 1: the layer's fixed integers, one tuple).
 
     x (N, D, H, W, C_in) and y (N, oD, oH, oW, C_out) channels-last; with ``tap_major`` ``wt`` is (K, C_in,
     C_out_g): the weight tap-major, each (tap, input channel)'s C_out_g weights contiguous; else the weight itself
@@ -116,6 +118,7 @@ def nhwc_direct(x, wt, bias, y, groups, kern, tabs, counts, wtab, cut, tap_major
     each W tap (``wtab``: per output phase, as in ``nhwc_gather``) adds a run of pixels, vectorized along the
     groups.
     """
+    groups, cut, tap_major = layer
     size_d, size_h, size_w, c_in = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
     o_d, o_h, o_w, c_out = y.shape[1], y.shape[2], y.shape[3], y.shape[4]
     cin_g, cout_g = c_in // groups, c_out // groups
@@ -125,7 +128,7 @@ def nhwc_direct(x, wt, bias, y, groups, kern, tabs, counts, wtab, cut, tap_major
     zero = one - one
     cw = uintp(cout_g)
     k_all = kern[0] * k_h * k_w
-    depthwise = tap_major and cin_g == 1 and cout_g == 1 and groups > 1
+    depthwise = tap_major != 0 and cin_g == 1 and cout_g == 1 and groups > 1
     sizes = (o_d, o_h, o_w)
     along = sizes[cut]
     for task in range(task_lo, task_hi):
@@ -135,7 +138,7 @@ def nhwc_direct(x, wt, bias, y, groups, kern, tabs, counts, wtab, cut, tap_major
         lo_h, hi_h = (pos, pos + 1) if cut == 1 else (0, o_h)
         lo_w, hi_w = (pos, pos + 1) if cut == 2 else (0, o_w)
         if depthwise:
-            _depthwise_rows(xf, wf, bias, yf, n, lo_d, hi_d, lo_h, hi_h, lo_w, hi_w, x.shape, y.shape, k_h, k_w, tabs,
+            _depthwise_rows(xf, wf, bias, yf, (n, lo_d, hi_d, lo_h, hi_h, lo_w, hi_w), x.shape, y.shape, kern, tabs,
                             counts, wtab, code, params)
             continue
         for od in range(lo_d, hi_d):
@@ -176,11 +179,12 @@ def nhwc_direct(x, wt, bias, y, groups, kern, tabs, counts, wtab, cut, tap_major
 
 
 @njit(inline="always", **NJIT_FLAGS)
-def _depthwise_rows(xf, wf, bias, yf, n, lo_d, hi_d, lo_h, hi_h, lo_w, hi_w, x_shape, y_shape, k_h, k_w, tabs, counts,
-                    wtab, code, params):
-    """``nhwc_direct``'s depthwise task: per output row, zeroed, then per (kd, kh) pair and W tap (phase by phase,
-    tap by tap) a run of output pixels adds ``x[pixel] * w[tap]`` along the channels, then the bias and the
-    epilogue per pixel."""
+def _depthwise_rows(xf, wf, bias, yf, box, x_shape, y_shape, kern, tabs, counts, wtab, code, params):
+    """``nhwc_direct``'s depthwise task ``box = (n, lo_d, hi_d, lo_h, hi_h, lo_w, hi_w)`` (sample n, the output
+    block): per output row, zeroed, then per (kd, kh) pair and W tap (phase by phase, tap by tap) a run of output
+    pixels adds ``x[pixel] * w[tap]`` along the channels, then the bias and the epilogue per pixel."""
+    n, lo_d, hi_d, lo_h, hi_h, lo_w, hi_w = box
+    k_h, k_w = kern[1], kern[2]
     size_d, size_h, size_w, c = x_shape[1], x_shape[2], x_shape[3], x_shape[4]
     o_d, o_h, o_w = y_shape[1], y_shape[2], y_shape[3]
     stride_w = wtab.shape[0]

@@ -14,10 +14,11 @@ from .epilogue import activate_run
 
 
 @njit(**NJIT_FLAGS)
-def nhwc_runs(cols, y, brow, n0, nn, cut, o_lo, o_hi, i_lo, slab, kern, tabs, counts, stride_w, start_w, code,
-              params):
+def nhwc_runs(cols, y, brow, block, slab, kern, tabs, counts, axis_w, code, params):
     """Outputs of samples ``n0 : n0 + nn``, positions ``o_lo : o_hi`` along axis ``cut`` (all along the others)
-    of the channels-last ``y`` (N, oD, oH, oW, C_out), one group, no dilation along W.
+    of the channels-last ``y`` (N, oD, oH, oW, C_out), one group, no dilation along W; ``block = (n0, nn, cut,
+    o_lo, o_hi, i_lo)`` (the task's block) and ``axis_w = (stride_w, start_w)`` (the W axis's stride and crop
+    start), int64 tuples.
 
     ``cols`` (flat): per sample of the block, per pixel of the input block ``slab`` (3,) (from input position
     ``i_lo`` along ``cut``), per tap, C_out values. ``tabs``/``counts``: the (tap, input position) pairs reaching
@@ -28,6 +29,8 @@ def nhwc_runs(cols, y, brow, n0, nn, cut, o_lo, o_hi, i_lo, slab, kern, tabs, co
     pixel of a row) and the epilogue ``code, params`` over the row (``_kernels.epilogue``; 0: none). Each output
     element sums its terms in that fixed order.
     """
+    n0, nn, cut, o_lo, o_hi, i_lo = block
+    stride_w, start_w = axis_w
     o_d, o_h, o_w, c = y.shape[1], y.shape[2], y.shape[3], y.shape[4]
     yf = y.reshape(-1)
     k_h, k_w = kern[1], kern[2]

@@ -231,6 +231,26 @@ def count_terms(terms):
 
 
 @njit(**NJIT_FLAGS)
+def _store_row(bf, yf, bias, where, code, params):
+    """``inverse``'s store of one output row of the phase: ``buf``'s (``bf``, row x ``cb`` channels) ``run`` values
+    of each channel ``c0 + c``, its bias added (then the activation ``code``), to ``yf`` from ``dst`` on, ``s_w``
+    apart within a channel and ``volume`` apart between channels; ``where = (dst, volume, s_w, run, c0, cb)``
+    (int64). One call per row: the whole store, channel by channel."""
+    dst, volume, s_w, run, c0, cb = where
+    if code == 0:
+        for c in range(cb):
+            bv = bias[c0 + c]
+            for q in range(run):
+                yf[at(dst + c * volume + q * s_w)] = bf[at(q * cb + c)] + bv
+    else:  # the same store, the activation applied to each value stored
+        p_a, p_b, one = params[0], params[1], params[2]
+        for c in range(cb):
+            bv = bias[c0 + c]
+            for q in range(run):
+                yf[at(dst + c * volume + q * s_w)] = activate(bf[at(q * cb + c)] + bv, code, p_a, p_b, one)
+
+
+@njit(**NJIT_FLAGS)
 def inverse(m_blocks, terms, buf, y, bias, block, where, stride, msize, code, params):
     """``y[n0 + j, c0 + c, phase + stride * m] = sum_xi A[i, xi] * m_blocks[xi, t, c] + bias``, ``m = t * M + i``,
     then the epilogue's activation ``code`` (``_kernels.epilogue``; 0: none) in the same store.
@@ -304,18 +324,7 @@ def inverse(m_blocks, terms, buf, y, bias, block, where, stride, msize, code, pa
                                                 + c_3 * mf[at(s_3 + o + c)]
                                 k += take
                         dst = sample + ((phase[0] + s_d * md) * o_h + phase[1] + s_h * mh) * o_w + phase[2]
-                        if code == 0:
-                            for c in range(cb):
-                                bv = bias[c0 + c]
-                                for q in range(run):
-                                    yf[at(dst + c * volume + q * s_w)] = bf[at(q * cb + c)] + bv
-                        else:  # the same store, the activation applied to each value stored
-                            p_a, p_b, one = params[0], params[1], params[2]
-                            for c in range(cb):
-                                bv = bias[c0 + c]
-                                for q in range(run):
-                                    yf[at(dst + c * volume + q * s_w)] = activate(bf[at(q * cb + c)] + bv, code,
-                                                                                  p_a, p_b, one)
+                        _store_row(bf, yf, bias, (dst, volume, s_w, run, c0, cb), code, params)
 
 
 @njit(**NJIT_FLAGS)

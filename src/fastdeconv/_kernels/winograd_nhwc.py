@@ -61,6 +61,22 @@ def pack_nhwc(x, n0, nb, ci0, offset, r0, xp):
 
 
 @njit(**NJIT_FLAGS)
+def _store_pixels(bf, yf, bias, where, code, params):
+    """``inverse_nhwc``'s store of one output row of the phase: ``run`` output pixels from ``dst`` on, ``pitch``
+    apart, each the ``cb`` channels ``c0 + c`` of its row of ``buf`` (``bf``, row x ``cb`` channels) stored as one
+    contiguous run, bias added, then the epilogue ``code`` on the run while it is in L1; ``where = (dst, pitch,
+    run, c0, cb)`` (int64). One call per row: the whole store."""
+    dst, pitch, run, c0, cb = where
+    p_a, p_b, one = params[0], params[1], params[2]
+    for q in range(run):
+        d, s = dst + q * pitch, q * cb
+        for c in range(cb):
+            yf[at(d + c)] = bf[at(s + c)] + bias[c0 + c]
+        if code != 0:
+            activate_run(yf, d, cb, code, p_a, p_b, one)
+
+
+@njit(**NJIT_FLAGS)
 def inverse_nhwc(m_blocks, terms, buf, y, bias, block, where, stride, msize, code, params):
     """``winograd.inverse`` into channels-last ``y`` (N, oD, oH, oW, C_out): the same sums in the same order into
     ``buf`` (row x channels), then each output pixel's ``cb`` channels stored as one contiguous run (bias added),
@@ -75,7 +91,6 @@ def inverse_nhwc(m_blocks, terms, buf, y, bias, block, where, stride, msize, cod
     run = min(mcount[2], t_w * m_w)
     mf, yf, bf = m_blocks.reshape(-1), y.reshape(-1), buf.reshape(-1)
     nz = buf.dtype.type(-0.0)  # the first term's pass starts from -0.0: -0.0 + v is v, bit for bit
-    p_a, p_b, one = params[0], params[1], params[2]
     term_counts = count_terms(terms)
     pitch = s_w * c_out  # between neighbouring outputs of the phase row
     for j in range(nb):
@@ -125,13 +140,7 @@ def inverse_nhwc(m_blocks, terms, buf, y, bias, block, where, stride, msize, cod
                                                 + c_3 * mf[at(s_3 + o + c)]
                                 k += take
                         pixel = (((n0 + j) * o_d + phase[0] + s_d * md) * o_h + phase[1] + s_h * mh) * o_w + phase[2]
-                        dst = pixel * c_out + c0
-                        for q in range(run):
-                            d, s = dst + q * pitch, q * cb
-                            for c in range(cb):
-                                yf[at(d + c)] = bf[at(s + c)] + bias[c0 + c]
-                            if code != 0:
-                                activate_run(yf, d, cb, code, p_a, p_b, one)
+                        _store_pixels(bf, yf, bias, (pixel * c_out + c0, pitch, run, c0, cb), code, params)
 
 
 @njit(**NJIT_FLAGS)

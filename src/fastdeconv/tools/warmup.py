@@ -74,7 +74,7 @@ def forced(variant: str, x, w, kw: dict) -> bool:
         x = np.ascontiguousarray(np.moveaxis(x, x.ndim - w.ndim + 1, -1))
     plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, kw.get("stride", 1), kw.get("padding", 0),
                          kw.get("output_padding", 0), kw.get("groups", 1), kw.get("dilation", 1),
-                         data_format=plan_format(record))
+                         options=geo.PlanOptions(data_format=plan_format(record)))
     if not (record.applies(plan) and record.candidate_for(plan, record.form)) or record.estimate(plan, 1) is None:
         return False
     spatial_in, spatial_out = tuple(a.size_in for a in plan.axes), tuple(a.size_out for a in plan.axes)

@@ -74,6 +74,19 @@ def _axis_phases(a: geo.Axis):
 PADDED_SLACK = 64
 
 
+def _weight_taps(entries: list, r_max: int) -> np.ndarray:
+    """``wtaps[weight phase, axis]``: the taps of each (D, H, W) weight phase (``entries[axis]``: the axis's
+    phases, ``_axis_phases``' entries) per axis, padded with -1 to ``r_max``."""
+    n_wph = [len(e) for e in entries]
+    wtaps = np.full((n_wph[0] * n_wph[1] * n_wph[2], 3, r_max), -1, np.int64)
+    for i, ed in enumerate(entries[0]):
+        for j, eh in enumerate(entries[1]):
+            for k, ew in enumerate(entries[2]):
+                for axis, e in enumerate((ed, eh, ew)):
+                    wtaps[(i * n_wph[1] + j) * n_wph[2] + k, axis, :len(e[3])] = e[3]
+    return wtaps
+
+
 @memo(256)
 def layout(plan: geo.Plan) -> Layout | None:
     """Sub-phases, tile sizes and transform coefficients, or None when Winograd does not apply (or cannot help).
@@ -119,12 +132,7 @@ def layout(plan: geo.Plan) -> Layout | None:
             return None
     grid = [(a, b, c) for a in range(alpha[0]) for b in range(alpha[1]) for c in range(alpha[2])]
     n_wph = [len(per_axis[axis][0]) for axis in range(3)]
-    wtaps = np.full((n_wph[0] * n_wph[1] * n_wph[2], 3, max(rs)), -1, np.int64)
-    for i, ed in enumerate(per_axis[0][0]):
-        for j, eh in enumerate(per_axis[1][0]):
-            for k, ew in enumerate(per_axis[2][0]):
-                for axis, e in enumerate((ed, eh, ew)):
-                    wtaps[(i * n_wph[1] + j) * n_wph[2] + k, axis, :len(e[3])] = e[3]
+    wtaps = _weight_taps([entries for entries, _ in per_axis], max(rs))
 
     def product(which, index, values):
         """prod over axes of mats[axis][which][index[axis], values[axis]]"""

@@ -197,7 +197,7 @@ def run(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np
             if pixels:
                 xm = x5[tuple(index)].reshape(pixels, plan.c_in)[:, gi * cin_g:(gi + 1) * cin_g]
                 np.matmul(xm, w2[gi * cin_g:(gi + 1) * cin_g], out=cols)
-            nhwc_gather(buf, y5, bias, j0, nj, gi * cout_g, cout_g, cut, o0, o1, i0, slab, kern, tabs, counts, wtab,
+            nhwc_gather(buf, y5, bias, (j0, nj, gi * cout_g, cout_g, cut, o0, o1, i0), slab, kern, tabs, counts, wtab,
                         major, code, params)
 
     run_parallel(work, list(task_list))
@@ -234,8 +234,8 @@ def direct_run(plan: geo.Plan, x5: np.ndarray, wt: np.ndarray, bias: np.ndarray,
     unless the problem is small (``_tasks.run_tasks``). ``wt``: :func:`direct_pack`'s (K, C_in, C_out_g), or the
     weight itself (5-D)."""
     n_tasks, work, geometry, cut, code, params = _direct_arguments(plan)
-    run_tasks(nhwc_direct, n_tasks, work, (x5, wt.reshape(-1), bias, y5, plan.groups) + geometry
-              + (cut, wt.ndim == 3, code, params))
+    run_tasks(nhwc_direct, n_tasks, work, (x5, wt.reshape(-1), bias, y5, (plan.groups, cut, int(wt.ndim == 3)))
+              + geometry + (code, params))
 
 
 @memo(256)

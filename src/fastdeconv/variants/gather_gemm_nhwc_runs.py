@@ -80,7 +80,7 @@ def run(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np
             if pixels:
                 np.matmul(x5[tuple(index)].reshape(pixels, plan.c_in), w2, out=buf[:pixels * width].reshape(pixels,
                                                                                                            width))
-            nhwc_runs(buf, y5, brow, j0, nj, cut, o0, o1, i0, slab, kern, tabs, counts, aw.stride, aw.start, code,
+            nhwc_runs(buf, y5, brow, (j0, nj, cut, o0, o1, i0), slab, kern, tabs, counts, (aw.stride, aw.start), code,
                       params)
 
     run_parallel(work, list(task_list))
