@@ -205,14 +205,30 @@ def s2d_weight(w, u, stride, wino, co_lo, co_hi):
 
 
 @njit(**NJIT_FLAGS)
+def _to_taps(h, gw, co, stride, wino):
+    """``s2d_weight_grad``'s store of output channel ``co``: row ``(j_d, j_h, j_w)`` of ``h`` holds the sums of the
+    space-to-depth channels ``(p_d, p_h, p_w, ci)``, which are the kernel's taps ``gw[co, ci, j * s + p]``."""
+    cin_g = gw.shape[1]
+    s_d, s_h, s_w = stride[0], stride[1], stride[2]
+    for j_d in range(1 + wino[0]):
+        for j_h in range(1 + wino[1]):
+            for j_w in range(1 + wino[2]):
+                row = (j_d * 2 + j_h) * 2 + j_w
+                for p_d in range(s_d):
+                    for p_h in range(s_h):
+                        for p_w in range(s_w):
+                            base = ((p_d * s_h + p_h) * s_w + p_w) * cin_g
+                            for ci in range(cin_g):
+                                gw[co, ci, j_d * s_d + p_d, j_h * s_h + p_h, j_w * s_w + p_w] = h[row, base + ci]
+
+
+@njit(**NJIT_FLAGS)
 def s2d_weight_grad(q, gw, stride, wino, co_lo, co_hi):
     """The weight gradient of the output channels ``[co_lo, co_hi)`` from the point sums ``q[point, co, c'_g]``:
     per axis ``q_0 + q_1, q_2 - q_1`` (``G^T``), along W, then H, then D, into the kernel's taps
     ``gw[co, ci, j * s + p]``."""
-    cin_g = gw.shape[1]
-    s_d, s_h, s_w = stride[0], stride[1], stride[2]
     l_d, l_h, l_w = 1 + 2 * wino[0], 1 + 2 * wino[1], 1 + 2 * wino[2]
-    q_d, q_h, q_w = 1 + wino[0], 1 + wino[1], 1 + wino[2]
+    q_h, q_w = 1 + wino[1], 1 + wino[2]
     width = q.shape[2]
     e = np.empty((18, width), q.dtype)  # (z, a, j_w)
     f = np.empty((12, width), q.dtype)  # (z, j_h, j_w)
@@ -248,16 +264,7 @@ def s2d_weight_grad(q, gw, stride, wino, co_lo, co_hi):
                         m1 = f[r + 4, c]
                         h[r, c] = f[r, c] + m1
                         h[4 + r, c] = f[r + 8, c] - m1
-        for j_d in range(q_d):
-            for j_h in range(q_h):
-                for j_w in range(q_w):
-                    row = (j_d * 2 + j_h) * 2 + j_w
-                    for p_d in range(s_d):
-                        for p_h in range(s_h):
-                            for p_w in range(s_w):
-                                base = ((p_d * s_h + p_h) * s_w + p_w) * cin_g
-                                for ci in range(cin_g):
-                                    gw[co, ci, j_d * s_d + p_d, j_h * s_h + p_h, j_w * s_w + p_w] = h[row, base + ci]
+        _to_taps(h, gw, co, stride, wino)
 
 
 @njit(**NJIT_FLAGS)
@@ -296,11 +303,37 @@ def s2d_dual(dual, a, n_lo, n_blk, t_lo, tiles, wino, col0):
 
 
 @njit(**NJIT_FLAGS)
+def _store_tile(f, y, n, first, wino):
+    """``s2d_inverse``'s store of one tile of sample ``n`` whose first output is ``first = (o_d, o_h, o_w)``: the
+    last pass (along D, ``f``'s rows ``r``, ``r + 4``, ``r + 8``) into the outputs inside ``y``."""
+    c_out = y.shape[1]
+    size_d, size_h, size_w = y.shape[2], y.shape[3], y.shape[4]
+    l_d = 1 + 2 * wino[0]
+    for j_d in range(1 + wino[0]):
+        o_d = first[0] + j_d
+        for j_h in range(1 + wino[1]):
+            o_h = first[1] + j_h
+            for j_w in range(1 + wino[2]):
+                o_w = first[2] + j_w
+                if o_d >= size_d or o_h >= size_h or o_w >= size_w:
+                    continue
+                r = j_h * 2 + j_w
+                if l_d == 1:
+                    for co in range(c_out):
+                        y[n, co, o_d, o_h, o_w] = f[r, co]
+                elif j_d == 0:
+                    for co in range(c_out):
+                        y[n, co, o_d, o_h, o_w] = f[r, co] + f[r + 4, co]
+                else:
+                    for co in range(c_out):
+                        y[n, co, o_d, o_h, o_w] = f[r + 8, co] - f[r + 4, co]
+
+
+@njit(**NJIT_FLAGS)
 def s2d_inverse(m, y, n_lo, n_blk, t_lo, tiles, wino, col0):
     """The outputs of a block of ``n_blk`` samples from the point products ``m[point, col0 + col, co]``: per axis
     ``m_0 + m_1, m_2 - m_1`` at ``2 t, 2 t + 1`` (those inside ``y``), along W, then H, then D."""
     c_out = y.shape[1]
-    size_d, size_h, size_w = y.shape[2], y.shape[3], y.shape[4]
     l_d, l_h, l_w = 1 + 2 * wino[0], 1 + 2 * wino[1], 1 + 2 * wino[2]
     q_d, q_h, q_w = 1 + wino[0], 1 + wino[1], 1 + wino[2]  # outputs per tile per axis
     e = np.empty((18, c_out), m.dtype)  # (z, a, j_w)
@@ -332,22 +365,6 @@ def s2d_inverse(m, y, n_lo, n_blk, t_lo, tiles, wino, col0):
                                     m1 = e[r0 + 2, co]
                                     f[r, co] = e[r0, co] + m1
                                     f[r + 2, co] = e[r0 + 4, co] - m1
-                    for j_d in range(q_d):
-                        o_d = (td + t_lo[0]) * q_d + j_d
-                        for j_h in range(q_h):
-                            o_h = (th + t_lo[1]) * q_h + j_h
-                            for j_w in range(q_w):
-                                o_w = (tw + t_lo[2]) * q_w + j_w
-                                if o_d >= size_d or o_h >= size_h or o_w >= size_w:
-                                    continue
-                                r = j_h * 2 + j_w
-                                if l_d == 1:
-                                    for co in range(c_out):
-                                        y[n_lo + nb, co, o_d, o_h, o_w] = f[r, co]
-                                elif j_d == 0:
-                                    for co in range(c_out):
-                                        y[n_lo + nb, co, o_d, o_h, o_w] = f[r, co] + f[r + 4, co]
-                                else:
-                                    for co in range(c_out):
-                                        y[n_lo + nb, co, o_d, o_h, o_w] = f[r + 8, co] - f[r + 4, co]
+                    _store_tile(f, y, n_lo + nb, ((td + t_lo[0]) * q_d, (th + t_lo[1]) * q_h, (tw + t_lo[2]) * q_w),
+                                wino)
                     col += 1
