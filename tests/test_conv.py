@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from reference import conv_transpose_ref
 
 import fastdeconv as fd
-from fastdeconv import _forward, _s2d, _threads
+from fastdeconv import _conv_gemm, _forward, _s2d, _threads
 
 
 def conv_ref(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -135,7 +135,7 @@ def test_gemm_form_matches_reference(g, batch, dtype, block, seed):
     rng = np.random.default_rng(seed)
     x, w, bias = _make(g, batch, dtype, rng, True)
     with mock.patch.object(_forward, "use_gemm", lambda plan: True), \
-            mock.patch.object(_forward, "_COL_ELEMENTS", block):
+            mock.patch.object(_conv_gemm, "COL_ELEMENTS", block):
         y = fd.conv(x, w, bias, **_kwargs(g))
     np.testing.assert_allclose(y, conv_ref(x, w, bias, **_kwargs(g)), **tolerance(dtype))
 
@@ -273,7 +273,7 @@ def test_gemm_form_with_samples_side_by_side(g, dtype, columns, seed):
     rng = np.random.default_rng(seed)
     x, w, bias = _make(g, 5, dtype, rng, True)
     with mock.patch.object(_forward, "use_gemm", lambda plan: True), \
-            mock.patch.object(_forward, "_MIN_TASKS", 1), mock.patch.object(_forward, "_GEMM_COLUMNS", columns):
+            mock.patch.object(_conv_gemm, "MIN_TASKS", 1), mock.patch.object(_conv_gemm, "GEMM_COLUMNS", columns):
         y = fd.conv(x, w, bias, **_kwargs(g))
     np.testing.assert_allclose(y, conv_ref(x, w, bias, **_kwargs(g)), **tolerance(dtype))
 

@@ -15,7 +15,7 @@ from reference import conv_transpose_ref
 from strategies import geometries, geometry_kwargs
 
 import fastdeconv as fd
-from fastdeconv import _forward
+from fastdeconv import _conv_gemm, _forward
 
 
 def transposed_geometries():
@@ -61,7 +61,7 @@ def test_gemm_form_matches_direct_form(g, batch, dtype, block, seed):
     with mock.patch.object(_forward, "use_gemm", lambda plan: False):
         direct = fd.conv_transpose_backward(gy, x, w, **kw)
     with mock.patch.object(_forward, "use_gemm", lambda plan: True), \
-            mock.patch.object(_forward, "_COL_ELEMENTS", block):
+            mock.patch.object(_conv_gemm, "COL_ELEMENTS", block):
         gemm = fd.conv_transpose_backward(gy, x, w, **kw)
     for a, b in zip(gemm, direct):
         assert a.dtype == b.dtype == dtype
@@ -228,15 +228,15 @@ def test_sparse_forward_conv_matches_the_padded_one(dtype):
     w = rng.standard_normal((6, 2, 3, 2)).astype(dtype)
     b = rng.standard_normal(6).astype(dtype)
     kw = dict(stride=(2, 3), dilation=(3, 5), padding=((4, 1), (0, 6)), groups=2)
-    with mock.patch.object(_forward, "_SPARSE_RATIO", 10**9):
+    with mock.patch.object(_conv_gemm, "SPARSE_RATIO", 10**9):
         dense = fd.conv(x, w, b, **kw)
-    with mock.patch.object(_forward, "_SPARSE_RATIO", 0):
+    with mock.patch.object(_conv_gemm, "SPARSE_RATIO", 0):
         sparse = fd.conv(x, w, b, **kw)
     np.testing.assert_allclose(sparse, dense, **tolerance(np.dtype(dtype)))
     wt = rng.standard_normal((4, 3, 3, 2)).astype(dtype)
     kw = dict(stride=(2, 3), dilation=(2, 1), padding=((1, 2), (0, 1)), output_padding=(1, 0))
     gy = rng.standard_normal(conv_transpose_ref(x, wt, **kw).shape).astype(dtype)
-    with mock.patch.object(_forward, "_SPARSE_RATIO", 0):
+    with mock.patch.object(_conv_gemm, "SPARSE_RATIO", 0):
         sparse_grads = fd.conv_transpose_backward(gy, x, wt, **kw)
     for got, expected in zip(sparse_grads, fd.conv_transpose_backward(gy, x, wt, **kw)):
         np.testing.assert_allclose(got, expected, **tolerance(np.dtype(dtype)))
@@ -253,7 +253,7 @@ def test_gemm_form_with_samples_side_by_side(g, dtype, columns, seed):
     with mock.patch.object(_forward, "use_gemm", lambda plan: False):
         direct = fd.conv_transpose_backward(gy, x, w, **kw)
     with mock.patch.object(_forward, "use_gemm", lambda plan: True), \
-            mock.patch.object(_forward, "_MIN_TASKS", 1), mock.patch.object(_forward, "_GEMM_COLUMNS", columns):
+            mock.patch.object(_conv_gemm, "MIN_TASKS", 1), mock.patch.object(_conv_gemm, "GEMM_COLUMNS", columns):
         gemm = fd.conv_transpose_backward(gy, x, w, **kw)
     for a, b in zip(gemm, direct):
         assert a.dtype == b.dtype == dtype

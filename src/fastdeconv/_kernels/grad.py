@@ -4,7 +4,7 @@ With ``y[.., in_index * stride + tap * dilation - start] += x[.., in_index] * w[
 ``gw[ci, col, tap] = sum_{n, in_index} x[n, ci, in_index] * gy[n, g * C_out_g + col, in_index * stride +
 tap * dilation - start]`` (terms whose output index falls outside gy vanish). The same kernel gives the
 weight gradient of the forward convolution with the roles of x and gy swapped (its adjoint). Channel-rich
-layers take the GEMM route instead (``_forward._conv_gemm``: one more matrix product on grad_x's columns).
+layers take the GEMM route instead (``_conv_gemm.conv_gemm``: one more matrix product on grad_x's columns).
 """
 
 import numpy as np
