@@ -20,6 +20,8 @@ from fastdeconv import variants as registry
 # (x shape, weight shape, geometry): every registry variant applies to the first (small, 4x4 stride 2, few
 # output channels: gather-plane too)
 ALL_VARIANTS = ((2, 4, 6, 7), (4, 3, 4, 4), {"stride": 2, "padding": 1})
+# the variants for some layers only, each with a layer of its own: a wide-stride 1-D overlap-add
+OWN_LAYER = {"scatter-gemm-phases": ((1, 16, 8), (16, 1, 96), {"stride": 32, "padding": 0})}
 GEOMETRIES = [
     ALL_VARIANTS,
     ((3, 6, 11), (6, 2, 5), {"stride": 3, "padding": ((2, 1),), "dilation": 2, "output_padding": 1}),
@@ -60,7 +62,7 @@ def _forced(variant, x, w, b, kw):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("variant", registry.names(baseline=True))
 def test_every_variant_forced_matches_reference_through_both_paths(variant, dtype):
-    x_shape, w_shape, kw = ALL_VARIANTS
+    x_shape, w_shape, kw = OWN_LAYER.get(variant, ALL_VARIANTS)
     x, w, b = _arrays(x_shape, w_shape, 1, dtype)
     plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, kw["stride"], kw["padding"])
     assert registry.get(variant).applies(plan)
@@ -91,7 +93,7 @@ def test_kept_transposed_weight_gives_the_one_off_bits(variant, case):
 
 def test_registry_records():
     names = registry.names()
-    assert len(names) == 9 and "zerofill" not in names and registry.names(baseline=True)[-1] == "zerofill"
+    assert len(names) == 10 and "zerofill" not in names and registry.names(baseline=True)[-1] == "zerofill"
     assert set(registry.names("scatter")) | set(registry.names("gather")) == set(names)
     assert _cost.VARIANTS == names and all(_cost.FORM_OF[n] == registry.get(n).form for n in names)
     for v in registry.VARIANTS.values():

@@ -310,6 +310,10 @@ w1 = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
 cl_plans = [(geo.make_plan(a.shape, b.shape, a.dtype, b.dtype, s, 1, 0, 1, 1,
                              options=geo.PlanOptions(data_format="channels_last")), m)
             for a, b, s in ((xl, w, 1), (x1, w1, 2)) for m in ("auto", "scatter", "zerofill")]
+# the 1-D wide-stride variant (learned overlap-add): a plan of its own
+xo = rng.standard_normal((1, 64, 40)).astype(np.float32)
+wo = rng.standard_normal((64, 1, 128)).astype(np.float32)
+wide_jobs = {"scatter-gemm-phases": geo.make_plan(xo.shape, wo.shape, xo.dtype, wo.dtype, 32, 48, 0, 1, 1)}
 cl_jobs = {}
 for (p, m), a, b in zip(cl_plans, [xl] * 3 + [x1] * 3, [w] * 3 + [w1] * 3):
     for name in registry.names(baseline=True, layout="channels_last"):
@@ -324,6 +328,11 @@ def job(name):
         p, a, b = cl_jobs[name]
         y = np.empty(p.out_shape, np.float32)
         _api.execute(p, a, b, None, y, request=geo.make_request(name))
+        return y
+    if name in wide_jobs:
+        forced = dataclasses.replace(wide_jobs[name], variant=name)
+        y = np.empty(forced.out_shape, np.float32)
+        _api.execute(forced, xo, wo, None, y)
         return y
     if name in variants:
         y = np.empty(plan.out_shape, np.float32)
@@ -348,7 +357,7 @@ def child(name, parent):
 
 
 if __name__ == "__main__":
-    names = variants + list(cl_jobs) + ["zerofill", "conv", "conv-gemm", "backward", "zero_fill"]
+    names = variants + list(cl_jobs) + list(wide_jobs) + ["zerofill", "conv", "conv-gemm", "backward", "zero_fill"]
     assert set(registry.VARIANTS) <= set(names), names
     ctx = mp.get_context("fork")
     for name in names:

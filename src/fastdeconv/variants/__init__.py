@@ -140,6 +140,7 @@ from . import (  # noqa: E402
     gemm_rows,
     scatter_direct,
     scatter_gemm,
+    scatter_gemm_phases,
     zerofill,
 )
 
@@ -148,6 +149,7 @@ VARIANT_LIST: tuple[Variant, ...] = (
     scatter_direct.VARIANT,
     scatter_gemm.VARIANT,
     gemm_rows.SCATTER,
+    scatter_gemm_phases.VARIANT,
     gather_direct.VARIANT,
     gather_gemm.VARIANT,
     gemm_rows.GATHER,
