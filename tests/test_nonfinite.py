@@ -30,7 +30,8 @@ VARIANTS = _cost.VARIANTS  # every optimized variant (zerofill multiplies its in
 def _plan(x, w, bias, geometry):
     return geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, geometry["stride"], geometry["padding"],
                          geometry["output_padding"], geometry["groups"], geometry["dilation"], None,
-                         None if bias is None else bias.shape, None if bias is None else bias.dtype)
+                         options=geo.PlanOptions(bias_shape=None if bias is None else bias.shape,
+                                                 bias_dtype=None if bias is None else bias.dtype))
 
 
 def run_forced(variant, x, w, bias, geometry):

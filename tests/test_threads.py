@@ -287,7 +287,7 @@ def test_parallel_call_in_a_forked_child():
 # A forked child computes after each kernel ran in its parent: every variant forced (at a size that runs in
 # parallel), the forward convolution (direct and GEMM), the gradients, zero_fill and the zero-fill route.
 FORK_SCRIPT = r"""
-import dataclasses, multiprocessing as mp, sys
+import multiprocessing as mp, sys
 import numpy as np
 import fastdeconv as fd
 from fastdeconv import _api, _cost, _geometry as geo
@@ -330,9 +330,9 @@ def job(name):
         _api.execute(p, a, b, None, y, request=geo.make_request(name))
         return y
     if name in wide_jobs:
-        forced = dataclasses.replace(wide_jobs[name], variant=name)
-        y = np.empty(forced.out_shape, np.float32)
-        _api.execute(forced, xo, wo, None, y)
+        p = wide_jobs[name]
+        y = np.empty(p.out_shape, np.float32)
+        _api.execute(p, xo, wo, None, y, request=geo.make_request(name))
         return y
     if name in variants:
         y = np.empty(plan.out_shape, np.float32)
