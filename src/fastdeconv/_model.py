@@ -186,8 +186,11 @@ def derived(rates) -> dict:
 
 
 # The reference constants as a namespace: what the chunk choices read (Winograd's estimates its chunkings with
-# them), so that the chunks never depend on the profile
-CHUNK = SimpleNamespace(**{k: v for k, v in globals().items() if k.isupper()}, **derived(REFERENCE))
+# them), so that the chunks never depend on the profile. Both chunk choices compare their chunkings at the one fixed
+# GEMM rate CHUNK_GEMM_RATE: at REFERENCE's higher rate, Winograd's choice cut weight-heavy layers into chunks whose
+# transforms outweighed their GEMMs on cores whose sgemm runs near CHUNK_GEMM_RATE.
+CHUNK = SimpleNamespace(**{k: v for k, v in globals().items() if k.isupper()},
+                        **derived(dict(REFERENCE, sgemm_peak=CHUNK_GEMM_RATE)))
 
 
 def install(rates) -> None:
