@@ -98,8 +98,11 @@ def pack_input(plan: geo.Plan) -> WeightSpec:
     return weight_spec(plan, True)
 
 
-def _weights(spec: WeightSpec, w5: np.ndarray) -> Weights:
-    """The weights ``run`` reads, made from ``spec`` and the weight (C_in, C_out_g, kd, kh, kw) alone."""
+def make_weights(spec: WeightSpec, w5: np.ndarray, runner=None) -> Weights:
+    """The weights ``run`` reads, made from ``spec`` and the weight (C_in, C_out_g, kd, kh, kw) alone. ``runner``:
+    the task kernel that will read them (``run_task``, or the channels-last variant's), compiled beside the weight
+    step on a cold first call (``_compile_cold``)."""
+    runner = run_task if runner is None else runner
     dtype = spec.dtype
     taps = np.array(spec.wtaps, np.int64)
     r_arr = np.array(spec.r, np.int64)
@@ -109,13 +112,13 @@ def _weights(spec: WeightSpec, w5: np.ndarray) -> Weights:
         u_all = np.empty(len(taps) * u_coefs.shape[0] * c_in * cout_g, dtype)
         args = (w5, taps, r_arr, u_coefs, spec.groups, spec.cb, 0, c_in,
                 np.empty(_prod(spec.r) * TRANSFORM_ROWS * cout_g, dtype), u_all)
-        _compile_cold(transform_weights, args)
+        _compile_cold(transform_weights, args, runner)
         # in the calling thread: it is a single pass over the weight, shorter than one more launch of the
         # workers costs
         transform_weights(*args)
         return Weights(spec, u_all, np.empty((1, 1, 0, 0), dtype))  # run_task reads u_all
     wt = np.empty((len(taps), _prod(spec.r), c_in, cout_g), dtype)
-    _compile_cold(relayout, (w5, taps, r_arr, 0, 0, wt))
+    _compile_cold(relayout, (w5, taps, r_arr, 0, 0, wt), runner)
     step = -(-c_in // max_threads())
     run_parallel(lambda part: [relayout(w5, taps, r_arr, lo, min(lo + step, c_in), wt) for lo in part],
                  list(range(0, c_in, step)))
@@ -133,38 +136,39 @@ def run_task_signature(dtype: np.dtype) -> tuple:
             buffers, types.int64, a[1])
 
 
-def _compile_cold(first, args: tuple) -> None:
+def _compile_cold(first, args: tuple, runner) -> None:
     """On a cold first call (neither ``run_task`` nor ``first``, the weight step, compiled or cached for these
     types), compile ``first`` in a child process while this one compiles ``run_task``: on two cores the call
     then waits for the longer compile instead of both. The kernels and their
     results are the same; the call itself runs them as always."""
     dtype = args[0].dtype
-    if dtype in _RUN_TASK_READY:  # (the hot path: one set lookup; compiled once, a kernel stays compiled)
+    ready = _READY.setdefault(runner, set())
+    if dtype in ready:  # (the hot path: one set lookup; compiled once, a kernel stays compiled)
         return
-    signature = run_task_signature(dtype)
-    if not _compiled.available(run_task, signature):
+    signature = run_task_signature(dtype)  # (the channels-last runner takes run_task's argument types)
+    if not _compiled.available(runner, signature):
         beside = _compiled.compile_beside(first, args)
         try:
-            _compiled.compile_for(run_task, signature)
+            _compiled.compile_for(runner, signature)
         except BaseException:
             beside.kill()
             raise
         beside.wait()
-    _RUN_TASK_READY.add(dtype)
+    ready.add(dtype)
 
 
-_RUN_TASK_READY: set = set()  # dtypes for which ``run_task`` is compiled or cached in this process
+_READY: dict = {}  # runner -> the dtypes for which it is compiled or cached in this process
 
 
 def pack_call(plan: geo.Plan, w5: np.ndarray) -> Weights:
     """The weight-only work of one call (its chunks: ``chunks(plan)``)."""
-    return _weights(weight_spec(plan, False), w5)
+    return make_weights(weight_spec(plan, False), w5)
 
 
 def pack_kept(spec: WeightSpec, w5: np.ndarray) -> Weights:
     """The weight-only work an operator does once, for the plans whose ``pack_input`` is ``spec`` (their chunks:
     ``kept_choice``)."""
-    return _weights(spec, w5)
+    return make_weights(spec, w5)
 
 
 def gather_winograd(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:

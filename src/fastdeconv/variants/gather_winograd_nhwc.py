@@ -7,20 +7,15 @@ driver."""
 
 from __future__ import annotations
 
-from math import prod as _prod
-
 import numpy as np
 
-from .. import _compiled
 from .. import _geometry as geo
 from .. import _model as M
-from .._kernels.winograd import TRANSFORM_ROWS, relayout, transform_weights
+from .._kernels.winograd import relayout, transform_weights
 from .._kernels.winograd_nhwc import run_task_nhwc
 from .._runtime import run_parallel
-from .._threads import max_threads
 from . import Variant, _epilogue
-from ._winograd_math import weight_transform
-from ._winograd_run import Weights, WeightSpec, pack_input, run_arguments, run_task_signature, weight_spec
+from ._winograd_run import Weights, WeightSpec, make_weights, pack_input, run_arguments, weight_spec
 from ._winograd_schedule import (
     chunk_choice,
     kept_choice,
@@ -75,58 +70,14 @@ def kept_cost(plan: geo.Plan, threads: int) -> float | None:
 # --------------------------------------------------------------------------- weights (gather-winograd's)
 
 
-def _weights(spec: WeightSpec, w5: np.ndarray) -> Weights:
-    """``_winograd_run._weights`` with this variant's cold compile (its own ``run_task_nhwc`` beside the weight
-    step, never the channels-first ``run_task``): the same arrays from the same kernels."""
-    dtype = spec.dtype
-    taps = np.array(spec.wtaps, np.int64)
-    r_arr = np.array(spec.r, np.int64)
-    c_in, cout_g = w5.shape[0], w5.shape[1]
-    if spec.shared:
-        u_coefs = weight_transform(spec.msize, spec.r).astype(dtype)
-        u_all = np.empty(len(taps) * u_coefs.shape[0] * c_in * cout_g, dtype)
-        args = (w5, taps, r_arr, u_coefs, spec.groups, spec.cb, 0, c_in,
-                np.empty(_prod(spec.r) * TRANSFORM_ROWS * cout_g, dtype), u_all)
-        _compile_cold(transform_weights, args)
-        transform_weights(*args)  # (in the calling thread, as gather-winograd's: one pass over the weight)
-        return Weights(spec, u_all, np.empty((1, 1, 0, 0), dtype))
-    wt = np.empty((len(taps), _prod(spec.r), c_in, cout_g), dtype)
-    _compile_cold(relayout, (w5, taps, r_arr, 0, 0, wt))
-    step = -(-c_in // max_threads())
-    run_parallel(lambda part: [relayout(w5, taps, r_arr, lo, min(lo + step, c_in), wt) for lo in part],
-                 list(range(0, c_in, step)))
-    return Weights(spec, np.empty(0, dtype), wt)
-
-
-_READY: set = set()  # dtypes for which ``run_task_nhwc`` is compiled or cached in this process
-
-
-def _compile_cold(first, args: tuple) -> None:
-    """On a cold first call, compile the weight step ``first`` in a child process while this one compiles
-    ``run_task_nhwc`` (``_winograd_run._compile_cold``'s reason: two cores wait for the longer compile)."""
-    dtype = args[0].dtype
-    if dtype in _READY:
-        return
-    signature = run_task_signature(dtype)  # (run_task_nhwc takes run_task's argument types)
-    if not _compiled.available(run_task_nhwc, signature):
-        beside = _compiled.compile_beside(first, args)
-        try:
-            _compiled.compile_for(run_task_nhwc, signature)
-        except BaseException:
-            beside.kill()
-            raise
-        beside.wait()
-    _READY.add(dtype)
-
-
 def pack_call(plan: geo.Plan, w5: np.ndarray) -> Weights:
     """The weight-only work of one call (gather-winograd's one-off chunks)."""
-    return _weights(weight_spec(plan, False), w5)
+    return make_weights(weight_spec(plan, False), w5, run_task_nhwc)
 
 
 def pack_kept(spec: WeightSpec, w5: np.ndarray) -> Weights:
     """The weight-only work an operator does once (the spec: ``_winograd_run.pack_input``)."""
-    return _weights(spec, w5)
+    return make_weights(spec, w5, run_task_nhwc)
 
 
 # --------------------------------------------------------------------------- the driver
