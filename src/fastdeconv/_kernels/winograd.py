@@ -251,6 +251,50 @@ def _store_row(bf, yf, bias, where, code, params):
 
 
 @njit(**NJIT_FLAGS)
+def sum_row(mf, bf, terms, term_counts, row):
+    """The inverse transform's sums of one output row of a phase into ``buf`` (tile x channels), for ``inverse`` and
+    ``winograd_nhwc.inverse_nhwc``: output ``i_w`` of every tile whose output lies inside the phase (``run``),
+    from the point products ``mf`` (``m_blocks`` flat), up to four terms per pass in ``terms``' order, the first
+    pass starting from -0.0. ``row = (i_d, i_h, m_h, m_w, t0, n_t, cb, t_w, run)`` (int64)."""
+    i_d, i_h, m_h, m_w, t0, n_t, cb, t_w, run = row
+    nz = bf.dtype.type(-0.0)  # the first term's pass starts from -0.0: -0.0 + v is v, bit for bit
+    for i_w in range(m_w):
+        i = (i_d * m_h + i_h) * m_w + i_w
+        count = tiles_inside(t_w, m_w, i_w, run)
+        n_terms = term_counts[i]
+        k = 0
+        while k < n_terms:  # up to four terms per pass over the row, in table order
+            take = 4 if n_terms - k >= 4 else (2 if n_terms - k >= 2 else 1)
+            c_0, s_0 = terms[i, k, 0], (int(terms[i, k, 1]) * n_t + t0) * cb
+            c_1, s_1 = c_0, s_0
+            c_2, s_2, c_3, s_3 = c_0, s_0, c_0, s_0
+            if take >= 2:
+                c_1, s_1 = terms[i, k + 1, 0], (int(terms[i, k + 1, 1]) * n_t + t0) * cb
+            if take == 4:
+                c_2, s_2 = terms[i, k + 2, 0], (int(terms[i, k + 2, 1]) * n_t + t0) * cb
+                c_3, s_3 = terms[i, k + 3, 0], (int(terms[i, k + 3, 1]) * n_t + t0) * cb
+            first = k == 0
+            for b in range(count):
+                dst, o = (b * m_w + i_w) * cb, b * cb
+                if take == 1:
+                    for c in range(cb):
+                        acc = nz if first else bf[at(dst + c)]
+                        bf[at(dst + c)] = acc + c_0 * mf[at(s_0 + o + c)]
+                elif take == 2:
+                    for c in range(cb):
+                        acc = nz if first else bf[at(dst + c)]
+                        bf[at(dst + c)] = (acc + c_0 * mf[at(s_0 + o + c)]) \
+                            + c_1 * mf[at(s_1 + o + c)]
+                else:
+                    for c in range(cb):
+                        acc = nz if first else bf[at(dst + c)]
+                        acc = (acc + c_0 * mf[at(s_0 + o + c)]) + c_1 * mf[at(s_1 + o + c)]
+                        bf[at(dst + c)] = (acc + c_2 * mf[at(s_2 + o + c)]) \
+                            + c_3 * mf[at(s_3 + o + c)]
+            k += take
+
+
+@njit(**NJIT_FLAGS)
 def inverse(m_blocks, terms, buf, y, bias, block, where, stride, msize, code, params):
     """``y[n0 + j, c0 + c, phase + stride * m] = sum_xi A[i, xi] * m_blocks[xi, t, c] + bias``, ``m = t * M + i``,
     then the epilogue's activation ``code`` (``_kernels.epilogue``; 0: none) in the same store.
@@ -274,7 +318,6 @@ def inverse(m_blocks, terms, buf, y, bias, block, where, stride, msize, code, pa
     volume = y.shape[2] * o_h * o_w
     run = min(mcount[2], t_w * m_w)
     mf, yf, bf = m_blocks.reshape(-1), y.reshape(-1), buf.reshape(-1)
-    nz = buf.dtype.type(-0.0)  # the first term's pass starts from -0.0: -0.0 + v is v, bit for bit
     term_counts = count_terms(terms)
     for j in range(nb):
         sample = ((n0 + j) * y.shape[1] + c0) * volume
@@ -289,40 +332,7 @@ def inverse(m_blocks, terms, buf, y, bias, block, where, stride, msize, code, pa
                         if mh >= mcount[1]:
                             break
                         t0 = ((j * t_d + a_d) * t_h + a) * t_w
-                        for i_w in range(m_w):
-                            i = (i_d * m_h + i_h) * m_w + i_w
-                            count = tiles_inside(t_w, m_w, i_w, run)
-                            n_terms = term_counts[i]
-                            k = 0
-                            while k < n_terms:  # up to four terms per pass over the row, in table order
-                                take = 4 if n_terms - k >= 4 else (2 if n_terms - k >= 2 else 1)
-                                c_0, s_0 = terms[i, k, 0], (int(terms[i, k, 1]) * n_t + t0) * cb
-                                c_1, s_1 = c_0, s_0
-                                c_2, s_2, c_3, s_3 = c_0, s_0, c_0, s_0
-                                if take >= 2:
-                                    c_1, s_1 = terms[i, k + 1, 0], (int(terms[i, k + 1, 1]) * n_t + t0) * cb
-                                if take == 4:
-                                    c_2, s_2 = terms[i, k + 2, 0], (int(terms[i, k + 2, 1]) * n_t + t0) * cb
-                                    c_3, s_3 = terms[i, k + 3, 0], (int(terms[i, k + 3, 1]) * n_t + t0) * cb
-                                first = k == 0
-                                for b in range(count):
-                                    dst, o = (b * m_w + i_w) * cb, b * cb
-                                    if take == 1:
-                                        for c in range(cb):
-                                            acc = nz if first else bf[at(dst + c)]
-                                            bf[at(dst + c)] = acc + c_0 * mf[at(s_0 + o + c)]
-                                    elif take == 2:
-                                        for c in range(cb):
-                                            acc = nz if first else bf[at(dst + c)]
-                                            bf[at(dst + c)] = (acc + c_0 * mf[at(s_0 + o + c)]) \
-                                                + c_1 * mf[at(s_1 + o + c)]
-                                    else:
-                                        for c in range(cb):
-                                            acc = nz if first else bf[at(dst + c)]
-                                            acc = (acc + c_0 * mf[at(s_0 + o + c)]) + c_1 * mf[at(s_1 + o + c)]
-                                            bf[at(dst + c)] = (acc + c_2 * mf[at(s_2 + o + c)]) \
-                                                + c_3 * mf[at(s_3 + o + c)]
-                                k += take
+                        sum_row(mf, bf, terms, term_counts, (i_d, i_h, m_h, m_w, t0, n_t, cb, t_w, run))
                         dst = sample + ((phase[0] + s_d * md) * o_h + phase[1] + s_h * mh) * o_w + phase[2]
                         _store_row(bf, yf, bias, (dst, volume, s_w, run, c0, cb), code, params)
 

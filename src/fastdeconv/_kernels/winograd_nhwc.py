@@ -17,7 +17,7 @@ from .._compiled import njit
 from ..config import NJIT_FLAGS
 from ._index import at
 from .epilogue import activate_run
-from .winograd import count_terms, input_point, tiles_inside, weight_point
+from .winograd import count_terms, input_point, sum_row, weight_point
 
 
 @njit(**NJIT_FLAGS)
@@ -90,7 +90,6 @@ def inverse_nhwc(m_blocks, terms, buf, y, bias, block, where, stride, msize, cod
     o_d, o_h, o_w, c_out = y.shape[1], y.shape[2], y.shape[3], y.shape[4]
     run = min(mcount[2], t_w * m_w)
     mf, yf, bf = m_blocks.reshape(-1), y.reshape(-1), buf.reshape(-1)
-    nz = buf.dtype.type(-0.0)  # the first term's pass starts from -0.0: -0.0 + v is v, bit for bit
     term_counts = count_terms(terms)
     pitch = s_w * c_out  # between neighbouring outputs of the phase row
     for j in range(nb):
@@ -105,40 +104,7 @@ def inverse_nhwc(m_blocks, terms, buf, y, bias, block, where, stride, msize, cod
                         if mh >= mcount[1]:
                             break
                         t0 = ((j * t_d + a_d) * t_h + a) * t_w
-                        for i_w in range(m_w):
-                            i = (i_d * m_h + i_h) * m_w + i_w
-                            count = tiles_inside(t_w, m_w, i_w, run)
-                            n_terms = term_counts[i]
-                            k = 0
-                            while k < n_terms:  # up to four terms per pass over the row, in table order
-                                take = 4 if n_terms - k >= 4 else (2 if n_terms - k >= 2 else 1)
-                                c_0, s_0 = terms[i, k, 0], (int(terms[i, k, 1]) * n_t + t0) * cb
-                                c_1, s_1 = c_0, s_0
-                                c_2, s_2, c_3, s_3 = c_0, s_0, c_0, s_0
-                                if take >= 2:
-                                    c_1, s_1 = terms[i, k + 1, 0], (int(terms[i, k + 1, 1]) * n_t + t0) * cb
-                                if take == 4:
-                                    c_2, s_2 = terms[i, k + 2, 0], (int(terms[i, k + 2, 1]) * n_t + t0) * cb
-                                    c_3, s_3 = terms[i, k + 3, 0], (int(terms[i, k + 3, 1]) * n_t + t0) * cb
-                                first = k == 0
-                                for b in range(count):
-                                    dst, o = (b * m_w + i_w) * cb, b * cb
-                                    if take == 1:
-                                        for c in range(cb):
-                                            acc = nz if first else bf[at(dst + c)]
-                                            bf[at(dst + c)] = acc + c_0 * mf[at(s_0 + o + c)]
-                                    elif take == 2:
-                                        for c in range(cb):
-                                            acc = nz if first else bf[at(dst + c)]
-                                            bf[at(dst + c)] = (acc + c_0 * mf[at(s_0 + o + c)]) \
-                                                + c_1 * mf[at(s_1 + o + c)]
-                                    else:
-                                        for c in range(cb):
-                                            acc = nz if first else bf[at(dst + c)]
-                                            acc = (acc + c_0 * mf[at(s_0 + o + c)]) + c_1 * mf[at(s_1 + o + c)]
-                                            bf[at(dst + c)] = (acc + c_2 * mf[at(s_2 + o + c)]) \
-                                                + c_3 * mf[at(s_3 + o + c)]
-                                k += take
+                        sum_row(mf, bf, terms, term_counts, (i_d, i_h, m_h, m_w, t0, n_t, cb, t_w, run))
                         pixel = (((n0 + j) * o_d + phase[0] + s_d * md) * o_h + phase[1] + s_h * mh) * o_w + phase[2]
                         _store_pixels(bf, yf, bias, (pixel * c_out + c0, pitch, run, c0, cb), code, params)
 
