@@ -265,7 +265,7 @@ def test_operator_measures_a_pick_only_it_can_run(monkeypatch, tmp_path):
         ranked = _cost.choose(plan, kept=True).estimates
         assert ranked[0][0] == "gather-winograd"  # the model's pick for the operator, not a one-off call's
         assert _api.operator_pick(plan)
-        ranking = _api._ranking(plan, geo.AUTO, ranked, own=True)
+        ranking = _api._ranking(plan, geo.AUTO, ranked, own=True, measure=True)  # (a tuning operator)
         names = _calibrate.candidates(plan, ranking)
         assert names[0] == _cost.choose(plan).variant and "gather-winograd" in names
         op = fd.ConvTranspose(w, stride=2, padding=1, tune=True)  # (measuring is a request)
@@ -278,3 +278,17 @@ def test_operator_measures_a_pick_only_it_can_run(monkeypatch, tmp_path):
         assert not op._store.packs or {k[0] for k in op._store.packs} == {variant}  # the loser's pack is dropped
     finally:
         _calibrate.forget()
+
+
+def test_an_operator_runs_its_kept_pick_without_measuring():
+    """Without tune=True nothing is timed, and an operator whose model pick (its kept weights not counted per call)
+    is a variant a one-off call cannot run runs that pick; a one-off call of the same layer runs its own."""
+    x = np.random.default_rng(1).standard_normal((4, 64, 8, 8)).astype(np.float32)
+    w = np.random.default_rng(2).standard_normal((64, 64, 4, 4)).astype(np.float32)
+    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, 2, 1)
+    kept = _cost.choose(plan, kept=True).variant
+    assert _api.operator_pick(plan) and kept != _cost.choose(plan).variant
+    op = fd.ConvTranspose(w, stride=2, padding=1)
+    y = op(x)
+    assert op.plan(x.shape).variant == kept
+    np.testing.assert_allclose(y, conv_transpose_ref(x, w, None, stride=2, padding=1), **tolerance(np.float32))

@@ -183,14 +183,15 @@ def decide_variant(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], run=No
     from one-off calls (see :func:`_ranking`). Every other operator decides exactly as a one-off call of the
     plan (same ranking, same record): both run the same variant and give the same bits.
     """
-    ranking = _ranking(plan, request, ranked, own)
+    ranking = _ranking(plan, request, ranked, own, run is not None)
     return _calibrate.decide(plan, ranking, run, ready, request=request, own=own)
 
 
 def current_variant(plan: geo.Plan, ranked: tuple[tuple[str, float], ...], own: bool = False,
-                    request: geo.Request = geo.AUTO) -> str:
-    """What a call of ``plan`` would run now, without deciding (the decision is made on the first call)."""
-    ranking = _ranking(plan, request, ranked, own)
+                    request: geo.Request = geo.AUTO, measure: bool = False) -> str:
+    """What a call of ``plan`` would run now, without deciding (the decision is made on the first call);
+    ``measure``: the call will time the candidates (``tune=True``)."""
+    ranking = _ranking(plan, request, ranked, own, measure)
     return _calibrate.current(plan, ranking, request=request, own=own)[0]
 
 
@@ -202,15 +203,16 @@ def operator_pick(plan: geo.Plan, request: geo.Request = geo.AUTO) -> bool:
     return pick != one_off.variant and pick not in dict(one_off.estimates)
 
 
-def _ranking(plan: geo.Plan, request: geo.Request, ranked: tuple[tuple[str, float], ...], own: bool):
+def _ranking(plan: geo.Plan, request: geo.Request, ranked: tuple[tuple[str, float], ...], own: bool,
+             measure: bool = False):
     """The ranking a decision starts from.
 
-    An operator's own decision (``own``) is recorded apart (``_calibrate.key``), and its ranking puts a one-off
-    call's pick first: that pick stays unless the operator's is measurably faster (the kept estimates were fitted
-    on few layers, and on weight-heavy layers the model overrates scatter-gemm's cost; an operator's calls repay
-    one measurement).
+    An operator's own decision (``own``) is recorded apart (``_calibrate.key``). Without measuring, it follows
+    its model's ranking (the kept weights' estimates). A tuning operator (``measure``) starts from a one-off
+    call's pick instead, which stays unless the operator's is measurably faster: the kept estimates were fitted
+    on few layers, and one measurement settles the close calls.
     """
-    if not own:
+    if not own or not measure:
         return ranked
     one_off = _cost.choose(plan, request).variant
     estimates = dict(ranked)
@@ -271,7 +273,7 @@ class Prepared:
         # what a call would run now
         self.decided = False
         self.warm = None  # the dispatch that has run to its end in this process (its kernels are compiled)
-        self.use(current_variant(plan, self.ranked, own, request))
+        self.use(current_variant(plan, self.ranked, own, request, measure=tune))
 
     def use(self, variant: str) -> None:
         """Run ``variant`` from now on (the decision, or a measurement's probe)."""
