@@ -28,6 +28,7 @@ uninterrupted result. Prints ``outs <untouched> <complete> <torn> <interrupts in
 the signal to the KeyboardInterrupt>``.
 """
 
+import faulthandler
 import os
 import queue
 import random
@@ -42,6 +43,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from reference import conv_transpose_ref  # noqa: E402
 
 import fastdeconv as fd  # noqa: E402
+
+# a process the test finds hung dumps every thread's stack on SIGUSR1 (to stderr), before it is killed
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 rng = np.random.default_rng(0)
 GEOMETRY = {"stride": 2, "padding": 1}

@@ -172,7 +172,12 @@ def test_interrupts_at_random_moments_end_calls_promptly(tmp_path):
             try:
                 out, err = proc.communicate(timeout=HANG)
             except subprocess.TimeoutExpired:
-                pytest.fail(f"trial {trial}: hung after an interrupt {delay:.2f} s after the start")
+                proc.send_signal(signal.SIGUSR1)  # (the probe dumps its threads' stacks: where it hangs)
+                time.sleep(2)
+                proc.kill()
+                _, err = proc.communicate()
+                pytest.fail(f"trial {trial}: hung after an interrupt {delay:.2f} s after the start; stacks:\n"
+                            f"{(err or '')[-6000:]}")
         finally:
             proc.kill()
             proc.wait()
