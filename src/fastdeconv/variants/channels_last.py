@@ -22,19 +22,10 @@ from math import prod as _prod
 import numpy as np
 
 from .. import _geometry as geo
+from .. import _model as M
 from .._caches import memo
 from .._kernels.nhwc import nhwc_direct, nhwc_gather
-from .._model import (
-    BANDWIDTH,
-    DIRECT_RATE,
-    DIRECT_ROW_HALF,
-    LAUNCH_GEMM,
-    LAUNCH_PARALLEL,
-    LAUNCH_POOL,
-    LAUNCH_SERIAL,
-    ROWS_STEP_PIXELS_MAJOR,
-    SERIAL_WORK,
-)
+from .._model import DIRECT_ROW_HALF, SERIAL_WORK
 from .._runtime import run_parallel
 from .._tasks import run_tasks
 from .._threads import max_threads
@@ -118,7 +109,9 @@ def scratch_elements(plan: geo.Plan) -> int:
     return 0 if found is None else max_threads() * found[1] * width + (plan.c_in * width if tap_major(plan) else 0)
 
 
-def cost(plan: geo.Plan, threads: int) -> float | None:
+def gemm_cost(plan: geo.Plan, threads: int, element: float, store: float) -> float | None:
+    """The pixels x channels GEMM, its fixed terms and a second step of ``element`` s per ``cols`` element and
+    ``store`` s per output element (how ``cols`` reaches the output: this variant's, or gather-gemm-nhwc-runs')."""
     found = tasks(plan)
     if found is None:
         return None
@@ -129,10 +122,13 @@ def cost(plan: geo.Plan, threads: int) -> float | None:
     pixels = sum(t[2] * (t[6] - t[5]) * inner for t in task_list)  # incl. recomputed edges, all groups
     workers = max(1, min(threads, len(task_list)))
     gemm = gemm_time(2.0 * pixels * s.cin_g * width, max(1, max_pixels), width, s.cin_g, 1, s.scale)
-    element, store = ROWS_STEP_PIXELS_MAJOR["gather"]
     step = pixels * width * element + s.y_elems * store
-    fixed = s.w_elems * s.item / BANDWIDTH + len(task_list) * LAUNCH_GEMM
-    return (gemm + step + fixed) / workers + LAUNCH_PARALLEL
+    fixed = s.w_elems * s.item / M.BANDWIDTH + len(task_list) * M.LAUNCH_GEMM
+    return (gemm + step + fixed) / workers + M.LAUNCH_PARALLEL
+
+
+def cost(plan: geo.Plan, threads: int) -> float | None:
+    return gemm_cost(plan, threads, *M.ROWS_STEP_PIXELS_MAJOR["gather"])
 
 
 def pack(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
@@ -252,11 +248,11 @@ def direct_cost(plan: geo.Plan, threads: int) -> float:
     """Multiply-adds at the direct rate, their vectors as long as a group's output channels; the streams."""
     s = sizes(plan)
     run = plan.c_out if s.cin_g == 1 and s.cout_g == 1 and _relaid_fits(plan) else s.cout_g  # (depthwise)
-    rate = DIRECT_RATE * s.scale * run / (run + DIRECT_ROW_HALF)
-    work = plan.macs / rate + (s.x_elems * s.k + s.y_elems + s.w_elems) * s.item / BANDWIDTH
+    rate = M.DIRECT_RATE * s.scale * run / (run + DIRECT_ROW_HALF)
+    work = plan.macs / rate + (s.x_elems * s.k + s.y_elems + s.w_elems) * s.item / M.BANDWIDTH
     if plan.macs < SERIAL_WORK:
-        return work + LAUNCH_SERIAL
-    return work / threads + LAUNCH_POOL
+        return work + M.LAUNCH_SERIAL
+    return work / threads + M.LAUNCH_POOL
 
 
 DIRECT = Variant(
@@ -307,7 +303,7 @@ def transposing(inner: Variant) -> Variant:
         if same_bytes(plan):
             return 0.0
         s = sizes(plan)
-        return 2 * (s.x_elems + s.y_elems) * s.item / BANDWIDTH
+        return 2 * (s.x_elems + s.y_elems) * s.item / M.BANDWIDTH
 
     def cost_(plan: geo.Plan, threads: int) -> float | None:
         inner_cost = inner.cost(channels_first(plan), threads)

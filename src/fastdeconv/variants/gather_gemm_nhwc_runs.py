@@ -15,9 +15,8 @@ from .._kernels.nhwc_runs import nhwc_runs
 from .._runtime import run_parallel
 from .._threads import max_threads
 from . import Variant, _epilogue
-from ._terms import gemm_time, sizes
 from .channels_last import applies as native_applies
-from .channels_last import cut_axis, pack, tables, tap_major, tasks
+from .channels_last import cut_axis, gemm_cost, pack, tables, tap_major, tasks
 
 
 def applies(plan: geo.Plan) -> bool:
@@ -33,19 +32,7 @@ def cost(plan: geo.Plan, threads: int) -> float | None:
 
 def kept_cost(plan: geo.Plan, threads: int) -> float | None:
     """gather-gemm-nhwc's GEMM and fixed terms; the second step per ``cols`` element at the run rate."""
-    found = tasks(plan)
-    if found is None:
-        return None
-    task_list, max_pixels = found
-    s = sizes(plan)
-    width = s.cout_g * s.k
-    inner = _prod(a.size_in for i, a in enumerate(plan.axes) if i != cut_axis(plan))
-    pixels = sum(t[2] * (t[6] - t[5]) * inner for t in task_list)
-    workers = max(1, min(threads, len(task_list)))
-    gemm = gemm_time(2.0 * pixels * s.cin_g * width, max(1, max_pixels), width, s.cin_g, 1, s.scale)
-    step = pixels * width * M.NHWC_RUN_ELEMENT + s.y_elems * M.NHWC_RUN_STORE
-    fixed = s.w_elems * s.item / M.BANDWIDTH + len(task_list) * M.LAUNCH_GEMM
-    return (gemm + step + fixed) / workers + M.LAUNCH_PARALLEL
+    return gemm_cost(plan, threads, M.NHWC_RUN_ELEMENT, M.NHWC_RUN_STORE)
 
 
 def scratch_elements(plan: geo.Plan) -> int:
