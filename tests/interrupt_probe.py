@@ -232,5 +232,37 @@ def outs():
           flush=True)
 
 
+def imports():
+    """The modules imported in the main thread, outside a deferred stretch, by the first calls of the public
+    functions: one printed per line as ``outside <module>``, then ``done``.
+
+    An import cut by Ctrl-C in the main thread can leave the import system's locks taken (or a waiter unwoken),
+    and then the compile thread, which imports as numba loads kernels, and any later call waiting for it hang;
+    what fastdeconv imports on a call's path goes through ``_interrupts.import_module``, deferred.
+    """
+    from fastdeconv import _interrupts
+
+    fd.conv_transpose, fd.ConvTranspose, fd.conv, fd.conv_transpose_backward, fd.conv_matrix  # (deferred)
+    outside = []
+
+    def hook(event, args):
+        if event == "import" and threading.current_thread() is threading.main_thread():
+            handler = signal.getsignal(signal.SIGINT)
+            if getattr(handler, "__func__", None) is not _interrupts.deferred._note:
+                outside.append(args[0])
+
+    sys.addaudithook(hook)
+    for i in range(len(calls)):
+        run(i)
+    x, w = calls[1][0], calls[1][1]
+    fd.ConvTranspose(w, **GEOMETRY)(x)
+    fd.conv(calls[0][4].astype(np.float32), calls[0][1], **GEOMETRY)
+    fd.conv_transpose_backward(np.ones_like(calls[0][3]), calls[0][0], calls[0][1], **GEOMETRY)
+    fd.conv_matrix(calls[0][1], (4, 4), **GEOMETRY)
+    for name in outside:
+        print("outside", name)
+    print("done", flush=True)
+
+
 if __name__ == "__main__":
-    {"loop": loop, "inject": inject, "outs": outs}[sys.argv[1]]()
+    {"loop": loop, "inject": inject, "outs": outs, "imports": imports}[sys.argv[1]]()

@@ -193,6 +193,21 @@ def test_interrupts_at_random_moments_end_calls_promptly(tmp_path):
     print(f"{trials} trials: KeyboardInterrupt at most {max(latencies):.3f} s after the signal")
 
 
+def test_calls_import_nothing_in_the_main_thread_outside_a_deferred_stretch(tmp_path):
+    """Issue 26.3: a Ctrl-C landing in an import that a first call made in the main thread (the BLAS controls
+    imported scipy.linalg there) could leave the import system's lock state broken; the compile thread, which
+    imports as numba loads kernels, then waited forever, and with it the next call (a rare hang of
+    ``test_interrupts_at_random_moments_end_calls_promptly``), or the SIGINT was dropped in an import clean-up
+    callback. Every import on a call's path now runs with SIGINT deferred (``_interrupts.import_module``)."""
+    env = {**os.environ, "FASTDECONV_CACHE_DIR": str(tmp_path / "fastdeconv"), "FASTDECONV_CALIBRATE": "0",
+           "NUMBA_NUM_THREADS": "2"}  # (numba's own cache: the kernels load, as in a new session)
+    proc = subprocess.run([sys.executable, str(PROBE), "imports"], env=env, capture_output=True, text=True,
+                          timeout=HANG)
+    assert proc.returncode == 0 and proc.stdout.rstrip().endswith("done"), proc.stdout + proc.stderr[-3000:]
+    outside = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("outside ")]
+    assert outside == [], f"imported in the main thread, interruptibly: {outside}"
+
+
 def test_an_interrupted_call_leaves_out_untouched_or_complete(tmp_path):
     """Issue 26.3: a call interrupted between two of its chunks had written part of ``out`` (scatter-gemm's and
     gather-gemm-cols' slabs add to the partial sums of the ones before, so the call cannot simply be redone). Now

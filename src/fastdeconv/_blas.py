@@ -12,6 +12,8 @@ import os
 import threading
 from contextlib import contextmanager
 
+from . import _interrupts
+
 _lock = threading.Lock()
 _blas_users = 0          # calls inside single_threaded_blas right now (any Python thread)
 _blas_saved: list[int] = []  # the BLAS thread counts to restore when the last of them leaves
@@ -23,16 +25,17 @@ def blas_controllers(refresh: bool = False) -> tuple:
     ``refresh`` (libraries loaded since, e.g. another package's BLAS)."""
     if _controllers and not refresh:
         return _controllers[0]
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # optional: numba threads are still set
-        found = ()
-    else:
-        try:  # the BLAS numba's np.dot calls into (scipy's): loaded, so that it is controlled too
-            import scipy.linalg.cython_blas  # noqa: F401
-        except ImportError:  # pragma: no cover - scipy is a dependency
-            pass
-        found = tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+    with _interrupts.deferred():  # (imports and library scans, on the first call's path: see _interrupts)
+        try:
+            threadpoolctl = _interrupts.import_module("threadpoolctl")
+        except ImportError:  # optional: numba threads are still set
+            found = ()
+        else:
+            try:  # the BLAS numba's np.dot calls into (scipy's): loaded, so that it is controlled too
+                _interrupts.import_module("scipy.linalg.cython_blas")
+            except ImportError:  # pragma: no cover - scipy is a dependency
+                pass
+            found = tuple(threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers)
     _controllers[:] = [found]
     return found
 

@@ -21,7 +21,10 @@ at once; the compilation finishes behind it, and the kernel is then compiled for
 from __future__ import annotations
 
 import os
+import pickle
 import queue
+import subprocess
+import sys
 import threading
 from collections.abc import Iterable
 
@@ -118,8 +121,6 @@ class Beside:
     def wait(self, timeout: float = 60.0) -> None:
         """Wait for the child; the kernel then loads from numba's cache. A child that fails or takes longer than
         ``timeout`` seconds (then killed) only means that the call compiles the kernel itself, as without one."""
-        import subprocess
-
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -152,10 +153,6 @@ def compile_beside(dispatcher, args: tuple) -> Beside:
     the kernel is neither compiled here nor cached for these types: the call then compiles or loads it as
     usual. Only the compile moves: the kernel, its cache entry and its results are the ones a call would make.
     """
-    import pickle
-    import subprocess
-    import sys
-
     from .config import NUMBA_CACHE
 
     try:

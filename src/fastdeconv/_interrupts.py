@@ -11,6 +11,10 @@ left with the lock held or its state half-changed, and another thread blocks on 
   arriving meanwhile is noted and handed to the installed handler when the stretch ends;
 - a pool worker waiting for a compilation gives up (:class:`Abandoned`) as soon as the caller of its call has left
   with an exception (:func:`run_abandonable`), so that the caller's wait for its workers ends within a chunk;
+- a module imported while a call runs (a lazy dependency: the BLAS controls, scipy.sparse) is imported by
+  :func:`import_module`, deferred: an import cut short in the main thread can leave the import system's own
+  locks taken or a waiter unwoken, and the compile thread, which imports as numba loads kernels, then waits on
+  them forever (and a SIGINT landing in the import system's clean-up callbacks is dropped, not raised);
 - a call into a caller's ``out=`` array leaves it untouched or complete (``_api.Prepared``): the first run of a
   dispatch, which loads or compiles its kernels, writes a private array, and the later ones write ``out`` with
   SIGINT :class:`deferred` until their computation has ended, as a NumPy function does.
@@ -18,6 +22,7 @@ left with the lock held or its state half-changed, and another thread blocks on 
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 import threading
@@ -80,6 +85,17 @@ def _deliver(handler, frame) -> None:
         signal.raise_signal(_SIGINT)
         return
     handler(_SIGINT, frame)
+
+
+def import_module(name: str):
+    """``importlib.import_module(name)`` with SIGINT :class:`deferred` while the module is actually loaded (an
+    already imported module is returned at once). What fastdeconv imports after its own import, on a call's path,
+    goes through here: see the module docstring."""
+    module = sys.modules.get(name)
+    if module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False):
+        return module
+    with deferred():
+        return importlib.import_module(name)
 
 
 class Abandoned(BaseException):

@@ -38,6 +38,8 @@ import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from . import _interrupts
+
 MAX_BYTES = 1 << 20    # a cache file is a few kB; anything past this is not one of ours
 WRITE_BYTES = 3 * MAX_BYTES // 4  # a write keeps the newest records that fit in this (a margin below the cap)
 LOCK_TIMEOUT = 10.0    # seconds to wait for another process's write lock before keeping the records in memory
@@ -340,7 +342,7 @@ def _in_memory(path: Path, valid: Valid, change, exc: OSError) -> dict:
 
 
 def _lock(fd: int) -> bool:
-    import fcntl
+    fcntl = _interrupts.import_module("fcntl")
 
     deadline = time.monotonic() + LOCK_TIMEOUT
     delay = 0.001

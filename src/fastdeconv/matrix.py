@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import _geometry as geo
+from . import _interrupts
 from ._api import as_array, contiguous
 from ._forward import ConvPlan, make_conv_plan
 from ._geometry import IntOrSeq, Padding
@@ -131,9 +132,8 @@ def conv_matrix(weight, input_shape: Sequence[int], stride: IntOrSeq = 1, paddin
         w5 = contiguous(weight, dtype).reshape((plan.c_out, c_in_g) + tuple(a.kernel for a in axes))
         matrix_entries(w5, plan.arrays("size_in"), plan.arrays("size_out"), groups, plan.arrays("stride"),
                        plan.arrays("dilation"), plan.arrays("start"), indptr, indices, data)
-    import scipy.sparse
-
-    matrix = scipy.sparse.csr_array((data, indices, indptr), shape=(n_rows, n_cols))
+    sparse = _interrupts.import_module("scipy.sparse")
+    matrix = sparse.csr_array((data, indices, indptr), shape=(n_rows, n_cols))
     matrix.has_sorted_indices = True
     return matrix
 
