@@ -242,7 +242,8 @@ def imports():
     """
     from fastdeconv import _interrupts
 
-    fd.conv_transpose, fd.ConvTranspose, fd.conv, fd.conv_transpose_backward, fd.conv_matrix  # (deferred)
+    for name in ("conv_transpose", "ConvTranspose", "conv", "conv_transpose_backward", "conv_matrix"):
+        getattr(fd, name)  # the package's own imports (deferred by its __getattr__)
     outside = []
 
     def hook(event, args):
