@@ -1,10 +1,12 @@
 """Threads: set_num_threads / get_num_threads, NUMBA_NUM_THREADS, bitwise reproducibility, concurrent calls."""
 
+import contextlib
 import math
 import os
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -199,12 +201,14 @@ def test_numba_num_threads_environment_is_obeyed():
                     or _threads.max_threads() < 2, reason="needs two CPUs and CPU affinity")
 @pytest.mark.parametrize("refuse", [False, True])
 def test_workers_kept_off_the_callers_cpu_during_a_call_only(refuse, monkeypatch):
-    """During a parallel call the pool's workers may not run on the caller's CPU; afterwards their affinity is
-    what it was, and where the OS refuses the change, the call still runs every chunk."""
+    """During a parallel call (while the narrowing is on: after a late worker) the pool's workers may not run on
+    the caller's CPU; afterwards their affinity is what it was, and where the OS refuses the change, the call
+    still runs every chunk."""
     from fastdeconv import _runtime
 
     fd.set_num_threads(2)
     _runtime.run_parallel(lambda chunks: list(chunks), [0, 1])  # the pool's threads exist
+    monkeypatch.setattr(_runtime, "_narrow_until", [time.monotonic() + 3600])
     if refuse:
         def refused(*args):
             raise PermissionError("affinity refused")
@@ -234,6 +238,36 @@ def test_workers_kept_off_the_callers_cpu_during_a_call_only(refuse, monkeypatch
         assert here not in mask and cpu != here
     assert {tid: os.sched_getaffinity(tid) for tid in _runtime._pool_tids} == before
     assert not _runtime._narrowed
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2
+                    or _threads.max_threads() < 2, reason="needs two CPUs and CPU affinity")
+def test_a_late_worker_turns_the_narrowing_on_for_a_while(monkeypatch):
+    """Workers are narrowed only for a while after one started late (queued behind the caller): with prompt
+    hand-offs no call changes an affinity (two changes per pool thread and the migrations they cause cost more
+    than many small calls' work); a late start turns the narrowing on for NARROW_FOR seconds."""
+    from fastdeconv import _runtime
+
+    fd.set_num_threads(2)
+    try:
+        monkeypatch.setattr(_runtime, "_narrow_until", [0.0])
+        monkeypatch.setattr(_runtime, "LATE_WORKER", 3600.0)  # never late
+        calls = []
+        monkeypatch.setattr(_runtime, "_workers_off", lambda cpu: calls.append(cpu) or contextlib.nullcontext())
+        for _ in range(5):
+            _runtime.run_parallel(lambda chunks: list(chunks), [0, 1, 2, 3])
+        assert calls == [] and _runtime._narrow_until[0] == 0.0
+        monkeypatch.setattr(_runtime, "LATE_WORKER", -1.0)  # every start is late
+        _runtime.run_parallel(lambda chunks: list(chunks), [0, 1, 2, 3])
+        assert calls == [] and _runtime._narrow_until[0] > time.monotonic() + 0.5 * _runtime.NARROW_FOR
+        _runtime.run_parallel(lambda chunks: list(chunks), [0, 1, 2, 3])
+        assert len(calls) == 1  # narrowed while on
+        monkeypatch.setattr(_runtime, "_narrow_until", [time.monotonic() - 1])  # the while is over
+        monkeypatch.setattr(_runtime, "LATE_WORKER", 3600.0)
+        _runtime.run_parallel(lambda chunks: list(chunks), [0, 1, 2, 3])
+        assert len(calls) == 1
+    finally:
+        fd.set_num_threads(_threads.max_threads())
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2

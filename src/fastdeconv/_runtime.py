@@ -12,9 +12,10 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as _wait
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from . import _interrupts
 from ._blas import single_threaded_blas, single_threaded_worker
@@ -68,20 +69,31 @@ def run_parallel(work, tasks: list) -> None:
     with single_threaded_blas():
         pool = _pool()
         futures = []
-        with _workers_off(current_cpu()):
+        narrow = time.monotonic() < _narrow_until[0]
+        started: list[float] = []  # when each worker began (perf_counter): a late one turns the narrowing on
+        handed = time.perf_counter()
+        with _workers_off(current_cpu()) if narrow else nullcontext():
             completed = False
             try:
                 with _interrupts.deferred():
                     for _ in range(workers - 1):
-                        futures.append(pool.submit(_interrupts.run_abandonable, abandoned, work, claim()))
+                        futures.append(pool.submit(_interrupts.run_abandonable, abandoned, _timed, started, work,
+                                                   claim()))
                 work(claim())
                 completed = True
             finally:
                 stop[0] = True  # (the queue is empty unless the caller was interrupted)
                 abandoned[0] = not completed
                 _wait_all(futures)
+        if not narrow and started and max(started) - handed > LATE_WORKER:
+            _narrow_until[0] = time.monotonic() + NARROW_FOR
         for f in futures:
             f.result()  # a worker's exception
+
+
+def _timed(started: list, work, chunks) -> None:
+    started.append(time.perf_counter())
+    work(chunks)
 
 
 def _libc_getcpu():
@@ -101,6 +113,14 @@ def current_cpu() -> int:
     return _getcpu() if _getcpu is not None else -1
 
 
+# A worker that starts this many seconds after the hand-off waited behind the caller on its CPU (a wake-up on an idle
+# CPU takes tens of microseconds; a queued one, up to a scheduler slice): the calls of the next NARROW_FOR seconds
+# keep the workers off the caller's CPU (``_workers_off``), which costs two affinity changes per pool thread and
+# the migrations they cause (~60 us a call), so it is not done while hand-offs are prompt.
+LATE_WORKER = 1e-3
+NARROW_FOR = 0.5
+_narrow_until = [0.0]  # (time.monotonic) the narrowing is on until then
+
 _pool_tids: list[int] = []  # the OS thread ids of the pool's threads
 _narrowed: dict[int, list] = {}  # a pool thread narrowed now: [its mask before, calls that narrowed it]
 _affinity_lock = threading.Lock()
@@ -110,6 +130,7 @@ _NARROW_AT_MOST = 7  # pool threads narrowed per call: two affinity calls each, 
 @contextmanager
 def _workers_off(cpu: int):
     """Keep the pool's threads off ``cpu``, the caller's, for the length of a call; their masks are restored.
+    :func:`run_parallel` does so for a while after a worker started late (``LATE_WORKER``), not on every call.
 
     Right after another library's thread pool kept every core busy (torch, onnxruntime, TensorFlow, JAX), and
     for tens of milliseconds after, Linux on a virtual machine may treat an idle CPU as unavailable and wake

@@ -40,7 +40,7 @@ PHASE_SLACK = 64
 # Chunks of tasks per worker thread: workers claim them one at a time (a worker slowed down by another process
 # takes fewer), and each is one kernel call that allocates its scratch once (a few microseconds from Python);
 # a chunk has at least CHUNK_WORK multiply-adds, so that small calls are not mostly that overhead.
-CHUNKS_PER_THREAD = 4
+CHUNKS_PER_THREAD = 8
 CHUNK_WORK = 1_000_000
 
 
