@@ -98,7 +98,9 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
         # hot path: shapes and geometry validated once, keyed exactly (no bool/float can match an int key)
         apply_num_threads()
         key = (x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, output_padding, groups, dilation,
-               method, None if bias is None else (bias.shape, bias.dtype), _key(activation), _key(data_format))
+               method, None if bias is None else (bias.shape, bias.dtype),
+               _NO_ACTIVATION if activation is None else _key(activation),
+               _CHANNELS_FIRST if type(data_format) is str and data_format == "channels_first" else _key(data_format))
         call = _FAST.get(key)
         if call is None:
             call = _prepare_call(x, weight, bias, stride, padding, output_padding, groups, dilation, method,
@@ -138,6 +140,9 @@ def _key(value):
     if isinstance(value, tuple):
         return tuple((type(v), v) for v in value)
     return (type(value), value)
+
+
+_NO_ACTIVATION, _CHANNELS_FIRST = _key(None), _key("channels_first")  # (the defaults' keys, made once)
 
 
 def _exact(value) -> bool:
