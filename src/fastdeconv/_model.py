@@ -122,6 +122,10 @@ _DERIVED = {
     "WINOGRAD_POINT_CALL": ("call", 1.0),  # per point: BLAS call set-up from numba
     "WINOGRAD_TASK_CALL": ("call", 20.0),  # per chunk: the numba call from the worker's Python loop
 }
+# gather-gemm's own steps (weight relayout, im2col, phase stores) against the rates above, which were fitted on the
+# other variants' in-cache steps: its im2col and stores sweep the whole input and output per phase and block of
+# output channels, from and to memory, at about half those rates
+GATHER_GEMM_STEPS = 2.0
 # the second step of the row-block GEMM variants: (s per cols element, s per output element) by form and cols
 # layout (pixels-major: strided reads of cols; channel-major: contiguous reads), both adding into output rows, as
 # ratios to col2im_element

@@ -212,7 +212,8 @@ def cost(plan: geo.Plan, threads: int) -> float:
     table = phase_table(plan)
     rows, cb = chunks(plan)
     c_blocks = -(-s.cout_g // cb)
-    total = s.w_elems * M.PHASE_RELAYOUT_ELEMENT
+    steps = s.w_elems * M.PHASE_RELAYOUT_ELEMENT  # (weighted by GATHER_GEMM_STEPS below)
+    total = 0.0
     n_chunks = 0
     for _phase, m_shape, counts, _taps, _bases in table:
         n_t = int(counts[0] * counts[1] * counts[2])
@@ -224,11 +225,13 @@ def cost(plan: geo.Plan, threads: int) -> float:
         phase_macs = s.cin_g * n_t * s.cout_g * width * g
         phase_chunks = g * c_blocks * -(-m_rows // rows)
         total += g * gemm_time(2.0 * phase_macs / g, cb, min(rows, m_rows) * m_w, s.cin_g * n_t, 1, s.scale)
-        total += c_blocks * plan.c_in * n_t * (width * M.IM2COL_ELEMENT + m_rows * M.IM2COL_ROW)
-        total += plan.c_out * width * M.PHASE_STORE_ELEMENT + phase_chunks * M.LAUNCH_GEMM
+        steps += c_blocks * plan.c_in * n_t * (width * M.IM2COL_ELEMENT + m_rows * M.IM2COL_ROW)
+        steps += plan.c_out * width * M.PHASE_STORE_ELEMENT
+        total += phase_chunks * M.LAUNCH_GEMM
         n_chunks += phase_chunks
     if bias_phases(plan):  # the bias stored first into every output (some phases have no tap)
-        total += s.y_elems * M.PHASE_STORE_ELEMENT
+        steps += s.y_elems * M.PHASE_STORE_ELEMENT
+    total += steps * M.GATHER_GEMM_STEPS
     return total / max(1, min(threads, n_chunks)) + M.LAUNCH_PARALLEL
 
 
