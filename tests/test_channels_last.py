@@ -261,3 +261,35 @@ def test_a_requested_form_whose_routes_all_outgrow_the_output_still_runs(method)
     ref = conv_transpose_ref(x.transpose(0, 3, 1, 2), w, padding=1).transpose(0, 2, 3, 1)
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
     assert fd.plan(x.shape, w.shape, padding=1, method=method, data_format="channels_last").variant
+
+
+def test_a_small_channels_last_call_is_one_kernel_call(monkeypatch):
+    """A small channels-last call runs ``nhwc_direct`` once, in the calling thread, on the weight as given: no
+    per-call re-layout of the weight and no task hand-out from Python (a 3x3 call took 3x its channels-first
+    twin). Same values as the reference, same bits as an operator's (tap-major) weight and as the pooled path."""
+    from fastdeconv.variants import channels_last
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 4, 6)).astype(np.float32)  # (N, H, W, C_in)
+    w = rng.standard_normal((6, 5, 3, 3)).astype(np.float32)
+    kw = dict(stride=2, padding=1, output_padding=1, data_format="channels_last", method="gather-direct-nhwc")
+    op = fd.ConvTranspose(w, **kw)
+    kept = op(x)  # (its pack made here: tap-major)
+    pooled = np.empty_like(kept)  # the pool's driver on the tap-major weight, as a larger call runs
+    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, 2, 1, 1,
+                         options=geo.PlanOptions(data_format="channels_last"))
+    tap_major = channels_last.direct_pack(plan, w.reshape(6, 5, 1, 3, 3))
+    channels_last.direct_run(plan, x.reshape((2, 1, 3, 4, 6)), tap_major, np.zeros(5, np.float32),
+                             pooled.reshape((2, 1, 6, 8, 5)))
+
+    def no_relayout(*args):
+        raise AssertionError("the weight was re-laid out for a small call")
+
+    monkeypatch.setattr(channels_last, "direct_pack", no_relayout)
+    monkeypatch.setattr(channels_last, "run_tasks", no_relayout)
+    fd.clear_caches()
+    y = fd.conv_transpose(x, w, **kw)
+    ref = conv_transpose_ref(x.transpose(0, 3, 1, 2).astype(np.float64), w.astype(np.float64), stride=2, padding=1,
+                             output_padding=1).transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(y, kept) and np.array_equal(y, pooled)

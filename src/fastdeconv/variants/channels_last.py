@@ -244,13 +244,32 @@ def _direct_arguments(plan: geo.Plan) -> tuple:
             cut, code, params)
 
 
+@memo(256)
+def direct_call(plan: geo.Plan) -> tuple:
+    """The fast path of a small call (``Variant.direct``): ``nhwc_direct`` over every task in the calling thread,
+    as one numba call that reads the weight as given (its order of terms is the tap-major one's, so the bits are
+    too); ``(None, ())`` for a call that goes to the pool, and for depthwise layers (their rows need the weight
+    tap-major). A small call spent more time re-laying its weight out and handing its tasks out from Python than
+    computing."""
+    s = sizes(plan)
+    if not runs_directly(plan) or (s.cin_g == 1 and s.cout_g == 1 and plan.groups > 1):
+        return None, ()
+    n_tasks, _, geometry, cut, code, params = _direct_arguments(plan)
+    return nhwc_direct, ((plan.groups, cut, 0),) + geometry + (code, params, 0, n_tasks)
+
+
+def runs_directly(plan: geo.Plan) -> bool:
+    """A small problem: in the calling thread (handing tasks to the pool costs more than it saves)."""
+    return plan.macs < SERIAL_WORK
+
+
 def direct_cost(plan: geo.Plan, threads: int) -> float:
     """Multiply-adds at the direct rate, their vectors as long as a group's output channels; the streams."""
     s = sizes(plan)
     run = plan.c_out if s.cin_g == 1 and s.cout_g == 1 and _relaid_fits(plan) else s.cout_g  # (depthwise)
     rate = M.DIRECT_RATE * s.scale * run / (run + DIRECT_ROW_HALF)
     work = plan.macs / rate + (s.x_elems * s.k + s.y_elems + s.w_elems) * s.item / M.BANDWIDTH
-    if plan.macs < SERIAL_WORK:
+    if runs_directly(plan):
         return work + M.LAUNCH_SERIAL
     return work / threads + M.LAUNCH_POOL
 
@@ -258,7 +277,7 @@ def direct_cost(plan: geo.Plan, threads: int) -> float:
 DIRECT = Variant(
     name="gather-direct-nhwc", form="gather", applies=lambda plan: bool(plan.batch), cost=direct_cost,
     scratch=lambda plan: sizes(plan).w_elems if _relaid_fits(plan) else 0, kept_scratch=lambda plan: 0,
-    pack=direct_pack, call_pack=direct_call_pack, run=direct_run, serial=lambda plan: plan.macs < SERIAL_WORK,
+    pack=direct_pack, call_pack=direct_call_pack, run=direct_run, serial=runs_directly, direct=direct_call,
     reason="channels-last: each output pixel's channels summed in place, vectorized along them",
     kernels=lambda: (nhwc_direct,), exact=True, channels_last=True,
 )
