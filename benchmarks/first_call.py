@@ -4,10 +4,10 @@
     python benchmarks/first_call.py --cold --json fc.json # also each workload from an empty numba cache
 
 Each row runs a new interpreter that imports fastdeconv and makes one ``conv_transpose(method="auto")`` call
-of the workload (float32, the built-in ``workloads.json``) with an empty calibration cache, so the first call
-includes whatever a user's first call pays: loading (or compiling) the kernels, and the one-time calibration
-when the model's candidates are close. ``--cold`` gives each workload its own empty ``NUMBA_CACHE_DIR``;
-the warm rows share one directory filled by ``python -m fastdeconv warmup`` (timed too). A cold row lists the
+of the workload (float32, the built-in ``workloads.json``), so the first call includes whatever a user's first
+call pays: loading (or compiling) the kernels. ``--cold`` gives each workload its own empty ``NUMBA_CACHE_DIR``
+and cache directory (the coarse machine profile is measured in that first call); the warm rows share the numba
+cache and the machine profile that ``python -m fastdeconv warmup`` (timed too) filled and measured. A cold row lists the
 kernels its call compiled with numba's compile time of each (``--detail``: also those compiled from inside
 another's compile, whose time is part of the outer one). This is a benchmark script, not a test: the numbers
 depend on the machine and on what else runs on it.
@@ -105,14 +105,15 @@ def main(argv=None) -> int:
                       f"{listed})", flush=True)
         if not args.no_warm:
             numba_cache = tempfile.mkdtemp(dir=tmp)
-            env = {**os.environ, "NUMBA_CACHE_DIR": numba_cache}
+            warm_cache = tempfile.mkdtemp(dir=tmp)  # the machine profile warmup measures (no tuned decisions)
+            env = {**os.environ, "NUMBA_CACHE_DIR": numba_cache, "FASTDECONV_CACHE_DIR": warm_cache}
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-m", "fastdeconv", "warmup", "--no-progress"], env=env, check=True,
                            timeout=3600)
             result["warmup_seconds"] = time.perf_counter() - t0
             print(f"warmup (float32, float64): {result['warmup_seconds']:.1f} s", flush=True)
             for name in names:
-                row = _run_child(name, numba_cache, tempfile.mkdtemp(dir=tmp))
+                row = _run_child(name, numba_cache, warm_cache)
                 result["rows"].setdefault(name, {})["warm"] = row
                 print(f"warm  {name:<16} first call {row['first_call']:7.2f} s  ({row['variant']}; import "
                       f"{row['import']:.2f} s, second call {row['second_call'] * 1e3:.1f} ms; compiled: "
