@@ -5,12 +5,13 @@
 
 Each row runs a new interpreter that imports fastdeconv and makes one ``conv_transpose(method="auto")`` call
 of the workload (float32, the built-in ``workloads.json``), so the first call includes whatever a user's first
-call pays: loading (or compiling) the kernels. ``--cold`` gives each workload its own empty ``NUMBA_CACHE_DIR``
-and cache directory (the coarse machine profile is measured in that first call); the warm rows share the numba
-cache and the machine profile that ``python -m fastdeconv warmup`` (timed too) filled and measured. A cold row lists the
-kernels its call compiled with numba's compile time of each (``--detail``: also those compiled from inside
-another's compile, whose time is part of the outer one). This is a benchmark script, not a test: the numbers
-depend on the machine and on what else runs on it.
+call pays: importing numba and the package's modules (``import fastdeconv`` itself loads neither), loading (or
+compiling) the kernels; ``import`` is numpy's and fastdeconv's import before it. ``--cold`` gives each workload
+its own empty ``NUMBA_CACHE_DIR`` and cache directory (the coarse machine profile is measured in that first
+call); the warm rows share the numba cache and the machine profile that ``python -m fastdeconv warmup`` (timed
+too) filled and measured. A cold row lists the kernels its call compiled with numba's compile time of each
+(``--detail``: also those compiled from inside another's compile, whose time is part of the outer one). This is a
+benchmark script, not a test: the numbers depend on the machine and on what else runs on it.
 """
 
 from __future__ import annotations
@@ -30,9 +31,13 @@ t0 = time.perf_counter()
 import numpy as np
 import fastdeconv as fd
 from fastdeconv.tools import workloads as wls
-from numba.core import event
 wl = wls.builtin_workloads()[sys.argv[1]]
 t1 = time.perf_counter()
+rng = np.random.default_rng(0)
+x = rng.standard_normal(wl.x_shape, dtype=np.float32)
+w = rng.standard_normal(wl.w_shape, dtype=np.float32)
+t2 = time.perf_counter()
+from numba.core import event  # (numba's import belongs to the first call: ``import fastdeconv`` does not load it)
 compiles, stack = [], []  # (nesting depth, module.function, seconds) of every numba compile, in order
 
 class Listener(event.Listener):
@@ -44,10 +49,6 @@ class Listener(event.Listener):
         compiles.append((len(stack) - 1, name, time.perf_counter() - stack.pop()))
 
 event.register("numba:compile", Listener())
-rng = np.random.default_rng(0)
-x = rng.standard_normal(wl.x_shape, dtype=np.float32)
-w = rng.standard_normal(wl.w_shape, dtype=np.float32)
-t2 = time.perf_counter()
 fd.conv_transpose(x, w, **wl.kwargs())
 t3 = time.perf_counter()
 fd.conv_transpose(x, w, **wl.kwargs())
