@@ -115,6 +115,7 @@ _DERIVED = {
     "WINOGRAD_V_ELEMENT": ("winograd_element", 1.0),
     "WINOGRAD_U_ELEMENT": ("winograd_element", 0.35 / 0.07),  # per transformed-weight element (per point, chunk)
     "WINOGRAD_TILE_POINT": ("winograd_element", 3 / 0.07),  # per (tile, point): the transforms' loop and calls
+    "CALL_PATH": ("call", 3.0),  # a call's Python path around its kernels (cached plan lookup, checks, output)
     "LAUNCH_SERIAL": ("call", 1.0),  # one serial numba call
     "LAUNCH_GEMM": ("call", 8.0),  # one BLAS call
     "LAUNCH_PARALLEL": ("call", 20.0),  # the fixed cost of one parallel call in the BLAS-backed variants

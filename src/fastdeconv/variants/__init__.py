@@ -61,7 +61,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _compiled
+from .. import _compiled, _model
 from .. import _geometry as geo
 from ._terms import weight_plan
 
@@ -121,7 +121,10 @@ class Variant:
         return self.pack(self.pack_input(plan), w5)
 
     def estimate(self, plan: geo.Plan, threads: int, kept: bool = False) -> float | None:
-        return (self.kept_cost if kept and self.kept_cost is not None else self.cost)(plan, threads)
+        """Seconds of one call: the variant's cost, plus the Python path every call takes (``CALL_PATH``: what a
+        tiny call mostly is)."""
+        cost = (self.kept_cost if kept and self.kept_cost is not None else self.cost)(plan, threads)
+        return None if cost is None else cost + _model.CALL_PATH
 
     def scratch_elements(self, plan: geo.Plan, kept: bool = False) -> int:
         return (self.kept_scratch if kept and self.kept_scratch is not None else self.scratch)(plan)
