@@ -179,36 +179,11 @@ def _taps_to_points(h, l_d, l_h, l_w, out):
 
 
 @njit(**NJIT_FLAGS)
-def s2d_weight(w, u, stride, wino, co_lo, co_hi):
-    """``U`` of the output channels ``[co_lo, co_hi)``: ``u[point, co, c'_g]`` from the phase taps
-    ``w[co, ci, j * s + p]`` (two per transformed axis), ``c'_g = phase * C_in_g + ci`` within the group."""
+def _move_taps(h, w, co, stride, wino, into_rows):
+    """Output channel ``co``'s kernel taps ``w[co, ci, j * s + p]`` and the rows of ``h``, one row per transformed
+    tap ``(j_d, j_h, j_w)``, its columns the space-to-depth channels ``(p_d, p_h, p_w, ci)``: copied into ``h``
+    (``into_rows``: ``s2d_weight``) or from it into ``w`` (``s2d_weight_grad``'s store)."""
     cin_g = w.shape[1]
-    s_d, s_h, s_w = stride[0], stride[1], stride[2]
-    l_d, l_h, l_w = 1 + 2 * wino[0], 1 + 2 * wino[1], 1 + 2 * wino[2]
-    phases = s_d * s_h * s_w
-    h = np.zeros((8, phases * cin_g), w.dtype)
-    out = np.empty((27, phases * cin_g), w.dtype)
-    for co in range(co_lo, co_hi):
-        for j_d in range(1 + wino[0]):
-            for j_h in range(1 + wino[1]):
-                for j_w in range(1 + wino[2]):
-                    row = (j_d * 2 + j_h) * 2 + j_w
-                    for p_d in range(s_d):
-                        for p_h in range(s_h):
-                            for p_w in range(s_w):
-                                base = ((p_d * s_h + p_h) * s_w + p_w) * cin_g
-                                for ci in range(cin_g):
-                                    h[row, base + ci] = w[co, ci, j_d * s_d + p_d, j_h * s_h + p_h, j_w * s_w + p_w]
-        _taps_to_points(h, l_d, l_h, l_w, out)
-        for k in range(l_d * l_h * l_w):
-            u[k, co, :] = out[k, :]
-
-
-@njit(**NJIT_FLAGS)
-def _to_taps(h, gw, co, stride, wino):
-    """``s2d_weight_grad``'s store of output channel ``co``: row ``(j_d, j_h, j_w)`` of ``h`` holds the sums of the
-    space-to-depth channels ``(p_d, p_h, p_w, ci)``, which are the kernel's taps ``gw[co, ci, j * s + p]``."""
-    cin_g = gw.shape[1]
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
     for j_d in range(1 + wino[0]):
         for j_h in range(1 + wino[1]):
@@ -218,8 +193,28 @@ def _to_taps(h, gw, co, stride, wino):
                     for p_h in range(s_h):
                         for p_w in range(s_w):
                             base = ((p_d * s_h + p_h) * s_w + p_w) * cin_g
+                            k_d, k_h, k_w = j_d * s_d + p_d, j_h * s_h + p_h, j_w * s_w + p_w
                             for ci in range(cin_g):
-                                gw[co, ci, j_d * s_d + p_d, j_h * s_h + p_h, j_w * s_w + p_w] = h[row, base + ci]
+                                if into_rows:
+                                    h[row, base + ci] = w[co, ci, k_d, k_h, k_w]
+                                else:
+                                    w[co, ci, k_d, k_h, k_w] = h[row, base + ci]
+
+
+@njit(**NJIT_FLAGS)
+def s2d_weight(w, u, stride, wino, co_lo, co_hi):
+    """``U`` of the output channels ``[co_lo, co_hi)``: ``u[point, co, c'_g]`` from the phase taps
+    ``w[co, ci, j * s + p]`` (two per transformed axis), ``c'_g = phase * C_in_g + ci`` within the group."""
+    cin_g = w.shape[1]
+    l_d, l_h, l_w = 1 + 2 * wino[0], 1 + 2 * wino[1], 1 + 2 * wino[2]
+    phases = stride[0] * stride[1] * stride[2]
+    h = np.zeros((8, phases * cin_g), w.dtype)
+    out = np.empty((27, phases * cin_g), w.dtype)
+    for co in range(co_lo, co_hi):
+        _move_taps(h, w, co, stride, wino, True)
+        _taps_to_points(h, l_d, l_h, l_w, out)
+        for k in range(l_d * l_h * l_w):
+            u[k, co, :] = out[k, :]
 
 
 @njit(**NJIT_FLAGS)
@@ -264,7 +259,7 @@ def s2d_weight_grad(q, gw, stride, wino, co_lo, co_hi):
                         m1 = f[r + 4, c]
                         h[r, c] = f[r, c] + m1
                         h[4 + r, c] = f[r + 8, c] - m1
-        _to_taps(h, gw, co, stride, wino)
+        _move_taps(h, gw, co, stride, wino, False)
 
 
 @njit(**NJIT_FLAGS)
