@@ -144,3 +144,14 @@ def test_scratch_is_small():
                              kw["padding"], 0, 1, 1)
         assert pl.layout(plan).scratch <= pl.CHANNELS_BUFFER_ELEMENTS
         assert _cost.scratch_elements(plan, "gather-plane") <= 0.3 * np.prod(plan.out_shape)
+
+
+def test_short_runs_cost_more_per_multiply_add():
+    """A block's run is a phase's rows × pitch; each pass of four terms over it has a set-up the estimate counts,
+    so that the same multiply-adds over 8×8 images (64-element runs) cost well above those over one 128×128 image
+    (runs of about 1,700): the forms with longer inner loops win such layers (measured: 2-3x per multiply-add)."""
+    def per_mac(x_shape):
+        plan = geo.make_plan(x_shape, (64, 32, 2, 2), np.dtype(np.float32), np.dtype(np.float32), 2, 0)
+        return pl.cost(plan, 1) / plan.macs
+
+    assert per_mac((256, 64, 8, 8)) > 1.8 * per_mac((1, 64, 128, 128))

@@ -147,8 +147,8 @@ def cost(plan: geo.Plan, threads: int) -> float:
     phases = tasks * passes * _prod(t.shape[0] for t in lay.tables[1:])  # phases with outputs
     if cb == 1:
         terms = computed * (taps * M.PLANE_TAP + -(-taps // 4) * M.PLANE_PASS)
-    else:  # the last block of channels may compute zero-weight extras
-        terms = computed * passes * cb / s.cout_g * taps * M.PLANE_TAP_BLOCK
+    else:  # the last block of channels may compute zero-weight extras; short runs pay each pass's set-up
+        terms = computed * passes * cb / s.cout_g * taps * M.PLANE_TAP_BLOCK + phases * -(-taps // 4) * M.PLANE_QUAD
     work = (terms + s.y_elems * M.PLANE_STORE + s.x_elems * halo * M.PLANE_FILL) * (1.0 if s.item == 4 else 1.5) \
         + phases * M.PLANE_PHASE + tasks * passes * cb * s.cin_g * s.k * M.PLANE_WEIGHT
     if macs < PLANE_SERIAL_WORK:  # in the calling thread (``runs_serially``: the same rule)
