@@ -523,3 +523,25 @@ def test_set_num_threads_during_a_parallel_call_is_what_blas_gets_back():
         fd.set_num_threads(max_threads())
     restored = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
     assert all(n == max_threads() for n in restored)
+
+
+@pytest.mark.parametrize("geometry", [dict(stride=256), dict(stride=96, padding=40, dilation=3),
+                                      dict(stride=5, padding=2)])
+def test_row_gather_tables_hold_the_pairs_a_column_has_not_the_kernel(geometry):
+    """gather-gemm-rows' per-output-column tables hold each column's (tap, input) pairs: about kernel / stride of
+    them, not the kernel's length (an iSTFT-like 1024-tap layer made that o_w x 1024 int64 twice per task,
+    gigabytes, and a second per call); the gather still matches the reference on such a layer."""
+    from fastdeconv._kernels.pixel_gemm import source_columns
+
+    x_shape, w_shape = (2, 3, 40), (3, 1, 1024)
+    plan = geo.make_plan(x_shape, w_shape, np.dtype(np.float64), np.dtype(np.float64), geometry["stride"],
+                         geometry.get("padding", 0), 0, 1, geometry.get("dilation", 1))
+    in_shape, kernel, stride, taps = sg.geometry_arrays(plan)
+    o_w = plan.axes[2].size_out
+    count, tap, src = source_columns(o_w, taps, stride[2], kernel[2], 1)
+    reach = -(-kernel[2] // (stride[2] // np.gcd(stride[2], geometry.get("dilation", 1))))
+    assert tap.shape == src.shape == (o_w, max(1, count.max())) and count.max() <= reach
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    np.testing.assert_allclose(run_variant("gather-gemm-rows", x, w, **geometry), conv_transpose_ref(x, w, **geometry),
+                               rtol=1e-10, atol=1e-10)

@@ -61,8 +61,13 @@ def source_columns(o_w, taps, s_w, k_w, tap_scale):
     """Per output column: how many (tap column, input column) pairs reach it, and each pair's tap index
     (times ``tap_scale``) and input column, in tap order."""
     w_count = np.zeros(o_w, np.int64)
-    w_tap = np.empty((o_w, k_w), np.int64)
-    w_src = np.empty((o_w, k_w), np.int64)
+    for kw in range(k_w):  # (counted first: a column's pairs are about k_w / s_w, and o_w * k_w can be gigabytes)
+        for i_w in range(taps[2, kw, 1], taps[2, kw, 2]):
+            w_count[i_w * s_w + taps[2, kw, 0]] += 1
+    most = max(1, w_count.max()) if o_w > 0 else 1
+    w_count[:] = 0
+    w_tap = np.empty((o_w, most), np.int64)
+    w_src = np.empty((o_w, most), np.int64)
     for kw in range(k_w):
         for i_w in range(taps[2, kw, 1], taps[2, kw, 2]):
             ow = i_w * s_w + taps[2, kw, 0]
