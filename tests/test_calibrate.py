@@ -526,6 +526,44 @@ def test_compile_beside_compiles_in_a_child_into_the_cache(tmp_path):
         sys.modules.pop("h3_beside_mod", None)
 
 
+def test_compile_split_compiles_the_beside_callees_in_a_child(tmp_path):
+    """``_compiled.compile_split``: the ``beside`` callees compile in a child into numba's cache, the ``here`` ones
+    in this process, then the kernel, whose compile loads the child's callee instead of compiling it again."""
+    (tmp_path / "h4_split_mod.py").write_text(
+        "from numba import njit\n\n\n@njit(cache=True)\ndef inner(a):\n    return a * 2\n\n\n"
+        "@njit(cache=True)\ndef near(a):\n    return a + 1\n\n\n"
+        "@njit(cache=True)\ndef outer(a):\n    return inner(a) + near(a)\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import h4_split_mod as m
+        from numba import typeof
+        from numba.core import event
+
+        sig = (typeof(np.ones(3, np.float32)),)
+        compiled = []
+
+        class Listener(event.Listener):
+            def on_start(self, ev):
+                name = ev.data["dispatcher"].py_func.__name__
+                if name in ("inner", "near", "outer"):  # (not numba's own overloads)
+                    compiled.append(name)
+
+            def on_end(self, ev):
+                pass
+
+        with event.install_listener("numba:compile", Listener()):
+            _compiled.compile_split(m.outer, sig, here=((m.near, sig),), beside=((m.inner, sig),))
+        assert compiled == ["near", "outer"]  # inner came from the child's cache entry
+        assert _compiled.available(m.inner, sig) and _compiled.available(m.outer, sig)
+        assert np.array_equal(m.outer(np.ones(3, np.float32)), np.full(3, 4, np.float32))
+        compiled.clear()
+        _compiled.compile_split(m.outer, sig, here=((m.near, sig),), beside=((m.inner, sig),))
+        assert compiled == []  # available: nothing to do
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("h4_split_mod", None)
+
+
 def test_the_decision_table_is_bounded_oldest_out(calibrating, monkeypatch):
     monkeypatch.setattr(_calibrate, "MAX_DECISIONS", 3)
     ranked = _cost.choose(_plan()).estimates

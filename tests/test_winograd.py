@@ -196,3 +196,31 @@ def test_the_cold_compile_signature_is_the_calls(dtype):
     x, w = rng.standard_normal((2, 16, 16, 16)).astype(dtype), rng.standard_normal((16, 8, 4, 4)).astype(dtype)
     _run(x, w, np.zeros(8, dtype), {"stride": 2, "padding": 1})
     assert wr.run_task_signature(np.dtype(dtype)) in wg.run_task.overloads
+
+
+_CALLEES_CHILD = """
+import numpy as np
+import fastdeconv as fd
+from fastdeconv.variants import _winograd_run as wr
+rng = np.random.default_rng(0)
+x, w = rng.standard_normal((2, 16, 16, 16)).astype(np.float32), rng.standard_normal((16, 8, 4, 4)).astype(np.float32)
+wr._READY[wr.run_task] = {np.dtype(np.float32)}  # (no split: the call compiles run_task as numba would)
+fd.conv_transpose(x, w, stride=2, padding=1, method="gather-winograd")
+here, beside = wr.run_task_callees(np.dtype(np.float32))
+missing = [(d.py_func.__name__, sig) for d, sig in here + beside if sig not in d.overloads]
+print("missing", missing)
+"""
+
+
+def test_the_cold_compile_callee_signatures_are_run_tasks():
+    """``_compile_cold`` compiles ``run_task``'s callees on two cores for ``run_task_callees``: each must be the
+    signature ``run_task``'s own compile gives that callee (else a cold first call compiles it twice). Checked
+    in a child that compiles everything afresh (no disk cache: with one, callees are loaded, not listed)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FASTDECONV_NO_CACHE="1")
+    out = subprocess.run([sys.executable, "-c", _CALLEES_CHILD], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "missing []", out.stdout

@@ -107,8 +107,8 @@ def _matches(sig, want) -> bool:
 _CHILD = (
     "import importlib, pickle, signal, sys\n"
     "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-    "module, name, signature = pickle.load(sys.stdin.buffer)\n"
-    "getattr(importlib.import_module(module), name).compile(signature)\n"
+    "for module, name, signature in pickle.load(sys.stdin.buffer):\n"
+    "    getattr(importlib.import_module(module), name).compile(signature)\n"
 )
 
 
@@ -153,18 +153,26 @@ def compile_beside(dispatcher, args: tuple) -> Beside:
     the kernel is neither compiled here nor cached for these types: the call then compiles or loads it as
     usual. Only the compile moves: the kernel, its cache entry and its results are the ones a call would make.
     """
+    try:
+        from numba import typeof
+
+        return compile_beside_all(((dispatcher, tuple(typeof(a) for a in args)),))
+    except Exception:
+        return Beside(None)
+
+
+def compile_beside_all(pairs) -> Beside:
+    """:func:`compile_beside` for several ``(dispatcher, signature)`` pairs (numba types), compiled one after
+    the other by one child (those compiled here or cached already are left out)."""
     from .config import NUMBA_CACHE
 
     try:
         if not NUMBA_CACHE or (os.cpu_count() or 1) < 2 or not sys.executable or getattr(sys, "frozen", False):
             return Beside(None)  # (a frozen or embedded interpreter's executable may not run ``-c``)
-        from numba import typeof
-
-        signature = tuple(typeof(a) for a in args)
-        if available(dispatcher, signature):
+        todo = [(d.py_func.__module__, d.py_func.__name__, sig) for d, sig in pairs if not available(d, sig)]
+        if not todo:
             return Beside(None)
-        func = dispatcher.py_func
-        payload = pickle.dumps((func.__module__, func.__name__, signature))
+        payload = pickle.dumps(todo)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         proc = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=env)
@@ -173,6 +181,29 @@ def compile_beside(dispatcher, args: tuple) -> Beside:
         return Beside(proc)
     except Exception:  # no child (none can start here, or numba internals differ): the call compiles as usual
         return Beside(None)
+
+
+def compile_split(kernel, signature: tuple, here=(), beside=()) -> None:
+    """Compile (or load) ``kernel`` for ``signature`` with its callees compiled on two cores first.
+
+    numba compiles a kernel's callees one after the other, each into its own cache entry, before the kernel
+    itself (which then optimizes them again with its own code). On a cold first call the ``beside`` callees
+    (``(dispatcher, signature)`` pairs) compile in a child while this process compiles the ``here`` ones; the
+    kernel's own compile then finds every callee compiled or cached. The pairs must be the signatures the
+    kernel's calls have (a test compiles the kernel without a cache and compares): a wrong one only costs a
+    needless compile. Nothing happens when the kernel is compiled or cached already.
+    """
+    if available(kernel, signature):
+        return
+    child = compile_beside_all(beside)
+    try:
+        for dispatcher, sig in here:
+            compile_for(dispatcher, sig)
+        child.wait()
+    except BaseException:
+        child.kill()
+        raise
+    compile_for(kernel, signature)
 
 
 def available(dispatcher, signature: tuple) -> bool:

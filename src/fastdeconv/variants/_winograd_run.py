@@ -7,12 +7,22 @@ from math import prod as _prod
 from typing import NamedTuple
 
 import numpy as np
-from numba import from_dtype, types
+from numba import from_dtype, typeof, types
 
 from .. import _compiled
 from .. import _geometry as geo
 from .._caches import memo
-from .._kernels.winograd import PACK_CHANNELS, TRANSFORM_ROWS, relayout, run_task, transform_weights
+from .._kernels.winograd import (
+    PACK_CHANNELS,
+    TRANSFORM_ROWS,
+    input_point,
+    inverse,
+    pack,
+    relayout,
+    run_task,
+    transform_weights,
+    weight_point,
+)
 from .._runtime import run_parallel
 from .._threads import max_threads
 from . import _epilogue
@@ -136,24 +146,38 @@ def run_task_signature(dtype: np.dtype) -> tuple:
             buffers, types.int64, a[1])
 
 
+@memo(64)
+def run_task_callees(dtype: np.dtype) -> tuple[tuple, tuple]:
+    """``run_task``'s large callees with the numba types its calls give them, split in two halves of about equal
+    compile time: (compiled in this process, compiled beside it). ``tests/test_winograd.py`` compiles
+    ``run_task`` without a cache and checks them against what it called."""
+    f = [types.Array(from_dtype(np.dtype(dtype)), ndim, "C") for ndim in range(6)]
+    i1, i64 = types.Array(types.int64, 1, "C"), types.int64
+    here = ((pack, (f[5], i64, i64, i64, i1, i64, f[5], f[1])),
+            (weight_point, (f[4], i64, f[1], i64, i64, f[2])),
+            (input_point, (f[5], i64, f[2], i1, i1, f[2])))
+    beside = ((inverse, (f[3], f[3], f[2], f[5], f[1], types.UniTuple(i64, 4), types.UniTuple(i1, 3), i1, i1, i64,
+                         f[1])),)
+    return here, beside
+
+
 def _compile_cold(first, args: tuple, runner) -> None:
     """On a cold first call (neither ``run_task`` nor ``first``, the weight step, compiled or cached for these
-    types), compile ``first`` in a child process while this one compiles ``run_task``: on two cores the call
-    then waits for the longer compile instead of both. The kernels and their
-    results are the same; the call itself runs them as always."""
+    types), compile on two cores: a child compiles ``run_task``'s inverse transform while this process compiles
+    ``first`` and the other callees, then ``run_task`` itself (``_compiled.compile_split``); for another runner
+    (channels-last), the child compiles ``first`` while this process compiles the runner. The kernels and their
+    results are the ones the call would compile; the call itself runs them as always."""
     dtype = args[0].dtype
     ready = _READY.setdefault(runner, set())
     if dtype in ready:  # (the hot path: one set lookup; compiled once, a kernel stays compiled)
         return
     signature = run_task_signature(dtype)  # (the channels-last runner takes run_task's argument types)
-    if not _compiled.available(runner, signature):
-        beside = _compiled.compile_beside(first, args)
-        try:
-            _compiled.compile_for(runner, signature)
-        except BaseException:
-            beside.kill()
-            raise
-        beside.wait()
+    first_pair = (first, tuple(typeof(a) for a in args))
+    if runner is run_task:
+        here, beside = run_task_callees(np.dtype(dtype))
+        _compiled.compile_split(runner, signature, (first_pair, *here), beside)
+    else:
+        _compiled.compile_split(runner, signature, (), (first_pair,))
     ready.add(dtype)
 
 
