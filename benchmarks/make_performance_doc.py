@@ -72,15 +72,17 @@ def first_call_summary(first_call: dict | None) -> str:
     if not first_call:
         return ""
     rows = first_call["rows"].values()
-    cold = [r["cold"]["first_call"] for r in rows if "cold" in r]
-    warm = [r["warm"]["first_call"] for r in rows if "warm" in r]
+    cold = [r["cold"]["first_call"] + r["cold"]["import"] for r in rows if "cold" in r]
+    warm = [r["warm"]["first_call"] + r["warm"]["import"] for r in rows if "warm" in r]
     parts = []
     if "warmup_seconds" in first_call:
         parts.append(f"`python -m fastdeconv warmup` took {first_call['warmup_seconds']:.0f} s on this host's "
                      f"{first_call['host']['cpu_count']} cores")
     if warm:
-        parts.append(f"afterwards the first call of every built-in workload in a fresh process took "
-                     f"{min(warm):.2f}-{max(warm):.2f} s")
+        floor = (f" (numba's own floor, a trivial cached kernel's first call with numpy and numba imported: "
+                 f"{first_call['numba_floor']:.2f} s)" if "numba_floor" in first_call else "")
+        parts.append(f"afterwards the first call of every workload in a fresh process, `import fastdeconv` "
+                     f"included, took {min(warm):.2f}-{max(warm):.2f} s{floor}")
     if cold:
         parts.append(f"without it, numba compiling, {min(cold):.1f}-{max(cold):.1f} s")
     return "; ".join(parts) + " (`" + first_call["command"] + "`)."
@@ -208,13 +210,16 @@ def performance_doc(result: dict, first_call: dict | None, est: dict | None = No
                 "cache: *cold* with an empty numba cache (compilation included), *warm* after `python -m "
                 "fastdeconv warmup`" + (f", which took {first_call['warmup_seconds']:.1f} s (float32 and float64, "
                                         f"{first_call['host']['cpu_count']} cores)" if "warmup_seconds" in first_call
-                                        else "") + ". Seconds.", "",
+                                        else "") + "; both with `import fastdeconv` (and numpy) included" +
+                (f". numba's own floor on this host, a trivial cached kernel's first call with numpy and numba "
+                 f"imported (the median of five interpreters): {first_call['numba_floor']:.2f} s"
+                 if "numba_floor" in first_call else "") + ". Seconds.", "",
                 "| workload | variant | cold first call | warm first call | second call (ms) |",
                 "|---|---|---|---|---|"]
         for name, row in first_call["rows"].items():
             cold, warm = row.get("cold"), row.get("warm")
             some = warm or cold
-            cells = [f"{r['first_call']:.2f}" if r else "-" for r in (cold, warm)]
+            cells = [f"{r['first_call'] + r['import']:.2f}" if r else "-" for r in (cold, warm)]
             out.append(f"| {name} | {some['variant']} | {cells[0]} | {cells[1]} | {some['second_call'] * 1e3:.1f} |")
     out += estimates_section(est)
     out += ["", history()]
