@@ -336,9 +336,11 @@ def test_transposed_route_is_bitwise_reproducible_across_thread_counts():
 
 
 @pytest.mark.parametrize("kernel, stride", [(3, 2), (4, 2), (9, 2), (5, 3), (2, 4), (1, 3)])
-def test_phase_split_direct_form(kernel, stride):
+def test_phase_split_direct_form(kernel, stride, monkeypatch):
     """The direct form on phase-split rows (strides 2-4 along W), with phases of unequal tap counts: equal to
-    the reference, and an infinite input stays infinite (no padded zero tap multiplies it)."""
+    the reference, and an infinite input stays infinite (no padded zero tap multiplies it). (These layers are
+    small enough to run unsplit: the split is forced.)"""
+    monkeypatch.setattr(_forward, "small", lambda plan: False)
     rng = np.random.default_rng(kernel * 10 + stride)
     x = rng.standard_normal((2, 3, 7, 23))
     w = rng.standard_normal((3, 1, 2, kernel))
@@ -511,3 +513,22 @@ def test_space_to_depth_winograd_route(x_shape, w_shape, kw):
     np.testing.assert_array_equal(np.isposinf(y), np.isposinf(expected))
     assert not np.isnan(y).any()
     assert taken == all(k % s == 0 for k, s in zip(w_shape[2:], np.broadcast_to(kw["stride"], len(w_shape) - 2)))
+
+
+def test_repeated_calls_reuse_the_plan_and_inexact_geometry_is_still_refused(monkeypatch):
+    """A repeated call finds its validated plan by its exact arguments (no second validation), runs small layers
+    unsplit, and a float or bool geometry never matches an int's entry: it is refused as on a first call."""
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal((1, 2, 6, 6)).astype(np.float32), rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    first = fd.conv(x, w, stride=2, padding=1)
+    plan = _forward.make_conv_plan(x.shape, w.shape, x.dtype, w.dtype, 2, 1)
+    assert _forward.plan_phases(plan) and _forward.small(plan)
+    made = []
+    monkeypatch.setattr(_forward, "make_conv_plan", lambda *a, **k: made.append(a) or plan)
+    assert np.array_equal(fd.conv(x, w, stride=2, padding=1), first) and made == []
+    monkeypatch.undo()
+    for bad in (2.0, True):
+        with pytest.raises(TypeError, match="stride"):
+            fd.conv(x, w, stride=bad, padding=1)
+    np.testing.assert_allclose(first, conv_ref(x.astype(np.float64), w.astype(np.float64), stride=2, padding=1),
+                               rtol=1e-5, atol=1e-5)

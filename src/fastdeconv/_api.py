@@ -130,6 +130,15 @@ def conv_transpose(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding 
     return y
 
 
+def exact_key(*parts):
+    """A cache key of geometry arguments, or None when one is not exact: ints or tuples of ints (no bool or float
+    may match an int's entry), tuples of (int, int) pairs, or a string (``padding="same"``)."""
+    for part in parts:
+        if not (type(part) is int or type(part) is str or _exact(part)):
+            return None
+    return parts
+
+
 def _key(value):
     """A hot-path key part for ``activation`` / ``data_format``: type-tagged (so that ``("clamp", 0, 1)`` and
     ``("clamp", 0.0, 1.0)`` and ``True`` never share an entry), or a fresh object (never found) when unhashable."""

@@ -17,13 +17,14 @@ import numpy as np
 
 from . import _conv_gemm, _cost, _model, _s2d
 from . import _geometry as geo
-from ._api import as_array, contiguous, execute
+from ._api import as_array, contiguous, exact_key, execute
+from ._caches import Table, memo
 from ._geometry import IntOrSeq, Padding
 from ._kernels.conv import im2col
 from ._runtime import run_parallel
 from ._scan import max_abs
 from ._tasks import correlate, fill
-from ._threads import max_threads
+from ._threads import get_num_threads, max_threads
 from ._tiling import tile_for
 from .variants import _terms
 
@@ -46,6 +47,14 @@ class ConvPlan:
     batched: bool
     dtype: np.dtype
 
+    def __hash__(self) -> int:  # (computed once: every memoised decision about a plan hashes it)
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.batch, self.c_in, self.c_out, self.groups, self.axes, self.rank, self.batched,
+                      self.dtype))
+            object.__setattr__(self, "_hash", h)
+        return h
+
     @property
     def out_spatial(self) -> tuple[int, ...]:
         return tuple(a.size_out for a in self.axes[geo.MAX_RANK - self.rank:])
@@ -56,8 +65,14 @@ class ConvPlan:
         return lead + self.out_spatial
 
     def arrays(self, name: str) -> np.ndarray:
-        """Per-axis geometry as an int64 array of length 3, for the kernels."""
-        return np.array([getattr(a, name) for a in self.axes], dtype=np.int64)
+        """Per-axis geometry as an int64 array of length 3, for the kernels (made once per plan and name; the
+        kernels only read it)."""
+        return _axis_array(self, name)
+
+
+@memo(1024)
+def _axis_array(plan: ConvPlan, name: str) -> np.ndarray:
+    return np.array([getattr(a, name) for a in plan.axes], dtype=np.int64)
 
 
 def conv_output_size(size_in: int, kernel: int, stride: int, dilation: int, before: int, after: int) -> int:
@@ -196,11 +211,53 @@ def conv(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0, dilat
                              f"is (N, *spatial, C_in)) but weight.shape[1] * groups is {weight.shape[1]} * "
                              f"{groups}; x.shape = {x.shape}")
         x = np.moveaxis(x, -1, channel)
-    plan = make_conv_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, dilation, groups,
-                          None if bias is None else bias.shape, None if bias is None else bias.dtype)
+    key = exact_key(stride, padding, dilation, groups)
+    if key is not None:
+        key += (x.shape, weight.shape, x.dtype, weight.dtype, None if bias is None else (bias.shape, bias.dtype))
+    plan = None if key is None else _PLANS.get(key)
+    if plan is None:
+        plan = make_conv_plan(x.shape, weight.shape, x.dtype, weight.dtype, stride, padding, dilation, groups,
+                              None if bias is None else bias.shape, None if bias is None else bias.dtype)
+        if key is not None:
+            _PLANS.put(key, plan)
     y = np.empty(plan.out_shape, plan.dtype)
     run_conv(plan, x, weight, bias, y)
     return np.ascontiguousarray(np.moveaxis(y, channel, -1)) if last else y
+
+
+@memo(512)
+def _needed(plan: ConvPlan) -> tuple[int, ...]:
+    """The padded input the correlation reads: exactly the extent the outputs reach (zeros beyond x)."""
+    return tuple((a.size_out - 1) * a.stride + a.span for a in plan.axes)
+
+
+@memo(512)
+def _padded_shape(plan: ConvPlan) -> tuple[int, ...] | None:
+    """The padded copy of x the direct correlation reads, or None when it reads x itself (checked against the
+    memory rule: the check raises again on every call that would need it)."""
+    needed = _needed(plan)
+    if not any(a.start for a in plan.axes) and not any(n > a.size_in for n, a in zip(needed, plan.axes)):
+        return None
+    shape = (plan.batch, plan.c_in) + needed
+    geo.check_memory(shape, plan.dtype, "the padded input")
+    return shape
+
+
+_ONES = np.ones(3, np.int64)  # (read only by the kernels)
+
+
+@memo(512)
+def _tile(plan: ConvPlan, threads: int) -> np.ndarray:
+    """``tile_for(plan)`` at ``threads`` threads (read only by the kernels)."""
+    return tile_for(plan)
+
+
+@memo(512)
+def _sparse(plan: ConvPlan) -> bool:
+    return _conv_gemm.mostly_padding(plan, _needed(plan))
+
+
+_PLANS = Table(256)  # conv's validated plans, keyed by the exact arguments (a repeated call's one lookup)
 
 
 def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
@@ -223,9 +280,7 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
     if plan.c_in == 0:  # no input channels: the output is the bias
         y5[...] = b.reshape((1, -1, 1, 1, 1))
         return False
-    # the padded input the correlation reads: exactly the extent the outputs reach (zeros beyond x)
-    needed = tuple((a.size_out - 1) * a.stride + a.span for a in plan.axes)
-    if _conv_gemm.mostly_padding(plan, needed):
+    if _sparse(plan):
         _conv_gemm.conv_sparse(plan, x5, w5, None if bias is None else b, y5)
         return False
     dual5 = None if dual is None else contiguous(dual, dtype).reshape(y5.shape)
@@ -246,20 +301,21 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
     if use_gemm(plan):  # im2col reads x itself (the padding is written as zeros into the columns)
         _conv_gemm.conv_gemm(plan, x5, w5, None if bias is None else b, y5, dual5, grad_weight)
         return dual is not None
-    if plan_phases(plan):
+    if plan_phases(plan) and not small(plan):
         _conv_phases(plan, x5, w5, b, y5)
         return False
-    if any(a.start for a in plan.axes) or any(n > a.size_in for n, a in zip(needed, plan.axes)):
-        shape = (plan.batch, plan.c_in) + needed
-        geo.check_memory(shape, dtype, "the padded input")
+    shape = _padded_shape(plan)
+    if shape is not None:
         xp = np.empty(shape, dtype)
-        fill(x5, xp, np.ones(3, np.int64), plan.arrays("start"))
+        fill(x5, xp, _ONES, plan.arrays("start"))
     else:
         xp = x5
-    correlate(xp, w5, b, y5, plan.groups, plan.arrays("stride"), plan.arrays("dilation"), tile_for(plan))
+    correlate(xp, w5, b, y5, plan.groups, plan.arrays("stride"), plan.arrays("dilation"),
+              _tile(plan, get_num_threads()))
     return False
 
 
+@memo(512)
 def as_transposed(plan: ConvPlan) -> geo.Plan | None:
     """The stride-1 forward convolution as a transposed convolution, where that form does fewer products.
 
@@ -313,6 +369,15 @@ def _conv_winograd(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray
     return True
 
 
+@memo(512)
+def small(plan: ConvPlan) -> bool:
+    """Fewer multiply-adds than a serial kernel call is worth (``_model.SERIAL_WORK``): the correlation runs on a
+    padded copy as it is, without the phase split's copies and second pass, whose set-up would be most of it."""
+    taps = plan.c_in // plan.groups * prod(a.kernel for a in plan.axes)
+    return plan.batch * plan.c_out * prod(a.size_out for a in plan.axes) * taps < _model.SERIAL_WORK
+
+
+@memo(512)
 def plan_phases(plan: ConvPlan) -> bool:
     """Whether the direct form runs on phase-split rows (:func:`_conv_phases`): a stride of 2 to 4 along the
     rows. With more phases the rows of each are short and the copy (one strided copy per phase) costs more
@@ -339,7 +404,7 @@ def _conv_phases(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray, 
                      "the phase-split input")
     r_lo, r_hi = min(rows, ah.start), min(rows, ah.start + ah.size_in)  # padded rows that hold rows of x
     stride, dilation = np.array([1, ah.stride, 1], np.int64), np.array([1, ah.dilation, 1], np.int64)
-    tile = tile_for(plan)
+    tile = _tile(plan, get_num_threads())
     wz = np.zeros(w5.shape[:4] + (kk * s,), w5.dtype)  # the slices below never keep the added zeros
     wz[..., :k] = w5
     split = k % s or s  # phases [0, split) have kk taps, [split, s) kk - 1
@@ -427,6 +492,7 @@ def _s2d_weight(plan: ConvPlan, s2d: ConvPlan, w5: np.ndarray) -> np.ndarray:
                                                                              + tuple(kk))
 
 
+@memo(512)
 def use_s2d(plan: ConvPlan, backward: bool = False) -> bool:
     """Whether the strided layer runs as the stride-1 correlation of its space-to-depth input with Winograd
     F(2, 2) and one GEMM per point (:mod:`fastdeconv._s2d`): it pays (``kernel == 2 * stride`` on every axis,
@@ -453,6 +519,7 @@ def _routed_seconds(plan: ConvPlan) -> float | None:
     return None if tplan is None else s2d_seconds(plan, s2d, tplan)
 
 
+@memo(512)
 def plan_s2d(plan: ConvPlan) -> ConvPlan | None:
     """:func:`s2d_form`'s plan when the planner prefers it to the GEMM form, else None: ``conv_transpose``'s
     planner runs its transposed convolution with Winograd, and that estimate plus the space-to-depth copy is
@@ -521,6 +588,7 @@ def _conv_s2d(plan: ConvPlan, s2d: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: 
     return _conv_winograd(s2d, xs, _s2d_weight(plan, s2d, w5), b, y5)
 
 
+@memo(512)
 def use_gemm(plan: ConvPlan) -> bool:
     """im2col + BLAS when each column is reused by enough output channels and there is enough work.
 
