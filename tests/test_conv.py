@@ -532,3 +532,31 @@ def test_repeated_calls_reuse_the_plan_and_inexact_geometry_is_still_refused(mon
             fd.conv(x, w, stride=bad, padding=1)
     np.testing.assert_allclose(first, conv_ref(x.astype(np.float64), w.astype(np.float64), stride=2, padding=1),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kw", [
+    ((1, 2, 6, 6), (4, 2, 3, 3), dict(stride=2, padding=1)),
+    ((2, 4, 9), (4, 2, 3), dict(stride=1, padding=2, dilation=2, groups=2)),
+    ((1, 2, 4, 5, 3), (2, 1, 2, 3, 2), dict(stride=(1, 2, 1), padding=(1, 0, 1), groups=2)),
+    ((1, 3, 5, 5), (3, 3, 2, 2), dict(padding="same")),
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tiny_layers_read_x_directly_with_the_padded_copys_bits(x_shape, w_shape, kw, dtype, monkeypatch):
+    """Below CONV_TINY_WORK multiply-adds ``conv`` reads x in place (each term bounds checked): the same terms in
+    the same order as the correlation of the padded copy, so the same bits, an infinite weight on a padded tap
+    giving the same NaN."""
+    rng = np.random.default_rng(sum(x_shape))
+    x, w = rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    plan = _forward.make_conv_plan(x.shape, w.shape, x.dtype, w.dtype, kw.get("stride", 1), kw.get("padding", 0),
+                                   kw.get("dilation", 1), kw.get("groups", 1))
+    assert _forward.tiny(plan)
+    np.testing.assert_allclose(fd.conv(x, w, b, **kw), conv_ref(x.astype(np.float64), w.astype(np.float64),
+                                                                b.astype(np.float64), **kw), rtol=1e-5, atol=1e-5)
+    w[0, 0, ..., 0] = np.inf
+    direct = fd.conv(x, w, b, **kw)
+    assert np.isnan(direct).any() or np.isinf(direct).any()
+    monkeypatch.setattr(_forward, "tiny", lambda plan: False)
+    np.testing.assert_array_equal(direct, fd.conv(x, w, b, **kw))
+    w[0, 0, ..., 0] = 0.5
+    np.testing.assert_array_equal(fd.conv(x, w, b, **kw), (monkeypatch.undo(), fd.conv(x, w, b, **kw))[1])

@@ -20,7 +20,7 @@ from . import _geometry as geo
 from ._api import as_array, contiguous, exact_key, execute
 from ._caches import Table, memo
 from ._geometry import IntOrSeq, Padding
-from ._kernels.conv import im2col
+from ._kernels.conv import correlate_small, im2col
 from ._runtime import run_parallel
 from ._scan import max_abs
 from ._tasks import correlate, fill
@@ -304,6 +304,10 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
     if plan_phases(plan) and not small(plan):
         _conv_phases(plan, x5, w5, b, y5)
         return False
+    if tiny(plan):
+        correlate_small(x5, w5, b, y5, plan.groups, plan.arrays("stride"), plan.arrays("dilation"),
+                        plan.arrays("start"))
+        return False
     shape = _padded_shape(plan)
     if shape is not None:
         xp = np.empty(shape, dtype)
@@ -369,12 +373,23 @@ def _conv_winograd(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray
     return True
 
 
+def _macs(plan: ConvPlan) -> int:
+    return plan.batch * plan.c_out * prod(a.size_out for a in plan.axes) * (plan.c_in // plan.groups) * prod(
+        a.kernel for a in plan.axes)
+
+
 @memo(512)
 def small(plan: ConvPlan) -> bool:
     """Fewer multiply-adds than a serial kernel call is worth (``_model.SERIAL_WORK``): the correlation runs on a
     padded copy as it is, without the phase split's copies and second pass, whose set-up would be most of it."""
-    taps = plan.c_in // plan.groups * prod(a.kernel for a in plan.axes)
-    return plan.batch * plan.c_out * prod(a.size_out for a in plan.axes) * taps < _model.SERIAL_WORK
+    return _macs(plan) < _model.SERIAL_WORK
+
+
+@memo(512)
+def tiny(plan: ConvPlan) -> bool:
+    """So few multiply-adds (``_model.CONV_TINY_WORK``) that reading x directly, each term bounds checked, beats
+    making the padded copy (``_kernels.conv.correlate_small``: the same terms, the same bits)."""
+    return _macs(plan) < _model.CONV_TINY_WORK
 
 
 @memo(512)

@@ -149,6 +149,8 @@ PLANE_SERIAL_WORK = 2e6    # multiply-adds below which gather-plane runs in the 
                            # on two threads plus the pool's hand-off takes longer than the work on one
 TINY_WORK = 2000           # ... and below which walking the definition beats setting up buffered runs (the
                            # fixed set-up dominates a few hundred multiply-adds; the two are even near 5000)
+CONV_TINY_WORK = 8192      # multiply-adds below which ``conv`` reads x directly, bounds checked per term (about
+                           # 2 ns each), rather than through a padded copy and its hand-offs (about 15 us fixed)
 
 # gather-winograd (``_kernels/winograd``). BLAS sgemm on one core through numba's np.dot: products with
 # M * N * K <= WINOGRAD_SMALL_GEMM run a no-packing kernel at full rate (or a little above) whatever their shape;
