@@ -545,3 +545,19 @@ def test_row_gather_tables_hold_the_pairs_a_column_has_not_the_kernel(geometry):
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     np.testing.assert_allclose(run_variant("gather-gemm-rows", x, w, **geometry), conv_transpose_ref(x, w, **geometry),
                                rtol=1e-10, atol=1e-10)
+
+
+def test_channels_last_tables_hold_the_pairs_an_output_has_not_the_kernel():
+    """The channels-last variants' per-output (tap, input) tables are as wide as the most pairs an output has,
+    not twice the longest kernel (an iSTFT-like layer's table was 3 x o_w x 2,048 int64, gigabytes reserved)."""
+    from fastdeconv.variants import channels_last as cl
+
+    plan = geo.make_plan((2, 40, 3), (3, 1, 1024), np.dtype(np.float64), np.dtype(np.float64), 256, 0,
+                         options=geo.PlanOptions(data_format="channels_last"))
+    tabs, counts = cl.tables(plan)
+    assert tabs.shape == (3, plan.axes[2].size_out, 2 * counts.max()) and counts.max() <= 4
+    rng = np.random.default_rng(8)
+    x, w = rng.standard_normal((2, 40, 3)), rng.standard_normal((3, 1, 1024))
+    y = fd.conv_transpose(x, w, stride=256, data_format="channels_last", method="gather-gemm-nhwc")
+    np.testing.assert_allclose(np.moveaxis(y, -1, 1), conv_transpose_ref(np.moveaxis(x, -1, 1), w, stride=256),
+                               rtol=1e-10, atol=1e-10)

@@ -141,8 +141,7 @@ def pack(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
 def tables(plan: geo.Plan) -> tuple[np.ndarray, np.ndarray]:
     """``tabs[axis, o]``: the (tap, input position) pairs reaching output ``o``, in tap order; ``counts[axis, o]``."""
     longest = max(a.size_out for a in plan.axes)
-    taps = max(a.kernel for a in plan.axes)
-    tabs = np.zeros((3, longest, 2 * taps), np.int64)
+    reaching = []  # per axis and tap: the outputs it reaches and their input positions
     counts = np.zeros((3, longest), np.int64)
     for axis, a in enumerate(plan.axes):
         o = np.arange(a.size_out, dtype=np.int64)
@@ -150,11 +149,17 @@ def tables(plan: geo.Plan) -> tuple[np.ndarray, np.ndarray]:
             num = o + a.start - k * a.dilation
             i = num // a.stride
             ok = (num % a.stride == 0) & (i >= 0) & (i < a.size_in)
-            at = counts[axis, :a.size_out]
-            rows = o[ok]
-            tabs[axis, rows, 2 * at[ok]] = k
-            tabs[axis, rows, 2 * at[ok] + 1] = i[ok]
-            counts[axis, rows] += 1
+            reaching.append((axis, k, o[ok], i[ok]))
+            counts[axis, o[ok]] += 1
+    # as wide as the most pairs an output has (about kernel / stride), not the kernel: a 1,024-tap iSTFT-like
+    # layer's table would otherwise be gigabytes
+    tabs = np.zeros((3, longest, 2 * max(1, int(counts.max()))), np.int64)
+    counts[:] = 0
+    for axis, k, rows, i in reaching:
+        at = counts[axis, rows]
+        tabs[axis, rows, 2 * at] = k
+        tabs[axis, rows, 2 * at + 1] = i
+        counts[axis, rows] += 1
     return tabs, counts
 
 
