@@ -561,3 +561,33 @@ def test_channels_last_tables_hold_the_pairs_an_output_has_not_the_kernel():
     y = fd.conv_transpose(x, w, stride=256, data_format="channels_last", method="gather-gemm-nhwc")
     np.testing.assert_allclose(np.moveaxis(y, -1, 1), conv_transpose_ref(np.moveaxis(x, -1, 1), w, stride=256),
                                rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_channels_last_weight_heavy_calls_split_by_output_channels(groups):
+    """A one-off channels-last call with more weight than input, the weight read as it is, runs gather-gemm-nhwc
+    by blocks of output channels (each block's GEMM streams its columns of the weight once, against every pixel):
+    equal to the reference with bias and activation, the same bits at 1 and 2 threads, and an operator (its weight
+    packed tap-major, split by pixels) agrees to rounding."""
+    from fastdeconv.variants import channels_last as cl
+
+    rng = np.random.default_rng(21)
+    x, w = rng.standard_normal((2, 8, 8, 64)), rng.standard_normal((64, 24 // groups, 4, 4))
+    b = rng.standard_normal(24)
+    kw = dict(stride=2, padding=1, groups=groups, data_format="channels_last")
+    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, 2, 1, 0, groups,
+                         options=geo.PlanOptions(data_format="channels_last"))
+    assert cl.channel_tasks(plan) is not None and cl.tasks(plan) is not None and not cl.tap_major(plan)
+    outs = []
+    for threads in (1, 2):
+        fd.set_num_threads(min(threads, max_threads()))
+        try:
+            outs.append(fd.conv_transpose(x, w, b, method="gather-gemm-nhwc", activation="relu", **kw))
+        finally:
+            fd.set_num_threads(max_threads())
+    assert np.array_equal(outs[0], outs[1])
+    ref = conv_transpose_ref(np.moveaxis(x, -1, 1), w, b, stride=2, padding=1, groups=groups)
+    np.testing.assert_allclose(np.moveaxis(outs[0], -1, 1), np.maximum(ref, 0), rtol=1e-10, atol=1e-10)
+    op = fd.ConvTranspose(w, b, stride=2, padding=1, groups=groups, data_format="channels_last",
+                          method="gather-gemm-nhwc", activation="relu")
+    np.testing.assert_allclose(op(x), outs[0], rtol=1e-12, atol=1e-12)

@@ -99,11 +99,40 @@ def tasks(plan: geo.Plan) -> tuple[tuple, int] | None:
     return out, pixels
 
 
+@memo(256)
+def channel_tasks(plan: geo.Plan) -> tuple[tuple, int, int] | None:
+    """A one-off call of a layer with more weight than input, the weight read as it is: ((group, first channel,
+    channels) per task, input pixels, channels per block), every sample and position in every task; else None.
+
+    Split by pixels, every task's GEMM would re-pack the whole weight (a DCGAN 1024 -> 512 block: 32 MiB per
+    task of 32 pixels); split by output channels, each task streams its own columns of the weight once (a
+    block of the weight as it is: rows of C_out_g x K, no copy) against all the pixels. A block's ``cols``
+    keeps the memory rule (one output across the workers), or there is no such split."""
+    s = sizes(plan)
+    if tap_major(plan) or s.w_elems <= s.x_elems:
+        return None
+    pixels = plan.batch * _prod(a.size_in for a in plan.axes)
+    per_channel = pixels * s.k  # cols elements of one output channel
+    cb = min(s.y_elems // max_threads() // per_channel, -(-s.cout_g // max_threads()))
+    if cb < 1:
+        return None
+    blocks = tuple((gi, c0, min(cb, s.cout_g - c0)) for gi in range(plan.groups) for c0 in range(0, s.cout_g, cb))
+    return blocks, pixels, cb
+
+
 def applies(plan: geo.Plan) -> bool:
-    return gemm_applies(plan) and tasks(plan) is not None
+    return gemm_applies(plan) and (tasks(plan) is not None or channel_tasks(plan) is not None)
 
 
 def scratch_elements(plan: geo.Plan) -> int:
+    by_channel = channel_tasks(plan)
+    if by_channel is not None:
+        return max_threads() * by_channel[1] * by_channel[2] * sizes(plan).k
+    return kept_scratch(plan)
+
+
+def kept_scratch(plan: geo.Plan) -> int:
+    """Split by pixels (an operator's, its weight packed tap-major once, and a one-off call's otherwise)."""
     found = tasks(plan)
     width = (plan.c_out // plan.groups) * _prod(a.kernel for a in plan.axes)
     return 0 if found is None else max_threads() * found[1] * width + (plan.c_in * width if tap_major(plan) else 0)
@@ -128,6 +157,21 @@ def gemm_cost(plan: geo.Plan, threads: int, element: float, store: float) -> flo
 
 
 def cost(plan: geo.Plan, threads: int) -> float | None:
+    by_channel = channel_tasks(plan)
+    if by_channel is None:
+        return kept_cost(plan, threads)
+    blocks, pixels, cb = by_channel
+    s = sizes(plan)
+    element, store = M.ROWS_STEP_PIXELS_MAJOR["gather"]
+    width = s.cout_g * s.k
+    gemm = gemm_time(2.0 * pixels * s.cin_g * width * plan.groups, pixels, cb * s.k, s.cin_g, 1, s.scale)
+    step = pixels * width * plan.groups * element + s.y_elems * store
+    workers = max(1, min(threads, len(blocks)))
+    return (gemm + step + len(blocks) * M.LAUNCH_GEMM) / workers + M.LAUNCH_PARALLEL
+
+
+def kept_cost(plan: geo.Plan, threads: int) -> float | None:
+    """With the weight packed tap-major once (an operator), and a one-off call split by pixels."""
     return gemm_cost(plan, threads, *M.ROWS_STEP_PIXELS_MAJOR["gather"])
 
 
@@ -185,6 +229,10 @@ def run(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np
     code, params = (0, np.zeros(3, plan.dtype)) if ep is None else ep
     major = w2.ndim == 2
     w2 = w2.reshape(plan.c_in, -1)
+    by_channel = None if major else channel_tasks(plan)
+    if by_channel is not None:
+        _run_by_channel(plan, x5, w2, bias, y5, by_channel, (tabs, counts, wtab, kern), (code, params))
+        return
 
     def work(part):
         buf = np.empty(max_pixels * cout_g * k, plan.dtype)
@@ -204,8 +252,35 @@ def run(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np
     run_parallel(work, list(task_list))
 
 
+def _run_by_channel(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np.ndarray, found: tuple,
+                    geometry: tuple, epilogue: tuple) -> None:
+    """``run`` by blocks of output channels (``channel_tasks``): per block one GEMM of every pixel against the
+    block's columns of the weight as it is, then the block's channels of every output pixel."""
+    blocks, pixels, cb = found
+    g, k = plan.groups, _prod(a.kernel for a in plan.axes)
+    cin_g, cout_g = plan.c_in // g, plan.c_out // g
+    tabs, counts, wtab, kern = geometry
+    slab = np.array([a.size_in for a in plan.axes], np.int64)
+    cut = cut_axis(plan)
+    whole = (0, plan.batch, cut, 0, plan.axes[cut].size_out, 0)
+    xm = x5.reshape(pixels, plan.c_in)
+
+    def work(part):
+        buf = np.empty(pixels * cb * k, plan.dtype)
+        for gi, c0, nc in part:
+            cols = buf[:pixels * nc * k].reshape(pixels, nc * k)
+            np.matmul(xm[:, gi * cin_g:(gi + 1) * cin_g], w2[gi * cin_g:(gi + 1) * cin_g, c0 * k:(c0 + nc) * k],
+                      out=cols)
+            n0, nn, cut_, o0, o1, i0 = whole
+            nhwc_gather(buf, y5, bias, (n0, nn, gi * cout_g + c0, nc, cut_, o0, o1, i0), slab, kern, tabs, counts,
+                        wtab, False, *epilogue)
+
+    run_parallel(work, list(blocks))
+
+
 NATIVE = Variant(
-    name="gather-gemm-nhwc", form="gather", applies=applies, cost=cost, scratch=scratch_elements, pack=pack,
+    name="gather-gemm-nhwc", form="gather", applies=applies, cost=cost, kept_cost=kept_cost,
+    scratch=scratch_elements, kept_scratch=kept_scratch, pack=pack,
     call_pack=lambda plan, w5: pack(plan, w5) if tap_major(plan) else w5, run=run, serial=lambda plan: False,
     reason="channels-last: BLAS GEMM over pixels x channels, each output pixel's channels summed in place",
     kernels=lambda: (nhwc_gather,), exact=True, channels_last=True,

@@ -176,14 +176,14 @@ def scratch_elements(plan: geo.Plan) -> int:
 
 
 def pack(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
-    """The weight an operator keeps for ``scatter-gemm`` and ``gather-gemm-cols``: per group, transposed to
-    (C_out_g x taps, C_in_g), C-contiguous, shape (groups, C_out_g x taps, C_in_g).
+    """The weight an operator keeps for ``scatter-gemm`` and ``gather-gemm-cols``: the weight as it is, read
+    through the same transposed view (groups, C_out_g x taps, C_in_g) as a one-off call.
 
-    Each chunk's GEMM then reads one contiguous block of it instead of a strided slice of the weight: 6-12%
-    faster GEMMs on the chunk shapes of DCGAN's first block (OpenBLAS packs either into the same panels, so the
-    bits are those of a one-off call, which reads the weight as it is).
+    (A contiguous transposed copy made the large GEMMs a few percent faster, but BLAS's small-matrix kernels
+    add a transposed and a contiguous operand in different orders: an operator must give a one-off call's
+    bits.)
     """
-    return np.ascontiguousarray(_transposed(plan, w5))
+    return w5
 
 
 def _transposed(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
