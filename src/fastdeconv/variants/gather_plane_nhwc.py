@@ -98,10 +98,11 @@ def pack(spec: Spec, w5: np.ndarray) -> np.ndarray:
     # sel[ci, co, kd, kh, kw] = w5[(co // cout_g) * cin_g + ci, co % cout_g, kd, kh, kw]
     sel = w5[(co // cout_g)[None, :] * cin_g + np.arange(cin_g)[:, None], (co % cout_g)[None, :]]
     found = slots(spec)
-    out = np.zeros((cin_g, k_d, k_h, len(found), s, spec.c_out), dtype=w5.dtype)
-    for k in range(k_w):
-        e = int(np.searchsorted(found, k * d // s))
-        out[:, :, :, e, (k * d) % s, :] = sel[..., k].transpose(0, 2, 3, 1)
+    taps = np.arange(k_w) * d
+    index = np.full((len(found), s), k_w)  # the tap of each (slot, phase); k_w: none (a zero appended)
+    index[np.searchsorted(found, taps // s), taps % s] = np.arange(k_w)
+    padded = np.concatenate([sel, np.zeros(sel.shape[:-1] + (1,), w5.dtype)], axis=-1)
+    out = padded[..., index].transpose(0, 2, 3, 4, 5, 1)  # (cin_g, kD, kH, slots, phases, C_out)
     reps = period(spec) // (s * spec.c_out)
     return np.ascontiguousarray(np.tile(out.reshape(cin_g, k_d, k_h, len(found), s * spec.c_out), reps))
 
@@ -183,7 +184,7 @@ def _cost(plan: geo.Plan, threads: int, kept: bool) -> float:
     filling = fill * ((run - tail) * M.PLANE_NHWC_FILL_VECTOR + tail * M.PLANE_NHWC_FILL + M.PLANE_NHWC_FILL_RUN) / run
     packed = 0 if kept else packed_elements(plan)
     work = (terms * M.PLANE_NHWC_TERM + s.y_elems * (passes * M.PLANE_NHWC_PASS + M.PLANE_STORE) + filling) \
-        * (1.0 if s.item == 4 else 1.5) + chunks * M.PLANE_NHWC_ROW + packed * s.item / M.BANDWIDTH
+        * (1.0 if s.item == 4 else 1.5) + chunks * M.PLANE_NHWC_ROW + packed * M.PHASE_RELAYOUT_ELEMENT
     if runs_serially(plan):
         return work + M.LAUNCH_SERIAL
     return work / max(1, min(threads, lay.tasks)) + M.LAUNCH_POOL
