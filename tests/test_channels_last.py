@@ -391,3 +391,13 @@ def test_plane_nhwc_non_finite_inputs():
         np.testing.assert_array_equal(np.isinf(y), np.isinf(exact))
         np.testing.assert_allclose(np.where(np.isfinite(exact), y, 0), np.where(np.isfinite(exact), exact, 0),
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_plane_nhwc_float64():
+    rng = np.random.default_rng(14)
+    x, w, b = rng.standard_normal((2, 6, 7, 5)), rng.standard_normal((6, 1, 4, 3)), rng.standard_normal(6)
+    kw = dict(stride=(2, 3), padding=1, groups=6)
+    y = fd.conv_transpose(last(x, 2), w, b, **kw, method="gather-plane-nhwc", data_format="channels_last",
+                          activation="tanh")
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, np.tanh(last(conv_transpose_ref(x, w, b, **kw), 2)), rtol=1e-12, atol=1e-12)

@@ -33,7 +33,7 @@ from ..config import NJIT_FLAGS
 from .epilogue import activate_run
 
 
-@njit(inline="always", **NJIT_FLAGS)
+@njit(**NJIT_FLAGS)
 def _add1(yf, yb, wexp, w0, xrep, x0, ja, jb, period):
     """``yf[yb + J] += wexp[w0 + J mod period] * xrep[x0 + J]`` for ``J`` in ``[ja, jb)`` (``J >= 0``)."""
     j = ja
@@ -79,7 +79,7 @@ def _add4(yf, yb, wexp, wo, xrep, xo, t, ja, jb, period, bexp, first, last):
         j += n
 
 
-@njit(inline="always", **NJIT_FLAGS)
+@njit(**NJIT_FLAGS)
 def _set(yf, yb, vals, ja, jb, period):
     """``yf[yb + J] = vals[J mod period]`` for ``J`` in ``[ja, jb)``, or 0 when ``vals`` is empty."""
     j = ja
@@ -96,7 +96,7 @@ def _set(yf, yb, vals, ja, jb, period):
         j += n
 
 
-@njit(inline="always", **NJIT_FLAGS)
+@njit(**NJIT_FLAGS)
 def _bias(yf, yb, bexp, ja, jb, period):
     """``yf[yb + J] += bexp[J mod period]`` for ``J`` in ``[ja, jb)``."""
     j = ja
