@@ -32,9 +32,11 @@ from .channels_last import tables
 # Most input and output channels per group (beyond them the channel contraction belongs to BLAS)
 MAX_CHANNELS = 32
 # The weights' period is repeated up to a multiple of VECTOR_RUN elements (a whole number of the vector loop's
-# unrolled bodies, no scalar tail per period), unless that makes it longer than LONGEST_PERIOD
+# unrolled bodies, no scalar tail per period), unless that makes it longer than LONGEST_PERIOD, and to at least
+# SHORTEST_PERIOD elements
 VECTOR_RUN = 32
 LONGEST_PERIOD = 2048
+SHORTEST_PERIOD = 512
 # Elements of a task's repeated input rows (``xrep``): within L2 with the output chunk and the weights
 XREP_ELEMENTS = 1 << 16
 # Tasks per worker thread at least, where the rows allow (workers slowed down by another process take fewer)
@@ -76,10 +78,12 @@ def slots(spec: Spec) -> np.ndarray:
 
 
 def period(spec: Spec) -> int:
-    """The weights' period ``L = stride * C_out``, repeated to a multiple of ``VECTOR_RUN`` when not too long."""
+    """The weights' period ``L = stride * C_out``, repeated to a multiple of ``VECTOR_RUN`` when not too long, and
+    to at least ``SHORTEST_PERIOD`` elements (each period is one loop of the kernel: its set-up is per period)."""
     span = spec.stride_w * spec.c_out
     longer = span * (VECTOR_RUN // gcd(span, VECTOR_RUN))
-    return longer if longer <= max(LONGEST_PERIOD, span) else span
+    longer = longer if longer <= max(LONGEST_PERIOD, span) else span
+    return longer * -(-SHORTEST_PERIOD // longer)
 
 
 def full_slots(spec: Spec) -> bool:
@@ -184,7 +188,8 @@ def _cost(plan: geo.Plan, threads: int, kept: bool) -> float:
     filling = fill * ((run - tail) * M.PLANE_NHWC_FILL_VECTOR + tail * M.PLANE_NHWC_FILL + M.PLANE_NHWC_FILL_RUN) / run
     packed = 0 if kept else packed_elements(plan)
     work = (terms * M.PLANE_NHWC_TERM + s.y_elems * (passes * M.PLANE_NHWC_PASS + M.PLANE_STORE) + filling) \
-        * (1.0 if s.item == 4 else 1.5) + chunks * M.PLANE_NHWC_ROW + packed * M.PHASE_RELAYOUT_ELEMENT
+        * (1.0 if s.item == 4 else 1.5) + chunks * M.PLANE_NHWC_ROW + packed * M.PHASE_RELAYOUT_ELEMENT \
+        + (0 if kept else M.PLANE_NHWC_PACK)
     if runs_serially(plan):
         return work + M.LAUNCH_SERIAL
     return work / max(1, min(threads, lay.tasks)) + M.LAUNCH_POOL
