@@ -22,9 +22,9 @@ from .. import _model as M
 from .._caches import memo
 from .._kernels.plane_nhwc import plane_nhwc_tasks
 from .._model import SERIAL_WORK
+from .._runtime import run_parallel
 from .._scan import max_abs
-from .._tasks import run_tasks
-from .._threads import max_threads
+from .._threads import get_num_threads, max_threads
 from . import Variant, _epilogue
 from ._terms import sizes
 from .channels_last import tables
@@ -39,8 +39,12 @@ LONGEST_PERIOD = 2048
 SHORTEST_PERIOD = 512
 # Elements of a task's repeated input rows (``xrep``): within L2 with the output chunk and the weights
 XREP_ELEMENTS = 1 << 16
-# Tasks per worker thread at least, where the rows allow (workers slowed down by another process take fewer)
-TASKS_PER_THREAD = 4
+# Tasks per worker thread at least, where the rows allow, and chunks of tasks per worker thread at most: workers
+# claim chunks one at a time (a worker slowed down by another process takes fewer); a chunk has at least CHUNK_WORK
+# multiply-adds, so that small calls are not mostly the hand-out
+TASKS_PER_THREAD = 8
+CHUNKS_PER_THREAD = 8
+CHUNK_WORK = 1_000_000
 # Output elements per column chunk of a row: a chunk, its four terms' input runs and weights stay in L1
 COLUMN_CHUNK = 4096
 
@@ -211,14 +215,26 @@ def check(plan: geo.Plan, x5: np.ndarray, w_max: float) -> bool:
 
 def run(plan: geo.Plan, x5: np.ndarray, wexp: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
     """Channels-last transposed convolution into ``y5`` (N, oD, oH, oW, C_out) from ``x5`` (N, D, H, W, C_in) and
-    :func:`pack`'s weights, on the worker pool unless the problem is small (``_tasks.run_tasks``)."""
+    :func:`pack`'s weights: in the calling thread when small, else in chunks of tasks on the worker pool, each
+    chunk one call of the serial, GIL-free kernel (its scratch allocated once per chunk)."""
     spec = pack_input(plan)
     lay = layout(plan)
     tabs, counts = tables(plan)
     bexp = np.tile(bias, period(spec) // plan.c_out)
     code, params = _epilogue.args(plan) or (0, np.zeros(3, plan.dtype))
-    run_tasks(plane_nhwc_tasks, lay.tasks, plan.macs,
-              (x5, wexp, bexp, y5, tabs, counts, slots(spec), lay.geometry, code, params))
+    args = (x5, wexp, bexp, y5, tabs, counts, slots(spec), lay.geometry, code, params)
+    n_tasks, threads = lay.tasks, get_num_threads()
+    if runs_serially(plan) or threads == 1 or n_tasks <= 1:
+        plane_nhwc_tasks(*args, 0, n_tasks)
+        return
+    n_chunks = min(n_tasks, CHUNKS_PER_THREAD * threads, max(threads, plan.macs // CHUNK_WORK))
+    bounds = [(c * n_tasks // n_chunks, (c + 1) * n_tasks // n_chunks) for c in range(n_chunks)]
+
+    def work(part):
+        for lo, hi in part:
+            plane_nhwc_tasks(*args, lo, hi)
+
+    run_parallel(work, bounds)
 
 
 VARIANT = Variant(
