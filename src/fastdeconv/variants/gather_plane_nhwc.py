@@ -70,17 +70,20 @@ def applies(plan: geo.Plan) -> bool:
     return 1 <= cin_g <= MAX_CHANNELS and 1 <= cout_g <= MAX_CHANNELS and plan.axes[2].start >= 0
 
 
+@memo(256)
 def pack_input(plan: geo.Plan) -> Spec:
     a = plan.axes[2]
     return Spec(plan.c_in, plan.c_out, plan.groups, tuple(ax.kernel for ax in plan.axes), a.stride, a.dilation,
                 np.dtype(plan.dtype).str)
 
 
+@memo(256)
 def slots(spec: Spec) -> np.ndarray:
     """The W slots ``e = (k * dilation) // stride`` of the taps, each once, increasing."""
     return np.unique(np.arange(spec.kernel[2], dtype=np.int64) * spec.dilation_w // spec.stride_w)
 
 
+@memo(256)
 def period(spec: Spec) -> int:
     """The weights' period ``L = stride * C_out``, repeated to a multiple of ``VECTOR_RUN`` when not too long, and
     to at least ``SHORTEST_PERIOD`` elements (each period is one loop of the kernel: its set-up is per period)."""
@@ -90,6 +93,7 @@ def period(spec: Spec) -> int:
     return longer * -(-SHORTEST_PERIOD // longer)
 
 
+@memo(256)
 def full_slots(spec: Spec) -> bool:
     """Whether every slot has a tap for every phase (no zero in the pack: no term the definition does not have)."""
     return len(slots(spec)) * spec.stride_w == spec.kernel[2]
@@ -104,7 +108,10 @@ def pack(spec: Spec, w5: np.ndarray) -> np.ndarray:
     s, d = spec.stride_w, spec.dilation_w
     co = np.arange(spec.c_out)
     # sel[ci, co, kd, kh, kw] = w5[(co // cout_g) * cin_g + ci, co % cout_g, kd, kh, kw]
-    sel = w5[(co // cout_g)[None, :] * cin_g + np.arange(cin_g)[:, None], (co % cout_g)[None, :]]
+    if cin_g == 1 and cout_g == 1:  # (depthwise: the weight itself)
+        sel = w5.reshape((1,) + w5.shape[:1] + w5.shape[2:])
+    else:
+        sel = w5[(co // cout_g)[None, :] * cin_g + np.arange(cin_g)[:, None], (co % cout_g)[None, :]]
     found = slots(spec)
     taps = np.arange(k_w) * d
     index = np.full((len(found), s), k_w)  # the tap of each (slot, phase); k_w: none (a zero appended)
