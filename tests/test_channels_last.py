@@ -7,7 +7,7 @@ import pytest
 from reference import conv_transpose_ref
 
 import fastdeconv as fd
-from fastdeconv import _api, variants
+from fastdeconv import _api, _threads, variants
 from fastdeconv import _geometry as geo
 
 CASES = [
@@ -293,3 +293,111 @@ def test_a_small_channels_last_call_is_one_kernel_call(monkeypatch):
                              output_padding=1).transpose(0, 2, 3, 1)
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
     assert np.array_equal(y, kept) and np.array_equal(y, pooled)
+
+
+# gather-plane-nhwc: few channels per group (depthwise, depthwise multipliers, class maps, small dense layers),
+# 1-D to 3-D, stride, padding, output_padding, dilation, odd sizes, a kernel not a multiple of the stride (zero
+# phases in the pack), an output axis shorter than the stride, stride 1
+PLANE_NHWC_CASES = [
+    ((1, 3, 9, 9), (3, 1, 4, 4), dict(stride=2, padding=1, groups=3)),
+    ((2, 5, 7, 6), (5, 1, 3, 3), dict(stride=2, padding=1, output_padding=1, groups=5)),
+    ((2, 4, 23), (4, 1, 5), dict(stride=3, padding=2, groups=4, dilation=2)),
+    ((1, 6, 4, 5, 6), (6, 1, 3, 2, 4), dict(stride=(1, 2, 2), padding=(1, 0, 1), groups=6)),
+    ((1, 21, 6, 5), (21, 1, 16, 16), dict(stride=8, padding=4, groups=21)),
+    ((2, 4, 6, 7), (4, 2, 3, 3), dict(stride=1, padding=1, groups=2, dilation=(2, 1))),
+    ((1, 6, 5, 6), (6, 3, 4, 4), dict(stride=2, padding=1)),
+    ((2, 8, 1, 4), (8, 2, 6, 6), dict(stride=3, padding=2, groups=8)),
+    ((1, 3, 5, 4), (3, 2, 4, 3), dict(stride=(2, 3), padding=(1, 0), output_padding=(1, 2), groups=3)),
+]
+
+
+@pytest.mark.parametrize("case", range(len(PLANE_NHWC_CASES)))
+def test_plane_nhwc_forced(case):
+    """The channels-last few-channel variant against the reference with the bias and every activation, as a
+    one-off call and as an operator (the same bits), and the same bits on one and two threads."""
+    x_shape, w_shape, kw = PLANE_NHWC_CASES[case]
+    rng = np.random.default_rng(300 + case)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[1] * kw.get("groups", 1)).astype(np.float32)
+    rank = w.ndim - 2
+    xl = last(x, rank)
+    expected = last(conv_transpose_ref(x, w, b, **kw), rank)
+    plan = geo.make_plan(xl.shape, w.shape, xl.dtype, w.dtype, **kw,
+                         options=geo.PlanOptions(bias_shape=b.shape, data_format="channels_last"))
+    record = variants.get("gather-plane-nhwc")
+    assert record.applies(plan) and record.channels_last and record.form == "gather"
+    for activation, f in ACTIVATIONS:
+        args = dict(kw, method="gather-plane-nhwc", activation=activation, data_format="channels_last")
+        y = fd.conv_transpose(xl, w, b, **args)
+        np.testing.assert_allclose(y, f(expected), rtol=1e-4, atol=1e-4, err_msg=str(activation))
+        assert np.array_equal(fd.ConvTranspose(w, b, **args)(xl), y), activation
+    args = dict(kw, method="gather-plane-nhwc", data_format="channels_last")
+    try:
+        fd.set_num_threads(1)
+        one = fd.conv_transpose(xl, w, b, **args)
+    finally:
+        fd.set_num_threads(_threads.max_threads())
+    assert np.array_equal(one, fd.conv_transpose(xl, w, b, **args))
+
+
+def test_plane_nhwc_bits_on_one_and_two_threads_and_picked():
+    """A depthwise layer large enough for the worker pool: the same bits on one and two threads, every call;
+    ``auto`` runs gather-plane-nhwc on channels-last depthwise layers (FCN's bilinear upsampling, a depthwise
+    stride-2 block) from the estimates, and not on channel-rich ones."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 64, 64, 16)).astype(np.float32)
+    w = rng.standard_normal((16, 1, 4, 4)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    kw = dict(stride=2, padding=1, groups=16, data_format="channels_last", activation="relu")
+    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, 2, 1, groups=16,
+                         options=geo.PlanOptions(data_format="channels_last"))
+    from fastdeconv.variants import gather_plane_nhwc
+
+    assert not gather_plane_nhwc.runs_serially(plan) and gather_plane_nhwc.layout(plan).tasks > 1
+    results = []
+    try:
+        for threads in (1, 2, 1, 2):
+            fd.set_num_threads(threads)
+            results.append(fd.conv_transpose(x, w, b, **kw, method="gather-plane-nhwc"))
+    finally:
+        fd.set_num_threads(_threads.max_threads())
+    assert all(np.array_equal(results[0], r) for r in results[1:])
+    ref = last(conv_transpose_ref(np.moveaxis(x, -1, 1), w, b, stride=2, padding=1, groups=16), 2)
+    np.testing.assert_allclose(results[0], np.maximum(ref, 0), rtol=1e-4, atol=1e-4)
+    for x_shape, w_shape, geometry in [((1, 64, 64, 21), (21, 1, 16, 16), dict(stride=8, padding=4, groups=21)),
+                                       ((1, 16, 16, 21), (21, 1, 64, 64), dict(stride=32, padding=16, groups=21)),
+                                       ((8, 32, 32, 64), (64, 1, 4, 4), dict(stride=2, padding=1, groups=64))]:
+        choice = fd.plan(x_shape, w_shape, **geometry, data_format="channels_last")
+        assert choice.variant == "gather-plane-nhwc", choice
+    choice = fd.plan((8, 8, 8, 256), (256, 128, 4, 4), stride=2, padding=1, data_format="channels_last")
+    assert choice.variant != "gather-plane-nhwc"
+
+
+def test_plane_nhwc_non_finite_inputs():
+    """Infinite weights are multiplied by no padding zero (the runs are clipped to the input); with a kernel that
+    is not a multiple of the stride the pack holds zero weights, and an infinite input then runs an exact variant:
+    the finite/Inf/NaN pattern of gather-direct-nhwc either way."""
+    rng = np.random.default_rng(13)
+    for w_shape in [(4, 1, 4, 4), (4, 1, 3, 3)]:
+        x = rng.standard_normal((1, 6, 5, 4)).astype(np.float32)
+        w = rng.standard_normal(w_shape).astype(np.float32)
+        w[1, 0, 0, 0] = np.inf
+        x[0, 2, 3, 2] = np.inf
+        kw = dict(stride=2, padding=1, groups=4, data_format="channels_last")
+        y = fd.conv_transpose(x, w, **kw, method="gather-plane-nhwc")
+        exact = fd.conv_transpose(x, w, **kw, method="gather-direct-nhwc")
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(exact))
+        np.testing.assert_array_equal(np.isinf(y), np.isinf(exact))
+        np.testing.assert_allclose(np.where(np.isfinite(exact), y, 0), np.where(np.isfinite(exact), exact, 0),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_plane_nhwc_float64():
+    rng = np.random.default_rng(14)
+    x, w, b = rng.standard_normal((2, 6, 7, 5)), rng.standard_normal((6, 1, 4, 3)), rng.standard_normal(6)
+    kw = dict(stride=(2, 3), padding=1, groups=6)
+    y = fd.conv_transpose(last(x, 2), w, b, **kw, method="gather-plane-nhwc", data_format="channels_last",
+                          activation="tanh")
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, np.tanh(last(conv_transpose_ref(x, w, b, **kw), 2)), rtol=1e-12, atol=1e-12)

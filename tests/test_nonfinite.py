@@ -167,9 +167,10 @@ def test_safe_bounds_and_the_exact_plan():
     checked = {name for name, v in registry.VARIANTS.items() if v.check is not None and not v.channels_last}
     assert checked == {"gather-winograd", "gather-gemm", "gather-plane"}
     assert all(not v.exact for name, v in registry.VARIANTS.items() if name in checked)
-    # channels-last: the routes that run those channels-first variants, and Winograd's channels-last twin
+    # channels-last: the routes that run those channels-first variants, Winograd's channels-last twin and the
+    # few-channel one (zero weights in its pack where a kernel is not a multiple of the stride)
     checked_last = {name for name, v in registry.VARIANTS.items() if v.check is not None and v.channels_last}
-    assert checked_last == {f"transpose-{name}" for name in checked} | {"gather-winograd-nhwc"}
+    assert checked_last == {f"transpose-{name}" for name in checked} | {"gather-winograd-nhwc", "gather-plane-nhwc"}
     assert all(not registry.get(name).exact for name in checked_last)
 
 

@@ -113,6 +113,13 @@ _DERIVED = {
     "PLANE_QUAD": ("plane_tap", 30 / 0.03),  # per pass of up to four terms over a block's run: its set-up
     "PLANE_WEIGHT": ("plane_tap", 1 / 0.03),  # per entry of a task's weight table
     "PLANE_PHASE": ("plane_tap", 50 / 0.03),  # per (channel, row block, phase) run set-up and store call
+    "PLANE_NHWC_TERM": ("plane_tap", 2.0),  # gather-plane-nhwc: per (element, term), the weights a second stream
+    "PLANE_NHWC_PASS": ("plane_tap", 0.1 / 0.03),  # ... per element and pass of four terms (output load, store)
+    "PLANE_NHWC_ROW": ("plane_tap", 400 / 0.03),  # ... per output row and column chunk: its terms' set-up, edges
+    "PLANE_NHWC_PACK": ("call", 25.0),  # ... a one-off call's pack: its numpy calls
+    "PLANE_NHWC_FILL": ("im2col_element", 0.5),  # ... per element of the repeated input rows in a scalar tail
+    "PLANE_NHWC_FILL_VECTOR": ("im2col_element", 0.1),  # ... in a run's whole vector blocks
+    "PLANE_NHWC_FILL_RUN": ("im2col_element", 6.0),  # ... per run (a pixel's channels, or one broadcast value)
     "WINOGRAD_V_ELEMENT": ("winograd_element", 1.0),
     "WINOGRAD_U_ELEMENT": ("winograd_element", 0.35 / 0.07),  # per transformed-weight element (per point, chunk)
     "WINOGRAD_TILE_POINT": ("winograd_element", 3 / 0.07),  # per (tile, point): the transforms' loop and calls

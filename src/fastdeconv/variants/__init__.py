@@ -138,6 +138,7 @@ from . import (  # noqa: E402
     gather_gemm_cols,
     gather_gemm_nhwc_runs,
     gather_plane,
+    gather_plane_nhwc,
     gather_winograd,
     gather_winograd_nhwc,
     gemm_rows,
@@ -164,6 +165,7 @@ VARIANT_LIST: tuple[Variant, ...] = (
     channels_last.DIRECT,
     gather_winograd_nhwc.VARIANT,
     gather_gemm_nhwc_runs.VARIANT,
+    gather_plane_nhwc.VARIANT,
     # channels-first variants run on channels-last data: one channel (the same bytes), or a requested form with
     # no channels-last kernel (between two transposes)
     *(channels_last.transposing(v) for v in (scatter_direct.VARIANT, scatter_gemm.VARIANT, gemm_rows.SCATTER,

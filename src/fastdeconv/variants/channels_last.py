@@ -344,11 +344,13 @@ def runs_directly(plan: geo.Plan) -> bool:
 
 
 def direct_cost(plan: geo.Plan, threads: int) -> float:
-    """Multiply-adds at the direct rate, their vectors as long as a group's output channels; the streams."""
+    """Multiply-adds at the direct rate, their vectors as long as a group's output channels; the streams (x once
+    per tap, except for depthwise layers, whose rows re-read x rows from cache: once)."""
     s = sizes(plan)
-    run = plan.c_out if s.cin_g == 1 and s.cout_g == 1 and _relaid_fits(plan) else s.cout_g  # (depthwise)
+    rows = s.cin_g == 1 and s.cout_g == 1 and plan.groups > 1 and _relaid_fits(plan)  # (depthwise: by rows)
+    run = plan.c_out if s.cin_g == 1 and s.cout_g == 1 and _relaid_fits(plan) else s.cout_g
     rate = M.DIRECT_RATE * s.scale * run / (run + DIRECT_ROW_HALF)
-    work = plan.macs / rate + (s.x_elems * s.k + s.y_elems + s.w_elems) * s.item / M.BANDWIDTH
+    work = plan.macs / rate + (s.x_elems * (1 if rows else s.k) + s.y_elems + s.w_elems) * s.item / M.BANDWIDTH
     if runs_directly(plan):
         return work + M.LAUNCH_SERIAL
     return work / threads + M.LAUNCH_POOL
