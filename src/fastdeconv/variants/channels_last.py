@@ -219,7 +219,6 @@ def run(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np
     g = plan.groups
     cin_g, cout_g = plan.c_in // g, plan.c_out // g
     k = _prod(a.kernel for a in plan.axes)
-    task_list, max_pixels = tasks(plan)
     tabs, counts = tables(plan)
     wtab = w_table(plan)
     cut = cut_axis(plan)
@@ -233,6 +232,7 @@ def run(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np
     if by_channel is not None:
         _run_by_channel(plan, x5, w2, bias, y5, by_channel, (tabs, counts, wtab, kern), (code, params))
         return
+    task_list, max_pixels = tasks(plan)
 
     def work(part):
         buf = np.empty(max_pixels * cout_g * k, plan.dtype)
