@@ -590,4 +590,12 @@ def test_channels_last_weight_heavy_calls_split_by_output_channels(groups):
     np.testing.assert_allclose(np.moveaxis(outs[0], -1, 1), np.maximum(ref, 0), rtol=1e-10, atol=1e-10)
     op = fd.ConvTranspose(w, b, stride=2, padding=1, groups=groups, data_format="channels_last",
                           method="gather-gemm-nhwc", activation="relu")
-    np.testing.assert_allclose(op(x), outs[0], rtol=1e-12, atol=1e-12)
+    assert np.array_equal(op(x), outs[0])  # (its weight kept as it is: the same blocks, the same bits)
+    # a layer whose one output row's input already breaks the pixel split's memory rule: only by channels, and an
+    # operator (deciding as a one-off call) runs it the same way
+    x, w = rng.standard_normal((1, 5, 5, 16)).astype(np.float32), rng.standard_normal((16, 64, 4, 4)).astype(np.float32)
+    plan = geo.make_plan(x.shape, w.shape, x.dtype, w.dtype, 2, 1, options=geo.PlanOptions(data_format="channels_last"))
+    assert cl.tasks(plan) is None and cl.channel_tasks(plan) is not None
+    one_off = fd.conv_transpose(x, w, stride=2, padding=1, data_format="channels_last", method="gather-gemm-nhwc")
+    op = fd.ConvTranspose(w, stride=2, padding=1, data_format="channels_last", method="gather-gemm-nhwc")
+    assert np.array_equal(op(x), one_off)

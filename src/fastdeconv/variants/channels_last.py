@@ -30,7 +30,7 @@ from .._runtime import run_parallel
 from .._tasks import run_tasks
 from .._threads import max_threads
 from . import Variant, _epilogue
-from ._terms import gemm_applies, gemm_time, sizes
+from ._terms import gemm_applies, gemm_time, sizes, weight_plan
 from .gather_plane import axis_table
 
 # Target ``cols`` block (elements) per task: within one core's L2, so that the rows the GEMM writes are in cache
@@ -128,11 +128,6 @@ def scratch_elements(plan: geo.Plan) -> int:
     by_channel = channel_tasks(plan)
     if by_channel is not None:
         return max_threads() * by_channel[1] * by_channel[2] * sizes(plan).k
-    return kept_scratch(plan)
-
-
-def kept_scratch(plan: geo.Plan) -> int:
-    """Split by pixels (an operator's, its weight packed tap-major once, and a one-off call's otherwise)."""
     found = tasks(plan)
     width = (plan.c_out // plan.groups) * _prod(a.kernel for a in plan.axes)
     return 0 if found is None else max_threads() * found[1] * width + (plan.c_in * width if tap_major(plan) else 0)
@@ -157,9 +152,10 @@ def gemm_cost(plan: geo.Plan, threads: int, element: float, store: float) -> flo
 
 
 def cost(plan: geo.Plan, threads: int) -> float | None:
+    """By channel blocks where ``channel_tasks`` applies (one-off calls and operators alike), else by pixels."""
     by_channel = channel_tasks(plan)
     if by_channel is None:
-        return kept_cost(plan, threads)
+        return gemm_cost(plan, threads, *M.ROWS_STEP_PIXELS_MAJOR["gather"])
     blocks, pixels, cb = by_channel
     s = sizes(plan)
     element, store = M.ROWS_STEP_PIXELS_MAJOR["gather"]
@@ -169,10 +165,6 @@ def cost(plan: geo.Plan, threads: int) -> float | None:
     workers = max(1, min(threads, len(blocks)))
     return (gemm + step + len(blocks) * M.LAUNCH_GEMM) / workers + M.LAUNCH_PARALLEL
 
-
-def kept_cost(plan: geo.Plan, threads: int) -> float | None:
-    """With the weight packed tap-major once (an operator), and a one-off call split by pixels."""
-    return gemm_cost(plan, threads, *M.ROWS_STEP_PIXELS_MAJOR["gather"])
 
 
 def pack(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
@@ -278,9 +270,21 @@ def _run_by_channel(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.nda
     run_parallel(work, list(blocks))
 
 
+def _pack_input(plan: geo.Plan) -> tuple:
+    """What an operator's pack depends on: the weight's geometry, and whether calls of this plan run by blocks of
+    output channels (``channel_tasks``), which read the weight as it is, as a one-off call does."""
+    return weight_plan(plan), channel_tasks(plan) is not None
+
+
+def _kept_pack(spec: tuple, w5: np.ndarray) -> np.ndarray:
+    """An operator's weight: as it is where calls run by channel blocks, else packed tap-major once."""
+    plan, as_is = spec
+    return w5 if as_is else pack(plan, w5)
+
+
 NATIVE = Variant(
-    name="gather-gemm-nhwc", form="gather", applies=applies, cost=cost, kept_cost=kept_cost,
-    scratch=scratch_elements, kept_scratch=kept_scratch, pack=pack,
+    name="gather-gemm-nhwc", form="gather", applies=applies, cost=cost, scratch=scratch_elements,
+    pack=_kept_pack, pack_input=_pack_input,
     call_pack=lambda plan, w5: pack(plan, w5) if tap_major(plan) else w5, run=run, serial=lambda plan: False,
     reason="channels-last: BLAS GEMM over pixels x channels, each output pixel's channels summed in place",
     kernels=lambda: (nhwc_gather,), exact=True, channels_last=True,
