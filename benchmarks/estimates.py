@@ -6,10 +6,11 @@
 The workloads: the package's (``src/fastdeconv/workloads.json``), ``benchmarks/unseen_workloads.json`` and
 ``benchmarks/channel_rich_workloads.json``. For each, the cost model's estimate of every variant ``auto`` ranks
 (on this machine's profile: ``python -m fastdeconv machine --measure`` first), the median time of each forced
-(``method=<name>``, one-off calls, float32) and of ``auto``. A variant estimated more than ``--skip`` times
-slower than the best and longer than a second is not timed (noted). The summary counts the workloads whose
-chosen variant's estimate is within +-35% of its time and where ``auto`` is within 10% / 25% of the fastest
-forced variant. ``benchmarks/make_performance_doc.py`` renders the JSON into docs/performance.md.
+(``method=<name>``, one-off calls, float32) and of ``auto``, all interleaved round by round. A variant
+estimated more than ``--skip`` times slower than the best and longer than a second is not timed (noted). The
+summary counts the workloads whose chosen variant's estimate is within +-35% of its time and where ``auto`` is
+within 10% / 25% of the fastest forced variant. ``benchmarks/make_performance_doc.py`` renders the JSON into
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,17 +32,21 @@ SETS = {"built-in": ROOT / "src" / "fastdeconv" / "workloads.json",
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "estimates.json"
 
 
-def _median(rounds: int, fn, *args, **kwargs) -> float:
-    """Median seconds of ``fn(*args, **kwargs)`` over ``rounds`` calls after one (which loads the kernels)."""
-    fn(*args, **kwargs)
-    times = []
+def _medians(rounds: int, calls: dict) -> dict:
+    """Median seconds of each of ``calls`` (name -> function of no arguments) over ``rounds`` rounds, the calls
+    interleaved within a round (a drift of the machine's speed hits them alike), after one call each (which
+    loads the kernels); a call over a second stops its rounds at two."""
+    for fn in calls.values():
+        fn()
+    times = {name: [] for name in calls}
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn(*args, **kwargs)
-        times.append(time.perf_counter() - t0)
-        if times[-1] > 1.0 and len(times) >= 2:
-            break
-    return statistics.median(times)
+        for name, fn in calls.items():
+            if len(times[name]) >= 2 and max(times[name]) > 1.0:
+                continue
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def summary(rows: list[dict]) -> dict:
@@ -87,18 +93,23 @@ def main(argv=None) -> int:
             choice = fd.plan(w.x_shape, w.w_shape, **kw)
             estimates = _cost.estimate(w.plan, choice.threads)
             best = min(estimates.values())
-            variants = {}
+            variants, calls = {}, {"auto": partial(fd.conv_transpose, x, wt, **kw)}
             for name, est in sorted(estimates.items(), key=lambda kv: kv[1]):
                 entry = {"estimate": est}
                 if est > args.skip * best and est > 1.0:
                     entry["note"] = f"not timed: estimated {est / best:.0f}x the best"
                 else:
                     try:
-                        entry["seconds"] = _median(args.rounds, fd.conv_transpose, x, wt, method=name, **kw)
+                        fd.conv_transpose(x, wt, method=name, **kw)
+                        calls[name] = partial(fd.conv_transpose, x, wt, method=name, **kw)
                     except ValueError as exc:  # (refused: e.g. only an operator can run it)
                         entry["note"] = str(exc).split(":")[0]
                 variants[name] = entry
-            auto = _median(args.rounds, fd.conv_transpose, x, wt, **kw)
+            medians = _medians(args.rounds, calls)
+            for name, seconds in medians.items():
+                if name != "auto":
+                    variants[name]["seconds"] = seconds
+            auto = medians["auto"]
             row = {"name": w.name, "set": set_name, "geometry": f"{w.x_shape} * {w.w_shape} {kw}",
                    "chosen": choice.variant, "auto_seconds": auto, "variants": variants}
             rows.append(row)

@@ -345,12 +345,14 @@ def test_a_wrong_result_is_reported_and_exits_1(monkeypatch, capsys):
 def test_warmup_lists_every_variant_and_each_applies_somewhere():
     import numpy as np
 
-    from fastdeconv import _cost
+    from fastdeconv import _cost, variants
     from fastdeconv import _geometry as geo
     from fastdeconv.tools import warmup as _warmup
 
     units = _warmup.tasks(["float32"])
-    assert {name for name, _ in units} == set(_cost.VARIANTS) | set(_warmup.EXTRAS)
+    native_cl = {n for n in variants.names(layout="channels_last") if not n.startswith("transpose-")}
+    assert {name for name, _ in units} == set(_cost.VARIANTS) | set(_warmup.EXTRAS) | native_cl
+    assert native_cl and len(units) == len({name for name, _ in units})
     assert {dtype for _, dtype in _warmup.tasks()} == {"float32", "float64"}
     for variant in _cost.VARIANTS:
         modes = set()

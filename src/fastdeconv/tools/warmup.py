@@ -41,20 +41,32 @@ GEOMETRIES: tuple[tuple[tuple[int, ...], tuple[int, ...], dict], ...] = (
     ((1, 8, 4, 4, 4), (8, 4, 2, 2, 2), {"stride": 2}),  # 3-D up-convolution
     ((1, 8, 12, 12), (8, 8, 3, 3), {"stride": 1, "padding": 2, "dilation": 2}),  # dilated
 )
-# The other numba kernels: the zero-fill baseline, the forward convolution (direct and GEMM), its gradients.
+# The other numba kernels: the zero-fill baseline, the forward convolution (direct and GEMM), its gradients, and
+# the channels-last routes that transpose around a channels-first variant ("channels_last").
 EXTRAS = ("zerofill", "conv", "backward", "zero_fill", "channels_last")
+
+
+def _native_channels_last() -> tuple[str, ...]:
+    """The channels-last variants with kernels of their own (not a transposing route to a channels-first one)."""
+    from .. import variants
+
+    routes = {"transpose-" + name for name in variants.names(baseline=True)}
+    return tuple(n for n in variants.names(layout="channels_last") if n not in routes)
 
 
 def tasks(dtypes: Sequence[str] = DTYPES) -> list[tuple[str, str]]:
     """What warm-up compiles: ``(variant or extra, dtype)`` pairs, each a disjoint unit of work.
 
-    Every variant of the list (``fastdeconv.variants``) is listed; :func:`run_task` runs it, forced, on each
-    representative geometry where it applies, with the value check of the variants that have one.
+    Every variant of the list (``fastdeconv.variants``, both layouts) is listed; :func:`run_task` runs it,
+    forced, on each representative geometry where it applies, with the value check of the variants that have
+    one. The units whose compiles take longest come first, each with its dtypes side by side, so that the
+    workers finish together rather than one compiling the last long unit alone.
     """
     from .. import variants
 
-    names = list(variants.names()) + list(EXTRAS)
-    return [(name, dtype) for dtype in dtypes for name in names]
+    names = (["conv", "backward"] + list(_native_channels_last()) + list(variants.names())
+             + ["channels_last", "zerofill", "zero_fill"])
+    return [(name, dtype) for name in names for dtype in dtypes]
 
 
 def plan_format(record) -> str:
@@ -115,10 +127,12 @@ def run_task(name: str, dtype: str) -> tuple[str, str, float, int, list[str]]:
                 fd.conv_transpose_backward(y, x, w, **kw)
             elif name == "zero_fill":
                 fd.zero_fill(x, kw.get("stride", 1), kw.get("padding", 0))
-            elif name == "channels_last":  # the channels-last variants, forced, on channels-last data
+            elif name == "channels_last":  # the transposing channels-last routes, forced, on channels-last data
                 from .. import variants
 
-                if not any([forced(v, x, w, kw) for v in variants.names(baseline=True, layout=name)]):
+                natives = _native_channels_last()
+                if not any([forced(v, x, w, kw) for v in variants.names(baseline=True, layout=name)
+                            if v not in natives]):
                     continue
             elif not forced(name, x, w, kw):
                 continue
