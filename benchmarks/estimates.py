@@ -34,13 +34,17 @@ DEFAULT_JSON = ROOT / "benchmarks" / "results" / "estimates.json"
 
 def _medians(rounds: int, calls: dict) -> dict:
     """Median seconds of each of ``calls`` (name -> function of no arguments) over ``rounds`` rounds, the calls
-    interleaved within a round (a drift of the machine's speed hits them alike), after one call each (which
-    loads the kernels); a call over a second stops its rounds at two."""
+    interleaved within a round in a fresh random order each round (a drift of the machine's speed hits them
+    alike), after one call each (which loads the kernels); a call over a second stops its rounds at two."""
     for fn in calls.values():
         fn()
     times = {name: [] for name in calls}
+    order = list(calls.items())
+    shuffle = np.random.default_rng(0)
     for _ in range(rounds):
-        for name, fn in calls.items():
+        # (a fresh order every round: no call always follows the same one, whose memory and caches it inherits)
+        for i in shuffle.permutation(len(order)):
+            name, fn = order[i]
             if len(times[name]) >= 2 and max(times[name]) > 1.0:
                 continue
             t0 = time.perf_counter()
@@ -105,7 +109,9 @@ def main(argv=None) -> int:
                     except ValueError as exc:  # (refused: e.g. only an operator can run it)
                         entry["note"] = str(exc).split(":")[0]
                 variants[name] = entry
-            medians = _medians(args.rounds, calls)
+            # (calls of a millisecond or less: ten times the rounds, their medians are otherwise a few samples of
+            # microsecond noise)
+            medians = _medians(args.rounds * (10 if best < 1e-3 else 1), calls)
             for name, seconds in medians.items():
                 if name != "auto":
                     variants[name]["seconds"] = seconds

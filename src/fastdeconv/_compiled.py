@@ -161,13 +161,23 @@ def compile_beside(dispatcher, args: tuple) -> Beside:
         return Beside(None)
 
 
+_BESIDE = [True]  # whether this process may start a child to compile beside it (``no_children``)
+
+
+def no_children() -> None:
+    """Compile everything in this process from now on: for a process that is itself one of several compiling
+    side by side (warm-up's and ``compare``'s workers), where a child would only take a core from another."""
+    _BESIDE[0] = False
+
+
 def compile_beside_all(pairs) -> Beside:
     """:func:`compile_beside` for several ``(dispatcher, signature)`` pairs (numba types), compiled one after
     the other by one child (those compiled here or cached already are left out)."""
     from .config import NUMBA_CACHE
 
     try:
-        if not NUMBA_CACHE or (os.cpu_count() or 1) < 2 or not sys.executable or getattr(sys, "frozen", False):
+        if (not _BESIDE[0] or not NUMBA_CACHE or (os.cpu_count() or 1) < 2 or not sys.executable
+                or getattr(sys, "frozen", False)):
             return Beside(None)  # (a frozen or embedded interpreter's executable may not run ``-c``)
         todo = [(d.py_func.__module__, d.py_func.__name__, sig) for d, sig in pairs if not available(d, sig)]
         if not todo:

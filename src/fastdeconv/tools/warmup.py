@@ -143,7 +143,10 @@ def run_task(name: str, dtype: str) -> tuple[str, str, float, int, list[str]]:
 
 
 def worker_init() -> None:
+    from .._compiled import no_children
+
     os.environ["FASTDECONV_CALIBRATE"] = "0"  # forced variants only: nothing to measure or record
+    no_children()  # (the workers already compile on every core)
     # A Ctrl-C reaches every process of the terminal's group: the parent stops the workers, and a worker goes on
     # compiling until then, rather than failing its unit and taking the next
     signal.signal(signal.SIGINT, signal.SIG_IGN)
