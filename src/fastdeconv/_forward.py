@@ -221,8 +221,34 @@ def conv(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0, dilat
         if key is not None:
             _PLANS.put(key, plan)
     y = np.empty(plan.out_shape, plan.dtype)
-    run_conv(plan, x, weight, bias, y)
+    tiny_call = _tiny_call(plan)
+    if tiny_call is not None:  # (run_conv's route for it, without its per-call steps)
+        x_shape, w_shape, y_shape, geometry = tiny_call
+        b = _zeros(plan.c_out, plan.dtype) if bias is None else contiguous(bias, plan.dtype)
+        correlate_small(contiguous(x, plan.dtype).reshape(x_shape), contiguous(weight, plan.dtype).reshape(w_shape),
+                        b, y.reshape(y_shape), plan.groups, *geometry)
+    else:
+        run_conv(plan, x, weight, bias, y)
     return np.ascontiguousarray(np.moveaxis(y, channel, -1)) if last else y
+
+
+@memo(512)
+def _tiny_call(plan: ConvPlan) -> tuple | None:
+    """Where ``run_conv`` would correlate x in place (``tiny``, and no other route before it): the canonical
+    shapes and geometry arrays of that call; else None."""
+    if (not tiny(plan) or plan.c_in == 0 or prod(plan.out_shape) == 0 or _sparse(plan)
+            or as_transposed(plan) is not None or use_gemm(plan)):
+        return None
+    spatial_in, spatial_out = tuple(a.size_in for a in plan.axes), tuple(a.size_out for a in plan.axes)
+    return ((plan.batch, plan.c_in) + spatial_in, (plan.c_out, plan.c_in // plan.groups) + tuple(
+        a.kernel for a in plan.axes), (plan.batch, plan.c_out) + spatial_out,
+        (plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start")))
+
+
+@memo(64)
+def _zeros(n: int, dtype: np.dtype) -> np.ndarray:
+    """A zero bias (read only by the kernels)."""
+    return np.zeros(n, dtype)
 
 
 @memo(512)
