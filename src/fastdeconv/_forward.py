@@ -452,14 +452,21 @@ def _conv_phases(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray, 
     for first, (p_lo, p_hi, taps) in enumerate(((0, split, kk), (split, s, kk - 1))):
         if p_lo == p_hi or taps == 0:  # (s > k: phases no tap reads)
             continue
-        xs = np.zeros((plan.batch, plan.c_in, p_hi - p_lo, rows, aw.size_out - 1 + taps), plan.dtype)
-        for p in range(p_lo, p_hi):
-            q_lo = max(0, -((p - aw.start) // s))  # first q with q * s + p - start >= 0
-            q_hi = min(xs.shape[4], -((p - aw.start - aw.size_in) // s))  # ... < size_in
-            if q_lo < q_hi and r_lo < r_hi:
-                i_lo = q_lo * s + p - aw.start
-                xs[:, :, p - p_lo, r_lo:r_hi, q_lo:q_hi] = x5[:, :, 0, r_lo - ah.start:r_hi - ah.start,
-                                                              i_lo:i_lo + (q_hi - q_lo - 1) * s + 1:s]
+        xs = np.empty((plan.batch, plan.c_in, p_hi - p_lo, rows, aw.size_out - 1 + taps), plan.dtype)
+
+        def split(samples, xs=xs, p_lo=p_lo, p_hi=p_hi):  # (numpy copies without the GIL: the pool's threads)
+            for n0, n1 in samples:
+                xs[n0:n1] = 0
+                for p in range(p_lo, p_hi):
+                    q_lo = max(0, -((p - aw.start) // s))  # first q with q * s + p - start >= 0
+                    q_hi = min(xs.shape[4], -((p - aw.start - aw.size_in) // s))  # ... < size_in
+                    if q_lo < q_hi and r_lo < r_hi:
+                        i_lo = q_lo * s + p - aw.start
+                        xs[n0:n1, :, p - p_lo, r_lo:r_hi, q_lo:q_hi] = x5[
+                            n0:n1, :, 0, r_lo - ah.start:r_hi - ah.start, i_lo:i_lo + (q_hi - q_lo - 1) * s + 1:s]
+
+        blocks = min(plan.batch, 2 * max_threads())
+        run_parallel(split, [(i * plan.batch // blocks, (i + 1) * plan.batch // blocks) for i in range(blocks)])
         ws = np.ascontiguousarray(wz[:, :, 0, :, p_lo:p_lo + taps * s].reshape(
             w5.shape[0], w5.shape[1], ah.kernel, taps, s)[..., :p_hi - p_lo].transpose(0, 1, 4, 2, 3))
         if first == 0:
