@@ -502,7 +502,7 @@ def test_compiled_probe_reads_numbas_disk_cache(tmp_path):
 
 
 def test_compile_beside_compiles_in_a_child_into_the_cache(tmp_path):
-    """``_compiled.compile_beside`` compiles a kernel for the types of the given arguments in another process:
+    """``_compiled.compile_beside_all`` compiles a kernel for the given numba types in another process:
     afterwards it is available here (from numba's cache) without having been compiled here; a kernel already
     available starts no child."""
     (tmp_path / "h3_beside_mod.py").write_text("from numba import njit\n\n\n@njit(cache=True)\n"
@@ -515,11 +515,11 @@ def test_compile_beside_compiles_in_a_child_into_the_cache(tmp_path):
         args = (np.ones(3, np.float32),)
         signature = tuple(typeof(a) for a in args)
         assert not _compiled.available(m.double, signature)
-        beside = _compiled.compile_beside(m.double, args)
+        beside = _compiled.compile_beside_all(((m.double, signature),))
         assert beside._proc is not None  # a child was started
         beside.wait()
         assert m.double.signatures == [] and _compiled.available(m.double, signature)
-        assert _compiled.compile_beside(m.double, args)._proc is None  # available: nothing to do
+        assert _compiled.compile_beside_all(((m.double, signature),))._proc is None  # available: nothing to do
         assert np.array_equal(m.double(*args), np.full(3, 2, np.float32))
     finally:
         sys.path.remove(str(tmp_path))

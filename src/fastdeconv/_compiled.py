@@ -7,8 +7,9 @@ overloads for that dtype is compiled in this process (``dispatcher.signatures``)
 loads it. Anything unexpected (not a numba dispatcher, a numba version with other internals, an unreadable or
 foreign index file) answers "not ready": a wrong "no" only skips a measurement, a wrong "yes" would compile.
 
-``compile_beside`` compiles one kernel in a child interpreter into that cache, so that a cold first call can
-compile two large kernels on two cores (numba compiles one function at a time per process).
+``compile_beside_all`` compiles kernels in a child interpreter into that cache, and ``compile_split`` uses it so
+that a cold first call compiles a large kernel's callees on two cores (numba compiles one function at a time per
+process).
 
 Every kernel is made by this module's :func:`njit`, so that numba compiles (or loads from its cache) on a thread
 of its own, which no signal interrupts, while the thread that needs the kernel waits (``_interrupts``): numba's
@@ -113,7 +114,7 @@ _CHILD = (
 
 
 class Beside:
-    """A kernel compiling in a child process while this one works (see :func:`compile_beside`)."""
+    """A kernel compiling in a child process while this one works (see :func:`compile_beside_all`)."""
 
     def __init__(self, proc):
         self._proc = proc
@@ -144,23 +145,6 @@ def _end(proc) -> None:
     proc.wait()
 
 
-def compile_beside(dispatcher, args: tuple) -> Beside:
-    """Start compiling ``dispatcher`` for the types of ``args`` in a child interpreter, so that this process can
-    compile another kernel meanwhile (numba compiles one function at a time per process, and a cold first call
-    of a variant with two large kernels would otherwise compile them one after the other on one core).
-
-    Does nothing (``wait`` returns at once) unless numba's disk cache is on, the machine has a second core, and
-    the kernel is neither compiled here nor cached for these types: the call then compiles or loads it as
-    usual. Only the compile moves: the kernel, its cache entry and its results are the ones a call would make.
-    """
-    try:
-        from numba import typeof
-
-        return compile_beside_all(((dispatcher, tuple(typeof(a) for a in args)),))
-    except Exception:
-        return Beside(None)
-
-
 _BESIDE = [True]  # whether this process may start a child to compile beside it (``no_children``)
 
 
@@ -171,8 +155,14 @@ def no_children() -> None:
 
 
 def compile_beside_all(pairs) -> Beside:
-    """:func:`compile_beside` for several ``(dispatcher, signature)`` pairs (numba types), compiled one after
-    the other by one child (those compiled here or cached already are left out)."""
+    """Start compiling ``(dispatcher, signature)`` pairs (numba types) one after the other in a child interpreter,
+    so that this process can compile other kernels meanwhile (numba compiles one function at a time per process).
+
+    Does nothing (``wait`` returns at once) unless numba's disk cache is on, the machine has a second core, this
+    process may start children (``no_children``) and some pair is neither compiled here nor cached: the call then
+    compiles or loads it as usual. Only the compile moves: the kernel, its cache entry and its results are the
+    ones a call would make.
+    """
     from .config import NUMBA_CACHE
 
     try:

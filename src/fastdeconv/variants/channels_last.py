@@ -166,7 +166,6 @@ def cost(plan: geo.Plan, threads: int) -> float | None:
     return (gemm + step + len(blocks) * M.LAUNCH_GEMM) / workers + M.LAUNCH_PARALLEL
 
 
-
 def pack(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
     """(C_in, C_out_g, K) -> (C_in, K x C_out_g): tap-major, each tap's output channels contiguous."""
     cout_g, k = plan.c_out // plan.groups, _prod(a.kernel for a in plan.axes)
@@ -254,7 +253,6 @@ def _run_by_channel(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.nda
     tabs, counts, wtab, kern = geometry
     slab = np.array([a.size_in for a in plan.axes], np.int64)
     cut = cut_axis(plan)
-    whole = (0, plan.batch, cut, 0, plan.axes[cut].size_out, 0)
     xm = x5.reshape(pixels, plan.c_in)
 
     def work(part):
@@ -263,9 +261,8 @@ def _run_by_channel(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.nda
             cols = buf[:pixels * nc * k].reshape(pixels, nc * k)
             np.matmul(xm[:, gi * cin_g:(gi + 1) * cin_g], w2[gi * cin_g:(gi + 1) * cin_g, c0 * k:(c0 + nc) * k],
                       out=cols)
-            n0, nn, cut_, o0, o1, i0 = whole
-            nhwc_gather(buf, y5, bias, (n0, nn, gi * cout_g + c0, nc, cut_, o0, o1, i0), slab, kern, tabs, counts,
-                        wtab, False, *epilogue)
+            block = (0, plan.batch, gi * cout_g + c0, nc, cut, 0, plan.axes[cut].size_out, 0)  # (all pixels)
+            nhwc_gather(buf, y5, bias, block, slab, kern, tabs, counts, wtab, False, *epilogue)
 
     run_parallel(work, list(blocks))
 
