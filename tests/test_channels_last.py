@@ -27,6 +27,21 @@ def last(a, rank):
     return np.ascontiguousarray(np.moveaxis(a, a.ndim - rank - 1, -1))
 
 
+def _forced_case(case, seed, with_bias):
+    """A forced-variant case's float32 arrays (x, weight, bias), its geometry, rank, channels-last x, the
+    channels-last reference and the channels-last plan (``with_bias``: the plan knows the bias)."""
+    x_shape, w_shape, kw = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[1] * kw.get("groups", 1)).astype(np.float32)
+    rank = w.ndim - 2
+    xl = last(x, rank)
+    plan = geo.make_plan(xl.shape, w.shape, xl.dtype, w.dtype, **kw, options=geo.PlanOptions(
+        bias_shape=b.shape if with_bias else None, data_format="channels_last"))
+    return x, w, b, kw, rank, xl, last(conv_transpose_ref(x, w, b, **kw), rank), plan
+
+
 def arrays(case, dtype=np.float32):
     x_shape, w_shape, kw = CASES[case]
     rng = np.random.default_rng(case)
@@ -154,16 +169,7 @@ def test_winograd_nhwc_forced(case):
     """The channels-last Winograd variant against the reference on transposed data, with every activation, as a
     one-off call where its schedule fits the memory rule and as an operator; its results are gather-winograd's
     bits, transposed."""
-    x_shape, w_shape, kw = WINOGRAD_CASES[case]
-    rng = np.random.default_rng(100 + case)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal(w_shape).astype(np.float32)
-    b = rng.standard_normal(w_shape[1] * kw.get("groups", 1)).astype(np.float32)
-    rank = w.ndim - 2
-    xl = last(x, rank)
-    expected = last(conv_transpose_ref(x, w, b, **kw), rank)
-    plan = geo.make_plan(xl.shape, w.shape, xl.dtype, w.dtype, **kw,
-                         options=geo.PlanOptions(data_format="channels_last"))
+    x, w, b, kw, rank, xl, expected, plan = _forced_case(WINOGRAD_CASES[case], 100 + case, with_bias=False)
     record = variants.get("gather-winograd-nhwc")
     assert record.applies(plan) and record.channels_last
     one_off = record.estimate(plan, 1) is not None
@@ -315,16 +321,7 @@ PLANE_NHWC_CASES = [
 def test_plane_nhwc_forced(case):
     """The channels-last few-channel variant against the reference with the bias and every activation, as a
     one-off call and as an operator (the same bits), and the same bits on one and two threads."""
-    x_shape, w_shape, kw = PLANE_NHWC_CASES[case]
-    rng = np.random.default_rng(300 + case)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal(w_shape).astype(np.float32)
-    b = rng.standard_normal(w_shape[1] * kw.get("groups", 1)).astype(np.float32)
-    rank = w.ndim - 2
-    xl = last(x, rank)
-    expected = last(conv_transpose_ref(x, w, b, **kw), rank)
-    plan = geo.make_plan(xl.shape, w.shape, xl.dtype, w.dtype, **kw,
-                         options=geo.PlanOptions(bias_shape=b.shape, data_format="channels_last"))
+    x, w, b, kw, rank, xl, expected, plan = _forced_case(PLANE_NHWC_CASES[case], 300 + case, with_bias=True)
     record = variants.get("gather-plane-nhwc")
     assert record.applies(plan) and record.channels_last and record.form == "gather"
     for activation, f in ACTIVATIONS:
