@@ -20,6 +20,7 @@ CASES = [
     ((3, 1, 7, 6), (1, 1, 3, 3), dict(stride=2)),  # one channel: the channels-first bytes
     ((2, 32, 12, 10), (32, 3, 4, 4), dict(stride=2, padding=1)),  # few output channels
     ((1, 16, 5, 5), (16, 64, 4, 4), dict(stride=2, padding=1)),  # weight-heavy: the GEMM reads it in place
+    ((2, 8, 5, 6), (8, 1, 4, 4), dict(stride=2, padding=1)),  # one output channel: x read in place
 ]
 
 
@@ -398,3 +399,38 @@ def test_plane_nhwc_float64():
                           activation="tanh")
     assert y.dtype == np.float64
     np.testing.assert_allclose(y, np.tanh(last(conv_transpose_ref(x, w, b, **kw), 2)), rtol=1e-12, atol=1e-12)
+
+
+READING = ("scatter-gemm-rows-nhwc", "scatter-gemm-phases-nhwc", "gather-gemm-rows-nhwc")
+READING_CASES = [  # one output channel, several input channels
+    ((2, 24, 9), (24, 1, 96), dict(stride=32, padding=5)),  # a learned overlap-add (wide stride)
+    ((3, 16, 40), (16, 1, 80), dict(stride=40, output_padding=3)),
+    ((2, 8, 5, 6), (8, 1, 4, 4), dict(stride=2, padding=1)),
+    ((1, 6, 3, 4, 2), (6, 1, 2, 3, 3), dict(stride=(1, 2, 2), padding=(0, 1, 1))),
+]
+
+
+@pytest.mark.parametrize("case", range(len(READING_CASES)))
+def test_one_output_channel_reads_x_in_place(case):
+    """Channels-first GEMM variants on channels-last data of one output channel: against the reference with and
+    without an activation, an operator's bits equal to a one-off call's; not on two output channels."""
+    x, w, b, kw, rank, xl, expected, plan = _forced_case(READING_CASES[case], 400 + case, with_bias=True)
+    ran = [name for name in READING if variants.get(name).applies(plan)]
+    assert ran and (case > 1 or "scatter-gemm-phases-nhwc" in ran)
+    for name in ran:
+        for activation, f in ACTIVATIONS[:2]:
+            args = dict(kw, method=name, activation=activation, data_format="channels_last")
+            y = fd.conv_transpose(xl, w, b, **args)
+            np.testing.assert_allclose(y, f(expected), rtol=1e-4, atol=1e-4, err_msg=name)
+            np.testing.assert_array_equal(fd.ConvTranspose(w, b, **args)(xl), y)
+    assert not any(v.applies(geo.make_plan(last(np.zeros((1, 8, 5)), 1).shape, (8, 2, 4), np.float32, np.float32,
+                                           stride=2, options=geo.PlanOptions(data_format="channels_last")))
+                   for v in map(variants.get, READING))
+
+
+def test_one_output_channel_overlap_add_picked():
+    """``auto`` on an iSTFT-like channels-last layer (514 channels to one, kernel 1,024, stride 256) runs a
+    channels-first GEMM variant on x in place, not the pixels x channels GEMM whose output step sums 4 rows per
+    output."""
+    chosen = fd.plan((4, 400, 514), (514, 1, 1024), stride=256, data_format="channels_last").variant
+    assert chosen in {"scatter-gemm-phases-nhwc", "scatter-gemm-rows-nhwc", "gather-gemm-rows-nhwc"}

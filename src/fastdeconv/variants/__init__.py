@@ -166,6 +166,8 @@ VARIANT_LIST: tuple[Variant, ...] = (
     gather_winograd_nhwc.VARIANT,
     gather_gemm_nhwc_runs.VARIANT,
     gather_plane_nhwc.VARIANT,
+    # channels-first GEMM variants reading channels-last x in place where the output has one channel
+    *(channels_last.reading_in_place(v) for v in (gemm_rows.SCATTER, scatter_gemm_phases.VARIANT, gemm_rows.GATHER)),
     # channels-first variants run on channels-last data: one channel (the same bytes), or a requested form with
     # no channels-last kernel (between two transposes)
     *(channels_last.transposing(v) for v in (scatter_direct.VARIANT, scatter_gemm.VARIANT, gemm_rows.SCATTER,

@@ -12,6 +12,10 @@ channel-poor layers, and of those where ``gather-gemm-nhwc``'s ``cols`` would br
 position whose input rows' ``cols`` exceed it). Where a form with no channels-last kernel is requested
 (``scatter``, ``zerofill``), a clearly named transposing route runs: ``transpose-<variant>`` transposes x to
 channels-first, runs that channels-first variant (with the epilogue) and transposes the result back.
+
+A layer of one output channel needs neither: its channels-last output is the channels-first one, and the
+channels-first GEMM variants that read x only as their GEMM's operand read channels-last x in place
+(``<variant>-nhwc``, :func:`reading_in_place`).
 """
 
 from __future__ import annotations
@@ -377,6 +381,40 @@ def channels_first(plan: geo.Plan) -> geo.Plan:
 def same_bytes(plan: geo.Plan) -> bool:
     """One input and one output channel: channels-last arrays are the channels-first ones, byte for byte."""
     return plan.c_in == 1 and plan.c_out == 1
+
+
+def one_output_channel(plan: geo.Plan) -> bool:
+    """One output channel and several input channels: the channels-last output is the channels-first one byte for
+    byte, and x's channels-last pixels are the rows of the transposed GEMM operand X^T a channels-first GEMM
+    variant multiplies (a strided view of x both ways)."""
+    return plan.c_out == 1 and plan.c_in > 1
+
+
+def reading_in_place(inner: Variant) -> Variant:
+    """A channels-last record of ``inner``, a channels-first GEMM variant that reads x only through numpy views
+    (its GEMM's operand; no numba kernel reads x), on layers of one output channel (:func:`one_output_channel`):
+    ``inner`` runs on a channels-first view of x5 and on y5 reshaped (the same bytes), with no copy of either.
+    A learned overlap-add (an iSTFT-like synthesis, ~1000 channels to one) is such a layer."""
+
+    def run_(plan: geo.Plan, x5: np.ndarray, packed, bias: np.ndarray, y5: np.ndarray) -> None:
+        inner.run(channels_first(plan), x5.transpose(0, 4, 1, 2, 3), packed, bias,
+                  y5.reshape((y5.shape[0], 1) + y5.shape[1:4]))
+
+    kept_inner = inner.kept_cost or inner.cost
+
+    return Variant(
+        name=f"{inner.name}-nhwc", form=inner.form,
+        applies=lambda plan: one_output_channel(plan) and inner.applies(channels_first(plan)),
+        cost=lambda plan, threads: inner.cost(channels_first(plan), threads),
+        kept_cost=lambda plan, threads: kept_inner(channels_first(plan), threads),
+        scratch=lambda plan: inner.scratch_elements(channels_first(plan)),
+        kept_scratch=lambda plan: inner.scratch_elements(channels_first(plan), True),
+        pack=inner.pack, pack_input=lambda plan: inner.pack_input(channels_first(plan)),
+        call_pack=lambda plan, w5: inner.packed_for_call(channels_first(plan), w5), run=run_,
+        serial=lambda plan: inner.serial(channels_first(plan)),
+        reason=f"channels-last, one output channel: {inner.name} reading x's pixels in place as its GEMM's rows",
+        kernels=inner.kernels, exact=inner.exact, channels_last=True,
+    )
 
 
 def transposing(inner: Variant) -> Variant:
