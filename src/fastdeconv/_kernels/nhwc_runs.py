@@ -48,6 +48,10 @@ def nhwc_runs(cols, y, brow, block, slab, kern, tabs, counts, axis_w, code, para
     # the input pixels of a pass are this many apart, so that its runs never overlap: a run's loads never wait
     # for the previous run's stores to the same elements
     apart = -(-k_w // stride_w)
+    run, step_src, step_dst = k_w * c, apart * k_all * c, apart * stride_w * c
+    # input pixels ``iw`` of the slab whose whole K_w-tap run lands in ``[lo_w, hi_w)``
+    inner_lo = max(0, -(-(lo_w + start_w) // stride_w) - off_w)
+    inner_hi = min(s_w - 1, (hi_w - k_w + start_w) // stride_w - off_w)
     for q in range(nn):
         n = n0 + q
         for od in range(lo_d, hi_d):
@@ -62,18 +66,43 @@ def nhwc_runs(cols, y, brow, block, slab, kern, tabs, counts, axis_w, code, para
                         kh, i_h = tabs[1, oh, 2 * uh], tabs[1, oh, 2 * uh + 1] - off_h
                         t0 = (kd * k_h + kh) * k_w
                         p_dh = ((q * s_d + i_d) * s_h + i_h) * s_w
+                        src0 = (p_dh * k_all + t0) * c  # (input pixel 0's run)
                         for r in range(apart):
-                            for iw in range(r, s_w, apart):
-                                o = (off_w + iw) * stride_w - start_w  # the output of tap kw = 0
-                                k_lo = max(0, lo_w - o)
-                                k_hi = min(k_w, hi_w - o)
-                                if k_lo >= k_hi:
-                                    continue
-                                src = ((p_dh + iw) * k_all + t0 + k_lo) * c
-                                dst = row + (o + k_lo) * c
-                                for e in range((k_hi - k_lo) * c):
-                                    yf[at(dst + e)] += cols[at(src + e)]
+                            # the pass's pixels whose runs lie inside the block, one fixed-length run each at a
+                            # fixed step; the clipped ones at either end; in pixel order
+                            head = inner_lo + (r - inner_lo) % apart
+                            for iw in range(r, min(head, s_w), apart):
+                                _clipped_run(cols, yf, src0, row, iw, (off_w, stride_w, start_w, lo_w, hi_w),
+                                             k_w, k_all, c)
+                            after = max(head, r)
+                            if head <= inner_hi:
+                                n_in = (inner_hi - head) // apart + 1
+                                src = src0 + head * k_all * c
+                                dst = row + ((off_w + head) * stride_w - start_w) * c
+                                for _ in range(n_in):
+                                    for e in range(run):
+                                        yf[at(dst + e)] += cols[at(src + e)]
+                                    src += step_src
+                                    dst += step_dst
+                                after = head + n_in * apart
+                            for iw in range(after, s_w, apart):
+                                _clipped_run(cols, yf, src0, row, iw, (off_w, stride_w, start_w, lo_w, hi_w),
+                                             k_w, k_all, c)
                 for e in range(span):
                     yf[at(first + e)] += brow[at(lo_w * c + e)]
                 if code != 0:
                     activate_run(yf, first, span, code, a, b, one)
+
+
+@njit(**NJIT_FLAGS)
+def _clipped_run(cols, yf, src0, row, iw, axis, k_w, k_all, c):
+    """Input pixel ``iw``'s run clipped to the block ``[lo_w, hi_w)`` of the output row at ``row``; ``axis`` =
+    (off_w, stride_w, start_w, lo_w, hi_w)."""
+    off_w, stride_w, start_w, lo_w, hi_w = axis
+    o = (off_w + iw) * stride_w - start_w  # the output of tap kw = 0
+    k_lo = max(0, lo_w - o)
+    k_hi = min(k_w, hi_w - o)
+    src = src0 + (iw * k_all + k_lo) * c
+    dst = row + (o + k_lo) * c
+    for e in range(max(0, k_hi - k_lo) * c):
+        yf[at(dst + e)] += cols[at(src + e)]
