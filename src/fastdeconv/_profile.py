@@ -281,7 +281,7 @@ def _gemm_rate(m: int, n: int, k: int, dtype=np.float32) -> float:
     return 2.0 * m * n * k / seconds
 
 
-_BIG, _WIDE, _THIN = 256, 1024, 8  # GEMM sides: (M, N, K) = (_BIG, _WIDE, _BIG) as the variants' GEMMs (a
+_BIG, _WIDE, _THIN = 256, 1024, 16  # GEMM sides: (M, N, K) = (_BIG, _WIDE, _BIG) as the variants' GEMMs (a
 # long pixel side), and the thin side of the half-rate probes
 _COPY_BYTES = 32 << 20  # far beyond a last-level cache: the copy streams from memory
 
