@@ -209,3 +209,27 @@ def test_cli_tune(monkeypatch, tmp_path, capsys):
         cli(["tune", "--workload", "no_such_layer"])
     assert cli(["tune", "--workload", "seed000_tiny"]) == 0
     assert "seed000_tiny: nothing to measure" in capsys.readouterr().out
+
+
+def test_gemm_half_sides_are_a_median_of_three_thin_sizes_and_stay_near_the_reference(monkeypatch):
+    """One thin-side reading of a GEMM's half side moved by 2x between processes: the profile takes the median of
+    the readings at three thin sizes, and the model keeps each side within HALF_SPREAD of the reference's."""
+    big = 100e9
+    # rates that read half sides 4, 40 and 10 at the three thin sizes of one axis (the others at the peak)
+    wanted = dict(zip(_profile._THIN, (4.0, 40.0, 10.0)))
+
+    def rate(m, n, k, dtype=np.float32):
+        side = min(m, n, k)
+        if side not in wanted or (m, n, k).count(side) != 1 or m != side:
+            return big * 0.9999
+        return big * side / (side + wanted[side])
+
+    monkeypatch.setattr(_profile, "_gemm_rate", rate)
+    halves = _profile._halves(big)
+    assert halves[0] == pytest.approx(10.0) and halves[1] == halves[2] == 0.5
+    reference, reading = _model.REFERENCE["gemm_half"], _model.READING["gemm_half"]
+    assert _model.scaled("gemm_half", reading) == pytest.approx(reference)
+    far = _model.scaled("gemm_half", tuple(q * 100 for q in reading))
+    near = _model.scaled("gemm_half", tuple(q / 100 for q in reading))
+    assert far == pytest.approx(tuple(r * _model.HALF_SPREAD for r in reference))
+    assert near == pytest.approx(tuple(r / _model.HALF_SPREAD for r in reference))

@@ -281,18 +281,29 @@ def _gemm_rate(m: int, n: int, k: int, dtype=np.float32) -> float:
     return 2.0 * m * n * k / seconds
 
 
-_BIG, _WIDE, _THIN = 256, 1024, 16  # GEMM sides: (M, N, K) = (_BIG, _WIDE, _BIG) as the variants' GEMMs (a
-# long pixel side), and the thin side of the half-rate probes
+_BIG, _WIDE = 256, 1024  # GEMM sides: (M, N, K) = (_BIG, _WIDE, _BIG) as the variants' GEMMs (a long pixel side)
+_THIN = (16, 32, 64)  # the thin sides of the half-rate probes (one side at a time; the median of their readings)
 _COPY_BYTES = 32 << 20  # far beyond a last-level cache: the copy streams from memory
 
 
-def _half(thin_rate: float, big_rate: float) -> float:
-    """The half side ``h`` of ``side / (side + h)`` from the rates at a thin side (_THIN) and at _BIG."""
+def _half(thin_rate: float, big_rate: float, side: int) -> float:
+    """The half side ``h`` of ``side / (side + h)`` from the rates at a thin ``side`` and on _BIG sides."""
     q = min(thin_rate / big_rate, 0.999)
-    s, b = _THIN, _BIG  # (the N side's reference is _WIDE, but its half side is read on the same scale)
-    if q * b <= s:
-        return 4096.0
-    return float(min(4096.0, max(0.5, s * b * (1 - q) / (q * b - s))))
+    return float(min(4096.0, max(0.5, side * (1 - q) / q)))
+
+
+def _halves(big: float) -> tuple[float, float, float]:
+    """The (M, N, K) half sides: per side, the median of its readings at the _THIN sizes (one reading moves by
+    2x between processes; three thin sizes, each a different share of the rate, make it steadier)."""
+    out = []
+    for axis in range(3):
+        readings = []
+        for side in _THIN:
+            sides = [_BIG, _WIDE, _BIG]
+            sides[axis] = side
+            readings.append(_half(_gemm_rate(*sides), big, side))
+        out.append(float(np.median(readings)))
+    return tuple(out)
 
 
 def _coarse() -> dict:
@@ -300,8 +311,7 @@ def _coarse() -> dict:
     ref = _model.REFERENCE
     with _threads(1):
         big = _gemm_rate(_BIG, _WIDE, _BIG)
-        halves = (_half(_gemm_rate(_THIN, _WIDE, _BIG), big), _half(_gemm_rate(_BIG, _THIN, _BIG), big),
-                  _half(_gemm_rate(_BIG, _WIDE, _THIN), big))
+        halves = _halves(big)
         dgemm = _gemm_rate(_BIG, _BIG, _BIG, np.float64)
         side = 2 * _BIG
         one = _gemm_rate(side, side, side)
