@@ -171,10 +171,12 @@ def depthwise_tasks(x, w, bias, y, stride, dilation, start, block, task_lo, task
                         continue
                     src = uintp((((n * c_in + ci) * size_d + i_d) * size_h + i_h) * size_w + ow_lo * s_w + u_lo
                                 - st_w)
-                    for u in range(uintp(u_lo)):
-                        tmp[dst + u] = zero
-                    for u in range(uintp(u_hi), uintp(seg)):
-                        tmp[dst + u] = zero
+                    if w_blocks > 1:  # (with one block of columns, the padding's place in a row never changes:
+                        # only zeros are ever written there, by the initial zeroing and by rows outside x)
+                        for u in range(uintp(u_lo)):
+                            tmp[dst + u] = zero
+                        for u in range(uintp(u_hi), uintp(seg)):
+                            tmp[dst + u] = zero
                     o = dst + uintp(u_lo)
                     for u in range(uintp(u_hi - u_lo)):  # contiguous: vector loads and stores
                         tmp[o + u] = xf[src + u]
