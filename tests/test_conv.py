@@ -12,6 +12,7 @@ from reference import conv_transpose_ref
 
 import fastdeconv as fd
 from fastdeconv import _conv_gemm, _forward, _s2d, _threads
+from fastdeconv._kernels.conv import correlate_small
 
 
 def conv_ref(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -339,8 +340,9 @@ def test_transposed_route_is_bitwise_reproducible_across_thread_counts():
 def test_phase_split_direct_form(kernel, stride, monkeypatch):
     """The direct form on phase-split rows (strides 2-4 along W), with phases of unequal tap counts: equal to
     the reference, and an infinite input stays infinite (no padded zero tap multiplies it). (These layers are
-    small enough to run unsplit: the split is forced.)"""
+    small enough to run unsplit, and depthwise: the split is forced.)"""
     monkeypatch.setattr(_forward, "small", lambda plan: False)
+    monkeypatch.setattr(_forward, "use_depthwise", lambda plan: False)
     rng = np.random.default_rng(kernel * 10 + stride)
     x = rng.standard_normal((2, 3, 7, 23))
     w = rng.standard_normal((3, 1, 2, kernel))
@@ -569,3 +571,139 @@ def test_tiny_layers_read_x_directly_with_the_padded_copys_bits(x_shape, w_shape
         np.testing.assert_array_equal(padded, fd.conv(x, w, b, **kw))
     finally:
         fd.clear_caches()
+
+
+# ---------------------------------------------------------------------------------------------- depthwise
+
+DEPTHWISE_CASES = [  # (x shape, weight shape, geometry): one input channel per group
+    ((2, 4, 22, 26), (4, 1, 4, 4), dict(stride=2, padding=1, groups=4)),  # depthwise_s2's adjoint, smaller
+    ((2, 3, 23, 25), (6, 1, 3, 5), dict(stride=3, padding=0, groups=3)),  # multiplier 2, shorter last phases
+    ((1, 2, 17, 19), (6, 1, 3, 4), dict(padding="same", groups=2)),  # stride 1, the odd zero at the end
+    ((2, 2, 41, 60), (2, 1, 3, 3), dict(stride=(2, 4), padding=((2, 0), (1, 3)), dilation=(2, 1), groups=2)),
+    ((2, 2, 29, 41), (2, 1, 3, 3), dict(stride=2, padding=1, dilation=2, groups=2)),  # dilation along W
+    ((3, 8, 401), (8, 1, 3), dict(stride=2, padding=1, groups=8)),  # 1-D
+    ((2, 3, 495), (6, 1, 5), dict(stride=3, padding=2, groups=3)),  # 1-D, multiplier 2
+    ((1, 2, 7, 9, 11), (4, 1, 3, 2, 3), dict(stride=(2, 1, 2), padding=1, groups=2)),  # 3-D
+    ((2, 1, 30, 31), (2, 1, 4, 4), dict(stride=2, padding=1)),  # one channel, groups=1
+]
+
+
+def _correlation_bits(x, w, b, kw):
+    """The padded correlation's result, bit for bit (``correlate_small``: the bias, then every term in (kD, kH,
+    kW) order, a tap outside x multiplying a zero), in the canonical 5-D shapes of ``conv``'s plan."""
+    plan = _forward.make_conv_plan(x.shape, w.shape, x.dtype, w.dtype, kw.get("stride", 1), kw.get("padding", 0),
+                                   kw.get("dilation", 1), kw.get("groups", 1))
+    y = np.empty((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes), plan.dtype)
+    b = np.zeros(plan.c_out, plan.dtype) if b is None else b
+    correlate_small(x.reshape((plan.batch, plan.c_in) + tuple(a.size_in for a in plan.axes)),
+                    w.reshape(w.shape[:2] + tuple(a.kernel for a in plan.axes)), b, y, plan.groups,
+                    plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start"))
+    return y.reshape(plan.out_shape)
+
+
+def _through_depthwise(x, w, b, kw):
+    """``fd.conv`` with a spy on the depthwise route: the result and the blocks of its calls."""
+    calls, real = [], _forward.depthwise
+
+    def spy(*args):
+        calls.append(tuple(args[-1]))
+        return real(*args)
+
+    with mock.patch.object(_forward, "depthwise", spy):
+        y = fd.conv(x, w, b, **kw)
+    return y, calls
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kw", DEPTHWISE_CASES)
+@pytest.mark.parametrize("dtype, use_bias", [(np.float32, True), (np.float32, False), (np.float64, True)])
+def test_depthwise_route_matches_the_reference_with_the_correlations_bits(x_shape, w_shape, kw, dtype, use_bias):
+    """Layers with one input channel per group run on the depthwise kernel (padding and the strides' phase split
+    in its scratch): equal to the reference, and bit for bit the padded correlation (the same terms in the same
+    order), whole planes per task or blocks of one output element, on 1 or 2 threads."""
+    rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
+    x, w = rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) if use_bias else None
+    expected = conv_ref(x, w, b, **kw)
+    bits = _correlation_bits(x, w, b, kw)
+    before = _threads.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fd.set_num_threads(threads)
+            y, calls = _through_depthwise(x, w, b, kw)
+            assert len(calls) == 1 and y.dtype == dtype and y.shape == expected.shape
+            np.testing.assert_allclose(y, expected, **tolerance(dtype))
+            np.testing.assert_array_equal(y, bits)
+            with mock.patch.object(_forward, "_depthwise_block", lambda plan, threads: np.ones(2, np.int64)):
+                tiny_blocks, calls = _through_depthwise(x, w, b, kw)
+            assert calls == [(1, 1)]
+            np.testing.assert_array_equal(tiny_blocks, bits)
+    finally:
+        fd.set_num_threads(before)
+
+
+def test_depthwise_route_is_chosen_for_depthwise_s2_and_reproducible():
+    """depthwise_s2's adjoint (8 x 64 x 64 x 64, 4x4 kernel, stride 2, groups 64) runs on the depthwise kernel,
+    in blocks that do not depend on the thread count's bits: equal bits on 1 and 2 threads and across calls."""
+    plan = _forward.make_conv_plan((8, 64, 64, 64), (64, 1, 4, 4), np.float32, np.float32, 2, 1, 1, 64)
+    assert _forward.use_depthwise(plan) and not _forward.use_gemm(plan)
+    rng = np.random.default_rng(30)
+    x = rng.standard_normal((8, 64, 64, 64)).astype(np.float32)
+    w = rng.standard_normal((64, 1, 4, 4)).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    kw = dict(stride=2, padding=1, groups=64)
+    before = _threads.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 2, 1):
+            fd.set_num_threads(threads)
+            y, calls = _through_depthwise(x, w, b, kw)
+            assert len(calls) == 1
+            results.append(y)
+    finally:
+        fd.set_num_threads(before)
+    assert all(np.array_equal(r, results[0]) for r in results[1:])
+    np.testing.assert_array_equal(results[0], _correlation_bits(x, w, b, kw))
+    np.testing.assert_allclose(results[0][:2, :8], conv_ref(x[:2, :8], w[:8], b[:8], stride=2, padding=1, groups=8),
+                               **tolerance(np.float32))
+
+
+def test_depthwise_route_keeps_infinities_and_small_layers_keep_their_routes():
+    """No product with a padded zero weight is formed (an infinite input stays infinite, no NaN); a tiny layer
+    still reads x in place, and a channel multiplier the GEMM form takes stays on the GEMM form."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 29, 35))
+    w = np.abs(rng.standard_normal((3, 1, 3, 5)))
+    x[1, 2, 7, 8] = np.inf
+    kw = dict(stride=(2, 3), padding=1, groups=3)
+    y, calls = _through_depthwise(x, w, None, kw)
+    assert len(calls) == 1 and not np.isnan(y).any()
+    np.testing.assert_array_equal(np.isposinf(y), np.isposinf(conv_ref(x, w, **kw)))
+    tiny = _forward.make_conv_plan((1, 2, 6, 6), (2, 1, 3, 3), np.float32, np.float32, 2, 1, 1, 2)
+    assert _forward.tiny(tiny) and not _forward.use_depthwise(tiny)
+    gemm = _forward.make_conv_plan((4, 16, 64, 64), (128, 1, 3, 3), np.float32, np.float32, 1, 1, 1, 16)
+    assert _forward.use_gemm(gemm)
+    xg, wg = rng.standard_normal((4, 16, 64, 64)).astype(np.float32), rng.standard_normal((128, 1, 3, 3))
+    assert _through_depthwise(xg, wg.astype(np.float32), None, dict(padding=1, groups=16))[1] == []
+
+
+def test_depthwise_route_serves_the_gradient_and_the_linear_operator():
+    """conv_transpose_backward's grad_x of a depthwise transposed convolution and linear_operator's matvec go
+    through run_conv, so through the depthwise kernel, with conv's bits."""
+    rng = np.random.default_rng(11)
+    x, w = rng.standard_normal((2, 4, 11, 13)), rng.standard_normal((4, 1, 4, 4))
+    gy = rng.standard_normal(fd.conv_transpose(x, w, stride=2, padding=1, groups=4).shape)
+    calls, real = [], _forward.depthwise
+
+    def spy(*args):
+        calls.append(args[-1])
+        return real(*args)
+
+    with mock.patch.object(_forward, "depthwise", spy):
+        gx, _, _ = fd.conv_transpose_backward(gy, x, w, stride=2, padding=1, groups=4)
+        c = fd.linear_operator(w, gy.shape[2:], stride=2, padding=1, groups=4)
+        v = c.matvec(gy[0].ravel())
+    assert len(calls) == 2
+    kw = dict(stride=2, padding=1, groups=4)
+    np.testing.assert_array_equal(gx, _correlation_bits(gy, w, None, kw))
+    np.testing.assert_allclose(gx, conv_ref(gy, w, **kw), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(v, _correlation_bits(gy[:1], w, None, kw).ravel())

@@ -4,7 +4,9 @@ One spatial axis of the forward convolution reads ``x[out_index * stride + tap *
 index map of :mod:`fastdeconv._geometry` with input and output swapped, so
 ``<conv(x, w), y> == <x, conv_transpose(y, w)>`` for the same ``weight`` array and geometry. Channel-rich layers
 run im2col (the padding written as zeros into the columns) + BLAS; the others correlate a padded copy of the
-input densely (``_tasks.correlate``), or gather columns straight from x when padding would dominate.
+input densely (``_tasks.correlate``), or gather columns straight from x when padding would dominate. Layers
+with one input channel per group (depthwise) pad and phase-split the rows they read in a per-task scratch
+(``_tasks.depthwise``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ._geometry import IntOrSeq, Padding
 from ._kernels.conv import correlate_small, im2col
 from ._runtime import run_parallel
 from ._scan import max_abs
-from ._tasks import correlate, fill
+from ._tasks import correlate, depthwise, fill
 from ._threads import get_num_threads, max_threads
 from ._tiling import tile_for
 from .variants import _terms
@@ -327,6 +329,10 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
     if use_gemm(plan):  # im2col reads x itself (the padding is written as zeros into the columns)
         _conv_gemm.conv_gemm(plan, x5, w5, None if bias is None else b, y5, dual5, grad_weight)
         return dual is not None
+    if use_depthwise(plan):
+        depthwise(x5, w5, b, y5, plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start"),
+                  _depthwise_block(plan, get_num_threads()))
+        return False
     if plan_phases(plan) and not small(plan):
         _conv_phases(plan, x5, w5, b, y5)
         return False
@@ -416,6 +422,66 @@ def tiny(plan: ConvPlan) -> bool:
     """So few multiply-adds (``_model.CONV_TINY_WORK``) that reading x directly, each term bounds checked, beats
     making the padded copy (``_kernels.conv.correlate_small``: the same terms, the same bits)."""
     return _macs(plan) < _model.CONV_TINY_WORK
+
+
+@memo(512)
+def use_depthwise(plan: ConvPlan) -> bool:
+    """Whether the layer runs on :mod:`fastdeconv._kernels.depthwise`: one input channel per group, not so few
+    multiply-adds that reading x in place wins (:func:`tiny`), and not taken by the GEMM form (``run_conv``
+    asks it first: with a channel multiplier of 4 or more its columns are reused by that many channels).
+
+    With one input channel per group each output row's terms read ``kD * kH`` rows of one input plane, and
+    nothing is shared between groups: the direct correlation costs one pass over x plus the products. The
+    other direct forms pay that pass as a copy in memory (the padded input, or the phase-split one of
+    :func:`_conv_phases`, written and read back) and then stream every output row once per tap, with strided
+    loads along a strided W or short rows after the split, each row and tap a vector loop of its own. This
+    kernel copies the input of a block of outputs into a scratch that stays in cache (padded, split into the
+    strides' phases), then adds each tap as one contiguous run over all rows of the block, up to eight taps
+    per pass: no strided load, the loop set-up paid per block and not per row and tap, the accumulator loaded
+    and stored once per eight taps. Cheaper than those forms at every stride, padding and dilation, the same
+    terms in the same order as the padded correlation (the same bits), and parallel over blocks of one image.
+    """
+    return plan.c_in == plan.groups and not tiny(plan)
+
+
+# The depthwise kernel's scratch and accumulator per task, in elements (64 KiB in float32: L1 and L2 serve it
+# alike, its passes stream through it): the whole plane of the usual feature maps (fewer blocks, so fewer
+# halo rows copied twice and fewer loop set-ups), blocks of rows of a large image, of columns of a long row.
+DEPTHWISE_SCRATCH = 1 << 14
+DEPTHWISE_TASKS_PER_THREAD = 4  # tasks per thread at least, the output permitting: workers claim chunks of tasks
+
+
+@memo(512)
+def _depthwise_block(plan: ConvPlan, threads: int) -> np.ndarray:
+    """(rows, cols) of the output block of one task of :func:`use_depthwise`'s kernel on ``threads`` threads
+    (int64; read only by the kernel): a whole plane where its scratch fits ``DEPTHWISE_SCRATCH``, else
+    halves of it, rows first while a block keeps several times the rows its halo adds (the halo is copied
+    once per block); then fewer rows (columns for one-row outputs) where the planes are too few to give every
+    thread ``DEPTHWISE_TASKS_PER_THREAD`` tasks. (Each output element's terms do not depend on it: only the
+    scheduling does.)"""
+    ad, ah, aw = plan.axes
+    j_h, j_w = (ah.span - 1) // ah.stride, (aw.span - 1) // aw.stride
+    planes = ad.kernel * min(ah.stride, ah.span)
+    phases = planes * (min(aw.stride, aw.span) + (aw.stride if aw.stride > 1 else 0))
+
+    def size(rows: int, cols: int) -> int:  # the kernel's scratch (rows before and after their split along W)
+        return (phases * (rows + j_h) + rows) * (cols + j_w)  # plus the accumulator, in elements
+
+    rows, cols = ah.size_out, aw.size_out
+    while size(rows, cols) > DEPTHWISE_SCRATCH and rows * cols > 1:
+        if rows > 1 and (rows > 4 * (j_h + 1) or cols <= 64):
+            rows = -(-rows // 2)
+        else:
+            cols = -(-cols // 2)
+    planes = plan.batch * plan.c_in * ad.size_out  # (of the output, now)
+    want = DEPTHWISE_TASKS_PER_THREAD * threads
+    if threads > 1 and planes * -(-ah.size_out // rows) * -(-aw.size_out // cols) < want:
+        per_plane = -(-want // planes)
+        if ah.size_out > 1:
+            rows = min(rows, -(-ah.size_out // per_plane))
+        else:
+            cols = min(cols, max(64, -(-aw.size_out // per_plane)))
+    return np.array([rows, cols], np.int64)
 
 
 @memo(512)

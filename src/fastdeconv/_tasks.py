@@ -2,7 +2,8 @@
 
 The numba kernels (``_kernels``) are serial over a range of tasks; their Python drivers live here, above them,
 so that the kernel layer imports no runtime: :func:`scatter`, :func:`gather` (the direct forms),
-:func:`correlate` (the zero-fill form and ``conv``), :func:`weight_grad` and :func:`fill`.
+:func:`correlate` (the zero-fill form and ``conv``), :func:`depthwise` (``conv`` with one input channel per
+group), :func:`weight_grad` and :func:`fill`.
 
 Each kernel that splits its work into tasks (the direct forms, the zero-fill copy, the correlation, the weight
 gradient) is one serial, GIL-free kernel over a range ``[task_lo, task_hi)`` of its tasks, and
@@ -26,6 +27,7 @@ import math
 
 from ._kernels._blocks import CHANNEL_BLOCK, task_count
 from ._kernels.conv import correlate_tasks
+from ._kernels.depthwise import depthwise_tasks
 from ._kernels.epilogue import activate_tasks
 from ._kernels.gather import gather_tasks
 from ._kernels.grad import weight_grad_tasks
@@ -126,6 +128,19 @@ def correlate(xp, w, bias, y, groups, stride, dilation, tile, epilogue=None):
     n_tasks = y.shape[0] * y.shape[1] * math.prod(-(-int(n) // int(t)) for n, t in zip(y.shape[2:], tile))
     run_tasks(correlate_tasks, n_tasks, y.size * w[0].size, (xp, w, bias, y, groups, stride, dilation, tile),
               _activation(y, groups, 1, tile, epilogue))
+
+
+def depthwise(x, w, bias, y, stride, dilation, start, block):
+    """Forward convolution with one input channel per group (``_kernels.depthwise``) into ``y`` (fully
+    overwritten), x unpadded: the kernel pads and phase-splits the input of each task in a scratch of its own.
+
+    One task per (sample, input channel, output depth, block of ``block = (rows, cols)`` outputs), in chunks on
+    the worker pool unless the call is small. Each output element is the bias plus its terms in (kD, kH, kW)
+    order whichever task or thread computes it, so the bits depend on neither ``block`` nor the thread count.
+    """
+    out_d, out_h, out_w = y.shape[2], y.shape[3], y.shape[4]
+    n_tasks = x.shape[0] * x.shape[1] * out_d * -(-out_h // int(block[0])) * -(-out_w // int(block[1]))
+    run_tasks(depthwise_tasks, n_tasks, y.size * w[0].size, (x, w, bias, y, stride, dilation, start, block))
 
 
 def weight_grad(x, gy, gw, groups, stride, dilation, start):
