@@ -707,3 +707,57 @@ def test_depthwise_route_serves_the_gradient_and_the_linear_operator():
     np.testing.assert_array_equal(gx, _correlation_bits(gy, w, None, kw))
     np.testing.assert_allclose(gx, conv_ref(gy, w, **kw), rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(v, _correlation_bits(gy[:1], w, None, kw).ravel())
+
+
+# (x shape, weight shape, geometry, the route the reference profile plans for conv)
+ROUTE_CASES = [
+    ((1, 2, 6, 6), (4, 2, 3, 3), dict(stride=2), "tiny"),
+    ((8, 16, 32, 32), (16, 1, 4, 4), dict(stride=2, padding=1, groups=16), "depthwise"),
+    ((8, 64, 16, 16), (64, 64, 3, 3), dict(padding=1), "winograd"),
+    ((8, 128, 16, 16), (64, 128, 4, 4), dict(stride=2, padding=1), "s2d-winograd"),
+    ((2, 16, 24, 24), (32, 16, 3, 3), dict(stride=2, padding=1), "gemm"),
+    ((4, 3, 200, 200), (2, 3, 3, 3), dict(stride=2, padding=1), "phases"),
+    ((2, 3, 40, 40), (2, 3, 3, 3), dict(stride=2, padding=1), "direct"),
+    ((1, 2, 9, 9), (3, 2, 3, 3), dict(padding=200, stride=50), "sparse"),
+]
+# what each route calls (patched to record it, then called through)
+RUNNERS = {"tiny": (_forward, "correlate_small"), "depthwise": (_forward, "depthwise"),
+           "winograd": (_forward, "_conv_winograd"), "s2d-winograd": (_s2d, "run"),
+           "s2d-transposed": (_forward, "_conv_s2d"), "gemm": (_conv_gemm, "conv_gemm"),
+           "phases": (_forward, "_conv_phases"), "direct": (_forward, "correlate"),
+           "sparse": (_conv_gemm, "conv_sparse")}
+
+
+@pytest.mark.parametrize("case", range(len(ROUTE_CASES)))
+def test_plan_shows_the_route_conv_runs(case, monkeypatch):
+    """``fastdeconv.plan(..., op="conv")`` names the route ``conv`` then takes (the one whose runner is called),
+    with the model's estimates where it prices the route, and the same on channels-last shapes."""
+    x_shape, w_shape, kw, expected = ROUTE_CASES[case]
+    choice = fd.plan(x_shape, w_shape, op="conv", **kw)
+    assert choice.method == "conv" and choice.variant == expected and choice.reason == _forward.ROUTES[expected]
+    assert [e for e, _ in choice.estimates] == sorted(dict(choice.estimates), key=dict(choice.estimates).get)
+    if expected in ("winograd", "s2d-winograd", "gemm"):
+        assert expected in dict(choice.estimates)
+    rank = len(w_shape) - 2
+    last = (x_shape[0],) + x_shape[2:] + (x_shape[1],)
+    assert fd.plan(last, w_shape, op="conv", data_format="channels_last", **kw).variant == expected
+    called = []
+    for name, (module, attr) in RUNNERS.items():
+        original = getattr(module, attr)
+        monkeypatch.setattr(module, attr, lambda *a, _o=original, _n=name, **k: called.append(_n) or _o(*a, **k))
+    rng = np.random.default_rng(case)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    y = fd.conv(x, w, **kw)
+    assert called[:1] == [expected]
+    np.testing.assert_allclose(y, conv_ref(x, w, **kw), rtol=1e-9, atol=1e-9)
+    assert rank == x.ndim - 2
+
+
+def test_plan_of_conv_refuses_what_conv_does_not_take():
+    for bad, message in [(dict(op="convolution"), "op must be"), (dict(op="conv", output_padding=1), "output_padding"),
+                         (dict(op="conv", output_size=(12, 12)), "output_size"),
+                         (dict(op="conv", method="scatter"), "method")]:
+        with pytest.raises(ValueError, match=message):
+            fd.plan((1, 2, 6, 6), (4, 2, 3, 3), **bad)
+    with pytest.raises(ValueError, match="channels"):
+        fd.plan((1, 2, 6, 6), (4, 2, 3, 3), op="conv", data_format="channels_last")

@@ -17,7 +17,7 @@ __all__ = ["conv_transpose", "zero_fill", "conv", "conv_matrix", "conv_transpose
            "linear_operator", "variants", "set_profile", "machine", "fold_batchnorm", "clear_caches"]
 
 # public name -> the module that defines it (None: the name is the submodule itself)
-_HOME = {"conv_transpose": "_api", "zero_fill": "_api", "plan": "_cost", "Choice": "_cost", "conv": "_forward",
+_HOME = {"conv_transpose": "_api", "zero_fill": "_api", "plan": "_forward", "Choice": "_cost", "conv": "_forward",
          "get_num_threads": "_threads", "set_num_threads": "_threads", "bilinear_kernel": "filters",
          "upsample_bilinear": "filters", "conv_transpose_backward": "grad", "conv_matrix": "matrix", "compat": None,
          "ConvTranspose": "_operator", "calibration": None, "linear_operator": "linop", "variants": None,

@@ -238,8 +238,7 @@ def conv(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0, dilat
 def _tiny_call(plan: ConvPlan) -> tuple | None:
     """Where ``run_conv`` would correlate x in place (``tiny``, and no other route before it): the canonical
     shapes and geometry arrays of that call; else None."""
-    if (not tiny(plan) or plan.c_in == 0 or prod(plan.out_shape) == 0 or _sparse(plan)
-            or as_transposed(plan) is not None or use_gemm(plan)):
+    if route(plan) != "tiny" or prod(plan.out_shape) == 0:
         return None
     spatial_in, spatial_out = tuple(a.size_in for a in plan.axes), tuple(a.size_out for a in plan.axes)
     return ((plan.batch, plan.c_in) + spatial_in, (plan.c_out, plan.c_in // plan.groups) + tuple(
@@ -285,6 +284,148 @@ def _sparse(plan: ConvPlan) -> bool:
     return _conv_gemm.mostly_padding(plan, _needed(plan))
 
 
+def plan(x_shape, w_shape, *, op: str = "conv_transpose", stride=1, padding=0, output_padding=0, groups: int = 1,
+         dilation=1, output_size=None, method: str = "auto", dtype=np.float32,
+         data_format: str = "channels_first") -> _cost.Choice:
+    """What runs for these shapes, and the estimates behind the choice: ``conv_transpose``'s variant, or
+    (``op="conv"``) the route of the forward convolution ``conv``.
+
+    Parameters
+    ----------
+    x_shape : sequence of int
+        Input shape (N, C_in, *spatial) or unbatched (C_in, *spatial) (channels-last: (N, *spatial, C_in)).
+    w_shape : sequence of int
+        Weight shape: (C_in, C_out // groups, *kernel) for ``conv_transpose``; (C_out, C_in // groups, *kernel)
+        for ``conv``.
+    op : {"conv_transpose", "conv"}
+        The operation planned.
+    stride, padding, output_padding, groups, dilation, output_size
+        The geometry, exactly as for :func:`fastdeconv.conv_transpose` (``conv``: ``stride``, ``padding``,
+        ``dilation`` and ``groups`` as for :func:`fastdeconv.conv`; no ``output_padding`` or ``output_size``).
+    method : {"auto", "scatter", "gather", "zerofill"} or a variant's name
+        ``conv_transpose``'s requested form; ``"auto"`` compares all variants; a variant's name
+        (``fastdeconv.variants()``) pins it (a ValueError lists the applicable variants where it does not
+        apply). ``conv`` has no form to request: ``"auto"`` only.
+    dtype : numpy dtype, default float32
+        Data type of x and weight (float32, or anything else meaning float64).
+    data_format : {"channels_first", "channels_last"}
+        The layout of x, as for :func:`fastdeconv.conv_transpose` and :func:`fastdeconv.conv`.
+
+    Returns
+    -------
+    Choice
+        ``method`` (the form that runs; ``"conv"`` for ``op="conv"``), ``variant`` (the variant, or conv's
+        route: one of ``fastdeconv._forward.ROUTES``), ``estimates`` (seconds of each candidate the model
+        prices, cheapest first; conv's direct routes are chosen by rule and have none), ``flops``, ``threads``,
+        ``serial`` and a one-line ``reason``. The estimates come from the cost model on this machine's profile
+        (:mod:`fastdeconv.machine`); nothing is timed. When wisdom is recorded for these shapes
+        (``ConvTranspose(..., tune=True)``, ``python -m fastdeconv tune``, or imported: see
+        :mod:`fastdeconv.calibration`), ``plan`` reports that measured choice and the times.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For shapes or geometry that the operation would refuse, with the same messages; an unknown ``op``, or
+        an argument ``conv`` does not take.
+
+    Examples
+    --------
+    >>> import fastdeconv as fd
+    >>> fd.plan((64, 512, 4, 4), (512, 256, 4, 4), stride=2, padding=1).variant
+    'scatter-gemm'
+    >>> fd.plan((8, 64, 64, 64), (64, 1, 4, 4), op="conv", stride=2, padding=1, groups=64).variant
+    'depthwise'
+    """
+    if op == "conv_transpose":
+        return _cost.plan(x_shape, w_shape, stride=stride, padding=padding, output_padding=output_padding,
+                          groups=groups, dilation=dilation, output_size=output_size, method=method, dtype=dtype,
+                          data_format=data_format)
+    if op != "conv":
+        raise ValueError(f"op must be 'conv_transpose' or 'conv', got {op!r}")
+    zero = type(output_padding) is int or (type(output_padding) is tuple and all(type(v) is int for v in
+                                                                              output_padding))
+    for name, value, unset in (("output_padding", output_padding, zero and not any(np.atleast_1d(output_padding))),
+                               ("output_size", output_size, output_size is None),
+                               ("method", method, type(method) is str and method == "auto")):
+        if not unset:
+            raise ValueError(f"{name} applies to op='conv_transpose' only (conv has none); got {value!r}")
+    x_shape = _cost.check_shape(x_shape, "x_shape")
+    w_shape = _cost.check_shape(w_shape, "w_shape")
+    dt = np.dtype(dtype)
+    last = geo.check_data_format(data_format)
+    if last:  # (conv runs channels-last data through its channels-first routes)
+        rank = weight_rank(w_shape, "(C_out, C_in // groups, *kernel)")
+        geo.split_batch(x_shape, rank)
+        channel = len(x_shape) - rank - 1
+        x_shape = x_shape[:channel] + x_shape[-1:] + x_shape[channel:-1]
+    p = make_conv_plan(x_shape, w_shape, dt, dt, stride, padding, dilation, groups)
+    way = route(p)
+    estimates = tuple(sorted(route_estimates(p).items(), key=lambda kv: kv[1]))
+    return _cost.Choice(method="conv", variant=way, estimates=estimates, flops=2 * _macs(p), threads=max_threads(),
+                        serial=way == "tiny",
+                        reason=ROUTES[way] + (" (channels-last x and y transposed around it)" if last else ""))
+
+
+# conv's routes (``route``), in the order ``run_conv`` tries them, and what each does
+ROUTES = {
+    "bias": "no input channels: the output is the bias",
+    "sparse": "most of the input is padding: the products of the real inputs alone (sparse columns)",
+    "winograd": "stride 1: the equivalent transposed convolution, which conv_transpose's planner runs with "
+                "Winograd F(2, r)",
+    "s2d-winograd": "kernel = 2 x stride: the stride-1 correlation of the space-to-depth input with Winograd "
+                    "F(2, 2), one GEMM per transform point",
+    "s2d-transposed": "strided: the space-to-depth input's stride-1 correlation as a transposed convolution "
+                      "run with Winograd",
+    "gemm": "im2col + BLAS GEMM: each column reused by the group's output channels",
+    "depthwise": "one input channel per group: the depthwise kernel (padded, phase-split rows in cache, "
+                 "contiguous taps)",
+    "phases": "a stride of 2-4 along the rows: the direct correlation on phase-split rows",
+    "tiny": "a few thousand multiply-adds: x read in place, each term bounds checked, in the calling thread",
+    "direct": "the direct correlation on a padded copy of x",
+}
+
+
+def route(plan: ConvPlan, backward: bool = False) -> str:
+    """The route (:data:`ROUTES`) ``run_conv`` takes for this plan, decided from the shapes and the model alone
+    (``backward``: with the weight gradient); a route with a value check (``s2d-*``) falls back to ``gemm`` on
+    inputs it would not keep exact. (Not memoised itself: its predicates are, and tests patch them.)"""
+    if plan.c_in == 0:
+        return "bias"
+    if _sparse(plan):
+        return "sparse"
+    if as_transposed(plan) is not None:
+        return "winograd"
+    if use_gemm(plan):
+        if use_s2d(plan, backward):
+            return "s2d-winograd"
+        # (the backward keeps the GEMM form's shared columns: grad_x on this route plus grad_weight on its own
+        # columns was slower on every layer measured)
+        if not backward and plan_s2d(plan) is not None:
+            return "s2d-transposed"
+        return "gemm"
+    if use_depthwise(plan):
+        return "depthwise"
+    if plan_phases(plan) and not small(plan):
+        return "phases"
+    return "tiny" if tiny(plan) else "direct"
+
+
+def route_estimates(plan: ConvPlan) -> dict[str, float]:
+    """The estimated seconds of the routes the model prices for this plan (the others are chosen by rule)."""
+    out = {}
+    tplan = as_transposed(plan)
+    if tplan is not None:
+        out["winograd"] = dict(_cost.choose(tplan).estimates)["gather-winograd"]
+    if use_gemm(plan):
+        out["gemm"] = gemm_seconds(plan)
+        if _s2d.pays(plan):
+            out["s2d-winograd"] = _s2d.estimate(plan)
+        routed = _routed_seconds(plan)
+        if routed is not None:
+            out["s2d-transposed"] = routed
+    return out
+
+
 _PLANS = Table(256)  # conv's validated plans, keyed by the exact arguments (a repeated call's one lookup)
 
 
@@ -305,38 +446,41 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
                                             tuple(a.kernel for a in plan.axes))
     b = np.zeros(plan.c_out, dtype) if bias is None else contiguous(bias, dtype)
     y5 = y.reshape((plan.batch, plan.c_out) + tuple(a.size_out for a in plan.axes))
-    if plan.c_in == 0:  # no input channels: the output is the bias
+    backward = dual is not None
+    way = route(plan, backward)
+    if way == "bias":  # no input channels: the output is the bias
         y5[...] = b.reshape((1, -1, 1, 1, 1))
         return False
-    if _sparse(plan):
+    if way == "sparse":
         _conv_gemm.conv_sparse(plan, x5, w5, None if bias is None else b, y5)
         return False
     dual5 = None if dual is None else contiguous(dual, dtype).reshape(y5.shape)
-    if _conv_winograd(plan, x5, w5, None if bias is None else b, y5):
+    if way == "winograd":
+        _conv_winograd(plan, x5, w5, None if bias is None else b, y5)
         if dual5 is None:
             return False
         # the weight gradient alone, from its columns
         _conv_gemm.conv_gemm(plan, x5, w5, None, None, dual5, grad_weight)
         return True
-    if use_gemm(plan) and use_s2d(plan, dual is not None) and _s2d.finite(plan, x5, w5, dual5):
+    if way == "s2d-winograd" and _s2d.finite(plan, x5, w5, dual5):
         _s2d.run(plan, x5, w5, None if bias is None else b, y5, dual5, grad_weight)
-        return dual is not None
-    # (the backward keeps the GEMM form's shared columns: grad_x on this route plus grad_weight on its own
-    # columns was slower on every layer measured)
-    s2d = plan_s2d(plan) if use_gemm(plan) and dual is None else None
+        return backward
+    # (the space-to-depth forms fall back on values they would not keep exact: the next one, then the GEMM form)
+    s2d = plan_s2d(plan) if way in ("s2d-winograd", "s2d-transposed") and not backward else None
     if s2d is not None and _conv_s2d(plan, s2d, x5, w5, None if bias is None else b, y5):
         return False
-    if use_gemm(plan):  # im2col reads x itself (the padding is written as zeros into the columns)
+    if way in ("gemm", "s2d-winograd", "s2d-transposed"):
+        # im2col reads x itself (the padding is written as zeros into the columns)
         _conv_gemm.conv_gemm(plan, x5, w5, None if bias is None else b, y5, dual5, grad_weight)
-        return dual is not None
-    if use_depthwise(plan):
+        return backward
+    if way == "depthwise":
         depthwise(x5, w5, b, y5, plan.arrays("stride"), plan.arrays("dilation"), plan.arrays("start"),
                   _depthwise_block(plan, get_num_threads()))
         return False
-    if plan_phases(plan) and not small(plan):
+    if way == "phases":
         _conv_phases(plan, x5, w5, b, y5)
         return False
-    if tiny(plan):
+    if way == "tiny":
         correlate_small(x5, w5, b, y5, plan.groups, plan.arrays("stride"), plan.arrays("dilation"),
                         plan.arrays("start"))
         return False
