@@ -341,15 +341,19 @@ variants = list(_cost.estimate(plan, 2))
 xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
 x1 = rng.standard_normal((2, 96, 96, 1)).astype(np.float32)
 w1 = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
-cl_plans = [(geo.make_plan(a.shape, b.shape, a.dtype, b.dtype, s, 1, 0, 1, 1,
-                             options=geo.PlanOptions(data_format="channels_last")), m)
-            for a, b, s in ((xl, w, 1), (x1, w1, 2)) for m in ("auto", "scatter", "zerofill")]
 # the 1-D wide-stride variant (learned overlap-add): a plan of its own
 xo = rng.standard_normal((1, 64, 40)).astype(np.float32)
 wo = rng.standard_normal((64, 1, 128)).astype(np.float32)
 wide_jobs = {"scatter-gemm-phases": geo.make_plan(xo.shape, wo.shape, xo.dtype, wo.dtype, 32, 48, 0, 1, 1)}
+# ... and one output channel, read in place: channel-rich NHWC data to one channel, the overlap-add's NHWC twin
+w_one = rng.standard_normal((8, 1, 3, 3)).astype(np.float32)
+xol = np.ascontiguousarray(np.moveaxis(xo, 1, -1))
+cl_cases = [(a, b, s, pad, m) for a, b, s, pad in ((xl, w, 1, 1), (x1, w1, 2, 1), (xl, w_one, 1, 1), (xol, wo, 32, 48))
+            for m in ("auto", "scatter", "gather", "zerofill")]
 cl_jobs = {}
-for (p, m), a, b in zip(cl_plans, [xl] * 3 + [x1] * 3, [w] * 3 + [w1] * 3):
+for a, b, s, pad, m in cl_cases:
+    p = geo.make_plan(a.shape, b.shape, a.dtype, b.dtype, s, pad, 0, 1, 1,
+                      options=geo.PlanOptions(data_format="channels_last"))
     for name in registry.names(baseline=True, layout="channels_last"):
         record = registry.get(name)
         if name not in cl_jobs and record.applies(p) and record.candidate_for(p, m) and (
@@ -378,6 +382,8 @@ def job(name):
         return fd.conv(xc, wc, padding=1)
     if name == "conv-gemm":
         return fd.conv(xg, wg, padding=1)
+    if name == "conv-depthwise":
+        return fd.conv(x, wg[:8, :1], stride=2, padding=1, groups=8)
     if name == "backward":
         return np.concatenate([a.ravel() for a in fd.conv_transpose_backward(
             fd.conv_transpose(xc, wc, stride=2, padding=1), xc, wc, stride=2, padding=1)])
@@ -391,7 +397,8 @@ def child(name, parent):
 
 
 if __name__ == "__main__":
-    names = variants + list(cl_jobs) + list(wide_jobs) + ["zerofill", "conv", "conv-gemm", "backward", "zero_fill"]
+    names = variants + list(cl_jobs) + list(wide_jobs) + ["zerofill", "conv", "conv-gemm", "conv-depthwise",
+                                                          "backward", "zero_fill"]
     assert set(registry.VARIANTS) <= set(names), names
     ctx = mp.get_context("fork")
     for name in names:
