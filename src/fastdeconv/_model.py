@@ -116,7 +116,7 @@ _DERIVED = {
     "WINOGRAD_NHWC_PACK_ELEMENT": ("im2col_element", 0.3 / 0.25),  # ... from channels-last x (row copies)
     "PLANE_TAP": ("plane_tap", 1.0),
     "PLANE_PASS": ("plane_tap", 0.1 / 0.03),  # per element and pass (load and store of the phase buffer)
-    "PLANE_TAP_BLOCK": ("plane_tap", 0.95),  # per (element, term) of a pass over a block of output channels
+    "PLANE_TAP_BLOCK": ("plane_tap", 0.8),  # per (element, term) of a pass over a block of output channels
     "PLANE_QUAD": ("plane_tap", 30 / 0.03),  # per pass of up to four terms over a block's run: its set-up
     "PLANE_WEIGHT": ("plane_tap", 1 / 0.03),  # per entry of a task's weight table
     "PLANE_PHASE": ("plane_tap", 50 / 0.03),  # per (channel, row block, phase) run set-up and store call
