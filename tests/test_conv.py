@@ -761,3 +761,16 @@ def test_plan_of_conv_refuses_what_conv_does_not_take():
             fd.plan((1, 2, 6, 6), (4, 2, 3, 3), **bad)
     with pytest.raises(ValueError, match="channels"):
         fd.plan((1, 2, 6, 6), (4, 2, 3, 3), op="conv", data_format="channels_last")
+
+
+def test_wide_stride_depthwise_layers_keep_the_padded_correlation():
+    """A depthwise layer with a stride above DEPTHWISE_MAX_STRIDE (FCN-32s' bilinear adjoint: kernel 64, stride
+    32) runs the padded correlation, whose runs are not cut into stride x stride phases; up to it, the depthwise
+    kernel. Both against the reference."""
+    rng = np.random.default_rng(5)
+    for stride, expected in ((16, "direct"), (_forward.DEPTHWISE_MAX_STRIDE, "depthwise")):
+        x = rng.standard_normal((1, 3, 4 * stride + 8, 4 * stride + 8))
+        w = rng.standard_normal((3, 1, 2 * stride, 2 * stride))
+        kw = dict(stride=stride, padding=stride // 2, groups=3)
+        assert fd.plan(x.shape, w.shape, op="conv", **kw).variant == expected
+        np.testing.assert_allclose(fd.conv(x, w, **kw), conv_ref(x, w, **kw), rtol=1e-9, atol=1e-9)
