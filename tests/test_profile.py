@@ -4,6 +4,7 @@ overridable; choices that follow synthetic profiles (never this host's speeds); 
 from __future__ import annotations
 
 import json
+import os
 import re
 import warnings
 from pathlib import Path
@@ -233,3 +234,39 @@ def test_gemm_half_sides_are_a_median_of_three_thin_sizes_and_stay_near_the_refe
     near = _model.scaled("gemm_half", tuple(q / 100 for q in reading))
     assert far == pytest.approx(tuple(r * _model.HALF_SPREAD for r in reference))
     assert near == pytest.approx(tuple(r / _model.HALF_SPREAD for r in reference))
+
+
+def test_conv_routes_come_from_the_profile_whatever_call_comes_first(tmp_path):
+    """In a fresh process whose profile (a file, fast GEMM) makes the GEMM form win, conv's first decision loads
+    the profile before it reads an estimate: the same route whether conv or conv_transpose is planned first (the
+    route was the reference rates' when conv came first)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "fast.json"
+    path.write_text(json.dumps(FAST_GEMM))
+    code = ("import fastdeconv as fd\n"
+            "if {first!r}: fd.plan((8, 128, 16, 16), (128, 64, 4, 4), stride=2, padding=1)\n"
+            "print(fd.plan((8, 128, 16, 16), (64, 128, 4, 4), op='conv', stride=2, padding=1).variant)\n")
+    env = dict(os.environ, FASTDECONV_PROFILE=str(path), FASTDECONV_CALIBRATE="0")
+    routes = [subprocess.run([sys.executable, "-c", code.format(first=first)], capture_output=True, text=True,
+                             env=env, check=True).stdout.strip() for first in (False, True)]
+    assert routes == ["gemm", "gemm"]
+
+
+def test_conv_routes_follow_the_profile(reset_profile):
+    """conv's route comes from the profile in force, as conv_transpose's choice does: a change of profile moves
+    it and a change back restores it (its decisions are memoised per model generation), and the result is the
+    route's."""
+    x_shape, w_shape, kw = (8, 128, 16, 16), (64, 128, 4, 4), {"stride": 2, "padding": 1}
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    routes, outputs = [], []
+    for rates in (SLOW_GEMM, FAST_GEMM, SLOW_GEMM):
+        fd.set_profile(rates)
+        routes.append(fd.plan(x_shape, w_shape, op="conv", **kw).variant)
+        outputs.append(fd.conv(x, w, **kw))
+    assert routes == ["s2d-winograd", "gemm", "s2d-winograd"]
+    np.testing.assert_array_equal(outputs[0], outputs[2])
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-4)

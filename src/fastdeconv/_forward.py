@@ -17,7 +17,7 @@ from math import prod
 
 import numpy as np
 
-from . import _conv_gemm, _cost, _model, _s2d
+from . import _conv_gemm, _cost, _model, _profile, _s2d
 from . import _geometry as geo
 from ._api import as_array, contiguous, exact_key, execute
 from ._caches import Table, memo
@@ -234,10 +234,15 @@ def conv(x, weight, bias=None, stride: IntOrSeq = 1, padding: Padding = 0, dilat
     return np.ascontiguousarray(np.moveaxis(y, channel, -1)) if last else y
 
 
-@memo(512)
 def _tiny_call(plan: ConvPlan) -> tuple | None:
     """Where ``run_conv`` would correlate x in place (``tiny``, and no other route before it): the canonical
     shapes and geometry arrays of that call; else None."""
+    return _tiny_call_at(plan, generation())
+
+
+@memo(512)
+def _tiny_call_at(plan: ConvPlan, model_generation: int) -> tuple | None:
+    """``_tiny_call`` on the model of ``model_generation`` (the route depends on the profile)."""
     if route(plan) != "tiny" or prod(plan.out_shape) == 0:
         return None
     spatial_in, spatial_out = tuple(a.size_in for a in plan.axes), tuple(a.size_out for a in plan.axes)
@@ -364,6 +369,14 @@ def plan(x_shape, w_shape, *, op: str = "conv_transpose", stride=1, padding=0, o
     return _cost.Choice(method="conv", variant=way, estimates=estimates, flops=2 * _macs(p), threads=max_threads(),
                         serial=way == "tiny",
                         reason=ROUTES[way] + (" (channels-last x and y transposed around it)" if last else ""))
+
+
+def generation() -> int:
+    """The cost model's generation, the machine profile loaded first: conv's decisions that read estimates are
+    memoised per generation, so that they come from this machine's profile (whichever call of the process comes
+    first) and follow a change of it, as ``conv_transpose``'s choices do."""
+    _profile.ensure()
+    return _model.generation
 
 
 # conv's routes (``route``), in the order ``run_conv`` tries them, and what each does
@@ -495,7 +508,6 @@ def run_conv(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray
     return False
 
 
-@memo(512)
 def as_transposed(plan: ConvPlan) -> geo.Plan | None:
     """The stride-1 forward convolution as a transposed convolution, where that form does fewer products.
 
@@ -506,6 +518,12 @@ def as_transposed(plan: ConvPlan) -> geo.Plan | None:
     the planner's, a property of the layer. (Strided layers become stride-1 ones on their space-to-depth input:
     :func:`plan_s2d` asks this function about that plan, :mod:`fastdeconv._s2d` runs kernel = 2 x stride itself.)
     """
+    return _as_transposed(plan, generation())
+
+
+@memo(512)
+def _as_transposed(plan: ConvPlan, model_generation: int) -> geo.Plan | None:
+    """``as_transposed`` on the model of ``model_generation``."""
     axes = plan.axes[geo.MAX_RANK - plan.rank:]
     if any(a.stride != 1 for a in axes):
         return None
@@ -757,7 +775,6 @@ def _s2d_weight(plan: ConvPlan, s2d: ConvPlan, w5: np.ndarray) -> np.ndarray:
                                                                              + tuple(kk))
 
 
-@memo(512)
 def use_s2d(plan: ConvPlan, backward: bool = False) -> bool:
     """Whether the strided layer runs as the stride-1 correlation of its space-to-depth input with Winograd
     F(2, 2) and one GEMM per point (:mod:`fastdeconv._s2d`): it pays (``kernel == 2 * stride`` on every axis,
@@ -765,6 +782,12 @@ def use_s2d(plan: ConvPlan, backward: bool = False) -> bool:
     (:func:`plan_s2d`). ``backward``: with the weight gradient, which the GEMM form computes from the columns of
     its forward convolution and ``_s2d`` from its transformed input; the two are compared on one thread, so that
     the choice, and with it every bit of the gradients, is the same for every pool size."""
+    return _use_s2d(plan, backward, generation())
+
+
+@memo(512)
+def _use_s2d(plan: ConvPlan, backward: bool, model_generation: int) -> bool:
+    """``use_s2d`` on the model of ``model_generation``."""
     if not _s2d.pays(plan):
         return False
     if backward:
@@ -784,12 +807,17 @@ def _routed_seconds(plan: ConvPlan) -> float | None:
     return None if tplan is None else s2d_seconds(plan, s2d, tplan)
 
 
-@memo(512)
 def plan_s2d(plan: ConvPlan) -> ConvPlan | None:
     """:func:`s2d_form`'s plan when the planner prefers it to the GEMM form, else None: ``conv_transpose``'s
     planner runs its transposed convolution with Winograd, and that estimate plus the space-to-depth copy is
     below the GEMM form's (:func:`gemm_seconds`). A property of the layer (and the pool size), as the
     other choices of :func:`run_conv`."""
+    return _plan_s2d(plan, generation())
+
+
+@memo(512)
+def _plan_s2d(plan: ConvPlan, model_generation: int) -> ConvPlan | None:
+    """``plan_s2d`` on the model of ``model_generation``."""
     s2d = s2d_form(plan)
     if s2d is None:
         return None
