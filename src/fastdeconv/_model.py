@@ -127,6 +127,12 @@ _DERIVED = {
     "PLANE_NHWC_FILL": ("im2col_element", 0.5),  # ... per element of the repeated input rows in a scalar tail
     "PLANE_NHWC_FILL_VECTOR": ("im2col_element", 0.1),  # ... in a run's whole vector blocks
     "PLANE_NHWC_FILL_RUN": ("im2col_element", 6.0),  # ... per run (a pixel's channels, or one broadcast value)
+    # conv's space-to-depth Winograd form (``_s2d``), per element on one core, cache-cold: the packed input (read
+    # across x's channel planes), V, the point products (read by the inverse), U (read the weight, write its points)
+    "S2D_PACK_ELEMENT": ("im2col_element", 1.2 / 0.25),
+    "S2D_TRANSFORM_ELEMENT": ("col2im_element", 1.0 / 0.9),
+    "S2D_INVERSE_ELEMENT": ("col2im_element", 1.0 / 0.9),
+    "S2D_WEIGHT_ELEMENT": ("col2im_element", 0.8 / 0.9),
     "WINOGRAD_V_ELEMENT": ("winograd_element", 1.0),
     "WINOGRAD_U_ELEMENT": ("winograd_element", 0.35 / 0.07),  # per transformed-weight element (per point, chunk)
     "WINOGRAD_TILE_POINT": ("winograd_element", 3 / 0.07),  # per (tile, point): the transforms' loop and calls

@@ -38,13 +38,6 @@ MIN_TASKS = 8
 # Tiles of one block at least where the layer has them (each block's calls have a fixed cost), but two blocks
 # of half as many where that gives the pool work for two threads.
 MIN_TILES = 256
-# Seconds per element on one core, cache-cold (fitted to the DCGAN and super-resolution layers' calls): the packed
-# input (read across x's channel planes), V, the point products (read by the inverse; the dual's transform writes
-# as many), U (read the weight, write its points; the weight gradient's point sums as many)
-PACK_ELEMENT = 1.2e-9
-TRANSFORM_ELEMENT = 1.0e-9
-INVERSE_ELEMENT = 1.0e-9
-WEIGHT_ELEMENT = 0.8e-9
 # Elements of the transformed input and the point products together at most (128 MiB in float32).
 MOST_ELEMENTS = 1 << 25
 
@@ -127,11 +120,15 @@ def estimate(plan, backward: bool = False, threads: int | None = None) -> float:
     v = points * plan.c_in * phases * total
     m = points * plan.c_out * total
     u = points * plan.c_out * cin_g
-    work = packed * PACK_ELEMENT + v * TRANSFORM_ELEMENT + m * INVERSE_ELEMENT + u * WEIGHT_ELEMENT
+    # (per element: ``_model.S2D_*``, from the profile; the dual's transform writes as many as the point products,
+    # the weight gradient's point sums as many as U)
+    M = _model
+    work = (packed * M.S2D_PACK_ELEMENT + v * M.S2D_TRANSFORM_ELEMENT + m * M.S2D_INVERSE_ELEMENT
+            + u * M.S2D_WEIGHT_ELEMENT)
     calls = 2 * points * plan.groups * _model.LAUNCH_GEMM + 4 * _model.LAUNCH_POOL
     if backward:
         gemm += _terms.gemm_time(flops, s.cout_g, -(-cin_g // 2), total, 1, s.scale)
-        work += m * INVERSE_ELEMENT + 2 * u * WEIGHT_ELEMENT
+        work += m * M.S2D_INVERSE_ELEMENT + 2 * u * M.S2D_WEIGHT_ELEMENT
         calls *= 2
     return (gemm + work) / threads + calls
 
