@@ -122,13 +122,12 @@ def estimate(plan, backward: bool = False, threads: int | None = None) -> float:
     u = points * plan.c_out * cin_g
     # (per element: ``_model.S2D_*``, from the profile; the dual's transform writes as many as the point products,
     # the weight gradient's point sums as many as U)
-    M = _model
-    work = (packed * M.S2D_PACK_ELEMENT + v * M.S2D_TRANSFORM_ELEMENT + m * M.S2D_INVERSE_ELEMENT
-            + u * M.S2D_WEIGHT_ELEMENT)
+    work = (packed * _model.S2D_PACK_ELEMENT + v * _model.S2D_TRANSFORM_ELEMENT + m * _model.S2D_INVERSE_ELEMENT
+            + u * _model.S2D_WEIGHT_ELEMENT)
     calls = 2 * points * plan.groups * _model.LAUNCH_GEMM + 4 * _model.LAUNCH_POOL
     if backward:
         gemm += _terms.gemm_time(flops, s.cout_g, -(-cin_g // 2), total, 1, s.scale)
-        work += m * M.S2D_INVERSE_ELEMENT + 2 * u * M.S2D_WEIGHT_ELEMENT
+        work += m * _model.S2D_INVERSE_ELEMENT + 2 * u * _model.S2D_WEIGHT_ELEMENT
         calls *= 2
     return (gemm + work) / threads + calls
 

@@ -74,7 +74,7 @@ def nhwc_runs(cols, y, brow, block, slab, kern, tabs, counts, axis_w, code, para
                             for iw in range(r, min(head, s_w), apart):
                                 _clipped_run(cols, yf, src0, row, iw, (off_w, stride_w, start_w, lo_w, hi_w),
                                              k_w, k_all, c)
-                            after = max(head, r)
+                            after = head  # (head >= r: the first inner pixel of the pass, or past the slab)
                             if head <= inner_hi:
                                 n_in = (inner_hi - head) // apart + 1
                                 src = src0 + head * k_all * c
