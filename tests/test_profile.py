@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import warnings
 from pathlib import Path
 
@@ -270,3 +271,28 @@ def test_conv_routes_follow_the_profile(reset_profile):
     assert routes == ["s2d-winograd", "gemm", "s2d-winograd"]
     np.testing.assert_array_equal(outputs[0], outputs[2])
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-4)
+
+
+def test_a_full_measurement_keeps_each_familys_fastest_pass_and_stops_when_two_agree(monkeypatch):
+    """A pass taken while another tenant holds the core's sibling reads the GEMM and the numba loops slow beside a
+    copy rate that is not: the full profile takes passes until two agree and keeps each family's fastest."""
+    fast = dict(REF, gemm_threads=0.9, gemm_half=(10.0, 20.0, 12.0))
+    slow = dict(fast, sgemm_peak=fast["sgemm_peak"] / 1.5, direct_rate=fast["direct_rate"] / 1.5,
+                gemm_threads=1.0, gemm_half=(30.0, 30.0, 30.0), call=fast["call"] * 1.5,
+                bandwidth=fast["bandwidth"] * 1.1)
+    script = [slow, fast, dict(fast, call=fast["call"] * 0.9), slow]
+    monkeypatch.setattr(_profile, "_coarse", lambda: {})
+    monkeypatch.setattr(_profile, "_full", lambda rates: dict(script.pop(0)))
+    got = _profile._passes(time.perf_counter())
+    assert len(script) == 1  # slow, fast (disagree), fast again (agrees): three passes
+    assert got["sgemm_peak"] == fast["sgemm_peak"] and got["direct_rate"] == fast["direct_rate"]
+    assert got["gemm_half"] == fast["gemm_half"] and got["gemm_threads"] == fast["gemm_threads"]  # the fast pass's
+    assert got["bandwidth"] == slow["bandwidth"]  # each family its own fastest
+    assert got["call"] == pytest.approx(fast["call"] * 0.9)
+    script[:] = [fast, dict(fast), slow]
+    _profile._passes(time.perf_counter())
+    assert len(script) == 1  # two passes that agree end it
+    script[:] = [slow, fast, fast]
+    monkeypatch.setattr(_profile, "PASS_BUDGET", 0.0)
+    assert _profile._passes(time.perf_counter())["sgemm_peak"] == slow["sgemm_peak"]
+    assert len(script) == 2  # no pass beyond the budget
