@@ -146,6 +146,37 @@ def test_scratch_is_small():
         assert _cost.scratch_elements(plan, "gather-plane") <= 0.3 * np.prod(plan.out_shape)
 
 
+def test_many_channels_into_a_small_output_take_fewer_rows_per_task_within_the_memory_rule():
+    """A 3-D super-resolution layer (16 channels into one, kernel 7, stride 2): the buffer-filling block of rows
+    would hold more scratch than the output on two workers; fewer rows per task keep the rule (so that ``auto``
+    may choose the variant), in blocks of equal size, with the bits of any other block size."""
+    plan = geo.make_plan((1, 16, 8, 16, 16), (16, 1, 7, 7, 7), np.dtype(np.float32), np.dtype(np.float32), 2, 3, 1,
+                         1, 1)
+    output = int(np.prod(plan.out_shape))
+    lay = pl.layout(plan)
+    rows, block, blocks = int(lay.tables[1][0, 0]), int(lay.geometry[4]), int(lay.geometry[5])
+    assert block < rows and blocks * block - rows < blocks  # (blocks of equal size, but for the rounding)
+    assert lay.scratch * min(2, pl.task_count(plan)) <= output
+    if pl.max_threads() >= 2:
+        assert _cost.scratch_elements(plan, "gather-plane") <= output
+        assert "gather-plane" in dict(fd.plan((1, 16, 8, 16, 16), (16, 1, 7, 7, 7), stride=2, padding=3,
+                                              output_padding=1).estimates)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 16, 8, 16, 16)).astype(np.float32)
+    w = rng.standard_normal((16, 1, 7, 7, 7)).astype(np.float32)
+    kw = dict(stride=2, padding=3, output_padding=1)
+    y = run_plane(x, w, **kw)
+    np.testing.assert_allclose(y, conv_transpose_ref(x, w, **kw), **tolerance(np.float32))
+    pl.layout.cache_clear()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(pl, "max_threads", lambda: 1)  # (one worker: the buffer-filling block fits)
+            assert pl.layout(plan).geometry[4] != block
+            np.testing.assert_array_equal(run_plane(x, w, **kw), y)
+    finally:
+        pl.layout.cache_clear()
+
+
 def test_short_runs_cost_more_per_multiply_add():
     """A block's run is a phase's rows × pitch; each pass of four terms over it has a set-up the estimate counts,
     so that the same multiply-adds over 8×8 images (64-element runs) cost well above those over one 128×128 image
