@@ -4,19 +4,19 @@
     python benchmarks/first_call.py --cold --json fc.json # also each workload from an empty numba cache
     python benchmarks/first_call.py --cold --sets all     # also benchmarks/unseen and channel-rich workloads
 
-Each row runs a new interpreter that imports fastdeconv and makes one ``conv_transpose(method="auto")`` call
-of the workload (float32; ``--sets``: the package's ``workloads.json``, or also the benchmarks' unseen and
-channel-rich sets), so the first call includes whatever a user's first call pays: importing numba and the
-package's modules (``import fastdeconv`` itself loads neither), loading (or compiling) the kernels; ``import``
-is numpy's and fastdeconv's import before it. ``--cold`` gives each workload its own empty ``NUMBA_CACHE_DIR``
-and cache directory (the coarse machine profile is measured in that first call); the warm rows share the numba
-cache and the machine profile that ``python -m fastdeconv warmup`` (timed too) filled and measured. The
-*floor* is what numba itself costs in a fresh process before any fastdeconv code runs: importing numpy and
-numba and the first call of a trivial kernel from numba's cache (numba's first compile or load imports its
-registries and scipy.linalg), the median of five interpreters. A cold row lists the kernels its call compiled
-with numba's compile time of each (``--detail``: also those compiled from inside another's compile, whose time
-is part of the outer one). This is a benchmark script, not a test: the numbers depend on the machine and on
-what else runs on it.
+fastdeconv's modules are compiled to bytecode first, as an installed copy's are. Each row runs a new interpreter
+that imports fastdeconv and makes one ``conv_transpose(method="auto")`` call of the workload (float32; ``--sets``:
+the package's ``workloads.json``, or also the benchmarks' unseen and channel-rich sets), so the first call includes
+whatever a user's first call pays: importing numba and the package's modules (``import fastdeconv`` itself loads
+neither), loading (or compiling) the kernels; ``import`` is numpy's and fastdeconv's import before it. ``--cold``
+gives each workload its own empty ``NUMBA_CACHE_DIR`` and cache directory (the coarse machine profile is measured in
+that first call); the warm rows share the numba cache and the machine profile that ``python -m fastdeconv warmup``
+(timed too) filled and measured. The *floor* is what numba itself costs in a fresh process before any fastdeconv
+code runs: importing numpy and numba and the first call of a trivial kernel from numba's cache (numba's first
+compile or load imports its registries and scipy.linalg), the median of five interpreters. A cold row lists the
+kernels its call compiled with numba's compile time of each (``--detail``: also those compiled from inside another's
+compile, whose time is part of the outer one). This is a benchmark script, not a test: the numbers depend on the
+machine and on what else runs on it.
 """
 
 from __future__ import annotations
@@ -112,6 +112,19 @@ def _floor(directory: str, runs: int = 5) -> float:
     return times[len(times) // 2]
 
 
+def _bytecode() -> None:
+    """Compile fastdeconv's modules to bytecode, as installing a package does (pip writes the ``.pyc`` files): an
+    editable checkout run with ``PYTHONDONTWRITEBYTECODE`` (or read-only) would otherwise compile every module's
+    source again in each first call timed here, which no installed copy does."""
+    import compileall
+    import importlib.util
+
+    spec = importlib.util.find_spec("fastdeconv")
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            compileall.compile_dir(location, quiet=1)
+
+
 def _run_child(workload: dict, numba_cache: str, calib_cache: str) -> dict:
     """One fresh interpreter's first call; ``compiled`` lists the kernels it had to compile (new cache files)."""
     env = {**os.environ, "NUMBA_CACHE_DIR": numba_cache, "FASTDECONV_CACHE_DIR": calib_cache}
@@ -144,6 +157,7 @@ def main(argv=None) -> int:
                        "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
               "command": "python benchmarks/first_call.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "rows": {}}
+    _bytecode()
     with tempfile.TemporaryDirectory(prefix="fd-first-call-") as tmp:
         if args.cold:
             for name in names:

@@ -87,10 +87,18 @@ def make_ort():
     so.inter_op_num_threads = 1
 
     def run(x, wt, w):
+        if channels_last():  # ONNX is NCHW only: transposes around it (both copies timed)
+            xc = np.ascontiguousarray(np.moveaxis(x, -1, 1))
+            inner = nchw(xc, wt, w)
+
+            def call():
+                np.copyto(xc, np.moveaxis(x, -1, 1))
+                return np.ascontiguousarray(np.moveaxis(inner(), 1, -1))
+            return call
+        return nchw(x, wt, w)
+
+    def nchw(x, wt, w):
         nd = len(w["spatial"])
-        if channels_last():  # ONNX is NCHW only: transposes around it
-            inner = run(np.ascontiguousarray(np.moveaxis(x, -1, 1)), wt, w)
-            return lambda: np.ascontiguousarray(np.moveaxis(inner(), 1, -1))
         node = helper.make_node("ConvTranspose", ["X", "W"], ["Y"], strides=[w["stride"]] * nd,
                                 pads=[w["padding"]] * (2 * nd), output_padding=[w["output_padding"]] * nd,
                                 group=w["groups"], dilations=[w["dilation"]] * nd)

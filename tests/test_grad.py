@@ -125,6 +125,55 @@ def test_matches_torch_autograd(rank, dtype):
         np.testing.assert_allclose(gb, tb.grad.numpy(), **tol)
 
 
+@given(g=transposed_geometries(), batch=st.sampled_from([None, 1, 3]), dtype=st.sampled_from([np.float32, np.float64]),
+       block=st.sampled_from([1, 30, 1 << 22]), seed=st.integers(0, 2**16))
+def test_gemm_form_by_row_blocks_matches_direct_form(g, batch, dtype, block, seed):
+    """A weight-heavy layer's gradients by row blocks of the output and the weight gradient (forced: one row a
+    block, columns in chunks of any size) == the direct kernels."""
+    rng = np.random.default_rng(seed)
+    x, w = _inputs(g, rng, batch, dtype)
+    kw = _geometry(g)
+    gy = rng.standard_normal(fd.conv_transpose(x, w, **kw).shape).astype(dtype)
+    with mock.patch.object(_forward, "use_gemm", lambda plan: False):
+        direct = fd.conv_transpose_backward(gy, x, w, **kw)
+    with mock.patch.object(_forward, "use_gemm", lambda plan: True), \
+            mock.patch.object(_conv_gemm, "by_rows", lambda plan, pixels: True), \
+            mock.patch.object(_conv_gemm, "ROW_BLOCK", 1), mock.patch.object(_conv_gemm, "COL_ELEMENTS", block):
+        rows = fd.conv_transpose_backward(gy, x, w, **kw)
+    for a, b in zip(rows, direct):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(a, b, **tolerance(dtype))
+
+
+def test_a_weight_heavy_layers_gradients_go_by_row_blocks_with_the_same_bits_on_any_thread_count():
+    """512 -> 128 channels on a 2x2 input (more output channels than pixels): by row blocks, bitwise the same on
+    one thread and on the pool, and equal to the direct kernels."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 512, 2, 2)).astype(np.float32)
+    w = rng.standard_normal((512, 128, 4, 4)).astype(np.float32)
+    kw = dict(stride=2, padding=1)
+    gy = rng.standard_normal(fd.conv_transpose(x, w, **kw).shape).astype(np.float32)
+    adjoint = _forward.make_conv_plan(gy.shape, w.shape, np.float32, np.float32, **kw)
+    assert _conv_gemm.by_rows(adjoint, 4)
+    calls = []
+    with mock.patch.object(_conv_gemm, "_by_rows", side_effect=_conv_gemm._by_rows) as spy:
+        pooled = fd.conv_transpose_backward(gy, x, w, **kw)
+        calls.append(spy.call_count)
+    before = fd.get_num_threads()
+    try:
+        fd.set_num_threads(1)
+        single = fd.conv_transpose_backward(gy, x, w, **kw)
+    finally:
+        fd.set_num_threads(before)
+    assert calls == [1]
+    for a, b in zip(pooled, single):
+        np.testing.assert_array_equal(a, b)
+    with mock.patch.object(_forward, "use_gemm", lambda plan: False):
+        direct = fd.conv_transpose_backward(gy, x, w, **kw)
+    for a, b in zip(pooled, direct):
+        np.testing.assert_allclose(a, b, **tolerance(np.float32))
+
+
 def test_grad_x_is_the_forward_conv():
     """grad_x == conv(grad_output, weight) with the same geometry; grad_weight sums over the batch."""
     rng = np.random.default_rng(9)

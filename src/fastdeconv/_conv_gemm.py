@@ -89,6 +89,63 @@ GEMM_COLUMNS = 256
 PARTIAL_ELEMENTS = 1 << 23
 
 
+# Fewest rows of the output and of the weight gradient per task of ``_by_rows`` (BLAS's packing of a thinner
+# block costs more than it computes).
+ROW_BLOCK = 64
+
+
+def by_rows(plan: ConvPlan, pixels: int) -> bool:
+    """Whether ``conv_gemm`` computes the weight gradient by row blocks (``_by_rows``): it is larger than the
+    columns it is made from (more output channels per group than output pixels in the call), so that partial
+    products per run of blocks would outweigh the work or fit only once, and has rows for two blocks."""
+    c_out_g = plan.c_out // plan.groups
+    return c_out_g > plan.batch * pixels and c_out_g >= 2 * ROW_BLOCK
+
+
+def _by_rows(plan: ConvPlan, x5: np.ndarray, wm: np.ndarray, ym: np.ndarray | None, dm: np.ndarray,
+             gwm: np.ndarray, taps: int) -> None:
+    """``conv_gemm`` with the weight gradient of a weight-heavy layer (partial products per run of blocks would
+    outweigh the columns, or fit only once and leave a single task): the columns of whole samples, in chunks of
+    at most ``COL_ELEMENTS``, and per chunk the rows of the output and of the weight gradient cut into blocks that
+    the workers take, each block's rows written in place (the weight gradient's summed over the chunks in their
+    order). The blocks and chunks follow the layer alone: the bits do not depend on the thread count."""
+    g, c_in_g, c_out_g = plan.groups, plan.c_in // plan.groups, plan.c_out // plan.groups
+    kernel, stride, dilation = plan.arrays("kernel"), plan.arrays("stride"), plan.arrays("dilation")
+    start = plan.arrays("start")
+    out_d, out_h, out_w = (a.size_out for a in plan.axes)
+    rows, pixels = out_d * out_h, out_d * out_h * out_w
+    per = max(1, min(plan.batch, COL_ELEMENTS // max(1, taps * pixels)))
+    n_blocks = max(1, min(MIN_TASKS, c_out_g // ROW_BLOCK))
+    size = -(-c_out_g // n_blocks)
+    blocks = [(r0, min(c_out_g, r0 + size)) for r0 in range(0, c_out_g, size)]
+    buf = np.empty(taps * per * pixels, plan.dtype)
+    for gi in range(g):
+        for n_lo in range(0, plan.batch, per):
+            n_hi = min(plan.batch, n_lo + per)
+            width = (n_hi - n_lo) * pixels
+            cols = buf[:taps * width].reshape(taps, width)
+            im2col(x5, cols, (n_lo, n_hi, gi * c_in_g), kernel, stride, dilation, start, (0, rows, out_h, out_w))
+
+            def work(claimed, gi=gi, n_lo=n_lo, n_hi=n_hi, cols=cols):
+                part = np.empty((size, taps), plan.dtype)
+                res = np.empty(size * cols.shape[1], plan.dtype)
+                for r0, r1 in claimed:
+                    chans = slice(gi * c_out_g + r0, gi * c_out_g + r1)
+                    out = res[:(r1 - r0) * cols.shape[1]].reshape(r1 - r0, n_hi - n_lo, pixels)
+                    flat = out.reshape(r1 - r0, cols.shape[1])
+                    if ym is not None:  # the samples' outputs side by side, then each into its place
+                        np.matmul(wm[chans], cols, out=flat)
+                        ym[n_lo:n_hi, chans] = out.transpose(1, 0, 2)
+                    out[...] = dm[n_lo:n_hi, chans].transpose(1, 0, 2)  # the dual's columns in the cols' order
+                    if n_lo == 0:
+                        np.matmul(flat, cols.T, out=gwm[chans])
+                    else:
+                        np.matmul(flat, cols.T, out=part[:r1 - r0])
+                        gwm[chans] += part[:r1 - r0]
+
+            run_parallel(work, blocks)
+
+
 def conv_gemm(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | None, y5: np.ndarray | None,
                dual5: np.ndarray | None = None, grad_weight: np.ndarray | None = None) -> None:
     """Forward convolution as im2col (numba) + one matrix product per block of columns (BLAS).
@@ -128,6 +185,11 @@ def conv_gemm(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | No
         dm = dual5.reshape(plan.batch, plan.c_out, pixels)
         per_group = len(items) // g
         runs = max(1, min(MIN_TASKS, per_group, PARTIAL_ELEMENTS // max(1, plan.c_out * taps)))
+        if by_rows(plan, pixels):
+            _by_rows(plan, x5, wm, ym, dm, grad_weight.reshape(plan.c_out, taps), taps)
+            if b is not None:
+                y5 += b.reshape((1, -1, 1, 1, 1))
+            return
         step = -(-per_group // runs)
         tasks = list(enumerate(items[gi * per_group + lo:gi * per_group + min(per_group, lo + step)]
                                for gi in range(g) for lo in range(0, per_group, step)))
