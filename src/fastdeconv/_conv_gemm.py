@@ -183,13 +183,13 @@ def conv_gemm(plan: ConvPlan, x5: np.ndarray, w5: np.ndarray, b: np.ndarray | No
         tasks = [(0, [item]) for item in items]
     else:  # runs of consecutive blocks of one group, each with its partial product of the weight gradient
         dm = dual5.reshape(plan.batch, plan.c_out, pixels)
-        per_group = len(items) // g
-        runs = max(1, min(MIN_TASKS, per_group, PARTIAL_ELEMENTS // max(1, plan.c_out * taps)))
         if by_rows(plan, pixels):
             _by_rows(plan, x5, wm, ym, dm, grad_weight.reshape(plan.c_out, taps), taps)
             if b is not None:
                 y5 += b.reshape((1, -1, 1, 1, 1))
             return
+        per_group = len(items) // g
+        runs = max(1, min(MIN_TASKS, per_group, PARTIAL_ELEMENTS // max(1, plan.c_out * taps)))
         step = -(-per_group // runs)
         tasks = list(enumerate(items[gi * per_group + lo:gi * per_group + min(per_group, lo + step)]
                                for gi in range(g) for lo in range(0, per_group, step)))

@@ -243,8 +243,8 @@ def _passes(t0: float) -> dict:
     pass starts only while the time since ``t0`` plus the last pass's length stays within PASS_BUDGET, and at most
     PASSES run. Each family keeps its fastest reading over the passes (``_fastest``).
 
-    Why more than one: on a shared host a core slows down for seconds at a time (another tenant on its sibling
-    hyperthread), compute more than memory. A single pass taken then reads the GEMM and the numba loops up to 1.5x
+    Why more than one: on a shared virtual machine a core can slow down for seconds at a time with no steal time
+    reported, compute more than memory. A single pass taken then reads the GEMM and the numba loops up to 1.5x
     slow beside a copy rate that is not, which moves choices between GEMM and non-GEMM variants for as long as the
     profile is kept. The fastest of each family is the reading least made of the moment (as ``_best_time``'s
     fastest block within one reading)."""

@@ -61,8 +61,9 @@ def measure(full: bool = True) -> dict:
     """Measure this machine's profile now and store it (replacing the stored one when ``full``).
 
     The full profile times the numba kernels (compiling them first when numba's cache is cold; that time is not
-    counted) and takes about a second; the coarse one only the BLAS and copy rates. This process switches to the
-    new profile (choices made before are forgotten: prepared calls choose again; operators keep their variants).
+    counted) in up to three passes until two agree, one to two seconds; the coarse one only the BLAS and copy
+    rates. This process switches to the new profile (choices made before are forgotten: prepared calls choose
+    again; operators keep their variants).
 
     Parameters
     ----------

@@ -110,8 +110,8 @@ def layout(plan: geo.Plan) -> Layout:
     per_block = plan.batch * plan.groups * plan.axes[0].size_out  # tasks per row block
     if 0 < per_block < max_threads():
         block = min(block, max(1, -(-rows // -(-max_threads() // per_block))))
-    # the memory rule (a call's scratch within one output): where the buffer-filling block breaks it on every
-    # worker and fewer rows keep it, fewer rows per task, in blocks of equal size (a block's rows are computed by
+    # the memory rule (a call's scratch within one output): where the buffer-filling block breaks it on the pool's
+    # workers and fewer rows keep it, fewer rows per task, in blocks of equal size (a block's rows are computed by
     # the same terms in the same order whatever its size: the bits stay)
     fixed = cin_g * depth_taps * (span_h + 1) * pitch
     output = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
