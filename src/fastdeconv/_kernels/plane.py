@@ -138,7 +138,7 @@ def _correlate3(buf, dst, cstride, xpad, taps, weights, n_taps, n):
 
 
 @njit(**NJIT_FLAGS)
-def plane_tasks(task_lo, task_hi, x, w, bias, y, groups, t_d, t_h, t_w, geometry):
+def plane_tasks(task_lo, task_hi, x, w, bias, y, groups, t_d, t_h, t_w, geometry, blocked):
     """Transposed convolution, gather form, tasks ``[task_lo, task_hi)`` of ``task_count`` (sample, group, output
     depth, block of phase rows) into ``y``; scratch allocated once per call.
 
@@ -154,6 +154,10 @@ def plane_tasks(task_lo, task_hi, x, w, bias, y, groups, t_d, t_h, t_w, geometry
     t_d, t_h, t_w, geometry : numpy.ndarray
         ``layout(plan)``: the per-axis phase tables and (lo_h, span_h, lo_w, pitch, block, blocks, channels per
         pass).
+    blocked : None or bool
+        None with one output channel per pass, True with a block of them. Not a number, so that numba decides
+        ``blocked is None`` when it types the kernel and compiles only the pass kernel the layer calls (each of
+        the two takes about a second to compile).
     """
     size_d, size_h, size_w = x.shape[2], x.shape[3], x.shape[4]
     cin_g = x.shape[1] // groups
@@ -215,7 +219,7 @@ def plane_tasks(task_lo, task_hi, x, w, bias, y, groups, t_d, t_h, t_w, geometry
                                         weights[n_taps * cb + c] = wf[wrow + t_w[pw, 2 + 2 * uw] + c * k_vol] \
                                             if c < nc else 0
                                     n_taps += 1
-                    if cb == 1:
+                    if blocked is None:  # (cb == 1)
                         _correlate(buf, pw * phase_len, xpad, taps, weights, n_taps, rows * pitch)
                     else:
                         _correlate3(buf, pw * phase_len, s_w * phase_len, xpad, taps, weights, n_taps, rows * pitch)

@@ -178,7 +178,7 @@ def gather_plane(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarra
     ``parallel=True`` wrapper would be a second compilation of the whole body, the costlier one).
     """
     lay = layout(plan)
-    args = (x5, w5, bias, y5, plan.groups, *lay.tables, lay.geometry)
+    args = (x5, w5, bias, y5, plan.groups, *lay.tables, lay.geometry, None if lay.geometry[6] == 1 else True)
     n_tasks = task_count(plan)
     threads = get_num_threads()
     ep = _epilogue.args(plan)
