@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+from contextlib import ExitStack
 from pathlib import Path
 from unittest import mock
 
@@ -54,14 +55,22 @@ def test_gradients_are_the_adjoints(g, batch, seed):
        block=st.sampled_from([1, 30, 1 << 22]), seed=st.integers(0, 2**16))
 def test_gemm_form_matches_direct_form(g, batch, dtype, block, seed):
     """grad_x and grad_weight from one set of im2col columns (forced, any block size) == the direct kernels."""
+    _gemm_form_matches_direct_form(g, batch, dtype, seed, COL_ELEMENTS=block)
+
+
+def _gemm_form_matches_direct_form(g, batch, dtype, seed, **gemm_settings):
+    """The gradients of random inputs from the GEMM form (forced, with ``gemm_settings`` patched into
+    ``_conv_gemm``) == those of the direct kernels, in the inputs' dtype."""
     rng = np.random.default_rng(seed)
     x, w = _inputs(g, rng, batch, dtype)
     kw = _geometry(g)
     gy = rng.standard_normal(fd.conv_transpose(x, w, **kw).shape).astype(dtype)
     with mock.patch.object(_forward, "use_gemm", lambda plan: False):
         direct = fd.conv_transpose_backward(gy, x, w, **kw)
-    with mock.patch.object(_forward, "use_gemm", lambda plan: True), \
-            mock.patch.object(_conv_gemm, "COL_ELEMENTS", block):
+    with ExitStack() as patches:
+        patches.enter_context(mock.patch.object(_forward, "use_gemm", lambda plan: True))
+        for name, value in gemm_settings.items():
+            patches.enter_context(mock.patch.object(_conv_gemm, name, value))
         gemm = fd.conv_transpose_backward(gy, x, w, **kw)
     for a, b in zip(gemm, direct):
         assert a.dtype == b.dtype == dtype
@@ -130,19 +139,8 @@ def test_matches_torch_autograd(rank, dtype):
 def test_gemm_form_by_row_blocks_matches_direct_form(g, batch, dtype, block, seed):
     """A weight-heavy layer's gradients by row blocks of the output and the weight gradient (forced: one row a
     block, columns in chunks of any size) == the direct kernels."""
-    rng = np.random.default_rng(seed)
-    x, w = _inputs(g, rng, batch, dtype)
-    kw = _geometry(g)
-    gy = rng.standard_normal(fd.conv_transpose(x, w, **kw).shape).astype(dtype)
-    with mock.patch.object(_forward, "use_gemm", lambda plan: False):
-        direct = fd.conv_transpose_backward(gy, x, w, **kw)
-    with mock.patch.object(_forward, "use_gemm", lambda plan: True), \
-            mock.patch.object(_conv_gemm, "by_rows", lambda plan, pixels: True), \
-            mock.patch.object(_conv_gemm, "ROW_BLOCK", 1), mock.patch.object(_conv_gemm, "COL_ELEMENTS", block):
-        rows = fd.conv_transpose_backward(gy, x, w, **kw)
-    for a, b in zip(rows, direct):
-        assert a.dtype == b.dtype == dtype
-        np.testing.assert_allclose(a, b, **tolerance(dtype))
+    _gemm_form_matches_direct_form(g, batch, dtype, seed, by_rows=lambda plan, pixels: True, ROW_BLOCK=1,
+                                   COL_ELEMENTS=block)
 
 
 def test_a_weight_heavy_layers_gradients_go_by_row_blocks_with_the_same_bits_on_any_thread_count():
@@ -295,18 +293,7 @@ def test_sparse_forward_conv_matches_the_padded_one(dtype):
        columns=st.sampled_from([2, 1 << 20]), seed=st.integers(0, 2**16))
 def test_gemm_form_with_samples_side_by_side(g, dtype, columns, seed):
     """grad_x and grad_weight from blocks of whole samples (the dual's columns gathered in the block's order)."""
-    rng = np.random.default_rng(seed)
-    x, w = _inputs(g, rng, 5, dtype)
-    kw = _geometry(g)
-    gy = rng.standard_normal(fd.conv_transpose(x, w, **kw).shape).astype(dtype)
-    with mock.patch.object(_forward, "use_gemm", lambda plan: False):
-        direct = fd.conv_transpose_backward(gy, x, w, **kw)
-    with mock.patch.object(_forward, "use_gemm", lambda plan: True), \
-            mock.patch.object(_conv_gemm, "MIN_TASKS", 1), mock.patch.object(_conv_gemm, "GEMM_COLUMNS", columns):
-        gemm = fd.conv_transpose_backward(gy, x, w, **kw)
-    for a, b in zip(gemm, direct):
-        assert a.dtype == b.dtype == dtype
-        np.testing.assert_allclose(a, b, **tolerance(dtype))
+    _gemm_form_matches_direct_form(g, 5, dtype, seed, MIN_TASKS=1, GEMM_COLUMNS=columns)
 
 
 @pytest.mark.parametrize("x_shape, w_shape, kw", [
