@@ -161,6 +161,25 @@ def test_blas_threads_follow(restore_threads):
     assert all(n == _threads.max_threads() for n in blas)
 
 
+def test_each_blas_runs_the_primer_once_when_first_set_up(monkeypatch):
+    from scipy.linalg import blas as scipy_blas
+
+    from fastdeconv import _blas
+    sides = []
+    real_matmul, real_sgemm = np.matmul, scipy_blas.sgemm
+    monkeypatch.setattr(np, "matmul", lambda a, b, *r, **k: sides.append(("numpy", a.shape, b.shape))
+                        or real_matmul(a, b, *r, **k))
+    monkeypatch.setattr(scipy_blas, "sgemm", lambda alpha, a, b, *r, **k: sides.append(("scipy", a.shape, b.shape))
+                        or real_sgemm(alpha, a, b, *r, **k))
+    monkeypatch.setattr(_blas, "_controllers", [])
+    m, k, n = _blas.PRIMER
+    first = _blas.blas_controllers()
+    assert sides == [("numpy", (m, k), (k, n)), ("scipy", (m, k), (k, n))]
+    assert _blas.blas_controllers() == first
+    _blas.blas_controllers(refresh=True)
+    assert len(sides) == 2  # once per process, not per look-up
+
+
 @pytest.mark.parametrize("bad, exc, words", [
     (0, ValueError, "between 1 and NUMBA_NUM_THREADS"),
     (-2, ValueError, "between 1 and NUMBA_NUM_THREADS"),
