@@ -141,7 +141,11 @@ def test_the_environment_names_a_profile_file(monkeypatch, tmp_path, reset_profi
 
 def test_full_measurement_and_the_cli(monkeypatch, tmp_path, capsys, reset_profile):
     monkeypatch.setenv("FASTDECONV_CACHE_DIR", str(tmp_path))
+    solved, real_solve = [], _profile._solve
+    monkeypatch.setattr(_profile, "_solve", lambda rates, family, *a: solved.append(family)
+                        or real_solve(rates, family, *a))
     record = _profile.measure(full=True, store=True)
+    assert sorted(set(solved)) == sorted({"direct_rate", "plane_tap"})  # every probe's family, gather-plane's too
     assert record["kind"] == "full" and _profile.valid_record(_profile.key(), record)
     assert record["rates"]["call"] > 0 and record["rates"]["direct_rate"] > 0
     assert _model.GEMM_PEAK == fd.machine.profile()["rates"]["sgemm_peak"]  # measuring left the model as it was
