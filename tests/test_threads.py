@@ -161,23 +161,42 @@ def test_blas_threads_follow(restore_threads):
     assert all(n == _threads.max_threads() for n in blas)
 
 
-def test_each_blas_runs_the_primer_once_when_first_set_up(monkeypatch):
-    from scipy.linalg import blas as scipy_blas
-
+def test_each_blas_is_primed_once_in_as_many_threads_at_once_as_the_pool_has(monkeypatch):
     from fastdeconv import _blas
-    sides = []
-    real_matmul, real_sgemm = np.matmul, scipy_blas.sgemm
-    monkeypatch.setattr(np, "matmul", lambda a, b, *r, **k: sides.append(("numpy", a.shape, b.shape))
-                        or real_matmul(a, b, *r, **k))
-    monkeypatch.setattr(scipy_blas, "sgemm", lambda alpha, a, b, *r, **k: sides.append(("scipy", a.shape, b.shape))
-                        or real_sgemm(alpha, a, b, *r, **k))
+    runs, lock = [], threading.Lock()
+
+    def product(name):
+        def run():
+            start = time.perf_counter()
+            time.sleep(0.01)
+            with lock:
+                runs.append((name, threading.get_ident(), start, time.perf_counter()))
+        return run
+
+    monkeypatch.setattr(_blas, "_products", lambda: [product("numpy"), product("scipy")])
     monkeypatch.setattr(_blas, "_controllers", [])
-    m, k, n = _blas.PRIMER
     first = _blas.blas_controllers()
-    assert sides == [("numpy", (m, k), (k, n)), ("scipy", (m, k), (k, n))]
+    workers = numba.config.NUMBA_NUM_THREADS
+    for name in ("numpy", "scipy"):
+        mine = [r for r in runs if r[0] == name]
+        assert len(mine) == workers * _blas.PRIMER_REPEATS
+        assert len({r[1] for r in mine}) == workers
+        # the threads' first products overlap: each holds a BLAS buffer of its own meanwhile
+        firsts = [min((r for r in mine if r[1] == t), key=lambda r: r[2]) for t in {r[1] for r in mine}]
+        assert max(r[2] for r in firsts) < min(r[3] for r in firsts)
     assert _blas.blas_controllers() == first
     _blas.blas_controllers(refresh=True)
-    assert len(sides) == 2  # once per process, not per look-up
+    assert len(runs) == 2 * workers * _blas.PRIMER_REPEATS  # once per process, not per look-up
+
+
+def test_the_primers_scipy_sgemm_computes_the_product():
+    from fastdeconv import _blas
+    sgemm = _blas._scipy_sgemm()
+    assert sgemm is not None
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((5, 7)).astype(np.float32)
+    b = rng.standard_normal((7, 3)).astype(np.float32)
+    np.testing.assert_allclose(_blas.scipy_sgemm_product(sgemm, a, b), a @ b, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("bad, exc, words", [

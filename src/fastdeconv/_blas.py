@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from contextlib import contextmanager
@@ -21,23 +22,78 @@ _blas_users = 0          # calls inside single_threaded_blas right now (any Pyth
 _blas_saved: list[int] = []  # the BLAS thread counts to restore when the last of them leaves
 _controllers: list[tuple] = []
 
-# The sides (M, K, N) of one single-precision product each BLAS runs when fastdeconv first sets them up. OpenBLAS
-# (0.3.30 and 0.3.31 with their Haswell kernel, on an AVX2 host) ran a process's first products with up to ~256
-# columns at 10 GFLOP/s against 36 (Winograd's per-point products, conv's per-sample blocks: a layer 2x slower)
-# until it had run one with more columns; then every thread got the full rate, with the same bits. One such
-# product costs under a millisecond.
+# The sides (M, K, N) of the single-precision product each BLAS runs when fastdeconv first sets them up, in as
+# many threads at once as the pool has workers. OpenBLAS (0.3.30 and 0.3.31 with their Haswell kernel, on an AVX2
+# host) ran products with up to ~256 columns and K >= 256 at 10 GFLOP/s against 36 on each of its buffers until
+# that buffer had served one product with more columns; a buffer is taken per call, so two workers calling at
+# once use two. Primed from one thread, the pool's second worker still ran at half speed (two threads: 21 + 25
+# GFLOP/s); primed from two at once, 34 + 34. Same bits either way. Under 10 ms, once per process.
 PRIMER = (128, 256, 384)
+PRIMER_REPEATS = 3  # per thread and library: the threads' products overlap, each on a buffer of its own
+PRIMER_TIMEOUT = 5.0  # seconds a priming thread waits for the others before it gives up (never a hang)
 
 
-def _prime() -> None:
-    """Run ``PRIMER``'s product on numpy's BLAS and on the one numba's kernels call (scipy's)."""
+def _scipy_sgemm():
+    """scipy's Fortran ``sgemm`` (the one numba's kernels call, scipy.linalg.cython_blas) as a ctypes function,
+    which runs without the GIL, or None where it cannot be found."""
+    try:
+        capsule = _interrupts.import_module("scipy.linalg.cython_blas").__pyx_capi__["sgemm"]
+    except (ImportError, AttributeError, KeyError):  # pragma: no cover - scipy is a dependency
+        return None
+    api = ctypes.pythonapi
+    api.PyCapsule_GetName.restype, api.PyCapsule_GetName.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+    api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    address = api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
+    i, f = ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_float)
+    return ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, i, i, i, f, f, i, f, i, f, f, i)(address)
+
+
+def scipy_sgemm_product(sgemm, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` (float32, C order) through ``sgemm`` (:func:`_scipy_sgemm`): column-major, so it computes
+    ``(b.T @ a.T).T``, the call numpy's matmul makes of the same arrays."""
+    (m, k), n = a.shape, b.shape[1]
+    c = np.empty((m, n), np.float32)
+    ptr = ctypes.POINTER(ctypes.c_float)
+    one, zero = ctypes.c_float(1.0), ctypes.c_float(0.0)
+    sides = [ctypes.c_int(v) for v in (n, m, k)]
+    sgemm(b"N", b"N", *(ctypes.byref(v) for v in sides), ctypes.byref(one), b.ctypes.data_as(ptr),
+          ctypes.byref(sides[0]), a.ctypes.data_as(ptr), ctypes.byref(sides[2]), ctypes.byref(zero),
+          c.ctypes.data_as(ptr), ctypes.byref(sides[0]))
+    return c
+
+
+def _products() -> list:
+    """The primer's product on each BLAS: numpy's, and scipy's (numba's kernels call it)."""
     m, k, n = PRIMER
     a, b = np.ones((m, k), np.float32), np.ones((k, n), np.float32)
-    np.matmul(a, b)
-    try:
-        _interrupts.import_module("scipy.linalg.blas").sgemm(1.0, a, b)
-    except ImportError:  # pragma: no cover - scipy is a dependency
-        pass
+    out = [lambda: np.matmul(a, b)]
+    sgemm = _scipy_sgemm()
+    if sgemm is not None:
+        out.append(lambda: scipy_sgemm_product(sgemm, a, b))
+    return out
+
+
+def _prime(workers: int) -> None:
+    """Run ``PRIMER``'s product on every BLAS in ``workers`` threads at once (the calling one among them)."""
+    products = _products()
+    barrier = threading.Barrier(workers, timeout=PRIMER_TIMEOUT)
+
+    def run():
+        try:
+            for product in products:
+                barrier.wait()  # every thread's products run together, each on a buffer of its own
+                for _ in range(PRIMER_REPEATS):
+                    product()
+        except threading.BrokenBarrierError:  # pragma: no cover - a thread that never started: nothing lost
+            pass
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(workers - 1)]
+    for t in threads:
+        t.start()
+    run()
+    for t in threads:
+        t.join(PRIMER_TIMEOUT)
 
 
 def blas_controllers(refresh: bool = False) -> tuple:
@@ -57,7 +113,14 @@ def blas_controllers(refresh: bool = False) -> tuple:
                 pass
             found = tuple(threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers)
         if not _controllers:
-            _prime()
+            saved = [c.get_num_threads() for c in found]
+            for c in found:  # (one thread each: the products' buffers are those a worker's calls take)
+                _set_blas_threads(c, 1)
+            try:
+                _prime(max(1, int(_interrupts.import_module("numba").config.NUMBA_NUM_THREADS)))
+            finally:
+                for c, n in zip(found, saved):
+                    _set_blas_threads(c, n)
     _controllers[:] = [found]
     return found
 
