@@ -403,8 +403,9 @@ def _clamped(rates: dict) -> dict:
 # keep their coarse rates.
 PROBES = (
     ("direct_rate", "scatter-direct", (1, 32, 32, 128), (32, 16, 3, 3), {"padding": 1}),
-    # (the plane family's terms are 4/5 of its estimate: its solved rate held within 12% of what five larger layers' times solve to, on
-    # a host where the reference rate is 2.5x too fast for them; layers under a millisecond read less)
+    # (the plane family's terms are 4/5 of its estimate: its solved rate held within 12% of what five larger
+    # layers' times solve to, on a host where the reference rate is 2.5x too fast for them; layers under a
+    # millisecond read less)
     ("plane_tap", "gather-plane", (1, 32, 64, 64), (32, 16, 3, 3), {"padding": 1}),
 )
 
