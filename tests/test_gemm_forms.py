@@ -130,6 +130,63 @@ def test_scatter_gemm_slabs(xs, ws, geometry):
 
 
 @pytest.mark.parametrize("xs, ws, geometry", [
+    ((1, 12, 48, 20), (12, 1, 5, 5), dict(stride=2, padding=2, output_padding=1)),   # super-resolution's last layer
+    ((1, 10, 17, 9), (10, 2, 4, 3), dict(stride=(3, 2), padding=(1, 1), dilation=(2, 1))),
+    ((1, 6, 12, 10), (6, 1, 2, 2), dict(stride=2)),                             # every output written once
+    ((1, 8, 12, 4, 4), (8, 1, 3, 2, 2), dict(stride=2, padding=(1, 0, 0))),   # 3-D: depth parts
+    ((1, 9, 40), (9, 1, 16), dict(stride=4, padding=3)),                        # 1-D
+])
+@pytest.mark.parametrize("workers", [2, 3])
+def test_scatter_gemm_slab_parts(xs, ws, geometry, workers):
+    """A batch-1 call whose one chunk is a sample cut in slabs spreads its slabs over the workers: parts of equal
+    input ranges, each part's first slabs (those reaching the previous part's outputs) into a buffer added after
+    all parts, in part order. The definition's values within the memory rule, the same bits on any number of
+    threads, and buffers only where two parts meet."""
+    plan = geo.make_plan(xs, ws, np.float64, np.float64, geometry.get("stride"), geometry.get("padding", 0),
+                         geometry.get("output_padding", 0), 1, geometry.get("dilation", 1))
+    parts = sg._slab_parts(plan, (1, ws[1], 1), workers)  # (a one-chunk call: every channel, one sample)
+    assert parts is not None and len(parts.ranges) == workers
+    assert parts.ranges[0][0] == 0 and parts.ranges[-1][1] == plan.axes[sg.slab_axis(plan)].size_in
+    assert all(a[1] == b[0] for a, b in zip(parts.ranges, parts.ranges[1:]))
+    out = int(np.prod(plan.out_shape))
+    assert len(parts.ranges) * sg._scratch(plan, 1, ws[1], parts.slab) + parts.private <= out
+    assert parts.buffered[0] == 0 and (not sg.exactly_once(plan) or parts.private == 0)
+    rng = np.random.default_rng(9)
+    x, w, b = rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[1])
+    expected = conv_transpose_ref(x, w, b, **geometry)
+    results = []
+    for threads in (1, 2):
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            y = np.full(plan.out_shape, np.nan)
+            y5 = y.reshape((1, ws[1]) + tuple(a.size_out for a in plan.axes))
+            sg._run_parts(plan, parts, x.reshape((1, xs[1]) + tuple(a.size_in for a in plan.axes)),
+                          w.reshape(ws[:2] + tuple(a.kernel for a in plan.axes)), b, y5)
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
+        results.append(y)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_scatter_gemm_runs_slab_parts_for_a_one_chunk_call():
+    """The variant itself takes the parts when its one chunk is a cut sample and the pool has workers, and its
+    scratch (columns of every part, buffers) stays within the output."""
+    if max_threads() > 4:
+        pytest.skip("the layer is sized for pools of up to 4 workers")
+    xs, ws, geometry = (1, 8, 160, 8), (8, 1, 9, 9), dict(stride=2, padding=4, output_padding=1)
+    plan = geo.make_plan(xs, ws, np.float32, np.float32, 2, 4, 1, 1, 1)
+    n, cb, slab = sg.chunks(plan)
+    assert (n, cb) == (1, 1) and slab < 160
+    assert (sg.slab_parts(plan) is not None) == (max_threads() > 1)
+    assert sg.scatter_scratch(plan) <= np.prod(plan.out_shape)
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal(xs, dtype=np.float32), rng.standard_normal(ws, dtype=np.float32)
+    np.testing.assert_allclose(run_variant("scatter-gemm", x, w, **geometry), conv_transpose_ref(x, w, **geometry),
+                               **tolerance(np.float32))
+
+
+@pytest.mark.parametrize("xs, ws, geometry", [
     ((2, 6, 30), (6, 2, 80), dict(stride=40, padding=3)),                       # iSTFT-like overlap-add
     ((3, 4, 5, 4), (4, 3, 3, 70), dict(stride=(2, 32), padding=(1, 5), dilation=(1, 1))),
     ((2, 4, 3, 9), (4, 2, 2, 40), dict(stride=(1, 33), padding=(0, 7), output_padding=(0, 2))),

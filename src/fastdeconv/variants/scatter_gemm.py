@@ -72,6 +72,9 @@ def chunked(plan: geo.Plan, threads: int) -> Chunked:
 
 
 def cost(plan: geo.Plan, threads: int) -> float:
+    found = slab_parts(plan)
+    if found is not None:
+        return _parts_cost(plan, threads, found)
     c = chunked(plan, threads)
     n = chunks(plan)[0]
     # col2im set-ups: per channel, depth, chunk and slab
@@ -175,6 +178,105 @@ def scratch_elements(plan: geo.Plan) -> int:
     return 0 if found is None else max_threads() * _scratch(plan, *found)
 
 
+class Parts(NamedTuple):
+    """A one-chunk sample's slabs split among the workers (``slab_parts``)."""
+
+    ranges: tuple[tuple[int, int], ...]  # per part, its input positions [lo, hi) along ``slab_axis``
+    slab: int                            # positions per GEMM within a part
+    buffered: tuple[int, ...]            # per part, how many of its first slabs go to its buffer
+    rows: tuple[tuple[int, int], ...]    # per part, the output positions [lo, hi) its buffer holds
+    private: int                         # elements of all the buffers
+
+
+def slab_parts(plan: geo.Plan) -> Parts | None:
+    """How a call whose single chunk is one sample cut in slabs (a batch-1 layer of many input channels into
+    few: super-resolution's reconstruction) spreads it over the workers, or None for every other plan (their
+    chunks already do, or there is one worker).
+
+    The sample's input positions along ``slab_axis`` are cut into ``max_threads()`` equal ranges (by shape and
+    pool size alone: the bits do not move with the thread count), each a part whose slabs run in turn on one
+    worker, adding into the output (set to the bias first). Only outputs that two parts reach could be written
+    by two workers at once: a part's first slabs, those reaching the previous part's outputs, add into a
+    small zeroed buffer of the outputs they reach instead, added to the output once every part is done, in
+    part order. When every output element receives exactly one term (``exactly_once``) the parts' outputs are
+    disjoint and no slab is buffered. The buffers and the parts' columns together keep the memory rule; None
+    when they cannot."""
+    return _slab_parts(plan, chunks(plan), max_threads())
+
+
+def _reach(plan: geo.Plan, axis: int, lo: int, hi: int) -> tuple[int, int]:
+    """The output positions [first, last + 1) along ``axis`` that inputs [lo, hi) reach (empty: (x, x))."""
+    a = plan.axes[axis]
+    out_lo, out_hi = a.size_out, 0
+    for off, t_lo, t_hi in geometry_arrays(plan)[3][axis][:a.kernel]:
+        i_lo, i_hi = max(lo, int(t_lo)), min(hi, int(t_hi))
+        if i_lo < i_hi:
+            out_lo, out_hi = min(out_lo, i_lo * a.stride + int(off)), max(out_hi, (i_hi - 1) * a.stride + int(off) + 1)
+    return out_lo, max(out_lo, out_hi)
+
+
+@memo(256)
+def _slab_parts(plan: geo.Plan, found, workers: int) -> Parts | None:
+    if found is None or workers < 2:
+        return None
+    n, cb, _slab = found
+    axis = slab_axis(plan)
+    size = plan.axes[axis].size_in
+    if (plan.groups * -(-plan.batch // n) * -(-(plan.c_out // plan.groups) // cb) != 1 or n != 1 or size < 2
+            or pixels_major(plan, 1)):
+        return None
+    count = min(workers, size)
+    edges = [size * q // count for q in range(count + 1)]
+    ranges = tuple((edges[q], edges[q + 1]) for q in range(count))
+    reach = [_reach(plan, axis, lo, hi) for lo, hi in ranges]
+    out_size = plan.batch * plan.c_out * _prod(a.size_out for a in plan.axes)
+    per_out = out_size // plan.axes[axis].size_out
+    once = exactly_once(plan)
+    one = _scratch(plan, 1, cb, 1)
+    slab = min(out_size // count, max(_CHUNK_ELEMENTS, one)) // one
+    while slab >= 1:
+        buffered, rows = [0], [(0, 0)]
+        for q in range(1, count):
+            lo_in, hi_in = ranges[q]
+            starts = range(lo_in, hi_in, slab)
+            first = [_reach(plan, axis, p, min(hi_in, p + slab)) for p in starts]
+            m = 0 if once else sum(1 for r in first if r[0] < r[1] and r[0] < reach[q - 1][1])
+            buffered.append(m)
+            rows.append((first[0][0], max(r[1] for r in first[:m])) if m else (0, 0))
+        private = sum(hi - lo for lo, hi in rows) * per_out
+        if count * one * slab + private <= out_size:
+            return Parts(ranges, slab, tuple(buffered), tuple(rows), private)
+        slab -= 1
+    return None
+
+
+def _parts_cost(plan: geo.Plan, threads: int, parts: Parts) -> float:
+    """``cost`` of a call run as ``slab_parts``: the parts' GEMMs and col2im shared by the workers, then the
+    buffers' adds into the output."""
+    s = sizes(plan)
+    axis = slab_axis(plan)
+    per_slab = s.pix_in // plan.axes[axis].size_in
+    count = len(parts.ranges)
+    workers = min(threads, count)
+    calls = sum(-(-(hi - lo) // parts.slab) for lo, hi in parts.ranges)
+    gemm = gemm_time(2.0 * plan.macs, plan.c_out * s.k, per_slab * parts.slab, s.cin_g, 1, s.scale)
+    set_ups = plan.c_out * plan.axes[0].size_out * calls
+    col2im = plan.c_out * s.k * s.pix_in * M.COL2IM_ELEMENT + set_ups * s.k * M.COL2IM_PLANE_TAP
+    balance = -(-count // workers) * workers / count
+    fill = 0 if exactly_once(plan) else s.y_elems  # the output set to the bias first
+    # per slab a matmul and a col2im call from the worker's loop (their boxes are made once per plan)
+    return ((gemm + col2im + calls * 2 * M.LAUNCH_SERIAL) * balance / workers
+            + (parts.private * 2 + fill) * M.COL2IM_ELEMENT + M.LAUNCH_PARALLEL)
+
+
+def scatter_scratch(plan: geo.Plan) -> int:
+    """scatter-gemm's scratch: ``scratch_elements``, or that of ``slab_parts``' parts and buffers."""
+    parts = slab_parts(plan)
+    if parts is None:
+        return scratch_elements(plan)
+    return len(parts.ranges) * _scratch(plan, 1, plan.c_out, parts.slab) + parts.private
+
+
 def pack(plan: geo.Plan, w5: np.ndarray) -> np.ndarray:
     """The weight an operator keeps for ``scatter-gemm`` and ``gather-gemm-cols``: the weight as it is, read
     through the same transposed view (groups, C_out_g x taps, C_in_g) as a one-off call.
@@ -200,7 +302,78 @@ def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarra
     col2im on its own chunks (slab by slab when a sample is cut) with single-threaded BLAS, so the threads
     meet only once, at the end. (Layers without channels never get here: the dispatcher writes their bias.)
     """
-    _run("scatter", plan, x5, w5, bias, y5)
+    parts = slab_parts(plan)
+    if parts is None:
+        _run("scatter", plan, x5, w5, bias, y5)
+    else:
+        _run_parts(plan, parts, x5, w5, bias, y5)
+
+
+@memo(64)
+def _part_boxes(plan: geo.Plan, parts: Parts) -> tuple:
+    """Per part, per slab: (first position, last + 1, the box of input positions ``col2im`` reads)."""
+    in_shape = geometry_arrays(plan)[0]
+    axis = slab_axis(plan)
+    out = []
+    for lo_in, hi_in in parts.ranges:
+        slabs = []
+        for p_lo in range(lo_in, hi_in, parts.slab):
+            box = np.stack([np.zeros(3, np.int64), in_shape], axis=1)
+            box[axis] = (p_lo, min(hi_in, p_lo + parts.slab))
+            slabs.append((p_lo, int(box[axis, 1]), box))
+        out.append(tuple(slabs))
+    return tuple(out)
+
+
+def _run_parts(plan: geo.Plan, parts: Parts, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray,
+               y5: np.ndarray) -> None:
+    """``scatter_gemm`` as ``slab_parts``: the output set to the bias (unless each output receives one term),
+    then part ``q``'s slabs in turn, its first ``parts.buffered[q]`` into its zeroed buffer (the taps' offsets
+    along ``slab_axis`` moved by the buffer's first position), the rest into the output; then the buffers added
+    in part order."""
+    k = _prod(a.kernel for a in plan.axes)
+    c_out = plan.c_out
+    pix = _prod(a.size_in for a in plan.axes)
+    in_shape, kern, stride, taps = geometry_arrays(plan)
+    axis = slab_axis(plan)
+    per_slab = pix // int(in_shape[axis])
+    once = exactly_once(plan)
+    xm = x5[0].reshape(plan.c_in, pix)
+    wm_t = (w5 if w5.ndim == 3 else _transposed(plan, w5))[0]  # (c_out * k, c_in)
+    zeros = np.zeros(c_out, plan.dtype)
+    buffers: list = [None] * len(parts.ranges)
+    boxes = _part_boxes(plan, parts)
+    if not once:
+        y5[0] = bias.reshape(c_out, 1, 1, 1)
+
+    def work(part):
+        cols_buf = np.empty(c_out * k * per_slab * parts.slab, plan.dtype)
+        for q in part:
+            lo_in, hi_in = parts.ranges[q]
+            buf_lo, buf_hi = parts.rows[q]
+            if parts.buffered[q]:
+                shape = list(y5.shape)
+                shape[2 + axis] = buf_hi - buf_lo
+                buffers[q] = np.empty(shape, plan.dtype)
+                moved = taps.copy()
+                moved[axis, :, 0] -= buf_lo
+            for i, (p_lo, p_hi, box) in enumerate(boxes[q]):
+                cols = cols_buf[:c_out * k * (p_hi - p_lo) * per_slab].reshape(c_out * k, (p_hi - p_lo) * per_slab)
+                np.matmul(wm_t, xm[:, p_lo * per_slab:p_hi * per_slab], out=cols)
+                if i < parts.buffered[q]:
+                    col2im(cols, buffers[q], zeros, (0, 0, 1, c_out), box, kern, stride, moved, (False, i == 0, False))
+                else:
+                    col2im(cols, y5, bias, (0, 0, 1, c_out), box, kern, stride, taps, (once, False, False))
+
+    run_parallel(work, list(range(len(parts.ranges))))
+    for q, buf in enumerate(buffers):
+        if buf is not None:
+            index = [0, slice(None), slice(None), slice(None), slice(None)]
+            index[2 + axis] = slice(*parts.rows[q])
+            y5[tuple(index)] += buf[0]
+    ep = _epilogue.args(plan)
+    if ep is not None:
+        _epilogue.box(y5, ep, (0, 1), (0, c_out))
 
 
 def gather_cols(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
@@ -318,7 +491,7 @@ def exactly_once(plan: geo.Plan) -> bool:
 
 
 VARIANT = Variant(
-    name="scatter-gemm", form="scatter", applies=applies, cost=cost, scratch=scratch_elements, pack=pack,
+    name="scatter-gemm", form="scatter", applies=applies, cost=cost, scratch=scatter_scratch, pack=pack,
     run=scatter_gemm, serial=lambda plan: False, reason="channel contraction on BLAS",
     kernels=lambda: ((col2im, col2im_minor),), exact=True, call_pack=same,
 )
