@@ -134,7 +134,7 @@ def test_scatter_gemm_slabs(xs, ws, geometry):
     ((1, 10, 17, 9), (10, 2, 4, 3), dict(stride=(3, 2), padding=(1, 1), dilation=(2, 1))),
     ((1, 6, 12, 10), (6, 1, 2, 2), dict(stride=2)),                             # every output written once
     ((1, 8, 12, 4, 4), (8, 1, 3, 2, 2), dict(stride=2, padding=(1, 0, 0))),   # 3-D: depth parts
-    ((1, 9, 40), (9, 1, 16), dict(stride=4, padding=3)),                        # 1-D
+    ((1, 9, 120), (9, 1, 16), dict(stride=4, padding=3)),                       # 1-D
 ])
 @pytest.mark.parametrize("workers", [2, 3])
 def test_scatter_gemm_slab_parts(xs, ws, geometry, workers):
@@ -475,6 +475,26 @@ def test_gather_cols_sums_the_scatter_terms(monkeypatch, spatial, kernel, stride
         y = run_variant("gather-gemm-cols", x, w, bias, **geometry)
         np.testing.assert_allclose(y, expected, err_msg=str(chunk), **tolerance(np.float32))
         np.testing.assert_array_equal(y, run_variant("scatter-gemm", x, w, bias, **geometry), err_msg=str(chunk))
+
+
+@pytest.mark.parametrize("xs, ws, geometry", [
+    ((1, 32, 4, 4), (32, 8, 4, 4), dict(stride=2, padding=1)),               # batch-1 weight-heavy block
+    ((2, 16, 5), (16, 6, 4), dict(stride=2, padding=1, dilation=2)),          # 1-D, dilated
+    ((1, 8, 2, 4, 4), (8, 4, 2, 2, 2), dict(stride=(1, 2, 2))),              # 3-D
+])
+def test_few_pixels_run_pixels_major_in_both_forms(xs, ws, geometry):
+    """Chunks of at most PIXELS_MAJOR_PIXELS pixels run the GEMM pixels-major (the weight read row by row) in
+    scatter-gemm and gather-gemm-cols alike: the definition's values, and the same bits in both forms."""
+    plan = geo.make_plan(xs, ws, np.float32, np.float32, geometry.get("stride"), geometry.get("padding", 0),
+                         geometry.get("output_padding", 0), 1, geometry.get("dilation", 1))
+    n = sg.chunks(plan)[0]
+    assert sg.few_pixels(plan, n) and sg.pixels_major(plan, n)
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal(xs, dtype=np.float32), rng.standard_normal(ws, dtype=np.float32)
+    b = rng.standard_normal(ws[1], dtype=np.float32)
+    y = run_variant("scatter-gemm", x, w, b, **geometry)
+    np.testing.assert_allclose(y, conv_transpose_ref(x, w, b, **geometry), **tolerance(np.float32))
+    np.testing.assert_array_equal(run_variant("gather-gemm-cols", x, w, b, **geometry), y)
 
 
 def test_gather_cols_is_the_gather_form_of_weight_heavy_layers():

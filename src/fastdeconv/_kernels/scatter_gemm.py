@@ -209,7 +209,7 @@ def col2im(cols, y, bias, block, box, kernel, stride, taps, flags):
                     row0 = ((c * k_d + kd) * k_h + kh) * k_w
                     out = (n, n0, co, c_out, od, o_d, o_h, o_w)
                     rows = (ih_lo, ih_hi, size_w, s_h, off_h)
-                    if s_w >= WIDE_STRIDE and not once:
+                    if (s_w >= WIDE_STRIDE or pixels_major) and not once:
                         _add_wide(cf, yf, out, rows,
                                   (row0, 1 if pixels_major else n_cols, cols.shape[1] if pixels_major else 1, pix,
                                    (i_d - d0) * size_h * size_w - h0 * size_w),
@@ -281,7 +281,7 @@ def _reached(table, lo, hi):
 
 
 @njit(**NJIT_FLAGS)
-def gather_phases(cols, y, bias, block, box, kernel, stride, phases, first, acc):
+def gather_phases(cols, y, bias, block, box, kernel, stride, phases, flags, acc):
     """The gather twin of ``col2im``: each output element of ``y[n0:n0+n, c0:c0+cb]`` sums, in ``acc``, the
     ``cols`` entries of the (input pixel in ``box``, tap) pairs that reach it, and is stored once.
 
@@ -290,9 +290,12 @@ def gather_phases(cols, y, bias, block, box, kernel, stride, phases, first, acc)
     a tap's terms for a row of a phase are one contiguous run of ``cols``. Per element the terms come in
     (kd, kh, kw) order; the ``first`` slab starts from the bias, a later one from the element's partial sum
     (the slabs of a sample cut by ``scatter_gemm``): the same terms in the same order as ``col2im``, so the
-    same bits. ``block = (n0, c0, n, cb)`` (int64) is the output block, as for ``col2im``.
+    same bits. ``block = (n0, c0, n, cb)`` (int64) is the output block, as for ``col2im``; ``flags = (first,
+    pixels_major)``: ``cols`` is (cb * K, n * P), or with ``pixels_major`` its transpose (the run of a tap's terms
+    is then strided).
     """
     n0, c0, n, cb = block
+    first, pixels_major = flags
     o_h, o_w = y.shape[3], y.shape[4]
     vol = y.shape[2] * o_h * o_w
     d0, d1, h0, h1, w0, w1 = box[0, 0], box[0, 1], box[1, 0], box[1, 1], box[2, 0], box[2, 1]
@@ -300,7 +303,7 @@ def gather_phases(cols, y, bias, block, box, kernel, stride, phases, first, acc)
     pix = (d1 - d0) * size_h * size_w
     k_h, k_w = kernel[1], kernel[2]
     s_d, s_h, s_w = stride[0], stride[1], stride[2]
-    n_cols = cols.shape[1]
+    tap_step, pixel_step = (1, cols.shape[1]) if pixels_major else (cols.shape[1], 1)
     yf, cf = y.reshape(-1), cols.reshape(-1)
     ranges = _phase_ranges(phases[2], first, w0, w1, min(s_w, o_w))
     reach_d, reach_h = _reached(phases[0], d0, d1), _reached(phases[1], h0, h1)
@@ -337,9 +340,14 @@ def gather_phases(cols, y, bias, block, box, kernel, stride, phases, first, acc)
                                         for tw in range(phases[2, pw, 1]):
                                             base = phases[2, pw, 3 + 2 * tw]
                                             lo, hi = max(m_lo, w0 - base), min(m_hi, w1 - base)
-                                            run = (row + phases[2, pw, 2 + 2 * tw]) * n_cols + src + base
-                                            for m in range(lo, hi):
-                                                acc[m] += cf[at(run + m)]
+                                            tap = row + phases[2, pw, 2 + 2 * tw]
+                                            run = tap * tap_step + (src + base) * pixel_step
+                                            if pixel_step == 1:
+                                                for m in range(lo, hi):
+                                                    acc[m] += cf[at(run + m)]
+                                            else:
+                                                for m in range(lo, hi):
+                                                    acc[m] += cf[at(run + m * pixel_step)]
                                 for m in range(m_lo, m_hi):
                                     yf[at(out + m * s_w)] = acc[m]
 

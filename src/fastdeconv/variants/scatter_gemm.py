@@ -79,7 +79,9 @@ def cost(plan: geo.Plan, threads: int) -> float:
     n = chunks(plan)[0]
     # col2im set-ups: per channel, depth, chunk and slab
     set_ups = plan.c_out * plan.axes[0].size_out * -(-plan.batch // n) * c.slabs
-    element = M.COL2IM_WIDE_ELEMENT if pixels_major(plan, n) else M.COL2IM_ELEMENT
+    # (few pixels run pixels-major too, but their runs are a kernel row long: the tap-by-tap rate)
+    wide = pixels_major(plan, n) and not few_pixels(plan, n)
+    element = M.COL2IM_WIDE_ELEMENT if wide else M.COL2IM_ELEMENT
     col2im = (c.cols * element + set_ups * sizes(plan).k * M.COL2IM_PLANE_TAP) / c.workers
     return c.gemm + c.pack + col2im + c.calls * c.slabs * M.LAUNCH_GEMM / c.workers + M.LAUNCH_PARALLEL
 
@@ -98,9 +100,26 @@ def minor(plan: geo.Plan, n: int) -> bool:
 
 def pixels_major(plan: geo.Plan, n: int) -> bool:
     """Whether scatter-gemm's chunks of ``n`` samples run the GEMM pixels-major and ``col2im`` adds pixel by
-    pixel (``_add_wide``): a wide stride along the last axis, elements reached more than once, not
-    sample-minor."""
-    return plan.axes[2].stride >= WIDE_STRIDE and not exactly_once(plan) and not minor(plan, n)
+    pixel (``_add_wide``): a wide stride along the last axis, or few pixels (``few_pixels``); elements reached
+    more than once, not sample-minor."""
+    return (plan.axes[2].stride >= WIDE_STRIDE or few_pixels(plan, n)) and not exactly_once(plan) \
+        and not minor(plan, n)
+
+
+# Most pixels (samples x input pixels) of a chunk whose GEMM runs pixels-major, ``cols^T = X^T @ W``, in both
+# forms: the weight is then BLAS's right-hand operand read row by row as it is laid out, where as the transposed
+# left-hand one its packing reads it across rows. With few pixels the weight's packing is most of the GEMM
+# (batch-1 weight-heavy layers: 512 -> 256 channels at 4x4, 1.2x; 1024 -> 512, 1.55x on one core); from a few
+# hundred pixels on the two orientations run at the same rate.
+PIXELS_MAJOR_PIXELS = 64
+
+
+def few_pixels(plan: geo.Plan, n: int) -> bool:
+    """Whether chunks of ``n`` whole samples have at most ``PIXELS_MAJOR_PIXELS`` pixels (both forms then run their
+    GEMM pixels-major, so gather-gemm-cols keeps scatter-gemm's bits); not where every output receives one term
+    (``col2im`` writes those from channel-major columns) or samples are packed sample-minor."""
+    return n * _prod(a.size_in for a in plan.axes) <= PIXELS_MAJOR_PIXELS and not exactly_once(plan) \
+        and not minor(plan, n)
 
 
 def _scratch(plan: geo.Plan, n: int, cb: int, slab: int) -> int:
@@ -406,7 +425,7 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
     wt = w5 if w5.ndim == 3 else _transposed(plan, w5)
     tasks = [(gi, n0, min(n_chunk, plan.batch - n0), c0, min(c_chunk, cout_g - c0))
              for gi in range(g) for n0 in range(0, plan.batch, n_chunk) for c0 in range(0, cout_g, c_chunk)]
-    wide = {n: not gather and pixels_major(plan, n) for n in {task[2] for task in tasks}}
+    wide = {n: few_pixels(plan, n) if gather else pixels_major(plan, n) for n in {task[2] for task in tasks}}
     boxes = []  # per slab: (first pixel, last pixel, box of input positions)
     for lo in range(0, max(size, 1), max(slab, 1)):
         box = np.stack([np.zeros(3, np.int64), in_shape], axis=1)
@@ -442,7 +461,7 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
                     np.matmul(wm_t, xs, out=cols)
                 block = (n0, gi * cout_g + c0, n, cb)  # the output block (Python ints: int64 in the kernels)
                 if gather:  # output-driven
-                    gather_phases(cols, y5, bias, block, box, kern, stride, phases, p0 == 0, acc)
+                    gather_phases(cols, y5, bias, block, box, kern, stride, phases, (p0 == 0, by_pixel), acc)
                 elif sample_minor:  # (whole samples: no slabs)
                     col2im_minor(cols, y5, bias, block, in_shape, kern, stride, taps, once, plane)
                 else:
