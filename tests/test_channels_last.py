@@ -434,3 +434,38 @@ def test_one_output_channel_overlap_add_picked():
     output."""
     chosen = fd.plan((4, 400, 514), (514, 1, 1024), stride=256, data_format="channels_last").variant
     assert chosen in {"scatter-gemm-phases-nhwc", "scatter-gemm-rows-nhwc", "gather-gemm-rows-nhwc"}
+
+
+IN_PLACE_CASES = [
+    ((2, 16, 12, 10), (16, 8, 2, 2), dict(stride=2)),        # U-Net's up-convolution
+    ((1, 8, 5, 6, 7), (8, 4, 2, 2, 2), dict(stride=2)),      # 3-D: blocks of depth planes
+    ((3, 6, 11), (6, 5, 3), dict(stride=3)),                 # 1-D: blocks of pixels
+    ((2, 8, 7, 9), (8, 6, 3, 2), dict(stride=(3, 2))),       # a kernel per axis, each its stride
+]
+
+
+@pytest.mark.parametrize("case", IN_PLACE_CASES)
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_kernel_equal_to_stride_is_written_in_place(case, activation):
+    """Kernel = stride on every axis, no padding, one group: gather-gemm-nhwc's GEMMs write the output rows in
+    place (no cols), the bias and the activation over each task's rows after them; the reference's values, with
+    and without a bias, one-off and through an operator alike (the same bits)."""
+    from fastdeconv.variants import channels_last
+
+    x, w, b, kw, rank, xl, expected, plan = _forced_case(case, 3, True)
+    assert channels_last.in_place(plan)
+    tasks = channels_last.in_place_tasks(plan)
+    size = plan.axes[channels_last.cut_axis(plan)].size_in
+    assert sorted((n, i0) for n, i0, _ in tasks)[0] == (0, 0) and all(i1 > i0 for _, i0, i1 in tasks)
+    assert sum(i1 - i0 for _, i0, i1 in tasks) == plan.batch * size
+    assert channels_last.scratch_elements(plan) == w.size  # the tap-major weight only
+    for bias in (b, None):
+        ref = expected if bias is not None else last(conv_transpose_ref(x, w, None, **kw), rank)
+        if activation == "relu":
+            ref = np.maximum(ref, 0)
+        y = fd.conv_transpose(xl, w, bias, data_format="channels_last", activation=activation,
+                              method="gather-gemm-nhwc", **kw)
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+        op = fd.ConvTranspose(w, bias, data_format="channels_last", activation=activation,
+                              method="gather-gemm-nhwc", **kw)
+        np.testing.assert_array_equal(op(xl), y)

@@ -124,11 +124,91 @@ def channel_tasks(plan: geo.Plan) -> tuple[tuple, int, int] | None:
     return blocks, pixels, cb
 
 
+def in_place(plan: geo.Plan) -> bool:
+    """Whether the GEMMs write the output in place: one group, and on every axis the kernel equals the stride,
+    with no padding, dilation or output padding (U-Net's and 3-D up-convolutions), the weight copied tap-major
+    (``tap_major``). Every output element then receives one term, and the outputs of input row ``(d, h)`` and tap
+    row ``(a_d, a_h)``, ``y[n, s_d d + a_d, s_h h + a_h, :, :]``, are one contiguous run of ``W x s_w C_out``
+    values: the product of the row's pixels (W x C_in) with the tap row's columns of the tap-major weight
+    (C_in x s_w C_out)."""
+    return plan.groups == 1 and tap_major(plan) and all(
+        a.kernel == a.stride and a.start == 0 and (a.dilation == 1 or a.kernel == 1) and a.size_out == a.size_in *
+        a.stride for a in plan.axes)
+
+
+def in_place_rows(plan: geo.Plan) -> int:
+    """Input positions along ``cut_axis`` per task of the in-place path: blocks of about ``_CHUNK_ELEMENTS`` output
+    elements (the bias and the epilogue pass over a task's rows while they are in cache), and enough of them for
+    the workers."""
+    size = plan.axes[cut_axis(plan)].size_in
+    per_position = plan.c_out * _prod(a.size_out for a in plan.axes) // max(1, size)  # output elements
+    return max(1, min(_CHUNK_ELEMENTS // max(1, per_position), -(-size * plan.batch // (2 * max_threads()))))
+
+
+def in_place_tasks(plan: geo.Plan) -> list[tuple[int, int, int]]:
+    """(sample, first, last + 1 input position along ``cut_axis``) per task of the in-place path."""
+    size, rows = plan.axes[cut_axis(plan)].size_in, in_place_rows(plan)
+    return [(n, i0, min(size, i0 + rows)) for n in range(plan.batch) for i0 in range(0, size, rows)]
+
+
+def _in_place_cost(plan: geo.Plan, threads: int) -> float:
+    """The GEMMs (rows of W pixels x C_in against C_in x s_w C_out), a matmul call per task and tap row, the
+    tap-major copy of the weight and a streaming pass for the bias."""
+    s = sizes(plan)
+    tasks = plan.batch * -(-plan.axes[cut_axis(plan)].size_in // in_place_rows(plan))
+    a_w = plan.axes[2]
+    width = a_w.stride * plan.c_out
+    gemm = gemm_time(2.0 * plan.macs, a_w.size_in, width, plan.c_in, 1, s.scale)
+    calls = tasks * plan.axes[0].stride * plan.axes[1].stride
+    passes = (s.w_elems + s.y_elems) * s.item / M.BANDWIDTH
+    workers = max(1, min(threads, tasks))
+    return (gemm + calls * M.LAUNCH_SERIAL + passes) / workers + M.LAUNCH_PARALLEL
+
+
+def _run_in_place(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np.ndarray) -> None:
+    """``run`` for ``in_place`` plans: per task and tap row one matmul of the task's input rows (W x C_in each)
+    with the tap row's columns of the tap-major weight, written straight into the output rows (numpy runs the
+    rows' GEMMs in BLAS, into the strided view); then the bias and the epilogue over the task's output rows
+    (skipped without either)."""
+    (a_d, a_h, a_w) = plan.axes
+    cut = cut_axis(plan)
+    d, h, w = (a.size_in for a in plan.axes)
+    yv = y5.reshape(plan.batch, d, a_d.stride, h, a_h.stride, w, a_w.stride * plan.c_out)
+    wv = w2.reshape(plan.c_in, a_d.stride, a_h.stride, a_w.stride * plan.c_out)
+    ep = _epilogue.args(plan)
+    add_bias = bool(bias.any())
+    ys = (a_d.stride, a_h.stride, a_w.stride)
+
+    def work(part):
+        for n, i0, i1 in part:
+            xi = [n, slice(None), slice(None), slice(None)]
+            xi[1 + cut] = slice(i0, i1)
+            yi = [n, slice(None), 0, slice(None), 0, slice(None)]
+            yi[1 + 2 * cut] = slice(i0, i1)
+            xs = x5[tuple(xi)]
+            for td in range(a_d.stride):
+                for th in range(a_h.stride):
+                    yi[2], yi[4] = td, th
+                    np.matmul(xs, wv[:, td, th], out=yv[tuple(yi)])
+            if add_bias or ep is not None:
+                box = [(n, n + 1), (0, y5.shape[1]), (0, y5.shape[2]), (0, y5.shape[3])]
+                box[1 + cut] = (ys[cut] * i0, ys[cut] * i1)
+                region = y5[tuple(slice(lo, hi) for lo, hi in box)]
+                if add_bias:
+                    region += bias
+                if ep is not None:
+                    _epilogue.box(y5, ep, *box)
+
+    run_parallel(work, in_place_tasks(plan))
+
+
 def applies(plan: geo.Plan) -> bool:
-    return gemm_applies(plan) and (tasks(plan) is not None or channel_tasks(plan) is not None)
+    return gemm_applies(plan) and (in_place(plan) or tasks(plan) is not None or channel_tasks(plan) is not None)
 
 
 def scratch_elements(plan: geo.Plan) -> int:
+    if in_place(plan):  # (the tap-major weight only)
+        return plan.c_in * (plan.c_out // plan.groups) * _prod(a.kernel for a in plan.axes)
     by_channel = channel_tasks(plan)
     if by_channel is not None:
         return max_threads() * by_channel[1] * by_channel[2] * sizes(plan).k
@@ -156,7 +236,10 @@ def gemm_cost(plan: geo.Plan, threads: int, element: float, store: float) -> flo
 
 
 def cost(plan: geo.Plan, threads: int) -> float | None:
-    """By channel blocks where ``channel_tasks`` applies (one-off calls and operators alike), else by pixels."""
+    """In place (``in_place``), by channel blocks where ``channel_tasks`` applies (one-off calls and operators
+    alike), else by pixels."""
+    if in_place(plan):
+        return _in_place_cost(plan, threads)
     by_channel = channel_tasks(plan)
     if by_channel is None:
         return gemm_cost(plan, threads, *M.ROWS_STEP_PIXELS_MAJOR["gather"])
@@ -223,6 +306,9 @@ def run(plan: geo.Plan, x5: np.ndarray, w2: np.ndarray, bias: np.ndarray, y5: np
     code, params = (0, np.zeros(3, plan.dtype)) if ep is None else ep
     major = w2.ndim == 2
     w2 = w2.reshape(plan.c_in, -1)
+    if major and in_place(plan):
+        _run_in_place(plan, x5, w2, bias, y5)
+        return
     by_channel = None if major else channel_tasks(plan)
     if by_channel is not None:
         _run_by_channel(plan, x5, w2, bias, y5, by_channel, (tabs, counts, wtab, kern), (code, params))

@@ -252,21 +252,49 @@ def _slab_parts(plan: geo.Plan, found, workers: int) -> Parts | None:
     per_out = out_size // plan.axes[axis].size_out
     once = exactly_once(plan)
     one = _scratch(plan, 1, cb, 1)
-    slab = min(out_size // count, max(_CHUNK_ELEMENTS, one)) // one
-    while slab >= 1:
+    a = plan.axes[axis]
+    lowest = min(int(off) for off, _lo, _hi in geometry_arrays(plan)[3][axis][:a.kernel])  # the first tap's offset
+
+    # a slab from p reaches no output before p * stride + lowest: those from ``ends[q]`` on, none of part q - 1's
+    ends = [0] + [max(lo_in, min(hi_in, -(-(reach[q - 1][1] - lowest) // a.stride)))
+                  for q, (lo_in, hi_in) in enumerate(ranges) if q]
+    if not once and any(ends[q] - ranges[q][0] > MAX_OVERLAP for q in range(1, count)):
+        return None
+
+    def buffers(slab: int):
+        """(buffered slabs, buffer rows) per part for slabs of ``slab`` positions."""
         buffered, rows = [0], [(0, 0)]
         for q in range(1, count):
             lo_in, hi_in = ranges[q]
-            starts = range(lo_in, hi_in, slab)
-            first = [_reach(plan, axis, p, min(hi_in, p + slab)) for p in starts]
-            m = 0 if once else sum(1 for r in first if r[0] < r[1] and r[0] < reach[q - 1][1])
-            buffered.append(m)
-            rows.append((first[0][0], max(r[1] for r in first[:m])) if m else (0, 0))
-        private = sum(hi - lo for lo, hi in rows) * per_out
-        if count * one * slab + private <= out_size:
-            return Parts(ranges, slab, tuple(buffered), tuple(rows), private)
-        slab -= 1
-    return None
+            first = [] if once else [_reach(plan, axis, p, min(hi_in, p + slab)) for p in range(lo_in, ends[q], slab)]
+            while first and not (first[-1][0] < first[-1][1] and first[-1][0] < reach[q - 1][1]):
+                first.pop()
+            buffered.append(len(first))
+            rows.append((min(r[0] for r in first), max(r[1] for r in first)) if first else (0, 0))
+        return buffered, rows
+
+    def fits(slab: int):
+        found = buffers(slab)
+        private = sum(hi - lo for lo, hi in found[1]) * per_out
+        return (found, private) if count * one * slab + private <= out_size else None
+
+    # the largest slab that fits (fitting is monotone in the slab: more columns, more buffered rows), by bisection
+    lo, hi = 0, min(out_size // count, max(_CHUNK_ELEMENTS, one)) // one
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid) is not None:
+            lo = mid
+        else:
+            hi = mid - 1
+    if lo < 1:
+        return None
+    (buffered, rows), private = fits(lo)
+    return Parts(ranges, lo, tuple(buffered), tuple(rows), private)
+
+
+# Most input positions of a part that may reach the previous part's outputs (a huge dilation's kernel reaches
+# far): beyond them, no parts
+MAX_OVERLAP = 4096
 
 
 def _parts_cost(plan: geo.Plan, threads: int, parts: Parts) -> float:
