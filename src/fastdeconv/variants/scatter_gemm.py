@@ -357,6 +357,22 @@ def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarra
 
 
 @memo(64)
+def _slab_boxes(plan: geo.Plan, slab: int) -> tuple:
+    """Per slab of ``slab`` positions along ``slab_axis``: (first pixel, last pixel + 1, the box of input positions
+    ``col2im`` reads), made once per plan (a box costs more than a small slab's kernel call)."""
+    in_shape = geometry_arrays(plan)[0]
+    axis = slab_axis(plan)
+    size = int(in_shape[axis])
+    per_slab = _prod(a.size_in for a in plan.axes) // size if size else 0
+    boxes = []
+    for lo in range(0, max(size, 1), max(slab, 1)):
+        box = np.stack([np.zeros(3, np.int64), in_shape], axis=1)
+        box[axis] = (lo, min(size, lo + slab))
+        boxes.append((lo * per_slab, int(box[axis, 1]) * per_slab, box))
+    return tuple(boxes)
+
+
+@memo(64)
 def _part_boxes(plan: geo.Plan, parts: Parts) -> tuple:
     """Per part, per slab: (first position, last + 1, the box of input positions ``col2im`` reads)."""
     in_shape = geometry_arrays(plan)[0]
@@ -454,11 +470,7 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
     tasks = [(gi, n0, min(n_chunk, plan.batch - n0), c0, min(c_chunk, cout_g - c0))
              for gi in range(g) for n0 in range(0, plan.batch, n_chunk) for c0 in range(0, cout_g, c_chunk)]
     wide = {n: few_pixels(plan, n) if gather else pixels_major(plan, n) for n in {task[2] for task in tasks}}
-    boxes = []  # per slab: (first pixel, last pixel, box of input positions)
-    for lo in range(0, max(size, 1), max(slab, 1)):
-        box = np.stack([np.zeros(3, np.int64), in_shape], axis=1)
-        box[axis] = (lo, min(size, lo + slab))
-        boxes.append((lo * per_slab, int(box[axis, 1]) * per_slab, box))
+    boxes = _slab_boxes(plan, slab)
     out_vol = _prod(a.size_out for a in plan.axes)
     ep = _epilogue.args(plan)
 
