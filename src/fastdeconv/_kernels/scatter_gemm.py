@@ -342,7 +342,7 @@ def gather_phases(cols, y, bias, block, box, kernel, stride, phases, flags, acc)
                                             lo, hi = max(m_lo, w0 - base), min(m_hi, w1 - base)
                                             tap = row + phases[2, pw, 2 + 2 * tw]
                                             run = tap * tap_step + (src + base) * pixel_step
-                                            if pixel_step == 1:
+                                            if pixel_step == 1:  # (a loop of its own: it vectorizes)
                                                 for m in range(lo, hi):
                                                     acc[m] += cf[at(run + m)]
                                             else:

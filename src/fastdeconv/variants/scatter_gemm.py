@@ -356,36 +356,20 @@ def scatter_gemm(plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.ndarra
         _run_parts(plan, parts, x5, w5, bias, y5)
 
 
-@memo(64)
-def _slab_boxes(plan: geo.Plan, slab: int) -> tuple:
-    """Per slab of ``slab`` positions along ``slab_axis``: (first pixel, last pixel + 1, the box of input positions
-    ``col2im`` reads), made once per plan (a box costs more than a small slab's kernel call)."""
+@memo(256)
+def _slab_boxes(plan: geo.Plan, slab: int, lo: int, hi: int) -> tuple:
+    """Per slab of ``slab`` positions of ``[lo, hi)`` along ``slab_axis`` (clipped to the input): (first position,
+    last + 1, the box of input positions ``col2im`` reads), made once per plan (a box costs more than a small
+    slab's kernel call)."""
     in_shape = geometry_arrays(plan)[0]
     axis = slab_axis(plan)
     size = int(in_shape[axis])
-    per_slab = _prod(a.size_in for a in plan.axes) // size if size else 0
     boxes = []
-    for lo in range(0, max(size, 1), max(slab, 1)):
+    for p in range(lo, hi, max(slab, 1)):
         box = np.stack([np.zeros(3, np.int64), in_shape], axis=1)
-        box[axis] = (lo, min(size, lo + slab))
-        boxes.append((lo * per_slab, int(box[axis, 1]) * per_slab, box))
+        box[axis] = (p, min(size, hi, p + slab))
+        boxes.append((p, int(box[axis, 1]), box))
     return tuple(boxes)
-
-
-@memo(64)
-def _part_boxes(plan: geo.Plan, parts: Parts) -> tuple:
-    """Per part, per slab: (first position, last + 1, the box of input positions ``col2im`` reads)."""
-    in_shape = geometry_arrays(plan)[0]
-    axis = slab_axis(plan)
-    out = []
-    for lo_in, hi_in in parts.ranges:
-        slabs = []
-        for p_lo in range(lo_in, hi_in, parts.slab):
-            box = np.stack([np.zeros(3, np.int64), in_shape], axis=1)
-            box[axis] = (p_lo, min(hi_in, p_lo + parts.slab))
-            slabs.append((p_lo, int(box[axis, 1]), box))
-        out.append(tuple(slabs))
-    return tuple(out)
 
 
 def _run_parts(plan: geo.Plan, parts: Parts, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray,
@@ -405,7 +389,7 @@ def _run_parts(plan: geo.Plan, parts: Parts, x5: np.ndarray, w5: np.ndarray, bia
     wm_t = (w5 if w5.ndim == 3 else _transposed(plan, w5))[0]  # (c_out * k, c_in)
     zeros = np.zeros(c_out, plan.dtype)
     buffers: list = [None] * len(parts.ranges)
-    boxes = _part_boxes(plan, parts)
+    boxes = [_slab_boxes(plan, parts.slab, lo, hi) for lo, hi in parts.ranges]
     if not once:
         y5[0] = bias.reshape(c_out, 1, 1, 1)
 
@@ -470,7 +454,8 @@ def _run(form: str, plan: geo.Plan, x5: np.ndarray, w5: np.ndarray, bias: np.nda
     tasks = [(gi, n0, min(n_chunk, plan.batch - n0), c0, min(c_chunk, cout_g - c0))
              for gi in range(g) for n0 in range(0, plan.batch, n_chunk) for c0 in range(0, cout_g, c_chunk)]
     wide = {n: few_pixels(plan, n) if gather else pixels_major(plan, n) for n in {task[2] for task in tasks}}
-    boxes = _slab_boxes(plan, slab)
+    # per slab: (first pixel, last pixel + 1, box of input positions)
+    boxes = [(p0 * per_slab, p1 * per_slab, box) for p0, p1, box in _slab_boxes(plan, slab, 0, max(size, 1))]
     out_vol = _prod(a.size_out for a in plan.axes)
     ep = _epilogue.args(plan)
 
